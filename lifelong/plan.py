@@ -1,0 +1,105 @@
+"""Turning names and ``key=value`` settings into checked run specifications."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from lifelong.errors import UserError, closest
+from lifelong.params import build, param_specs
+from lifelong.protocol import Protocol
+from lifelong.registry import find_scenario, find_strategy
+from lifelong.runner import RunSpec
+from lifelong.scenario import ScenarioFamily
+from lifelong.strategy import Strategy
+
+__all__ = ["parse_settings", "parse_seeds", "plan_runs"]
+
+
+def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
+    """``["lr=0.1", "naive.lr=0.2"]`` -> ``{"lr": "0.1", "naive.lr": "0.2"}``."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {pair!r} is not key=value (e.g. --set lr=0.05)")
+        settings[key.strip()] = value.strip()
+    return settings
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0,1,2"`` or ``"0-7"`` (or a mix, ``"0-3,9"``) -> a list of distinct seeds."""
+    seeds: list[int] = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            low, dash, high = part.partition("-")
+            span = range(int(low), int(high) + 1) if dash else [int(part)]
+            seeds.extend(s for s in span if s not in seeds)
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: use a list like 0,1,2 or a range like 0-7") from None
+    if not seeds or min(seeds) < 0:
+        raise UserError(f"--seeds {text!r}: give at least one non-negative seed, e.g. 0,1,2")
+    return seeds
+
+
+def plan_runs(
+    scenario: str | ScenarioFamily,
+    strategies: Sequence[str | Strategy],
+    seeds: Sequence[int],
+    settings: Mapping[str, Any] | None = None,
+) -> list[RunSpec]:
+    """One checked :class:`RunSpec` per strategy and seed.
+
+    A setting goes to the scenario, the protocol or the strategies that declare it; a key
+    prefixed with a strategy name (``naive.lr``) goes to that strategy alone. A key that
+    nothing declares is an error, with the closest valid key suggested.
+    """
+    settings = dict(settings or {})
+    if not strategies:
+        raise UserError("no strategy given; add --strategy NAME (see `lifelong list`)")
+    family = find_scenario(scenario) if isinstance(scenario, str) else type(scenario)
+    classes = [find_strategy(s) if isinstance(s, str) else type(s) for s in strategies]
+    used: set[str] = set()
+    scenario_obj = _configure(family, scenario, settings, used, prefix=None)
+    protocol = _configure(Protocol, None, settings, used, prefix=None)
+    built = [
+        _configure(cls, given, settings, used, prefix=cls.name)
+        for cls, given in zip(classes, strategies)
+    ]
+    unused = [key for key in settings if key not in used]
+    if unused:
+        known = _known_keys(family, classes)
+        key = unused[0]
+        raise UserError(
+            f"--set {key}: no such parameter for {family.name} or "
+            f"{', '.join(c.name for c in classes)}{closest(key, known)}; see `lifelong list`"
+        )
+    return [RunSpec(scenario_obj, s, protocol, seed) for s in built for seed in seeds]
+
+
+def _configure(
+    cls: type, given: object, settings: dict[str, Any], used: set[str], prefix: str | None
+) -> Any:
+    specs = param_specs(cls)
+    values: dict[str, Any] = {}
+    if given is not None and not isinstance(given, str):
+        values = {name: getattr(given, name) for name in specs}
+    for key, value in settings.items():
+        name = key
+        if prefix is not None and key.startswith(prefix + "."):
+            name = key[len(prefix) + 1 :]
+        elif "." in key:
+            continue
+        if name in specs:
+            values[name] = value
+            used.add(key)
+    owner = getattr(cls, "name", None) or "protocol"
+    return build(cls, values, owner=owner)
+
+
+def _known_keys(family: type, classes: Sequence[type]) -> list[str]:
+    keys = list(param_specs(family)) + list(param_specs(Protocol))
+    for cls in classes:
+        keys += list(param_specs(cls))
+        keys += [f"{cls.name}.{name}" for name in param_specs(cls)]
+    return keys

@@ -1,0 +1,133 @@
+"""Finding scenario families and strategies by short name, module path or file path."""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import inspect
+import pkgutil
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+from typing import TypeVar
+
+from lifelong.errors import UserError, closest
+from lifelong.scenario import ScenarioFamily
+from lifelong.strategy import Strategy
+
+__all__ = ["scenarios", "strategies", "find_scenario", "find_strategy", "check_strategy_class"]
+
+T = TypeVar("T")
+
+
+@functools.cache
+def scenarios() -> dict[str, type[ScenarioFamily]]:
+    """Every scenario family in ``lifelong.scenarios``, by name."""
+    return _collect("lifelong.scenarios", ScenarioFamily)
+
+
+@functools.cache
+def strategies() -> dict[str, type[Strategy]]:
+    """Every built-in strategy in ``lifelong.strategies``, by name."""
+    return _collect("lifelong.strategies", Strategy)
+
+
+def find_scenario(name: str) -> type[ScenarioFamily]:
+    """The scenario family registered as ``name``."""
+    found = scenarios()
+    if name not in found:
+        raise UserError(
+            f"unknown scenario '{name}'{closest(name, found)}; "
+            f"known: {', '.join(sorted(found))} (see `lifelong list`)"
+        )
+    return found[name]
+
+
+def find_strategy(spec: str) -> type[Strategy]:
+    """A strategy class from a short name, ``package.module:Class`` or ``file.py:Class``."""
+    if ":" not in spec:
+        found = strategies()
+        if spec not in found:
+            raise UserError(
+                f"unknown strategy '{spec}'{closest(spec, found)}; known: "
+                f"{', '.join(sorted(found))}, or give path/to/file.py:ClassName"
+            )
+        return found[spec]
+    where, _, class_name = spec.rpartition(":")
+    module = _import_file(where) if where.endswith(".py") else _import_module(where)
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        names = [n for n, v in vars(module).items() if inspect.isclass(v)]
+        raise UserError(f"{where} defines no class '{class_name}'{closest(class_name, names)}")
+    return check_strategy_class(cls, spec)
+
+
+def check_strategy_class(cls: object, spec: str) -> type[Strategy]:
+    """Reject a plug-in that breaks the strategy contract, saying what is missing."""
+    if not (inspect.isclass(cls) and issubclass(cls, Strategy)):
+        raise UserError(f"{spec} is not a subclass of lifelong.Strategy")
+    missing = sorted(getattr(cls, "__abstractmethods__", ()))
+    if missing:
+        raise UserError(f"{spec} does not implement {', '.join(missing)} of lifelong.Strategy")
+    if not isinstance(cls.__dict__.get("name"), str):
+        raise UserError(f'{spec} must set a class attribute name = "short-name"')
+    if "__dataclass_fields__" not in cls.__dict__:
+        raise UserError(f"{spec} must be decorated with @dataclass (hyperparameters are fields)")
+    return cls
+
+
+def _collect(package: str, base: type[T]) -> dict[str, type[T]]:
+    found: dict[str, type[T]] = {}
+    root = importlib.import_module(package)
+    for info in pkgutil.iter_modules(root.__path__):
+        module = importlib.import_module(f"{package}.{info.name}")
+        for value in vars(module).values():
+            if (
+                inspect.isclass(value)
+                and issubclass(value, base)
+                and value.__module__ == module.__name__
+                and not inspect.isabstract(value)
+                and isinstance(value.__dict__.get("name"), str)
+            ):
+                found[value.__dict__["name"]] = value
+    return found
+
+
+def _import_module(name: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name and name.startswith(error.name):
+            raise UserError(f"no module named '{name}'; check the spelling or PYTHONPATH") from None
+        raise UserError(_import_failure(name, error)) from None
+    except Exception as error:  # a plug-in's own bug: name its file and line
+        raise UserError(_import_failure(name, error)) from None
+
+
+def _import_file(path_text: str) -> ModuleType:
+    path = Path(path_text)
+    if not path.is_file():
+        raise UserError(f"strategy file {path} does not exist")
+    module_name = f"lifelong_plugin_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise UserError(f"cannot import {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:  # a plug-in's own bug: name its file and line
+        del sys.modules[module_name]
+        raise UserError(_import_failure(str(path), error)) from None
+    return module
+
+
+def _import_failure(what: str, error: BaseException) -> str:
+    frames = traceback.extract_tb(error.__traceback__)
+    if isinstance(error, SyntaxError):
+        return f"cannot import {what}: {error.filename}:{error.lineno}: {error.msg}"
+    last = frames[-1] if frames else None
+    where = f"{last.filename}:{last.lineno}: " if last else ""
+    return f"cannot import {what}: {where}{type(error).__name__}: {error}"

@@ -1,0 +1,126 @@
+"""The result of one run: accuracy matrix, init row, metrics, curves and how to save them."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["Curve", "RunResult", "run_key", "CSV_COLUMNS"]
+
+CSV_COLUMNS = ("strategy", "seed", "scenario", "point", "after_task", "step", "eval_task", "accuracy")
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Accuracy on every task at one point of training.
+
+    Attributes:
+        step: batches trained so far (0 before training).
+        task: the task being trained (-1 before training).
+        accuracies: one accuracy per task of the stream.
+    """
+
+    step: int
+    task: int
+    accuracies: list[float]
+
+
+@dataclass
+class RunResult:
+    """Everything one run produced. Accuracies are fractions in [0, 1].
+
+    Attributes:
+        matrix: R, ``T x T``; ``matrix[i][j]`` is the accuracy on task j after task i.
+        init: b, length T: the accuracy of the untrained model on every task.
+        metrics: acc, bwt, fwt, forgetting, la, bti (see :mod:`lifelong.metrics`).
+        curves: evaluations in training order: before training, every ``eval_every``
+            batches, and at the end of every task.
+    """
+
+    scenario: str
+    strategy: str
+    seed: int
+    config: dict[str, Any]
+    key: str
+    task_names: list[str]
+    matrix: list[list[float]]
+    init: list[float]
+    metrics: dict[str, float]
+    curves: list[Curve] = field(default_factory=list)
+    wall_s: float = 0.0
+    device: str = "cpu"
+
+    def summary(self) -> dict[str, Any]:
+        """This run as one JSON-ready object of ``summary.json`` (NaN written as null)."""
+        return {
+            "strategy": self.strategy,
+            "seed": self.seed,
+            "scenario": self.scenario,
+            "key": self.key,
+            "config": self.config,
+            "task_names": self.task_names,
+            "matrix": self.matrix,
+            "init": self.init,
+            **{name: _json_number(value) for name, value in self.metrics.items()},
+            "wall_s": round(self.wall_s, 4),
+            "device": self.device,
+            "curves": [[c.step, c.task, c.accuracies] for c in self.curves],
+        }
+
+    @classmethod
+    def from_summary(cls, entry: dict[str, Any]) -> RunResult:
+        """Rebuild a result from its ``summary.json`` object."""
+        names = ("acc", "bwt", "fwt", "forgetting", "la", "bti")
+        return cls(
+            scenario=entry["scenario"],
+            strategy=entry["strategy"],
+            seed=entry["seed"],
+            config=entry["config"],
+            key=entry["key"],
+            task_names=entry["task_names"],
+            matrix=entry["matrix"],
+            init=entry["init"],
+            metrics={n: math.nan if entry.get(n) is None else entry[n] for n in names},
+            curves=[Curve(s, t, a) for s, t, a in entry.get("curves", [])],
+            wall_s=entry.get("wall_s", 0.0),
+            device=entry.get("device", "cpu"),
+        )
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Long format, one row per (evaluation point, task): the results.csv rows.
+
+        ``point`` is ``init`` (before training), ``curve`` (every ``eval_every``
+        batches) or ``task_end`` (after a task: a row of R).
+        """
+        ends = {}
+        for c in self.curves:
+            ends[c.task] = c.step  # the last evaluation during task t is its task end
+        out = []
+        for c in self.curves:
+            point = "init" if c.task < 0 else ("task_end" if ends[c.task] == c.step else "curve")
+            for j, accuracy in enumerate(c.accuracies):
+                values = (self.strategy, self.seed, self.scenario, point, c.task, c.step, j, accuracy)
+                out.append(dict(zip(CSV_COLUMNS, values)))
+        return out
+
+    def to_frame(self) -> pd.DataFrame:
+        """The rows as a pandas DataFrame (pandas is imported only here)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.rows(), columns=list(CSV_COLUMNS))
+
+
+def run_key(config: dict[str, Any]) -> str:
+    """A stable hash of a run's full configuration (skips completed runs on a re-run)."""
+    text = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _json_number(value: float) -> float | None:
+    return None if math.isnan(value) else float(value)

@@ -1,0 +1,80 @@
+"""The results directory: ``summary.json`` and ``results.csv``, written atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from lifelong.errors import UserError
+from lifelong.result import CSV_COLUMNS, RunResult
+
+__all__ = ["check_out_dir", "load_runs", "save_runs", "write_atomic"]
+
+SUMMARY = "summary.json"
+RESULTS = "results.csv"
+
+
+def check_out_dir(path: str | os.PathLike[str]) -> Path:
+    """Fail early if ``path`` cannot be a results directory (creates nothing)."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a directory; give a directory path")
+    parent = out if out.exists() else _existing_parent(out)
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"--out {out}: {parent} is not writable; choose another directory")
+    return out
+
+
+def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
+    """The runs recorded in a results directory (empty when there is none yet)."""
+    summary = Path(path) / SUMMARY
+    if not summary.exists():
+        return []
+    try:
+        entries = json.loads(summary.read_text())["runs"]
+        return [RunResult.from_summary(entry) for entry in entries]
+    except (ValueError, KeyError, TypeError) as error:
+        raise UserError(f"{summary} is not a lifelong summary ({error}); remove it or use another --out") from None
+
+
+def save_runs(path: str | os.PathLike[str], runs: Iterable[RunResult]) -> None:
+    """Write ``summary.json`` and ``results.csv`` for ``runs``, each atomically."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = list(runs)
+    summary = json.dumps({"runs": [r.summary() for r in runs]}, indent=1, allow_nan=False)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(CSV_COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for run in runs:
+        writer.writerows(run.rows())
+    write_atomic(out / RESULTS, buffer.getvalue())
+    write_atomic(out / SUMMARY, summary + "\n")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a file via a temporary sibling and a rename, so readers never see half of it."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _existing_parent(path: Path) -> Path:
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--out {path}: {parent} is a file; give a directory path")
+            return parent
+    return Path("/")

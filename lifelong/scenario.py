@@ -1,0 +1,136 @@
+"""The contract of a scenario family and the label mapping every family shares."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from collections.abc import Callable
+from typing import ClassVar, cast
+
+import torch
+
+from lifelong.data import DATASETS, Dataset, load_dataset
+from lifelong.errors import UserError
+from lifelong.params import param
+from lifelong.stream import SETTINGS, Setting, Stream, Task
+
+__all__ = ["ScenarioFamily", "ImageScenario", "make_task", "subsample", "transformed_stream"]
+
+
+@dataclass
+class ScenarioFamily(abc.ABC):
+    """A family of streams (split, permuted, rotated, ...) with typed parameters.
+
+    Concrete families are dataclasses whose fields are made with :func:`lifelong.param`
+    and which set ``name``; ``build`` turns the parameters and a seed into a stream,
+    deterministically, and raises :class:`UserError` for impossible settings before any
+    training starts.
+    """
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def build(self, seed: int, data_dir: str | None = None) -> Stream:
+        """Build the stream for ``seed`` (CPU tensors)."""
+
+
+@dataclass
+class ImageScenario(ScenarioFamily):
+    """Parameters shared by the families built from an image classification source."""
+
+    dataset: str = param("mnist5k", "data source", choices=DATASETS)
+    setting: str = param("domain", "class, domain or task incremental", choices=SETTINGS)
+    n_tasks: int = param(10, "number of tasks in the stream", ge=1)
+    samples_per_task: int | None = param(
+        None, "training samples per task (none: all available)", ge=1
+    )
+
+    def load(self, data_dir: str | None) -> Dataset:
+        """The data source, loaded once per process."""
+        return load_dataset(self.dataset, data_dir)
+
+
+def subsample(
+    n_available: int, n_wanted: int | None, generator: torch.Generator, *, what: str
+) -> torch.Tensor:
+    """Indices of ``n_wanted`` samples drawn without replacement (all, in order, if None)."""
+    if n_wanted is None:
+        return torch.arange(n_available)
+    if n_wanted > n_available:
+        raise UserError(
+            f"{what}: samples_per_task={n_wanted} but only {n_available} samples are "
+            f"available; use samples_per_task <= {n_available}"
+        )
+    return torch.randperm(n_available, generator=generator)[:n_wanted].sort().values
+
+
+def make_task(
+    task_id: int,
+    name: str,
+    images: tuple[torch.Tensor, torch.Tensor],
+    labels: tuple[torch.Tensor, torch.Tensor],
+    classes: tuple[int, ...],
+    class_offset: int,
+    setting: Setting,
+) -> Task:
+    """Assemble a task and map its labels to model targets for the setting.
+
+    Args:
+        images: train and test images, uint8 ``[N, D]`` and ``[M, D]``.
+        labels: train and test dataset labels, int64 ``[N]`` and ``[M]``.
+        classes: dataset labels of this task, in the order that defines within-task indices.
+        class_offset: first global class id of this task (class-incremental targets are
+            ``class_offset + position`` for families whose tasks reuse the same labels).
+        setting: ``"class"`` gives global class ids; ``"domain"`` and ``"task"`` give the
+            position of the label within ``classes``.
+    """
+    lookup = torch.full((int(max(classes)) + 1,), -1, dtype=torch.long)
+    lookup[list(classes)] = torch.arange(len(classes))
+    if setting == "class":
+        lookup = torch.where(lookup >= 0, lookup + class_offset, lookup)
+    targets = tuple(int(lookup[c]) for c in classes)
+    return Task(
+        id=task_id,
+        name=name,
+        x_train=images[0],
+        y_train=lookup[labels[0]],
+        x_test=images[1],
+        y_test=lookup[labels[1]],
+        classes=classes,
+        targets=targets,
+    )
+
+
+def transformed_stream(
+    scenario: ImageScenario,
+    seed: int,
+    data_dir: str | None,
+    transforms: list[tuple[str, Callable[[torch.Tensor], torch.Tensor]]],
+) -> Stream:
+    """A stream whose task t is the whole dataset passed through ``transforms[t]``.
+
+    Each task draws its own ``samples_per_task`` training samples; its test set is the
+    whole test split under the same transform. Used by the permuted and rotated families.
+
+    Args:
+        transforms: one ``(task name, fn)`` per task; ``fn`` maps uint8 ``[N, 28, 28]``
+            images to uint8 ``[N, 28, 28]``.
+    """
+    data = scenario.load(data_dir)
+    generator = torch.Generator().manual_seed(seed + 1)
+    classes = tuple(range(data.n_classes))
+    setting = cast(Setting, scenario.setting)
+    tasks = []
+    for t, (name, transform) in enumerate(transforms):
+        what = f"{scenario.name} task {t}"
+        keep = subsample(len(data.y_train), scenario.samples_per_task, generator, what=what)
+        images = (
+            transform(data.x_train[keep]).flatten(1),
+            transform(data.x_test).flatten(1),
+        )
+        labels = (data.y_train[keep], data.y_test)
+        offset = t * data.n_classes
+        tasks.append(make_task(t, name, images, labels, classes, offset, setting))
+    n_outputs = data.n_classes * (len(tasks) if setting == "class" else 1)
+    n_heads = len(tasks) if setting == "task" else 1
+    return Stream(scenario.name, setting, tuple(tasks), n_outputs, n_heads, 784)

@@ -1,0 +1,108 @@
+"""The contract every strategy fulfils, built-in or plugged in."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong.stream import Setting, TrainingData
+
+__all__ = ["Batch", "StreamInfo", "Strategy", "supervised_step"]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One incoming training batch.
+
+    Attributes:
+        x: float ``[B, D]`` inputs scaled to [0, 1].
+        y: int64 ``[B]`` targets.
+        task_ids: int64 ``[B]`` task of each sample (use it only when ``uses_task_id``).
+        task: the task being trained.
+        glance: 0 on a batch's first presentation, then 1, 2, ... when the protocol
+            repeats batches (glances).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task_ids: torch.Tensor
+    task: int
+    glance: int = 0
+
+
+@dataclass(frozen=True)
+class StreamInfo:
+    """What a strategy may know about the stream before it starts (no data)."""
+
+    n_tasks: int
+    setting: Setting
+    n_outputs: int
+    n_heads: int
+    input_dim: int
+
+    @property
+    def uses_task_id(self) -> bool:
+        return self.setting == "task"
+
+
+@dataclass
+class Strategy(abc.ABC):
+    """A continual learner: hyperparameters as dataclass fields, state built in ``setup``.
+
+    The runner calls, for every run on a fresh copy of the strategy::
+
+        setup(model, info, generator)
+        for each task: before_task(data); train_step(batch) ...; after_task(data)
+        predict(x, task_ids) whenever it evaluates
+
+    Subclasses are ``@dataclass`` classes that set ``name`` (the short name used on the
+    CLI) and declare every hyperparameter with :func:`lifelong.param`. A strategy only
+    learns: it never computes metrics and never writes files.
+
+    Attributes:
+        trains_on: ``"task"`` (the default) feeds the current task's batches;
+            ``"seen"`` feeds batches of every task seen so far (the joint upper bound).
+    """
+
+    name: ClassVar[str]
+    trains_on: ClassVar[Literal["task", "seen"]] = "task"
+
+    @abc.abstractmethod
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        """Take the freshly initialised model and build optimisers, memories, ...
+
+        Args:
+            model: ``model(x [B, D], task_ids [B]) -> logits [B, n_outputs]``.
+            info: the stream's shape.
+            generator: the only source of randomness the strategy may use.
+        """
+
+    def before_task(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+        """Called before the first batch of a task."""
+
+    @abc.abstractmethod
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        """Learn from one batch; return the loss as a 0-d tensor (not synchronised)."""
+
+    def after_task(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+        """Called after the last batch of a task (consolidation, memory updates, ...)."""
+
+    @abc.abstractmethod
+    def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Logits ``[B, n_outputs]`` for inputs ``x [B, D]``."""
+
+
+def supervised_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch
+) -> torch.Tensor:
+    """One cross-entropy gradient step on ``batch``; returns the detached loss."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(batch.x, batch.task_ids), batch.y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()

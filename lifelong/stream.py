@@ -1,0 +1,107 @@
+"""A stream of tasks: the tensors every strategy and the evaluator see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import torch
+
+__all__ = ["Setting", "SETTINGS", "Task", "Stream", "TrainingData", "training_data"]
+
+Setting = Literal["class", "domain", "task"]
+SETTINGS: tuple[str, ...] = ("class", "domain", "task")
+
+
+@dataclass(frozen=True)
+class Task:
+    """One task of a stream: its own train and test tensors and how labels map.
+
+    Attributes:
+        id: position in the stream, 0-based.
+        name: a short label for tables and plots (e.g. ``"0/1"``, ``"perm 3"``).
+        x_train: uint8 ``[N, D]`` flattened images.
+        y_train: int64 ``[N]`` targets as the model sees them (after the label mapping).
+        x_test: uint8 ``[M, D]``.
+        y_test: int64 ``[M]``.
+        classes: the original dataset labels present in the task.
+        targets: the model target each of ``classes`` maps to (same order).
+    """
+
+    id: int
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    classes: tuple[int, ...]
+    targets: tuple[int, ...]
+
+    def to(self, device: torch.device) -> Task:
+        """The same task with its tensors on ``device``."""
+        return replace(
+            self,
+            x_train=self.x_train.to(device),
+            y_train=self.y_train.to(device),
+            x_test=self.x_test.to(device),
+            y_test=self.y_test.to(device),
+        )
+
+
+@dataclass(frozen=True)
+class Stream:
+    """An ordered sequence of tasks and the output layout they need.
+
+    Attributes:
+        name: the scenario's registered name.
+        setting: ``"class"`` (one head over all classes, no task id), ``"domain"`` (one
+            head over the within-task labels, no task id) or ``"task"`` (one head per
+            task, the task id given at test time).
+        tasks: the tasks, in training order.
+        n_outputs: outputs per head.
+        n_heads: number of heads (the number of tasks when ``setting == "task"``, else 1).
+        input_dim: length of a flattened input.
+    """
+
+    name: str
+    setting: Setting
+    tasks: tuple[Task, ...]
+    n_outputs: int
+    n_heads: int
+    input_dim: int
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def uses_task_id(self) -> bool:
+        """Whether the model is told the task id (task-incremental)."""
+        return self.setting == "task"
+
+    def to(self, device: torch.device) -> Stream:
+        """The same stream with every tensor on ``device``."""
+        return replace(self, tasks=tuple(task.to(device) for task in self.tasks))
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """What a strategy may see of a task: its id, name and training tensors, never its test set.
+
+    Attributes:
+        x: uint8 ``[N, D]`` flattened images (divide by 255 for the model's input scale).
+        y: int64 ``[N]`` model targets.
+        task_ids: int64 ``[N]`` the task each sample came from.
+    """
+
+    id: int
+    name: str
+    x: torch.Tensor
+    y: torch.Tensor
+    task_ids: torch.Tensor
+
+
+def training_data(task: Task) -> TrainingData:
+    """The training view of ``task``."""
+    ids = torch.full_like(task.y_train, task.id)
+    return TrainingData(task.id, task.name, task.x_train, task.y_train, ids)

@@ -1,0 +1,39 @@
+"""Joint training: every task trains on the union of all data seen so far, the upper bound."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+from torch import nn
+
+from lifelong import Batch, Strategy, StreamInfo, param, supervised_step
+
+
+@final
+@dataclass
+class Joint(Strategy):
+    """SGD on batches drawn from every task seen so far (``trains_on = "seen"``).
+
+    Not a continual learner: it keeps all past data, and serves as the upper bound that
+    the continual strategies are measured against.
+    """
+
+    name: ClassVar[str] = "joint"
+    trains_on: ClassVar = "seen"
+    lr: float = param(0.05, "SGD learning rate", gt=0)
+    momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
+
+    model: nn.Module = field(init=False, repr=False)
+    optimizer: torch.optim.Optimizer = field(init=False, repr=False)
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        self.model = model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        return supervised_step(self.model, self.optimizer, batch)
+
+    def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(x, task_ids)
