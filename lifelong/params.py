@@ -16,7 +16,7 @@ from typing import Any
 
 from lifelong.errors import UserError, closest
 
-__all__ = ["param", "ParamSpec", "param_specs", "parse_value", "build", "as_config"]
+__all__ = ["ParamSpec", "as_config", "build", "param", "param_specs", "parse_value"]
 
 
 def param(
@@ -118,7 +118,9 @@ def check_range(spec: ParamSpec, value: Any, *, owner: str) -> None:
     where = f"{owner}: {spec.name}={value!r}"
     if spec.choices is not None and value not in spec.choices:
         options = ", ".join(map(str, spec.choices))
-        raise UserError(f"{where} is not one of {options}{closest(str(value), map(str, spec.choices))}")
+        raise UserError(
+            f"{where} is not one of {options}{closest(str(value), map(str, spec.choices))}"
+        )
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
         if not isinstance(item, (int, float)) or isinstance(item, bool):
@@ -135,9 +137,9 @@ def _convert(tp: Any, raw: Any) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
-        if raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
+        is_none = raw is None or (isinstance(raw, str) and raw.lower() in ("none", "null"))
+        if is_none and type(None) in args:
+            return None
         inner = [a for a in args if a is not type(None)]
         return _convert(inner[0], raw)
     if origin is tuple:

@@ -11,9 +11,18 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["Curve", "RunResult", "run_key", "CSV_COLUMNS"]
+__all__ = ["CSV_COLUMNS", "Curve", "RunResult", "run_key"]
 
-CSV_COLUMNS = ("strategy", "seed", "scenario", "point", "after_task", "step", "eval_task", "accuracy")
+CSV_COLUMNS = (
+    "strategy",
+    "seed",
+    "scenario",
+    "point",
+    "after_task",
+    "step",
+    "eval_task",
+    "accuracy",
+)
 
 
 @dataclass(frozen=True)
@@ -105,8 +114,17 @@ class RunResult:
         for c in self.curves:
             point = "init" if c.task < 0 else ("task_end" if ends[c.task] == c.step else "curve")
             for j, accuracy in enumerate(c.accuracies):
-                values = (self.strategy, self.seed, self.scenario, point, c.task, c.step, j, accuracy)
-                out.append(dict(zip(CSV_COLUMNS, values)))
+                values = (
+                    self.strategy,
+                    self.seed,
+                    self.scenario,
+                    point,
+                    c.task,
+                    c.step,
+                    j,
+                    accuracy,
+                )
+                out.append(dict(zip(CSV_COLUMNS, values, strict=True)))
         return out
 
     def to_frame(self) -> pd.DataFrame:

@@ -39,7 +39,9 @@ def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
         entries = json.loads(summary.read_text())["runs"]
         return [RunResult.from_summary(entry) for entry in entries]
     except (ValueError, KeyError, TypeError) as error:
-        raise UserError(f"{summary} is not a lifelong summary ({error}); remove it or use another --out") from None
+        raise UserError(
+            f"{summary} is not a lifelong summary ({error}); remove it or use another --out"
+        ) from None
 
 
 def save_runs(path: str | os.PathLike[str], runs: Iterable[RunResult]) -> None:

@@ -19,7 +19,7 @@ from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
-__all__ = ["RunSpec", "resolve_device", "execute", "evaluate"]
+__all__ = ["RunSpec", "evaluate", "execute", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def execute(
     protocol = spec.protocol
     model = MLP(stream.input_dim, protocol.hidden, stream.n_outputs, stream.n_heads).to(device)
     strategy = dataclasses.replace(spec.strategy)
-    info = StreamInfo(stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads, 784)
+    info = StreamInfo(
+        stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads, stream.input_dim
+    )
     strategy.setup(model, info, _generator(device, spec.seed, 1))
     order = _generator(device, spec.seed, 2)
     init = evaluate(strategy, stream, protocol.eval_batch_size)
@@ -89,7 +91,9 @@ def execute(
                     loss = strategy.train_step(dataclasses.replace(batch, glance=glance))
                 step += 1
                 if protocol.eval_every and step % protocol.eval_every == 0:
-                    curves.append((step, task.id, evaluate(strategy, stream, protocol.eval_batch_size)))
+                    curves.append(
+                        (step, task.id, evaluate(strategy, stream, protocol.eval_batch_size))
+                    )
                 if bar is not None:
                     bar.update(1)
                     if step % 25 == 0:
@@ -132,7 +136,7 @@ def evaluate(strategy: Strategy, stream: Stream, batch_size: int) -> torch.Tenso
     return torch.stack(accuracies)
 
 
-def _batches(data: TrainingData, batch_size: int, generator: torch.Generator):  # noqa: ANN202
+def _batches(data: TrainingData, batch_size: int, generator: torch.Generator):
     """Shuffled index-slice batches of ``data`` (no DataLoader)."""
     order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
     for start in range(0, len(order), batch_size):
@@ -163,14 +167,18 @@ def _to_host(curves: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int
     return [(s, t, stacked[i]) for i, (s, t, _) in enumerate(curves)]
 
 
-def _progress_bar(spec: RunSpec, stream: Stream, protocol: Protocol, *, enabled: bool):  # noqa: ANN202
+def _progress_bar(spec: RunSpec, stream: Stream, protocol: Protocol, *, enabled: bool):
     if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
     total = 0
     for task in stream.tasks:
-        n = sum(len(t.y_train) for t in stream.tasks[: task.id + 1]) if spec.strategy.trains_on == "seen" else len(task.y_train)
+        n = (
+            sum(len(t.y_train) for t in stream.tasks[: task.id + 1])
+            if spec.strategy.trains_on == "seen"
+            else len(task.y_train)
+        )
         total += -(-n // protocol.batch_size) * protocol.epochs
     label = f"{spec.strategy.name} seed {spec.seed}"
     return tqdm(total=total, desc=label, unit="batch", leave=False, file=sys.stderr)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import ClassVar, cast
 
 import torch
@@ -14,7 +14,7 @@ from lifelong.errors import UserError
 from lifelong.params import param
 from lifelong.stream import SETTINGS, Setting, Stream, Task
 
-__all__ = ["ScenarioFamily", "ImageScenario", "make_task", "subsample", "transformed_stream"]
+__all__ = ["ImageScenario", "ScenarioFamily", "make_task", "subsample", "transformed_stream"]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from torch import nn
 
 from lifelong.stream import Setting, TrainingData
 
-__all__ = ["Batch", "StreamInfo", "Strategy", "supervised_step"]
+__all__ = ["Batch", "Strategy", "StreamInfo", "supervised_step"]
 
 
 @dataclass(frozen=True)

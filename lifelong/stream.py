@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-__all__ = ["Setting", "SETTINGS", "Task", "Stream", "TrainingData", "training_data"]
+__all__ = ["SETTINGS", "Setting", "Stream", "Task", "TrainingData", "training_data"]
 
 Setting = Literal["class", "domain", "task"]
 SETTINGS: tuple[str, ...] = ("class", "domain", "task")

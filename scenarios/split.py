@@ -23,7 +23,9 @@ class SplitScenario(ImageScenario):
     """
 
     name: ClassVar[str] = "split-mnist"
-    setting: str = param("class", "class, domain or task incremental", choices=("class", "domain", "task"))
+    setting: str = param(
+        "class", "class, domain or task incremental", choices=("class", "domain", "task")
+    )
     n_tasks: int = param(5, "number of tasks; must divide the number of classes", ge=1)
     class_seed: int | None = param(None, "seed that shuffles the class order (none: 0, 1, ..., 9)")
 

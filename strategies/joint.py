@@ -22,7 +22,7 @@ class Joint(Strategy):
 
     name: ClassVar[str] = "joint"
     trains_on: ClassVar = "seen"
-    lr: float = param(0.05, "SGD learning rate", gt=0)
+    lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
 
     model: nn.Module = field(init=False, repr=False)

@@ -183,8 +183,8 @@ def test_mnist5k_deterministic_and_cached() -> None:
 
 def test_fashion_mnist_from_debian() -> None:
     if not os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
-        pytest.skip("Debian's dataset-fashion-mnist is not installed "
-                    f"({DEBIAN_FASHION_MNIST_DIR} is absent; apt-get install dataset-fashion-mnist)")
+        pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION_MNIST_DIR}"
+                    " is absent; apt-get install dataset-fashion-mnist)")
     ds = load_dataset("fashion-mnist")
     assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
     assert ds.y_train.shape == (60000,) and torch.bincount(ds.y_test).tolist() == [1000] * 10

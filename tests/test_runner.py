@@ -1,0 +1,181 @@
+"""The runner and the Python API: determinism, evaluation schedule, results, strategies."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import pytest
+import torch
+from torch import nn
+
+import lifelong
+from lifelong import Batch, Strategy, StreamInfo, UserError
+from lifelong.plan import plan_runs
+from lifelong.results_dir import load_runs, save_runs
+from lifelong.runner import execute, resolve_device
+
+CPU = torch.device("cpu")
+
+
+def synthetic_stream(setting: str = "class"):  # noqa: ANN201
+    from conftest import synthetic_stream as make
+
+    return make(setting)
+
+
+def run_synthetic(strategy: str, setting: str, seed: int = 0, **settings: object):  # noqa: ANN201
+    (spec,) = plan_runs("split-mnist", [strategy], [seed], {"eval_every": 2, "batch_size": 8, **settings})
+    return execute(spec, synthetic_stream(setting), CPU)
+
+
+def test_same_seed_gives_the_same_matrix(any_setting: str) -> None:
+    first = run_synthetic("naive", any_setting, seed=4)
+    second = run_synthetic("naive", any_setting, seed=4)
+    other = run_synthetic("naive", any_setting, seed=5)
+    assert first.matrix == second.matrix and first.init == second.init
+    assert first.curves == second.curves
+    assert first.matrix != other.matrix
+
+
+def test_evaluation_schedule_and_shapes() -> None:
+    result = run_synthetic("naive", "class", epochs=2)
+    assert len(result.matrix) == 3 and all(len(row) == 3 for row in result.matrix)
+    assert result.curves[0].step == 0 and result.curves[0].task == -1
+    assert result.curves[0].accuracies == result.init
+    # 24 samples per task, batch 8, 2 epochs: 6 batches per task, curve every 2 batches
+    steps = [c.step for c in result.curves]
+    assert steps == [0, 2, 4, 6, 6, 8, 10, 12, 12, 14, 16, 18, 18]
+    task_ends = [c for c in result.curves[1:] if c.step % 6 == 0][1::2]
+    assert [c.accuracies for c in task_ends] == result.matrix
+    points = {row["point"] for row in result.rows()}
+    assert points == {"init", "curve", "task_end"}
+
+
+def test_glances_repeat_each_batch() -> None:
+    seen: list[int] = []
+
+    @dataclass
+    class Counting(Strategy):
+        """Records the glance index of every step."""
+
+        name: ClassVar[str] = "counting"
+        model: nn.Module = field(init=False)
+
+        def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+            self.model = model
+
+        def train_step(self, batch: Batch) -> torch.Tensor:
+            seen.append(batch.glance)
+            return torch.zeros(())
+
+        def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+            return self.model(x, task_ids)
+
+    (spec,) = plan_runs("split-mnist", [Counting()], [0], {"glances": 3, "batch_size": 24})
+    execute(spec, synthetic_stream(), CPU)
+    assert seen == [0, 1, 2] * 3
+
+
+def test_naive_forgets_and_joint_does_not_on_synthetic_class_incremental() -> None:
+    naive = run_synthetic("naive", "class", lr=0.2, epochs=5)
+    joint = run_synthetic("joint", "class", lr=0.2, epochs=5)
+    assert naive.metrics["bwt"] < -0.5
+    assert joint.metrics["acc"] > naive.metrics["acc"] + 0.3
+
+
+def test_strategy_object_is_not_mutated_and_runs_do_not_leak_state() -> None:
+    strategy = lifelong.strategies.naive.Naive(lr=0.1)  # type: ignore[attr-defined]
+    (spec,) = plan_runs("split-mnist", [strategy], [0], {})
+    a = execute(spec, synthetic_stream(), CPU)
+    b = execute(spec, synthetic_stream(), CPU)
+    assert a.matrix == b.matrix
+    assert not hasattr(strategy, "model")
+
+
+def test_results_round_trip_through_the_results_directory(tmp_path) -> None:  # noqa: ANN001
+    result = run_synthetic("naive", "task")
+    save_runs(tmp_path, [result])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    entry = summary["runs"][0]
+    for key in ("strategy", "seed", "scenario", "config", "matrix", "init", "acc", "bwt",
+                "fwt", "forgetting", "la", "wall_s"):
+        assert key in entry
+    assert entry["config"]["strategy"] == {"name": "naive", "lr": 0.1, "momentum": 0.0}
+    (loaded,) = load_runs(tmp_path)
+    assert loaded.matrix == result.matrix and loaded.metrics == pytest.approx(result.metrics)
+    lines = (tmp_path / "results.csv").read_text().splitlines()
+    assert lines[0] == "strategy,seed,scenario,point,after_task,step,eval_task,accuracy"
+    assert len(lines) == 1 + 3 * len(result.curves)
+    assert not list(tmp_path.glob(".*tmp"))
+
+
+def test_one_task_stream_labels_undefined_metrics_as_nan() -> None:
+    result = lifelong.run("split-mnist", "naive", device="cpu",
+                          settings={"n_tasks": 1, "samples_per_task": 64})
+    assert result.metrics["acc"] == result.matrix[0][0]
+    for name in ("bwt", "fwt", "forgetting"):
+        assert result.metrics[name] != result.metrics[name]  # NaN, never a silent 0
+    assert lifelong.RunResult.from_summary(result.summary()).metrics["bwt"] != 0
+
+
+def test_python_api_runs_the_embedded_default_and_gives_a_frame() -> None:
+    result = lifelong.run("split-mnist", "naive", seed=0, device="cpu",
+                          settings={"samples_per_task": 400, "setting": "task"})
+    assert result.metrics["acc"] > 0.8  # task-incremental: one binary head per task
+    frame = result.to_frame()
+    assert set(frame["point"]) == {"init", "curve", "task_end"}
+    assert len(frame) == len(result.rows())
+
+
+def test_device_resolution() -> None:
+    assert resolve_device("cpu") == CPU
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="no CUDA device"):
+            resolve_device("cuda")
+    with pytest.raises(UserError, match="unknown device"):
+        resolve_device("tpu9")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_the_cpu_closely() -> None:
+    cpu = lifelong.run("split-mnist", "naive", device="cpu", settings={"samples_per_task": 200})
+    gpu = lifelong.run("split-mnist", "naive", device="cuda", settings={"samples_per_task": 200})
+    assert gpu.device.startswith("cuda")
+    assert abs(cpu.metrics["acc"] - gpu.metrics["acc"]) < 0.05
+
+
+def test_plugged_in_strategy_with_typed_field(tmp_path) -> None:  # noqa: ANN001
+    path = tmp_path / "mine.py"
+    path.write_text(PLUGIN)
+    result = lifelong.run("split-mnist", f"{path}:Frozen", device="cpu",
+                          settings={"samples_per_task": 64, "scale": "2.0"})
+    assert result.matrix[-1] == result.init  # it never learns
+    assert result.config["strategy"] == {"name": "frozen", "scale": 2.0}
+
+
+PLUGIN = '''
+from dataclasses import dataclass, field
+from typing import ClassVar
+import torch
+from lifelong import Strategy, param
+
+
+@dataclass
+class Frozen(Strategy):
+    """Never learns."""
+    name: ClassVar[str] = "frozen"
+    scale: float = param(1.0, "logit scale", gt=0)
+    model: torch.nn.Module = field(init=False)
+
+    def setup(self, model, info, generator):
+        self.model = model
+
+    def train_step(self, batch):
+        return torch.zeros(())
+
+    def predict(self, x, task_ids):
+        return self.scale * self.model(x, task_ids)
+'''
