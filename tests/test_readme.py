@@ -1,0 +1,34 @@
+"""The README's examples work as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import lifelong
+from lifelong.cli import main
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+
+
+def test_readme_plugin_strategy_runs_and_lists(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    (plugin,) = [block for block in python_blocks() if block.startswith("# my_strategy.py")]
+    path = tmp_path / "my_strategy.py"
+    path.write_text(plugin)
+    assert main(["list", "--strategy", f"{path}:LabelSmoothing"]) == 0
+    assert "smoothing" in capsys.readouterr().out
+    result = lifelong.run("split-mnist", f"{path}:LabelSmoothing", device="cpu",
+                          settings={"setting": "task", "smooth.smoothing": 0.2})
+    assert result.config["strategy"]["smoothing"] == 0.2
+    assert result.metrics["la"] > 0.8
+
+
+def test_readme_quickstart_commands_use_the_documented_test_command() -> None:
+    text = README.read_text()
+    ci = (README.parent / ".ci" / "run").read_text()
+    assert 'pip install "torch==2.13.0" -e ".[test]" && pytest' in text
+    assert 'pip install -q "torch==2.13.0" -e ".[test]"' in ci and "\npytest\n" in ci
