@@ -7,14 +7,14 @@ import math
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, NoReturn
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from lifelong.errors import UserError
+from lifelong.errors import UserError, closest
 
 if TYPE_CHECKING:
     from lifelong.params import ParamSpec
     from lifelong.result import RunResult
-    from lifelong.runner import RunSpec
 
 __all__ = ["main"]
 
@@ -46,85 +46,150 @@ def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="lifelong", description="A continual-learning simulator.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="train strategies on a scenario and evaluate them")
-    run.add_argument("scenario", help="scenario name (see `lifelong list`)")
+    run = commands.add_parser("run", help="train strategies on a scenario (or suite); evaluate")
+    run.add_argument("scenario", help="scenario name, suite name or suite.toml (`lifelong list`)")
     run.add_argument(
-        "--strategy",
-        "-s",
-        action="append",
-        default=[],
-        metavar="NAME",
+        "--strategy", "-s", action="append", default=[], metavar="NAME",
         help="strategy: short name, path/to/file.py:Class or module:Class (repeatable)",
     )
-    run.add_argument("--seeds", default="0", help="seeds: 0,1,2 or a range 0-7 (default 0)")
-    run.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        dest="settings",
-        help="override a scenario, protocol or strategy parameter; name.key for one strategy",
-    )
-    run.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
-    run.add_argument("--out", metavar="DIR", help="write summary.json and results.csv here")
-    run.add_argument(
-        "--data-dir", metavar="DIR", help="directory with MNIST/Fashion-MNIST IDX files"
-    )
-    run.add_argument(
-        "--download",
-        action="store_true",
-        help="fetch full MNIST/Fashion-MNIST into --data-dir with torchvision (needs a network)",
-    )
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress bars, no tables")
+    run.add_argument("--seeds", help="seeds: 0,1,2 or a range 0-7 (default 0)")
+    _add_execution_options(run)
     run.set_defaults(handler=_run)
 
-    listing = commands.add_parser("list", help="scenarios, strategies and their parameters")
-    listing.add_argument("what", nargs="?", choices=("scenarios", "strategies", "protocol"))
+    sweep = commands.add_parser("sweep", help="run a suite's grid; resumable")
+    sweep.add_argument("suite", help="suite name or path/to/suite.toml")
+    sweep.add_argument("--seeds", help="override the suite's seeds: 0,1,2 or 0-7")
+    _add_execution_options(sweep)
+    sweep.set_defaults(handler=_sweep)
+
+    listing = commands.add_parser("list", help="scenarios, suites, strategies and parameters")
+    listing.add_argument(
+        "what", nargs="?", choices=("scenarios", "strategies", "protocol", "suites")
+    )
     listing.add_argument("--strategy", metavar="SPEC", help="show one strategy, e.g. my.py:Mine")
     listing.set_defaults(handler=_list)
     return parser
 
 
+def _add_execution_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+        help="override a scenario, protocol or strategy parameter; name.key for one strategy",
+    )
+    command.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    command.add_argument("--out", metavar="DIR", help="write summary.json and results.csv here")
+    command.add_argument(
+        "--data-dir", metavar="DIR", help="directory with MNIST/Fashion-MNIST IDX files"
+    )
+    command.add_argument(
+        "--download", action="store_true",
+        help="fetch full MNIST/Fashion-MNIST into --data-dir with torchvision (needs a network)",
+    )
+    command.add_argument(
+        "--jobs", "-j", type=_positive_int, metavar="N",
+        help="parallel runs on the local pool (default: one per core; 1 runs in-process)",
+    )
+    command.add_argument(
+        "--executor", default="local", choices=("local", "ray"),
+        help="local process pool (default) or Ray",
+    )
+    command.add_argument("--address", metavar="ADDR", help="Ray cluster address (--executor ray)")
+    command.add_argument(
+        "--threads", type=_positive_int, default=1, metavar="N",
+        help="torch threads per run (default 1: fastest for small models, identical everywhere)",
+    )
+    command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
-    from lifelong.data import load_dataset
-    from lifelong.plan import parse_seeds, parse_settings, plan_runs
-    from lifelong.results_dir import check_out_dir, load_runs, save_runs
-    from lifelong.runner import execute, resolve_device
-    from lifelong.scenario import ImageScenario
+    from lifelong.plan import parse_seeds, parse_settings
+    from lifelong.registry import scenarios
+    from lifelong.suite import find_suite
 
-    seeds = parse_seeds(args.seeds)
-    specs = plan_runs(args.scenario, args.strategy, seeds, parse_settings(args.settings))
-    device = resolve_device(args.device)
-    out = check_out_dir(args.out) if args.out else None
-    done = {run.key: run for run in load_runs(out)} if out else {}
-    if args.download and isinstance(specs[0].scenario, ImageScenario):
-        load_dataset(specs[0].scenario.dataset, args.data_dir, download=True)
-    streams = {seed: specs[0].scenario.build(seed, args.data_dir) for seed in seeds}
-    results = list(done.values())
-    for spec in specs:
-        key = spec_key(spec)
-        if key in done:
-            _say(args, f"{spec.strategy.name} seed {spec.seed}: already in {out}, skipped")
-            continue
-        result = execute(spec, streams[spec.seed], device, progress=not args.quiet)
-        results.append(result)
-        if out:
-            save_runs(out, results)
-        _say(
-            args,
-            f"{spec.strategy.name} seed {spec.seed}: ACC {result.metrics['acc']:.3f} "
-            f"({result.wall_s:.1f} s)",
+    if args.scenario not in scenarios() and find_suite(args.scenario) is not None:
+        if args.strategy:
+            raise UserError(
+                f"{args.scenario} is a suite and names its own strategies; drop --strategy"
+            )
+        args.suite = args.scenario
+        return _sweep(args)
+    if not args.strategy:
+        raise UserError("no strategy given; add --strategy NAME (see `lifelong list`)")
+    seeds = parse_seeds("0" if args.seeds is None else args.seeds)
+    points = [(args.scenario, dict(parse_settings(args.settings)))]
+    return _execute(args, points, args.strategy, seeds, out=args.out)
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from lifelong.plan import parse_seeds, parse_settings
+    from lifelong.suite import find_suite, load_suite, suite_names
+
+    path = find_suite(args.suite)
+    if path is None:
+        names = suite_names()
+        raise UserError(
+            f"unknown suite '{args.suite}'{closest(args.suite, names)}; "
+            f"built-in: {', '.join(names) or 'none'}, or give path/to/suite.toml"
         )
-    wanted = {spec_key(spec) for spec in specs}
+    suite = load_suite(path)
+    extra = parse_settings(args.settings)
+    points = [(scenario, {**settings, **extra}) for scenario, settings in suite.points()]
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(suite.seeds)
+    out = args.out or str(Path("results") / suite.name)
+    header = f"suite {suite.name}: {suite.description}"
+    return _execute(args, points, list(suite.strategies), seeds, out=out, header=header)
+
+
+def _execute(
+    args: argparse.Namespace,
+    points: list[tuple[str, dict[str, Any]]],
+    strategies: list[str],
+    seeds: list[int],
+    out: str | None,
+    header: str = "",
+) -> int:
+    from lifelong.data import load_dataset
+    from lifelong.results_dir import check_out_dir
+    from lifelong.runner import resolve_device
+    from lifelong.scenario import ImageScenario
+    from lifelong.sweep import plan_requests, sweep
+
+    resolve_device(args.device)
+    requests = []
+    for scenario, settings in points:
+        batch = plan_requests(
+            scenario, strategies, seeds, settings,
+            data_dir=args.data_dir, device=args.device, threads=args.threads,
+        )
+        family = batch[0].spec().scenario
+        if args.download and isinstance(family, ImageScenario):
+            load_dataset(family.dataset, args.data_dir, download=True)
+        family.build(seeds[0], args.data_dir)  # the data exist and the settings are possible
+        requests += batch
+    target = check_out_dir(out) if out else None
+    if header:
+        _say(args, header)
+    results = sweep(
+        requests, target, executor=args.executor, jobs=args.jobs, address=args.address,
+        report=lambda text: _say(args, text),
+    )
     if not args.quiet:
-        print(format_results([r for r in results if r.key in wanted]))
-    return 0
-
-
-def spec_key(spec: RunSpec) -> str:
-    from lifelong.result import run_key
-
-    return run_key(spec.config())
+        print(format_results([r for r in results if r.ok]))
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
+        print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
+    return 1 if any(r.status == "failed" for r in failed) else 0
 
 
 def _say(args: argparse.Namespace, text: str) -> None:
@@ -190,6 +255,14 @@ def _list(args: argparse.Namespace) -> int:
         sections.append(
             "Protocol (any scenario):\n" + _describe("protocol", Protocol, param_specs(Protocol))
         )
+    if args.what in (None, "suites"):
+        from lifelong.suite import load_suite, suite_dir, suite_names
+
+        entries = []
+        for name in suite_names():
+            suite = load_suite(suite_dir() / f"{name}.toml")
+            entries.append(f"  {name}: {suite.description}\n      run: {suite.command}")
+        sections.append("Suites (scenarios/suites/*.toml):\n" + "\n".join(entries))
     if args.what in (None, "strategies"):
         sections.append(
             "Strategies:\n"

@@ -64,6 +64,26 @@ class RunResult:
     curves: list[Curve] = field(default_factory=list)
     wall_s: float = 0.0
     device: str = "cpu"
+    status: str = "ok"
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run completed (not diverged, not failed)."""
+        return self.status == "ok"
+
+    @classmethod
+    def failed(
+        cls, scenario: str, strategy: str, seed: int, config: dict[str, Any], error: str
+    ) -> RunResult:
+        """The record of a run whose strategy raised: no numbers, the traceback kept."""
+        nan = math.nan
+        names = ("acc", "bwt", "fwt", "forgetting", "la", "bti")
+        return cls(
+            scenario=scenario, strategy=strategy, seed=seed, config=config,
+            key=run_key(config), task_names=[], matrix=[], init=[],
+            metrics=dict.fromkeys(names, nan), status="failed", error=error,
+        )
 
     def summary(self) -> dict[str, Any]:
         """This run as one JSON-ready object of ``summary.json`` (NaN written as null)."""
@@ -79,6 +99,8 @@ class RunResult:
             **{name: _json_number(value) for name, value in self.metrics.items()},
             "wall_s": round(self.wall_s, 4),
             "device": self.device,
+            "status": self.status,
+            "error": self.error,
             "curves": [[c.step, c.task, c.accuracies] for c in self.curves],
         }
 
@@ -99,6 +121,8 @@ class RunResult:
             curves=[Curve(s, t, a) for s, t, a in entry.get("curves", [])],
             wall_s=entry.get("wall_s", 0.0),
             device=entry.get("device", "cpu"),
+            status=entry.get("status", "ok"),
+            error=entry.get("error", ""),
         )
 
     def rows(self) -> list[dict[str, Any]]:

@@ -20,13 +20,22 @@ RESULTS = "results.csv"
 
 
 def check_out_dir(path: str | os.PathLike[str]) -> Path:
-    """Fail early if ``path`` cannot be a results directory (creates nothing)."""
+    """Fail early if ``path`` cannot be a results directory (leaves nothing behind)."""
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; give a directory path")
-    parent = out if out.exists() else _existing_parent(out)
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"--out {out}: {parent} is not writable; choose another directory")
+    missing = [p for p in (out, *out.parents) if not p.exists()]
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".probe."):
+            pass
+    except OSError as error:
+        raise UserError(f"--out {out}: cannot write there ({error.strerror}); "
+                        f"choose another directory") from None
+    finally:
+        for created in missing:
+            if created.is_dir():
+                created.rmdir()
     return out
 
 
@@ -71,12 +80,3 @@ def write_atomic(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def _existing_parent(path: Path) -> Path:
-    for parent in path.absolute().parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--out {path}: {parent} is a file; give a directory path")
-            return parent
-    return Path("/")

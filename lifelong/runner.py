@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from lifelong import metrics
+from lifelong.checkpoint import capture, restore
 from lifelong.errors import UserError
 from lifelong.model import MLP
 from lifelong.params import as_config
@@ -59,66 +64,151 @@ def execute(
     device: torch.device,
     *,
     progress: bool = False,
+    checkpoint: Path | None = None,
 ) -> RunResult:
     """Train ``spec.strategy`` (a fresh copy) on ``stream`` and evaluate it.
 
     Evaluates every task before training (the init row b), after each task (the rows of
-    R) and every ``eval_every`` batches (the curves).
+    R) and every ``eval_every`` batches (the curves). With ``checkpoint``, the state is
+    saved there after every task and a run that finds a checkpoint of the same
+    configuration resumes after its last completed task, with identical results. A loss
+    that becomes NaN or infinite stops the run at the end of that task; the result then
+    has ``status == "diverged"`` and says where.
     """
-    start = time.perf_counter()
-    torch.manual_seed(spec.seed)
-    stream = stream.to(device)
-    protocol = spec.protocol
-    model = MLP(stream.input_dim, protocol.hidden, stream.n_outputs, stream.n_heads).to(device)
-    strategy = dataclasses.replace(spec.strategy)
-    info = StreamInfo(
-        stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads, stream.input_dim
-    )
-    strategy.setup(model, info, _generator(device, spec.seed, 1))
-    order = _generator(device, spec.seed, 2)
-    init = evaluate(strategy, stream, protocol.eval_batch_size)
-    rows: list[torch.Tensor] = []
-    curves: list[tuple[int, int, torch.Tensor]] = [(0, -1, init)]
-    step = 0
-    bar = _progress_bar(spec, stream, protocol, enabled=progress)
-    for task in stream.tasks:
-        data = training_data(task)
-        strategy.before_task(data)
-        train = _union(stream, task.id) if strategy.trains_on == "seen" else data
-        for _epoch in range(protocol.epochs):
-            for batch in _batches(train, protocol.batch_size, order):
-                for glance in range(protocol.glances):
-                    loss = strategy.train_step(dataclasses.replace(batch, glance=glance))
-                step += 1
-                if protocol.eval_every and step % protocol.eval_every == 0:
-                    curves.append(
-                        (step, task.id, evaluate(strategy, stream, protocol.eval_batch_size))
-                    )
-                if bar is not None:
-                    bar.update(1)
-                    if step % 25 == 0:
-                        bar.set_postfix(task=task.id, loss=f"{float(loss):.3f}")
-        strategy.after_task(data)
-        rows.append(evaluate(strategy, stream, protocol.eval_batch_size))
-        curves.append((step, task.id, rows[-1]))
+    run = _Run(spec, stream.to(device), device)
+    if checkpoint is not None and checkpoint.exists():
+        run.load(checkpoint)
+    bar = _progress_bar(spec, stream, run.next_task, enabled=progress)
+    for task in stream.tasks[run.next_task :]:
+        run.train_task(task.id, bar)
+        if run.diverged:
+            break
+        if checkpoint is not None and task.id + 1 < stream.n_tasks:
+            run.save(checkpoint)
     if bar is not None:
         bar.close()
-    matrix = torch.stack(rows).cpu().double().numpy()
-    b = init.cpu().double().numpy()
-    return RunResult(
-        scenario=spec.scenario.name,
-        strategy=spec.strategy.name,
-        seed=spec.seed,
-        config=spec.config(),
-        key=run_key(spec.config()),
-        task_names=[task.name for task in stream.tasks],
-        matrix=matrix.tolist(),
-        init=b.tolist(),
-        metrics=metrics.summarize(matrix, b),
-        curves=[Curve(s, t, a.tolist()) for s, t, a in _to_host(curves)],
-        wall_s=time.perf_counter() - start,
-        device=str(device),
-    )
+    return run.result()
+
+
+class _Run:
+    """The state of one run between task boundaries (what a checkpoint holds)."""
+
+    def __init__(self, spec: RunSpec, stream: Stream, device: torch.device) -> None:
+        self.spec, self.stream, self.protocol = spec, stream, spec.protocol
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+        torch.manual_seed(spec.seed)
+        hidden = self.protocol.hidden
+        self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
+        self.strategy = dataclasses.replace(spec.strategy)
+        info = StreamInfo(
+            stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads, stream.input_dim
+        )
+        self.sampling = _generator(device, spec.seed, 1)
+        self.order = _generator(device, spec.seed, 2)
+        self.strategy.setup(self.model, info, self.sampling)
+        self.init = self.evaluate()
+        self.rows: list[torch.Tensor] = []
+        self.curves: list[tuple[int, int, torch.Tensor]] = [(0, -1, self.init)]
+        self.step = 0
+        self.next_task = 0
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
+        self.diverged = ""
+
+    def evaluate(self) -> torch.Tensor:
+        return evaluate(self.strategy, self.stream, self.protocol.eval_batch_size)
+
+    def train_task(self, task_id: int, bar: Any) -> None:
+        """Train one task, evaluate on the schedule, and check the losses stayed finite."""
+        protocol, strategy = self.protocol, self.strategy
+        data = training_data(self.stream.tasks[task_id])
+        strategy.before_task(data)
+        train = _union(self.stream, task_id) if strategy.trains_on == "seen" else data
+        for _epoch in range(protocol.epochs):
+            for batch in _batches(train, protocol.batch_size, self.order):
+                for glance in range(protocol.glances):
+                    loss = strategy.train_step(dataclasses.replace(batch, glance=glance))
+                self.step += 1
+                first_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
+                self.bad_step = torch.where(first_bad, self.step, self.bad_step)
+                if protocol.eval_every and self.step % protocol.eval_every == 0:
+                    self.curves.append((self.step, task_id, self.evaluate()))
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 25 == 0:
+                        bar.set_postfix(task=task_id, loss=f"{float(loss):.3f}")
+        bad_step = int(self.bad_step)  # one host sync per task
+        if bad_step >= 0:
+            self.diverged = f"loss became NaN or infinite at task {task_id}, step {bad_step}"
+            return
+        strategy.after_task(data)
+        self.rows.append(self.evaluate())
+        self.curves.append((self.step, task_id, self.rows[-1]))
+        self.next_task = task_id + 1
+
+    def save(self, path: Path) -> None:
+        """Write the state after the last completed task, atomically."""
+        state = {
+            "key": run_key(self.spec.config()),
+            "next_task": self.next_task,
+            "step": self.step,
+            "init": self.init.cpu(),
+            "rows": [row.cpu() for row in self.rows],
+            "curves": [[s, t, a.cpu()] for s, t, a in self.curves],
+            "torch_rng": torch.get_rng_state(),
+            "strategy": capture(self.strategy),
+            "model": capture(self.model),
+            "order": self.order.get_state(),
+            "sampling": self.sampling.get_state(),
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint written by :meth:`save` for the same configuration."""
+        state = torch.load(path, map_location=self.init.device, weights_only=True)
+        if state["key"] != run_key(self.spec.config()):
+            return  # another configuration's checkpoint: start afresh
+        device = self.init.device
+        self.next_task, self.step = state["next_task"], state["step"]
+        self.init = state["init"].to(device)
+        self.rows = [row.to(device) for row in state["rows"]]
+        self.curves = [(s, t, a.to(device)) for s, t, a in state["curves"]]
+        torch.set_rng_state(state["torch_rng"])
+        restore(self.model, state["model"])
+        restore(self.strategy, state["strategy"])
+        self.order.set_state(state["order"])
+        self.sampling.set_state(state["sampling"])
+        self.elapsed_before = state["elapsed"]
+
+    def result(self) -> RunResult:
+        """The run's result (partial rows, NaN metrics and a status when it diverged)."""
+        stream, spec = self.stream, self.spec
+        b = self.init.cpu().double().numpy()
+        matrix = [row.cpu().double().tolist() for row in self.rows]
+        if self.diverged:
+            scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
+        else:
+            scores = metrics.summarize(torch.stack(self.rows).cpu().double().numpy(), b)
+        return RunResult(
+            scenario=spec.scenario.name,
+            strategy=spec.strategy.name,
+            seed=spec.seed,
+            config=spec.config(),
+            key=run_key(spec.config()),
+            task_names=[task.name for task in stream.tasks],
+            matrix=matrix,
+            init=b.tolist(),
+            metrics=scores,
+            curves=[Curve(s, t, a.tolist()) for s, t, a in _to_host(self.curves)],
+            wall_s=self.elapsed_before + time.perf_counter() - self.started,
+            device=str(self.init.device),
+            status="diverged" if self.diverged else "ok",
+            error=self.diverged,
+        )
 
 
 @torch.inference_mode()
@@ -167,18 +257,15 @@ def _to_host(curves: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int
     return [(s, t, stacked[i]) for i, (s, t, _) in enumerate(curves)]
 
 
-def _progress_bar(spec: RunSpec, stream: Stream, protocol: Protocol, *, enabled: bool):
+def _progress_bar(spec: RunSpec, stream: Stream, first_task: int, *, enabled: bool) -> Any:
     if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
     total = 0
-    for task in stream.tasks:
-        n = (
-            sum(len(t.y_train) for t in stream.tasks[: task.id + 1])
-            if spec.strategy.trains_on == "seen"
-            else len(task.y_train)
-        )
-        total += -(-n // protocol.batch_size) * protocol.epochs
+    for task in stream.tasks[first_task:]:
+        tasks = stream.tasks[: task.id + 1] if spec.strategy.trains_on == "seen" else [task]
+        n = sum(len(t.y_train) for t in tasks)
+        total += -(-n // spec.protocol.batch_size) * spec.protocol.epochs
     label = f"{spec.strategy.name} seed {spec.seed}"
     return tqdm(total=total, desc=label, unit="batch", leave=False, file=sys.stderr)

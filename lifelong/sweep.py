@@ -1,0 +1,214 @@
+"""Grids of runs: resumable, written atomically, on a local process pool or on Ray."""
+
+from __future__ import annotations
+
+import os
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from lifelong.errors import UserError
+from lifelong.result import RunResult, run_key
+
+__all__ = ["EXECUTORS", "RunRequest", "plan_requests", "run_request", "sweep"]
+
+EXECUTORS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run, described by names and values only, so any process or machine can run it."""
+
+    scenario: str
+    strategy: str
+    seed: int
+    settings: tuple[tuple[str, Any], ...] = ()
+    data_dir: str | None = None
+    device: str = "cpu"
+    threads: int = 1
+
+    def spec(self):
+        from lifelong.plan import plan_runs
+
+        (spec,) = plan_runs(self.scenario, [self.strategy], [self.seed], dict(self.settings))
+        return spec
+
+    @property
+    def label(self) -> str:
+        return f"{self.strategy} seed {self.seed}"
+
+
+def plan_requests(
+    scenario: str,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    settings: dict[str, Any],
+    *,
+    data_dir: str | None = None,
+    device: str = "cpu",
+    threads: int = 1,
+) -> list[RunRequest]:
+    """Requests for every strategy and seed, checked (names, keys, values, data) up front."""
+    from lifelong.plan import plan_runs
+
+    plan_runs(scenario, strategies, seeds, settings)  # raises UserError before any work
+    strategies = [_portable(s) for s in strategies]
+    items = tuple(sorted(settings.items()))
+    return [
+        RunRequest(scenario, strategy, seed, items, data_dir, device, threads)
+        for strategy in strategies
+        for seed in seeds
+    ]
+
+
+def run_request(request: RunRequest, checkpoint_dir: str | None = None) -> RunResult:
+    """Run one request; a user strategy's exception becomes a ``failed`` result."""
+    import torch
+
+    from lifelong.runner import execute, resolve_device
+
+    torch.set_num_threads(request.threads)
+    spec = request.spec()
+    key = run_key(spec.config())
+    checkpoint = Path(checkpoint_dir) / f"{key}.pt" if checkpoint_dir else None
+    try:
+        stream = spec.scenario.build(request.seed, request.data_dir)
+        result = execute(spec, stream, resolve_device(request.device), checkpoint=checkpoint)
+    except UserError:
+        raise
+    except Exception:
+        return RunResult.failed(
+            spec.scenario.name,
+            spec.strategy.name,
+            request.seed,
+            spec.config(),
+            traceback.format_exc(),
+        )
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return result
+
+
+def sweep(
+    requests: Iterable[RunRequest],
+    out: Path | None,
+    *,
+    executor: str = "local",
+    jobs: int | None = None,
+    address: str | None = None,
+    report: Callable[[str], None] = lambda text: None,
+) -> list[RunResult]:
+    """Run every request not already completed in ``out``; save each result as it lands.
+
+    A re-run of an interrupted sweep skips completed runs (``ok`` or ``diverged``) and
+    retries failed ones; each save rewrites ``summary.json`` and ``results.csv``
+    atomically, so an interruption leaves only complete results.
+
+    Returns:
+        The results of ``requests`` (loaded or new), in request order.
+    """
+    from lifelong.results_dir import load_runs, save_runs
+
+    requests = _unique(requests)
+    keys = {r: run_key(r.spec().config()) for r in requests}
+    saved = {run.key: run for run in load_runs(out)} if out else {}
+    done = {k: v for k, v in saved.items() if v.status in ("ok", "diverged")}
+    todo = [r for r in requests if keys[r] not in done]
+    for r in requests:
+        if keys[r] in done:
+            report(f"{r.label}: already in {out}, skipped")
+    checkpoints = str(out / "checkpoints") if out else None
+
+    def land(result: RunResult) -> None:
+        saved[result.key] = result
+        if out is not None:
+            save_runs(out, saved.values())
+        note = f"ACC {result.metrics['acc']:.3f}" if result.ok else result.status
+        report(f"{result.strategy} seed {result.seed}: {note} ({result.wall_s:.1f} s)")
+
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor '{executor}'; use local or ray")
+    if executor == "ray":
+        _run_on_ray(todo, checkpoints, address, land)
+    elif (jobs or _default_jobs(len(todo))) <= 1:
+        for request in todo:
+            land(run_request(request, checkpoints))
+    else:
+        _run_on_pool(todo, checkpoints, jobs or _default_jobs(len(todo)), land)
+    return [saved[keys[r]] for r in requests if keys[r] in saved]
+
+
+def _run_on_pool(
+    todo: list[RunRequest], checkpoints: str | None, jobs: int, land: Callable[[RunResult], None]
+) -> None:
+    context = get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
+    pending: set[Future[RunResult]] = {pool.submit(run_request, r, checkpoints) for r in todo}
+    try:
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                land(future.result())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _run_on_ray(
+    todo: list[RunRequest],
+    checkpoints: str | None,
+    address: str | None,
+    land: Callable[[RunResult], None],
+) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            "--executor ray needs the optional extra: pip install 'lifelong[ray]'"
+        ) from None
+    if not ray.is_initialized():
+        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(run_request)
+    pending = [
+        remote.options(num_cpus=r.threads, num_gpus=1 if r.device.startswith("cuda") else 0).remote(
+            r, checkpoints
+        )
+        for r in todo
+    ]
+    try:
+        while pending:
+            finished, pending = ray.wait(pending, num_returns=1)
+            for ref in finished:
+                land(ray.get(ref))
+    except KeyboardInterrupt:
+        for ref in pending:
+            ray.cancel(ref, force=True)
+        raise
+
+
+def _unique(requests: Iterable[RunRequest]) -> list[RunRequest]:
+    """Drop requests whose configuration equals an earlier one's (same run key)."""
+    seen: set[str] = set()
+    unique = []
+    for request in requests:
+        key = run_key(request.spec().config())
+        if key not in seen:
+            seen.add(key)
+            unique.append(request)
+    return unique
+
+
+def _portable(strategy: str) -> str:
+    """Make a plug-in file path absolute, so workers elsewhere can import it."""
+    where, sep, name = strategy.rpartition(":")
+    if sep and where.endswith(".py"):
+        return f"{Path(where).resolve()}:{name}"
+    return strategy
+
+
+def _default_jobs(n_runs: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, n_runs))

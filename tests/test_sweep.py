@@ -1,0 +1,187 @@
+"""Sweeps and checkpoints: resume without loss or duplication, failures, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from lifelong.cli import main
+from lifelong.plan import plan_runs
+from lifelong.results_dir import load_runs
+from lifelong.runner import _Run, execute
+from lifelong.sweep import plan_requests, sweep
+
+CPU = torch.device("cpu")
+SMALL = {"samples_per_task": 96, "eval_every": 2}
+
+PLUGIN = '''
+from dataclasses import dataclass, field
+from typing import ClassVar
+import torch
+import torch.nn.functional as F
+from lifelong import Strategy, param
+
+
+@dataclass
+class Fragile(Strategy):
+    """Learns with SGD; can be told to break at a task (raise) or to diverge (NaN loss)."""
+    name: ClassVar[str] = "fragile"
+    lr: float = param(0.1, "learning rate", gt=0)
+    raise_at: int = param(-1, "task at which train_step raises (-1: never)")
+    nan_at: int = param(-1, "task from which the loss is NaN (-1: never)")
+    model: torch.nn.Module = field(init=False)
+
+    def setup(self, model, info, generator):
+        self.model = model
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr)
+
+    def train_step(self, batch):
+        if batch.task == self.raise_at:
+            raise RuntimeError("fragile broke on purpose")
+        self.optimizer.zero_grad()
+        loss = F.cross_entropy(self.model(batch.x, batch.task_ids), batch.y)
+        if batch.task >= self.nan_at >= 0:
+            loss = loss * float("nan")
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def predict(self, x, task_ids):
+        return self.model(x, task_ids)
+'''
+
+
+@pytest.fixture
+def fragile(tmp_path: Path) -> str:
+    path = tmp_path / "fragile.py"
+    path.write_text(PLUGIN)
+    return f"{path}:Fragile"
+
+
+def comparable(results: list) -> list:  # noqa: ANN001
+    return [(r.key, r.matrix, r.init, r.curves, r.status) for r in results]
+
+
+def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    (spec,) = plan_runs("split-mnist", ["naive"], [3], {**SMALL, "momentum": 0.9})
+    stream = spec.scenario.build(3)
+    whole = execute(spec, stream, CPU)
+    checkpoint = tmp_path / "run.pt"
+    original = _Run.train_task
+
+    def crash_at_task_3(self, task_id, bar):  # noqa: ANN001, ANN202
+        if task_id == 3:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec, stream, CPU, checkpoint=checkpoint)
+    assert checkpoint.exists()
+    assert torch.load(checkpoint, weights_only=True)["next_task"] == 3
+    monkeypatch.setattr(_Run, "train_task", original)
+    resumed = execute(spec, stream, CPU, checkpoint=checkpoint)
+    assert resumed.matrix == whole.matrix
+    assert resumed.curves == whole.curves
+
+
+def test_interrupted_sweep_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
+    requests = plan_requests("split-mnist", ["naive", "joint"], [0, 1], SMALL)
+    reference = sweep(requests, None, jobs=1)
+    landed: list[str] = []
+
+    def interrupt_after_two(text: str) -> None:
+        landed.append(text)
+        if len(landed) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        sweep(requests, tmp_path, jobs=1, report=interrupt_after_two)
+    assert len(load_runs(tmp_path)) == 2  # exactly the completed ones
+    messages: list[str] = []
+    results = sweep(requests, tmp_path, jobs=1, report=messages.append)
+    assert sum("skipped" in m for m in messages) == 2
+    saved = load_runs(tmp_path)
+    assert len(saved) == 4 and len({r.key for r in saved}) == 4
+    assert comparable(results) == comparable(reference)
+
+
+def test_diverged_and_failed_runs_are_recorded_and_the_sweep_goes_on(
+    tmp_path: Path, fragile: str
+) -> None:
+    requests = (
+        plan_requests("split-mnist", [fragile], [0], {**SMALL, "nan_at": 1})
+        + plan_requests("split-mnist", [fragile], [0], {**SMALL, "raise_at": 2})
+        + plan_requests("split-mnist", ["naive"], [0], SMALL)
+    )
+    results = sweep(requests, tmp_path, jobs=1)
+    diverged, failed, fine = results
+    assert diverged.status == "diverged"
+    assert "task 1, step 4" in diverged.error  # 96 samples / 32 = 3 batches per task
+    assert len(diverged.matrix) == 1
+    assert failed.status == "failed" and "fragile broke on purpose" in failed.error
+    assert "Traceback" in failed.error
+    assert fine.ok
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["status"] for r in summary["runs"]] == ["diverged", "failed", "ok"]
+
+
+def test_failed_runs_are_retried_on_resume_and_diverged_ones_are_not(
+    tmp_path: Path, fragile: str
+) -> None:
+    requests = plan_requests("split-mnist", [fragile], [0], {**SMALL, "nan_at": 0})
+    requests += plan_requests("split-mnist", [fragile], [0], {**SMALL, "raise_at": 0})
+    sweep(requests, tmp_path, jobs=1)
+    messages: list[str] = []
+    sweep(requests, tmp_path, jobs=1, report=messages.append)
+    assert sum("skipped" in m for m in messages) == 1
+    assert len(load_runs(tmp_path)) == 2
+
+
+def test_pool_and_in_process_give_bit_identical_results(tmp_path: Path) -> None:
+    requests = plan_requests("split-mnist", ["naive", "joint"], [0, 1], SMALL)
+    in_process = sweep(requests, None, jobs=1)
+    pooled = sweep(requests, tmp_path, jobs=2)
+    assert comparable(pooled) == comparable(in_process)
+
+
+def test_ray_executor_gives_the_same_results(tmp_path: Path) -> None:
+    ray = pytest.importorskip("ray", reason="the optional extra lifelong[ray] is not installed")
+    requests = plan_requests("split-mnist", ["naive"], [0, 1], SMALL)
+    local = sweep(requests, None, jobs=1)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = sweep(requests, tmp_path, executor="ray")
+    finally:
+        ray.shutdown()
+    assert comparable(remote) == comparable(local)
+    assert len(load_runs(tmp_path)) == 2
+
+
+def test_sweep_command_runs_a_suite_and_skips_on_rerun(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(
+        "# lifelong sweep tiny.toml\n[suite]\ndescription = 'tiny'\n"
+        "scenarios = ['split-mnist']\nstrategies = ['naive']\nseeds = [0]\n"
+        "[settings]\nsamples_per_task = 64\n[grid]\nsetting = ['class', 'task']\n"
+    )
+    out = tmp_path / "out"
+    assert main(["sweep", str(suite), "--out", str(out), "-j", "1"]) == 0
+    runs = json.loads((out / "summary.json").read_text())["runs"]
+    assert sorted(r["config"]["scenario"]["setting"] for r in runs) == ["class", "task"]
+    assert main(["run", str(suite), "--out", str(out), "-j", "1"]) == 0
+    assert capsys.readouterr().err.count("skipped") == 2
+
+
+def test_builtin_suites_parse_and_plan() -> None:
+    from lifelong.suite import load_suite, suite_dir, suite_names
+
+    assert {"split-mnist", "permuted-mnist", "rotated-mnist"} <= set(suite_names())
+    for name in suite_names():
+        suite = load_suite(suite_dir() / f"{name}.toml")
+        assert suite.command.startswith("lifelong ")
+        for scenario, settings in suite.points():
+            assert plan_runs(scenario, list(suite.strategies), list(suite.seeds), settings)
