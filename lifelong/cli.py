@@ -181,7 +181,7 @@ def _execute(
         _say(args, header)
     results = sweep(
         requests, target, executor=args.executor, jobs=args.jobs, address=args.address,
-        report=lambda text: _say(args, text),
+        report=lambda text: _say(args, text), progress=not args.quiet,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))

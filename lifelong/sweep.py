@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -65,7 +66,9 @@ def plan_requests(
     ]
 
 
-def run_request(request: RunRequest, checkpoint_dir: str | None = None) -> RunResult:
+def run_request(
+    request: RunRequest, checkpoint_dir: str | None = None, progress: bool = False
+) -> RunResult:
     """Run one request; a user strategy's exception becomes a ``failed`` result."""
     import torch
 
@@ -77,7 +80,8 @@ def run_request(request: RunRequest, checkpoint_dir: str | None = None) -> RunRe
     checkpoint = Path(checkpoint_dir) / f"{key}.pt" if checkpoint_dir else None
     try:
         stream = spec.scenario.build(request.seed, request.data_dir)
-        result = execute(spec, stream, resolve_device(request.device), checkpoint=checkpoint)
+        device = resolve_device(request.device)
+        result = execute(spec, stream, device, checkpoint=checkpoint, progress=progress)
     except UserError:
         raise
     except Exception:
@@ -101,12 +105,14 @@ def sweep(
     jobs: int | None = None,
     address: str | None = None,
     report: Callable[[str], None] = lambda text: None,
+    progress: bool = False,
 ) -> list[RunResult]:
     """Run every request not already completed in ``out``; save each result as it lands.
 
     A re-run of an interrupted sweep skips completed runs (``ok`` or ``diverged``) and
     retries failed ones; each save rewrites ``summary.json`` and ``results.csv``
-    atomically, so an interruption leaves only complete results.
+    atomically, so an interruption leaves only complete results. With ``progress``, a bar
+    counts finished runs (and, in-process, the batches of the current run) on a terminal.
 
     Returns:
         The results of ``requests`` (loaded or new), in request order.
@@ -123,7 +129,11 @@ def sweep(
             report(f"{r.label}: already in {out}, skipped")
     checkpoints = str(out / "checkpoints") if out else None
 
+    bar = _runs_bar(len(todo), enabled=progress)
+
     def land(result: RunResult) -> None:
+        if bar is not None:
+            bar.update(1)
         saved[result.key] = result
         if out is not None:
             save_runs(out, saved.values())
@@ -132,13 +142,17 @@ def sweep(
 
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor '{executor}'; use local or ray")
-    if executor == "ray":
-        _run_on_ray(todo, checkpoints, address, land)
-    elif (jobs or _default_jobs(len(todo))) <= 1:
-        for request in todo:
-            land(run_request(request, checkpoints))
-    else:
-        _run_on_pool(todo, checkpoints, jobs or _default_jobs(len(todo)), land)
+    try:
+        if executor == "ray":
+            _run_on_ray(todo, checkpoints, address, land)
+        elif (jobs or _default_jobs(len(todo))) <= 1:
+            for request in todo:
+                land(run_request(request, checkpoints, progress=progress))
+        else:
+            _run_on_pool(todo, checkpoints, jobs or _default_jobs(len(todo)), land)
+    finally:
+        if bar is not None:
+            bar.close()
     return [saved[keys[r]] for r in requests if keys[r] in saved]
 
 
@@ -187,6 +201,14 @@ def _run_on_ray(
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _runs_bar(total: int, *, enabled: bool) -> Any:
+    if not enabled or total < 2 or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc="runs", unit="run", file=sys.stderr, position=1)
 
 
 def _unique(requests: Iterable[RunRequest]) -> list[RunRequest]:
