@@ -1,0 +1,56 @@
+"""``lifelong bench``: the same work through lifelong, a hand-written loop and Avalanche."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["run_bench"]
+
+
+def run_bench(
+    out: Path,
+    *,
+    repeat: int = 5,
+    e2e_repeat: int = 3,
+    only: str | None = None,
+    avalanche: bool = True,
+    threads: int = 1,
+    command: str = "lifelong bench",
+    say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+) -> Path:
+    """Measure every workload (or those whose name contains ``only``); write the report."""
+    import torch
+
+    from lifelong.bench.avalanche_side import avalanche_available
+    from lifelong.bench.harness import WORKLOADS, end_to_end, measure, profile_top
+    from lifelong.bench.report import BenchRow, render, write
+    from lifelong.errors import UserError
+    from lifelong.plan import plan_runs
+
+    torch.set_num_threads(threads)
+    workloads = [w for w in WORKLOADS if only is None or only in w.name]
+    if not workloads:
+        names = "; ".join(w.name for w in WORKLOADS)
+        raise UserError(f"--only {only!r} matches no workload; workloads: {names}")
+    if avalanche and not avalanche_available():
+        say(
+            "avalanche-lib is not importable here: its columns are left out "
+            "(pip install -e '.[avalanche]' with torch 2.14.1 + torchvision 0.29.1)"
+        )
+        avalanche = False
+    rows = []
+    for workload in workloads:
+        say(f"bench: {workload.name}")
+        (spec,) = plan_runs(
+            workload.scenario, [workload.strategy], [0], workload.lifelong_settings()
+        )
+        stream = spec.scenario.build(0)
+        samples = sum(len(t.y_train) for t in stream.tasks) * spec.protocol.epochs
+        loop = measure(workload, repeat, avalanche=avalanche)
+        e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche)
+        rows.append(BenchRow(workload, samples, loop, e2e))
+    profile = profile_top(workloads[min(1, len(workloads) - 1)])
+    write(out, render(rows, command=command, repeat=repeat, profile=profile, threads=threads))
+    return out

@@ -1,0 +1,99 @@
+"""The Avalanche side of the benchmark: its own strategies and loop on the same stream.
+
+The stream is lifelong's (same tensors, same order), handed to Avalanche as a benchmark
+built from tensors; the model is the same MLP with the same initial weights; the loop is
+Avalanche's ``train(experience)`` then ``eval(test_stream)`` after every experience (and
+once before training, for the init row), with an evaluation plugin that has no loggers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong.model import MLP
+from lifelong.stream import Stream
+
+__all__ = ["avalanche_available", "avalanche_loop"]
+
+
+def avalanche_available() -> bool:
+    """Whether avalanche-lib imports here (the ``lifelong[avalanche]`` extra)."""
+    try:
+        import avalanche  # noqa: F401
+    except Exception:  # avalanche fails in several ways beside torch builds it does not fit
+        return False
+    return True
+
+
+class _Flat(nn.Module):
+    """Avalanche calls ``model(x)``; lifelong's MLP takes ``(x, task_ids)``."""
+
+    def __init__(self, net: MLP) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1))
+
+
+def avalanche_loop(
+    stream: Stream,
+    *,
+    strategy: str,
+    seed: int,
+    lr: float,
+    batch_size: int,
+    epochs: int = 1,
+    hidden: tuple[int, ...] = (100, 100),
+    memory_size: int = 200,
+    ewc_lambda: float = 100.0,
+) -> list[list[float]]:
+    """Run Avalanche's Naive, Replay or EWC; return the accuracy matrix R."""
+    from avalanche.evaluation.metrics import accuracy_metrics
+    from avalanche.training.plugins import EvaluationPlugin
+    from avalanche.training.supervised import EWC, Naive, Replay
+
+    from lifelong.interop import benchmark_from_stream
+
+    benchmark = benchmark_from_stream(stream)
+    torch.manual_seed(seed)
+    model = _Flat(MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads))
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    common: dict[str, Any] = {
+        "train_mb_size": batch_size,
+        "train_epochs": epochs,
+        "eval_mb_size": 2048,
+        "evaluator": EvaluationPlugin(accuracy_metrics(experience=True), loggers=[]),
+        "device": "cpu",
+    }
+    criterion = nn.CrossEntropyLoss()
+    if strategy == "naive":
+        learner = Naive(model=model, optimizer=optimizer, criterion=criterion, **common)
+    elif strategy == "er":
+        learner = Replay(
+            model=model, optimizer=optimizer, criterion=criterion, mem_size=memory_size, **common
+        )
+    elif strategy == "ewc":
+        learner = EWC(
+            model=model, optimizer=optimizer, criterion=criterion, ewc_lambda=ewc_lambda, **common
+        )
+    else:
+        raise ValueError(f"no Avalanche counterpart for {strategy!r}")
+    rows = []
+    learner.eval(benchmark.test_stream)  # the init row, as lifelong and the hand loop do
+    for experience in benchmark.train_stream:
+        learner.train(experience)
+        rows.append(_row(learner.eval(benchmark.test_stream), stream.n_tasks))
+    return rows
+
+
+def _row(results: dict[str, Any], n_tasks: int) -> list[float]:
+    """R's row from Avalanche's per-experience accuracy metrics."""
+    row = [float("nan")] * n_tasks
+    for name, value in results.items():
+        if name.startswith("Top1_Acc_Exp/eval_phase/test_stream/"):
+            row[int(name.rsplit("Exp", 1)[1])] = float(value)
+    return row

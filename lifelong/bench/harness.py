@@ -1,0 +1,164 @@
+"""Workloads, timing and the Markdown report of ``lifelong bench``.
+
+Every workload runs the same work three ways in one process: lifelong's runner, a
+hand-written PyTorch loop (:mod:`lifelong.bench.handloop`) and Avalanche's own loop
+(:mod:`lifelong.bench.avalanche_side`, when avalanche-lib imports). Same stream tensors,
+model, initial weights, batch size, epochs and hyperparameters. The loop time covers
+building the model, the init evaluation, training and the evaluation after every task;
+the stream is built once beforehand for all three. Repetitions are interleaved after one
+warm-up each and the median is reported; end-to-end process times (imports and data loading included) come
+from fresh subprocesses.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import pstats
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["WORKLOADS", "Timing", "Workload", "end_to_end", "measure", "profile_top"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One piece of work, described for all three implementations."""
+
+    name: str
+    scenario: str
+    strategy: str  # lifelong spec; also the hand loop's and Avalanche's algorithm
+    settings: dict[str, Any] = field(default_factory=dict)
+    lr: float = 0.1
+    batch_size: int = 32
+
+    def lifelong_settings(self) -> dict[str, Any]:
+        return {"eval_every": 0, "batch_size": self.batch_size, "lr": self.lr, **self.settings}
+
+
+PERMUTED = {"n_tasks": 10, "samples_per_task": 1000}
+WORKLOADS = (
+    Workload("split-mnist class-IL, naive", "split-mnist", "naive"),
+    Workload(
+        "split-mnist class-IL, er (memory 200)",
+        "split-mnist",
+        "er",
+        {"replay.size": 200, "replay.batch": 32},
+    ),
+    Workload("split-mnist class-IL, ewc", "split-mnist", "ewc", {"ewc.lam": 100.0}),
+    Workload("permuted-mnist 10 tasks, naive", "permuted-mnist", "naive", PERMUTED),
+)
+
+
+@dataclass
+class Timing:
+    """Loop seconds and final ACC of one implementation on one workload."""
+
+    seconds: list[float] = field(default_factory=list)
+    acc: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds) if self.seconds else float("nan")
+
+
+def measure(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str, Timing]:
+    """Time the three implementations ``repeat`` times each, interleaved."""
+    from lifelong.bench.handloop import hand_loop
+    from lifelong.plan import plan_runs
+    from lifelong.runner import execute
+
+    (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
+    stream = spec.scenario.build(0)
+    kwargs = {
+        "strategy": workload.strategy,
+        "seed": 0,
+        "lr": workload.lr,
+        "batch_size": workload.batch_size,
+    }
+    runners: dict[str, Callable[[], list[list[float]]]] = {
+        "lifelong": lambda: execute(spec, stream, torch.device("cpu")).matrix,
+        "hand loop": lambda: hand_loop(stream, **kwargs),  # type: ignore[arg-type]
+    }
+    if avalanche:
+        from lifelong.bench.avalanche_side import avalanche_loop
+
+        runners["avalanche"] = lambda: avalanche_loop(stream, **kwargs)  # type: ignore[arg-type]
+    timings = {name: Timing() for name in runners}
+    for run in runners.values():
+        run()  # warm-up: first-call costs (lazy imports, allocator) are not the loop's
+    for _ in range(repeat):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            matrix = run()
+            timings[name].seconds.append(time.perf_counter() - start)
+            timings[name].acc.append(statistics.fmean(matrix[-1]))
+    return timings
+
+
+def end_to_end(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str, float]:
+    """Median seconds of a whole fresh process per implementation (imports included)."""
+    commands = {
+        "lifelong": [
+            sys.executable,
+            "-m",
+            "lifelong",
+            "run",
+            workload.scenario,
+            "-s",
+            workload.strategy,
+            "-q",
+            "--jobs",
+            "1",
+            "--device",
+            "cpu",
+            *(
+                arg
+                for k, v in workload.lifelong_settings().items()
+                for arg in ("--set", f"{k}={v}")
+            ),
+        ],
+        "hand loop": [sys.executable, "-m", "lifelong.bench.standalone", "hand", workload.name],
+    }
+    if avalanche:
+        commands["avalanche"] = [
+            sys.executable,
+            "-m",
+            "lifelong.bench.standalone",
+            "avalanche",
+            workload.name,
+        ]
+    out = {}
+    for name, command in commands.items():
+        times = []
+        for _ in range(repeat):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+        out[name] = statistics.median(times)
+    return out
+
+
+def profile_top(workload: Workload, n: int = 8) -> str:
+    """The ``n`` functions with the most own time in one lifelong run (cProfile)."""
+    from lifelong.plan import plan_runs
+    from lifelong.runner import execute
+
+    (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
+    stream = spec.scenario.build(0)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    execute(spec, stream, torch.device("cpu"))
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(n)
+    lines = [ln for ln in text.getvalue().splitlines() if ln.strip()]
+    start = next(i for i, ln in enumerate(lines) if ln.lstrip().startswith("ncalls"))
+    return "\n".join(lines[start : start + n + 1])
