@@ -49,7 +49,11 @@ def _build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="train strategies on a scenario (or suite); evaluate")
     run.add_argument("scenario", help="scenario name, suite name or suite.toml (`lifelong list`)")
     run.add_argument(
-        "--strategy", "-s", action="append", default=[], metavar="NAME",
+        "--strategy",
+        "-s",
+        action="append",
+        default=[],
+        metavar="NAME",
         help="strategy: short name, path/to/file.py:Class or module:Class (repeatable)",
     )
     run.add_argument("--seeds", help="seeds: 0,1,2 or a range 0-7 (default 0)")
@@ -62,6 +66,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_execution_options(sweep)
     sweep.set_defaults(handler=_sweep)
 
+    bench = commands.add_parser("bench", help="time lifelong against a hand loop and Avalanche")
+    bench.add_argument("--out", default="reports/performance.md", help="the Markdown report")
+    bench.add_argument("--repeat", type=_positive_int, default=5, help="loop repetitions")
+    bench.add_argument(
+        "--e2e-repeat", type=_positive_int, default=3, help="fresh-process repetitions"
+    )
+    bench.add_argument("--only", metavar="TEXT", help="workloads whose name contains TEXT")
+    bench.add_argument("--no-avalanche", action="store_true", help="leave Avalanche out")
+    bench.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
+    bench.set_defaults(handler=_bench)
+
     listing = commands.add_parser("list", help="scenarios, suites, strategies and parameters")
     listing.add_argument(
         "what", nargs="?", choices=("scenarios", "strategies", "protocol", "suites")
@@ -73,7 +88,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _add_execution_options(command: argparse.ArgumentParser) -> None:
     command.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", dest="settings",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
         help="override a scenario, protocol or strategy parameter; name.key for one strategy",
     )
     command.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
@@ -82,20 +101,29 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         "--data-dir", metavar="DIR", help="directory with MNIST/Fashion-MNIST IDX files"
     )
     command.add_argument(
-        "--download", action="store_true",
+        "--download",
+        action="store_true",
         help="fetch full MNIST/Fashion-MNIST into --data-dir with torchvision (needs a network)",
     )
     command.add_argument(
-        "--jobs", "-j", type=_positive_int, metavar="N",
+        "--jobs",
+        "-j",
+        type=_positive_int,
+        metavar="N",
         help="parallel runs on the local pool (default: one per core; 1 runs in-process)",
     )
     command.add_argument(
-        "--executor", default="local", choices=("local", "ray"),
+        "--executor",
+        default="local",
+        choices=("local", "ray"),
         help="local process pool (default) or Ray",
     )
     command.add_argument("--address", metavar="ADDR", help="Ray cluster address (--executor ray)")
     command.add_argument(
-        "--threads", type=_positive_int, default=1, metavar="N",
+        "--threads",
+        type=_positive_int,
+        default=1,
+        metavar="N",
         help="torch threads per run (default 1: fastest for small models, identical everywhere)",
     )
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
@@ -168,8 +196,13 @@ def _execute(
     requests = []
     for scenario, settings in points:
         batch = plan_requests(
-            scenario, strategies, seeds, settings,
-            data_dir=args.data_dir, device=args.device, threads=args.threads,
+            scenario,
+            strategies,
+            seeds,
+            settings,
+            data_dir=args.data_dir,
+            device=args.device,
+            threads=args.threads,
         )
         family = batch[0].spec().scenario
         if args.download and isinstance(family, ImageScenario):
@@ -180,8 +213,13 @@ def _execute(
     if header:
         _say(args, header)
     results = sweep(
-        requests, target, executor=args.executor, jobs=args.jobs, address=args.address,
-        report=lambda text: _say(args, text), progress=not args.quiet,
+        requests,
+        target,
+        executor=args.executor,
+        jobs=args.jobs,
+        address=args.address,
+        report=lambda text: _say(args, text),
+        progress=not args.quiet,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
@@ -190,6 +228,30 @@ def _execute(
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in failed) else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from lifelong.bench import run_bench
+
+    command = "lifelong bench" + "".join(
+        f" {flag} {value}"
+        for flag, value in (
+            ("--repeat", args.repeat),
+            ("--e2e-repeat", args.e2e_repeat),
+            ("--out", args.out),
+        )
+    )
+    path = run_bench(
+        Path(args.out),
+        repeat=args.repeat,
+        e2e_repeat=args.e2e_repeat,
+        only=args.only,
+        avalanche=not args.no_avalanche,
+        threads=args.threads,
+        command=command,
+    )
+    print(f"wrote {path}")
+    return 0
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

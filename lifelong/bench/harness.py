@@ -6,7 +6,8 @@ hand-written PyTorch loop (:mod:`lifelong.bench.handloop`) and Avalanche's own l
 model, initial weights, batch size, epochs and hyperparameters. The loop time covers
 building the model, the init evaluation, training and the evaluation after every task;
 the stream is built once beforehand for all three. Repetitions are interleaved after one
-warm-up each and the median is reported; end-to-end process times (imports and data loading included) come
+warm-up each and the median is reported; end-to-end process times (imports and
+data loading included) come
 from fresh subprocesses.
 """
 
