@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -31,7 +32,9 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lifelong`` command; returns the exit status."""
     parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.command_line = shlex.join(["lifelong", *argv])
     try:
         return int(args.handler(args))
     except UserError as error:
@@ -65,6 +68,20 @@ def _build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seeds", help="override the suite's seeds: 0,1,2 or 0-7")
     _add_execution_options(sweep)
     sweep.set_defaults(handler=_sweep)
+
+    report = commands.add_parser(
+        "report", help="plots, matrices and report.md from a results directory"
+    )
+    report.add_argument(
+        "results_dir", metavar="RESULTS_DIR", help="a directory written by `lifelong run --out`"
+    )
+    report.add_argument(
+        "--out", metavar="DIR", help="where to write the report (default: RESULTS_DIR/report)"
+    )
+    report.add_argument(
+        "--format", default="png", choices=("png", "svg", "pdf"), help="image format (default png)"
+    )
+    report.set_defaults(handler=_report)
 
     bench = commands.add_parser("bench", help="time lifelong against a hand loop and Avalanche")
     bench.add_argument("--out", default="reports/performance.md", help="the Markdown report")
@@ -125,6 +142,11 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="torch threads per run (default 1: fastest for small models, identical everywhere)",
+    )
+    command.add_argument(
+        "--report",
+        action="store_true",
+        help="when the runs end, write plots and report.md into OUT/report",
     )
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
 
@@ -193,6 +215,8 @@ def _execute(
     from lifelong.sweep import plan_requests, sweep
 
     resolve_device(args.device)
+    if args.report and not out:
+        raise UserError("--report needs --out DIR (the report goes to DIR/report)")
     requests = []
     for scenario, settings in points:
         batch = plan_requests(
@@ -223,11 +247,22 @@ def _execute(
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
+    if args.report and target is not None and any(r.ok for r in results):
+        from lifelong.report import make_report
+
+        _say(args, f"report: {make_report(target, command=args.command_line)}")
     failed = [r for r in results if not r.ok]
     for r in failed:
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in failed) else 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from lifelong.report import make_report
+
+    print(make_report(args.results_dir, args.out, fmt=args.format))
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -131,12 +131,10 @@ class RunResult:
         ``point`` is ``init`` (before training), ``curve`` (every ``eval_every``
         batches) or ``task_end`` (after a task: a row of R).
         """
-        ends = {}
-        for c in self.curves:
-            ends[c.task] = c.step  # the last evaluation during task t is its task end
+        last = {c.task: i for i, c in enumerate(self.curves)}  # a task's last one is its end
         out = []
-        for c in self.curves:
-            point = "init" if c.task < 0 else ("task_end" if ends[c.task] == c.step else "curve")
+        for i, c in enumerate(self.curves):
+            point = "init" if c.task < 0 else ("task_end" if last[c.task] == i else "curve")
             for j, accuracy in enumerate(c.accuracies):
                 values = (
                     self.strategy,

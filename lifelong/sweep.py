@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -57,13 +58,32 @@ def plan_requests(
     from lifelong.plan import plan_runs
 
     plan_runs(scenario, strategies, seeds, settings)  # raises UserError before any work
-    strategies = [_portable(s) for s in strategies]
-    items = tuple(sorted(settings.items()))
-    return [
-        RunRequest(scenario, strategy, seed, items, data_dir, device, threads)
-        for strategy in strategies
-        for seed in seeds
-    ]
+    requests = []
+    for strategy in strategies:
+        items = tuple(sorted(_settings_for(scenario, strategy, settings).items()))
+        requests += [
+            RunRequest(scenario, _portable(strategy), seed, items, data_dir, device, threads)
+            for seed in seeds
+        ]
+    return requests
+
+
+def _settings_for(scenario: str, strategy: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings that concern one strategy's runs (``ewc.lam`` does not concern naive).
+
+    The settings were checked for all strategies together, so a key that one strategy
+    rejects belongs to another.
+    """
+    from lifelong.plan import plan_runs
+
+    kept = {}
+    for key, value in settings.items():
+        try:
+            plan_runs(scenario, [strategy], [0], {key: value})
+        except UserError:
+            continue
+        kept[key] = value
+    return kept
 
 
 def run_request(
@@ -131,12 +151,14 @@ def sweep(
 
     bar = _runs_bar(len(todo), enabled=progress)
 
+    order = {key: i for i, key in enumerate(keys.values())}
+
     def land(result: RunResult) -> None:
         if bar is not None:
             bar.update(1)
         saved[result.key] = result
-        if out is not None:
-            save_runs(out, saved.values())
+        if out is not None:  # in request order, so files do not depend on finishing order
+            save_runs(out, sorted(saved.values(), key=lambda r: order.get(r.key, -1)))
         note = f"ACC {result.metrics['acc']:.3f}" if result.ok else result.status
         report(f"{result.strategy} seed {result.seed}: {note} ({result.wall_s:.1f} s)")
 
@@ -153,6 +175,9 @@ def sweep(
     finally:
         if bar is not None:
             bar.close()
+        if checkpoints is not None and Path(checkpoints).is_dir():
+            with contextlib.suppress(OSError):  # only when no interrupted run left one
+                Path(checkpoints).rmdir()
     return [saved[keys[r]] for r in requests if keys[r] in saved]
 
 

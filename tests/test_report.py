@@ -1,0 +1,241 @@
+"""Reports: every figure and table from one frame, numbers equal to summary.json, edge cases."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+from lifelong import Curve, RunResult, UserError, metrics
+from lifelong.report import make_report, metrics_frame, runs_frame
+from lifelong.results_dir import SUMMARY, save_runs
+
+COLUMNS = ("acc", "bwt", "fwt", "forgetting", "la")
+
+
+def synthetic_run(strategy: str, seed: int, n_tasks: int, eval_every: int = 2) -> RunResult:
+    """A run with a plausible R and b; ``eval_every`` 0 records no curve points.
+
+    Each task lasts 4 steps, so with ``eval_every`` 2 a curve point falls on every task's
+    last step, as the runner does: that step is evaluated twice.
+    """
+    rng = np.random.default_rng([seed, n_tasks, len(strategy)])
+    R = np.triu(rng.uniform(0.0, 0.3, (n_tasks, n_tasks)), 1)
+    R += np.tril(rng.uniform(0.3, 1.0, (n_tasks, n_tasks)))
+    b = rng.uniform(0.0, 0.2, n_tasks)
+    curves = [Curve(0, -1, b.tolist())]
+    for i in range(n_tasks):
+        for step in range(4 * i + 1, 4 * i + 5):
+            if eval_every and step % eval_every == 0:
+                noisy = np.clip(R[i] + rng.normal(0, 0.05, n_tasks), 0, 1)
+                curves.append(Curve(step, i, noisy.tolist()))
+        curves.append(Curve(4 * i + 4, i, R[i].tolist()))
+    config = {
+        "scenario": {"name": "toy", "n_tasks": n_tasks},
+        "strategy": {"name": strategy},
+        "protocol": {"eval_every": eval_every},
+        "seed": seed,
+    }
+    return RunResult(
+        scenario="toy",
+        strategy=strategy,
+        seed=seed,
+        config=config,
+        key=f"{strategy}-{seed}-{n_tasks}-{eval_every}",
+        task_names=[f"t{j}" for j in range(n_tasks)],
+        matrix=R.tolist(),
+        init=b.tolist(),
+        metrics=metrics.summarize(R, b),
+        curves=curves,
+        wall_s=1.5 + seed,
+        device="cpu",
+    )
+
+
+def save(path: Path, runs: list[RunResult]) -> Path:
+    save_runs(path, runs)
+    return path
+
+
+def referenced_files(report: Path) -> list[str]:
+    return re.findall(r"\]\(([^)]+)\)", report.read_text())
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A report of several strategies, three seeds (one strategy with one), three tasks."""
+    runs = [synthetic_run(s, seed, 3) for s in ("naive", "er") for seed in range(3)]
+    runs.append(synthetic_run("single", 0, 3))
+    return make_report(save(tmp_path_factory.mktemp("many"), runs))
+
+
+def check_files(report: Path, n_images: int) -> None:
+    files = referenced_files(report)
+    assert len([f for f in files if f.endswith(".png")]) == n_images
+    for name in files:
+        target = (report.parent / name).resolve()
+        assert target.is_file() and target.stat().st_size > 0, name
+    assert not list(report.parent.glob(".*tmp")), "a temporary file was left behind"
+
+
+def test_report_of_many_strategies_seeds_and_tasks(many: Path) -> None:
+    assert many.name == "report.md" and many.parent.name == "report"
+    check_files(many, 3 + 3 * 3)  # 3 shared figures, 3 heatmaps per strategy
+    assert [row[0] for row in parse_table(many.read_text(), "Metrics")] == ["naive", "er", "single"]
+
+
+@pytest.mark.parametrize(("n_tasks", "seeds"), [(1, 1), (1, 3), (9, 1)])
+def test_report_of_one_task_one_seed_many_tasks(tmp_path: Path, n_tasks: int, seeds: int) -> None:
+    report = make_report(save(tmp_path, [synthetic_run("naive", s, n_tasks) for s in range(seeds)]))
+    check_files(report, 3 + (3 if n_tasks > 1 else 1))
+    text = report.read_text()
+    (row,) = parse_table(text, "Metrics")
+    assert row[2].endswith("± n/a") == (seeds == 1)
+    if n_tasks == 1:  # BWT, FWT and forgetting are undefined
+        assert row[3:6] == ["n/a", "n/a", "n/a"]
+        assert "n/a (needs >= 2 tasks)" in text
+
+
+def parse_table(text: str, heading: str) -> list[list[str]]:
+    block = text.split(f"## {heading}\n\n", 1)[1].split("\n\n", 1)[0]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in block.splitlines()[2:]]
+
+
+def test_numbers_in_report_equal_summary_json(many: Path) -> None:
+    text = many.read_text()
+    summary = json.loads((many.parent.parent / SUMMARY).read_text())["runs"]
+    for row in parse_table(text, "Runs"):
+        (entry,) = [e for e in summary if e["strategy"] == row[0] and e["seed"] == int(row[1])]
+        for cell, name in zip(row[2:8], [*COLUMNS, "bti"], strict=True):
+            assert float(cell) == pytest.approx(entry[name], abs=5e-5)
+        assert float(row[8]) == pytest.approx(entry["wall_s"], abs=5e-3)
+    for row in parse_table(text, "Metrics"):
+        entries = [e for e in summary if e["strategy"] == row[0]]
+        assert int(row[1]) == len(entries)
+        for cell, name in zip(row[2:7], COLUMNS, strict=True):
+            values = [e[name] for e in entries]
+            mean, _, half = cell.partition(" ± ")
+            assert float(mean) == pytest.approx(statistics.fmean(values), abs=5e-4)
+            if len(values) == 1:
+                assert half == "n/a"
+            else:
+                t = stats.t.ppf(0.975, len(values) - 1)
+                expected = t * statistics.stdev(values) / math.sqrt(len(values))
+                assert float(half) == pytest.approx(expected, abs=5e-4)
+
+
+def test_matrix_csvs_equal_the_metrics_functions(many: Path) -> None:
+    runs = [synthetic_run(s, seed, 3) for s in ("naive", "er") for seed in range(3)]
+    for name, kind in (("forgetting", "forgetting"), ("forward_transfer", "transfer")):
+        table = pd.read_csv(many.parent / f"{name}_matrix.csv")
+        for run in runs:
+            R = np.array(run.matrix)
+            if kind == "forgetting":
+                expected = metrics.forgetting_matrix(R)
+            else:
+                expected = metrics.forward_transfer_matrix(R, run.init)
+            got = np.full_like(expected, np.nan)
+            mine = table[(table["strategy"] == run.strategy) & (table["seed"] == run.seed)]
+            got[mine["after_task"], mine["eval_task"]] = mine[name]
+            np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+
+
+def test_runs_without_curve_points(tmp_path: Path) -> None:
+    runs = [synthetic_run("naive", seed, 2, eval_every=0) for seed in range(2)]
+    bare = synthetic_run("joint", 0, 2)
+    bare.curves = []  # results saved without any curves: R and b only
+    report = make_report(save(tmp_path, [*runs, bare]))
+    frame = runs_frame([*runs, bare])
+    assert set(frame["point"]) == {"init", "task_end"}
+    assert frame.loc[frame["strategy"] == "joint", "step"].isna().sum() == 4  # R: 2 x 2
+    assert all((report.parent / f).is_file() for f in referenced_files(report))
+
+
+def test_frame_is_one_row_per_evaluation_and_rebuilds_r_and_b() -> None:
+    from lifelong.plots import run_matrices
+
+    runs = [synthetic_run("naive", seed, 4) for seed in range(2)]
+    frame = runs_frame(runs)
+    assert len(frame) == sum(len(run.rows()) for run in runs)
+    assert {"label", "key", "task", "step", "accuracy"} <= set(frame.columns)
+    # the evaluation that shares a task's last step is a curve point, not a second row of R
+    ends = frame[frame["point"] == "task_end"]
+    assert not ends.duplicated(["key", "after_task", "eval_task"]).any()
+    for run in runs:
+        R, b = run_matrices(frame)[("naive", run.seed)]
+        assert R.tolist() == run.matrix and b.tolist() == run.init
+    table = metrics_frame(runs)
+    assert table["acc"].tolist() == [run.metrics["acc"] for run in runs]
+
+
+def test_setups_sharing_a_strategy_name_are_told_apart() -> None:
+    first, second = synthetic_run("naive", 0, 2), synthetic_run("naive", 0, 3)
+    labels = set(runs_frame([first, second])["label"])
+    assert labels == {"naive (n_tasks=2)", "naive (n_tasks=3)"}
+
+
+@pytest.mark.parametrize("fmt", ["svg", "pdf"])
+def test_other_image_formats(tmp_path: Path, fmt: str) -> None:
+    runs = [synthetic_run("naive", 0, 1)]
+    report = make_report(save(tmp_path / "res", runs), tmp_path / "out", fmt=fmt)
+    images = [f for f in referenced_files(report) if not f.endswith((".csv", ".json"))]
+    assert images and all(name.endswith(f".{fmt}") for name in images)
+    head = (report.parent / images[0]).read_bytes()[:200]
+    assert head.startswith(b"%PDF") if fmt == "pdf" else b"<svg" in head
+    assert f"--format {fmt}" in report.read_text()
+
+
+def test_regenerating_changes_nothing(tmp_path: Path) -> None:
+    out = make_report(save(tmp_path, [synthetic_run("naive", s, 1) for s in range(2)])).parent
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    make_report(tmp_path)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_bad_inputs_fail_with_one_line(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    save_runs(tmp_path / "none", [])
+    for path, words in (
+        (tmp_path / "missing", "does not exist"),
+        (tmp_path / "file", "not a directory"),
+        (tmp_path / "empty", "not a results directory"),
+        (tmp_path / "none", "holds no runs"),
+    ):
+        with pytest.raises(UserError, match=words) as error:
+            make_report(path)
+        assert "\n" not in str(error.value)
+    res = save(tmp_path / "res", [synthetic_run("naive", 0, 2)])
+    with pytest.raises(UserError, match="did you mean 'png'"):
+        make_report(res, fmt="pgn")
+    assert not (res / "report").exists()
+
+
+def test_report_of_a_real_run(tmp_path: Path, make_stream) -> None:
+    from lifelong.plan import plan_runs
+    from lifelong.runner import execute
+
+    (spec,) = plan_runs("split-mnist", ["naive"], [0], {"eval_every": 2, "batch_size": 8})
+    runs = [execute(spec, make_stream("class"), torch.device("cpu"))]
+    report = make_report(save(tmp_path, runs), command="lifelong run split-mnist --report")
+    text = report.read_text()
+    assert "Regenerate this report: `lifelong run split-mnist --report`" in text
+    assert [row[0] for row in parse_table(text, "Runs")] == ["naive"]
+    assert all((report.parent / f).is_file() for f in referenced_files(report))
+
+
+def test_task_names_that_differ_between_seeds_are_numbered() -> None:
+    from lifelong.plots import matrix_figure
+
+    runs = [synthetic_run("naive", seed, 2) for seed in range(2)]
+    runs[1].task_names = ["rot 17", "rot 44"]  # e.g. angles drawn per seed
+    ax = matrix_figure(runs_frame(runs), "naive", "accuracy").axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["task 0", "task 1"]
