@@ -41,4 +41,4 @@ def run(
     (spec,) = plan_runs(scenario, [strategy], [seed], settings)
     target = resolve_device(device)
     stream = spec.scenario.build(seed, data_dir)
-    return execute(spec, stream, target, progress=progress)
+    return execute(spec, stream, target, progress=progress, data_dir=data_dir)

@@ -65,6 +65,7 @@ def execute(
     *,
     progress: bool = False,
     checkpoint: Path | None = None,
+    data_dir: str | None = None,
 ) -> RunResult:
     """Train ``spec.strategy`` (a fresh copy) on ``stream`` and evaluate it.
 
@@ -75,7 +76,9 @@ def execute(
     that becomes NaN or infinite stops the run at the end of that task; the result then
     has ``status == "diverged"`` and says where.
     """
-    run = _Run(spec, stream.to(device), device)
+    if not spec.strategy.resumable:
+        checkpoint = None
+    run = _Run(spec, stream.to(device), device, data_dir)
     if checkpoint is not None and checkpoint.exists():
         run.load(checkpoint)
     bar = _progress_bar(spec, stream, run.next_task, enabled=progress)
@@ -93,7 +96,9 @@ def execute(
 class _Run:
     """The state of one run between task boundaries (what a checkpoint holds)."""
 
-    def __init__(self, spec: RunSpec, stream: Stream, device: torch.device) -> None:
+    def __init__(
+        self, spec: RunSpec, stream: Stream, device: torch.device, data_dir: str | None
+    ) -> None:
         self.spec, self.stream, self.protocol = spec, stream, spec.protocol
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
@@ -102,7 +107,14 @@ class _Run:
         self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
         self.strategy = dataclasses.replace(spec.strategy)
         info = StreamInfo(
-            stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads, stream.input_dim
+            stream.n_tasks,
+            stream.setting,
+            stream.n_outputs,
+            stream.n_heads,
+            stream.input_dim,
+            scenario=spec.scenario,
+            seed=spec.seed,
+            data_dir=data_dir,
         )
         self.sampling = _generator(device, spec.seed, 1)
         self.order = _generator(device, spec.seed, 2)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from lifelong.stream import Setting, TrainingData
+
+if TYPE_CHECKING:
+    from lifelong.scenario import ScenarioFamily
 
 __all__ = ["Batch", "Strategy", "StreamInfo", "supervised_step"]
 
@@ -37,13 +40,24 @@ class Batch:
 
 @dataclass(frozen=True)
 class StreamInfo:
-    """What a strategy may know about the stream before it starts (no data)."""
+    """What a strategy may know about the stream before it starts (no data).
+
+    Attributes:
+        scenario: the configured scenario family the stream was built from, so that a
+            meta-learned initialisation can draw meta-training tasks that are disjoint
+            from the stream (None when the stream was built by hand).
+        seed: the run's seed.
+        data_dir: where the run's data source was read from (None: the embedded data).
+    """
 
     n_tasks: int
     setting: Setting
     n_outputs: int
     n_heads: int
     input_dim: int
+    scenario: ScenarioFamily | None = None
+    seed: int = 0
+    data_dir: str | None = None
 
     @property
     def uses_task_id(self) -> bool:
@@ -67,10 +81,14 @@ class Strategy(abc.ABC):
     Attributes:
         trains_on: ``"task"`` (the default) feeds the current task's batches;
             ``"seen"`` feeds batches of every task seen so far (the joint upper bound).
+        resumable: whether the runner can checkpoint the strategy's state at task
+            boundaries (False for strategies holding state it cannot snapshot, such as
+            wrapped Avalanche strategies).
     """
 
     name: ClassVar[str]
     trains_on: ClassVar[Literal["task", "seen"]] = "task"
+    resumable: ClassVar[bool] = True
 
     @abc.abstractmethod
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:

@@ -101,7 +101,14 @@ def run_request(
     try:
         stream = spec.scenario.build(request.seed, request.data_dir)
         device = resolve_device(request.device)
-        result = execute(spec, stream, device, checkpoint=checkpoint, progress=progress)
+        result = execute(
+            spec,
+            stream,
+            device,
+            checkpoint=checkpoint,
+            progress=progress,
+            data_dir=request.data_dir,
+        )
     except UserError:
         raise
     except Exception:
