@@ -137,6 +137,11 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     )
     command.add_argument("--address", metavar="ADDR", help="Ray cluster address (--executor ray)")
     command.add_argument(
+        "--vectorize",
+        action="store_true",
+        help="train the seeds of each configuration together as one batched model",
+    )
+    command.add_argument(
         "--threads",
         type=_positive_int,
         default=1,
@@ -215,6 +220,8 @@ def _execute(
     from lifelong.sweep import plan_requests, sweep
 
     resolve_device(args.device)
+    if args.vectorize and args.executor != "local":
+        raise UserError("--vectorize runs in this process; drop --executor ray")
     if args.report and not out:
         raise UserError("--report needs --out DIR (the report goes to DIR/report)")
     requests = []

@@ -133,6 +133,7 @@ def sweep(
     address: str | None = None,
     report: Callable[[str], None] = lambda text: None,
     progress: bool = False,
+    vectorize: bool = False,
 ) -> list[RunResult]:
     """Run every request not already completed in ``out``; save each result as it lands.
 
@@ -140,6 +141,8 @@ def sweep(
     retries failed ones; each save rewrites ``summary.json`` and ``results.csv``
     atomically, so an interruption leaves only complete results. With ``progress``, a bar
     counts finished runs (and, in-process, the batches of the current run) on a terminal.
+    With ``vectorize``, the seeds of each configuration train together as one batched
+    model in this process (:mod:`lifelong.vectorized`).
 
     Returns:
         The results of ``requests`` (loaded or new), in request order.
@@ -172,7 +175,11 @@ def sweep(
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor '{executor}'; use local or ray")
     try:
-        if executor == "ray":
+        if vectorize:
+            for group in _seed_groups(todo):
+                for result in _run_vectorized(group):
+                    land(result)
+        elif executor == "ray":
             _run_on_ray(todo, checkpoints, address, land)
         elif (jobs or _default_jobs(len(todo))) <= 1:
             for request in todo:
@@ -217,8 +224,8 @@ def _run_on_ray(
         ) from None
     if not ray.is_initialized():
         ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(run_request)
-    pending = [
+    remote: Any = ray.remote(run_request)
+    pending: list[Any] = [
         remote.options(num_cpus=r.threads, num_gpus=1 if r.device.startswith("cuda") else 0).remote(
             r, checkpoints
         )
@@ -233,6 +240,28 @@ def _run_on_ray(
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
+    """Requests that differ only in their seed, grouped (order kept)."""
+    groups: dict[tuple[Any, ...], list[RunRequest]] = {}
+    for r in requests:
+        groups.setdefault((r.scenario, r.strategy, r.settings, r.data_dir, r.device), []).append(r)
+    return list(groups.values())
+
+
+def _run_vectorized(group: list[RunRequest]) -> list[RunResult]:
+    import torch
+
+    from lifelong.runner import resolve_device
+    from lifelong.vectorized import run_vectorized
+
+    torch.set_num_threads(group[0].threads)
+    specs = [r.spec() for r in group]
+    streams = [
+        spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
+    ]
+    return run_vectorized(specs, streams, resolve_device(group[0].device))
 
 
 def _runs_bar(total: int, *, enabled: bool) -> Any:

@@ -1,0 +1,243 @@
+"""Several seeds of one strategy trained as one batched model (``--vectorize``).
+
+Each seed keeps everything a sequential run has: its own stream, initial weights (the
+same ``torch.manual_seed(seed)`` draw), data order, memory and penalties, built by the
+very same parts. Only the arithmetic is batched: the seeds' weights are stacked along a
+leading dimension, the forward pass is ``vmap`` of ``functional_call`` over that
+dimension, and one backward pass of the summed per-seed losses gives every seed exactly
+its own gradient (the seeds share no weight). SGD is elementwise, so updating the stack
+equals updating each seed. Memories and regularizers are the seeds' own part objects,
+called once per seed and step on views of the stack, so the results equal running the
+seeds one by one up to floating-point reassociation in batched matrix products.
+
+Supported: ``naive`` and composites whose learner is ``sgd`` (any memory, any
+regularizers), e.g. ``er``, ``ewc``, ``er+ewc``, ``si``, ``lwf``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from lifelong import metrics
+from lifelong.errors import UserError
+from lifelong.model import MLP
+from lifelong.result import Curve, RunResult, run_key
+from lifelong.runner import RunSpec, _batches, _generator
+from lifelong.strategy import Batch, Strategy, StreamInfo
+from lifelong.stream import Stream, TrainingData, training_data
+
+if TYPE_CHECKING:
+    from lifelong.compose import Composite
+
+__all__ = ["run_vectorized", "vectorizable"]
+
+
+def vectorizable(spec: RunSpec) -> str:
+    """Why ``spec`` cannot run vectorized ("" when it can)."""
+    from lifelong.compose import Composite
+
+    strategy = spec.strategy
+    if strategy.name == "naive":
+        return ""
+    if not isinstance(strategy, Composite):
+        return f"'{strategy.name}' is not a composite of parts"
+    if strategy.learner.name != "sgd":
+        return f"its learner is '{strategy.learner.name}'; --vectorize supports sgd"
+    return ""
+
+
+def run_vectorized(
+    specs: Sequence[RunSpec], streams: Sequence[Stream], device: torch.device
+) -> list[RunResult]:
+    """Train ``specs`` (one strategy, several seeds) together; one result per seed.
+
+    Raises:
+        UserError: a strategy that cannot be vectorized, or specs that differ in more
+            than the seed.
+    """
+    reasons = {vectorizable(spec) for spec in specs} - {""}
+    if reasons:
+        raise UserError(f"--vectorize: {reasons.pop()}; run without --vectorize")
+    start = time.perf_counter()
+    seeds = _Seeds(specs, [s.to(device) for s in streams], device)
+    init = seeds.evaluate()
+    rows, curves, step = [], [(0, -1, init)], 0
+    protocol = specs[0].protocol
+    for t in range(seeds.n_tasks):
+        data = [training_data(stream.tasks[t]) for stream in seeds.streams]
+        for _epoch in range(protocol.epochs):
+            for batches in zip(
+                *(
+                    _batches(d, protocol.batch_size, g)
+                    for d, g in zip(data, seeds.orders, strict=True)
+                ),
+                strict=True,
+            ):
+                for glance in range(protocol.glances):
+                    seeds.step([dataclasses.replace(b, glance=glance) for b in batches])
+                step += 1
+                if protocol.eval_every and step % protocol.eval_every == 0:
+                    curves.append((step, t, seeds.evaluate()))
+        seeds.after_task(data)
+        rows.append(seeds.evaluate())
+        curves.append((step, t, rows[-1]))
+    wall = (time.perf_counter() - start) / len(specs)
+    return [
+        _result(spec, stream, s, rows, curves, init, wall, device)
+        for s, (spec, stream) in enumerate(zip(specs, streams, strict=True))
+    ]
+
+
+class _Seeds:
+    """The per-seed strategies and the stacked weights they train."""
+
+    def __init__(self, specs: Sequence[RunSpec], streams: list[Stream], device: torch.device):
+        self.streams, self.n_tasks = streams, streams[0].n_tasks
+        self.strategies: list[Composite] = []
+        models = []
+        for spec, stream in zip(specs, streams, strict=True):
+            torch.manual_seed(spec.seed)
+            hidden = spec.protocol.hidden
+            model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
+            strategy = dataclasses.replace(_as_composite(spec.strategy))
+            info = StreamInfo(
+                stream.n_tasks,
+                stream.setting,
+                stream.n_outputs,
+                stream.n_heads,
+                stream.input_dim,
+                spec.scenario,
+                spec.seed,
+            )
+            strategy.setup(model, info, _generator(device, spec.seed, 1))
+            self.strategies.append(strategy)
+            models.append(model)
+        self.orders = [_generator(device, spec.seed, 2) for spec in specs]
+        self.model = models[0]
+        self.stack = {
+            name: torch.stack(
+                [dict(m.named_parameters())[name].detach() for m in models]
+            ).requires_grad_()
+            for name, _ in models[0].named_parameters()
+        }
+        learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
+        self.optimizer = torch.optim.SGD(
+            self.stack.values(), lr=learner.lr, momentum=learner.momentum
+        )
+        self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
+
+    def views(self, s: int) -> dict[str, Tensor]:
+        return {name: p[s] for name, p in self.stack.items()}
+
+    def step(self, batches: list[Batch]) -> None:
+        """One SGD step of every seed, with its own replay and penalties."""
+        replays = [c.memory.sample() if c.memory is not None else None for c in self.strategies]
+        joined = [
+            b if r is None else _join(b, r.batch) for b, r in zip(batches, replays, strict=True)
+        ]
+        logits = self.forward(
+            self.stack,
+            torch.stack([b.x for b in joined]),
+            torch.stack([b.task_ids for b in joined]),
+        )
+        ce = (
+            F.cross_entropy(
+                logits.flatten(0, 1), torch.stack([b.y for b in joined]).flatten(), reduction="none"
+            )
+            .view(len(joined), -1)
+            .mean(1)
+        )
+        penalties = [
+            sum(
+                (
+                    reg.lam * reg.penalty(self.views(s), batches[s], replays[s])
+                    for reg in c.regularizers
+                ),
+                torch.zeros((), device=ce.device),
+            )
+            for s, c in enumerate(self.strategies)
+        ]
+        grads = torch.autograd.grad((ce + torch.stack(penalties)).sum(), list(self.stack.values()))
+        for p, g in zip(self.stack.values(), grads, strict=True):
+            p.grad = g
+        self.optimizer.step()
+        named = dict(zip(self.stack, grads, strict=True))
+        for s, c in enumerate(self.strategies):
+            if c.memory is not None and batches[s].glance == 0:
+                kept = logits[s, : len(batches[s].y)].detach() if c.keep_logits else None
+                c.memory.add(batches[s], kept)
+            for reg in c.regularizers:
+                reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
+
+    def after_task(self, data: list[TrainingData]) -> None:
+        for s, c in enumerate(self.strategies):
+            for reg in c.regularizers:
+                reg.after_task(self.views(s), data[s])
+
+    @torch.inference_mode()
+    def evaluate(self) -> Tensor:
+        """Accuracy ``[S, T]`` of every seed on every task of its own stream."""
+        out = []
+        for t in range(self.n_tasks):
+            x = torch.stack([s.tasks[t].x_test for s in self.streams]).float().div_(255)
+            y = torch.stack([s.tasks[t].y_test for s in self.streams])
+            pred = self.forward(self.stack, x, torch.full_like(y, t)).argmax(-1)
+            out.append((pred == y).double().mean(1))
+        return torch.stack(out, 1)
+
+
+def _as_composite(strategy: Strategy) -> Composite:
+    """``naive`` is the ``sgd`` composite with the same learning rate and momentum."""
+    from lifelong.compose import Composite, configure
+
+    if isinstance(strategy, Composite):
+        return strategy
+    naive: Any = strategy
+    settings = {"lr": naive.lr, "momentum": naive.momentum}
+    return configure("sgd", settings)[0]
+
+
+def _join(a: Batch, b: Batch) -> Batch:
+    return Batch(
+        torch.cat([a.x, b.x]),
+        torch.cat([a.y, b.y]),
+        torch.cat([a.task_ids, b.task_ids]),
+        a.task,
+        a.glance,
+    )
+
+
+def _result(
+    spec: RunSpec,
+    stream: Stream,
+    s: int,
+    rows: list[Tensor],
+    curves: list[tuple[int, int, Tensor]],
+    init: Tensor,
+    wall: float,
+    device: torch.device,
+) -> RunResult:
+    matrix = torch.stack([row[s] for row in rows]).cpu().double().numpy()
+    b = init[s].cpu().double().numpy()
+    return RunResult(
+        scenario=spec.scenario.name,
+        strategy=spec.strategy.name,
+        seed=spec.seed,
+        config=spec.config(),
+        key=run_key(spec.config()),
+        task_names=[task.name for task in stream.tasks],
+        matrix=matrix.tolist(),
+        init=b.tolist(),
+        metrics=metrics.summarize(matrix, b),
+        curves=[Curve(step, t, acc[s].cpu().tolist()) for step, t, acc in curves],
+        wall_s=wall,
+        device=f"{device} (vectorized x{len(rows[0])})",
+    )
