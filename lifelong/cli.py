@@ -92,6 +92,11 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", metavar="TEXT", help="workloads whose name contains TEXT")
     bench.add_argument("--no-avalanche", action="store_true", help="leave Avalanche out")
     bench.add_argument("--threads", type=_positive_int, default=1, help="torch threads")
+    bench.add_argument(
+        "--no-memory",
+        action="store_true",
+        help="skip the resident-memory run over a 100-task stream",
+    )
     bench.set_defaults(handler=_bench)
 
     listing = commands.add_parser("list", help="scenarios, suites, strategies and parameters")
@@ -290,6 +295,7 @@ def _bench(args: argparse.Namespace) -> int:
         only=args.only,
         avalanche=not args.no_avalanche,
         threads=args.threads,
+        with_memory=not args.no_memory,
         command=command,
     )
     print(f"wrote {path}")

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from lifelong import metrics
+from lifelong.allocator import pin_mmap_threshold
 from lifelong.checkpoint import capture, restore
 from lifelong.errors import UserError
 from lifelong.model import MLP
@@ -76,6 +77,7 @@ def execute(
     that becomes NaN or infinite stops the run at the end of that task; the result then
     has ``status == "diverged"`` and says where.
     """
+    pin_mmap_threshold()
     if not spec.strategy.resumable:
         checkpoint = None
     run = _Run(spec, stream.to(device), device, data_dir)

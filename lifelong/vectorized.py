@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.func import functional_call, vmap
 
 from lifelong import metrics
+from lifelong.allocator import pin_mmap_threshold
 from lifelong.errors import UserError
 from lifelong.model import MLP
 from lifelong.result import Curve, RunResult, run_key
@@ -66,6 +67,7 @@ def run_vectorized(
     reasons = {vectorizable(spec) for spec in specs} - {""}
     if reasons:
         raise UserError(f"--vectorize: {reasons.pop()}; run without --vectorize")
+    pin_mmap_threshold()
     start = time.perf_counter()
     seeds = _Seeds(specs, [s.to(device) for s in streams], device)
     init = seeds.evaluate()

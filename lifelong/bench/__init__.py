@@ -17,6 +17,7 @@ def run_bench(
     only: str | None = None,
     avalanche: bool = True,
     threads: int = 1,
+    with_memory: bool = True,
     command: str = "lifelong bench",
     say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
 ) -> Path:
@@ -52,5 +53,14 @@ def run_bench(
         e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche)
         rows.append(BenchRow(workload, samples, loop, e2e))
     profile = profile_top(workloads[min(1, len(workloads) - 1)])
-    write(out, render(rows, command=command, repeat=repeat, profile=profile, threads=threads))
+    memory = None
+    if with_memory:
+        from lifelong.bench.memory import memory_profile
+
+        say("bench: resident memory over a 100-task permuted stream (er, memory 500)")
+        memory = memory_profile("er")
+    text = render(
+        rows, command=command, repeat=repeat, profile=profile, threads=threads, memory=memory
+    )
+    write(out, text)
     return out

@@ -30,7 +30,15 @@ class BenchRow:
         return self.loop[slower].median / self.loop[faster].median
 
 
-def render(rows: list[BenchRow], *, command: str, repeat: int, profile: str, threads: int) -> str:
+def render(
+    rows: list[BenchRow],
+    *,
+    command: str,
+    repeat: int,
+    profile: str,
+    threads: int,
+    memory: list[tuple[float, float]] | None = None,
+) -> str:
     """The whole report as Markdown."""
     lines = [
         "# Performance: lifelong against a hand-written loop and Avalanche",
