@@ -17,7 +17,7 @@ SMALL = ["--set", "samples_per_task=120", "--set", "eval_every=0"]
 def test_run_prints_matrix_and_metrics_and_writes_results(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "res"
     code = main(["run", "split-mnist", "-s", "naive", "-s", "joint", "--seeds", "0,1",
-                 "--out", str(out), *SMALL])
+                 "--out", str(out), "-j", "1", *SMALL])
     assert code == 0
     printed = capsys.readouterr().out
     assert "init (b)" in printed and "after 8/9" in printed

@@ -51,7 +51,7 @@ def test_unsupported_strategies_are_refused_with_one_line() -> None:
 def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:  # noqa: ANN001
     out = tmp_path / "vec"
     args = ["run", "split-mnist", "-s", "naive", "--seeds", "0-3", "--vectorize",
-            "--set", "samples_per_task=64", "--out", str(out), "-q"]
+            "--set", "samples_per_task=64", "--out", str(out), "-q", "-j", "1"]
     assert main(args) == 0
     sequential = tmp_path / "seq"
     args_seq = [a if a != str(out) else str(sequential) for a in args if a != "--vectorize"]
