@@ -40,3 +40,12 @@ def any_setting(request: pytest.FixtureRequest) -> str:
 def make_stream():  # noqa: ANN201
     """The :func:`synthetic_stream` factory, for tests that build tiny streams."""
     return synthetic_stream
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():  # noqa: ANN201
+    """Small models run fastest, and identically, on one thread (as `lifelong run` does)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
