@@ -5,8 +5,24 @@ init row b, curves and the metrics derived from them.
 """
 
 from lifelong.api import run
+from lifelong.compose import Composite, compose
 from lifelong.errors import UserError
 from lifelong.params import param
+from lifelong.parts import (
+    Learner,
+    Memory,
+    Objective,
+    Regularizer,
+    Replay,
+    Step,
+    apply_gradients,
+    detached,
+    fisher_diagonal,
+    gradient_importance,
+    gradients,
+    quadratic_penalty,
+    task_sample,
+)
 from lifelong.protocol import Protocol
 from lifelong.result import Curve, RunResult
 from lifelong.scenario import (
@@ -21,22 +37,37 @@ from lifelong.stream import Stream, Task, TrainingData
 
 __all__ = [
     "Batch",
+    "Composite",
     "Curve",
     "ImageScenario",
+    "Learner",
+    "Memory",
+    "Objective",
     "Protocol",
+    "Regularizer",
+    "Replay",
     "RunResult",
     "ScenarioFamily",
+    "Step",
     "Strategy",
     "Stream",
     "StreamInfo",
     "Task",
     "TrainingData",
     "UserError",
+    "apply_gradients",
+    "compose",
+    "detached",
+    "fisher_diagonal",
+    "gradient_importance",
+    "gradients",
     "make_task",
     "param",
+    "quadratic_penalty",
     "run",
     "subsample",
     "supervised_step",
+    "task_sample",
     "transformed_stream",
 ]
 

@@ -96,11 +96,20 @@ def build(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
 
 
 def as_config(obj: Any) -> dict[str, Any]:
-    """The hyperparameters of a dataclass instance as plain JSON-ready values."""
-    return {
-        name: list(v) if isinstance(v := getattr(obj, name), tuple) else v
-        for name in param_specs(type(obj))
-    }
+    """The hyperparameters of a dataclass instance as plain JSON-ready values.
+
+    A field holding a dataclass (a composite's parts) becomes a nested dict that starts
+    with the part's ``name``; tuples become lists.
+    """
+    return {name: _plain(getattr(obj, name)) for name in param_specs(type(obj))}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"name": value.name, **as_config(value)}  # type: ignore[attr-defined]
+    return value
 
 
 def parse_value(spec: ParamSpec, raw: Any, *, owner: str) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lifelong.compose import configure, is_composite, setting_keys
 from lifelong.errors import UserError, closest
 from lifelong.params import build, param_specs
 from lifelong.protocol import Protocol
@@ -13,7 +14,7 @@ from lifelong.runner import RunSpec
 from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Strategy
 
-__all__ = ["parse_settings", "parse_seeds", "plan_runs"]
+__all__ = ["parse_seeds", "parse_settings", "plan_runs"]
 
 
 def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
@@ -51,30 +52,37 @@ def plan_runs(
     """One checked :class:`RunSpec` per strategy and seed.
 
     A setting goes to the scenario, the protocol or the strategies that declare it; a key
-    prefixed with a strategy name (``naive.lr``) goes to that strategy alone. A key that
-    nothing declares is an error, with the closest valid key suggested.
+    prefixed with a strategy name (``naive.lr``) goes to that strategy alone, and one
+    prefixed with a part name (``ewc.lam``, ``replay.size``) to that part of every
+    composite (``er+ewc``) that has it. A key that nothing declares is an error, with the
+    closest valid key suggested.
     """
     settings = dict(settings or {})
     if not strategies:
         raise UserError("no strategy given; add --strategy NAME (see `lifelong list`)")
     family = find_scenario(scenario) if isinstance(scenario, str) else type(scenario)
-    classes = [find_strategy(s) if isinstance(s, str) else type(s) for s in strategies]
     used: set[str] = set()
     scenario_obj = _configure(family, scenario, settings, used, prefix=None)
     protocol = _configure(Protocol, None, settings, used, prefix=None)
-    built = [
-        _configure(cls, given, settings, used, prefix=cls.name)
-        for cls, given in zip(classes, strategies)
-    ]
+    built = [_strategy(given, settings, used) for given in strategies]
     unused = [key for key in settings if key not in used]
     if unused:
-        known = _known_keys(family, classes)
+        known = _known_keys(family, built)
         key = unused[0]
         raise UserError(
             f"--set {key}: no such parameter for {family.name} or "
-            f"{', '.join(c.name for c in classes)}{closest(key, known)}; see `lifelong list`"
+            f"{', '.join(s.name for s in built)}{closest(key, known)}; see `lifelong list`"
         )
     return [RunSpec(scenario_obj, s, protocol, seed) for s in built for seed in seeds]
+
+
+def _strategy(given: str | Strategy, settings: dict[str, Any], used: set[str]) -> Strategy:
+    if is_composite(given):
+        composite, keys = configure(given, settings)  # type: ignore[arg-type]
+        used |= keys
+        return composite
+    cls = find_strategy(given) if isinstance(given, str) else type(given)
+    return _configure(cls, given, settings, used, prefix=cls.name)
 
 
 def _configure(
@@ -97,9 +105,12 @@ def _configure(
     return build(cls, values, owner=owner)
 
 
-def _known_keys(family: type, classes: Sequence[type]) -> list[str]:
+def _known_keys(family: type, built: Sequence[Strategy]) -> list[str]:
     keys = list(param_specs(family)) + list(param_specs(Protocol))
-    for cls in classes:
-        keys += list(param_specs(cls))
-        keys += [f"{cls.name}.{name}" for name in param_specs(cls)]
+    for strategy in built:
+        if is_composite(strategy):
+            keys += setting_keys(strategy)  # type: ignore[arg-type]
+            continue
+        keys += list(param_specs(type(strategy)))
+        keys += [f"{strategy.name}.{name}" for name in param_specs(type(strategy))]
     return keys

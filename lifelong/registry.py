@@ -11,15 +11,21 @@ import sys
 import traceback
 from pathlib import Path
 from types import ModuleType
-from typing import TypeVar
+from typing import Any
 
 from lifelong.errors import UserError, closest
+from lifelong.parts import Learner, Memory, Regularizer
 from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Strategy
 
-__all__ = ["scenarios", "strategies", "find_scenario", "find_strategy", "check_strategy_class"]
-
-T = TypeVar("T")
+__all__ = [
+    "check_strategy_class",
+    "find_scenario",
+    "find_strategy",
+    "parts",
+    "scenarios",
+    "strategies",
+]
 
 
 @functools.cache
@@ -32,6 +38,18 @@ def scenarios() -> dict[str, type[ScenarioFamily]]:
 def strategies() -> dict[str, type[Strategy]]:
     """Every built-in strategy in ``lifelong.strategies``, by name."""
     return _collect("lifelong.strategies", Strategy)
+
+
+@functools.cache
+def parts() -> dict[str, type[Learner | Memory | Regularizer]]:
+    """Every built-in part (learner, memory, regularizer) in ``lifelong.strategies``, by name."""
+    found: dict[str, type[Learner | Memory | Regularizer]] = {}
+    for base in (Learner, Memory, Regularizer):
+        for name, cls in _collect("lifelong.strategies", base).items():
+            if name in found:
+                raise TypeError(f"part name '{name}' is used by {found[name]} and {cls}")
+            found[name] = cls
+    return found
 
 
 def find_scenario(name: str) -> type[ScenarioFamily]:
@@ -78,8 +96,8 @@ def check_strategy_class(cls: object, spec: str) -> type[Strategy]:
     return cls
 
 
-def _collect(package: str, base: type[T]) -> dict[str, type[T]]:
-    found: dict[str, type[T]] = {}
+def _collect(package: str, base: type) -> dict[str, Any]:
+    found: dict[str, Any] = {}
     root = importlib.import_module(package)
     for info in pkgutil.iter_modules(root.__path__):
         module = importlib.import_module(f"{package}.{info.name}")

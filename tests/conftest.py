@@ -23,8 +23,15 @@ def synthetic_stream(setting: str = "class", n_tasks: int = 3, per_class: int = 
             images.append(x)
             labels.append(y)
         tasks.append(
-            make_task(t, f"{classes[0]}/{classes[1]}", (images[0], images[1]),
-                      (labels[0], labels[1]), classes, 2 * t, setting)  # type: ignore[arg-type]
+            make_task(
+                t,
+                f"{classes[0]}/{classes[1]}",
+                (images[0], images[1]),
+                (labels[0], labels[1]),
+                classes,
+                2 * t,
+                setting,
+            )  # type: ignore[arg-type]
         )
     n_outputs = 2 * n_tasks if setting == "class" else 2
     n_heads = n_tasks if setting == "task" else 1
@@ -37,13 +44,13 @@ def any_setting(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def make_stream():  # noqa: ANN201
+def make_stream():
     """The :func:`synthetic_stream` factory, for tests that build tiny streams."""
     return synthetic_stream
 
 
 @pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():  # noqa: ANN201
+def one_torch_thread():
     """Small models run fastest, and identically, on one thread (as `lifelong run` does)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)

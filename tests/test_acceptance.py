@@ -38,8 +38,9 @@ def test_task_incremental_naive_stays_far_above_class_incremental() -> None:
 
 @pytest.mark.parametrize("scenario", ["permuted-mnist", "rotated-mnist"])
 def test_permuted_and_rotated_ten_tasks_show_forgetting_for_naive(scenario: str) -> None:
-    result = lifelong.run(scenario, "naive", seed=0, device="cpu",
-                          settings={"n_tasks": 10, "samples_per_task": 1000})
+    result = lifelong.run(
+        scenario, "naive", seed=0, device="cpu", settings={"n_tasks": 10, "samples_per_task": 1000}
+    )
     assert len(result.matrix) == 10
     assert result.metrics["forgetting"] > 0.05
     assert result.metrics["bwt"] < -0.05
@@ -53,11 +54,20 @@ def test_same_command_twice_gives_identical_numbers() -> None:
 
 @pytest.mark.skipif(
     not Path(DEBIAN_FASHION_MNIST_DIR).is_dir(),
-    reason="Debian's dataset-fashion-mnist is not installed (apt-get install dataset-fashion-mnist)",
+    reason="Debian's dataset-fashion-mnist is absent (apt-get install dataset-fashion-mnist)",
 )
 def test_split_fashion_mnist_from_the_debian_package() -> None:
-    result = lifelong.run("split-mnist", "naive", seed=0, device="cpu",
-                          settings={"dataset": "fashion-mnist", "setting": "task",
-                                    "samples_per_task": 2000, "eval_every": 0})
+    result = lifelong.run(
+        "split-mnist",
+        "naive",
+        seed=0,
+        device="cpu",
+        settings={
+            "dataset": "fashion-mnist",
+            "setting": "task",
+            "samples_per_task": 2000,
+            "eval_every": 0,
+        },
+    )
     assert sum(len(row) for row in result.matrix) == 25
     assert result.metrics["acc"] > 0.7  # binary heads; forgetting still costs some

@@ -15,11 +15,15 @@ BAD_SUITES = {
     "unclosed string": ("[suite]\nscenarios = ['split-mnist]\n", "TOML syntax error"),
     "unknown table": (GOOD_HEAD + "[grids]\nlr = [0.1]\n", "unknown key 'grids'"),
     "unknown suite key": ("[suite]\nscenario = ['split-mnist']\n", "did you mean 'scenarios'"),
-    "scenarios not list": ("[suite]\nscenarios = 'split-mnist'\nstrategies = ['naive']\n",
-                           "must be a non-empty list"),
+    "scenarios not list": (
+        "[suite]\nscenarios = 'split-mnist'\nstrategies = ['naive']\n",
+        "must be a non-empty list",
+    ),
     "missing strategies": ("[suite]\nscenarios = ['split-mnist']\n", "strategies is missing"),
-    "empty strategies": ("[suite]\nscenarios = ['split-mnist']\nstrategies = []\n",
-                         "non-empty list"),
+    "empty strategies": (
+        "[suite]\nscenarios = ['split-mnist']\nstrategies = []\n",
+        "non-empty list",
+    ),
     "seed as text": (GOOD_HEAD.replace("[0]", "['zero']"), "only int values"),
     "negative seed": (GOOD_HEAD.replace("[0]", "[-1]"), "non-negative"),
     "duplicate seed": (GOOD_HEAD.replace("[0]", "[0, 0]"), "twice"),
@@ -27,15 +31,19 @@ BAD_SUITES = {
     "empty grid": (GOOD_HEAD + "[grid]\nlr = []\n", "non-empty list"),
     "grid not list": (GOOD_HEAD + "[grid]\nlr = 0.1\n", "non-empty list"),
     "duplicate grid value": (GOOD_HEAD + "[grid]\nlr = [0.1, 0.1]\n", "twice"),
-    "settings and grid": (GOOD_HEAD + "[settings]\nlr = 0.1\n[grid]\nlr = [0.2]\n",
-                          "both in [settings] and in [grid]"),
+    "settings and grid": (
+        GOOD_HEAD + "[settings]\nlr = 0.1\n[grid]\nlr = [0.2]\n",
+        "both in [settings] and in [grid]",
+    ),
     "unknown setting": (GOOD_HEAD + "[settings]\nlrr = 0.1\n", "did you mean 'lr'"),
     "wrong type": (GOOD_HEAD + "[settings]\nepochs = 'many'\n", "not a valid int"),
     "negative size": (GOOD_HEAD + "[settings]\nsamples_per_task = -5\n", "at least 1"),
     "negative lr in grid": (GOOD_HEAD + "[grid]\nlr = [0.1, -0.1]\n", "greater than 0"),
     "bool for int": (GOOD_HEAD + "[settings]\nepochs = true\n", "not a valid int"),
-    "unknown scenario": (GOOD_HEAD.replace("split-mnist", "split-mnsit"),
-                         "did you mean 'split-mnist'"),
+    "unknown scenario": (
+        GOOD_HEAD.replace("split-mnist", "split-mnsit"),
+        "did you mean 'split-mnist'",
+    ),
     "unknown strategy": (GOOD_HEAD.replace("naive", "naïve"), "unknown strategy"),
     "too many tasks": (GOOD_HEAD + "[settings]\nn_tasks = 50\n", "more than the 10 classes"),
     "table for suite": ("suite = 3\n", "[suite] must be a table"),
@@ -43,7 +51,7 @@ BAD_SUITES = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_SUITES))
-def test_malformed_suites(case: str, tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_malformed_suites(case: str, tmp_path: Path, capsys) -> None:
     text, fragment = BAD_SUITES[case]
     suite = tmp_path / "bad.toml"
     suite.write_text(text)
@@ -82,7 +90,7 @@ BAD_COMMANDS = [
 
 @pytest.mark.parametrize(("args", "fragment"), BAD_COMMANDS)
 def test_malformed_command_lines(
-    args: list[str], fragment: str, tmp_path: Path, capsys, monkeypatch  # noqa: ANN001
+    args: list[str], fragment: str, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     try:

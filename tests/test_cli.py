@@ -14,10 +14,25 @@ from lifelong.cli import main
 SMALL = ["--set", "samples_per_task=120", "--set", "eval_every=0"]
 
 
-def test_run_prints_matrix_and_metrics_and_writes_results(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_run_prints_matrix_and_metrics_and_writes_results(tmp_path: Path, capsys) -> None:
     out = tmp_path / "res"
-    code = main(["run", "split-mnist", "-s", "naive", "-s", "joint", "--seeds", "0,1",
-                 "--out", str(out), "-j", "1", *SMALL])
+    code = main(
+        [
+            "run",
+            "split-mnist",
+            "-s",
+            "naive",
+            "-s",
+            "joint",
+            "--seeds",
+            "0,1",
+            "--out",
+            str(out),
+            "-j",
+            "1",
+            *SMALL,
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "init (b)" in printed and "after 8/9" in printed
@@ -25,13 +40,16 @@ def test_run_prints_matrix_and_metrics_and_writes_results(tmp_path: Path, capsys
         assert column in printed
     runs = json.loads((out / "summary.json").read_text())["runs"]
     assert [(r["strategy"], r["seed"]) for r in runs] == [
-        ("naive", 0), ("naive", 1), ("joint", 0), ("joint", 1)
+        ("naive", 0),
+        ("naive", 1),
+        ("joint", 0),
+        ("joint", 1),
     ]
     assert all(0 <= v <= 1 for r in runs for row in r["matrix"] for v in row)
     assert (out / "results.csv").read_text().startswith("strategy,seed,scenario,point")
 
 
-def test_rerun_skips_completed_runs_and_gives_identical_numbers(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_rerun_skips_completed_runs_and_gives_identical_numbers(tmp_path: Path, capsys) -> None:
     args = ["run", "split-mnist", "-s", "naive", "--out", str(tmp_path), *SMALL]
     assert main(args) == 0
     first = (tmp_path / "summary.json").read_text()
@@ -40,16 +58,27 @@ def test_rerun_skips_completed_runs_and_gives_identical_numbers(tmp_path: Path, 
     assert (tmp_path / "summary.json").read_text() == first
     fresh = tmp_path / "again"
     assert main(["run", "split-mnist", "-s", "naive", "--out", str(fresh), *SMALL]) == 0
-    strip = lambda text: [{k: v for k, v in r.items() if k != "wall_s"}  # noqa: E731
-                          for r in json.loads(text)["runs"]]
-    assert strip((fresh / "summary.json").read_text()) == strip(first)
+    assert _without_times((fresh / "summary.json").read_text()) == _without_times(first)
 
 
-def test_list_shows_scenarios_strategies_and_parameters(capsys) -> None:  # noqa: ANN001
+def _without_times(summary: str) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_s"} for r in json.loads(summary)["runs"]]
+
+
+def test_list_shows_scenarios_strategies_and_parameters(capsys) -> None:
     assert main(["list"]) == 0
     printed = capsys.readouterr().out
-    for name in ("split-mnist", "permuted-mnist", "rotated-mnist", "naive", "joint",
-                 "samples_per_task", "eval_every", "glances", "lr"):
+    for name in (
+        "split-mnist",
+        "permuted-mnist",
+        "rotated-mnist",
+        "naive",
+        "joint",
+        "samples_per_task",
+        "eval_every",
+        "glances",
+        "lr",
+    ):
         assert name in printed
 
 
@@ -68,15 +97,26 @@ def test_list_shows_scenarios_strategies_and_parameters(capsys) -> None:  # noqa
         (["run", "split-mnist", "-s", "naive", "--set", "lr"], "not key=value"),
         (["run", "split-mnist", "-s", "naive", "--seeds", "a-b"], "--seeds"),
         (["run", "split-mnist", "-s", "naive", "--set", "dataset=mnist"], "--data-dir"),
-        (["run", "split-mnist", "-s", "naive", "--set", "dataset=mnist", "--data-dir",
-          "/nonexistent/dir"], "/nonexistent/dir"),
+        (
+            [
+                "run",
+                "split-mnist",
+                "-s",
+                "naive",
+                "--set",
+                "dataset=mnist",
+                "--data-dir",
+                "/nonexistent/dir",
+            ],
+            "/nonexistent/dir",
+        ),
         (["run", "split-mnist", "-s", "nope.py:Mine"], "does not exist"),
         (["run", "split-mnist", "-s", "naive", "--device", "tpu"], "unknown device"),
         (["frobnicate"], "invalid choice"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
-    args: list[str], fragment: str, tmp_path: Path, capsys  # noqa: ANN001
+    args: list[str], fragment: str, tmp_path: Path, capsys
 ) -> None:
     out = tmp_path / "out"
     with_out = [*args, "--out", str(out)] if args[0] == "run" and len(args) > 2 else args
@@ -91,7 +131,7 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     assert not out.exists()
 
 
-def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:
     target = tmp_path / "file.txt"
     target.write_text("keep me")
     assert main(["run", "split-mnist", "-s", "naive", "--out", str(target), *SMALL]) == 2
@@ -99,7 +139,7 @@ def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:  # noqa:
     assert target.read_text() == "keep me"
 
 
-def test_plugin_that_breaks_the_contract_is_rejected(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_plugin_that_breaks_the_contract_is_rejected(tmp_path: Path, capsys) -> None:
     path = tmp_path / "broken.py"
     path.write_text("from lifelong import Strategy\n\nclass Broken(Strategy):\n    name = 'b'\n")
     assert main(["run", "split-mnist", "-s", f"{path}:Broken"]) == 2
@@ -112,9 +152,20 @@ def test_plugin_that_breaks_the_contract_is_rejected(tmp_path: Path, capsys) -> 
 
 def test_installed_command_has_no_traceback_on_user_error() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "lifelong.cli", "run", "split-mnist", "-s", "naive",
-         "--set", "bogus=1"],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "lifelong.cli",
+            "run",
+            "split-mnist",
+            "-s",
+            "naive",
+            "--set",
+            "bogus=1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr

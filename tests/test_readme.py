@@ -15,14 +15,18 @@ def python_blocks() -> list[str]:
     return re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
 
 
-def test_readme_plugin_strategy_runs_and_lists(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_readme_plugin_strategy_runs_and_lists(tmp_path: Path, capsys) -> None:
     (plugin,) = [block for block in python_blocks() if block.startswith("# my_strategy.py")]
     path = tmp_path / "my_strategy.py"
     path.write_text(plugin)
     assert main(["list", "--strategy", f"{path}:LabelSmoothing"]) == 0
     assert "smoothing" in capsys.readouterr().out
-    result = lifelong.run("split-mnist", f"{path}:LabelSmoothing", device="cpu",
-                          settings={"setting": "task", "smooth.smoothing": 0.2})
+    result = lifelong.run(
+        "split-mnist",
+        f"{path}:LabelSmoothing",
+        device="cpu",
+        settings={"setting": "task", "smooth.smoothing": 0.2},
+    )
     assert result.config["strategy"]["smoothing"] == 0.2
     assert result.metrics["la"] > 0.8
 

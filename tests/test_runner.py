@@ -19,14 +19,16 @@ from lifelong.runner import execute, resolve_device
 CPU = torch.device("cpu")
 
 
-def synthetic_stream(setting: str = "class"):  # noqa: ANN201
+def synthetic_stream(setting: str = "class"):
     from conftest import synthetic_stream as make
 
     return make(setting)
 
 
-def run_synthetic(strategy: str, setting: str, seed: int = 0, **settings: object):  # noqa: ANN201
-    (spec,) = plan_runs("split-mnist", [strategy], [seed], {"eval_every": 2, "batch_size": 8, **settings})
+def run_synthetic(strategy: str, setting: str, seed: int = 0, **settings: object):
+    (spec,) = plan_runs(
+        "split-mnist", [strategy], [seed], {"eval_every": 2, "batch_size": 8, **settings}
+    )
     return execute(spec, synthetic_stream(setting), CPU)
 
 
@@ -94,13 +96,25 @@ def test_strategy_object_is_not_mutated_and_runs_do_not_leak_state() -> None:
     assert not hasattr(strategy, "model")
 
 
-def test_results_round_trip_through_the_results_directory(tmp_path) -> None:  # noqa: ANN001
+def test_results_round_trip_through_the_results_directory(tmp_path) -> None:
     result = run_synthetic("naive", "task")
     save_runs(tmp_path, [result])
     summary = json.loads((tmp_path / "summary.json").read_text())
     entry = summary["runs"][0]
-    for key in ("strategy", "seed", "scenario", "config", "matrix", "init", "acc", "bwt",
-                "fwt", "forgetting", "la", "wall_s"):
+    for key in (
+        "strategy",
+        "seed",
+        "scenario",
+        "config",
+        "matrix",
+        "init",
+        "acc",
+        "bwt",
+        "fwt",
+        "forgetting",
+        "la",
+        "wall_s",
+    ):
         assert key in entry
     assert entry["config"]["strategy"] == {"name": "naive", "lr": 0.1, "momentum": 0.0}
     (loaded,) = load_runs(tmp_path)
@@ -112,8 +126,9 @@ def test_results_round_trip_through_the_results_directory(tmp_path) -> None:  # 
 
 
 def test_one_task_stream_labels_undefined_metrics_as_nan() -> None:
-    result = lifelong.run("split-mnist", "naive", device="cpu",
-                          settings={"n_tasks": 1, "samples_per_task": 64})
+    result = lifelong.run(
+        "split-mnist", "naive", device="cpu", settings={"n_tasks": 1, "samples_per_task": 64}
+    )
     assert result.metrics["acc"] == result.matrix[0][0]
     for name in ("bwt", "fwt", "forgetting"):
         assert result.metrics[name] != result.metrics[name]  # NaN, never a silent 0
@@ -121,8 +136,13 @@ def test_one_task_stream_labels_undefined_metrics_as_nan() -> None:
 
 
 def test_python_api_runs_the_embedded_default_and_gives_a_frame() -> None:
-    result = lifelong.run("split-mnist", "naive", seed=0, device="cpu",
-                          settings={"samples_per_task": 400, "setting": "task"})
+    result = lifelong.run(
+        "split-mnist",
+        "naive",
+        seed=0,
+        device="cpu",
+        settings={"samples_per_task": 400, "setting": "task"},
+    )
     assert result.metrics["acc"] > 0.8  # task-incremental: one binary head per task
     frame = result.to_frame()
     assert set(frame["point"]) == {"init", "curve", "task_end"}
@@ -147,11 +167,15 @@ def test_cuda_matches_the_cpu_closely() -> None:
     assert abs(cpu.metrics["acc"] - gpu.metrics["acc"]) < 0.05
 
 
-def test_plugged_in_strategy_with_typed_field(tmp_path) -> None:  # noqa: ANN001
+def test_plugged_in_strategy_with_typed_field(tmp_path) -> None:
     path = tmp_path / "mine.py"
     path.write_text(PLUGIN)
-    result = lifelong.run("split-mnist", f"{path}:Frozen", device="cpu",
-                          settings={"samples_per_task": 64, "scale": "2.0"})
+    result = lifelong.run(
+        "split-mnist",
+        f"{path}:Frozen",
+        device="cpu",
+        settings={"samples_per_task": 64, "scale": "2.0"},
+    )
     assert result.matrix[-1] == result.init  # it never learns
     assert result.config["strategy"] == {"name": "frozen", "scale": 2.0}
 

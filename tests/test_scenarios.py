@@ -9,7 +9,7 @@ from lifelong import UserError
 from lifelong.plan import plan_runs
 
 
-def build(name: str, seed: int = 0, **settings: object):  # noqa: ANN201
+def build(name: str, seed: int = 0, **settings: object):
     (spec,) = plan_runs(name, ["naive"], [seed], settings)
     return spec.scenario.build(seed)
 

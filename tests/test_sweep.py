@@ -61,18 +61,18 @@ def fragile(tmp_path: Path) -> str:
     return f"{path}:Fragile"
 
 
-def comparable(results: list) -> list:  # noqa: ANN001
+def comparable(results: list) -> list:
     return [(r.key, r.matrix, r.init, r.curves, r.status) for r in results]
 
 
-def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:
     (spec,) = plan_runs("split-mnist", ["naive"], [3], {**SMALL, "momentum": 0.9})
     stream = spec.scenario.build(3)
     whole = execute(spec, stream, CPU)
     checkpoint = tmp_path / "run.pt"
     original = _Run.train_task
 
-    def crash_at_task_3(self, task_id, bar):  # noqa: ANN001, ANN202
+    def crash_at_task_3(self, task_id, bar):
         if task_id == 3:
             raise KeyboardInterrupt
         return original(self, task_id, bar)
@@ -161,7 +161,7 @@ def test_ray_executor_gives_the_same_results(tmp_path: Path) -> None:
     assert len(load_runs(tmp_path)) == 2
 
 
-def test_sweep_command_runs_a_suite_and_skips_on_rerun(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+def test_sweep_command_runs_a_suite_and_skips_on_rerun(tmp_path: Path, capsys) -> None:
     suite = tmp_path / "tiny.toml"
     suite.write_text(
         "# lifelong sweep tiny.toml\n[suite]\ndescription = 'tiny'\n"

@@ -48,10 +48,24 @@ def test_unsupported_strategies_are_refused_with_one_line() -> None:
         run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
 
 
-def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:  # noqa: ANN001
+def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:
     out = tmp_path / "vec"
-    args = ["run", "split-mnist", "-s", "naive", "--seeds", "0-3", "--vectorize",
-            "--set", "samples_per_task=64", "--out", str(out), "-q", "-j", "1"]
+    args = [
+        "run",
+        "split-mnist",
+        "-s",
+        "naive",
+        "--seeds",
+        "0-3",
+        "--vectorize",
+        "--set",
+        "samples_per_task=64",
+        "--out",
+        str(out),
+        "-q",
+        "-j",
+        "1",
+    ]
     assert main(args) == 0
     sequential = tmp_path / "seq"
     args_seq = [a if a != str(out) else str(sequential) for a in args if a != "--vectorize"]

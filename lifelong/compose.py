@@ -1,0 +1,287 @@
+"""Composition: ``er+ewc`` becomes a strategy of one learner, one memory and regularizers.
+
+A spec joins names with ``+``. A name is a part registered in ``lifelong.strategies`` (a
+learner such as ``sgd``, ``adam``; a memory, ``replay``; a regularizer such as ``ewc``,
+``si``) or a shortcut from :data:`SHORTCUTS` (``er`` = replay, ``agem`` = the A-GEM learner
+with replay, ``der++`` = replay with logit distillation). An axis left out takes its
+default: the ``sgd`` learner, no memory, no regularizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lifelong.errors import UserError, closest
+from lifelong.params import build, param_specs
+from lifelong.parts import Learner, Memory, Params, Regularizer, Replay
+from lifelong.registry import parts, strategies
+from lifelong.strategy import Batch, Strategy, StreamInfo
+from lifelong.stream import TrainingData
+
+__all__ = [
+    "SHORTCUTS",
+    "Composite",
+    "compose",
+    "configure",
+    "is_composite",
+    "parts_by_axis",
+    "setting_keys",
+]
+
+SHORTCUTS: dict[str, tuple[str, ...]] = {
+    "er": ("replay",),
+    "agem": ("agem", "replay"),
+    "der++": ("replay", "der"),
+}
+"""Named classics and the parts they stand for (the learner defaults to ``sgd``).
+
+``er``: experience replay (Chaudhry et al. 2019, "On tiny episodic memories"); ``agem``:
+A-GEM (Chaudhry et al. 2019); ``der++``: DER++ (Buzzega et al. 2020).
+"""
+
+DEFAULT_LEARNER = "sgd"
+
+
+def _doc(text: str) -> dict[str, str]:
+    return {"doc": text}
+
+
+def _default_learner() -> Learner:
+    learner = parts()[DEFAULT_LEARNER]()
+    assert isinstance(learner, Learner)
+    return learner
+
+
+@final
+@dataclass
+class Composite(Strategy):
+    """A strategy assembled from parts: one learner, at most one memory, any regularizers.
+
+    Its step minimises ``cross-entropy + sum(lam * penalty)`` with the learner, replaying
+    from the memory when there is one. Build it with :func:`compose` (``compose("er+ewc")``)
+    or directly from part instances. (The fourth axis of DESIGN.md, the initialisation,
+    is not a part yet: the runner's random init is used.)
+    """
+
+    learner: Learner = field(default_factory=_default_learner, metadata=_doc("update rule"))
+    memory: Memory | None = field(default=None, metadata=_doc("what is kept and replayed"))
+    regularizers: tuple[Regularizer, ...] = field(default=(), metadata=_doc("the penalties"))
+    spec: str = field(default="", metadata=_doc("the line it was composed from, e.g. er+ewc"))
+
+    model: nn.Module = field(init=False, repr=False, compare=False)
+    params: Params = field(init=False, repr=False, compare=False)
+    keep_logits: bool = field(init=False, repr=False, compare=False)
+
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        """The spec it was composed from (``er+ewc``), else its parts joined by ``+``."""
+        return self.spec or "+".join(p.name for p in self.parts())
+
+    def parts(self) -> list[Learner | Memory | Regularizer]:
+        """The learner, the memory (if any) and the regularizers, in that order."""
+        memory = [self.memory] if self.memory is not None else []
+        return [self.learner, *memory, *self.regularizers]
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        # Fresh part instances: a run never sees state left by an earlier run of the same spec.
+        self.learner = dataclasses.replace(self.learner)
+        self.memory = dataclasses.replace(self.memory) if self.memory is not None else None
+        self.regularizers = tuple(dataclasses.replace(r) for r in self.regularizers)
+        self.model = model
+        self.params = dict(model.named_parameters())
+        self.keep_logits = any(r.needs_logits for r in self.regularizers)
+        device = next(iter(self.params.values())).device
+        self.learner.setup(self.params, info, generator)
+        if self.memory is not None:
+            self.memory.setup(info, device, generator)
+        for regularizer in self.regularizers:
+            regularizer.setup(model, info, generator)
+
+    def objective(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
+        """Cross-entropy on the batch joined with the replay batch, plus each weighted penalty."""
+        data = batch if replay is None else _join(batch, replay.batch)
+        ce = F.cross_entropy(functional_call(self.model, params, (data.x, data.task_ids)), data.y)
+        return ce + sum(reg.lam * reg.penalty(params, batch, replay) for reg in self.regularizers)
+
+    def train_step(self, batch: Batch) -> Tensor:
+        replay = self.memory.sample() if self.memory is not None else None
+        step = self.learner.step(self.params, batch, replay, self.objective)
+        if self.memory is not None and batch.glance == 0:  # a repeated glance is no new sample
+            self.memory.add(batch, self._logits(batch) if self.keep_logits else None)
+        for regularizer in self.regularizers:
+            regularizer.observe(self.params, step.grads)
+        return step.loss
+
+    def after_task(self, data: TrainingData) -> None:
+        for regularizer in self.regularizers:
+            regularizer.after_task(self.params, data)
+
+    def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
+        return self.model(x, task_ids)
+
+    @torch.no_grad()
+    def _logits(self, batch: Batch) -> Tensor:
+        return self.model(batch.x, batch.task_ids)
+
+
+def _join(a: Batch, b: Batch) -> Batch:
+    return Batch(
+        torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), torch.cat([a.task_ids, b.task_ids]), a.task
+    )
+
+
+def is_composite(strategy: object) -> bool:
+    """Whether ``strategy`` is a composite or a spec for one (not a registered class or a path)."""
+    if isinstance(strategy, Composite):
+        return True
+    return isinstance(strategy, str) and ":" not in strategy and strategy not in strategies()
+
+
+def compose(spec: str) -> Composite:
+    """Build the composite that ``spec`` (``"er+ewc"``, ``"agem+si"``, ``"adam+replay"``) names.
+
+    Raises:
+        UserError: an unknown name (the closest is suggested), two learners or two
+            memories, a name given twice, or a part that needs a memory without one.
+    """
+    tokens = _tokens(spec)
+    found = parts()
+    names: list[str] = []
+    for token in tokens:
+        names += [n for n in SHORTCUTS.get(token, (token,)) if n not in names]
+    learners = [n for n in names if issubclass(found[n], Learner)]
+    memories = [n for n in names if issubclass(found[n], Memory)]
+    if len(learners) > 1 or len(memories) > 1:
+        axis, clash = ("learners", learners) if len(learners) > 1 else ("memories", memories)
+        raise UserError(
+            f"'{spec}' has two {axis} ({' and '.join(clash)}); a strategy has one, "
+            f"e.g. {clash[0]}+{'+'.join(n for n in names if n not in clash)}".rstrip("+")
+        )
+    learner = learners[0] if learners else DEFAULT_LEARNER
+    built = [found[n]() for n in [learner, *(n for n in names if n != learner)]]
+    composite = _assemble(built, spec="+".join(tokens))
+    _check_memory(composite)
+    return composite
+
+
+def _tokens(spec: str) -> list[str]:
+    # Split at a '+' that is followed by a name, so that 'der++' stays one token.
+    tokens = [t.strip() for t in re.split(r"\+(?=[^+])", spec.strip())]
+    known = [*SHORTCUTS, *parts(), *strategies()]
+    for token in tokens:
+        if not token:
+            raise UserError(f"'{spec}' has an empty name; join names with '+', e.g. er+ewc")
+        if token in strategies():
+            raise UserError(
+                f"'{token}' is a whole strategy and cannot be combined in '{spec}'; "
+                f"combine parts ({', '.join(sorted(parts()))}) or shortcuts "
+                f"({', '.join(SHORTCUTS)})"
+            )
+        if token not in SHORTCUTS and token not in parts():
+            raise UserError(
+                f"unknown strategy or part '{token}'{closest(token, known)}; strategies: "
+                f"{', '.join(sorted(strategies()))}; shortcuts: {', '.join(SHORTCUTS)}; "
+                f"parts: {', '.join(sorted(parts()))} (see `lifelong list`)"
+            )
+    repeated = [t for i, t in enumerate(tokens) if t in tokens[:i]]
+    if repeated:
+        raise UserError(f"'{repeated[0]}' appears twice in '{spec}'; give each part once")
+    return tokens
+
+
+def _check_memory(composite: Composite) -> None:
+    learner = composite.learner
+    for part in composite.parts():
+        if isinstance(part, (Learner, Regularizer)) and part.needs_memory:
+            if composite.memory is None:
+                raise UserError(
+                    f"'{part.name}' in '{composite.name}' needs a memory; add one, "
+                    f"e.g. {composite.name}+replay"
+                )
+            if isinstance(part, Regularizer) and not learner.passes_replay:
+                raise UserError(
+                    f"'{part.name}' reads replayed samples, which the learner "
+                    f"'{learner.name}' does not pass on; use it with sgd or adam"
+                )
+
+
+def configure(strategy: str | Composite, settings: Mapping[str, Any]) -> tuple[Composite, set[str]]:
+    """Apply the ``--set`` settings that concern a composite; return it and the keys used.
+
+    ``part.key`` (``ewc.lam``, ``replay.size``) sets one part; ``spec.key`` (``er.lr``) and
+    a bare key (``lr``) go to the one part of this composite that declares the key. A bare
+    key that two of its parts declare is an error asking for the ``part.key`` form.
+    """
+    composite = compose(strategy) if isinstance(strategy, str) else strategy
+    values: dict[int, dict[str, Any]] = {}
+    used: set[str] = set()
+    members = composite.parts()
+    for key, value in settings.items():
+        prefix, dot, name = key.rpartition(".")
+        if dot and prefix != composite.name:
+            targets = [i for i, p in enumerate(members) if p.name == prefix]
+            if targets:
+                _check_key(members[targets[0]], name)
+        else:
+            targets = [i for i, p in enumerate(members) if name in param_specs(type(p))]
+            if len(targets) > 1:
+                owners = [members[i].name for i in targets]
+                raise UserError(
+                    f"--set {key}: {' and '.join(owners)} in '{composite.name}' both have "
+                    f"'{name}'; say which, e.g. --set {owners[0]}.{name}={value}"
+                )
+        for i in targets:
+            values.setdefault(i, {})[name] = value
+            used.add(key)
+    rebuilt = [_rebuild(p, values.get(i, {})) for i, p in enumerate(members)]
+    return _assemble(rebuilt, spec=composite.spec), used
+
+
+def _assemble(members: list[Learner | Memory | Regularizer], spec: str) -> Composite:
+    """The composite of ``members``: its first learner, its memory, its regularizers."""
+    learner = next(p for p in members if isinstance(p, Learner))
+    memory = next((p for p in members if isinstance(p, Memory)), None)
+    regularizers = tuple(p for p in members if isinstance(p, Regularizer))
+    return Composite(learner, memory, regularizers, spec=spec)
+
+
+def _check_key(part: Learner | Memory | Regularizer, name: str) -> None:
+    specs = param_specs(type(part))
+    if name not in specs:
+        raise UserError(
+            f"{part.name} has no parameter '{name}'{closest(name, specs)}; its parameters: "
+            f"{', '.join(specs) or 'none'}"
+        )
+
+
+def _rebuild(part: Any, changes: dict[str, Any]) -> Any:
+    """A fresh instance of ``part``'s class with its values and ``changes`` applied, checked."""
+    current = {name: getattr(part, name) for name in param_specs(type(part))}
+    return build(type(part), {**current, **changes}, owner=part.name)
+
+
+def setting_keys(composite: Composite) -> list[str]:
+    """Every ``--set`` key a composite accepts (for suggestions): ``lam`` and ``ewc.lam``, ..."""
+    keys: list[str] = []
+    for part in composite.parts():
+        names = list(param_specs(type(part)))
+        keys += names + [f"{part.name}.{n}" for n in names]
+    return keys
+
+
+def parts_by_axis() -> dict[str, dict[str, type]]:
+    """The registered parts grouped by axis (learners, memories, regularizers), for listings."""
+    axes: dict[str, type] = {"learners": Learner, "memories": Memory, "regularizers": Regularizer}
+    return {
+        axis: {name: cls for name, cls in sorted(parts().items()) if issubclass(cls, base)}
+        for axis, base in axes.items()
+    }

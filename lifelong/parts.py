@@ -1,0 +1,240 @@
+"""The parts a strategy is composed of: a learner, a memory and regularizers.
+
+DESIGN.md, "The four axes of a strategy": the update rule (:class:`Learner`), what is kept
+and replayed (:class:`Memory`) and the penalty that protects old knowledge
+(:class:`Regularizer`) are independent choices. :class:`lifelong.Composite` combines them;
+a part computes and returns values and never touches the strategy that holds it.
+
+Parameters are dicts keyed by name (``dict(model.named_parameters())``), and every
+forward pass is ``torch.func.functional_call(model, params, (x, task_ids))``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from lifelong.params import param
+from lifelong.strategy import Batch, StreamInfo
+from lifelong.stream import TrainingData
+
+__all__ = [
+    "Learner",
+    "Memory",
+    "Objective",
+    "Regularizer",
+    "Replay",
+    "Step",
+    "apply_gradients",
+    "detached",
+    "fisher_diagonal",
+    "gradient_importance",
+    "gradients",
+    "quadratic_penalty",
+    "task_sample",
+]
+
+Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Replay:
+    """Samples drawn from a memory.
+
+    Attributes:
+        batch: the stored samples, ``x [R, D]``, ``y [R]``, ``task_ids [R]``.
+        logits: float ``[R, n_outputs]``, the model's outputs when each sample was stored
+            (kept only when a regularizer declares ``needs_logits``; zeros otherwise).
+    """
+
+    batch: Batch
+    logits: Tensor
+
+
+Objective = Callable[[Params, Batch, "Replay | None"], Tensor]
+"""``objective(params, batch, replay) -> 0-d loss``: what a learner minimises."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """What a learner's step returns.
+
+    Attributes:
+        loss: 0-d, detached: the objective the learner minimised, before the update.
+        grads: that objective's gradient at the weights before the update, by parameter
+            name, before any projection (A-GEM's): SI's path integral reads it.
+    """
+
+    loss: Tensor
+    grads: Params
+
+
+@dataclass
+class Learner(abc.ABC):
+    """The update rule: how one incoming batch (and a replayed one) changes the weights.
+
+    Attributes:
+        needs_memory: the rule reads a replay batch (so a memory is required).
+        passes_replay: the rule gives the replay batch to the objective, so penalties
+            that read it (DER's) apply.
+    """
+
+    name: ClassVar[str]
+    needs_memory: ClassVar[bool] = False
+    passes_replay: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
+        """Build optimiser state for ``params`` (the model's own parameters, updated in place)."""
+
+    @abc.abstractmethod
+    def step(
+        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
+    ) -> Step:
+        """Update ``params`` in place from ``batch`` (and ``replay``), minimising ``objective``."""
+
+
+@dataclass
+class Memory(abc.ABC):
+    """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch."""
+
+    name: ClassVar[str]
+
+    @abc.abstractmethod
+    def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
+        """Allocate the (empty) storage on ``device``."""
+
+    @abc.abstractmethod
+    def add(self, batch: Batch, logits: Tensor | None) -> None:
+        """Offer ``batch``'s samples (and the model's ``logits [B, n_outputs]``) for storage."""
+
+    @abc.abstractmethod
+    def sample(self) -> Replay | None:
+        """A replay batch drawn with the run's generator, or None while the memory is empty."""
+
+    @abc.abstractmethod
+    def __len__(self) -> int:
+        """Number of samples stored."""
+
+
+@dataclass
+class Regularizer(abc.ABC):
+    """A penalty that protects old knowledge; the strategy adds ``lam * penalty(...)``.
+
+    Attributes:
+        needs_memory: the penalty reads a replay batch (so a memory is required).
+        needs_logits: the memory must keep the model's logits of each stored sample.
+    """
+
+    name: ClassVar[str]
+    needs_memory: ClassVar[bool] = False
+    needs_logits: ClassVar[bool] = False
+    lam: float = param(1.0, "strength of the penalty", ge=0)
+
+    @abc.abstractmethod
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        """Reset the state; ``model`` is used only through ``functional_call``."""
+
+    @abc.abstractmethod
+    def penalty(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
+        """The penalty at ``params`` (0-d, differentiable), before multiplying by ``lam``."""
+
+    def observe(self, params: Params, grads: Params) -> None:  # noqa: B027 - optional hook
+        """Called by the strategy after every update with the step's gradients (SI)."""
+
+    def after_task(self, params: Params, data: TrainingData) -> None:  # noqa: B027
+        """Consolidate at the end of a task (importance, anchors, old model)."""
+
+
+def gradients(loss: Tensor, params: Params) -> Params:
+    """``d loss / d params``, by name."""
+    return dict(zip(params, torch.autograd.grad(loss, tuple(params.values())), strict=True))
+
+
+def apply_gradients(optimizer: torch.optim.Optimizer, params: Params, grads: Params) -> None:
+    """Set every ``param.grad`` to ``grads[name]`` and take one optimiser step."""
+    for name, p in params.items():
+        p.grad = grads[name]
+    optimizer.step()
+
+
+def detached(params: Mapping[str, Tensor]) -> Params:
+    """A copy of ``params`` that no later update or graph touches (an anchor, an old model)."""
+    return {name: p.detach().clone() for name, p in params.items()}
+
+
+def quadratic_penalty(params: Params, weights: Params, anchor: Params) -> Tensor:
+    """``sum_i weights_i * (params_i - anchor_i)^2`` over every named parameter, 0-d."""
+    terms = [(w * (params[name] - anchor[name]).pow(2)).sum() for name, w in weights.items()]
+    return torch.stack(terms).sum()
+
+
+def task_sample(data: TrainingData, n: int, generator: torch.Generator) -> Batch:
+    """Up to ``n`` training samples of a task, drawn without replacement, as a model-ready batch."""
+    take = torch.randperm(len(data.y), generator=generator, device=data.y.device)[:n]
+    return Batch(data.x[take].float().div_(255), data.y[take], data.task_ids[take], data.id)
+
+
+def gradient_importance(
+    model: nn.Module,
+    params: Params,
+    batch: Batch,
+    sample_loss: Callable[[Tensor, Tensor], Tensor],
+    kind: Literal["square", "abs"],
+    chunk: int = 64,
+) -> Params:
+    """Mean over samples of ``g_i^2`` or ``|g_i|``, ``g_i`` the gradient of sample i's loss.
+
+    Args:
+        sample_loss: ``(logits [1, n_outputs], y [1]) -> 0-d`` loss of one sample.
+        kind: ``"square"`` (a Fisher diagonal) or ``"abs"`` (MAS importance).
+        chunk: samples whose gradients are held at once (memory ``chunk x n_params``).
+
+    Returns:
+        Tensors shaped like ``params``; per-sample gradients come from ``vmap(grad(...))``.
+    """
+    frozen = detached(params)
+
+    def one(p: Params, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
+        return sample_loss(functional_call(model, p, (x[None], t[None])), y[None])
+
+    per_sample = vmap(grad(one), in_dims=(None, 0, 0, 0))
+    total = {name: torch.zeros_like(p) for name, p in frozen.items()}
+    for start in range(0, len(batch.y), chunk):
+        part = slice(start, start + chunk)
+        g = per_sample(frozen, batch.x[part], batch.y[part], batch.task_ids[part])
+        for name in total:
+            total[name] += (g[name].pow(2) if kind == "square" else g[name].abs()).sum(0)
+    return {name: t / max(len(batch.y), 1) for name, t in total.items()}
+
+
+def fisher_diagonal(
+    model: nn.Module,
+    params: Params,
+    batch: Batch,
+    kind: str,
+    generator: torch.Generator,
+) -> Params:
+    """Diagonal of the Fisher information of the model's predictive distribution on ``batch``.
+
+    ``"empirical"`` uses the batch's labels; ``"true"`` draws one label per sample from
+    the model's own prediction (an unbiased one-sample estimate of the true Fisher).
+
+    References: Kirkpatrick et al. 2017; Martens 2020 ("New insights and perspectives on
+    the natural gradient method") on empirical versus true Fisher.
+    """
+    if kind not in ("empirical", "true"):
+        raise ValueError(f"fisher kind must be 'empirical' or 'true', not {kind!r}")
+    if kind == "true":
+        with torch.no_grad():
+            probs = functional_call(model, params, (batch.x, batch.task_ids)).softmax(1)
+        labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        batch = Batch(batch.x, labels, batch.task_ids, batch.task)
+    return gradient_importance(model, params, batch, F.cross_entropy, "square")

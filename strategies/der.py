@@ -1,0 +1,46 @@
+"""The ``der`` regularizer: dark experience replay, matching the logits stored in memory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lifelong import Batch, Regularizer, Replay, StreamInfo, param
+
+
+@final
+@dataclass
+class Der(Regularizer):
+    """DER: the model's logits on replayed samples are pulled toward the logits stored with them.
+
+    ``penalty = mean over the replay batch of ||f(x) - z||^2 / n_outputs`` (a mean squared
+    error), ``z`` the logits the model gave ``x`` when it entered the memory. Used with
+    ``sgd`` and ``replay`` (the shortcut ``der++``), whose cross-entropy on the joined
+    batch supplies DER++'s label term; ``lam`` is DER's alpha.
+
+    References: Buzzega et al. 2020, "Dark experience for general continual learning: a
+    strong, simple baseline" (NeurIPS).
+    """
+
+    name: ClassVar[str] = "der"
+    needs_memory: ClassVar[bool] = True
+    needs_logits: ClassVar[bool] = True
+    lam: float = param(0.5, "strength of the logit matching (alpha)", ge=0)
+
+    model: nn.Module = field(init=False, repr=False, compare=False)
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        self.model = model
+
+    def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
+        if replay is None:
+            return batch.x.new_zeros(())
+        stored = replay.batch
+        return F.mse_loss(
+            functional_call(self.model, params, (stored.x, stored.task_ids)), replay.logits
+        )

@@ -1,0 +1,66 @@
+"""The ``lwf`` regularizer: learning without forgetting, distillation from the previous model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lifelong import Batch, Regularizer, Replay, StreamInfo, TrainingData, detached, param
+
+
+@final
+@dataclass
+class Lwf(Regularizer):
+    """LwF: the new model's softened outputs on the incoming inputs follow the old model's.
+
+    The old model is the weights as they were at the end of the previous task.
+    ``penalty = T^2 KL(softmax(old / T) || softmax(new / T))`` averaged over the batch,
+    over the outputs trained so far (in class-incremental streams the classes of earlier
+    tasks) and, with one head per task, over every earlier task's head. ``T^2`` keeps the
+    gradient's scale independent of the temperature (Hinton et al. 2015).
+
+    References: Li & Hoiem 2016, "Learning without forgetting" (ECCV); Hinton, Vinyals &
+    Dean 2015 (distillation).
+    """
+
+    name: ClassVar[str] = "lwf"
+    lam: float = param(1.0, "strength of the distillation", ge=0)
+    temperature: float = param(2.0, "softmax temperature of the distillation", gt=0)
+
+    model: nn.Module = field(init=False, repr=False, compare=False)
+    multi_head: bool = field(init=False, repr=False, compare=False)
+    old: dict[str, Tensor] = field(init=False, repr=False, compare=False)
+    old_tasks: Tensor = field(init=False, repr=False, compare=False)
+    trained: Tensor = field(init=False, repr=False, compare=False)
+    columns: Tensor = field(init=False, repr=False, compare=False)
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        self.model, self.multi_head = model, info.n_heads > 1
+        device = next(model.parameters()).device
+        self.old, self.old_tasks = {}, torch.zeros(0, dtype=torch.long, device=device)
+        self.trained = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
+
+    def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
+        if not self.old:
+            return batch.x.new_zeros(())
+        x, ids = batch.x, batch.task_ids
+        if self.multi_head:  # every earlier head, on every incoming input
+            heads = self.old_tasks
+            x, ids = x.repeat(len(heads), 1), heads.repeat_interleave(len(batch.x))
+        with torch.no_grad():
+            old = functional_call(self.model, self.old, (x, ids)).index_select(1, self.columns)
+        new = functional_call(self.model, params, (x, ids)).index_select(1, self.columns)
+        t = self.temperature
+        log_new, log_old = F.log_softmax(new / t, 1), F.log_softmax(old / t, 1)
+        return F.kl_div(log_new, log_old, reduction="batchmean", log_target=True) * t * t
+
+    def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
+        self.old = detached(params)
+        self.old_tasks = torch.cat([self.old_tasks, data.task_ids[:1]])
+        self.trained[data.y] = True
+        self.columns = self.trained.nonzero().squeeze(1)  # one sync, at a task boundary

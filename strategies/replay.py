@@ -1,0 +1,127 @@
+"""The ``replay`` memory: a reservoir sample of the whole stream, optionally class-balanced."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+from torch import Tensor
+
+from lifelong import Batch, Memory, Replay, StreamInfo, param
+
+
+@final
+@dataclass
+class Reservoir(Memory):
+    """A fixed number of samples, each sample of the stream equally likely to be kept.
+
+    Reservoir sampling: the n-th sample seen (0-based) fills slot n while the memory is
+    not full, and afterwards replaces a uniformly drawn slot with probability
+    ``size / (n + 1)``. A batch is decided at once on the device; when two of its samples
+    draw the same slot the later one wins, exactly as adding them one by one would.
+
+    With ``balanced`` the memory instead keeps the classes (a class is a task id and a
+    target) as equal in number as it can: once full, a sample of a class smaller than the
+    largest replaces a random sample of the largest class, and a sample of a largest class
+    replaces a random sample of its own class with probability (stored / seen of that
+    class). This decides sample by sample, so it costs a few small operations per sample.
+
+    Inputs, targets, task ids (and, when asked, logits) live in tensors preallocated on
+    the model's device; the replay batch is drawn without replacement.
+
+    References: Vitter 1985 (reservoir sampling); Chaudhry et al. 2019, "On tiny episodic
+    memories in continual learning"; Chrysakis & Moens 2020 (class-balancing reservoir).
+    """
+
+    name: ClassVar[str] = "replay"
+    size: int = param(200, "samples the memory holds", ge=1)
+    batch: int = param(32, "samples replayed with every incoming batch", ge=1)
+    balanced: bool = param(False, "keep classes balanced instead of a uniform sample")
+
+    x: Tensor = field(init=False, repr=False, compare=False)
+    y: Tensor = field(init=False, repr=False, compare=False)
+    task_ids: Tensor = field(init=False, repr=False, compare=False)
+    logits: Tensor = field(init=False, repr=False, compare=False)
+    seen: int = field(init=False, repr=False, compare=False)
+    task: int = field(init=False, repr=False, compare=False)
+    generator: torch.Generator = field(init=False, repr=False, compare=False)
+    n_outputs: int = field(init=False, repr=False, compare=False)
+    class_seen: Tensor = field(init=False, repr=False, compare=False)
+
+    def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
+        rows = self.size + 1  # the last row is scratch space that absorbs discarded writes
+        self.x = torch.zeros(rows, info.input_dim, device=device)
+        self.y = torch.zeros(rows, dtype=torch.long, device=device)
+        self.task_ids = torch.zeros(rows, dtype=torch.long, device=device)
+        self.logits = torch.zeros(rows, info.n_outputs, device=device)
+        self.seen, self.task, self.generator = 0, 0, generator
+        self.n_outputs = info.n_outputs
+        self.class_seen = torch.zeros(info.n_tasks * info.n_outputs, device=device)
+
+    def __len__(self) -> int:
+        return min(self.seen, self.size)
+
+    def sample(self) -> Replay | None:
+        if len(self) == 0:
+            return None
+        device = self.y.device
+        pick = torch.randperm(len(self), generator=self.generator, device=device)[: self.batch]
+        replayed = Batch(self.x[pick], self.y[pick], self.task_ids[pick], self.task)
+        return Replay(replayed, self.logits[pick])
+
+    def add(self, batch: Batch, logits: Tensor | None) -> None:
+        slots = self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
+        self.x.index_copy_(0, slots, batch.x)
+        self.y.index_copy_(0, slots, batch.y)
+        self.task_ids.index_copy_(0, slots, batch.task_ids)
+        if logits is not None:
+            self.logits.index_copy_(0, slots, logits)
+        self.seen += len(batch.y)
+        self.task = batch.task
+
+    def _reservoir_slots(self, batch: Batch) -> Tensor:
+        """The slot each sample of ``batch`` goes to, ``size`` (scratch) when it is dropped."""
+        device = batch.y.device
+        n = torch.arange(self.seen, self.seen + len(batch.y), device=device)
+        u = torch.rand(len(n), generator=self.generator, device=device, dtype=torch.float64)
+        slots = torch.where(n < self.size, n, (u * (n + 1)).long()).clamp(max=self.size)
+        order = torch.arange(len(n), device=device)
+        last = torch.full((self.size + 1,), -1, device=device, dtype=torch.long)
+        last.scatter_reduce_(0, slots, order, reduce="amax")
+        return torch.where(last[slots] == order, slots, self.size)
+
+    def _balanced_slots(self, batch: Batch) -> Tensor:
+        """Class-balancing reservoir, sample by sample, with device tensors only."""
+        device = batch.y.device
+        keys = batch.task_ids * self.n_outputs + batch.y
+        stored = self.task_ids * self.n_outputs + self.y  # class of each slot
+        slots = torch.full_like(keys, self.size)
+        for i in range(len(keys)):
+            key = keys[i]
+            self.class_seen.index_add_(0, key[None], torch.ones(1, device=device))
+            filling = self.seen + i < self.size
+            slot = self.seen + i if filling else self._balanced_victim(stored, key)
+            stored[slot] = key
+            slots[i] = slot
+        # The scratch row may have been written by dropped samples; only the last write to
+        # each real slot counts, as for the plain reservoir.
+        order = torch.arange(len(keys), device=device)
+        last = torch.full((self.size + 1,), -1, device=device, dtype=torch.long)
+        last.scatter_reduce_(0, slots, order, reduce="amax")
+        return torch.where(last[slots] == order, slots, self.size)
+
+    def _balanced_victim(self, stored: Tensor, key: Tensor) -> Tensor:
+        """The slot a full balanced memory gives to a sample of class ``key`` (``size``: none)."""
+        device = stored.device
+        live = stored[: self.size]
+        ones = torch.ones_like(live, dtype=self.class_seen.dtype)
+        counts = torch.zeros_like(self.class_seen).scatter_add_(0, live, ones)
+        largest = counts.max()
+        small = counts[key] < largest
+        victim_class = torch.where(small, counts.argmax(), key)
+        keep_prob = counts[key] / self.class_seen[key]
+        accept = small | (torch.rand((), generator=self.generator, device=device) < keep_prob)
+        scores = torch.rand(self.size, generator=self.generator, device=device)
+        scores = torch.where(live == victim_class, scores, -1.0)
+        return torch.where(accept, scores.argmax(), self.size)

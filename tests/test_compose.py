@@ -1,0 +1,212 @@
+"""Composition: parsing specs into parts, defaults, invalid combinations, --set routing, config."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+import lifelong
+from lifelong import Batch, Composite, StreamInfo, UserError, compose
+from lifelong.compose import SHORTCUTS, configure
+from lifelong.model import MLP
+from lifelong.plan import plan_runs
+from lifelong.registry import parts
+
+
+def names(composite: Composite) -> list[str]:
+    return [part.name for part in composite.parts()]
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("sgd", ["sgd"]),
+        ("ewc", ["sgd", "ewc"]),
+        ("er", ["sgd", "replay"]),
+        ("agem", ["agem", "replay"]),
+        ("der++", ["sgd", "replay", "der"]),
+        ("er+ewc", ["sgd", "replay", "ewc"]),
+        ("agem+si", ["agem", "replay", "si"]),
+        ("adam+replay+mas", ["adam", "replay", "mas"]),
+        ("er+adam", ["adam", "replay"]),
+        ("der+++ewc", ["sgd", "replay", "der", "ewc"]),
+        ("ewc+online-ewc+si", ["sgd", "ewc", "online-ewc", "si"]),
+        (" er + lwf ", ["sgd", "replay", "lwf"]),
+    ],
+)
+def test_specs_expand_to_parts_with_defaults(spec: str, expected: list[str]) -> None:
+    composite = compose(spec)
+    assert names(composite) == expected
+    assert composite.name == spec.replace(" ", "")
+
+
+def test_defaults_are_the_parts_own_defaults() -> None:
+    composite = compose("er+ewc")
+    assert composite.learner == parts()["sgd"]()
+    assert composite.memory == parts()["replay"]()
+    assert composite.regularizers == (parts()["ewc"](),)
+    assert Composite().learner == parts()["sgd"]() and Composite().name == "sgd"
+
+
+def test_every_shortcut_names_registered_parts() -> None:
+    for shortcut, members in SHORTCUTS.items():
+        assert all(name in parts() for name in members), shortcut
+        compose(shortcut)
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ("agem+adam", "two learners (agem and adam)"),
+        ("sgd+adam", "two learners"),
+        ("ewc+ewc", "'ewc' appears twice"),
+        ("replay+replay", "'replay' appears twice"),
+        ("der", "'der' in 'der' needs a memory; add one, e.g. der+replay"),
+        ("agem+der", "does not pass on"),
+        ("ewcc", "did you mean 'ewc'"),
+        ("er+onlin-ewc", "did you mean 'online-ewc'"),
+        ("naive+ewc", "'naive' is a whole strategy"),
+        ("+er", "empty name"),
+        ("er++ewc", "unknown strategy or part 'er+' (did you mean 'er'?)"),
+    ],
+)
+def test_invalid_specs_fail_with_one_line(spec: str, fragment: str) -> None:
+    with pytest.raises(UserError) as info:
+        compose(spec)
+    assert fragment in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_settings_route_to_parts() -> None:
+    settings = {"ewc.lam": "7", "replay.size": "50", "lr": "0.2", "replay.balanced": "yes"}
+    composite, used = configure("er+ewc", settings)
+    assert used == set(settings)
+    assert composite.learner == parts()["sgd"](lr=0.2)
+    assert composite.memory == parts()["replay"](size=50, balanced=True)
+    assert composite.regularizers[0].lam == 7.0
+
+
+def test_spec_prefix_and_keys_for_others_are_left_alone() -> None:
+    composite, used = configure(
+        "er", {"er.lr": "0.3", "ewc.lam": "1", "naive.lr": "1", "epochs": "2"}
+    )
+    assert used == {"er.lr"}
+    assert composite.learner == parts()["sgd"](lr=0.3)
+
+
+def test_ambiguous_bare_key_asks_for_the_part() -> None:
+    with pytest.raises(UserError, match=r"ewc and si in 'ewc\+si' both have 'lam'.*ewc\.lam=3"):
+        configure("ewc+si", {"lam": "3"})
+
+
+def test_bad_part_key_and_value_are_user_errors() -> None:
+    with pytest.raises(UserError, match="ewc has no parameter 'lamb' \\(did you mean 'lam'\\?\\)"):
+        configure("er+ewc", {"ewc.lamb": "3"})
+    with pytest.raises(UserError, match="replay: size=0 must be at least 1"):
+        configure("er", {"replay.size": "0"})
+    with pytest.raises(UserError, match="not one of empirical, true"):
+        configure("ewc", {"ewc.fisher": "exact"})
+
+
+def test_configure_does_not_change_its_argument() -> None:
+    original = compose("er+ewc")
+    before = dataclasses.replace(original)
+    configure(original, {"ewc.lam": "1", "lr": "0.5"})
+    assert original == before
+
+
+def test_plan_runs_mixes_strategies_and_composites() -> None:
+    specs = plan_runs(
+        "split-mnist", ["naive", "er+ewc", "agem"], [0, 1], {"lr": "0.2", "replay.size": "30"}
+    )
+    assert [s.strategy.name for s in specs] == [
+        "naive",
+        "naive",
+        "er+ewc",
+        "er+ewc",
+        "agem",
+        "agem",
+    ]
+    assert all(getattr(s.strategy, "lr", None) == 0.2 for s in specs[:2])
+    er_ewc, agem = specs[2].strategy, specs[4].strategy
+    assert isinstance(er_ewc, Composite) and isinstance(agem, Composite)
+    assert er_ewc.learner == parts()["sgd"](lr=0.2) and agem.learner == parts()["agem"](lr=0.2)
+    assert er_ewc.memory == agem.memory == parts()["replay"](size=30)
+
+
+def test_unknown_setting_suggests_a_part_key() -> None:
+    with pytest.raises(UserError, match=r"did you mean 'ewc\.lam'"):
+        plan_runs("split-mnist", ["er+ewc"], [0], {"ewx.lam": "3"})
+    with pytest.raises(UserError, match=r"ewc has no parameter 'lan' \(did you mean 'lam'"):
+        plan_runs("split-mnist", ["er+ewc"], [0], {"ewc.lan": "3"})
+    with pytest.raises(UserError, match=r"--set mas\.lam: no such parameter"):
+        plan_runs("split-mnist", ["er"], [0], {"mas.lam": "3"})
+
+
+def test_config_is_nested_and_json_ready() -> None:
+    (spec,) = plan_runs("split-mnist", ["er+ewc+si"], [0], {"ewc.lam": "5"})
+    config = spec.config()["strategy"]
+    assert json.loads(json.dumps(config)) == config
+    assert config["name"] == "er+ewc+si"
+    assert config["learner"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0}
+    assert config["memory"]["name"] == "replay" and config["memory"]["size"] == 200
+    assert [r["name"] for r in config["regularizers"]] == ["ewc", "si"]
+    assert config["regularizers"][0]["lam"] == 5.0
+
+
+def test_different_parts_give_different_run_keys() -> None:
+    a, b = (plan_runs("split-mnist", ["er"], [0], {"replay.size": n})[0] for n in ("10", "20"))
+    assert lifelong.result.run_key(a.config()) != lifelong.result.run_key(b.config())
+
+
+def make_composite(spec: str, setting: str = "class") -> tuple[Composite, Batch]:
+    composite = dataclasses.replace(compose(spec))
+    torch.manual_seed(0)
+    n_heads = 3 if setting == "task" else 1
+    composite.setup(
+        MLP(784, (16,), 6, n_heads),
+        StreamInfo(3, setting, 6, n_heads, 784),  # type: ignore[arg-type]
+        torch.Generator().manual_seed(0),
+    )
+    x = torch.rand(8, 784)
+    batch = Batch(x, torch.arange(8) % 6, torch.zeros(8, dtype=torch.long), 0)
+    return composite, batch
+
+
+def test_repeated_glances_do_not_enter_memory_twice() -> None:
+    composite, batch = make_composite("er")
+    assert composite.memory is not None
+    composite.train_step(batch)
+    composite.train_step(dataclasses.replace(batch, glance=1))
+    assert len(composite.memory) == 8
+    composite.train_step(dataclasses.replace(batch, glance=0))
+    assert len(composite.memory) == 16
+
+
+def test_objective_is_cross_entropy_plus_weighted_penalties() -> None:
+    composite, batch = make_composite("lwf+ewc")
+    composite.after_task(
+        lifelong.TrainingData(0, "t", (batch.x * 255).to(torch.uint8), batch.y, batch.task_ids)
+    )
+    params = {n: p + 0.01 for n, p in composite.params.items()}
+    logits = torch.func.functional_call(composite.model, params, (batch.x, batch.task_ids))
+    ce = torch.nn.functional.cross_entropy(logits, batch.y)
+    lwf, ewc = composite.regularizers
+    expected = (
+        ce + lwf.lam * lwf.penalty(params, batch, None) + ewc.lam * ewc.penalty(params, batch, None)
+    )
+    assert torch.allclose(composite.objective(params, batch, None), expected)
+    assert ewc.penalty(params, batch, None) > 0 and lwf.penalty(params, batch, None) > 0
+
+
+def test_setup_gives_fresh_parts() -> None:
+    original = compose("er+si")
+    copy = dataclasses.replace(original)
+    copy.setup(MLP(784, (8,), 6), StreamInfo(3, "class", 6, 1, 784), torch.Generator())
+    assert (
+        copy.memory is not original.memory and copy.regularizers[0] is not original.regularizers[0]
+    )
+    assert not hasattr(original.memory, "x")

@@ -1,0 +1,158 @@
+"""The init axis: OML freezes its representation, MAML and Reptile start from meta-trained
+weights (deterministic per seed, cached on disk), and a hand-built stream is refused."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import torch
+from lifelong.scenarios.split import SplitScenario
+from lifelong.strategies.meta_init import MamlInit, OmlInit, RandomInit, ReptileInit
+
+import lifelong.metatrain as metatrain
+from lifelong import RunResult, Stream, StreamInfo, UserError, compose
+from lifelong.compose import Composite, configure
+from lifelong.init_axis import Init
+from lifelong.metatrain import MAMLConfig, OMLConfig, ReptileConfig
+from lifelong.model import MLP
+from lifelong.plan import plan_runs
+from lifelong.registry import parts
+from lifelong.runner import execute
+
+CPU = torch.device("cpu")
+TINY = {"hidden": "16", "samples_per_task": 40, "batch_size": 10}
+META: dict[str, Any] = {"meta_steps": 3, "source": "permuted"}  # permuted: no Fashion-MNIST to load
+HEAD = {"head.weight", "head.bias"}
+INITS: dict[str, type[MamlInit | ReptileInit | OmlInit]] = {
+    "maml": MamlInit, "reptile": ReptileInit, "oml": OmlInit
+}
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
+    """A private init cache, and one torch thread (tiny ops are faster so)."""
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:
+    """One run on a tiny split-mnist stream (40 digits a task, hidden width 16)."""
+    meta = META if spec.split("+")[0] in ("oml", "maml", "reptile") else {}
+    (plan,) = plan_runs("split-mnist", [spec], [seed], {**TINY, **meta, **settings})
+    return execute(plan, plan.scenario.build(seed), CPU)
+
+
+def info_for(seed: int = 0) -> tuple[StreamInfo, MLP]:
+    scenario = SplitScenario(samples_per_task=40)
+    stream: Stream = scenario.build(seed)
+    info = StreamInfo(stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads,
+                      stream.input_dim, scenario=scenario, seed=seed)
+    torch.manual_seed(seed)
+    return info, MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
+
+
+def test_init_parts_are_registered_and_compose_with_any_axis() -> None:
+    assert parts()["random"] is RandomInit
+    for name, cls in INITS.items():
+        assert parts()[name] is cls and issubclass(cls, Init)
+    for spec, init in [("oml+er", "oml"), ("maml+ewc", "maml"), ("reptile+er", "reptile")]:
+        composite = compose(spec)
+        assert composite.init is not None and composite.init.name == init
+        assert composite.name == spec and composite.parts()[0] is composite.init
+    assert compose("er").init is None and Composite().init is None
+
+
+def test_two_inits_are_refused_in_one_line() -> None:
+    with pytest.raises(UserError, match="two inits") as error:
+        compose("oml+maml+er")
+    assert "\n" not in str(error.value)
+
+
+def test_settings_reach_the_init_and_its_config_matches_metatrain() -> None:
+    composite, used = configure("oml+er", {"oml.meta_steps": 7, "lr": 0.05, "reset_head": False})
+    assert composite.init == OmlInit(meta_steps=7, reset_head=False)
+    assert used == {"oml.meta_steps", "lr", "reset_head"}
+    assert MamlInit().config() == MAMLConfig()
+    assert ReptileInit().config() == ReptileConfig()
+    assert OmlInit().config() == OMLConfig()
+
+
+@pytest.mark.parametrize("reset_head", [True, False])
+def test_oml_freezes_the_meta_trained_representation(reset_head: bool) -> None:
+    info, model = info_for()
+    oml = OmlInit(**META, reset_head=reset_head)
+    trainable = oml.prepare(model, info, torch.Generator().manual_seed(0))
+    assert trainable == HEAD
+    source = metatrain.meta_tasks(info.scenario, info, 0, source="permuted")  # type: ignore[arg-type]
+    meta = metatrain.meta_init("oml", MLP(784, (16,), 10), source, oml.config(), seed=0)
+    for name, p in model.named_parameters():
+        assert p.requires_grad == (name in HEAD)
+        if name not in HEAD:
+            assert torch.equal(p.detach(), meta[name])
+    assert torch.equal(model.head.weight.detach(), meta["head.weight"]) != reset_head
+    assert (torch.count_nonzero(model.head.bias) == 0) == reset_head
+
+
+def test_oml_stream_changes_only_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    starts: dict[str, torch.Tensor] = {}
+    models: list[torch.nn.Module] = []
+    learned: set[str] = set()
+    setup = Composite.setup
+
+    def spy(self: Composite, model: torch.nn.Module, info: StreamInfo, g: torch.Generator) -> None:
+        setup(self, model, info, g)
+        starts.update({n: p.detach().clone() for n, p in model.named_parameters()})
+        models.append(model)
+        learned.update(self.params)
+
+    monkeypatch.setattr(Composite, "setup", spy)
+    assert run("oml+er").status == "ok"
+    assert learned == HEAD
+    for name, p in models[0].named_parameters():
+        assert torch.equal(p.detach(), starts[name]) == (name not in HEAD), name
+
+
+@pytest.mark.parametrize("kind", ["maml", "reptile"])
+def test_meta_inits_change_the_start_deterministically_and_are_cached(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    trainer, fn = metatrain._TRAINERS[kind]
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(kind)
+        return fn(*args, **kwargs)
+
+    monkeypatch.setitem(metatrain._TRAINERS, kind, (trainer, counted))
+    random_init = run("er")
+    first = run(f"{kind}+er")
+    again = run(f"{kind}+ewc")  # another strategy, same init config and seed: cached
+    assert calls == [kind]
+    assert first.init == again.init != random_init.init
+    other = run(f"{kind}+er", seed=1)
+    assert calls == [kind, kind] and other.init != first.init
+    info, model = info_for()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    assert INITS[kind](**META).prepare(model, info, torch.Generator()) is None
+    assert all(not torch.equal(p, before[n]) for n, p in model.named_parameters())
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_random_init_is_the_runner_init_bit_for_bit() -> None:
+    plain = run("er")
+    explicit = run("random+er")
+    assert plain.init == explicit.init and plain.matrix == explicit.matrix
+
+
+@pytest.mark.parametrize("kind", ["oml", "maml", "reptile"])
+def test_a_hand_built_stream_is_refused_in_one_line(kind: str) -> None:
+    info, model = info_for()
+    bare = StreamInfo(info.n_tasks, info.setting, info.n_outputs, info.n_heads, info.input_dim)
+    with pytest.raises(UserError, match="needs a scenario") as error:
+        INITS[kind]().prepare(model, bare, torch.Generator())
+    assert "\n" not in str(error.value)

@@ -1,0 +1,260 @@
+"""Unit tests of the parts: reservoir memory, EWC, A-GEM projection, SI, MAS, LwF, DER."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+import torch.nn.functional as F
+from lifelong.strategies.agem import project
+from torch.func import functional_call
+
+from lifelong import (
+    Batch,
+    StreamInfo,
+    TrainingData,
+    detached,
+    fisher_diagonal,
+    quadratic_penalty,
+)
+from lifelong.model import MLP
+from lifelong.registry import parts
+
+INFO = StreamInfo(n_tasks=5, setting="class", n_outputs=10, n_heads=1, input_dim=3)
+
+
+def reservoir(size: int, seed: int, info: StreamInfo = INFO, **fields: object):
+    memory = parts()["replay"](size=size, **fields)
+    memory.setup(info, torch.device("cpu"), torch.Generator().manual_seed(seed))
+    return memory
+
+
+def positions(start: int, n: int, label: int = 0, task: int = 0) -> Batch:
+    """``n`` samples whose first input coordinate is their position in the stream."""
+    x = torch.arange(start, start + n, dtype=torch.float32)[:, None].repeat(1, 3)
+    y = torch.full((n,), label)
+    return Batch(x, y, torch.full((n,), task), task)
+
+
+def test_reservoir_matches_one_by_one_reservoir_sampling() -> None:
+    memory = reservoir(size=20, seed=3)
+    draws = torch.Generator().manual_seed(3)
+    expected = [-1.0] * 20
+    seen = 0
+    for start in range(0, 300, 16):
+        batch = positions(start, 16)
+        memory.add(batch, None)
+        u = torch.rand(16, generator=draws, dtype=torch.float64)
+        for i in range(16):  # Vitter's algorithm R, one sample at a time
+            n = seen + i
+            slot = n if n < 20 else int(u[i] * (n + 1))
+            if slot < 20:
+                expected[slot] = float(start + i)
+        seen += 16
+    assert memory.x[:20, 0].tolist() == expected
+    assert len(memory) == 20
+
+
+def test_reservoir_keeps_a_uniform_sample_of_the_stream() -> None:
+    counts = torch.zeros(10)
+    runs = 100
+    for seed in range(runs):
+        memory = reservoir(size=100, seed=seed)
+        for start in range(0, 1000, 25):
+            memory.add(positions(start, 25), None)
+        counts += torch.bincount((memory.x[:100, 0] // 100).long(), minlength=10)
+    expected = runs * 100 / 10  # every position is kept with probability 100 / 1000
+    assert ((counts - expected).abs() / expected).max() < 0.1, counts
+
+
+def test_capacity_and_sampling() -> None:
+    memory = reservoir(size=30, seed=0, batch=8)
+    assert memory.sample() is None and len(memory) == 0
+    memory.add(positions(0, 10), torch.ones(10, 10))
+    assert len(memory) == 10
+    replay = memory.sample()
+    assert replay is not None and replay.batch.x.shape == (8, 3) and replay.logits.shape == (8, 10)
+    assert len(set(replay.batch.x[:, 0].tolist())) == 8  # without replacement
+    assert set(replay.batch.x[:, 0].tolist()) <= set(range(10))
+    for start in range(10, 500, 10):
+        memory.add(positions(start, 10), None)
+    assert len(memory) == 30 and memory.x.shape[0] == 31
+
+
+def test_balanced_memory_keeps_classes_balanced() -> None:
+    memory = reservoir(size=60, seed=1, balanced=True)
+    uniform = reservoir(size=60, seed=1)
+    for label, n in ((0, 400), (1, 100), (2, 40)):  # an imbalanced, class-incremental stream
+        for start in range(0, n, 20):
+            batch = positions(start, 20, label=label)
+            memory.add(batch, None)
+            uniform.add(batch, None)
+    counts = torch.bincount(memory.y[:60], minlength=3).tolist()
+    assert sum(counts) == 60 and max(counts) - min(counts) <= 1, counts
+    assert torch.bincount(uniform.y[:60], minlength=3)[0] > 30  # the plain reservoir is not
+
+
+def small_model(n_heads: int = 1) -> tuple[torch.nn.Module, dict[str, torch.Tensor]]:
+    torch.manual_seed(0)
+    model = MLP(3, (5,), 4, n_heads)
+    return model, dict(model.named_parameters())
+
+
+def task_data(n: int = 12, task: int = 0) -> TrainingData:
+    generator = torch.Generator().manual_seed(task)
+    x = torch.randint(0, 256, (n, 3), generator=generator, dtype=torch.uint8)
+    y = torch.randint(0, 4, (n,), generator=generator)
+    return TrainingData(task, str(task), x, y, torch.full((n,), task))
+
+
+def shifted(params: dict[str, torch.Tensor], seed: int = 1) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        n: p.detach() + 0.1 * torch.randn(p.shape, generator=generator) for n, p in params.items()
+    }
+
+
+def test_empirical_fisher_is_the_mean_squared_per_sample_gradient() -> None:
+    model, params = small_model()
+    data = task_data()
+    batch = Batch(data.x.float() / 255, data.y, data.task_ids, 0)
+    fisher = fisher_diagonal(model, params, batch, "empirical", torch.Generator())
+    for name, p in params.items():
+        by_hand = torch.zeros_like(p)
+        for i in range(len(data.y)):
+            loss = F.cross_entropy(model(batch.x[i : i + 1]), batch.y[i : i + 1])
+            by_hand += torch.autograd.grad(loss, p)[0] ** 2 / len(data.y)
+        assert torch.allclose(fisher[name], by_hand, atol=1e-6), name
+
+
+@pytest.mark.parametrize("name", ["ewc", "online-ewc"])
+def test_ewc_penalty_is_half_the_fisher_weighted_squared_distance(name: str) -> None:
+    model, params = small_model()
+    ewc = parts()[name](fisher="empirical", fisher_samples=12)
+    ewc.setup(model, INFO, torch.Generator().manual_seed(0))
+    data = task_data()
+    batch = Batch(data.x.float() / 255, data.y, data.task_ids, 0)
+    assert ewc.penalty(params, batch, None) == 0  # nothing consolidated yet
+    ewc.after_task(params, data)
+    assert ewc.penalty(params, batch, None).abs() < 1e-6  # at the anchor (up to rounding)
+    moved = shifted(params)
+    fisher = fisher_diagonal(model, params, batch, "empirical", torch.Generator())
+    by_hand = sum((fisher[n] * (moved[n] - params[n]) ** 2).sum() for n in params) / 2
+    assert torch.allclose(ewc.penalty(moved, batch, None), by_hand)
+
+
+def test_ewc_sums_one_penalty_per_task_and_online_ewc_keeps_one() -> None:
+    model, params = small_model()
+    ewc = parts()["ewc"](fisher_samples=12)
+    online = parts()["online-ewc"](fisher_samples=12, gamma=0.5)
+    anchors = [detached(params), shifted(params, seed=2)]
+    for reg in (ewc, online):
+        reg.setup(model, INFO, torch.Generator().manual_seed(0))
+        for task, anchor in enumerate(anchors):
+            reg.after_task(anchor, task_data(task=task))
+    fishers = []
+    for task, anchor in enumerate(anchors):
+        data = task_data(task=task)
+        batch = Batch(data.x.float() / 255, data.y, data.task_ids, task)
+        fishers.append(fisher_diagonal(model, anchor, batch, "empirical", torch.Generator()))
+    moved = shifted(params, seed=5)
+    batch = Batch(torch.zeros(1, 3), torch.zeros(1, dtype=torch.long), torch.zeros(1), 0)
+    per_task = sum(quadratic_penalty(moved, f, a) for f, a in zip(fishers, anchors, strict=True))
+    assert torch.allclose(ewc.penalty(moved, batch, None), per_task / 2, rtol=1e-4)
+    assert all(
+        torch.allclose(online.running[n], 0.5 * fishers[0][n] + fishers[1][n]) for n in params
+    )
+    assert torch.allclose(
+        online.penalty(moved, batch, None),
+        quadratic_penalty(moved, online.running, anchors[1]) / 2,
+    )
+
+
+def test_agem_projection_follows_the_formula() -> None:
+    generator = torch.Generator().manual_seed(0)
+    g = {"a": torch.randn(4, 3, generator=generator), "b": torch.randn(5, generator=generator)}
+    r = {"a": -g["a"] + 0.1, "b": -g["b"]}  # a reference that opposes g
+    flat_g, flat_r = (torch.cat([t["a"].flatten(), t["b"]]) for t in (g, r))
+    assert flat_g @ flat_r < 0
+    p = project(g, r)
+    flat_p = torch.cat([p["a"].flatten(), p["b"]])
+    assert torch.allclose(flat_p, flat_g - (flat_g @ flat_r) / (flat_r @ flat_r) * flat_r)
+    assert flat_p @ flat_r >= -1e-5
+    agreeing = {"a": g["a"].abs(), "b": g["b"].abs()}
+    unchanged = project(agreeing, {"a": torch.ones(4, 3), "b": torch.ones(5)})
+    assert all(torch.equal(unchanged[n], agreeing[n]) for n in g)
+
+
+def test_si_importance_is_non_negative_and_zero_penalty_at_anchor() -> None:
+    model, params = small_model()
+    si = parts()["si"]()
+    si.setup(model, INFO, torch.Generator())
+    data = task_data(32)
+    for step in range(8):
+        x, y = data.x[step * 4 : step * 4 + 4].float() / 255, data.y[step * 4 : step * 4 + 4]
+        loss = F.cross_entropy(functional_call(model, params, (x,)), y)
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+        uphill = 1.0 if step == 7 else -0.1  # the last step climbs: -g.delta < 0
+        with torch.no_grad():
+            for n, p in params.items():
+                p += uphill * grads[n]
+        si.observe(params, grads)
+    assert any((w < 0).any() for w in si.omega.values())
+    si.after_task(params, data)
+    assert all((w >= 0).all() for w in si.importance.values())
+    assert any((w > 0).any() for w in si.importance.values())
+    batch = Batch(data.x.float() / 255, data.y, data.task_ids, 0)
+    assert si.penalty(params, batch, None) == 0
+    assert si.penalty(shifted(params), batch, None) > 0
+
+
+def test_mas_importance_is_mean_absolute_gradient_of_squared_output_norm() -> None:
+    model, params = small_model()
+    mas = parts()["mas"](samples=12)
+    mas.setup(model, INFO, torch.Generator().manual_seed(0))
+    data = task_data()
+    mas.after_task(params, data)
+    x = data.x.float() / 255
+    for name, p in params.items():
+        by_hand = (
+            sum(
+                torch.autograd.grad(model(x[i : i + 1]).pow(2).sum(), p)[0].abs() for i in range(12)
+            )
+            / 12
+        )
+        assert torch.allclose(mas.importance[name], by_hand, atol=1e-6)
+        assert (mas.importance[name] >= 0).all()
+
+
+@pytest.mark.parametrize("setting", ["class", "task"])
+def test_lwf_penalty_is_zero_for_the_old_model_itself(setting: str) -> None:
+    n_heads = 3 if setting == "task" else 1
+    model, params = small_model(n_heads)
+    lwf = parts()["lwf"]()
+    lwf.setup(
+        model,
+        dataclasses.replace(INFO, setting=setting, n_heads=n_heads, n_outputs=4),
+        torch.Generator(),
+    )
+    data = task_data()
+    batch = Batch(data.x.float() / 255, data.y, torch.ones_like(data.y), 1)
+    assert lwf.penalty(params, batch, None) == 0  # no old model before the first task ends
+    lwf.after_task(params, data)
+    assert lwf.penalty(params, batch, None).abs() < 1e-6
+    assert lwf.penalty(shifted(params), batch, None) > 1e-4
+
+
+def test_der_penalty_is_zero_when_logits_match() -> None:
+    model, params = small_model()
+    der = parts()["der"]()
+    der.setup(model, INFO, torch.Generator())
+    memory = reservoir(size=10, seed=0, info=dataclasses.replace(INFO, n_outputs=4), batch=5)
+    data = task_data()
+    batch = Batch(data.x.float() / 255, data.y, data.task_ids, 0)
+    with torch.no_grad():
+        memory.add(batch, model(batch.x))
+    replay = memory.sample()
+    assert der.penalty(params, batch, None) == 0
+    assert der.penalty(params, batch, replay).abs() < 1e-10
+    assert der.penalty(shifted(params), batch, replay) > 0
