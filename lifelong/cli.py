@@ -374,12 +374,22 @@ def _list(args: argparse.Namespace) -> int:
             entries.append(f"  {name}: {suite.description}\n      run: {suite.command}")
         sections.append("Suites (scenarios/suites/*.toml):\n" + "\n".join(entries))
     if args.what in (None, "strategies"):
+        from lifelong.compose import SHORTCUTS, parts_by_axis
+        from lifelong.interop import avalanche_strategies
+
+        whole = sorted(strategies().items())
         sections.append(
-            "Strategies:\n"
-            + "\n".join(
-                _describe(name, cls, param_specs(cls)) for name, cls in sorted(strategies().items())
-            )
+            "Strategies:\n" + "\n".join(_describe(n, c, param_specs(c)) for n, c in whole)
         )
+        for axis, found in parts_by_axis().items():
+            described = (_describe(n, c, param_specs(c)) for n, c in found.items())
+            sections.append(
+                f"Parts, {axis} (combine with '+', e.g. er+ewc):\n" + "\n".join(described)
+            )
+        shortcuts = (f"  {name} = {'+'.join(parts)}" for name, parts in SHORTCUTS.items())
+        sections.append("Shortcuts (the learner defaults to sgd):\n" + "\n".join(shortcuts))
+        baselines = ", ".join(sorted(avalanche_strategies()))
+        sections.append(f"Avalanche baselines (needs lifelong[avalanche]):\n  {baselines}")
     print("\n\n".join(sections))
     return 0
 

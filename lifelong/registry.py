@@ -30,8 +30,10 @@ __all__ = [
 
 @functools.cache
 def scenarios() -> dict[str, type[ScenarioFamily]]:
-    """Every scenario family in ``lifelong.scenarios``, by name."""
-    return _collect("lifelong.scenarios", ScenarioFamily)
+    """Every scenario family in ``lifelong.scenarios``, by name (and ``avalanche``)."""
+    from lifelong.interop import AvalancheScenario  # avalanche itself is imported only on use
+
+    return {**_collect("lifelong.scenarios", ScenarioFamily), "avalanche": AvalancheScenario}
 
 
 @functools.cache
@@ -64,7 +66,12 @@ def find_scenario(name: str) -> type[ScenarioFamily]:
 
 
 def find_strategy(spec: str) -> type[Strategy]:
-    """A strategy class from a short name, ``package.module:Class`` or ``file.py:Class``."""
+    """A strategy class from a short name, ``package.module:Class``, ``file.py:Class`` or
+    ``avalanche:NAME`` (an Avalanche strategy as a baseline; the optional extra)."""
+    if spec.startswith("avalanche:"):
+        from lifelong.interop import resolve  # imports avalanche only when it is named
+
+        return resolve(spec)
     if ":" not in spec:
         found = strategies()
         if spec not in found:
@@ -125,9 +132,15 @@ def _import_module(name: str) -> ModuleType:
 
 
 def _import_file(path_text: str) -> ModuleType:
-    path = Path(path_text)
+    path = Path(path_text).resolve()
     if not path.is_file():
-        raise UserError(f"strategy file {path} does not exist")
+        raise UserError(f"strategy file {path_text} does not exist")
+    return _import_resolved(path, path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _import_resolved(path: Path, mtime_ns: int) -> ModuleType:
+    """Import a plug-in file once per process and version, so its classes keep one identity."""
     module_name = f"lifelong_plugin_{path.stem}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
