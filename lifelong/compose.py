@@ -1,10 +1,11 @@
 """Composition: ``er+ewc`` becomes a strategy of one learner, one memory and regularizers.
 
-A spec joins names with ``+``. A name is a part registered in ``lifelong.strategies`` (a
-learner such as ``sgd``, ``adam``; a memory, ``replay``; a regularizer such as ``ewc``,
-``si``) or a shortcut from :data:`SHORTCUTS` (``er`` = replay, ``agem`` = the A-GEM learner
-with replay, ``der++`` = replay with logit distillation). An axis left out takes its
-default: the ``sgd`` learner, no memory, no regularizer.
+A spec joins names with ``+``. A name is a part registered in ``lifelong.strategies`` (an
+init such as ``oml``; a learner such as ``sgd``, ``adam``; a memory, ``replay``; a
+regularizer such as ``ewc``, ``si``) or a shortcut from :data:`SHORTCUTS` (``er`` =
+replay, ``agem`` = the A-GEM learner with replay, ``der++`` = replay with logit
+distillation). An axis left out takes its default: the runner's random init, the ``sgd``
+learner, no memory, no regularizer.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lifelong.errors import UserError, closest
+from lifelong.init_axis import Init
 from lifelong.params import build, param_specs
 from lifelong.parts import Learner, Memory, Params, Regularizer, Replay
 from lifelong.registry import parts, strategies
@@ -68,13 +70,14 @@ class Composite(Strategy):
 
     Its step minimises ``cross-entropy + sum(lam * penalty)`` with the learner, replaying
     from the memory when there is one. Build it with :func:`compose` (``compose("er+ewc")``)
-    or directly from part instances. (The fourth axis of DESIGN.md, the initialisation,
-    is not a part yet: the runner's random init is used.)
+    or directly from part instances. An ``init`` part, when given, sets the starting
+    weights first and says which parameters learn; the other parts see only those.
     """
 
     learner: Learner = field(default_factory=_default_learner, metadata=_doc("update rule"))
     memory: Memory | None = field(default=None, metadata=_doc("what is kept and replayed"))
     regularizers: tuple[Regularizer, ...] = field(default=(), metadata=_doc("the penalties"))
+    init: Init | None = field(default=None, metadata=_doc("the starting weights (random)"))
     spec: str = field(default="", metadata=_doc("the line it was composed from, e.g. er+ewc"))
 
     model: nn.Module = field(init=False, repr=False, compare=False)
@@ -86,18 +89,21 @@ class Composite(Strategy):
         """The spec it was composed from (``er+ewc``), else its parts joined by ``+``."""
         return self.spec or "+".join(p.name for p in self.parts())
 
-    def parts(self) -> list[Learner | Memory | Regularizer]:
-        """The learner, the memory (if any) and the regularizers, in that order."""
+    def parts(self) -> list[Init | Learner | Memory | Regularizer]:
+        """The init (if any), the learner, the memory (if any) and the regularizers."""
+        init = [self.init] if self.init is not None else []
         memory = [self.memory] if self.memory is not None else []
-        return [self.learner, *memory, *self.regularizers]
+        return [*init, self.learner, *memory, *self.regularizers]
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         # Fresh part instances: a run never sees state left by an earlier run of the same spec.
+        self.init = dataclasses.replace(self.init) if self.init is not None else None
         self.learner = dataclasses.replace(self.learner)
         self.memory = dataclasses.replace(self.memory) if self.memory is not None else None
         self.regularizers = tuple(dataclasses.replace(r) for r in self.regularizers)
+        learns = self.init.prepare(model, info, generator) if self.init is not None else None
         self.model = model
-        self.params = dict(model.named_parameters())
+        self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
@@ -158,14 +164,14 @@ def compose(spec: str) -> Composite:
     names: list[str] = []
     for token in tokens:
         names += [n for n in SHORTCUTS.get(token, (token,)) if n not in names]
+    for axis, base in (("inits", Init), ("learners", Learner), ("memories", Memory)):
+        clash = [n for n in names if issubclass(found[n], base)]
+        if len(clash) > 1:
+            raise UserError(
+                f"'{spec}' has two {axis} ({' and '.join(clash)}); a strategy has one, "
+                f"e.g. {clash[0]}+{'+'.join(n for n in names if n not in clash)}".rstrip("+")
+            )
     learners = [n for n in names if issubclass(found[n], Learner)]
-    memories = [n for n in names if issubclass(found[n], Memory)]
-    if len(learners) > 1 or len(memories) > 1:
-        axis, clash = ("learners", learners) if len(learners) > 1 else ("memories", memories)
-        raise UserError(
-            f"'{spec}' has two {axis} ({' and '.join(clash)}); a strategy has one, "
-            f"e.g. {clash[0]}+{'+'.join(n for n in names if n not in clash)}".rstrip("+")
-        )
     learner = learners[0] if learners else DEFAULT_LEARNER
     built = [found[n]() for n in [learner, *(n for n in names if n != learner)]]
     composite = _assemble(built, spec="+".join(tokens))
@@ -246,15 +252,16 @@ def configure(strategy: str | Composite, settings: Mapping[str, Any]) -> tuple[C
     return _assemble(rebuilt, spec=composite.spec), used
 
 
-def _assemble(members: list[Learner | Memory | Regularizer], spec: str) -> Composite:
-    """The composite of ``members``: its first learner, its memory, its regularizers."""
+def _assemble(members: list[Init | Learner | Memory | Regularizer], spec: str) -> Composite:
+    """The composite of ``members``: its init, first learner, memory and regularizers."""
     learner = next(p for p in members if isinstance(p, Learner))
     memory = next((p for p in members if isinstance(p, Memory)), None)
     regularizers = tuple(p for p in members if isinstance(p, Regularizer))
-    return Composite(learner, memory, regularizers, spec=spec)
+    init = next((p for p in members if isinstance(p, Init)), None)
+    return Composite(learner, memory, regularizers, init=init, spec=spec)
 
 
-def _check_key(part: Learner | Memory | Regularizer, name: str) -> None:
+def _check_key(part: Init | Learner | Memory | Regularizer, name: str) -> None:
     specs = param_specs(type(part))
     if name not in specs:
         raise UserError(
@@ -280,7 +287,12 @@ def setting_keys(composite: Composite) -> list[str]:
 
 def parts_by_axis() -> dict[str, dict[str, type]]:
     """The registered parts grouped by axis (learners, memories, regularizers), for listings."""
-    axes: dict[str, type] = {"learners": Learner, "memories": Memory, "regularizers": Regularizer}
+    axes: dict[str, type] = {
+        "inits": Init,
+        "learners": Learner,
+        "memories": Memory,
+        "regularizers": Regularizer,
+    }
     return {
         axis: {name: cls for name, cls in sorted(parts().items()) if issubclass(cls, base)}
         for axis, base in axes.items()

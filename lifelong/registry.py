@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from lifelong.errors import UserError, closest
+from lifelong.init_axis import Init
 from lifelong.parts import Learner, Memory, Regularizer
 from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Strategy
@@ -43,10 +44,10 @@ def strategies() -> dict[str, type[Strategy]]:
 
 
 @functools.cache
-def parts() -> dict[str, type[Learner | Memory | Regularizer]]:
-    """Every built-in part (learner, memory, regularizer) in ``lifelong.strategies``, by name."""
-    found: dict[str, type[Learner | Memory | Regularizer]] = {}
-    for base in (Learner, Memory, Regularizer):
+def parts() -> dict[str, type[Init | Learner | Memory | Regularizer]]:
+    """Every built-in part (init, learner, memory, regularizer) in ``lifelong.strategies``."""
+    found: dict[str, type[Init | Learner | Memory | Regularizer]] = {}
+    for base in (Init, Learner, Memory, Regularizer):
         for name, cls in _collect("lifelong.strategies", base).items():
             if name in found:
                 raise TypeError(f"part name '{name}' is used by {found[name]} and {cls}")

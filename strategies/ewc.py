@@ -37,9 +37,10 @@ class Ewc(Regularizer):
     stream: plain gradient descent on the penalty is stable only while ``lr * lam * F_i``
     stays below 2 for every weight, and the output layer's Fisher reaches about 0.25 per
     task here (empirical; 0.7 true), summed over the tasks that share it. On mnist5k
-    ``lam = 10`` already diverges on Permuted-MNIST (10 tasks) and 50 on class-incremental
-    Split-MNIST. With the ``adam`` learner, whose steps are bounded by its lr, much larger
-    values work (``adam+ewc`` with ``lam`` about 3000 on Split-MNIST).
+    ``lam = 50`` diverges on class-incremental Split-MNIST, and ``lam = 10`` with the true
+    Fisher on Permuted-MNIST (10 tasks). With the ``adam`` learner, whose steps are
+    bounded by its lr, much larger values work (``adam+ewc`` with ``lam`` about 3000 on
+    Split-MNIST).
 
     References: Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural
     networks" (PNAS).

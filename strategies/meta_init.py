@@ -1,0 +1,205 @@
+"""The init parts: ``random`` and the meta-learned ``maml``, ``reptile`` and ``oml``.
+
+A meta-learned initialization is trained before the stream on tasks drawn from a pool
+disjoint from it (:func:`lifelong.metatrain.meta_tasks`: another dataset, or unused
+permutations or rotations of the training split; ``source`` picks which), then written into
+the run's model. Meta-training shows a bar on a terminal and is cached on disk
+(``$LIFELONG_CACHE/inits``, else ``~/.cache/lifelong/inits``) under a key made of the whole
+config, the task pool, the model's shapes and the seed, so that a sweep meta-trains once
+per config and seed, whatever strategy the init is combined with.
+
+References: Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+Networks" (MAML); Nichol et al. 2018, "On First-Order Meta-Learning Algorithms" (Reptile);
+Javed & White 2019, "Meta-Learning Representations for Continual Learning" (OML).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, final
+
+import torch
+from torch import nn
+
+from lifelong import ImageScenario, StreamInfo, UserError, param
+from lifelong.init_axis import Init
+from lifelong.metatrain import (
+    META_SOURCES,
+    PLN_PREFIX,
+    MAMLConfig,
+    MetaTaskSource,
+    OMLConfig,
+    ReptileConfig,
+    meta_init,
+    meta_tasks,
+)
+
+SOURCE_DOC = "where the disjoint meta-training tasks come from (auto: by scenario)"
+
+
+def _source(kind: str, info: StreamInfo, source: str) -> MetaTaskSource:
+    """The meta-training pool for the run's stream; a hand-built stream has none."""
+    if not isinstance(info.scenario, ImageScenario):
+        raise UserError(
+            f"the '{kind}' init is meta-learned and needs a scenario to draw disjoint "
+            "meta-training tasks from; run it on a registered scenario such as split-mnist, "
+            "not on a hand-built stream"
+        )
+    return meta_tasks(info.scenario, info, info.seed, info.data_dir, source=source)
+
+
+@final
+@dataclass
+class RandomInit(Init):
+    """The model's own random initialization (PyTorch's ``nn.Linear`` default); all learn."""
+
+    name: ClassVar[str] = "random"
+
+    def prepare(
+        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
+    ) -> set[str] | None:
+        return None
+
+
+@final
+@dataclass
+class MamlInit(Init):
+    """A MAML initialization: a few SGD steps from it fit a new task; every weight learns.
+
+    References: Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
+    Deep Networks".
+    """
+
+    name: ClassVar[str] = "maml"
+    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
+    meta_steps: int = param(MAMLConfig.meta_steps, "outer (meta) updates", ge=1)
+    tasks_per_batch: int = param(MAMLConfig.tasks_per_batch, "tasks per meta update", ge=1)
+    inner_steps: int = param(MAMLConfig.inner_steps, "SGD steps on a task's support data", ge=1)
+    inner_batch: int = param(MAMLConfig.inner_batch, "support samples per inner step", ge=1)
+    query_size: int = param(MAMLConfig.query_size, "query samples per task", ge=1)
+    inner_lr: float = param(MAMLConfig.inner_lr, "learning rate of the inner steps", gt=0)
+    outer_lr: float = param(MAMLConfig.outer_lr, "Adam learning rate of the meta update", gt=0)
+    first_order: bool = param(MAMLConfig.first_order, "first-order MAML (no second derivatives)")
+
+    def config(self) -> MAMLConfig:
+        """The meta-training config these fields describe."""
+        return MAMLConfig(
+            self.meta_steps,
+            self.tasks_per_batch,
+            self.inner_steps,
+            self.inner_batch,
+            self.query_size,
+            self.inner_lr,
+            self.outer_lr,
+            self.first_order,
+        )
+
+    def prepare(
+        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
+    ) -> set[str] | None:
+        source = _source(self.name, info, self.source)
+        meta_init("maml", model, source, self.config(), seed=info.seed, progress=True)
+        return None
+
+
+@final
+@dataclass
+class ReptileInit(Init):
+    """A Reptile initialization: the weights moved toward task-adapted ones; every weight learns.
+
+    References: Nichol et al. 2018, "On First-Order Meta-Learning Algorithms".
+    """
+
+    name: ClassVar[str] = "reptile"
+    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
+    meta_steps: int = param(ReptileConfig.meta_steps, "outer (meta) updates", ge=1)
+    tasks_per_batch: int = param(ReptileConfig.tasks_per_batch, "tasks per meta update", ge=1)
+    inner_steps: int = param(ReptileConfig.inner_steps, "SGD steps on each task", ge=1)
+    inner_batch: int = param(ReptileConfig.inner_batch, "samples per inner step", ge=1)
+    inner_lr: float = param(ReptileConfig.inner_lr, "learning rate of the inner steps", gt=0)
+    outer_lr: float = param(ReptileConfig.outer_lr, "meta step size, annealed to 0", gt=0)
+
+    def config(self) -> ReptileConfig:
+        """The meta-training config these fields describe."""
+        return ReptileConfig(
+            self.meta_steps,
+            self.tasks_per_batch,
+            self.inner_steps,
+            self.inner_batch,
+            self.inner_lr,
+            self.outer_lr,
+        )
+
+    def prepare(
+        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
+    ) -> set[str] | None:
+        source = _source(self.name, info, self.source)
+        meta_init("reptile", model, source, self.config(), seed=info.seed, progress=True)
+        return None
+
+
+@final
+@dataclass
+class OmlInit(Init):
+    """OML: a meta-learned representation (RLN, ``body.*``), frozen during the stream; only
+    the prediction network (PLN, ``head.*``) learns.
+
+    With ``reset_head`` (the default) the PLN is re-drawn before the stream (Kaiming-normal
+    weights, zero biases, from the run's generator), as OML's evaluation does: the
+    meta-trained PLN rows belong to meta-training classes, which the stream's classes are
+    not, and meta-training itself re-initializes the rows of every trajectory's classes, so
+    the RLN is trained for exactly this start. ``reset_head=false`` keeps the meta-trained
+    PLN instead.
+
+    References: Javed & White 2019, "Meta-Learning Representations for Continual Learning"
+    (official code khurramjaved96/mrcl).
+    """
+
+    name: ClassVar[str] = "oml"
+    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
+    meta_steps: int = param(OMLConfig.meta_steps, "outer (meta) updates", ge=1)
+    classes_per_episode: int = param(OMLConfig.classes_per_episode, "classes per trajectory", ge=1)
+    samples_per_class: int = param(OMLConfig.samples_per_class, "PLN steps per class", ge=1)
+    random_batch: int = param(OMLConfig.random_batch, "all-task samples in the meta loss", ge=0)
+    inner_lr: float = param(OMLConfig.inner_lr, "learning rate of the PLN's inner steps", gt=0)
+    outer_lr: float = param(OMLConfig.outer_lr, "Adam learning rate of the meta update", gt=0)
+    first_order: bool = param(OMLConfig.first_order, "drop second derivatives in meta-training")
+    reset_rows: bool = param(OMLConfig.reset_rows, "re-draw a trajectory's PLN rows in training")
+    reset_head: bool = param(True, "re-draw the PLN before the stream, as OML's evaluation does")
+
+    def config(self) -> OMLConfig:
+        """The meta-training config these fields describe."""
+        return OMLConfig(
+            self.meta_steps,
+            self.classes_per_episode,
+            self.samples_per_class,
+            self.random_batch,
+            self.inner_lr,
+            self.outer_lr,
+            self.first_order,
+            self.reset_rows,
+        )
+
+    def prepare(
+        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
+    ) -> set[str] | None:
+        source = _source(self.name, info, self.source)
+        meta_init("oml", model, source, self.config(), seed=info.seed, progress=True)
+        pln = {n for n, _ in model.named_parameters() if n.startswith(PLN_PREFIX)}
+        if self.reset_head:
+            _redraw(model, pln, generator)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n in pln)  # the RLN is fixed: no gradient flows into it
+        return pln
+
+
+@torch.no_grad()
+def _redraw(model: nn.Module, names: set[str], generator: torch.Generator) -> None:
+    """Kaiming-normal (fan-in) weights and zero biases for ``names``, as OML initializes."""
+    for n, p in model.named_parameters():
+        if n in names and p.dim() > 1:
+            noise = torch.randn(p.shape, generator=generator, device=generator.device)
+            p.copy_(noise * math.sqrt(2.0 / p.shape[1]))
+        elif n in names:
+            p.zero_()
