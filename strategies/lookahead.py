@@ -1,0 +1,177 @@
+"""La-MAML's look-ahead and update, as functions of weights, rates and an objective.
+
+One glance of La-MAML (Gupta, Yadav & Paull 2020, algorithm 1), with ``B`` incoming samples::
+
+    theta_0 = theta;  theta_k = theta_{k-1} - relu(alpha) * grad l(theta_{k-1}, x_k),  k = 1..B
+    L = 1/B sum_k objective(theta_k, incoming batch + memory batch)          (the meta-loss)
+    alpha <- alpha - opt_lr * clip(dL/dalpha)                 (learned rates)
+    theta <- theta - relu(alpha) * clip(dL/dtheta)            (La-MAML)
+          or theta - opt_wt * clip(dL/dtheta)                 (synchronous: C-MAML, Sync)
+
+The learners ``la-maml``, ``sync-la-maml`` and ``c-maml`` (``lamaml.py``) are this update
+with the official code's two switches (``--learn_lr``, ``--sync_update``) set.
+
+References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
+learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.func import vmap
+
+from lifelong import Batch, Objective, Replay, Step, gradients
+from lifelong.functional import meta_gradient, sgd_inner_loop
+
+__all__ = ["clip_by_norm", "glance_order", "la_maml_update", "look_ahead"]
+
+Params = dict[str, Tensor]
+
+
+def look_ahead(
+    objective: Objective,
+    params: Params,
+    alpha: Params,
+    batch: Batch,
+    replay: Replay | None,
+    *,
+    second_order: bool = False,
+    rate_grads: bool = True,
+) -> tuple[Tensor, Params, Params]:
+    """La-MAML's meta-loss and its gradients w.r.t. the weights and the learned rates.
+
+    The inner loop takes one SGD step per sample of ``batch``, in order, each with the
+    rates ``relu(alpha)``; the meta-loss is the objective on ``batch`` + ``replay`` at the
+    weights after every inner step, averaged over the steps.
+
+    Args:
+        objective: ``objective(params, batch, replay) -> 0-d`` (cross-entropy + penalties).
+        params: the weights ``theta`` by name (not modified).
+        alpha: one learned rate per weight, same names and shapes (not modified).
+        batch: the ``B`` incoming samples, ``x [B, D]``, in inner-loop order.
+        second_order: differentiate through the inner gradients (MAML). First order keeps
+            them constant, as the official MNIST runs do: ``d theta_k / d theta = I`` and
+            ``d theta_k / d alpha = -relu'(alpha) * sum_{j<=k} g_j``.
+        rate_grads: also return ``dL/dalpha`` (C-MAML does not need it: ``{}``).
+
+    Returns:
+        ``(L, dL/dtheta, dL/dalpha)``: the detached 0-d meta-loss and gradients by name.
+    """
+    samples = [
+        Batch(batch.x[i : i + 1], batch.y[i : i + 1], batch.task_ids[i : i + 1], batch.task)
+        for i in range(len(batch.y))
+    ]
+    if second_order:
+        theta = {n: p.detach().requires_grad_() for n, p in params.items()}
+        a = {n: r.detach().requires_grad_(rate_grads) for n, r in alpha.items()}
+        rates = {n: r.relu() for n, r in a.items()}
+        inner = sgd_inner_loop(
+            lambda p, b: objective(p, b, None), theta, samples, rates, create_graph=True
+        )
+        loss = torch.stack([objective(p, batch, replay) for p in inner]).mean()
+        g_theta, g_alpha = meta_gradient(loss, theta, a if rate_grads else None)
+        return loss.detach(), g_theta, g_alpha
+    steps, sums = _first_order_inner_loop(objective, params, alpha, samples, rate_grads)
+    losses = vmap(lambda p: objective(p, batch, replay))(steps)  # [B], one call for all k
+    per_step = gradients(losses.sum(), steps)  # dL(theta_k)/dtheta_k, stacked over k
+    g_theta = {n: d.mean(0) for n, d in per_step.items()}
+    scale = -1 / len(samples)  # d theta_k / d alpha = -relu'(alpha) * G_k, averaged over k
+    g_alpha = {
+        n: sums[n].mul_(per_step[n]).sum(0).mul_(scale).mul_(a > 0)
+        for n, a in alpha.items()
+        if rate_grads
+    }
+    return losses.detach().mean(), g_theta, g_alpha
+
+
+def _first_order_inner_loop(
+    objective: Objective, params: Params, alpha: Params, samples: list[Batch], sums: bool
+) -> tuple[Params, Params]:
+    """The look-ahead weights ``theta_1..theta_B`` and ``G_k = sum_{j<=k} g_j``, stacked.
+
+    Returns:
+        ``steps[n] [B, *shape]`` (leaves that require grad, for the meta-loss) and, when
+        ``sums``, ``G[n] [B, *shape]`` (else ``{}``). The inner gradients are constants.
+    """
+    rates = {n: r.detach().relu() for n, r in alpha.items()}
+    steps = {n: p.new_empty(len(samples), *p.shape) for n, p in params.items()}
+    running = {n: p.new_empty(len(samples), *p.shape) for n, p in params.items() if sums}
+    current = {n: p.detach() for n, p in params.items()}
+    for k, sample in enumerate(samples):
+        leaves = {n: t.detach().requires_grad_() for n, t in current.items()}
+        g = gradients(objective(leaves, sample, None), leaves)
+        for n, t in current.items():
+            torch.addcmul(t, rates[n], g[n], value=-1, out=steps[n][k])
+        for n, total in running.items():
+            if k == 0:
+                total[0].copy_(g[n])
+            else:
+                torch.add(total[k - 1], g[n], out=total[k])
+        current = {n: s[k] for n, s in steps.items()}
+    return {n: s.requires_grad_() for n, s in steps.items()}, running
+
+
+def clip_by_norm(grads: Params, max_norm: float) -> Params:
+    """``grads`` scaled so that their joint L2 norm is at most ``max_norm`` (0: unchanged).
+
+    The same rule as ``torch.nn.utils.clip_grad_norm_`` (scale ``max_norm / (norm + 1e-6)``
+    when below 1), without reading the norm on the host.
+    """
+    if max_norm <= 0 or not grads:
+        return grads
+    norm = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
+    )
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    return {n: g * scale for n, g in grads.items()}
+
+
+def la_maml_update(
+    params: Params,
+    alpha: Params,
+    batch: Batch,
+    replay: Replay | None,
+    objective: Objective,
+    *,
+    opt_lr: float | None,
+    opt_wt: float | None,
+    clip: float,
+    second_order: bool,
+) -> Step:
+    """One glance of La-MAML (``opt_wt=None``), Sync-La-MAML, or C-MAML (``opt_lr=None``).
+
+    Updates ``params`` and ``alpha`` in place: the rates by SGD at ``opt_lr`` when they are
+    learned, then the weights by ``relu(alpha) * grad`` (with the updated rates, as in the
+    official code) or, synchronously, by SGD at ``opt_wt``. Both meta-gradients are clipped
+    to a joint norm of ``clip`` first.
+
+    Returns:
+        ``Step(meta-loss, dL/dtheta)``: the gradient the weights follow (before clipping).
+    """
+    loss, g_theta, g_alpha = look_ahead(
+        objective,
+        params,
+        alpha,
+        batch,
+        replay,
+        second_order=second_order,
+        rate_grads=opt_lr is not None,
+    )
+    update = clip_by_norm(g_theta, clip)
+    with torch.no_grad():
+        if opt_lr is not None:
+            for n, g in clip_by_norm(g_alpha, clip).items():
+                alpha[n].sub_(g, alpha=opt_lr)
+        for n, p in params.items():
+            if opt_wt is None:
+                p.addcmul_(alpha[n].relu(), update[n], value=-1)
+            else:
+                p.sub_(update[n], alpha=opt_wt)
+    return Step(loss, g_theta)
+
+
+def glance_order(batch: Batch, generator: torch.Generator) -> Batch:
+    """``batch`` reshuffled with ``generator`` (the official code reshuffles every glance)."""
+    order = torch.randperm(len(batch.y), generator=generator, device=batch.y.device)
+    return Batch(batch.x[order], batch.y[order], batch.task_ids[order], batch.task, batch.glance)

@@ -1,0 +1,410 @@
+"""La-MAML, C-MAML, Sync-La-MAML and MER: meta-gradients against finite differences and a
+second implementation, the update rules' properties, glances, memory and determinism."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import torch
+from lifelong.strategies.lamaml import CMaml, LaMaml, SyncLaMaml
+from lifelong.strategies.lookahead import clip_by_norm, glance_order, la_maml_update, look_ahead
+from lifelong.strategies.mer import Mer, mer_update
+
+from lifelong import Batch, Composite, Replay, StreamInfo, compose
+from lifelong.compose import configure
+from lifelong.functional import load_params, meta_gradient, sgd_inner_loop
+from lifelong.model import MLP
+from lifelong.plan import plan_runs
+from lifelong.runner import execute
+from lifelong.stream import Stream
+
+Params = dict[str, torch.Tensor]
+CPU = torch.device("cpu")
+EPS = 1e-6
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_composite(
+    spec: str = "la-maml+replay", dtype: torch.dtype = torch.float64, **settings: float
+) -> Composite:
+    """A composite set up on an MLP 3-4-2 with N(0, 1) weights and biases 0.5.
+
+    float64 for gradient checks; float32 where the step runs through the memory (which
+    stores float32 inputs).
+    """
+    composite, _ = configure(spec, settings)
+    model = MLP(3, (4,), 2).to(dtype)
+    g = torch.Generator().manual_seed(0)
+    load_params(
+        model,
+        {
+            n: torch.randn(p.shape, generator=g, dtype=p.dtype)
+            if p.ndim == 2
+            else torch.full_like(p, 0.5)
+            for n, p in model.named_parameters()
+        },
+    )
+    composite.setup(model, StreamInfo(2, "domain", 2, 1, 3), torch.Generator().manual_seed(1))
+    return composite
+
+
+def data(n: int, seed: int, dtype: torch.dtype = torch.float64) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, generator=g, dtype=dtype)
+    return Batch(x, torch.randint(0, 2, (n,), generator=g), torch.zeros(n, dtype=torch.long), 0)
+
+
+BATCH, REPLAY = data(3, 10), Replay(data(2, 11), torch.zeros(2, 2))
+
+
+def rates(params: Params, seed: int = 2) -> Params:
+    """Learned rates in [0.05, 0.3] with one negative entry per tensor (relu clamps it)."""
+    g = torch.Generator().manual_seed(seed)
+    out = {
+        n: 0.05 + 0.25 * torch.rand(p.shape, generator=g, dtype=p.dtype) for n, p in params.items()
+    }
+    for r in out.values():
+        r.view(-1)[0] = -0.2
+    return out
+
+
+def values(params: Params) -> Params:
+    return {n: p.detach().clone() for n, p in params.items()}
+
+
+def finite_difference(f: Callable[[Params], torch.Tensor], at: Params) -> Params:
+    """Central differences of ``f`` at ``at``, one entry at a time (float64)."""
+    out = {}
+    for name, t in at.items():
+        grad = torch.zeros_like(t)
+        for i in range(t.numel()):
+            up, down = values(at), values(at)
+            up[name].view(-1)[i] += EPS
+            down[name].view(-1)[i] -= EPS
+            grad.view(-1)[i] = (f(up) - f(down)) / (2 * EPS)
+        out[name] = grad
+    return out
+
+
+def inner_gradient_sums(objective, theta: Params, alpha: Params) -> list[Params]:
+    """``G_k`` of the first-order inner loop, by a plain sequential loop (no buffers)."""
+    sums, fast, total = [], values(theta), {n: torch.zeros_like(t) for n, t in theta.items()}
+    for i in range(len(BATCH.y)):
+        sample = Batch(BATCH.x[i : i + 1], BATCH.y[i : i + 1], BATCH.task_ids[i : i + 1], 0)
+        leaves = {n: t.requires_grad_() for n, t in values(fast).items()}
+        grads = torch.autograd.grad(objective(leaves, sample, None), list(leaves.values()))
+        total = {n: total[n] + g for n, g in zip(leaves, grads, strict=True)}
+        fast = {n: fast[n] - alpha[n].relu() * g for n, g in zip(leaves, grads, strict=True)}
+        sums.append(total)
+    return sums
+
+
+def assert_close(a: Params, b: Params, tol: float = 1e-7) -> None:
+    for name in a:
+        try:
+            torch.testing.assert_close(a[name], b[name], rtol=tol, atol=tol)
+        except AssertionError as error:
+            raise AssertionError(f"{name}: {error}") from None
+
+
+def test_first_order_meta_gradient_matches_finite_differences() -> None:
+    composite = tiny_composite()
+    theta, alpha = values(composite.params), rates(composite.params)
+    sums = inner_gradient_sums(composite.objective, theta, alpha)
+
+    def meta_loss(t: Params, a: Params) -> torch.Tensor:  # inner gradients held fixed
+        steps = [{n: t[n] - a[n].relu() * g[n] for n in t} for g in sums]
+        return torch.stack([composite.objective(s, BATCH, REPLAY) for s in steps]).mean()
+
+    loss, g_theta, g_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    torch.testing.assert_close(loss, meta_loss(theta, alpha))
+    assert_close(g_alpha, finite_difference(lambda a: meta_loss(theta, a), alpha))
+    assert_close(g_theta, finite_difference(lambda t: meta_loss(t, alpha), theta))
+    assert all(g.view(-1)[0] == 0 for g in g_alpha.values())  # relu'(-0.2) = 0
+
+
+def test_second_order_meta_gradient_matches_finite_differences() -> None:
+    composite = tiny_composite()
+    theta, alpha = values(composite.params), rates(composite.params)
+
+    def meta_loss(t: Params, a: Params) -> torch.Tensor:  # the inner loop re-run
+        return look_ahead(composite.objective, t, a, BATCH, REPLAY, second_order=True)[0]
+
+    _, g_theta, g_alpha = look_ahead(
+        composite.objective, theta, alpha, BATCH, REPLAY, second_order=True
+    )
+    assert_close(g_alpha, finite_difference(lambda a: meta_loss(theta, a), alpha))
+    assert_close(g_theta, finite_difference(lambda t: meta_loss(t, alpha), theta))
+
+
+def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
+    """The buffered, vmapped first-order path against the official code's formulation:
+    fast weights built with autograd from constant inner gradients, one backward."""
+    composite = tiny_composite("la-maml+replay+ewc", lam=3.0)
+    g = torch.Generator().manual_seed(7)
+    fisher = {
+        n: torch.rand(p.shape, generator=g, dtype=p.dtype) for n, p in composite.params.items()
+    }
+    composite.regularizers[0].anchors = [(fisher, values(composite.params))]  # type: ignore[attr-defined]
+    theta_shift = {n: p + 0.1 for n, p in values(composite.params).items()}
+    load_params(composite.model, theta_shift)  # away from the anchor: the penalty matters
+    theta, alpha = values(composite.params), rates(composite.params)
+    leaves = {n: t.requires_grad_() for n, t in values(theta).items()}
+    a = {n: r.clone().requires_grad_() for n, r in alpha.items()}
+    samples = [
+        Batch(BATCH.x[i : i + 1], BATCH.y[i : i + 1], BATCH.task_ids[i : i + 1], 0)
+        for i in range(3)
+    ]
+    inner = sgd_inner_loop(
+        lambda p, b: composite.objective(p, b, None),
+        leaves,
+        samples,
+        {n: r.relu() for n, r in a.items()},
+    )
+    loss = torch.stack([composite.objective(p, BATCH, REPLAY) for p in inner]).mean()
+    want_theta, want_alpha = meta_gradient(loss, leaves, a)
+    got_loss, got_theta, got_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    torch.testing.assert_close(got_loss, loss.detach())
+    assert_close(got_theta, want_theta, 1e-12)
+    assert_close(got_alpha, want_alpha, 1e-12)
+
+
+def test_clip_by_norm_matches_torch() -> None:
+    grads = {"a": torch.randn(3, 4, dtype=torch.float64), "b": torch.randn(5, dtype=torch.float64)}
+    tensors = [g.clone().requires_grad_() for g in grads.values()]
+    for t, g in zip(tensors, grads.values(), strict=True):
+        t.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(tensors, 0.5)
+    clipped = clip_by_norm(grads, 0.5)
+    for t, name in zip(tensors, grads, strict=True):
+        torch.testing.assert_close(clipped[name], t.grad)
+    assert clip_by_norm(grads, 100.0)["a"].equal(grads["a"]) and clip_by_norm(grads, 0) is grads
+
+
+def test_negative_rates_freeze_their_weights() -> None:
+    """relu(alpha) clamps: a weight whose rate is negative moves in no inner step and in no
+    update, and its rate (zero gradient through relu) stays where it is."""
+    composite = tiny_composite(dtype=torch.float32)
+    learner = composite.learner
+    assert isinstance(learner, LaMaml)
+    learner.alpha["head.bias"].fill_(-0.1)
+    before, alpha_before = values(composite.params), values(learner.alpha)
+    batch = data(3, 10, torch.float32)
+    composite.train_step(batch)
+    composite.train_step(dataclasses.replace(batch, glance=1))
+    assert composite.params["head.bias"].equal(before["head.bias"])
+    assert learner.alpha["head.bias"].equal(alpha_before["head.bias"])
+    assert not composite.params["head.weight"].equal(before["head.weight"])
+    assert not learner.alpha["head.weight"].equal(alpha_before["head.weight"])
+
+
+@pytest.mark.parametrize("cls", [LaMaml, SyncLaMaml, CMaml])
+def test_variants_update_rules(cls: Any) -> None:
+    """La-MAML moves weights by relu(new alpha) * clipped grad; the synchronous variants
+    by opt_wt * clipped grad; C-MAML keeps its rates fixed."""
+    composite = tiny_composite(f"{cls.name}+replay", clip=0.5)
+    learner: Any = composite.learner
+    theta, alpha = values(composite.params), values(learner.alpha)
+    loss, g_theta, g_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    step = la_maml_update(
+        composite.params,
+        learner.alpha,
+        BATCH,
+        REPLAY,
+        composite.objective,
+        opt_lr=getattr(learner, "opt_lr", None),
+        opt_wt=getattr(learner, "opt_wt", None),
+        clip=0.5,
+        second_order=False,
+    )
+    new_alpha = learner.alpha
+    if cls is CMaml:
+        assert_close(new_alpha, alpha, 0)
+    else:
+        clipped = clip_by_norm(g_alpha, 0.5)
+        assert_close(new_alpha, {n: alpha[n] - learner.opt_lr * clipped[n] for n in alpha})
+    update = clip_by_norm(g_theta, 0.5)
+    scale = {n: new_alpha[n].relu() if cls is LaMaml else learner.opt_wt for n in theta}
+    assert_close(values(composite.params), {n: theta[n] - scale[n] * update[n] for n in theta})
+    torch.testing.assert_close(step.loss, loss)
+    assert_close(step.grads, g_theta)
+
+
+def test_glances_reshuffle_with_the_run_generator() -> None:
+    composite = tiny_composite()
+    learner = composite.learner
+    assert isinstance(learner, LaMaml)
+    batch = data(8, 5)
+    shadow = torch.Generator().manual_seed(0)
+    orders = []
+    for glance in range(2):
+        shadow.set_state(learner.generator.get_state())
+        expected = glance_order(batch, shadow)
+        orders.append(expected.y.tolist() + expected.x[:, 0].tolist())
+        params, alpha = values(composite.params), values(learner.alpha)
+        want = la_maml_update(
+            params,
+            alpha,
+            expected,
+            None,
+            composite.objective,
+            opt_lr=learner.opt_lr,
+            opt_wt=None,
+            clip=learner.clip,
+            second_order=False,
+        )
+        got = learner.step(
+            composite.params, dataclasses.replace(batch, glance=glance), None, composite.objective
+        )
+        torch.testing.assert_close(got.loss, want.loss)
+        assert_close(values(composite.params), params, 0)
+        assert_close(learner.alpha, alpha, 0)
+    assert orders[0] != orders[1]
+
+
+def test_memory_is_filled_on_the_first_glance_only() -> None:
+    composite = tiny_composite(dtype=torch.float32, size=50, batch=4)
+    assert composite.memory is not None
+    for n, batch in enumerate([data(3, 20, torch.float32), data(3, 21, torch.float32)], 1):
+        for glance in range(4):
+            composite.train_step(dataclasses.replace(batch, glance=glance))
+            assert len(composite.memory) == 3 * n
+
+
+def run(name: str, stream: Stream, settings: dict[str, str] | None = None, seed: int = 0):
+    small = {"batch_size": "8", "glances": "2", "eval_every": "1", "hidden": "16"}
+    (spec,) = plan_runs("split-mnist", [name], [seed], {**small, **(settings or {})})
+    return execute(spec, stream, CPU)
+
+
+@pytest.mark.parametrize(
+    ("name", "setting"),
+    [
+        ("la-maml+replay", "task"),
+        ("c-maml+replay", "class"),
+        ("sync-la-maml+replay", "domain"),
+        ("mer+replay", "domain"),
+    ],
+)
+def test_same_seed_same_matrix(name: str, setting: str, make_stream) -> None:
+    stream = make_stream(setting, n_tasks=2)
+    settings = {"mer.batches_per_example": "2"} if name.startswith("mer") else {}
+    first, again = run(name, stream, settings), run(name, stream, settings)
+    other = run(name, stream, settings, seed=1)
+    assert first.matrix == again.matrix and first.curves == again.curves
+    assert first.curves != other.curves
+    assert all(math.isfinite(v) for row in first.matrix for v in row)
+
+
+def test_la_maml_combines_with_ewc(make_stream) -> None:
+    """The penalty enters the objective: only the EWC strength differs, and the runs do."""
+    stream = make_stream("domain", n_tasks=3, per_class=6)
+    weak = run("la-maml+replay+ewc", stream, {"ewc.lam": "0"})
+    strong = run("la-maml+replay+ewc", stream, {"ewc.lam": "1000"})
+    assert weak.curves != strong.curves
+    assert all(math.isfinite(v) for r in (weak, strong) for row in r.matrix for v in row)
+
+
+def test_second_order_learner_runs(make_stream) -> None:
+    stream = make_stream("task", n_tasks=2, per_class=4)
+    result = run("la-maml+replay", stream, {"la-maml.second_order": "true"})
+    assert all(math.isfinite(v) for row in result.matrix for v in row)
+
+
+def mer_composite(**settings: float) -> Composite:
+    return tiny_composite("mer+replay", torch.float64, **settings)
+
+
+def test_mer_with_unit_reptile_rates_is_sgd_on_the_same_samples() -> None:
+    """beta = gamma = 1 and k = 1: each example, then its replayed samples, one SGD step
+    each, in order."""
+    composite = mer_composite(beta=1.0, gamma=1.0, batches_per_example=1, memory_batch=2, lr=0.1)
+    pool, batch = data(5, 30), data(3, 31)
+    learner = composite.learner
+    assert isinstance(learner, Mer)
+    shadow = torch.Generator()
+    shadow.set_state(learner.generator.get_state())
+    picks = torch.randint(5, (3, 1, 2), generator=shadow)
+    expected = values(composite.params)
+    for i in range(3):
+        for x, y in [(batch.x[i], batch.y[i])] + [(pool.x[j], pool.y[j]) for j in picks[i, 0]]:
+            leaves = {n: t.requires_grad_() for n, t in values(expected).items()}
+            sample = Batch(x[None], y[None], torch.zeros(1, dtype=torch.long), 0)
+            grads = torch.autograd.grad(
+                composite.objective(leaves, sample, None), list(leaves.values())
+            )
+            expected = {n: leaves[n].detach() - 0.1 * g for n, g in zip(leaves, grads, strict=True)}
+    before = values(composite.params)
+    step = learner.step(
+        composite.params, batch, Replay(pool, torch.zeros(5, 2)), composite.objective
+    )
+    assert_close(values(composite.params), expected, 1e-12)
+    assert_close(step.grads, {n: (before[n] - expected[n]) / 0.1 for n in before}, 1e-9)
+
+
+def test_mer_across_batch_rate_zero_keeps_the_weights() -> None:
+    composite = mer_composite()
+    before = values(composite.params)
+    mer_update(
+        composite.params,
+        data(2, 40),
+        data(4, 41),
+        composite.objective,
+        torch.Generator(),
+        lr=0.5,
+        beta=0.5,
+        gamma=0.0,
+        batches_per_example=2,
+        memory_batch=3,
+    )
+    assert_close(values(composite.params), before, 1e-15)
+
+
+def test_mer_learns_from_the_first_glance_only_unless_asked() -> None:
+    for every_glance in (False, True):
+        composite = tiny_composite(
+            "mer+replay", torch.float32, every_glance=every_glance, batches_per_example=1
+        )
+        batch = data(2, 50, torch.float32)
+        composite.train_step(batch)
+        before = values(composite.params)
+        composite.train_step(dataclasses.replace(batch, glance=1))
+        moved = any(not composite.params[n].equal(before[n]) for n in before)
+        assert moved == every_glance
+
+
+def test_mer_does_not_pass_replay_to_penalties() -> None:
+    with pytest.raises(Exception, match="does not pass on"):
+        compose("mer+replay+der")
+
+
+@pytest.mark.slow
+def test_la_maml_beats_naive_on_permuted_mnist() -> None:
+    """The La-MAML protocol at small scale: 6 permuted tasks x 300 digits, batch 10,
+    5 glances, memory 200 replayed 10 at a time."""
+    protocol = {
+        "n_tasks": "6",
+        "samples_per_task": "300",
+        "batch_size": "10",
+        "glances": "5",
+        "eval_every": "0",
+        "replay.size": "200",
+        "replay.batch": "10",
+        "lr": "0.1",
+    }
+    specs = plan_runs("permuted-mnist", ["naive", "la-maml+replay"], [0], protocol)
+    stream = specs[0].scenario.build(0)
+    naive, la_maml = (execute(spec, stream, CPU).metrics for spec in specs)
+    assert la_maml["acc"] > naive["acc"] + 0.02
+    assert la_maml["bwt"] > naive["bwt"]
