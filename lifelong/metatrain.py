@@ -146,13 +146,21 @@ class MetaTaskSource:
     def to(self, device: torch.device) -> MetaTaskSource:
         """The same source with its tensors on ``device``."""
         tasks = tuple(
-            replace(t, lookup=t.lookup.to(device),
-                    permutation=None if t.permutation is None else t.permutation.to(device))
+            replace(
+                t,
+                lookup=t.lookup.to(device),
+                permutation=None if t.permutation is None else t.permutation.to(device),
+            )
             for t in self.tasks
         )
         pools = {k: v.to(device) for k, v in self.pools.items()}
-        return replace(self, images=self.images.to(device), labels=self.labels.to(device),
-                       tasks=tasks, pools=pools)
+        return replace(
+            self,
+            images=self.images.to(device),
+            labels=self.labels.to(device),
+            tasks=tasks,
+            pools=pools,
+        )
 
 
 def meta_tasks(
@@ -178,8 +186,10 @@ def meta_tasks(
         The pool, on the CPU.
     """
     if source not in META_SOURCES:
-        raise UserError(f"meta_source '{source}' is unknown{closest(source, META_SOURCES)}; "
-                        f"choose one of {', '.join(META_SOURCES)}")
+        raise UserError(
+            f"meta_source '{source}' is unknown{closest(source, META_SOURCES)}; "
+            f"choose one of {', '.join(META_SOURCES)}"
+        )
     if n_tasks < 1:
         raise UserError(f"meta-training needs at least one task, got n_tasks={n_tasks}")
     kind = _resolve(scenario, source, data_dir)
@@ -187,8 +197,10 @@ def meta_tasks(
     transform = kind if kind in ("permuted", "rotated") else _family_transform(scenario)
     same = dataset == scenario.dataset or {dataset, scenario.dataset} <= set(_DIGITS)
     if transform is None and same:
-        raise UserError(f"meta_source '{kind}' holds the classes of the {scenario.dataset} "
-                        "stream itself; use permuted, rotated or another dataset")
+        raise UserError(
+            f"meta_source '{kind}' holds the classes of the {scenario.dataset} "
+            "stream itself; use permuted, rotated or another dataset"
+        )
     data = load_dataset(dataset, data_dir if dataset != "mnist5k" else None)
     per_task, n_slots = _layout(info, data.n_classes)
     g = torch.Generator().manual_seed(seed + META_SEED_OFFSET)
@@ -203,20 +215,29 @@ def meta_tasks(
         offset = slot * per_task if info.setting == "class" else 0
         lookup = torch.full((data.n_classes,), -1, dtype=torch.long)
         lookup[list(classes)] = torch.arange(offset, offset + per_task)
-        tasks.append(MetaTask(
-            classes=classes,
-            targets=tuple(range(offset, offset + per_task)),
-            head=slot if info.setting == "task" else 0,
-            lookup=lookup,
-            permutation=torch.randperm(784, generator=g) if transform == "permuted" else None,
-            angle=_draw_angle(g, avoid) if transform == "rotated" else None,
-        ))
+        tasks.append(
+            MetaTask(
+                classes=classes,
+                targets=tuple(range(offset, offset + per_task)),
+                head=slot if info.setting == "task" else 0,
+                lookup=lookup,
+                permutation=torch.randperm(784, generator=g) if transform == "permuted" else None,
+                angle=_draw_angle(g, avoid) if transform == "rotated" else None,
+            )
+        )
     groups = {t.classes for t in tasks} | {(c,) for t in tasks for c in t.classes}
     pools = {k: torch.isin(data.y_train, torch.tensor(k)).nonzero().squeeze(1) for k in groups}
-    key = _digest({"kind": kind, "dataset": dataset, "n_train": len(data.y_train),
-                   "tasks": [_describe(t) for t in tasks]})
-    return MetaTaskSource(kind, dataset, key, data.x_train, data.y_train, tuple(tasks), pools,
-                          info.n_outputs)
+    key = _digest(
+        {
+            "kind": kind,
+            "dataset": dataset,
+            "n_train": len(data.y_train),
+            "tasks": [_describe(t) for t in tasks],
+        }
+    )
+    return MetaTaskSource(
+        kind, dataset, key, data.x_train, data.y_train, tuple(tasks), pools, info.n_outputs
+    )
 
 
 def _resolve(scenario: ImageScenario, source: str, data_dir: str | None) -> str:
@@ -243,8 +264,10 @@ def _layout(info: StreamInfo, n_classes: int) -> tuple[int, int]:
     """Classes per task and the number of output slots (class-IL) or heads (task-IL)."""
     per_task = info.n_outputs // info.n_tasks if info.setting == "class" else info.n_outputs
     if per_task < 1 or n_classes % per_task:
-        raise UserError(f"meta-training: {per_task} classes per task do not divide the "
-                        f"{n_classes} classes of the meta-training source")
+        raise UserError(
+            f"meta-training: {per_task} classes per task do not divide the "
+            f"{n_classes} classes of the meta-training source"
+        )
     slots = {"class": info.n_outputs // per_task, "task": info.n_heads, "domain": 1}
     return per_task, slots[info.setting]
 
@@ -260,15 +283,19 @@ def _draw_angle(generator: torch.Generator, avoid: Sequence[float]) -> float:
         angle = 180.0 + 180.0 * float(torch.rand((), generator=generator, dtype=torch.float64))
         if all(abs((angle - a + 180.0) % 360.0 - 180.0) >= MIN_ANGLE_GAP for a in avoid):
             return angle
-    raise UserError("meta-training: no rotation in [180, 360) is 10 degrees from every "
-                    "evaluation angle; use meta_source=permuted")
+    raise UserError(
+        "meta-training: no rotation in [180, 360) is 10 degrees from every "
+        "evaluation angle; use meta_source=permuted"
+    )
 
 
 def _rotate(images: Tensor, degrees: float) -> Tensor:
     """Rotate uint8 ``[N, 28, 28]`` images about their centre, bilinear, as rotated-mnist does."""
     theta = math.radians(degrees)
-    matrix = torch.tensor([[math.cos(theta), -math.sin(theta), 0.0],
-                           [math.sin(theta), math.cos(theta), 0.0]], device=images.device)
+    matrix = torch.tensor(
+        [[math.cos(theta), -math.sin(theta), 0.0], [math.sin(theta), math.cos(theta), 0.0]],
+        device=images.device,
+    )
     x = images.unsqueeze(1).float()
     grid = F.affine_grid(matrix.expand(len(x), 2, 3), list(x.shape), align_corners=False)
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
@@ -277,8 +304,13 @@ def _rotate(images: Tensor, degrees: float) -> Tensor:
 
 def _describe(task: MetaTask) -> dict[str, Any]:
     perm = None if task.permutation is None else task.permutation.tolist()
-    return {"classes": task.classes, "targets": task.targets, "head": task.head,
-            "angle": task.angle, "permutation": perm}
+    return {
+        "classes": task.classes,
+        "targets": task.targets,
+        "head": task.head,
+        "angle": task.angle,
+        "permutation": perm,
+    }
 
 
 def _digest(payload: Mapping[str, Any]) -> str:
@@ -329,7 +361,11 @@ class OMLConfig:
 
 
 def meta_train_maml(
-    model: nn.Module, source: MetaTaskSource, cfg: MAMLConfig, *, seed: int,
+    model: nn.Module,
+    source: MetaTaskSource,
+    cfg: MAMLConfig,
+    *,
+    seed: int,
     progress: bool = False,
 ) -> Params:
     """Meta-train a whole-network initialization with (first-order) MAML.
@@ -355,8 +391,9 @@ def meta_train_maml(
         for _ in range(cfg.tasks_per_batch):
             task = source.sample_task(g)
             support = [source.sample(task, cfg.inner_batch, g) for _ in range(cfg.inner_steps)]
-            fast = sgd_inner_loop(loss, params, support, cfg.inner_lr,
-                                  create_graph=not cfg.first_order)[-1]
+            fast = sgd_inner_loop(
+                loss, params, support, cfg.inner_lr, create_graph=not cfg.first_order
+            )[-1]
             grads, _ = meta_gradient(loss(fast, source.sample(task, cfg.query_size, g)), params)
             total = {n: total[n] + grads[n] / cfg.tasks_per_batch for n in total}
         _adam_step(optimizer, params, total)
@@ -364,7 +401,11 @@ def meta_train_maml(
 
 
 def meta_train_reptile(
-    model: nn.Module, source: MetaTaskSource, cfg: ReptileConfig, *, seed: int,
+    model: nn.Module,
+    source: MetaTaskSource,
+    cfg: ReptileConfig,
+    *,
+    seed: int,
     progress: bool = False,
 ) -> Params:
     """Meta-train a whole-network initialization with batched Reptile.
@@ -393,7 +434,11 @@ def meta_train_reptile(
 
 
 def meta_train_oml(
-    model: nn.Module, source: MetaTaskSource, cfg: OMLConfig, *, seed: int,
+    model: nn.Module,
+    source: MetaTaskSource,
+    cfg: OMLConfig,
+    *,
+    seed: int,
     progress: bool = False,
 ) -> Params:
     """Meta-train OML's representation (RLN, ``body.*``) and the PLN's (``head.*``) start.
@@ -417,17 +462,21 @@ def meta_train_oml(
     for _ in _progress(cfg.meta_steps, "oml", progress):
         task = source.sample_task(g)
         spec = source.tasks[task]
-        chosen = sorted(torch.randperm(len(spec.classes), generator=g)[: cfg.classes_per_episode]
-                        .tolist())
+        chosen = sorted(
+            torch.randperm(len(spec.classes), generator=g)[: cfg.classes_per_episode].tolist()
+        )
         start = params
         if cfg.reset_rows:
             rows = [spec.head * source.n_outputs + spec.targets[i] for i in chosen]
             start = _reset_rows(params, rows, g)
-        trajectory = [source.sample(task, cfg.samples_per_class, g, classes=(spec.classes[i],))
-                      for i in chosen]
+        trajectory = [
+            source.sample(task, cfg.samples_per_class, g, classes=(spec.classes[i],))
+            for i in chosen
+        ]
         steps = [_row(b, i) for b in trajectory for i in range(len(b.y))]
-        fast = sgd_inner_loop(loss, start, steps, cfg.inner_lr, only=pln,
-                              create_graph=not cfg.first_order)[-1]
+        fast = sgd_inner_loop(
+            loss, start, steps, cfg.inner_lr, only=pln, create_graph=not cfg.first_order
+        )[-1]
         remember = [source.sample_mixed(cfg.random_batch, g)] if cfg.random_batch else []
         grads, _ = meta_gradient(loss(fast, _cat([*trajectory, *remember])), params)
         _adam_step(optimizer, params, grads)
@@ -458,9 +507,11 @@ def _reset_rows(params: Params, rows: list[int], g: torch.Generator) -> Params:
         2.0 / weight.shape[1]
     )  # Kaiming-normal, as OML's reset does
     mask = mask.to(weight.device)
-    return {**params,
-            f"{PLN_PREFIX}weight": torch.where(mask[:, None], fresh.to(weight.device), weight),
-            f"{PLN_PREFIX}bias": torch.where(mask, torch.zeros_like(bias), bias)}
+    return {
+        **params,
+        f"{PLN_PREFIX}weight": torch.where(mask[:, None], fresh.to(weight.device), weight),
+        f"{PLN_PREFIX}bias": torch.where(mask, torch.zeros_like(bias), bias),
+    }
 
 
 def _row(batch: Batch, i: int) -> Batch:
@@ -468,8 +519,12 @@ def _row(batch: Batch, i: int) -> Batch:
 
 
 def _cat(batches: Sequence[Batch]) -> Batch:
-    return Batch(torch.cat([b.x for b in batches]), torch.cat([b.y for b in batches]),
-                 torch.cat([b.task_ids for b in batches]), -1)
+    return Batch(
+        torch.cat([b.x for b in batches]),
+        torch.cat([b.y for b in batches]),
+        torch.cat([b.task_ids for b in batches]),
+        -1,
+    )
 
 
 def _adam_step(optimizer: torch.optim.Optimizer, params: Params, grads: Params) -> None:
@@ -508,8 +563,10 @@ def cache_root() -> Path:
 
 def model_shape(model: nn.Module) -> dict[str, str]:
     """``{name: "float32[100, 784]"}`` for every parameter: the model part of a cache key."""
-    return {n: f"{str(p.dtype).removeprefix('torch.')}{list(p.shape)}"
-            for n, p in model.named_parameters()}
+    return {
+        n: f"{str(p.dtype).removeprefix('torch.')}{list(p.shape)}"
+        for n, p in model.named_parameters()
+    }
 
 
 def cached_init(
@@ -538,9 +595,18 @@ def cached_init(
     Returns:
         Weights by name, on the CPU, not requiring grad.
     """
-    key = json.dumps({"version": _CACHE_VERSION, "kind": kind, "config": as_config(cfg),
-                      "source": source_key, "model": dict(shape), "seed": seed,
-                      "device": torch.device(device).type}, sort_keys=True)
+    key = json.dumps(
+        {
+            "version": _CACHE_VERSION,
+            "kind": kind,
+            "config": as_config(cfg),
+            "source": source_key,
+            "model": dict(shape),
+            "seed": seed,
+            "device": torch.device(device).type,
+        },
+        sort_keys=True,
+    )
     folder = Path(cache_dir) if cache_dir is not None else cache_root()
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()}.pt"
     if path.is_file():
@@ -589,16 +655,23 @@ def meta_init(
         The weights by name, as loaded into ``model`` (on the CPU).
     """
     if kind not in _TRAINERS:
-        raise UserError(f"unknown meta-initialization '{kind}'{closest(kind, _TRAINERS)}; "
-                        f"choose one of {', '.join(_TRAINERS)}")
+        raise UserError(
+            f"unknown meta-initialization '{kind}'{closest(kind, _TRAINERS)}; "
+            f"choose one of {', '.join(_TRAINERS)}"
+        )
     cfg_type, train = _TRAINERS[kind]
     if not isinstance(cfg, cfg_type):
         raise TypeError(f"{kind} needs a {cfg_type.__name__}, got {type(cfg).__name__}")
     device = _device(model)
     params = cached_init(
-        kind, cfg, source.key, model_shape(model),
+        kind,
+        cfg,
+        source.key,
+        model_shape(model),
         lambda: train(model, source, cfg, seed=seed, progress=progress),
-        seed=seed, device=device.type, cache_dir=cache_dir,
+        seed=seed,
+        device=device.type,
+        cache_dir=cache_dir,
     )
     load_params(model, params)
     return params

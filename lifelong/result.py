@@ -80,9 +80,17 @@ class RunResult:
         nan = math.nan
         names = ("acc", "bwt", "fwt", "forgetting", "la", "bti")
         return cls(
-            scenario=scenario, strategy=strategy, seed=seed, config=config,
-            key=run_key(config), task_names=[], matrix=[], init=[],
-            metrics=dict.fromkeys(names, nan), status="failed", error=error,
+            scenario=scenario,
+            strategy=strategy,
+            seed=seed,
+            config=config,
+            key=run_key(config),
+            task_names=[],
+            matrix=[],
+            init=[],
+            metrics=dict.fromkeys(names, nan),
+            status="failed",
+            error=error,
         )
 
     def summary(self) -> dict[str, Any]:

@@ -30,8 +30,9 @@ def check_out_dir(path: str | os.PathLike[str]) -> Path:
         with tempfile.NamedTemporaryFile(dir=out, prefix=".probe."):
             pass
     except OSError as error:
-        raise UserError(f"--out {out}: cannot write there ({error.strerror}); "
-                        f"choose another directory") from None
+        raise UserError(
+            f"--out {out}: cannot write there ({error.strerror}); choose another directory"
+        ) from None
     finally:
         for created in missing:
             if created.is_dir():

@@ -62,8 +62,9 @@ def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def small_split(setting: str, per_task: int | None = 100, seed: int = 0) -> Stream:
-    (spec,) = plan_runs("split-mnist", ["naive"], [seed],
-                        {"setting": setting, "samples_per_task": per_task})
+    (spec,) = plan_runs(
+        "split-mnist", ["naive"], [seed], {"setting": setting, "samples_per_task": per_task}
+    )
     return spec.scenario.build(seed)
 
 
@@ -75,8 +76,10 @@ def run(strategy: object, stream: Stream, seed: int = 0, **settings: object):
 
 def same_data(a: Stream, b: Stream) -> bool:
     return all(
-        torch.equal(s.x_train, t.x_train) and torch.equal(s.y_train, t.y_train)
-        and torch.equal(s.x_test, t.x_test) and torch.equal(s.y_test, t.y_test)
+        torch.equal(s.x_train, t.x_train)
+        and torch.equal(s.y_train, t.y_train)
+        and torch.equal(s.x_test, t.x_test)
+        and torch.equal(s.y_test, t.y_test)
         for s, t in zip(a.tasks, b.tasks, strict=True)
     )
 
@@ -89,7 +92,10 @@ def test_round_trip_keeps_every_tensor_and_the_setting(any_setting: str) -> None
     back = stream_from_avalanche(benchmark_from_stream(stream))
     assert back.setting == any_setting
     assert (back.n_outputs, back.n_heads, back.input_dim) == (
-        stream.n_outputs, stream.n_heads, stream.input_dim)
+        stream.n_outputs,
+        stream.n_heads,
+        stream.input_dim,
+    )
     assert same_data(stream, back)
 
 
@@ -122,8 +128,10 @@ def test_split_mnist_factory_gives_the_native_split(mnist_root: str) -> None:
     assert (stream.setting, stream.n_outputs, stream.n_heads) == ("class", 10, 1)
     assert [t.name for t in stream.tasks] == [t.name for t in native.tasks]
     for ours, theirs in zip(native.tasks, stream.tasks, strict=True):
-        for x, y, x2, y2 in ((ours.x_train, ours.y_train, theirs.x_train, theirs.y_train),
-                             (ours.x_test, ours.y_test, theirs.x_test, theirs.y_test)):
+        for x, y, x2, y2 in (
+            (ours.x_train, ours.y_train, theirs.x_train, theirs.y_train),
+            (ours.x_test, ours.y_test, theirs.x_test, theirs.y_test),
+        ):
             order = torch.sort(y, stable=True).indices
             assert torch.equal(x[order], x2) and torch.equal(y[order], y2)
 
@@ -140,8 +148,9 @@ def test_task_labels_carry_over_unless_told_otherwise(mnist_root: str) -> None:
 
 
 def test_permuted_mnist_is_domain_incremental_with_exact_pixels(mnist_root: str) -> None:
-    benchmark = benchmark_from_factory("PermutedMNIST", {"n_experiences": 2}, data_dir=mnist_root,
-                                       seed=0)
+    benchmark = benchmark_from_factory(
+        "PermutedMNIST", {"n_experiences": 2}, data_dir=mnist_root, seed=0
+    )
     stream = stream_from_avalanche(benchmark)
     data = load_dataset("mnist5k")
     order = torch.sort(data.y_test, stable=True).indices  # Avalanche groups samples by class
@@ -157,8 +166,9 @@ def test_permuted_mnist_is_domain_incremental_with_exact_pixels(mnist_root: str)
 @pytest.mark.slow
 def test_rotated_mnist_stays_exact(mnist_root: str) -> None:
     """Nearest-neighbour rotations keep 8-bit values, so the conversion accepts them."""
-    benchmark = benchmark_from_factory("RotatedMNIST", {"n_experiences": 2}, data_dir=mnist_root,
-                                       seed=0)
+    benchmark = benchmark_from_factory(
+        "RotatedMNIST", {"n_experiences": 2}, data_dir=mnist_root, seed=0
+    )
     stream = stream_from_avalanche(benchmark)
     original = load_dataset("mnist5k").x_test.flatten(1)
     assert (stream.setting, stream.n_outputs) == ("domain", 10)
@@ -209,8 +219,9 @@ def test_wrapped_naive_equals_native_naive_with_full_batches(any_setting: str) -
     """One full-batch step per epoch leaves no data order: the two must agree exactly."""
     stream = small_split(any_setting, per_task=60)
     avalanche = resolve("avalanche:Naive")(train_mb_size=60, train_epochs=8)
-    native, wrapped = (run(s, stream, seed=1, batch_size=60, epochs=8)
-                       for s in ("naive", avalanche))
+    native, wrapped = (
+        run(s, stream, seed=1, batch_size=60, epochs=8) for s in ("naive", avalanche)
+    )
     assert wrapped.matrix == native.matrix and wrapped.init == native.init
     assert 0.5 < np.mean(np.diag(native.matrix)) < 1  # learned, not trivially
 
@@ -255,8 +266,9 @@ def test_checkpoints_save_but_refuse_to_resume(tmp_path: Path) -> None:
 
 
 def test_strategy_names_and_prefixed_settings() -> None:
-    (spec,) = plan_runs("split-mnist", [AvalancheEWC()], [0],
-                        {"avalanche:EWC.ewc_lambda": "5", "lr": "0.05"})
+    (spec,) = plan_runs(
+        "split-mnist", [AvalancheEWC()], [0], {"avalanche:EWC.ewc_lambda": "5", "lr": "0.05"}
+    )
     strategy = spec.strategy
     assert isinstance(strategy, AvalancheEWC) and strategy.name == "avalanche:EWC"
     assert (strategy.algorithm, strategy.ewc_lambda, strategy.lr) == ("EWC", 5.0, 0.05)
@@ -293,8 +305,10 @@ def test_wrapped_naive_matches_native_naive_on_minibatches(setting: str) -> None
     scores: dict[str, list[tuple[float, float]]] = {"naive": [], "avalanche": []}
     for seed in range(5):
         stream = small_split(setting, per_task=500, seed=seed)
-        for key, strategy in (("naive", "naive"),
-                              ("avalanche", resolve("avalanche:Naive")(train_epochs=2))):
+        for key, strategy in (
+            ("naive", "naive"),
+            ("avalanche", resolve("avalanche:Naive")(train_epochs=2)),
+        ):
             matrix = np.array(run(strategy, stream, seed=seed, batch_size=32, epochs=2).matrix)
             scores[key].append((matrix[-1].mean(), np.diag(matrix).mean()))
     ours, theirs = np.mean(scores["naive"], axis=0), np.mean(scores["avalanche"], axis=0)
@@ -308,4 +322,3 @@ def test_runs_on_cuda() -> None:
     (spec,) = plan_runs("split-mnist", [resolve("avalanche:Replay")()], [0], {"eval_every": 0})
     result = execute(spec, stream, torch.device("cuda"))
     assert np.array(result.matrix).shape == (5, 5) and result.device.startswith("cuda")
-

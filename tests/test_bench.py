@@ -28,8 +28,15 @@ def test_hand_loop_naive_learns_like_lifelong_naive() -> None:
 
 def test_bench_report_has_timings_ratios_and_targets(tmp_path: Path) -> None:
     out = tmp_path / "performance.md"
-    run_bench(out, repeat=1, e2e_repeat=1, only="split-mnist class-IL, naive", with_memory=False,
-              command="lifelong bench --test", say=lambda text: None)
+    run_bench(
+        out,
+        repeat=1,
+        e2e_repeat=1,
+        only="split-mnist class-IL, naive",
+        with_memory=False,
+        command="lifelong bench --test",
+        say=lambda text: None,
+    )
     text = out.read_text()
     assert text.startswith("# Performance")
     assert "Regenerate with: `lifelong bench --test`" in text

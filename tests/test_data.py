@@ -130,11 +130,15 @@ def test_mnist_without_data_dir() -> None:
         load_dataset("mnist")
 
 
-def test_download_without_torchvision_says_so(tmp_path: Path,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_download_without_torchvision_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     real_find_spec = data.importlib.util.find_spec
-    monkeypatch.setattr(data.importlib.util, "find_spec",
-                        lambda n: None if n == "torchvision" else real_find_spec(n))
+    monkeypatch.setattr(
+        data.importlib.util,
+        "find_spec",
+        lambda n: None if n == "torchvision" else real_find_spec(n),
+    )
     with pytest.raises(UserError, match="pip install torchvision"):
         load_dataset("mnist", tmp_path, download=True)
 
@@ -183,8 +187,10 @@ def test_mnist5k_deterministic_and_cached() -> None:
 
 def test_fashion_mnist_from_debian() -> None:
     if not os.path.isdir(DEBIAN_FASHION_MNIST_DIR):
-        pytest.skip(f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION_MNIST_DIR}"
-                    " is absent; apt-get install dataset-fashion-mnist)")
+        pytest.skip(
+            f"Debian's dataset-fashion-mnist is not installed ({DEBIAN_FASHION_MNIST_DIR}"
+            " is absent; apt-get install dataset-fashion-mnist)"
+        )
     ds = load_dataset("fashion-mnist")
     assert ds.x_train.shape == (60000, 28, 28) and ds.x_test.shape == (10000, 28, 28)
     assert ds.y_train.shape == (60000,) and torch.bincount(ds.y_test).tolist() == [1000] * 10
@@ -195,8 +201,9 @@ def test_fashion_mnist_prefers_data_dir(tmp_path: Path) -> None:
     _assert_matches(load_dataset("fashion-mnist", tmp_path), tensors)
 
 
-def test_fashion_mnist_missing_mentions_apt(tmp_path: Path,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fashion_mnist_missing_mentions_apt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "absent"))
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist", tmp_path)

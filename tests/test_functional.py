@@ -39,8 +39,15 @@ def tiny(hidden: tuple[int, ...] = (4,), n_heads: int = 1) -> MLP:
     """A float64 MLP with N(0, 1) weights and biases 0.5 (most ReLUs live on the test data)."""
     model = MLP(3, hidden, 2, n_heads).double()
     g = torch.Generator().manual_seed(0)
-    load_params(model, {n: torch.randn(p.shape, generator=g, dtype=p.dtype) if p.ndim == 2
-                        else torch.full_like(p, 0.5) for n, p in model.named_parameters()})
+    load_params(
+        model,
+        {
+            n: torch.randn(p.shape, generator=g, dtype=p.dtype)
+            if p.ndim == 2
+            else torch.full_like(p, 0.5)
+            for n, p in model.named_parameters()
+        },
+    )
     return model
 
 
@@ -55,8 +62,14 @@ INNER = [data(4, 1), data(4, 2), data(4, 3)]
 OUTER = data(6, 4)
 
 
-def outer_loss(model: MLP, params: Params, lr: float | Params, *, create_graph: bool,
-               only: set[str] | None = None) -> Tensor:
+def outer_loss(
+    model: MLP,
+    params: Params,
+    lr: float | Params,
+    *,
+    create_graph: bool,
+    only: set[str] | None = None,
+) -> Tensor:
     loss = loss_fn(model)
     fast = sgd_inner_loop(loss, params, INNER, lr, only=only, create_graph=create_graph)[-1]
     return loss(fast, OUTER)
@@ -112,8 +125,7 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
     params = params_of(model)
     grads, lr_grads = meta_gradient(outer_loss(model, params, 0.5, create_graph=True), params)
     assert lr_grads == {}
-    expected = finite_differences(lambda: outer_loss(model, params, 0.5, create_graph=True),
-                                  params)
+    expected = finite_differences(lambda: outer_loss(model, params, 0.5, create_graph=True), params)
     assert_close(grads, expected)
     first, _ = meta_gradient(outer_loss(model, params, 0.5, create_graph=False), params)
     assert not all(torch.allclose(first[n], grads[n]) for n in grads)  # the test can tell
@@ -123,12 +135,15 @@ def test_meta_gradient_of_per_parameter_learning_rates_matches_finite_difference
     model = tiny()
     params = params_of(model)
     g = torch.Generator().manual_seed(9)
-    alpha = {n: (0.1 + 0.4 * torch.rand(p.shape, generator=g, dtype=p.dtype)).requires_grad_()
-             for n, p in params.items()}
+    alpha = {
+        n: (0.1 + 0.4 * torch.rand(p.shape, generator=g, dtype=p.dtype)).requires_grad_()
+        for n, p in params.items()
+    }
 
     def f() -> Tensor:  # La-MAML's form: rates relu(alpha)
-        return outer_loss(model, params, {n: F.relu(a) for n, a in alpha.items()},
-                          create_graph=True)
+        return outer_loss(
+            model, params, {n: F.relu(a) for n, a in alpha.items()}, create_graph=True
+        )
 
     grads, alpha_grads = meta_gradient(f(), params, alpha)
     assert_close(alpha_grads, finite_differences(f, alpha))
@@ -174,11 +189,11 @@ def test_first_order_meta_gradient_equals_hand_derived_value() -> None:
         sum_w, sum_b = sum_w + gw, sum_b + gb
     outer_w, outer_b = hand_grad(w, b, OUTER)
 
-    grads, lr_grads = meta_gradient(outer_loss(model, params, lrs, create_graph=False),
-                                    params, lrs)
+    grads, lr_grads = meta_gradient(outer_loss(model, params, lrs, create_graph=False), params, lrs)
     assert_close(grads, {"head.weight": outer_w, "head.bias": outer_b}, rtol=1e-10)
-    assert_close(lr_grads, {"head.weight": -sum_w * outer_w, "head.bias": -sum_b * outer_b},
-                 rtol=1e-10)
+    assert_close(
+        lr_grads, {"head.weight": -sum_w * outer_w, "head.bias": -sum_b * outer_b}, rtol=1e-10
+    )
 
 
 def test_inner_loop_returns_trajectory_and_leaves_inputs_alone() -> None:
@@ -188,8 +203,11 @@ def test_inner_loop_returns_trajectory_and_leaves_inputs_alone() -> None:
     trajectory = sgd_inner_loop(loss_fn(model), params, INNER, 0.5)
     assert len(trajectory) == len(INNER)
     again = sgd_step(loss_fn(model), trajectory[0], INNER[1], 0.5)
-    assert_close({n: t.detach() for n, t in again.items()},
-                 {n: t.detach() for n, t in trajectory[1].items()}, rtol=1e-12)
+    assert_close(
+        {n: t.detach() for n, t in again.items()},
+        {n: t.detach() for n, t in trajectory[1].items()},
+        rtol=1e-12,
+    )
     assert all(torch.equal(params[n], before[n]) for n in params)
     assert sgd_inner_loop(loss_fn(model), params, [], 0.5) == []
 

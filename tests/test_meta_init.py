@@ -26,7 +26,9 @@ TINY = {"hidden": "16", "samples_per_task": 40, "batch_size": 10}
 META: dict[str, Any] = {"meta_steps": 3, "source": "permuted"}  # permuted: no Fashion-MNIST to load
 HEAD = {"head.weight", "head.bias"}
 INITS: dict[str, type[MamlInit | ReptileInit | OmlInit]] = {
-    "maml": MamlInit, "reptile": ReptileInit, "oml": OmlInit
+    "maml": MamlInit,
+    "reptile": ReptileInit,
+    "oml": OmlInit,
 }
 
 
@@ -50,8 +52,15 @@ def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:
 def info_for(seed: int = 0) -> tuple[StreamInfo, MLP]:
     scenario = SplitScenario(samples_per_task=40)
     stream: Stream = scenario.build(seed)
-    info = StreamInfo(stream.n_tasks, stream.setting, stream.n_outputs, stream.n_heads,
-                      stream.input_dim, scenario=scenario, seed=seed)
+    info = StreamInfo(
+        stream.n_tasks,
+        stream.setting,
+        stream.n_outputs,
+        stream.n_heads,
+        stream.input_dim,
+        scenario=scenario,
+        seed=seed,
+    )
     torch.manual_seed(seed)
     return info, MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
 

@@ -54,8 +54,9 @@ def make(name: str, **settings: object) -> ImageScenario:
     return cast(ImageScenario, find_scenario(name)(**settings))
 
 
-def setup(name: str, seed: int = 0, **settings: object
-          ) -> tuple[ImageScenario, Stream, MetaTaskSource]:
+def setup(
+    name: str, seed: int = 0, **settings: object
+) -> tuple[ImageScenario, Stream, MetaTaskSource]:
     scenario = make(name, **settings)
     stream = scenario.build(seed)
     return scenario, stream, meta_tasks(scenario, info_of(stream), seed)
@@ -189,24 +190,28 @@ def test_cache_hit_returns_identical_tensors_without_recomputing(tmp_path: Path)
     stored = torch.load(path, weights_only=True)
     assert all(torch.equal(stored["params"][n], first[n]) for n in first)
     assert '"kind": "maml"' in stored["key"] and '"seed": 0' in stored["key"]
-    for other_cfg, source, seed in ((MAMLConfig(first_order=True), "src", 0), (cfg, "src", 1),
-                                    (cfg, "other", 0)):
+    for other_cfg, source, seed in (
+        (MAMLConfig(first_order=True), "src", 0),
+        (cfg, "src", 1),
+        (cfg, "other", 0),
+    ):
         cached_init("maml", other_cfg, source, shape, compute, seed=seed, cache_dir=tmp_path)
     assert len(calls) == 4 and len(list(tmp_path.glob("*.pt"))) == 4
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary behind
 
 
-def test_cache_root_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                                            ) -> None:
+def test_cache_root_follows_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path))
     assert cache_root() == tmp_path / "inits"
     monkeypatch.delenv("LIFELONG_CACHE")
     assert cache_root() == Path.home() / ".cache" / "lifelong" / "inits"
 
 
-def test_meta_init_loads_the_cached_weights_into_the_model(tmp_path: Path,
-                                                          capsys: pytest.CaptureFixture[str]
-                                                          ) -> None:
+def test_meta_init_loads_the_cached_weights_into_the_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     _, _, source = setup("permuted-mnist", n_tasks=3, samples_per_task=10)
     model = MLP(784, (16,), 10)
     cfg = TINY["reptile"][1]
@@ -222,8 +227,16 @@ def test_meta_init_loads_the_cached_weights_into_the_model(tmp_path: Path,
         meta_init("mamll", model, source, cfg, seed=0, cache_dir=tmp_path)
 
 
-def few_shot_accuracy(model: MLP, params: Params, held_out: MetaTaskSource, *, steps: int,
-                      batch: int, lr: float, only: tuple[str, ...] | None = None) -> float:
+def few_shot_accuracy(
+    model: MLP,
+    params: Params,
+    held_out: MetaTaskSource,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+    only: tuple[str, ...] | None = None,
+) -> float:
     """Mean query accuracy after ``steps`` SGD steps on 30 held-out tasks."""
     loss, g = loss_fn(model), torch.Generator().manual_seed(123)
     start = {n: p.detach().requires_grad_(True) for n, p in params.items()}

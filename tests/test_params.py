@@ -29,7 +29,12 @@ def test_strings_are_parsed_into_declared_types() -> None:
         owner="example",
     )
     assert (obj.lr, obj.steps, obj.flag, obj.mode, obj.widths, obj.seed) == (
-        0.5, 7, True, "b", (8, 16), 4
+        0.5,
+        7,
+        True,
+        "b",
+        (8, 16),
+        4,
     )
 
 
@@ -64,5 +69,10 @@ def test_specs_and_config_follow_the_fields() -> None:
     assert list(specs) == ["lr", "steps", "flag", "mode", "widths", "seed"]
     assert specs["lr"].doc == "learning rate"
     assert as_config(Example()) == {
-        "lr": 0.1, "steps": 3, "flag": False, "mode": "a", "widths": [4, 4], "seed": None
+        "lr": 0.1,
+        "steps": 3,
+        "flag": False,
+        "mode": "a",
+        "widths": [4, 4],
+        "seed": None,
     }

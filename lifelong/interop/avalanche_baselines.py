@@ -214,8 +214,16 @@ class AvalancheLaMAML(AvalancheBaseline):
 
 _PRESETS: dict[str, type[AvalancheBaseline]] = {
     cls.name.partition(":")[2]: cls
-    for cls in (AvalancheNaive, AvalancheEWC, AvalancheReplay, AvalancheLwF,
-                AvalancheGEM, AvalancheAGEM, AvalancheGDumb, AvalancheLaMAML)
+    for cls in (
+        AvalancheNaive,
+        AvalancheEWC,
+        AvalancheReplay,
+        AvalancheLwF,
+        AvalancheGEM,
+        AvalancheAGEM,
+        AvalancheGDumb,
+        AvalancheLaMAML,
+    )
 }
 
 
@@ -223,8 +231,10 @@ def avalanche_strategy_class(algorithm: str) -> type[AvalancheBaseline]:
     """The preset for ``algorithm`` (``"EWC"``; case is ignored), named ``avalanche:EWC``."""
     found = {name.lower(): cls for name, cls in _PRESETS.items()}
     if algorithm.lower() not in found:
-        raise UserError(f"unknown Avalanche strategy '{algorithm}'{closest(algorithm, _PRESETS)};"
-                        f" known: {', '.join(f'avalanche:{a}' for a in _PRESETS)}")
+        raise UserError(
+            f"unknown Avalanche strategy '{algorithm}'{closest(algorithm, _PRESETS)};"
+            f" known: {', '.join(f'avalanche:{a}' for a in _PRESETS)}"
+        )
     return found[algorithm.lower()]
 
 
@@ -260,11 +270,26 @@ def _build(cfg: AvalancheBaseline, model: nn.Module, device: torch.device) -> An
     from avalanche.training.supervised.lamaml_v2 import LaMAML
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum)
-    common = dict(model=model, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
-                  train_mb_size=cfg.train_mb_size, train_epochs=cfg.train_epochs,
-                  device=device, evaluator=EvaluationPlugin(), eval_every=-1)
-    classes = {"Naive": Naive, "EWC": EWC, "Replay": Replay, "LwF": LwF, "GEM": GEM,
-               "AGEM": AGEM, "GDumb": GDumb, "LaMAML": LaMAML}
+    common = dict(
+        model=model,
+        optimizer=optimizer,
+        criterion=nn.CrossEntropyLoss(),
+        train_mb_size=cfg.train_mb_size,
+        train_epochs=cfg.train_epochs,
+        device=device,
+        evaluator=EvaluationPlugin(),
+        eval_every=-1,
+    )
+    classes = {
+        "Naive": Naive,
+        "EWC": EWC,
+        "Replay": Replay,
+        "LwF": LwF,
+        "GEM": GEM,
+        "AGEM": AGEM,
+        "GDumb": GDumb,
+        "LaMAML": LaMAML,
+    }
     extra: dict[str, dict[str, Any]] = {
         "Naive": {},
         "EWC": {"ewc_lambda": cfg.ewc_lambda},
@@ -273,9 +298,14 @@ def _build(cfg: AvalancheBaseline, model: nn.Module, device: torch.device) -> An
         "GEM": {"patterns_per_exp": cfg.patterns_per_exp, "memory_strength": cfg.memory_strength},
         "AGEM": {"patterns_per_exp": cfg.patterns_per_exp, "sample_size": cfg.sample_size},
         "GDumb": {"mem_size": cfg.mem_size},
-        "LaMAML": {"n_inner_updates": cfg.n_inner_updates, "second_order": cfg.second_order,
-                   "alpha_init": cfg.alpha_init, "lr_alpha": cfg.lr_alpha,
-                   "max_buffer_size": cfg.mem_size, "buffer_mb_size": cfg.buffer_mb_size},
+        "LaMAML": {
+            "n_inner_updates": cfg.n_inner_updates,
+            "second_order": cfg.second_order,
+            "alpha_init": cfg.alpha_init,
+            "lr_alpha": cfg.lr_alpha,
+            "max_buffer_size": cfg.mem_size,
+            "buffer_mb_size": cfg.buffer_mb_size,
+        },
     }
     return classes[cfg.algorithm](**common, **extra[cfg.algorithm])
 

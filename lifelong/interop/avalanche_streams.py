@@ -72,15 +72,20 @@ def stream_from_avalanche(
         classes are disjoint and few, else ``"exp i"``.
     """
     if setting is not None and setting not in SETTINGS:
-        raise UserError(f"setting={setting!r} is not one of {', '.join(SETTINGS)}"
-                        f"{closest(setting, SETTINGS)}")
+        raise UserError(
+            f"setting={setting!r} is not one of {', '.join(SETTINGS)}{closest(setting, SETTINGS)}"
+        )
     pairs = _experience_pairs(benchmark)
-    parts = [(_read(tr, f"train experience {i}"), _read(te, f"test experience {i}"))
-             for i, (tr, te) in enumerate(pairs)]
+    parts = [
+        (_read(tr, f"train experience {i}"), _read(te, f"test experience {i}"))
+        for i, (tr, te) in enumerate(pairs)
+    ]
     dims = {part.x.shape[1] for pair in parts for part in pair}
     if len(dims) != 1:
-        raise UserError(f"the benchmark's inputs have different sizes {sorted(dims)} once "
-                        "flattened; lifelong needs one input size for the whole stream")
+        raise UserError(
+            f"the benchmark's inputs have different sizes {sorted(dims)} once "
+            "flattened; lifelong needs one input size for the whole stream"
+        )
     classes = [tuple(sorted(set(tr.y.tolist()) | set(te.y.tolist()))) for tr, te in parts]
     labels = [_task_labels(tr, te) for tr, te in parts]
     has_task_labels = len(set().union(*labels)) > 1
@@ -88,8 +93,9 @@ def stream_from_avalanche(
     if chosen == "task" and has_task_labels:
         _check_task_labels(labels)
     names = _task_names(classes)
-    tasks = tuple(_task(i, names[i], tr, te, classes[i], chosen)
-                  for i, (tr, te) in enumerate(parts))
+    tasks = tuple(
+        _task(i, names[i], tr, te, classes[i], chosen) for i, (tr, te) in enumerate(parts)
+    )
     if chosen == "class":
         n_outputs = max(max(c) for c in classes) + 1
     else:
@@ -148,13 +154,17 @@ def benchmark_from_factory(
     """
     require_avalanche(f"Avalanche benchmark '{name}'")
     classic = importlib.import_module("avalanche.benchmarks.classic")
-    factories = {n: f for n, f in vars(classic).items() if n[:1].isupper()
-                 and inspect.isfunction(f) and f.__module__.startswith(classic.__name__)}
+    factories = {
+        n: f
+        for n, f in vars(classic).items()
+        if n[:1].isupper() and inspect.isfunction(f) and f.__module__.startswith(classic.__name__)
+    }
     if name not in factories:
         same = [n for n in factories if n.lower() == name.lower()]
         hint = f" (did you mean '{same[0]}'?)" if same else closest(name, factories)
-        raise UserError(f"unknown Avalanche benchmark '{name}'{hint}; "
-                        f"known: {', '.join(sorted(factories))}")
+        raise UserError(
+            f"unknown Avalanche benchmark '{name}'{hint}; known: {', '.join(sorted(factories))}"
+        )
     factory = factories[name]
     accepted = inspect.signature(factory).parameters
     given = dict(kwargs)
@@ -168,15 +178,19 @@ def benchmark_from_factory(
     open_ended = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
     unknown = [key for key in given if key not in accepted and not open_ended]
     if unknown:
-        raise UserError(f"{name} has no argument '{unknown[0]}'{closest(unknown[0], accepted)};"
-                        f" its arguments: {', '.join(accepted)}")
+        raise UserError(
+            f"{name} has no argument '{unknown[0]}'{closest(unknown[0], accepted)};"
+            f" its arguments: {', '.join(accepted)}"
+        )
     try:
         return factory(**given)
     except TypeError as error:  # a missing or ill-typed argument
         raise UserError(f"{name}(**{given!r}): {error}") from error
     except (OSError, RuntimeError) as error:  # no network and no files
-        raise UserError(f"{name} could not load its data ({error}); put the files under "
-                        "dataset_root (--data-dir) or run where a network exists") from error
+        raise UserError(
+            f"{name} could not load its data ({error}); put the files under "
+            "dataset_root (--data-dir) or run where a network exists"
+        ) from error
 
 
 @dataclass
@@ -193,7 +207,8 @@ class AvalancheScenario(ScenarioFamily):
     benchmark: str = param("SplitMNIST", "factory name in avalanche.benchmarks.classic")
     args: str = param("{}", 'its keyword arguments as a JSON object, e.g. {"n_experiences": 5}')
     setting: str | None = param(
-        None, "class, domain or task (none: task when it has task labels)",
+        None,
+        "class, domain or task (none: task when it has task labels)",
         choices=(None, *SETTINGS),
     )
 
@@ -203,8 +218,9 @@ class AvalancheScenario(ScenarioFamily):
     def build(self, seed: int, data_dir: str | None = None) -> Stream:
         kwargs = _json_object(self.args)
         benchmark = benchmark_from_factory(self.benchmark, kwargs, data_dir=data_dir, seed=seed)
-        return stream_from_avalanche(benchmark, setting=self.setting,
-                                     name=f"avalanche:{self.benchmark}")
+        return stream_from_avalanche(
+            benchmark, setting=self.setting, name=f"avalanche:{self.benchmark}"
+        )
 
 
 class _Part(NamedTuple):
@@ -215,12 +231,16 @@ class _Part(NamedTuple):
 
 def _experience_pairs(benchmark: Any) -> list[tuple[Any, Any]]:
     if not (hasattr(benchmark, "train_stream") and hasattr(benchmark, "test_stream")):
-        raise UserError(f"{type(benchmark).__name__} is not an Avalanche benchmark: it needs "
-                        "train_stream and test_stream")
+        raise UserError(
+            f"{type(benchmark).__name__} is not an Avalanche benchmark: it needs "
+            "train_stream and test_stream"
+        )
     train, test = list(benchmark.train_stream), list(benchmark.test_stream)
     if not train or len(train) != len(test):
-        raise UserError(f"the benchmark has {len(train)} train and {len(test)} test "
-                        "experiences; lifelong needs one test experience per train experience")
+        raise UserError(
+            f"the benchmark has {len(train)} train and {len(test)} test "
+            "experiences; lifelong needs one test experience per train experience"
+        )
     return list(zip(train, test, strict=True))
 
 
@@ -282,13 +302,17 @@ def _check_task_labels(labels: list[set[int]]) -> None:
     """lifelong gives each task its own head: one distinct task label per experience."""
     for i, found in enumerate(labels):
         if len(found) != 1:
-            raise UserError(f"experience {i} mixes task labels {sorted(found)}; lifelong's "
-                            "task setting needs one task label per experience")
+            raise UserError(
+                f"experience {i} mixes task labels {sorted(found)}; lifelong's "
+                "task setting needs one task label per experience"
+            )
     flat = [next(iter(found)) for found in labels]
     if len(set(flat)) != len(flat):
-        raise UserError(f"task labels {flat} repeat across experiences; lifelong's task "
-                        "setting gives each experience its own head: use setting='class' "
-                        "or 'domain'")
+        raise UserError(
+            f"task labels {flat} repeat across experiences; lifelong's task "
+            "setting gives each experience its own head: use setting='class' "
+            "or 'domain'"
+        )
 
 
 def _task_names(classes: list[tuple[int, ...]]) -> list[str]:
@@ -310,8 +334,9 @@ def _json_object(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as error:
-        raise UserError(f"args={text!r} is not JSON ({error.msg}); "
-                        'write e.g. {"n_experiences": 5}') from None
+        raise UserError(
+            f'args={text!r} is not JSON ({error.msg}); write e.g. {{"n_experiences": 5}}'
+        ) from None
     if not isinstance(value, dict):
         raise UserError(f'args={text!r} must be a JSON object, e.g. {{"n_experiences": 5}}')
     return value
