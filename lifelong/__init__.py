@@ -7,6 +7,7 @@ init row b, curves and the metrics derived from them.
 from lifelong.api import run
 from lifelong.compose import Composite, compose
 from lifelong.errors import UserError
+from lifelong.init_axis import Init
 from lifelong.params import param
 from lifelong.parts import (
     Learner,
@@ -40,6 +41,7 @@ __all__ = [
     "Composite",
     "Curve",
     "ImageScenario",
+    "Init",
     "Learner",
     "Memory",
     "Objective",

@@ -43,11 +43,17 @@ SHORTCUTS: dict[str, tuple[str, ...]] = {
     "er": ("replay",),
     "agem": ("agem", "replay"),
     "der++": ("replay", "der"),
+    "la-maml": ("la-maml", "replay"),
+    "c-maml": ("c-maml", "replay"),
+    "sync-la-maml": ("sync-la-maml", "replay"),
+    "mer": ("mer", "replay"),
 }
 """Named classics and the parts they stand for (the learner defaults to ``sgd``).
 
 ``er``: experience replay (Chaudhry et al. 2019, "On tiny episodic memories"); ``agem``:
-A-GEM (Chaudhry et al. 2019); ``der++``: DER++ (Buzzega et al. 2020).
+A-GEM (Chaudhry et al. 2019); ``der++``: DER++ (Buzzega et al. 2020); ``la-maml``,
+``c-maml``, ``sync-la-maml`` (Gupta et al. 2020) and ``mer`` (Riemer et al. 2019): the
+online meta-learners over the shared reservoir memory.
 """
 
 DEFAULT_LEARNER = "sgd"

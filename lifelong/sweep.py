@@ -261,7 +261,7 @@ def _run_vectorized(group: list[RunRequest]) -> list[RunResult]:
     streams = [
         spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
     ]
-    return run_vectorized(specs, streams, resolve_device(group[0].device))
+    return run_vectorized(specs, streams, resolve_device(group[0].device), group[0].data_dir)
 
 
 def _runs_bar(total: int, *, enabled: bool) -> Any:

@@ -56,7 +56,10 @@ def vectorizable(spec: RunSpec) -> str:
 
 
 def run_vectorized(
-    specs: Sequence[RunSpec], streams: Sequence[Stream], device: torch.device
+    specs: Sequence[RunSpec],
+    streams: Sequence[Stream],
+    device: torch.device,
+    data_dir: str | None = None,
 ) -> list[RunResult]:
     """Train ``specs`` (one strategy, several seeds) together; one result per seed.
 
@@ -69,7 +72,7 @@ def run_vectorized(
         raise UserError(f"--vectorize: {reasons.pop()}; run without --vectorize")
     pin_mmap_threshold()
     start = time.perf_counter()
-    seeds = _Seeds(specs, [s.to(device) for s in streams], device)
+    seeds = _Seeds(specs, [s.to(device) for s in streams], device, data_dir)
     init = seeds.evaluate()
     rows, curves, step = [], [(0, -1, init)], 0
     protocol = specs[0].protocol
@@ -101,7 +104,13 @@ def run_vectorized(
 class _Seeds:
     """The per-seed strategies and the stacked weights they train."""
 
-    def __init__(self, specs: Sequence[RunSpec], streams: list[Stream], device: torch.device):
+    def __init__(
+        self,
+        specs: Sequence[RunSpec],
+        streams: list[Stream],
+        device: torch.device,
+        data_dir: str | None,
+    ):
         self.streams, self.n_tasks = streams, streams[0].n_tasks
         self.strategies: list[Composite] = []
         models = []
@@ -118,8 +127,14 @@ class _Seeds:
                 stream.input_dim,
                 spec.scenario,
                 spec.seed,
+                data_dir,
             )
             strategy.setup(model, info, _generator(device, spec.seed, 1))
+            if len(strategy.params) != len(list(model.parameters())):
+                raise UserError(
+                    f"--vectorize: '{strategy.name}' trains only part of the network "
+                    "(its init freezes the rest); run without --vectorize"
+                )
             self.strategies.append(strategy)
             models.append(model)
         self.orders = [_generator(device, spec.seed, 2) for spec in specs]

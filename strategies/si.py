@@ -52,7 +52,7 @@ class Si(Regularizer):
     importance: dict[str, Tensor] = field(init=False, repr=False, compare=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
-        params = dict(model.named_parameters())
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
         self.anchor, self.previous = detached(params), detached(params)
         self.omega = {n: torch.zeros_like(p) for n, p in self.anchor.items()}
         self.importance = {n: torch.zeros_like(p) for n, p in self.anchor.items()}

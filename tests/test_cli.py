@@ -83,6 +83,21 @@ def test_list_shows_scenarios_strategies_and_parameters(capsys) -> None:
 
 
 @pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("er+ewc", ["er+ewc = sgd+replay+ewc", "lam", "fisher_samples", "size"]),
+        ("la-maml", ["la-maml = la-maml+replay", "opt_lr", "alpha_init", "size"]),
+        ("oml+er", ["oml+er = oml+sgd+replay", "meta_steps", "reset_head"]),
+    ],
+)
+def test_list_describes_a_composition_part_by_part(spec, expected, capsys) -> None:
+    assert main(["list", "--strategy", spec]) == 0
+    printed = capsys.readouterr().out
+    for fragment in expected:
+        assert fragment in printed
+
+
+@pytest.mark.parametrize(
     ("args", "fragment"),
     [
         (["run", "split-mnst", "-s", "naive"], "did you mean 'split-mnist'"),

@@ -126,6 +126,22 @@ def test_oml_stream_changes_only_the_head(monkeypatch: pytest.MonkeyPatch) -> No
         assert torch.equal(p.detach(), starts[name]) == (name not in HEAD), name
 
 
+@pytest.mark.parametrize("regularizer", ["ewc", "online-ewc", "si", "mas", "lwf"])
+def test_oml_combines_with_every_regularizer(regularizer: str) -> None:
+    """The regularizers see only the PLN that learns (SI once indexed the frozen RLN too)."""
+    result = run(f"oml+er+{regularizer}")
+    assert result.status == "ok", result.error
+    assert all(0.0 <= v <= 1.0 for row in result.matrix for v in row)
+
+
+def test_vectorize_refuses_an_init_that_freezes_part_of_the_network() -> None:
+    from lifelong.vectorized import run_vectorized
+
+    specs = plan_runs("split-mnist", ["oml+er"], [0, 1], {**TINY, **META})
+    with pytest.raises(UserError, match="trains only part of the network"):
+        run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
+
+
 @pytest.mark.parametrize("kind", ["maml", "reptile"])
 def test_meta_inits_change_the_start_deterministically_and_are_cached(
     kind: str, monkeypatch: pytest.MonkeyPatch
