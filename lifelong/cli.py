@@ -356,7 +356,8 @@ def _list(args: argparse.Namespace) -> int:
             parts = compose(args.strategy).parts()
             joined = "+".join(p.name for p in parts)
             described = "\n".join(_describe(p.name, type(p), param_specs(type(p))) for p in parts)
-            print(f"{args.strategy} = {joined} (set a value with --set PART.KEY=VALUE)\n{described}")
+            print(f"{args.strategy} = {joined} (set a value with --set PART.KEY=VALUE)")
+            print(described)
             return 0
         cls = find_strategy(args.strategy)
         print(_describe(cls.name, cls, param_specs(cls)))
