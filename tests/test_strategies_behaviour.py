@@ -51,6 +51,11 @@ def test_replay_is_far_above_naive_in_class_incremental(strategy: str) -> None:
     assert acc(strategy, "class") > acc("naive", "class") + 0.3
 
 
+def test_gdumb_the_worked_example_is_far_above_naive_in_class_incremental() -> None:
+    """strategies/gdumb.py, the README's from-scratch example (Prabhu et al. 2020)."""
+    assert acc("gdumb", "class") > acc("naive", "class") + 0.4
+
+
 def test_lwf_beats_naive_in_domain_incremental() -> None:
     assert acc("lwf", "domain") > acc("naive", "domain") + 0.08
 
