@@ -57,7 +57,13 @@ def make_report(
             f"unknown report format '{fmt}'{closest(fmt, FORMATS)}; use png, svg or pdf"
         )
     source = Path(results_dir)
-    runs = _load(source)
+    every = _load(source)
+    runs = [r for r in every if r.status == "ok"]  # diverged and failed runs are listed apart
+    if not runs:
+        raise UserError(
+            f"{source / SUMMARY}: every run diverged or failed, so there is nothing to plot; "
+            "see the status and error of each run there"
+        )
     out = check_out_dir(source / "report" if out_dir is None else out_dir)
     _require_packages()
     from lifelong import plots
@@ -71,6 +77,7 @@ def make_report(
     command = command or _report_command(source, out, fmt)
     data = [os.path.relpath(source / name, out) for name in (SUMMARY, RESULTS)]
     text = _markdown(runs, frame, table, images, command, data)
+    text += _left_out([r for r in every if r.status != "ok"])
     write_atomic(out / "report.md", text)
     return out / "report.md"
 
@@ -338,6 +345,19 @@ run's forgetting and forward-transfer matrices are in
 
 Data: [summary.json]({summary}), [results.csv]({results}) ({n_rows} evaluations).
 """
+
+
+def _left_out(runs: Sequence[RunResult]) -> str:
+    """A section naming the runs that diverged or failed (they are in no figure or table)."""
+    if not runs:
+        return ""
+    lines = ["", "## Runs left out", ""]
+    lines += ["| strategy | seed | status | reason |", "|---|---:|---|---|"]
+    for run in runs:
+        reason = (run.error or "").strip().splitlines()
+        shown = reason[-1] if reason else ""
+        lines.append(f"| {run.strategy} | {run.seed} | {run.status} | {shown.replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
 def _names_note(frame: pd.DataFrame) -> str:

@@ -159,6 +159,27 @@ def test_runs_without_curve_points(tmp_path: Path) -> None:
     assert all((report.parent / f).is_file() for f in referenced_files(report))
 
 
+def test_diverged_and_failed_runs_are_listed_apart(tmp_path: Path) -> None:
+    fine = [synthetic_run("naive", seed, 3) for seed in range(2)]
+    diverged = synthetic_run("ewc", 0, 3)
+    diverged.status, diverged.error = "diverged", "loss became NaN or infinite at task 1, step 7"
+    diverged.matrix, diverged.curves = diverged.matrix[:2], diverged.curves[:5]  # stopped early
+    failed = synthetic_run("mine", 0, 3)
+    failed.status, failed.error = "failed", "Traceback ...\nValueError: bad shape"
+    report = make_report(save(tmp_path, [*fine, diverged, failed])).read_text()
+    left = parse_table(report, "Runs left out")
+    assert [row[:3] for row in left] == [["ewc", "0", "diverged"], ["mine", "0", "failed"]]
+    assert left[0][3].endswith("task 1, step 7") and left[1][3] == "ValueError: bad shape"
+    assert [row[0] for row in parse_table(report, "Metrics")] == ["naive"]
+
+
+def test_a_report_with_only_diverged_runs_says_so(tmp_path: Path) -> None:
+    run = synthetic_run("ewc", 0, 2)
+    run.status, run.error = "diverged", "loss became NaN or infinite at task 1, step 3"
+    with pytest.raises(UserError, match="every run diverged or failed"):
+        make_report(save(tmp_path, [run]))
+
+
 def test_frame_is_one_row_per_evaluation_and_rebuilds_r_and_b() -> None:
     from lifelong.plots import run_matrices
 
