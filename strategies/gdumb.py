@@ -29,9 +29,10 @@ class GDumb(Strategy):
     A sample is stored while the memory has room; once it is full, a sample whose class
     holds fewer than ``size / classes seen`` slots replaces a random sample of the largest
     class. A class is a (task, label) pair, so that the tasks of domain- and
-    task-incremental streams, whose labels repeat, are balanced too. The stream itself is never trained on: after every task the network is reset to
-    its initial weights and trained on the memory alone. Its memory is its own, not the
-    shared ``replay`` part, because the retraining needs all of it at once.
+    task-incremental streams, whose labels repeat, are balanced too. The stream itself is
+    never trained on: after every task the network is reset to its initial weights and
+    trained on the memory alone. Its memory is its own, not the shared ``replay`` part,
+    because the retraining needs all of it at once.
     """
 
     name: ClassVar[str] = "gdumb"
@@ -84,7 +85,9 @@ class GDumb(Strategy):
         for _ in range(self.epochs):
             order = torch.randperm(len(self.y), generator=self.generator, device=self.y.device)
             for chunk in order.split(self.batch_size):
-                loss = F.cross_entropy(self.model(self.x[chunk], self.task_ids[chunk]), self.y[chunk])
+                loss = F.cross_entropy(
+                    self.model(self.x[chunk], self.task_ids[chunk]), self.y[chunk]
+                )
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
