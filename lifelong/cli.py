@@ -353,11 +353,11 @@ def _list(args: argparse.Namespace) -> int:
         from lifelong.compose import compose, is_composite
 
         if is_composite(args.strategy):
-            parts = compose(args.strategy).parts()
-            joined = "+".join(p.name for p in parts)
-            described = "\n".join(_describe(p.name, type(p), param_specs(type(p))) for p in parts)
+            members = compose(args.strategy).parts()
+            joined = "+".join(p.name for p in members)
             print(f"{args.strategy} = {joined} (set a value with --set PART.KEY=VALUE)")
-            print(described)
+            for p in members:
+                print(_describe(p.name, type(p), param_specs(type(p))))
             return 0
         cls = find_strategy(args.strategy)
         print(_describe(cls.name, cls, param_specs(cls)))
