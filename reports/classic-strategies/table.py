@@ -17,6 +17,8 @@ COMMANDS = [
     "--out reports/classic-strategies/split-mnist",
     "lifelong sweep reports/classic-strategies/permuted-mnist.toml "
     "--out reports/classic-strategies/permuted-mnist",
+    "lifelong report reports/classic-strategies/permuted-mnist "
+    "--out reports/classic-strategies/permuted-mnist/report",
     "python reports/classic-strategies/table.py > reports/classic-strategies.md",
 ]
 METRICS = ("acc", "bwt", "forgetting")
