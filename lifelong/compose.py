@@ -89,6 +89,10 @@ class Composite(Strategy):
     model: nn.Module = field(init=False, repr=False, compare=False)
     params: Params = field(init=False, repr=False, compare=False)
     keep_logits: bool = field(init=False, repr=False, compare=False)
+    tied: bool = field(init=False, repr=False, compare=False)
+    last_join: tuple[Batch, Batch, Batch] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -111,6 +115,7 @@ class Composite(Strategy):
         self.model = model
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
+        self.tied, self.last_join = _has_tied_tensors(model), None
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
         if self.memory is not None:
@@ -119,10 +124,32 @@ class Composite(Strategy):
             regularizer.setup(model, info, generator)
 
     def objective(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
-        """Cross-entropy on the batch joined with the replay batch, plus each weighted penalty."""
-        data = batch if replay is None else _join(batch, replay.batch)
-        ce = F.cross_entropy(functional_call(self.model, params, (data.x, data.task_ids)), data.y)
+        """Cross-entropy on the batch joined with the replay batch, plus each weighted penalty.
+
+        Meta-learners call this once per sample and weight set, so it is lean: the live
+        weights run the module as it is, other weights go through ``functional_call``
+        (which checks for tied tensors only when the model has some), and the last
+        joined batch is reused while the same batch and replay come back.
+        """
+        data = batch if replay is None else self._joined(batch, replay.batch)
+        if params is self.params:
+            logits = self.model(data.x, data.task_ids)
+        else:
+            logits = functional_call(
+                self.model, params, (data.x, data.task_ids), tie_weights=self.tied
+            )
+        ce = F.cross_entropy(logits, data.y)
+        if not self.regularizers:
+            return ce
         return ce + sum(reg.lam * reg.penalty(params, batch, replay) for reg in self.regularizers)
+
+    def _joined(self, batch: Batch, replayed: Batch) -> Batch:
+        cached = self.last_join
+        if cached is not None and cached[0] is batch and cached[1] is replayed:
+            return cached[2]
+        joined = _join(batch, replayed)
+        self.last_join = (batch, replayed, joined)
+        return joined
 
     def train_step(self, batch: Batch) -> Tensor:
         replay = self.memory.sample() if self.memory is not None else None
@@ -143,6 +170,15 @@ class Composite(Strategy):
     @torch.no_grad()
     def _logits(self, batch: Batch) -> Tensor:
         return self.model(batch.x, batch.task_ids)
+
+
+def _has_tied_tensors(model: nn.Module) -> bool:
+    """Whether one parameter or buffer is reachable under two names (shared weights)."""
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    return len({id(t) for _, t in named}) < len(named)
 
 
 def _join(a: Batch, b: Batch) -> Batch:

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torch.func import vmap
 
-from lifelong import Batch, Objective, Replay, Step, gradients
+from lifelong import Batch, Objective, Replay, Step
 from lifelong.functional import meta_gradient, sgd_inner_loop
 
 __all__ = ["clip_by_norm", "glance_order", "la_maml_update", "look_ahead"]
@@ -72,44 +71,60 @@ def look_ahead(
         loss = torch.stack([objective(p, batch, replay) for p in inner]).mean()
         g_theta, g_alpha = meta_gradient(loss, theta, a if rate_grads else None)
         return loss.detach(), g_theta, g_alpha
-    steps, sums = _first_order_inner_loop(objective, params, alpha, samples, rate_grads)
-    losses = vmap(lambda p: objective(p, batch, replay))(steps)  # [B], one call for all k
-    per_step = gradients(losses.sum(), steps)  # dL(theta_k)/dtheta_k, stacked over k
-    g_theta = {n: d.mean(0) for n, d in per_step.items()}
-    scale = -1 / len(samples)  # d theta_k / d alpha = -relu'(alpha) * G_k, averaged over k
-    g_alpha = {
-        n: sums[n].mul_(per_step[n]).sum(0).mul_(scale).mul_(a > 0)
-        for n, a in alpha.items()
-        if rate_grads
-    }
-    return losses.detach().mean(), g_theta, g_alpha
+    return _first_order(objective, params, alpha, samples, batch, replay, rate_grads)
 
 
-def _first_order_inner_loop(
-    objective: Objective, params: Params, alpha: Params, samples: list[Batch], sums: bool
-) -> tuple[Params, Params]:
-    """The look-ahead weights ``theta_1..theta_B`` and ``G_k = sum_{j<=k} g_j``, stacked.
+def _first_order(
+    objective: Objective,
+    params: Params,
+    alpha: Params,
+    samples: list[Batch],
+    batch: Batch,
+    replay: Replay | None,
+    rate_grads: bool,
+) -> tuple[Tensor, Params, Params]:
+    """The first-order look-ahead, one weight set at a time and one backward per step.
 
-    Returns:
-        ``steps[n] [B, *shape]`` (leaves that require grad, for the meta-loss) and, when
-        ``sums``, ``G[n] [B, *shape]`` (else ``{}``). The inner gradients are constants.
+    With constant inner gradients ``g_k``, ``d_k = dL_k/dtheta_k`` at ``theta_k`` gives
+    ``dL/dtheta = mean_k d_k`` and ``dL/dalpha = -relu'(alpha) * mean_k G_k * d_k`` with
+    ``G_k = sum_{j<=k} g_j``: running sums, so nothing is stacked over ``k``. The inner
+    gradient of sample ``k+1`` and ``d_k`` are both taken at ``theta_k``; one
+    ``autograd.grad`` call over two leaf sets that share ``theta_k``'s storage returns
+    both, so a glance of ``B`` samples runs ``B + 1`` backward passes, not ``2B``.
     """
-    rates = {n: r.detach().relu() for n, r in alpha.items()}
-    steps = {n: p.new_empty(len(samples), *p.shape) for n, p in params.items()}
-    running = {n: p.new_empty(len(samples), *p.shape) for n, p in params.items() if sums}
-    current = {n: p.detach() for n, p in params.items()}
-    for k, sample in enumerate(samples):
-        leaves = {n: t.detach().requires_grad_() for n, t in current.items()}
-        g = gradients(objective(leaves, sample, None), leaves)
-        for n, t in current.items():
-            torch.addcmul(t, rates[n], g[n], value=-1, out=steps[n][k])
-        for n, total in running.items():
-            if k == 0:
-                total[0].copy_(g[n])
-            else:
-                torch.add(total[k - 1], g[n], out=total[k])
-        current = {n: s[k] for n, s in steps.items()}
-    return {n: s.requires_grad_() for n, s in steps.items()}, running
+    names = list(params)
+    rates = [alpha[n].detach().relu() for n in names]
+    fast = [params[n].detach().clone() for n in names]  # theta_k, stepped in place
+    g_theta = [torch.zeros_like(t) for t in fast]
+    sums = [torch.zeros_like(t) for t in fast] if rate_grads else []
+    g_alpha = [torch.zeros_like(t) for t in fast] if rate_grads else []
+    losses = []
+    for k in range(len(samples) + 1):
+        outputs, leaves = [], []
+        if k < len(samples):  # the inner loss of sample k+1
+            leaves += [t.detach().requires_grad_() for t in fast]
+            outputs.append(objective(dict(zip(names, leaves, strict=True)), samples[k], None))
+        if k > 0:  # the meta-loss at theta_k
+            outer = [t.detach().requires_grad_() for t in fast]
+            outputs.append(objective(dict(zip(names, outer, strict=True)), batch, replay))
+            losses.append(outputs[-1].detach())
+            leaves += outer
+        grads = torch.autograd.grad(outputs, leaves)
+        if k > 0:
+            d = list(grads[-len(names) :])
+            torch._foreach_add_(g_theta, d)
+            if rate_grads:
+                torch._foreach_addcmul_(g_alpha, sums, d)
+        if k < len(samples):
+            inner = list(grads[: len(names)])
+            torch._foreach_addcmul_(fast, rates, inner, value=-1)  # theta_{k+1}
+            if rate_grads:
+                torch._foreach_add_(sums, inner)
+    torch._foreach_div_(g_theta, len(samples))
+    for rate, total in zip(rates if rate_grads else [], g_alpha, strict=True):
+        total.mul_(-1 / len(samples)).mul_(rate > 0)  # relu'(alpha)
+    by_name = dict(zip(names, g_alpha, strict=True)) if rate_grads else {}
+    return torch.stack(losses).mean(), dict(zip(names, g_theta, strict=True)), by_name
 
 
 def clip_by_norm(grads: Params, max_norm: float) -> Params:

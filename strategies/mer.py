@@ -8,7 +8,7 @@ from typing import ClassVar, final
 import torch
 from torch import Tensor
 
-from lifelong import Batch, Learner, Objective, Replay, Step, StreamInfo, detached, gradients, param
+from lifelong import Batch, Learner, Objective, Replay, Step, StreamInfo, detached, param
 
 __all__ = ["Mer", "mer_update"]
 
@@ -51,10 +51,11 @@ def mer_update(
     """
     examples = _replayed(batch, pool, generator, batches_per_example, memory_batch)
     arrived = []
+    weights = list(params.values())
     for i in range(len(batch.y)):
-        before = detached(params)
+        before = [p.detach().clone() for p in weights]
         for b in range(batches_per_example):
-            start = detached(params)
+            start = [p.detach().clone() for p in weights]
             for s in range(len(examples.y[i, b])):  # the example first, then the replayed
                 sample = Batch(
                     examples.x[i, b, s : s + 1],
@@ -65,16 +66,13 @@ def mer_update(
                 loss = objective(params, sample, None)
                 if b == 0 and s == 0:
                     arrived.append(loss.detach())
-                grads = gradients(loss, params)
+                grads = torch.autograd.grad(loss, weights)
                 with torch.no_grad():
-                    for name, p in params.items():
-                        p.sub_(grads[name], alpha=lr)
+                    torch._foreach_sub_(weights, grads, alpha=lr)
             with torch.no_grad():
-                for name, p in params.items():
-                    p.lerp_(start[name], 1 - beta)  # start + beta * (theta - start)
+                torch._foreach_lerp_(weights, start, 1 - beta)  # start + beta * (theta - start)
         with torch.no_grad():
-            for name, p in params.items():
-                p.lerp_(before[name], 1 - gamma)  # before + gamma * (theta - before)
+            torch._foreach_lerp_(weights, before, 1 - gamma)  # before + gamma * (theta - before)
     return torch.stack(arrived).mean()
 
 

@@ -180,6 +180,47 @@ def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
     assert_close(got_alpha, want_alpha, 1e-12)
 
 
+def test_first_order_path_without_rate_gradients() -> None:
+    """C-MAML's call (no rate gradients) takes the same weight gradient, and no alpha."""
+    composite = tiny_composite()
+    theta, alpha = values(composite.params), rates(composite.params)
+    loss, g_theta, g_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    again, h_theta, h_alpha = look_ahead(
+        composite.objective, theta, alpha, BATCH, REPLAY, rate_grads=False
+    )
+    assert h_alpha == {} and len(g_alpha) == len(theta)
+    assert_close(h_theta, g_theta, 0)
+    torch.testing.assert_close(again, loss, rtol=0, atol=0)
+    assert_close(values(composite.params), theta, 0)  # the inputs are not modified
+
+
+class Tied(torch.nn.Module):
+    """A 3-4-3 network whose output layer is the transpose of its input layer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = torch.nn.Linear(3, 4, dtype=torch.float64)
+        self.out = torch.nn.Linear(4, 3, dtype=torch.float64)
+        self.out.weight = self.inp.weight  # type: ignore[assignment]  # shapes differ: .t()
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.nn.functional.linear(torch.relu(self.inp(x)), self.out.weight.t())
+
+
+def test_objective_keeps_tied_weights_tied() -> None:
+    """Fast weights for a model with shared tensors move every alias, as the module does."""
+    composite, _ = configure("la-maml+replay", {})
+    model = Tied()
+    composite.setup(model, StreamInfo(2, "domain", 3, 1, 3), torch.Generator().manual_seed(1))
+    assert composite.tied and list(composite.params) == ["inp.weight", "inp.bias", "out.bias"]
+    batch = data(4, 12)
+    shifted = {n: p.detach() + 0.1 for n, p in composite.params.items()}
+    got = composite.objective(shifted, batch, None)  # functional_call: both aliases move
+    load_params(model, shifted)
+    want = composite.objective(composite.params, batch, None)  # the module's own weights
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
 def test_clip_by_norm_matches_torch() -> None:
     grads = {"a": torch.randn(3, 4, dtype=torch.float64), "b": torch.randn(5, dtype=torch.float64)}
     tensors = [g.clone().requires_grad_() for g in grads.values()]

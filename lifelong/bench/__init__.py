@@ -51,8 +51,10 @@ def run_bench(
         samples = sum(len(t.y_train) for t in stream.tasks) * spec.protocol.epochs
         loop = measure(workload, repeat, avalanche=avalanche)
         e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche)
-        rows.append(BenchRow(workload, samples, loop, e2e))
-    profile = profile_top(workloads[min(1, len(workloads) - 1)])
+        rows.append(BenchRow(workload, samples, loop, e2e, spec.protocol.glances))
+    classic = [w for w in workloads if not w.meta]
+    profiled = [*classic[min(1, len(classic) - 1) :][:1], *(w for w in workloads if w.meta)]
+    profile = [(f": {w.name}", profile_top(w)) for w in profiled]
     memory = None
     if with_memory:
         from lifelong.bench.memory import memory_profile

@@ -44,24 +44,36 @@ def avalanche_loop(
     *,
     strategy: str,
     seed: int,
-    lr: float,
+    lr: float | None,
     batch_size: int,
     epochs: int = 1,
     hidden: tuple[int, ...] = (100, 100),
     memory_size: int = 200,
     ewc_lambda: float = 100.0,
+    replay_batch: int = 10,
+    alpha_init: float = 0.15,
+    opt_lr: float = 0.3,
+    clip: float = 2.0,
 ) -> list[list[float]]:
-    """Run Avalanche's Naive, Replay or EWC; return the accuracy matrix R."""
+    """Run Avalanche's Naive, Replay, EWC or LaMAML; return the accuracy matrix R.
+
+    ``la-maml+replay`` is ``lamaml_v2.LaMAML``, first order, one inner step per sample
+    (``n_inner_updates = batch_size``), ``alpha_init``, ``lr_alpha = opt_lr``,
+    ``grad_clip_norm = clip``, a reservoir of ``memory_size`` replayed ``replay_batch``
+    at a time; ``lr`` is unused (its weights move by the learned rates).
+    """
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
     from avalanche.training.supervised import EWC, Naive, Replay
+    from avalanche.training.supervised.lamaml_v2 import LaMAML
 
     from lifelong.interop import benchmark_from_stream
 
     benchmark = benchmark_from_stream(stream)
     torch.manual_seed(seed)
-    model = _Flat(MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads))
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    net = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+    model: nn.Module = net if strategy == "la-maml+replay" else _Flat(net)  # LaMAML: model(x, t)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr if lr is not None else 0.1)
     common: dict[str, Any] = {
         "train_mb_size": batch_size,
         "train_epochs": epochs,
@@ -79,6 +91,20 @@ def avalanche_loop(
     elif strategy == "ewc":
         learner = EWC(
             model=model, optimizer=optimizer, criterion=criterion, ewc_lambda=ewc_lambda, **common
+        )
+    elif strategy == "la-maml+replay":
+        learner = LaMAML(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion,
+            n_inner_updates=batch_size,
+            second_order=False,
+            grad_clip_norm=clip,
+            lr_alpha=opt_lr,
+            alpha_init=alpha_init,
+            max_buffer_size=memory_size,
+            buffer_mb_size=replay_batch,
+            **common,
         )
     else:
         raise ValueError(f"no Avalanche counterpart for {strategy!r}")

@@ -14,7 +14,7 @@ from torch.func import functional_call, grad, vmap
 from lifelong.model import MLP
 from lifelong.stream import Stream
 
-__all__ = ["hand_loop"]
+__all__ = ["hand_la_maml", "hand_loop"]
 
 
 def hand_loop(
@@ -107,3 +107,95 @@ def evaluate(model: MLP, stream: Stream) -> list[float]:
         pred = model(x, torch.full_like(task.y_test, task.id)).argmax(1)
         out.append(float((pred == task.y_test).float().mean()))
     return out
+
+
+def hand_la_maml(
+    stream: Stream,
+    *,
+    seed: int,
+    batch_size: int,
+    glances: int = 1,
+    hidden: tuple[int, ...] = (100, 100),
+    memory_size: int = 200,
+    replay_batch: int = 10,
+    alpha_init: float = 0.15,
+    opt_lr: float = 0.3,
+    clip: float = 2.0,
+) -> list[list[float]]:
+    """La-MAML as the official MNIST code writes it, on plain tensors; return R.
+
+    Per glance: reshuffle the batch; one inner SGD step per sample on a chain of fast
+    weights ``fast - g * relu(alpha)`` (inner gradients not differentiated: first order);
+    the meta-loss on the batch plus ``replay_batch`` memory samples after every step;
+    one backward of their mean to the weights and the rates; both gradients clipped to a
+    norm of ``clip``; ``alpha -= opt_lr * grad``, then ``theta -= relu(alpha) * grad``.
+    The reservoir memory takes each batch after its first glance (as lifelong's does).
+
+    References: Gupta, Yadav & Paull 2020 (La-MAML); montrealrobotics/La-MAML
+    ``model/lamaml.py``.
+    """
+    if stream.n_heads != 1:
+        raise ValueError("hand_la_maml runs single-head streams (its net takes no task ids)")
+    torch.manual_seed(seed)
+    model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+    evaluate(model, stream)
+    weights = [p.detach().clone().requires_grad_() for p in model.parameters()]
+    rates = [torch.full_like(w, alpha_init).requires_grad_() for w in weights]
+    order = torch.Generator().manual_seed(seed)
+    mem_x = torch.zeros(memory_size, stream.input_dim)
+    mem_y = torch.zeros(memory_size, dtype=torch.long)
+    seen = 0
+
+    def net(x: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
+        for i in range(0, len(w) - 2, 2):
+            x = F.linear(x, w[i], w[i + 1]).relu()
+        return F.linear(x, w[-2], w[-1])
+
+    rows = []
+    for task in stream.tasks:
+        perm = torch.randperm(len(task.y_train), generator=order)
+        for start in range(0, len(perm), batch_size):
+            idx = perm[start : start + batch_size]
+            x_in, y_in = task.x_train[idx].float().div_(255), task.y_train[idx]
+            for _ in range(glances):
+                shuffle = torch.randperm(len(y_in), generator=order)
+                x, y = x_in[shuffle], y_in[shuffle]
+                pick = torch.randperm(min(seen, memory_size), generator=order)[:replay_batch]
+                bx, by = torch.cat([x, mem_x[pick]]), torch.cat([y, mem_y[pick]])
+                fast, metas = weights, []
+                for i in range(len(y)):
+                    loss = F.cross_entropy(net(x[i : i + 1], fast), y[i : i + 1])
+                    grads = torch.autograd.grad(loss, fast)
+                    fast = [f - g * r.relu() for f, g, r in zip(fast, grads, rates, strict=True)]
+                    metas.append(F.cross_entropy(net(bx, fast), by))
+                meta = torch.stack(metas).mean()
+                both = torch.autograd.grad(meta, weights + rates)
+                g_w, g_a = (
+                    _clipped(both[: len(weights)], clip),
+                    _clipped(both[len(weights) :], clip),
+                )
+                with torch.no_grad():
+                    for w, r, gw, ga in zip(weights, rates, g_w, g_a, strict=True):
+                        r.sub_(ga, alpha=opt_lr)
+                        w.sub_(gw * r.relu())
+            for i in range(len(y_in)):  # reservoir sampling
+                slot = (
+                    seen
+                    if seen < memory_size
+                    else int(torch.randint(seen + 1, (1,), generator=order))
+                )
+                if slot < memory_size:
+                    mem_x[slot], mem_y[slot] = x_in[i], y_in[i]
+                seen += 1
+        with torch.no_grad():
+            for p, w in zip(model.parameters(), weights, strict=True):
+                p.copy_(w)
+        rows.append(evaluate(model, stream))
+    return rows
+
+
+def _clipped(grads: tuple[torch.Tensor, ...], max_norm: float) -> list[torch.Tensor]:
+    """``torch.nn.utils.clip_grad_norm_``'s rule on a list of gradients."""
+    norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
+    return [g * scale for g in grads]

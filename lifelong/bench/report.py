@@ -6,23 +6,50 @@ import platform
 import statistics
 from importlib import metadata
 from pathlib import Path
+from typing import NamedTuple
 
 from lifelong.bench.harness import Timing, Workload
 
 __all__ = ["BenchRow", "render"]
 
 LOOP_TARGET = 1.2  # lifelong's loop within 1.2x of the hand-written loop
-AVALANCHE_TARGETS = {"naive": 3.0, "er": 3.0, "ewc": 5.0}
+AVALANCHE_TARGETS = {"naive": 3.0, "er": 3.0, "ewc": 5.0, "la-maml+replay": 3.0}
 E2E_TARGET = 2.0
+OFFICIAL_LA_MAML = 1050.0
+"""Sample-glances per second of the official La-MAML code (montrealrobotics/La-MAML) on
+this CPU, as the issue measured it: 20 tasks x 1,000 samples x 5 glances in about 94 s of
+training (100,000 / 94 s ~ 1,064/s, stated as ~1,050/s)."""
+OFFICIAL_TARGET = 3.0  # lifelong's La-MAML at >= 3x the official code's sample-glances/s
+EWC_NOTE = [
+    "",
+    "## EWC: why the workload uses lam 10",
+    "",
+    "With ``ewc.lam`` 100 (the previous report) lifelong and the hand loop both ended at "
+    "ACC 0.100 without diverging: the penalty held the network so tightly that no later "
+    "task was learned (0.0 on the newest task) and every input went to one class (0.5 on "
+    "one task, 0 elsewhere). Both use the per-sample empirical Fisher (Kirkpatrick et al. "
+    "2017) on 500 samples per task; Avalanche's EWC squares mini-batch gradients, a "
+    "Fisher several times smaller on this net, so the same lam is a much weaker penalty "
+    "there (and it has no 1/2). All three now run lam 10, where each learns its newest "
+    "task. EWC's loop is slower than naive's mostly because of that per-sample Fisher "
+    "(about 0.15-0.45 s per task on this CPU, most of the loop), not because of the "
+    "penalty in the step, which is one fused quadratic however many tasks have passed.",
+]
 
 
 class BenchRow:
     """Measurements of one workload."""
 
     def __init__(
-        self, workload: Workload, samples: int, loop: dict[str, Timing], e2e: dict[str, float]
+        self,
+        workload: Workload,
+        samples: int,
+        loop: dict[str, Timing],
+        e2e: dict[str, float],
+        glances: int = 1,
     ) -> None:
         self.workload, self.samples, self.loop, self.e2e = workload, samples, loop, e2e
+        self.glances = glances
 
     def ratio(self, slower: str, faster: str) -> float:
         if slower not in self.loop or faster not in self.loop:
@@ -35,7 +62,7 @@ def render(
     *,
     command: str,
     repeat: int,
-    profile: str,
+    profile: str | list[tuple[str, str]],
     threads: int,
     memory: list[tuple[float, float]] | None = None,
 ) -> str:
@@ -53,7 +80,8 @@ def render(
         "The loop time covers building the model, the evaluation of every task before "
         "training, training, and the evaluation of every task after each task. All three "
         "implementations get the same stream tensors, MLP 784-100-100-10 with the same initial "
-        "weights, batch size 32, one epoch, SGD lr 0.1 and the same hyperparameters. ACC is "
+        "weights, batch size 32 (La-MAML: 10), one epoch, SGD lr 0.1 (La-MAML: learned rates) "
+        "and the same hyperparameters. ACC is "
         "the mean of the last row of R (the data order and sampling differ between "
         "implementations, so ACC agrees only up to seed noise).",
         "",
@@ -83,45 +111,189 @@ def render(
             f"| {row.workload.name} | {row.e2e['lifelong']:.2f} | "
             f"{row.e2e['hand loop']:.2f} | {ava:.2f} | {ava / row.e2e['lifelong']:.2f} |"
         )
+    lines += _la_maml(rows)
+    targets = _targets(rows)
     lines += ["", "## Targets", "", "| target | workload | measured | met |", "|---|---|---:|---|"]
-    lines += _targets(rows)
-    lines += [
+    lines += _target_rows(targets)
+    lines += _misses(targets)
+    lines += EWC_NOTE
+    profiles = [("", profile)] if isinstance(profile, str) else profile
+    for name, text in profiles:
+        lines += [
+            "",
+            f"## Where lifelong's loop spends its time (cProfile, own time){name}",
+            "",
+            "```",
+            text,
+            "```",
+        ]
+    return "\n".join([*lines, ""])
+
+
+def _la_maml(rows: list[BenchRow]) -> list[str]:
+    """The La-MAML section: time per training sample and per sample-glance, official line."""
+    meta = [row for row in rows if row.workload.meta]
+    if not meta:
+        return []
+    lines = [
         "",
-        "## Where lifelong's loop spends its time (cProfile, own time)",
+        "## La-MAML: time per training sample",
         "",
-        "```",
-        profile,
-        "```",
+        "A sample-glance is one inner step on a sample plus its share of the meta-loss (a "
+        "batch of 10 makes 10 inner steps and 10 meta-losses on the batch + 10 replayed "
+        "samples); La-MAML's cost grows with sample-glances, so they are the unit of work. "
+        "The hand loop is the official code's algorithm written out on plain tensors "
+        "(chain of fast weights, one backward of the summed meta-losses); the official "
+        f"code itself is the fixed line below, ~{OFFICIAL_LA_MAML:,.0f} sample-glances/s on "
+        "this CPU as the issue measured it (20 tasks x 1,000 samples x 5 glances in about "
+        "94 s of training; not re-run here).",
         "",
+        "| workload | implementation | loop s | training samples | sample-glances | "
+        "ms / training sample | ms / sample-glance | sample-glances/s | x official code |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    return "\n".join(lines)
+    for row in meta:
+        work = row.samples * row.glances
+        for name, timing in row.loop.items():
+            rate = work / timing.median
+            lines.append(
+                f"| {row.workload.name} | {name} | {timing.median:.2f} | {row.samples:,} | "
+                f"{work:,} | {1e3 * timing.median / row.samples:.2f} | "
+                f"{1e3 * timing.median / work:.3f} | {rate:,.0f} | "
+                f"{rate / OFFICIAL_LA_MAML:.2f} |"
+            )
+    lines += [
+        "| permuted-mnist 20 x 1,000, 5 glances (the issue's run) | official code "
+        f"(reference) | ~94 | 20,000 | 100,000 | 4.70 | 0.940 | ~{OFFICIAL_LA_MAML:,.0f} | "
+        "1.00 |",
+        "",
+        "Differences of Avalanche's LaMAML (``lamaml_v2``, run with one inner step per sample "
+        "and first order): its inner steps use ``alpha`` itself, not ``relu(alpha)``, and "
+        "clamp every inner gradient to +-clip; its reservoir memory is refreshed once per "
+        "experience, so nothing is replayed during the first experience and the current "
+        "task's samples are never in the memory; it has no glances; its constructor "
+        "re-initialises the network (Kaiming normal, zero biases), so its weights start "
+        "elsewhere; it drops the last incomplete mini-batch. Same stream, MLP, batch size, "
+        "alpha_init, rate learning rate, clip and memory size otherwise.",
+    ]
+    for row in meta:
+        if "hand loop" in row.loop and "lifelong" in row.loop:
+            speedup = row.ratio("hand loop", "lifelong")
+            lines += [
+                "",
+                f"Same run, like for like: lifelong's La-MAML does {speedup:.2f}x the "
+                "sample-glances per second of the official algorithm on plain tensors (the "
+                "hand loop). Scaled to the issue's measurement of the official code "
+                f"(~{OFFICIAL_LA_MAML:,.0f}/s), that is ~{speedup * OFFICIAL_LA_MAML:,.0f} "
+                "sample-glances/s; the absolute rates in the table are lower because this "
+                "2-core machine was shared while it ran.",
+            ]
+    return lines
 
 
-def _targets(rows: list[BenchRow]) -> list[str]:
+class Target(NamedTuple):
+    """One target row: what is asked, on which workload, the measured ratio and the goal."""
+
+    what: str
+    workload: str
+    value: float
+    goal: float
+    why: str  # key of WHY: the reason a miss has
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.goal if self.why == "hand" else self.value >= self.goal
+
+
+WHY = {
+    "hand": "lifelong's step goes through the composite (learner, memory, objective) and "
+    "the runner's evaluation schedule; the hand loop inlines all of it. On loops this "
+    "short (well under a second) the ratio moves by about 0.1 between runs on this "
+    "shared machine (er: 1.08 to 1.23 over four runs of the same code).",
+    "official": "La-MAML's inner loop is sequential: every sample-glance is one "
+    "single-sample forward and backward through the module plus one meta-loss forward and "
+    "backward on the batch and replayed samples, and at this size (MLP 784-100-100-10, a "
+    "batch of 1 or 20) each pass costs what PyTorch's per-operator and autograd overhead "
+    "costs, not arithmetic (the profile below: autograd's run_backward and linear lead). "
+    "lifelong does the algorithm's passes and no more (one backward call per step that "
+    "returns both the inner and the meta gradient, running sums instead of stacked "
+    "copies, no functional_call for the live weights, no tied-weight search when the "
+    "model has none), and beats the official algorithm written on plain tensors (the "
+    "hand loop, same run); 3x the official code would need fewer passes than the "
+    "algorithm has, i.e. fused or compiled kernels, which this generic-model path does "
+    "not use (no torch.compile). The official figure was also measured by the issue "
+    "without the concurrent load this 2-core machine had during this run (the hand loop, "
+    "the same algorithm, ran well below ~1,050/s here); the hand-loop ratio is the "
+    "like-for-like comparison.",
+    "avalanche-la-maml": "Avalanche's lamaml_v2 does the same per-sample passes "
+    "(functional_call inner steps, one meta-backward), so its cost per sample-glance is "
+    "of the same order; lifelong saves its deepcopy of the weights, DataLoader and "
+    "template callbacks per mini-batch and the second functional_call per step, not "
+    "the passes themselves.",
+    "avalanche-classic": "lifelong's loop is within a few percent of the hand-written "
+    "floor (x hand loop above), so the speed-up over Avalanche is bounded by Avalanche's "
+    "own overhead over that floor (DataLoader, plugin callbacks, per-iteration "
+    "bookkeeping), which at batch 32 on this CPU is less than 3x the floor.",
+    "avalanche-ewc": "most of lifelong's EWC loop is the Fisher: the per-sample empirical "
+    "Fisher of Kirkpatrick et al. on 500 samples per task (vmap of per-sample gradients, "
+    "500 x 89,610 values per task), where Avalanche squares mini-batch gradients, a "
+    "cheaper and different estimator (see the profile and the EWC note).",
+    "process": "a fresh process spends most of its time importing torch (and lifelong's "
+    "modules or Avalanche's) and loading the data; the training loop is a small share, "
+    "so the process ratio sits near the ratio of import times.",
+}
+
+
+def _targets(rows: list[BenchRow]) -> list[Target]:
     out = []
     for row in rows:
         name = row.workload.name
         loop = row.ratio("lifelong", "hand loop")
-        out.append(_target(f"loop <= {LOOP_TARGET}x hand loop", name, loop, loop <= LOOP_TARGET))
+        out.append(Target(f"loop <= {LOOP_TARGET}x hand loop", name, loop, LOOP_TARGET, "hand"))
+        if row.workload.meta and "lifelong" in row.loop:
+            rate = row.samples * row.glances / row.loop["lifelong"].median
+            what = (
+                f"sample-glances/s >= {OFFICIAL_TARGET:.0f}x the official code's "
+                f"(>= {OFFICIAL_TARGET * OFFICIAL_LA_MAML:,.0f}/s)"
+            )
+            out.append(Target(what, name, rate / OFFICIAL_LA_MAML, OFFICIAL_TARGET, "official"))
         goal = AVALANCHE_TARGETS.get(row.workload.strategy)
         speedup = row.ratio("avalanche", "lifelong")
         if goal is not None and speedup == speedup:
-            out.append(
-                _target(f"loop >= {goal}x faster than Avalanche", name, speedup, speedup >= goal)
-            )
+            strategy = row.workload.strategy
+            why = "avalanche-la-maml" if row.workload.meta else "avalanche-classic"
+            why = "avalanche-ewc" if strategy == "ewc" else why
+            out.append(Target(f"loop >= {goal}x faster than Avalanche", name, speedup, goal, why))
         if "avalanche" in row.e2e:
             e2e = row.e2e["avalanche"] / row.e2e["lifelong"]
-            out.append(
-                _target(
-                    f"process >= {E2E_TARGET}x faster than Avalanche", name, e2e, e2e >= E2E_TARGET
-                )
-            )
+            what = f"process >= {E2E_TARGET}x faster than Avalanche"
+            out.append(Target(what, name, e2e, E2E_TARGET, "process"))
     return out
 
 
-def _target(what: str, workload: str, value: float, met: bool) -> str:
-    verdict = "yes" if met else "**no**"
-    return f"| {what} | {workload} | {value:.2f}x | {verdict} |"
+def _target_rows(targets: list[Target]) -> list[str]:
+    return [
+        f"| {t.what} | {t.workload} | {t.value:.2f}x | {'yes' if t.met else '**no**'} |"
+        for t in targets
+    ]
+
+
+def _misses(targets: list[Target]) -> list[str]:
+    """Every missed target with its gap, then the reason each kind of miss has."""
+    missed = [t for t in targets if not t.met]
+    if not missed:
+        return ["", "Every target is met."]
+    lines = ["", "## Missed targets: by how much and why", ""]
+    for t in missed:
+        gap = t.value / t.goal if t.why == "hand" else t.goal / t.value
+        lines.append(
+            f"- {t.what}, {t.workload}: {t.value:.2f}x against {t.goal:g}x ({gap:.2f}x short)."
+        )
+    lines.append("")
+    for key in dict.fromkeys(t.why for t in missed):
+        lines.append(f"Why ({key}): {WHY[key]}")
+        lines.append("")
+    return lines[:-1]
 
 
 def _version(package: str) -> str:

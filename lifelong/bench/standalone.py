@@ -13,27 +13,17 @@ def main(argv: list[str]) -> int:
     kind, name = argv
     import torch
 
-    from lifelong.bench.harness import WORKLOADS
+    from lifelong.bench.harness import WORKLOADS, avalanche_run, hand_run
     from lifelong.plan import plan_runs
 
     torch.set_num_threads(1)
     (workload,) = [w for w in WORKLOADS if w.name == name]
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)
-    kwargs = {
-        "strategy": workload.strategy,
-        "seed": 0,
-        "lr": workload.lr,
-        "batch_size": workload.batch_size,
-    }
     if kind == "hand":
-        from lifelong.bench.handloop import hand_loop
-
-        hand_loop(stream, **kwargs)  # type: ignore[arg-type]
+        hand_run(workload, stream)
     else:
-        from lifelong.bench.avalanche_side import avalanche_loop
-
-        avalanche_loop(stream, **kwargs)  # type: ignore[arg-type]
+        avalanche_run(workload, stream)
     return 0
 
 
