@@ -81,7 +81,12 @@ def test_report_la_maml_section_has_the_official_line_and_the_gaps() -> None:
         "avalanche": Timing([4.0], [0.6]),
     }
     row = BenchRow(workload, 2500, loop, {"lifelong": 10.0, "hand loop": 9.0, "avalanche": 15.0})
-    text = render([row], command="c", repeat=1, profile=[(": x", "profile")], threads=1)
+    memory = [(0.0, 100.0), (0.1, 150.0), (0.5, 151.0), (1.0, 152.0)]
+    text = render(
+        [row], command="c", repeat=1, profile=[(": x", "profile")], threads=1, memory=memory
+    )
+    assert "| RSS MiB | 150 | 150 | 151 | 151 | 152 |" in text  # 75%: the nearer, earlier
+    assert "Growth from 10% of the run to its end: +2.0 MiB" in text
     assert "| official code (reference) | ~94 | 20,000 | 100,000 | 4.70 | 0.940 | ~1,050" in text
     # 2,500 sample-glances in 2.0 s: 1,250/s, 0.800 ms each, 1.19x the official code
     assert "| lifelong | 2.00 | 2,500 | 2,500 | 0.80 | 0.800 | 1,250 | 1.19 |" in text

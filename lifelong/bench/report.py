@@ -117,6 +117,7 @@ def render(
     lines += _target_rows(targets)
     lines += _misses(targets)
     lines += EWC_NOTE
+    lines += _memory(memory)
     profiles = [("", profile)] if isinstance(profile, str) else profile
     for name, text in profiles:
         lines += [
@@ -128,6 +129,29 @@ def render(
             "```",
         ]
     return "\n".join([*lines, ""])
+
+
+def _memory(memory: list[tuple[float, float]] | None) -> list[str]:
+    """Resident memory at a few points of the long run, and its growth after warm-up."""
+    if not memory:
+        return []
+    marks = (0.1, 0.25, 0.5, 0.75, 1.0)
+    picked = [min(memory, key=lambda point: abs(point[0] - mark)) for mark in marks]
+    growth = memory[-1][1] - picked[0][1]
+    return [
+        "",
+        "## Resident memory over a 100-task permuted stream (er, memory 500)",
+        "",
+        "RSS of the process while lifelong trains 100 permuted tasks of 200 samples (batch "
+        "10, replay 500/10), sampled every 0.1 s; the stream is built before the run, so a "
+        "flat line means nothing grows with the number of tasks seen.",
+        "",
+        "| share of the run | " + " | ".join(f"{m:.0%}" for m in marks) + " |",
+        "|---|" + "---:|" * len(marks),
+        "| RSS MiB | " + " | ".join(f"{mib:,.0f}" for _, mib in picked) + " |",
+        "",
+        f"Growth from 10% of the run to its end: {growth:+,.1f} MiB ({len(memory)} samples).",
+    ]
 
 
 def _la_maml(rows: list[BenchRow]) -> list[str]:
