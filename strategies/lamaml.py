@@ -20,7 +20,7 @@ learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, final
+from typing import TYPE_CHECKING, ClassVar, final
 
 import torch
 from torch import Tensor
@@ -38,9 +38,47 @@ def _rates(params: Params, value: float) -> Params:
     return {n: torch.full_like(p.detach(), value) for n, p in params.items()}
 
 
+@dataclass
+class _LookAheadLearner(Learner):
+    """What the three learners share: the rates alpha, a reshuffle per glance, the update.
+
+    A learner with an ``opt_lr`` field learns its rates at that rate; one with an
+    ``opt_wt`` field moves the weights synchronously by SGD at that rate (else by
+    ``relu(alpha)``), as the official code's ``--learn_lr`` and ``--sync_update`` say.
+    """
+
+    needs_memory: ClassVar[bool] = True
+    if TYPE_CHECKING:  # declared, with their defaults, by each learner
+        alpha_init: float
+        clip: float
+        second_order: bool
+
+    alpha: Params = field(init=False, repr=False, compare=False)
+    generator: torch.Generator = field(init=False, repr=False, compare=False)
+
+    def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
+        self.alpha, self.generator = _rates(params, self.alpha_init), generator
+
+    def step(
+        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
+    ) -> Step:
+        batch = glance_order(batch, self.generator)
+        return la_maml_update(
+            params,
+            self.alpha,
+            batch,
+            replay,
+            objective,
+            opt_lr=getattr(self, "opt_lr", None),
+            opt_wt=getattr(self, "opt_wt", None),
+            clip=self.clip,
+            second_order=self.second_order,
+        )
+
+
 @final
 @dataclass
-class LaMaml(Learner):
+class LaMaml(_LookAheadLearner):
     """La-MAML: learned per-parameter rates; weights moved by ``relu(alpha) * meta-grad``.
 
     Every glance reshuffles the incoming batch (the run's generator), takes the look-ahead
@@ -66,38 +104,15 @@ class LaMaml(Learner):
     """
 
     name: ClassVar[str] = "la-maml"
-    needs_memory: ClassVar[bool] = True
     opt_lr: float = param(0.3, "learning rate of the learned rates alpha", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
     clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
     second_order: bool = param(False, "differentiate through the inner-loop gradients")
 
-    alpha: Params = field(init=False, repr=False, compare=False)
-    generator: torch.Generator = field(init=False, repr=False, compare=False)
-
-    def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
-        self.alpha, self.generator = _rates(params, self.alpha_init), generator
-
-    def step(
-        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
-    ) -> Step:
-        batch = glance_order(batch, self.generator)
-        return la_maml_update(
-            params,
-            self.alpha,
-            batch,
-            replay,
-            objective,
-            opt_lr=self.opt_lr,
-            opt_wt=None,
-            clip=self.clip,
-            second_order=self.second_order,
-        )
-
 
 @final
 @dataclass
-class SyncLaMaml(Learner):
+class SyncLaMaml(_LookAheadLearner):
     """Sync-La-MAML: learned inner-loop rates; weights updated by SGD at ``opt_wt``.
 
     The official ``--learn_lr --sync_update`` switches; defaults: its permutations row.
@@ -107,39 +122,16 @@ class SyncLaMaml(Learner):
     """
 
     name: ClassVar[str] = "sync-la-maml"
-    needs_memory: ClassVar[bool] = True
     opt_lr: float = param(0.1, "learning rate of the learned rates alpha", gt=0)
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
     clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
     second_order: bool = param(False, "differentiate through the inner-loop gradients")
 
-    alpha: Params = field(init=False, repr=False, compare=False)
-    generator: torch.Generator = field(init=False, repr=False, compare=False)
-
-    def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
-        self.alpha, self.generator = _rates(params, self.alpha_init), generator
-
-    def step(
-        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
-    ) -> Step:
-        batch = glance_order(batch, self.generator)
-        return la_maml_update(
-            params,
-            self.alpha,
-            batch,
-            replay,
-            objective,
-            opt_lr=self.opt_lr,
-            opt_wt=self.opt_wt,
-            clip=self.clip,
-            second_order=self.second_order,
-        )
-
 
 @final
 @dataclass
-class CMaml(Learner):
+class CMaml(_LookAheadLearner):
     """C-MAML: fixed inner-loop rates ``alpha_init``; weights updated by SGD at ``opt_wt``.
 
     The official ``--sync_update`` switch alone; defaults: its permutations row.
@@ -151,30 +143,7 @@ class CMaml(Learner):
     """
 
     name: ClassVar[str] = "c-maml"
-    needs_memory: ClassVar[bool] = True
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.03, "the fixed inner-loop learning rate")
     clip: float = param(2.0, "joint-norm clip of the meta-gradient (0: none)", ge=0)
     second_order: bool = param(False, "differentiate through the inner-loop gradients")
-
-    alpha: Params = field(init=False, repr=False, compare=False)
-    generator: torch.Generator = field(init=False, repr=False, compare=False)
-
-    def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
-        self.alpha, self.generator = _rates(params, self.alpha_init), generator
-
-    def step(
-        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
-    ) -> Step:
-        batch = glance_order(batch, self.generator)
-        return la_maml_update(
-            params,
-            self.alpha,
-            batch,
-            replay,
-            objective,
-            opt_lr=None,
-            opt_wt=self.opt_wt,
-            clip=self.clip,
-            second_order=self.second_order,
-        )
