@@ -108,16 +108,7 @@ class _Run:
         hidden = self.protocol.hidden
         self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
         self.strategy = dataclasses.replace(spec.strategy)
-        info = StreamInfo(
-            stream.n_tasks,
-            stream.setting,
-            stream.n_outputs,
-            stream.n_heads,
-            stream.input_dim,
-            scenario=spec.scenario,
-            seed=spec.seed,
-            data_dir=data_dir,
-        )
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
         self.sampling = _generator(device, spec.seed, 1)
         self.order = _generator(device, spec.seed, 2)
         self.strategy.setup(self.model, info, self.sampling)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.stream import Setting, TrainingData
+from lifelong.stream import Setting, Stream, TrainingData
 
 if TYPE_CHECKING:
     from lifelong.scenario import ScenarioFamily
@@ -58,6 +58,26 @@ class StreamInfo:
     scenario: ScenarioFamily | None = None
     seed: int = 0
     data_dir: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        stream: Stream,
+        scenario: ScenarioFamily | None = None,
+        seed: int = 0,
+        data_dir: str | None = None,
+    ) -> StreamInfo:
+        """The info of ``stream`` (its shape), with the run's scenario, seed and data."""
+        return cls(
+            stream.n_tasks,
+            stream.setting,
+            stream.n_outputs,
+            stream.n_heads,
+            stream.input_dim,
+            scenario,
+            seed,
+            data_dir,
+        )
 
     @property
     def uses_task_id(self) -> bool:

@@ -119,16 +119,7 @@ class _Seeds:
             hidden = spec.protocol.hidden
             model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
             strategy = dataclasses.replace(_as_composite(spec.strategy))
-            info = StreamInfo(
-                stream.n_tasks,
-                stream.setting,
-                stream.n_outputs,
-                stream.n_heads,
-                stream.input_dim,
-                spec.scenario,
-                spec.seed,
-                data_dir,
-            )
+            info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
             strategy.setup(model, info, _generator(device, spec.seed, 1))
             if len(strategy.params) != len(list(model.parameters())):
                 raise UserError(

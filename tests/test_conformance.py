@@ -91,14 +91,7 @@ def test_strategy_conforms(name: str, any_setting: str, make_stream) -> None:
 def check_predict(prototype: object, stream: Stream, scenario: ScenarioFamily) -> None:
     strategy = dataclasses.replace(prototype)  # type: ignore[type-var]
     model = MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
-    info = StreamInfo(
-        stream.n_tasks,
-        stream.setting,
-        stream.n_outputs,
-        stream.n_heads,
-        stream.input_dim,
-        scenario=scenario,
-    )
+    info = StreamInfo.of(stream, scenario)
     strategy.setup(model, info, torch.Generator().manual_seed(0))
     for task in stream.tasks[:2]:
         data = training_data(task)

@@ -52,15 +52,7 @@ def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:
 def info_for(seed: int = 0) -> tuple[StreamInfo, MLP]:
     scenario = SplitScenario(samples_per_task=40)
     stream: Stream = scenario.build(seed)
-    info = StreamInfo(
-        stream.n_tasks,
-        stream.setting,
-        stream.n_outputs,
-        stream.n_heads,
-        stream.input_dim,
-        scenario=scenario,
-        seed=seed,
-    )
+    info = StreamInfo.of(stream, scenario, seed)
     torch.manual_seed(seed)
     return info, MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
 
