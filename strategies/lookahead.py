@@ -17,6 +17,9 @@ learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor
 
@@ -46,7 +49,8 @@ def look_ahead(
 
     Args:
         objective: ``objective(params, batch, replay) -> 0-d`` (cross-entropy + penalties).
-        params: the weights ``theta`` by name (not modified).
+        params: the weights ``theta`` by name; unchanged on return (first order steps
+            live weights in place and puts them back, see :func:`_fast_weights`).
         alpha: one learned rate per weight, same names and shapes (not modified).
         batch: the ``B`` incoming samples, ``x [B, D]``, in inner-loop order.
         second_order: differentiate through the inner gradients (MAML). First order keeps
@@ -58,8 +62,8 @@ def look_ahead(
         ``(L, dL/dtheta, dL/dalpha)``: the detached 0-d meta-loss and gradients by name.
     """
     samples = [
-        Batch(batch.x[i : i + 1], batch.y[i : i + 1], batch.task_ids[i : i + 1], batch.task)
-        for i in range(len(batch.y))
+        Batch(x, y, t, batch.task)
+        for x, y, t in zip(batch.x.split(1), batch.y.split(1), batch.task_ids.split(1), strict=True)
     ]
     if second_order:
         theta = {n: p.detach().requires_grad_() for n, p in params.items()}
@@ -83,48 +87,69 @@ def _first_order(
     replay: Replay | None,
     rate_grads: bool,
 ) -> tuple[Tensor, Params, Params]:
-    """The first-order look-ahead, one weight set at a time and one backward per step.
+    """The first-order look-ahead, the weights stepped in place, two backward passes a step.
 
     With constant inner gradients ``g_k``, ``d_k = dL_k/dtheta_k`` at ``theta_k`` gives
     ``dL/dtheta = mean_k d_k`` and ``dL/dalpha = -relu'(alpha) * mean_k G_k * d_k`` with
-    ``G_k = sum_{j<=k} g_j``: running sums, so nothing is stacked over ``k``. The inner
-    gradient of sample ``k+1`` and ``d_k`` are both taken at ``theta_k``; one
-    ``autograd.grad`` call over two leaf sets that share ``theta_k``'s storage returns
-    both, so a glance of ``B`` samples runs ``B + 1`` backward passes, not ``2B``.
+    ``G_k = sum_{j<=k} g_j``: running sums, kept in the gradients autograd hands back, so
+    nothing is stacked over ``k`` and no buffer is zeroed.
     """
     names = list(params)
     rates = [alpha[n].detach().relu() for n in names]
-    fast = [params[n].detach().clone() for n in names]  # theta_k, stepped in place
-    g_theta = [torch.zeros_like(t) for t in fast]
-    sums = [torch.zeros_like(t) for t in fast] if rate_grads else []
-    g_alpha = [torch.zeros_like(t) for t in fast] if rate_grads else []
+    g_theta: list[Tensor] = []  # sum_k d_k
+    sums: list[Tensor] = []  # G_k
+    g_alpha: list[Tensor] = []  # sum_k G_k * d_k
     losses = []
-    for k in range(len(samples) + 1):
-        outputs, leaves = [], []
-        if k < len(samples):  # the inner loss of sample k+1
-            leaves += [t.detach().requires_grad_() for t in fast]
-            outputs.append(objective(dict(zip(names, leaves, strict=True)), samples[k], None))
-        if k > 0:  # the meta-loss at theta_k
-            outer = [t.detach().requires_grad_() for t in fast]
-            outputs.append(objective(dict(zip(names, outer, strict=True)), batch, replay))
-            losses.append(outputs[-1].detach())
-            leaves += outer
-        grads = torch.autograd.grad(outputs, leaves)
-        if k > 0:
-            d = list(grads[-len(names) :])
-            torch._foreach_add_(g_theta, d)
-            if rate_grads:
-                torch._foreach_addcmul_(g_alpha, sums, d)
-        if k < len(samples):
-            inner = list(grads[: len(names)])
-            torch._foreach_addcmul_(fast, rates, inner, value=-1)  # theta_{k+1}
-            if rate_grads:
-                torch._foreach_add_(sums, inner)
+    with _fast_weights(params) as (weights, at):
+        one = torch.ones((), dtype=weights[0].dtype, device=weights[0].device)  # dloss/dloss
+        for k in range(len(samples) + 1):  # at theta_k
+            if k > 0:  # the meta-loss
+                outer = objective(at, batch, replay)
+                d = list(torch.autograd.grad(outer, weights, one))
+                losses.append(outer.detach())
+                if k == 1:  # the sums start at their first terms
+                    g_alpha = list(torch._foreach_mul(sums, d)) if rate_grads else []
+                    g_theta = d
+                else:
+                    torch._foreach_add_(g_theta, d)
+                    if rate_grads:
+                        torch._foreach_addcmul_(g_alpha, sums, d)
+            if k < len(samples):  # the inner step on sample k+1
+                g = list(torch.autograd.grad(objective(at, samples[k], None), weights, one))
+                with torch.no_grad():
+                    torch._foreach_addcmul_(weights, rates, g, value=-1)  # theta_{k+1}
+                if rate_grads and k == 0:
+                    sums = g
+                elif rate_grads:
+                    torch._foreach_add_(sums, g)
     torch._foreach_div_(g_theta, len(samples))
     for rate, total in zip(rates if rate_grads else [], g_alpha, strict=True):
         total.mul_(-1 / len(samples)).mul_(rate > 0)  # relu'(alpha)
     by_name = dict(zip(names, g_alpha, strict=True)) if rate_grads else {}
     return torch.stack(losses).mean(), dict(zip(names, g_theta, strict=True)), by_name
+
+
+@contextmanager
+def _fast_weights(params: Params) -> Iterator[tuple[tuple[Tensor, ...], Params]]:
+    """Leaves that hold the fast weights ``theta_k``, and the dict the objective reads.
+
+    Live weights (leaves that require grad, as a composite's are) are those leaves
+    themselves and get their values back, bit for bit, on exit (an error included): the
+    objective then sees the caller's own dict, which a composite runs through its module
+    as it is, without ``functional_call`` re-registering every parameter twice per sample.
+    Other weights are cloned into private leaves.
+    """
+    if not all(p.is_leaf and p.requires_grad for p in params.values()):
+        private = tuple(p.detach().clone().requires_grad_() for p in params.values())
+        yield private, dict(zip(params, private, strict=True))
+        return
+    live = tuple(params.values())
+    theta = [w.detach().clone() for w in live]
+    try:
+        yield live, params
+    finally:
+        with torch.no_grad():
+            torch._foreach_copy_(live, theta)
 
 
 def clip_by_norm(grads: Params, max_norm: float) -> Params:

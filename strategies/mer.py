@@ -51,22 +51,27 @@ def mer_update(
     """
     examples = _replayed(batch, pool, generator, batches_per_example, memory_batch)
     arrived = []
-    weights = list(params.values())
+    weights = tuple(params.values())
+    one = torch.ones((), dtype=weights[0].dtype, device=weights[0].device)  # dloss/dloss
+    before = [p.detach().clone() for p in weights]  # buffers, refilled by copy: no new memory
+    start = [p.detach().clone() for p in weights]
     for i in range(len(batch.y)):
-        before = [p.detach().clone() for p in weights]
+        with torch.no_grad():
+            torch._foreach_copy_(before, weights)
         for b in range(batches_per_example):
-            start = [p.detach().clone() for p in weights]
-            for s in range(len(examples.y[i, b])):  # the example first, then the replayed
-                sample = Batch(
-                    examples.x[i, b, s : s + 1],
-                    examples.y[i, b, s : s + 1],
-                    examples.task_ids[i, b, s : s + 1],
-                    batch.task,
-                )
-                loss = objective(params, sample, None)
+            with torch.no_grad():
+                torch._foreach_copy_(start, weights)
+            rows = zip(
+                examples.x[i, b].split(1),
+                examples.y[i, b].split(1),
+                examples.task_ids[i, b].split(1),
+                strict=True,
+            )
+            for s, (x, y, task_ids) in enumerate(rows):  # the example first, then the replayed
+                loss = objective(params, Batch(x, y, task_ids, batch.task), None)
                 if b == 0 and s == 0:
                     arrived.append(loss.detach())
-                grads = torch.autograd.grad(loss, weights)
+                grads = torch.autograd.grad(loss, weights, one)
                 with torch.no_grad():
                     torch._foreach_sub_(weights, grads, alpha=lr)
             with torch.no_grad():

@@ -194,6 +194,35 @@ def test_first_order_path_without_rate_gradients() -> None:
     assert_close(values(composite.params), theta, 0)  # the inputs are not modified
 
 
+def test_first_order_on_live_weights_matches_a_copy_and_puts_them_back() -> None:
+    """The live weights, stepped in place through the look-ahead, give bit for bit the
+    result of private copies, and hold their values again afterwards."""
+    composite = tiny_composite("la-maml+replay+ewc", lam=3.0)
+    before, alpha = values(composite.params), rates(composite.params)
+    live = look_ahead(composite.objective, composite.params, alpha, BATCH, REPLAY)
+    copied = look_ahead(composite.objective, values(composite.params), alpha, BATCH, REPLAY)
+    torch.testing.assert_close(live[0], copied[0], rtol=0, atol=0)
+    assert_close(live[1], copied[1], 0)
+    assert_close(live[2], copied[2], 0)
+    assert_close(values(composite.params), before, 0)
+    assert all(p.requires_grad and p.grad is None for p in composite.params.values())
+
+
+def test_live_weights_are_put_back_when_the_objective_fails() -> None:
+    composite = tiny_composite()
+    before, calls = values(composite.params), []
+
+    def failing(params: Params, batch: Batch, replay: Replay | None) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 4:  # after two inner steps
+            raise RuntimeError("objective failed")
+        return composite.objective(params, batch, replay)
+
+    with pytest.raises(RuntimeError, match="objective failed"):
+        look_ahead(failing, composite.params, rates(composite.params), BATCH, REPLAY)
+    assert_close(values(composite.params), before, 0)
+
+
 class Tied(torch.nn.Module):
     """A 3-4-3 network whose output layer is the transpose of its input layer."""
 
