@@ -75,9 +75,12 @@ class Composite(Strategy):
     """A strategy assembled from parts: one learner, at most one memory, any regularizers.
 
     Its step minimises ``cross-entropy + sum(lam * penalty)`` with the learner, replaying
-    from the memory when there is one. Build it with :func:`compose` (``compose("er+ewc")``)
-    or directly from part instances. An ``init`` part, when given, sets the starting
-    weights first and says which parameters learn; the other parts see only those.
+    from the memory when there is one. When the learner takes proximal steps
+    (:meth:`Learner.proximal_rate`, ``sgd``), quadratic penalties are left out of the
+    objective and applied exactly after each step instead (:meth:`apply_proximal`).
+    Build it with :func:`compose` (``compose("er+ewc")``) or directly from part instances.
+    An ``init`` part, when given, sets the starting weights first and says which
+    parameters learn; the other parts see only those.
     """
 
     learner: Learner = field(default_factory=_default_learner, metadata=_doc("update rule"))
@@ -90,6 +93,8 @@ class Composite(Strategy):
     params: Params = field(init=False, repr=False, compare=False)
     keep_logits: bool = field(init=False, repr=False, compare=False)
     tied: bool = field(init=False, repr=False, compare=False)
+    explicit: tuple[Regularizer, ...] = field(init=False, repr=False, compare=False)
+    proximal: tuple[Regularizer, ...] = field(init=False, repr=False, compare=False)
     last_join: tuple[Batch, Batch, Batch] | None = field(
         init=False, repr=False, compare=False, default=None
     )
@@ -116,6 +121,9 @@ class Composite(Strategy):
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
         self.tied, self.last_join = _has_tied_tensors(model), None
+        rate = self.learner.proximal_rate()
+        self.proximal = tuple(r for r in self.regularizers if rate is not None and _is_quadratic(r))
+        self.explicit = tuple(r for r in self.regularizers if r not in self.proximal)
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
         if self.memory is not None:
@@ -139,9 +147,24 @@ class Composite(Strategy):
                 self.model, params, (data.x, data.task_ids), tie_weights=self.tied
             )
         ce = F.cross_entropy(logits, data.y)
-        if not self.regularizers:
+        if not self.explicit:
             return ce
-        return ce + sum(reg.lam * reg.penalty(params, batch, replay) for reg in self.regularizers)
+        return ce + self.penalties(params, batch, replay)
+
+    def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
+        """``sum(lam * penalty)`` over the regularizers that are part of the objective."""
+        return sum(
+            (reg.lam * reg.penalty(params, batch, replay) for reg in self.explicit),
+            batch.x.new_zeros(()),
+        )
+
+    def apply_proximal(self, params: Params) -> None:
+        """The learner's exact implicit step on each quadratic penalty left out of the objective."""
+        rate = self.learner.proximal_rate()
+        for reg in self.proximal:
+            quadratic = reg.quadratic()
+            if rate is not None and quadratic is not None:
+                quadratic.proximal_step(params, rate * reg.lam)
 
     def _joined(self, batch: Batch, replayed: Batch) -> Batch:
         cached = self.last_join
@@ -154,6 +177,7 @@ class Composite(Strategy):
     def train_step(self, batch: Batch) -> Tensor:
         replay = self.memory.sample() if self.memory is not None else None
         step = self.learner.step(self.params, batch, replay, self.objective)
+        self.apply_proximal(self.params)
         if self.memory is not None and batch.glance == 0:  # a repeated glance is no new sample
             self.memory.add(batch, self._logits(batch) if self.keep_logits else None)
         for regularizer in self.regularizers:
@@ -170,6 +194,11 @@ class Composite(Strategy):
     @torch.no_grad()
     def _logits(self, batch: Batch) -> Tensor:
         return self.model(batch.x, batch.task_ids)
+
+
+def _is_quadratic(regularizer: Regularizer) -> bool:
+    """Whether the regularizer's class states its penalty as a :class:`Quadratic`."""
+    return type(regularizer).quadratic is not Regularizer.quadratic
 
 
 def _has_tied_tensors(model: nn.Module) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "Learner",
     "Memory",
     "Objective",
+    "Quadratic",
     "Regularizer",
     "Replay",
     "Step",
@@ -56,6 +57,32 @@ class Replay:
 
     batch: Batch
     logits: Tensor
+
+
+@dataclass(frozen=True)
+class Quadratic:
+    """A penalty ``sum_i weights_i * (theta_i - center_i)^2`` (plus a constant), by name.
+
+    Attributes:
+        weights: the curvature of each weight's term, shaped like the parameter.
+        center: the point each weight is pulled to.
+    """
+
+    weights: Params
+    center: Params
+
+    def proximal_step(self, params: Params, rate: float) -> None:
+        """Move ``params`` in place to the exact minimiser of the penalty plus a step cost.
+
+        ``u = argmin lam_w (u - c)^2 + (u - theta)^2 / (2 rate)`` per weight, i.e.
+        ``u = (theta + k c) / (1 + k)`` with ``k = 2 rate w``; the caller folds ``lam`` into
+        ``rate``. It contracts towards ``c`` for any ``k >= 0``, so it never diverges.
+        """
+        with torch.no_grad():
+            for name, w in self.weights.items():
+                if name in params:
+                    k = w * (2 * rate)
+                    params[name].add_(k * self.center[name]).div_(k + 1)
 
 
 Objective = Callable[[Params, Batch, "Replay | None"], Tensor]
@@ -99,6 +126,17 @@ class Learner(abc.ABC):
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
         """Update ``params`` in place from ``batch`` (and ``replay``), minimising ``objective``."""
+
+    def proximal_rate(self) -> float | None:
+        """The step size of an exact proximal step for quadratic penalties, or None.
+
+        A learner that returns a rate ``eta`` does not see the quadratic penalties (EWC, SI,
+        MAS) in its objective; after each of its steps the composite moves every weight to
+        ``argmin_u lam * w (u - c)^2 + (u - theta)^2 / (2 eta)``, the implicit step on the
+        penalty, which is stable at any strength. None (the default) adds the penalties to
+        the objective like any other loss term.
+        """
+        return None
 
 
 @dataclass
@@ -146,6 +184,16 @@ class Regularizer(abc.ABC):
     def penalty(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """The penalty at ``params`` (0-d, differentiable), before multiplying by ``lam``."""
 
+    def quadratic(self) -> Quadratic | None:
+        """The penalty as ``sum_i w_i (theta_i - c_i)^2`` plus a constant, or None.
+
+        Regularizers whose penalty is such a quadratic (EWC, online EWC, SI, MAS) return
+        it, so that a learner with a :meth:`Learner.proximal_rate` applies it exactly;
+        None before the first consolidation. Others keep the default None and are always
+        part of the objective.
+        """
+        return None
+
     def observe(self, params: Params, grads: Params) -> None:  # noqa: B027 - optional hook
         """Called by the strategy after every update with the step's gradients (SI)."""
 
@@ -189,30 +237,113 @@ def gradient_importance(
     sample_loss: Callable[[Tensor, Tensor], Tensor],
     kind: Literal["square", "abs"],
     chunk: int = 64,
+    summed_loss: Callable[[Tensor, Tensor], Tensor] | None = None,
 ) -> Params:
     """Mean over samples of ``g_i^2`` or ``|g_i|``, ``g_i`` the gradient of sample i's loss.
 
     Args:
         sample_loss: ``(logits [1, n_outputs], y [1]) -> 0-d`` loss of one sample.
         kind: ``"square"`` (a Fisher diagonal) or ``"abs"`` (MAS importance).
-        chunk: samples whose gradients are held at once (memory ``chunk x n_params``).
+        summed_loss: ``(logits [B, n_outputs], y [B]) -> 0-d``, the sum of
+            ``sample_loss`` over the rows (e.g. cross-entropy with ``reduction="sum"``);
+            it enables the one-pass path below.
+        chunk: samples whose per-sample gradients are held at once on the general path
+            (memory ``chunk x n_params``).
 
     Returns:
-        Tensors shaped like ``params``; per-sample gradients come from ``vmap(grad(...))``.
+        Tensors shaped like ``params``. When ``summed_loss`` is given and every
+        parameter in ``params`` belongs to an
+        ``nn.Linear`` that the forward pass calls once (the built-in MLP), the per-sample
+        gradient of a weight is the outer product ``delta_i a_i^T`` of the layer's output
+        gradient and input, so the sum over samples is ``(delta^2)^T (a^2)`` (or with
+        absolute values): one forward and one backward for the whole batch. Any other
+        model takes ``vmap(grad(...))`` over the samples, ``chunk`` at a time; the two
+        agree to float rounding.
     """
     frozen = detached(params)
+    if summed_loss is not None and len(batch.y) and _linear_layers(model, frozen):
+        total = _linear_importance(model, frozen, batch, summed_loss, kind, sample_loss)
+    else:
+        total = _vmap_importance(model, frozen, batch, sample_loss, kind, chunk)
+    return {name: t / max(len(batch.y), 1) for name, t in total.items()}
+
+
+def _linear_layers(model: nn.Module, params: Params) -> dict[str, nn.Linear] | None:
+    """The Linear layers owning every name in ``params`` (by module name), or None."""
+    layers = {
+        name: module for name, module in model.named_modules() if isinstance(module, nn.Linear)
+    }
+    owned = {f"{name}.{kind}" for name, layer in layers.items() for kind in ("weight", "bias")}
+    if not set(params) <= owned:
+        return None
+    return {n: m for n, m in layers.items() if f"{n}.weight" in params or f"{n}.bias" in params}
+
+
+def _linear_importance(
+    model: nn.Module,
+    params: Params,
+    batch: Batch,
+    summed_loss: Callable[[Tensor, Tensor], Tensor],
+    kind: Literal["square", "abs"],
+    sample_loss: Callable[[Tensor, Tensor], Tensor],
+) -> Params:
+    """Summed per-sample importances from each Linear's inputs and output gradients."""
+    layers = _linear_layers(model, params)
+    assert layers is not None
+    inputs: dict[str, list[Tensor]] = {name: [] for name in layers}
+    outputs: dict[str, list[Tensor]] = {name: [] for name in layers}
+
+    def recorder(name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
+        def record(module: nn.Module, args: tuple[Tensor, ...], out: Tensor) -> None:
+            inputs[name].append(args[0].detach())
+            outputs[name].append(out)
+
+        return record
+
+    live = {name: p.detach().requires_grad_() for name, p in params.items()}
+    hooks = [layer.register_forward_hook(recorder(name)) for name, layer in layers.items()]
+    try:
+        logits = functional_call(model, live, (batch.x, batch.task_ids))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    called_once = all(len(o) == 1 and o[0].dim() == 2 for o in outputs.values())
+    if not called_once:  # a layer reused or fed 3-D inputs: the outer product does not hold
+        return _vmap_importance(model, params, batch, sample_loss, kind, chunk=64)
+    names = list(layers)
+    deltas = torch.autograd.grad(summed_loss(logits, batch.y), [outputs[n][0] for n in names])
+    total: Params = {}
+    for name, delta in zip(names, deltas, strict=True):
+        a = inputs[name][0]
+        d, a = (delta.pow(2), a.pow(2)) if kind == "square" else (delta.abs(), a.abs())
+        if f"{name}.weight" in params:
+            total[f"{name}.weight"] = d.T @ a
+        if f"{name}.bias" in params:
+            total[f"{name}.bias"] = d.sum(0)
+    return {name: total[name] for name in params}
+
+
+def _vmap_importance(
+    model: nn.Module,
+    params: Params,
+    batch: Batch,
+    sample_loss: Callable[[Tensor, Tensor], Tensor],
+    kind: Literal["square", "abs"],
+    chunk: int,
+) -> Params:
+    """Summed per-sample importances from ``vmap(grad(...))``, ``chunk`` samples at a time."""
 
     def one(p: Params, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
         return sample_loss(functional_call(model, p, (x[None], t[None])), y[None])
 
     per_sample = vmap(grad(one), in_dims=(None, 0, 0, 0))
-    total = {name: torch.zeros_like(p) for name, p in frozen.items()}
+    total = {name: torch.zeros_like(p) for name, p in params.items()}
     for start in range(0, len(batch.y), chunk):
         part = slice(start, start + chunk)
-        g = per_sample(frozen, batch.x[part], batch.y[part], batch.task_ids[part])
+        g = per_sample(params, batch.x[part], batch.y[part], batch.task_ids[part])
         for name in total:
             total[name] += (g[name].pow(2) if kind == "square" else g[name].abs()).sum(0)
-    return {name: t / max(len(batch.y), 1) for name, t in total.items()}
+    return total
 
 
 def fisher_diagonal(
@@ -237,4 +368,10 @@ def fisher_diagonal(
             probs = functional_call(model, params, (batch.x, batch.task_ids)).softmax(1)
         labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         batch = Batch(batch.x, labels, batch.task_ids, batch.task)
-    return gradient_importance(model, params, batch, F.cross_entropy, "square")
+    return gradient_importance(
+        model, params, batch, F.cross_entropy, "square", summed_loss=_summed_cross_entropy
+    )
+
+
+def _summed_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")

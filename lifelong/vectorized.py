@@ -164,19 +164,15 @@ class _Seeds:
             .mean(1)
         )
         penalties = [
-            sum(
-                (
-                    reg.lam * reg.penalty(self.views(s), batches[s], replays[s])
-                    for reg in c.regularizers
-                ),
-                torch.zeros((), device=ce.device),
-            )
+            c.penalties(self.views(s), batches[s], replays[s])
             for s, c in enumerate(self.strategies)
         ]
         grads = torch.autograd.grad((ce + torch.stack(penalties)).sum(), list(self.stack.values()))
         for p, g in zip(self.stack.values(), grads, strict=True):
             p.grad = g
         self.optimizer.step()
+        for s, c in enumerate(self.strategies):
+            c.apply_proximal(self.views(s))
         named = dict(zip(self.stack, grads, strict=True))
         for s, c in enumerate(self.strategies):
             if c.memory is not None and batches[s].glance == 0:

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lifelong import (
     Batch,
+    Quadratic,
     Regularizer,
     Replay,
     StreamInfo,
@@ -33,21 +34,21 @@ class Ewc(Regularizer):
     The sum over tasks is kept as the one equivalent quadratic (same value and gradient),
     so a step costs the same after 2 tasks as after 20.
 
-    Default ``lam = 5`` is chosen for the default learner (SGD, lr 0.1) on every built-in
-    stream: plain gradient descent on the penalty is stable only while ``lr * lam * F_i``
-    stays below 2 for every weight, and the output layer's Fisher reaches about 0.25 per
-    task here (empirical; 0.7 true), summed over the tasks that share it. On mnist5k
-    ``lam = 50`` diverges on class-incremental Split-MNIST, and ``lam = 10`` with the true
-    Fisher on Permuted-MNIST (10 tasks). With the ``adam`` learner, whose steps are
-    bounded by its lr, much larger values work (``adam+ewc`` with ``lam`` about 3000 on
-    Split-MNIST).
+    Default ``lam = 1000``, tuned on Split-MNIST (mnist5k, one epoch, SGD lr 0.1 with its
+    proximal step, 3 seeds): task-incremental ACC 0.969 against naive's 0.957, domain-
+    incremental 0.764 against 0.657 (1e4 gives 0.856 there but 0.936 in task-IL).
+    Long streams that share every weight need far less: on Permuted-MNIST (10 tasks)
+    ``lam = 1000`` leaves the later tasks unlearnt (ACC 0.515 against naive's 0.743)
+    and ``lam = 5`` gives 0.77 (reports/classic-strategies.md). Under ``sgd`` the
+    penalty is applied as an exact proximal step, stable at any ``lam``; under other
+    learners it is part of the loss (``adam+ewc`` takes ``lam`` about 3000).
 
     References: Kirkpatrick et al. 2017, "Overcoming catastrophic forgetting in neural
     networks" (PNAS).
     """
 
     name: ClassVar[str] = "ewc"
-    lam: float = param(5.0, "strength of the penalty", ge=0)
+    lam: float = param(1000.0, "strength of the penalty (Permuted-MNIST: about 5)", ge=0)
     fisher: str = param(
         "empirical", "Fisher from the labels or sampled", choices=("empirical", "true")
     )
@@ -71,6 +72,11 @@ class Ewc(Regularizer):
         if not self.weight:
             return batch.x.new_zeros(())
         return (quadratic_penalty(params, self.weight, self.center) + self.offset) / 2
+
+    def quadratic(self) -> Quadratic | None:
+        if not self.weight:
+            return None
+        return Quadratic({n: w / 2 for n, w in self.weight.items()}, self.center)
 
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
         # sum_t F_t (theta - a_t)^2 == A (theta - c)^2 + offset, with A = sum_t F_t and

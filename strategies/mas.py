@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lifelong import (
     Batch,
+    Quadratic,
     Regularizer,
     Replay,
     StreamInfo,
@@ -23,7 +24,7 @@ from lifelong import (
 
 
 def _squared_norm(logits: Tensor, y: Tensor) -> Tensor:
-    """MAS's per-sample function: the squared L2 norm of the output (labels unused)."""
+    """MAS's function: the squared L2 norm of the outputs (labels unused), summed over rows."""
     return logits.pow(2).sum()
 
 
@@ -36,15 +37,17 @@ class Mas(Regularizer):
     of its training inputs (no labels needed), and the anchor moves to the current
     weights; ``penalty = sum_i Omega_i (theta_i - theta*_i)^2``.
 
-    Default ``lam = 0.05``: the importance grows with the logits, and with SGD at lr 0.1
-    ``lam = 0.1`` already collapses some class-incremental Split-MNIST runs.
+    Default ``lam = 3``, tuned on Split-MNIST (mnist5k, one epoch, SGD lr 0.1 with its
+    proximal step, 3 seeds): task-incremental ACC 0.960 against naive's 0.957, domain-
+    incremental 0.706 against 0.657 (10 gives 0.819 there but 0.952 in task-IL).
+    Permuted-MNIST (10 tasks) wants about 0.05.
 
     References: Aljundi et al. 2018, "Memory aware synapses: learning what (not) to
     forget" (ECCV).
     """
 
     name: ClassVar[str] = "mas"
-    lam: float = param(0.05, "strength of the penalty", ge=0)
+    lam: float = param(3.0, "strength of the penalty (Permuted-MNIST: about 0.05)", ge=0)
     samples: int = param(500, "training samples of a task used for its importance", ge=1)
 
     model: nn.Module = field(init=False, repr=False, compare=False)
@@ -60,8 +63,15 @@ class Mas(Regularizer):
             return batch.x.new_zeros(())
         return quadratic_penalty(params, self.importance, self.anchor)
 
+    def quadratic(self) -> Quadratic | None:
+        if not self.anchor:
+            return None
+        return Quadratic(self.importance, self.anchor)
+
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
         sample = task_sample(data, self.samples, self.generator)
-        new = gradient_importance(self.model, params, sample, _squared_norm, "abs")
+        new = gradient_importance(
+            self.model, params, sample, _squared_norm, "abs", summed_loss=_squared_norm
+        )
         self.importance = {n: self.importance.get(n, 0) + w for n, w in new.items()}
         self.anchor = detached(params)

@@ -28,12 +28,25 @@ class Sgd(Learner):
 
     With no memory and no regularizer it is the ``naive`` baseline, step for step.
 
+    Quadratic penalties (``ewc``, ``online-ewc``, ``si``, ``mas``) are applied as a
+    proximal step by default: the gradient step sees only the loss (and any other
+    penalty), then each weight moves to the exact minimiser of ``lam * w (u - c)^2`` plus
+    the step's distance term (:meth:`lifelong.Quadratic.proximal_step`). The objective is
+    the same as adding the penalty to the loss; only its optimisation differs. Plain
+    gradient descent on a penalty diverges once ``lr * lam * w`` passes 1 for some weight,
+    which caps the useful strength far below what protects old tasks (EWC's Fisher, SI's
+    and MAS's importances reach 1e1-1e3 on single weights); the proximal step is stable
+    at any ``lam``. ``proximal=false`` gives plain gradient descent on the penalty.
+
     References: Chaudhry et al. 2019, "On tiny episodic memories in continual learning" (ER).
     """
 
     name: ClassVar[str] = "sgd"
     lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
+    proximal: bool = param(
+        True, "apply quadratic penalties (ewc, si, mas) as an exact implicit step"
+    )
 
     optimizer: torch.optim.Optimizer = field(init=False, repr=False, compare=False)
 
@@ -41,6 +54,9 @@ class Sgd(Learner):
         self, params: dict[str, Tensor], info: StreamInfo, generator: torch.Generator
     ) -> None:
         self.optimizer = torch.optim.SGD(params.values(), lr=self.lr, momentum=self.momentum)
+
+    def proximal_rate(self) -> float | None:
+        return self.lr if self.proximal else None
 
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective

@@ -10,6 +10,7 @@ from torch import Tensor, nn
 
 from lifelong import (
     Batch,
+    Quadratic,
     Regularizer,
     Replay,
     StreamInfo,
@@ -33,17 +34,19 @@ class Si(Regularizer):
     momentum, Adam or a projected step) are clipped so the penalty stays convex. ``g`` is
     the gradient of the whole objective the learner stepped on.
 
-    Default ``lam = 0.3``, ``xi = 0.1``: with SGD at lr 0.1 the importance concentrates
-    on the output biases, and ``lam = 1`` already diverges on Permuted-MNIST (10 tasks),
-    ``lam = 2`` on class-incremental Split-MNIST; so under SGD, SI can only be weak here.
-    With ``adam`` much larger values work (``adam+si`` with ``lam`` about 1e4 on Split-MNIST).
+    Default ``lam = 300``, ``xi = 0.1``, tuned on Split-MNIST (mnist5k, one epoch, SGD lr
+    0.1 with its proximal step, 3 seeds): task-incremental ACC 0.972 against naive's
+    0.957, domain-incremental 0.764 against 0.657 (3000 gives 0.847 there but 0.955 in
+    task-IL). Permuted-MNIST (10 tasks) wants about 3 (ACC 0.777 against 0.743).
 
     References: Zenke, Poole & Ganguli 2017, "Continual learning through synaptic
     intelligence" (ICML).
     """
 
     name: ClassVar[str] = "si"
-    lam: float = param(0.3, "strength of the penalty (c in the paper)", ge=0)
+    lam: float = param(
+        300.0, "strength of the penalty, c in the paper (Permuted-MNIST: about 3)", ge=0
+    )
     xi: float = param(0.1, "damping of the importance of weights that barely moved", gt=0)
 
     anchor: dict[str, Tensor] = field(init=False, repr=False, compare=False)
@@ -59,6 +62,9 @@ class Si(Regularizer):
 
     def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
         return quadratic_penalty(params, self.importance, self.anchor)
+
+    def quadratic(self) -> Quadratic | None:
+        return Quadratic(self.importance, self.anchor)
 
     def observe(self, params: dict[str, Tensor], grads: dict[str, Tensor]) -> None:
         for n, p in params.items():

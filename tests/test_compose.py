@@ -151,7 +151,7 @@ def test_config_is_nested_and_json_ready() -> None:
     config = spec.config()["strategy"]
     assert json.loads(json.dumps(config)) == config
     assert config["name"] == "er+ewc+si"
-    assert config["learner"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0}
+    assert config["learner"] == {"name": "sgd", "lr": 0.1, "momentum": 0.0, "proximal": True}
     assert config["memory"]["name"] == "replay" and config["memory"]["size"] == 200
     assert [r["name"] for r in config["regularizers"]] == ["ewc", "si"]
     assert config["regularizers"][0]["lam"] == 5.0
@@ -187,7 +187,7 @@ def test_repeated_glances_do_not_enter_memory_twice() -> None:
 
 
 def test_objective_is_cross_entropy_plus_weighted_penalties() -> None:
-    composite, batch = make_composite("lwf+ewc")
+    composite, batch = make_composite("adam+lwf+ewc")
     composite.after_task(
         lifelong.TrainingData(0, "t", (batch.x * 255).to(torch.uint8), batch.y, batch.task_ids)
     )
@@ -200,6 +200,77 @@ def test_objective_is_cross_entropy_plus_weighted_penalties() -> None:
     )
     assert torch.allclose(composite.objective(params, batch, None), expected)
     assert ewc.penalty(params, batch, None) > 0 and lwf.penalty(params, batch, None) > 0
+
+
+def consolidated(spec: str, settings: dict[str, object] | None = None) -> tuple[Composite, Batch]:
+    """A composite of ``spec`` after two tasks on one batch (its penalties are live)."""
+    composite = dataclasses.replace(configure(spec, settings or {})[0])
+    torch.manual_seed(0)
+    composite.setup(
+        MLP(784, (16,), 6, 1),
+        StreamInfo(3, "class", 6, 1, 784),  # type: ignore[arg-type]
+        torch.Generator().manual_seed(0),
+    )
+    batch = Batch(torch.rand(8, 784), torch.arange(8) % 6, torch.zeros(8, dtype=torch.long), 0)
+    data = lifelong.TrainingData(0, "t", (batch.x * 255).to(torch.uint8), batch.y, batch.task_ids)
+    composite.after_task(data)
+    composite.train_step(batch)  # a path for SI's importance
+    composite.after_task(data)
+    return composite, batch
+
+
+def test_sgd_leaves_quadratic_penalties_to_the_proximal_step() -> None:
+    composite, batch = consolidated("lwf+ewc")
+    lwf, ewc = composite.regularizers
+    assert composite.explicit == (lwf,) and composite.proximal == (ewc,)
+    params = {n: p + 0.01 for n, p in composite.params.items()}
+    logits = torch.func.functional_call(composite.model, params, (batch.x, batch.task_ids))
+    ce = torch.nn.functional.cross_entropy(logits, batch.y)
+    expected = ce + lwf.lam * lwf.penalty(params, batch, None)
+    assert torch.allclose(composite.objective(params, batch, None), expected)
+
+
+@pytest.mark.parametrize("name", ["ewc", "online-ewc", "si", "mas"])
+def test_quadratic_form_equals_the_penalty_up_to_a_constant(name: str) -> None:
+    composite, batch = consolidated(name)
+    (reg,) = composite.regularizers
+    quadratic = reg.quadratic()
+    assert quadratic is not None
+    a = {n: p.detach() + 0.03 * torch.randn_like(p) for n, p in composite.params.items()}
+    b = {n: p.detach() - 0.02 * torch.randn_like(p) for n, p in composite.params.items()}
+    explicit = reg.penalty(a, batch, None) - reg.penalty(b, batch, None)
+    form = lifelong.quadratic_penalty(a, quadratic.weights, quadratic.center)
+    form = form - lifelong.quadratic_penalty(b, quadratic.weights, quadratic.center)
+    assert explicit.abs() > 0
+    assert torch.allclose(explicit, form, rtol=1e-4, atol=1e-7)
+
+
+def test_proximal_step_is_the_exact_minimiser() -> None:
+    w = {"a": torch.tensor([0.0, 1.0, 50.0, 1e6])}
+    c = {"a": torch.tensor([1.0, -1.0, 2.0, 3.0])}
+    theta = torch.tensor([0.5, 0.5, -4.0, 10.0])
+    u = {"a": theta.clone()}
+    lifelong.Quadratic(w, c).proximal_step(u, rate=0.1)
+    # d/du [w (u - c)^2 + (u - theta)^2 / (2 * 0.1)] = 0 at the minimiser
+    slope = 2 * w["a"] * (u["a"] - c["a"]) + (u["a"] - theta) / 0.1
+    assert torch.allclose(slope[:3], torch.zeros(3), atol=1e-5)
+    assert u["a"][0] == 0.5 and abs(u["a"][3] - 3.0) < 1e-4  # no pull; a pinned weight
+
+
+@pytest.mark.parametrize("name", ["ewc", "si", "mas"])
+def test_strong_penalties_stay_finite_under_sgd_only_with_the_proximal_step(name: str) -> None:
+    def train(proximal: bool) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        composite, batch = consolidated(name, {"lam": 1e6, "proximal": proximal})
+        anchor = [p.detach().clone() for p in composite.params.values()]
+        for _ in range(20):
+            composite.train_step(batch)
+        return [p.detach() for p in composite.params.values()], anchor
+
+    kept, anchor = train(proximal=True)
+    assert all(torch.isfinite(p).all() for p in kept)
+    assert max((p - a).abs().max().item() for p, a in zip(kept, anchor, strict=True)) < 1.0
+    plain, _ = train(proximal=False)
+    assert not all(torch.isfinite(p).all() and p.abs().max() < 1e3 for p in plain)
 
 
 def test_setup_gives_fresh_parts() -> None:

@@ -16,6 +16,7 @@ from lifelong import (
     TrainingData,
     detached,
     fisher_diagonal,
+    gradient_importance,
     quadratic_penalty,
 )
 from lifelong.model import MLP
@@ -126,6 +127,63 @@ def test_empirical_fisher_is_the_mean_squared_per_sample_gradient() -> None:
             loss = F.cross_entropy(model(batch.x[i : i + 1]), batch.y[i : i + 1])
             by_hand += torch.autograd.grad(loss, p)[0] ** 2 / len(data.y)
         assert torch.allclose(fisher[name], by_hand, atol=1e-6), name
+
+
+def by_hand_importance(model, params, batch, kind: str) -> dict[str, torch.Tensor]:
+    """Mean per-sample squared (or absolute) cross-entropy gradient, one sample at a time."""
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(len(batch.y)):
+        logits = functional_call(model, params, (batch.x[i : i + 1], batch.task_ids[i : i + 1]))
+        loss = F.cross_entropy(logits, batch.y[i : i + 1])
+        for n, g in zip(params, torch.autograd.grad(loss, list(params.values())), strict=True):
+            total[n] += g.pow(2) if kind == "square" else g.abs()
+    return {n: t / len(batch.y) for n, t in total.items()}
+
+
+def summed_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, y, reduction="sum")
+
+
+@pytest.mark.parametrize("kind", ["square", "abs"])
+@pytest.mark.parametrize("learns", ["all", "head only"])
+def test_one_pass_importance_of_linear_layers_equals_per_sample_gradients(
+    kind: str, learns: str
+) -> None:
+    torch.manual_seed(0)
+    model = MLP(6, (5, 4), 3, n_heads=2)
+    params = {n: p for n, p in model.named_parameters() if learns == "all" or n.startswith("head")}
+    batch = Batch(torch.rand(9, 6), torch.arange(9) % 3, torch.arange(9) % 2, 0)
+    fast = gradient_importance(model, params, batch, F.cross_entropy, kind, summed_loss=summed_ce)
+    expected = by_hand_importance(model, params, batch, kind)
+    assert set(fast) == set(params)
+    for name in params:
+        assert torch.allclose(fast[name], expected[name], atol=1e-6), name
+
+
+class ReusedLayer(torch.nn.Module):
+    """A Linear called twice and a bare parameter: the one-pass form does not apply."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 4)
+        self.scale = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        return self.layer(torch.relu(self.layer(x))) * self.scale
+
+
+@pytest.mark.parametrize("learns", ["all", "layer only"])
+def test_importance_falls_back_to_per_sample_gradients_for_other_models(learns: str) -> None:
+    torch.manual_seed(0)
+    model = ReusedLayer()
+    params = {n: p for n, p in model.named_parameters() if learns == "all" or "layer" in n}
+    batch = Batch(torch.rand(7, 4), torch.arange(7) % 4, torch.zeros(7, dtype=torch.long), 0)
+    got = gradient_importance(
+        model, params, batch, F.cross_entropy, "square", summed_loss=summed_ce
+    )
+    expected = by_hand_importance(model, params, batch, "square")
+    for name in params:
+        assert torch.allclose(got[name], expected[name], atol=1e-6), name
 
 
 @pytest.mark.parametrize("name", ["ewc", "online-ewc"])

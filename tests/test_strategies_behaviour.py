@@ -2,8 +2,9 @@
 
 Claims (van de Ven et al. 2019, "Three scenarios for continual learning"; Chaudhry et al.
 2019 for ER): replay lifts class-incremental Split-MNIST far above fine-tuning, which
-sits near 20%; the regularizers alone stay close to fine-tuning there, and help in the
-domain-incremental form. The default protocol is used (one epoch, batch 32, MLP 100-100).
+sits near 20%; the regularizers alone do not lift it there, and help in the task- and
+domain-incremental forms. The default protocol is used (one epoch, batch 32, MLP
+100-100); Permuted-MNIST runs take the weaker penalties of its report suite.
 The quick tests use seed 0; the ``slow`` ones average three seeds, as the report does
 (reports/classic-strategies.md).
 """
@@ -26,19 +27,34 @@ ADAM_STRENGTHS = {
 }
 
 
+# As in reports/classic-strategies/permuted-mnist.toml: ten permutations want weak penalties.
+PERMUTED_STRENGTHS = {"ewc.lam": 5, "online-ewc.lam": 10, "si.lam": 3, "mas.lam": 0.05}
+
+
 @functools.cache
-def scores(scenario: str, strategy: str, setting: str, seed: int) -> tuple[float, float]:
+def scores(
+    scenario: str, strategy: str, setting: str, seed: int, epochs: int = 1
+) -> tuple[float, float]:
     """(ACC, BWT) of one run on the CPU, without curves."""
-    settings = {"setting": setting, "eval_every": 0}
+    settings: dict[str, object] = {"setting": setting, "eval_every": 0}
+    if epochs != 1:  # a bare key; gdumb has an epochs parameter of its own
+        settings["epochs"] = epochs
     settings.update({k: v for k, v in ADAM_STRENGTHS.items() if k.startswith(strategy + ".")})
+    if scenario == "permuted-mnist":
+        parts = strategy.split("+")
+        settings.update({k: v for k, v in PERMUTED_STRENGTHS.items() if k.split(".")[0] in parts})
     result = lifelong.run(scenario, strategy, seed=seed, device="cpu", settings=settings)
     return result.metrics["acc"], result.metrics["bwt"]
 
 
 def acc(
-    strategy: str, setting: str, seeds: tuple[int, ...] = (0,), scenario: str = "split-mnist"
+    strategy: str,
+    setting: str,
+    seeds: tuple[int, ...] = (0,),
+    scenario: str = "split-mnist",
+    epochs: int = 1,
 ) -> float:
-    return statistics.fmean(scores(scenario, strategy, setting, s)[0] for s in seeds)
+    return statistics.fmean(scores(scenario, strategy, setting, s, epochs)[0] for s in seeds)
 
 
 def bwt(strategy: str, setting: str, seeds: tuple[int, ...], scenario: str) -> float:
@@ -60,6 +76,10 @@ def test_lwf_beats_naive_in_domain_incremental() -> None:
     assert acc("lwf", "domain") > acc("naive", "domain") + 0.08
 
 
+def test_ewc_beats_naive_in_domain_incremental() -> None:
+    assert acc("ewc", "domain") > acc("naive", "domain") + 0.03
+
+
 def test_ewc_under_adam_beats_adam_in_domain_incremental() -> None:
     assert acc("adam+ewc", "domain") > acc("adam", "domain") + 0.1
 
@@ -69,8 +89,8 @@ SEEDS = (0, 1, 2)
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["ewc", "online-ewc", "si", "mas", "lwf"])
-def test_regularizers_alone_stay_near_naive_in_class_incremental(strategy: str) -> None:
-    assert abs(acc(strategy, "class", SEEDS) - acc("naive", "class", SEEDS)) < 0.05
+def test_regularizers_alone_do_not_lift_class_incremental(strategy: str) -> None:
+    assert acc(strategy, "class", SEEDS) < min(acc("naive", "class", SEEDS) + 0.05, 0.3)
 
 
 @pytest.mark.slow
@@ -80,9 +100,20 @@ def test_replay_far_above_naive_in_class_incremental_over_seeds(strategy: str) -
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["lwf", "mas", "er", "der++"])
-def test_better_than_naive_in_domain_incremental(strategy: str) -> None:
-    assert acc(strategy, "domain", SEEDS) > acc("naive", "domain", SEEDS) + 0.005
+@pytest.mark.parametrize(
+    ("strategy", "margin"),
+    [
+        ("ewc", 0.08),
+        ("online-ewc", 0.08),
+        ("si", 0.08),
+        ("mas", 0.03),
+        ("lwf", 0.08),
+        ("er", 0.1),
+        ("der++", 0.1),
+    ],
+)
+def test_better_than_naive_in_domain_incremental(strategy: str, margin: float) -> None:
+    assert acc(strategy, "domain", SEEDS) > acc("naive", "domain", SEEDS) + margin
 
 
 @pytest.mark.slow
@@ -92,9 +123,17 @@ def test_regularizers_under_adam_far_above_adam_in_domain_incremental(strategy: 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["lwf", "er", "der++"])
+@pytest.mark.parametrize("strategy", ["ewc", "online-ewc", "si", "lwf", "er", "der++"])
 def test_better_than_naive_in_task_incremental(strategy: str) -> None:
     assert acc(strategy, "task", SEEDS) > acc("naive", "task", SEEDS) + 0.01
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ewc", "online-ewc", "si", "mas"])
+def test_far_better_than_naive_in_task_incremental_with_ten_epochs(strategy: str) -> None:
+    """Ten epochs per task, where fine-tuning forgets (reports/classic-strategies.md)."""
+    ten = {"seeds": SEEDS, "epochs": 10}
+    assert acc(strategy, "task", **ten) > acc("naive", "task", **ten) + 0.03
 
 
 @pytest.mark.slow

@@ -81,7 +81,11 @@ WORKLOADS = (
     # Kirkpatrick et al.) holds the net so tightly that no later task is learned and every
     # input lands in one class (ACC 0.100); Avalanche's Fisher of mini-batch gradients is
     # several times smaller, so its lam 100 is a weaker penalty.
-    Workload("split-mnist class-IL, ewc", "split-mnist", "ewc", {"ewc.lam": 10.0}),
+    # The penalty enters the loss, as in the hand loop and Avalanche (not sgd's default
+    # proximal step, which would be a different update).
+    Workload(
+        "split-mnist class-IL, ewc", "split-mnist", "ewc", {"ewc.lam": 10.0, "sgd.proximal": False}
+    ),
     Workload("permuted-mnist 10 tasks, naive", "permuted-mnist", "naive", PERMUTED),
     Workload(
         "permuted-mnist 5 x 500, la-maml (memory 200)",
