@@ -8,6 +8,7 @@ from lifelong.api import run
 from lifelong.compose import Composite, compose
 from lifelong.errors import UserError
 from lifelong.init_axis import Init
+from lifelong.optim import SGD
 from lifelong.params import param
 from lifelong.parts import (
     Learner,
@@ -38,6 +39,7 @@ from lifelong.strategy import Batch, Strategy, StreamInfo, supervised_step
 from lifelong.stream import Stream, Task, TrainingData
 
 __all__ = [
+    "SGD",
     "Batch",
     "Composite",
     "Curve",

@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lifelong.cache_dir import cache_home
 from lifelong.data import load_dataset
 from lifelong.errors import UserError, closest
 from lifelong.functional import Params, load_params, loss_fn, meta_gradient, sgd_inner_loop
@@ -557,8 +558,7 @@ def _progress(total: int, kind: str, enabled: bool) -> Iterator[int]:
 def cache_root() -> Path:
     """Where meta-trained initializations are kept: ``$LIFELONG_CACHE/inits`` when the
     variable is set, else ``~/.cache/lifelong/inits``."""
-    root = os.environ.get("LIFELONG_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "lifelong") / "inits"
+    return cache_home() / "inits"
 
 
 def model_shape(model: nn.Module) -> dict[str, str]:

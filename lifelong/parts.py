@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lifelong.optim import Stepper
 from lifelong.params import param
 from lifelong.strategy import Batch, StreamInfo
 from lifelong.stream import TrainingData
@@ -206,7 +207,7 @@ def gradients(loss: Tensor, params: Params) -> Params:
     return dict(zip(params, torch.autograd.grad(loss, tuple(params.values())), strict=True))
 
 
-def apply_gradients(optimizer: torch.optim.Optimizer, params: Params, grads: Params) -> None:
+def apply_gradients(optimizer: Stepper, params: Params, grads: Params) -> None:
     """Set every ``param.grad`` to ``grads[name]`` and take one optimiser step."""
     for name, p in params.items():
         p.grad = grads[name]

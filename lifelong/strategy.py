@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.optim import Stepper
 from lifelong.stream import Setting, Stream, TrainingData
 
 if TYPE_CHECKING:
@@ -135,9 +136,7 @@ class Strategy(abc.ABC):
         """Logits ``[B, n_outputs]`` for inputs ``x [B, D]``."""
 
 
-def supervised_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch
-) -> torch.Tensor:
+def supervised_step(model: nn.Module, optimizer: Stepper, batch: Batch) -> torch.Tensor:
     """One cross-entropy gradient step on ``batch``; returns the detached loss."""
     optimizer.zero_grad(set_to_none=True)
     loss = F.cross_entropy(model(batch.x, batch.task_ids), batch.y)

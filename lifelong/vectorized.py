@@ -30,6 +30,7 @@ from lifelong import metrics
 from lifelong.allocator import pin_mmap_threshold
 from lifelong.errors import UserError
 from lifelong.model import MLP
+from lifelong.optim import SGD
 from lifelong.result import Curve, RunResult, run_key
 from lifelong.runner import RunSpec, _batches, _generator
 from lifelong.strategy import Batch, Strategy, StreamInfo
@@ -137,9 +138,7 @@ class _Seeds:
             for name, _ in models[0].named_parameters()
         }
         learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
-        self.optimizer = torch.optim.SGD(
-            self.stack.values(), lr=learner.lr, momentum=learner.momentum
-        )
+        self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
 
     def views(self, s: int) -> dict[str, Tensor]:

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lifelong import (
+    SGD,
     Batch,
     Learner,
     Objective,
@@ -56,12 +57,12 @@ class Agem(Learner):
     passes_replay: ClassVar[bool] = False
     lr: float = param(0.1, "SGD learning rate", gt=0)
 
-    optimizer: torch.optim.Optimizer = field(init=False, repr=False, compare=False)
+    optimizer: SGD = field(init=False, repr=False, compare=False)
 
     def setup(
         self, params: dict[str, Tensor], info: StreamInfo, generator: torch.Generator
     ) -> None:
-        self.optimizer = torch.optim.SGD(params.values(), lr=self.lr)
+        self.optimizer = SGD(params.values(), lr=self.lr)
 
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective

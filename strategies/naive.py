@@ -8,7 +8,7 @@ from typing import ClassVar, final
 import torch
 from torch import nn
 
-from lifelong import Batch, Strategy, StreamInfo, param, supervised_step
+from lifelong import SGD, Batch, Strategy, StreamInfo, param, supervised_step
 
 
 @final
@@ -24,11 +24,11 @@ class Naive(Strategy):
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
 
     model: nn.Module = field(init=False, repr=False)
-    optimizer: torch.optim.Optimizer = field(init=False, repr=False)
+    optimizer: SGD = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model = model
-        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
+        self.optimizer = SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
         return supervised_step(self.model, self.optimizer, batch)

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from lifelong import (
+    SGD,
     Batch,
     Learner,
     Objective,
@@ -48,12 +49,12 @@ class Sgd(Learner):
         True, "apply quadratic penalties (ewc, si, mas) as an exact implicit step"
     )
 
-    optimizer: torch.optim.Optimizer = field(init=False, repr=False, compare=False)
+    optimizer: SGD = field(init=False, repr=False, compare=False)
 
     def setup(
         self, params: dict[str, Tensor], info: StreamInfo, generator: torch.Generator
     ) -> None:
-        self.optimizer = torch.optim.SGD(params.values(), lr=self.lr, momentum=self.momentum)
+        self.optimizer = SGD(params.values(), lr=self.lr, momentum=self.momentum)
 
     def proximal_rate(self) -> float | None:
         return self.lr if self.proximal else None

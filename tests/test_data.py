@@ -207,3 +207,24 @@ def test_fashion_mnist_missing_mentions_apt(
     monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST_DIR", str(tmp_path / "absent"))
     with pytest.raises(UserError, match="apt-get install dataset-fashion-mnist"):
         load_dataset("fashion-mnist", tmp_path)
+
+
+def test_mnist5k_is_parsed_once_then_read_from_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path))
+    first = data._load_uncached("mnist5k", None, False)
+    (copy,) = (tmp_path / "data").glob("mnist_5k.csv.gz-*.npy")
+
+    def no_parsing(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the CSV was parsed again")
+
+    monkeypatch.setattr(data.np, "loadtxt", no_parsing)
+    again = data._load_uncached("mnist5k", None, False)
+    assert torch.equal(again.x_train, first.x_train) and torch.equal(again.y_test, first.y_test)
+    monkeypatch.undo()
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path))
+    copy.write_bytes(b"not an array")  # a damaged copy is parsed anew and replaced
+    repaired = data._load_uncached("mnist5k", None, False)
+    assert torch.equal(repaired.x_train, first.x_train)
+    assert not list((tmp_path / "data").glob("*.partial"))
