@@ -69,7 +69,7 @@ META_SEED_OFFSET = 1_000_000  # meta-task draws never share a generator with the
 TRAIN_SEED_OFFSET = 2_000_000  # sampling and initial weights of meta-training
 MIN_ANGLE_GAP = 10.0  # degrees between a meta-training and an evaluation rotation
 PLN_PREFIX = "head."  # lifelong.MLP: head.* is OML's prediction network, body.* its RLN
-_CACHE_VERSION = 1  # bump when an algorithm changes, so stale inits are not reused
+_CACHE_VERSION = 2  # bump when an algorithm changes, so stale inits are not reused
 _DIGITS = ("mnist", "mnist5k")
 
 
@@ -352,7 +352,9 @@ class OMLConfig:
     """
 
     meta_steps: int = param(500, "outer (meta) updates", ge=1)
-    classes_per_episode: int = param(3, "classes of a trajectory (capped by a task's)", ge=1)
+    classes_per_episode: int = param(
+        3, "classes of a trajectory (topped up from tasks sharing the head)", ge=1
+    )
     samples_per_class: int = param(5, "single-sample PLN steps per trajectory class", ge=1)
     random_batch: int = param(20, "samples from all tasks added to the outer loss", ge=0)
     inner_lr: float = param(0.03, "learning rate of the PLN's inner SGD steps", gt=0)
@@ -444,9 +446,11 @@ def meta_train_oml(
 ) -> Params:
     """Meta-train OML's representation (RLN, ``body.*``) and the PLN's (``head.*``) start.
 
-    Each meta update (Javed & White 2019): draw a task and up to ``classes_per_episode`` of
-    its classes, re-initialize their PLN output rows, take one single-sample SGD step on the
-    PLN only per trajectory sample (class by class), then an Adam step on every weight from
+    Each meta update (Javed & White 2019): draw a task and ``classes_per_episode`` classes
+    (:func:`_episode_classes`: the task's own, topped up from other tasks that share its
+    head when it has fewer, as 2-class split tasks do), re-initialize their PLN output rows,
+    take one single-sample SGD step on the PLN only per trajectory sample (class by class,
+    so the trajectory learns classes in sequence), then an Adam step on every weight from
     the loss of the adapted network on the trajectory plus ``random_batch`` samples of all
     tasks, differentiated through the inner loop (second order unless ``first_order``).
 
@@ -461,18 +465,13 @@ def meta_train_oml(
         raise ValueError(f"OML needs a prediction network: no parameter starts with {PLN_PREFIX!r}")
     optimizer = torch.optim.Adam(list(params.values()), lr=cfg.outer_lr)
     for _ in _progress(cfg.meta_steps, "oml", progress):
-        task = source.sample_task(g)
-        spec = source.tasks[task]
-        chosen = sorted(
-            torch.randperm(len(spec.classes), generator=g)[: cfg.classes_per_episode].tolist()
-        )
+        chosen = _episode_classes(source, source.sample_task(g), cfg.classes_per_episode, g)
         start = params
         if cfg.reset_rows:
-            rows = [spec.head * source.n_outputs + spec.targets[i] for i in chosen]
-            start = _reset_rows(params, rows, g)
+            start = _reset_rows(params, [_output_row(source, t, i) for t, i in chosen], g)
         trajectory = [
-            source.sample(task, cfg.samples_per_class, g, classes=(spec.classes[i],))
-            for i in chosen
+            source.sample(t, cfg.samples_per_class, g, classes=(source.tasks[t].classes[i],))
+            for t, i in chosen
         ]
         steps = [_row(b, i) for b in trajectory for i in range(len(b.y))]
         fast = sgd_inner_loop(
@@ -482,6 +481,42 @@ def meta_train_oml(
         grads, _ = meta_gradient(loss(fast, _cat([*trajectory, *remember])), params)
         _adam_step(optimizer, params, grads)
     return _detached(params)
+
+
+def _episode_classes(
+    source: MetaTaskSource, task: int, count: int, g: torch.Generator
+) -> list[tuple[int, int]]:
+    """``(task, class index)`` of one OML trajectory, in the order it learns them.
+
+    Up to ``count`` classes of ``task`` (in index order); when it has fewer, the rest are
+    drawn from the other tasks on the same head whose output rows are still free, so a
+    trajectory over 2-class split tasks still spans ``count`` classes in sequence.
+    """
+    spec = source.tasks[task]
+    own = sorted(torch.randperm(len(spec.classes), generator=g)[:count].tolist())
+    chosen = [(task, i) for i in own]
+    if len(chosen) >= count:
+        return chosen
+    used = {_output_row(source, t, i) for t, i in chosen}
+    others = [
+        (t, i)
+        for t, other in enumerate(source.tasks)
+        if t != task and other.head == spec.head
+        for i in range(len(other.classes))
+        if _output_row(source, t, i) not in used
+    ]
+    for k in torch.randperm(len(others), generator=g).tolist():
+        t, i = others[k]
+        if len(chosen) < count and _output_row(source, t, i) not in used:
+            chosen.append((t, i))
+            used.add(_output_row(source, t, i))
+    return chosen
+
+
+def _output_row(source: MetaTaskSource, task: int, index: int) -> int:
+    """The PLN output row of class ``index`` of ``task`` (its head's slot for the target)."""
+    spec = source.tasks[task]
+    return spec.head * source.n_outputs + spec.targets[index]
 
 
 def _start(model: nn.Module, seed: int) -> tuple[torch.Generator, Params]:

@@ -159,7 +159,9 @@ class OmlInit(Init):
     name: ClassVar[str] = "oml"
     source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
     meta_steps: int = param(OMLConfig.meta_steps, "outer (meta) updates", ge=1)
-    classes_per_episode: int = param(OMLConfig.classes_per_episode, "classes per trajectory", ge=1)
+    classes_per_episode: int = param(
+        OMLConfig.classes_per_episode, "classes per trajectory, across tasks if needed", ge=1
+    )
     samples_per_class: int = param(OMLConfig.samples_per_class, "PLN steps per class", ge=1)
     random_batch: int = param(OMLConfig.random_batch, "all-task samples in the meta loss", ge=0)
     inner_lr: float = param(OMLConfig.inner_lr, "learning rate of the PLN's inner steps", gt=0)

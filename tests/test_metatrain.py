@@ -134,6 +134,31 @@ def test_split_meta_tasks_follow_the_stream_layout(setting: str) -> None:
     assert forward(model, params_of(model), batch.x, batch.task_ids).shape == (12, info.n_outputs)
 
 
+@pytest.mark.parametrize(("setting", "count"), [("class", 3), ("class", 10), ("task", 3)])
+def test_oml_trajectories_span_classes_across_small_tasks(setting: str, count: int) -> None:
+    from lifelong.metatrain import _episode_classes, _output_row
+
+    scenario = make("split-mnist", setting=setting, samples_per_task=10)
+    source = meta_tasks(scenario, info_of(scenario.build(0)), 0, source="permuted")
+    g = torch.Generator().manual_seed(0)
+    for task in range(len(source.tasks)):
+        chosen = _episode_classes(source, task, count, g)
+        rows = [_output_row(source, t, i) for t, i in chosen]
+        assert chosen[0][0] == task and len(set(rows)) == len(rows)
+        heads = {source.tasks[t].head for t, _ in chosen}
+        assert heads == {source.tasks[task].head}
+        # class-IL: every output row is free for other tasks; task-IL: one 2-class head
+        assert len(chosen) == (min(count, 10) if setting == "class" else 2)
+
+
+def test_oml_trajectories_stay_within_a_task_with_enough_classes() -> None:
+    from lifelong.metatrain import _episode_classes
+
+    _, _, source = setup("permuted-mnist", n_tasks=2, samples_per_task=20)
+    chosen = _episode_classes(source, 1, 3, torch.Generator().manual_seed(0))
+    assert [t for t, _ in chosen] == [1, 1, 1] and len({i for _, i in chosen}) == 3
+
+
 def test_split_auto_source_holds_out_the_stream_classes() -> None:
     _, _, source = setup("split-mnist", samples_per_task=10)
     if fashion_installed():
