@@ -252,9 +252,9 @@ def gradient_importance(
             (memory ``chunk x n_params``).
 
     Returns:
-        Tensors shaped like ``params``. When ``summed_loss`` is given and every
-        parameter in ``params`` belongs to an
-        ``nn.Linear`` that the forward pass calls once (the built-in MLP), the per-sample
+        Tensors shaped like ``params``. When ``summed_loss`` is given and every parameter
+        in ``params`` belongs to an ``nn.Linear`` that the forward pass calls once (the
+        built-in MLP), the per-sample
         gradient of a weight is the outer product ``delta_i a_i^T`` of the layer's output
         gradient and input, so the sum over samples is ``(delta^2)^T (a^2)`` (or with
         absolute values): one forward and one backward for the whole batch. Any other
@@ -262,9 +262,11 @@ def gradient_importance(
         agree to float rounding.
     """
     frozen = detached(params)
-    if summed_loss is not None and len(batch.y) and _linear_layers(model, frozen):
-        total = _linear_importance(model, frozen, batch, summed_loss, kind, sample_loss)
-    else:
+    layers = _linear_layers(model, frozen) if summed_loss is not None and len(batch.y) else None
+    total = None
+    if layers is not None and summed_loss is not None:
+        total = _linear_importance(model, layers, frozen, batch, summed_loss, kind)
+    if total is None:
         total = _vmap_importance(model, frozen, batch, sample_loss, kind, chunk)
     return {name: t / max(len(batch.y), 1) for name, t in total.items()}
 
@@ -282,15 +284,17 @@ def _linear_layers(model: nn.Module, params: Params) -> dict[str, nn.Linear] | N
 
 def _linear_importance(
     model: nn.Module,
+    layers: dict[str, nn.Linear],
     params: Params,
     batch: Batch,
     summed_loss: Callable[[Tensor, Tensor], Tensor],
     kind: Literal["square", "abs"],
-    sample_loss: Callable[[Tensor, Tensor], Tensor],
-) -> Params:
-    """Summed per-sample importances from each Linear's inputs and output gradients."""
-    layers = _linear_layers(model, params)
-    assert layers is not None
+) -> Params | None:
+    """Summed per-sample importances from each Linear's inputs and output gradients.
+
+    None when the forward pass calls a layer more than once or on 3-D inputs, where the
+    outer-product form does not hold.
+    """
     inputs: dict[str, list[Tensor]] = {name: [] for name in layers}
     outputs: dict[str, list[Tensor]] = {name: [] for name in layers}
 
@@ -308,9 +312,8 @@ def _linear_importance(
     finally:
         for hook in hooks:
             hook.remove()
-    called_once = all(len(o) == 1 and o[0].dim() == 2 for o in outputs.values())
-    if not called_once:  # a layer reused or fed 3-D inputs: the outer product does not hold
-        return _vmap_importance(model, params, batch, sample_loss, kind, chunk=64)
+    if not all(len(o) == 1 and o[0].dim() == 2 for o in outputs.values()):
+        return None
     names = list(layers)
     deltas = torch.autograd.grad(summed_loss(logits, batch.y), [outputs[n][0] for n in names])
     total: Params = {}
