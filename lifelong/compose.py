@@ -23,6 +23,7 @@ from torch.func import functional_call
 
 from lifelong.errors import UserError, closest
 from lifelong.init_axis import Init
+from lifelong.model import MLP
 from lifelong.params import build, param_specs
 from lifelong.parts import Learner, Memory, Params, Regularizer, Replay
 from lifelong.registry import parts, strategies
@@ -150,6 +151,20 @@ class Composite(Strategy):
         if not self.explicit:
             return ce
         return ce + self.penalties(params, batch, replay)
+
+    def plain_mlp(self) -> bool:
+        """Whether :meth:`objective` is the bare cross-entropy of a one-head ``lifelong.MLP``.
+
+        True when the model is exactly :class:`lifelong.model.MLP` with one head, every
+        parameter learns and no penalty is part of the objective; a learner may then take
+        the objective's gradients in closed form (La-MAML's look-ahead does).
+        """
+        return (
+            type(self.model) is MLP
+            and self.model.n_heads == 1
+            and not self.explicit
+            and len(self.params) == len(list(self.model.parameters()))
+        )
 
     def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """``sum(lam * penalty)`` over the regularizers that are part of the objective."""

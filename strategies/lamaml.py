@@ -11,7 +11,10 @@ every look-ahead step, and updates (``lookahead.py`` writes the step out):
 | ``c-maml`` | fixed at ``alpha_init`` | ``theta -= opt_wt * clip(dL/dtheta)`` |
 
 They need a memory (``la-maml`` alone composes with ``replay``) and combine with any
-regularizer, whose penalty enters the objective (``la-maml+ewc``).
+regularizer, whose penalty enters the objective (``la-maml+ewc``). On a one-head
+``lifelong.MLP`` with no penalty, the first-order look-ahead is computed in closed form
+(``lookahead_mlp.py``: the same values as autograd's up to float rounding, about twice as
+fast); anything else goes through autograd.
 
 References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
 learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).

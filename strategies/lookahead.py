@@ -23,8 +23,10 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from lifelong import Batch, Objective, Replay, Step
+from lifelong import Batch, Composite, Objective, Replay, Step
 from lifelong.functional import meta_gradient, sgd_inner_loop
+
+from .lookahead_mlp import mlp_look_ahead
 
 __all__ = ["clip_by_norm", "glance_order", "la_maml_update", "look_ahead"]
 
@@ -40,6 +42,7 @@ def look_ahead(
     *,
     second_order: bool = False,
     rate_grads: bool = True,
+    closed_form: bool = True,
 ) -> tuple[Tensor, Params, Params]:
     """La-MAML's meta-loss and its gradients w.r.t. the weights and the learned rates.
 
@@ -57,10 +60,27 @@ def look_ahead(
             them constant, as the official MNIST runs do: ``d theta_k / d theta = I`` and
             ``d theta_k / d alpha = -relu'(alpha) * sum_{j<=k} g_j``.
         rate_grads: also return ``dL/dalpha`` (C-MAML does not need it: ``{}``).
+        closed_form: at first order, when the objective is a composite's bare
+            cross-entropy of a one-head ``lifelong.MLP`` (:meth:`Composite.plain_mlp`),
+            take the gradients written out by hand (``lookahead_mlp.py``, about 2x faster
+            on the La-MAML MNIST protocol); ``False`` always differentiates the objective.
 
     Returns:
         ``(L, dL/dtheta, dL/dalpha)``: the detached 0-d meta-loss and gradients by name.
     """
+    if closed_form and not second_order and _is_plain_mlp(objective, params):
+        meta = [batch] if replay is None else [batch, replay.batch]
+        loss, grads, by_rate = mlp_look_ahead(
+            list(params.values()),
+            [alpha[n] for n in params],
+            batch.x,
+            batch.y,
+            torch.cat([b.x for b in meta]),
+            torch.cat([b.y for b in meta]),
+            rate_grads=rate_grads,
+        )
+        names = list(params)
+        return loss, dict(zip(names, grads, strict=True)), dict(zip(names, by_rate, strict=False))
     samples = [
         Batch(x, y, t, batch.task)
         for x, y, t in zip(batch.x.split(1), batch.y.split(1), batch.task_ids.split(1), strict=True)
@@ -76,6 +96,17 @@ def look_ahead(
         g_theta, g_alpha = meta_gradient(loss, theta, a if rate_grads else None)
         return loss.detach(), g_theta, g_alpha
     return _first_order(objective, params, alpha, samples, batch, replay, rate_grads)
+
+
+def _is_plain_mlp(objective: Objective, params: Params) -> bool:
+    """Whether ``objective`` is a composite's bare MLP cross-entropy over ``params``' names."""
+    owner = getattr(objective, "__self__", None)
+    return (
+        isinstance(owner, Composite)
+        and getattr(objective, "__func__", None) is Composite.objective
+        and owner.plain_mlp()
+        and list(params) == list(owner.params)
+    )
 
 
 def _first_order(

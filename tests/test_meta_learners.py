@@ -180,6 +180,79 @@ def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
     assert_close(got_alpha, want_alpha, 1e-12)
 
 
+def mlp_composite(
+    hidden: tuple[int, ...], spec: str = "la-maml+replay", heads: int = 1
+) -> Composite:
+    """A composite on a float64 MLP 3-hidden-2 (N(0, 1) weights, biases 0.1)."""
+    composite, _ = configure(spec, {})
+    model = MLP(3, hidden, 2, n_heads=heads).to(torch.float64)
+    g = torch.Generator().manual_seed(5)
+    load_params(
+        model,
+        {
+            n: torch.randn(p.shape, generator=g, dtype=p.dtype)
+            if p.ndim == 2
+            else p.detach() * 0 + 0.1
+            for n, p in model.named_parameters()
+        },
+    )
+    setting = "task" if heads > 1 else "domain"
+    composite.setup(model, StreamInfo(2, setting, 2, heads, 3), torch.Generator().manual_seed(1))
+    return composite
+
+
+@pytest.mark.parametrize("hidden", [(4,), (4, 5), (6, 4, 5)])
+@pytest.mark.parametrize("n_samples", [1, 3])
+@pytest.mark.parametrize("replayed", [True, False])
+@pytest.mark.parametrize("rate_grads", [True, False])
+def test_closed_form_look_ahead_matches_autograd(
+    hidden: tuple[int, ...], n_samples: int, replayed: bool, rate_grads: bool
+) -> None:
+    """The hand-written MLP look-ahead (lookahead_mlp.py) gives autograd's meta-loss and
+    gradients, for any depth, batch size, with and without a replay batch."""
+    composite = mlp_composite(hidden)
+    assert composite.plain_mlp()
+    theta, alpha = values(composite.params), rates(composite.params)
+    batch, replay = data(n_samples, 10), REPLAY if replayed else None
+    got = look_ahead(composite.objective, theta, alpha, batch, replay, rate_grads=rate_grads)
+    want = look_ahead(
+        composite.objective, theta, alpha, batch, replay, rate_grads=rate_grads, closed_form=False
+    )
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    assert_close(got[1], want[1], 1e-12)
+    assert got[2].keys() == want[2].keys() and bool(got[2]) is rate_grads
+    assert_close(got[2], want[2], 1e-12)
+    assert_close(values(composite.params), theta, 0)  # the weights are not modified
+
+
+def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> None:
+    """A penalty in the objective, several heads, frozen weights or another module send
+    the look-ahead through autograd; only the bare one-head MLP takes the closed form."""
+    import lifelong.strategies.lookahead as lookahead
+
+    calls: list[int] = []
+    monkeypatch.setattr(
+        lookahead, "mlp_look_ahead", lambda *a, **k: calls.append(1) or _no_closed_form()
+    )
+    plain = mlp_composite((4,))
+    with pytest.raises(LookupError):
+        look_ahead(plain.objective, values(plain.params), rates(plain.params), BATCH, REPLAY)
+    assert calls == [1]
+    others = [mlp_composite((4,), "la-maml+replay+ewc"), mlp_composite((4,), heads=2)]
+    frozen = mlp_composite((4,))
+    frozen.params = {n: p for n, p in frozen.params.items() if n.startswith("head.")}
+    others.append(frozen)
+    assert [c.plain_mlp() for c in others] == [False, False, False]
+    for composite in others:
+        theta = values(composite.params)
+        look_ahead(composite.objective, theta, rates(composite.params), data(3, 10), None)
+    assert calls == [1]
+
+
+def _no_closed_form() -> None:
+    raise LookupError("the closed form was taken")
+
+
 def test_first_order_path_without_rate_gradients() -> None:
     """C-MAML's call (no rate gradients) takes the same weight gradient, and no alpha."""
     composite = tiny_composite()
