@@ -37,6 +37,7 @@ __all__ = [
     "configure",
     "is_composite",
     "parts_by_axis",
+    "plain_mlp_objective",
     "setting_keys",
 ]
 
@@ -209,6 +210,22 @@ class Composite(Strategy):
     @torch.no_grad()
     def _logits(self, batch: Batch) -> Tensor:
         return self.model(batch.x, batch.task_ids)
+
+
+def plain_mlp_objective(objective: object, params: Params) -> bool:
+    """Whether ``objective`` is a composite's :meth:`Composite.objective` over ``params``'
+    names whose model is a bare one-head MLP (:meth:`Composite.plain_mlp`).
+
+    Learners then may take its gradients in closed form: La-MAML's look-ahead
+    (``strategies/lookahead_mlp.py``) and MER's single-sample steps do.
+    """
+    owner = getattr(objective, "__self__", None)
+    return (
+        isinstance(owner, Composite)
+        and getattr(objective, "__func__", None) is Composite.objective
+        and owner.plain_mlp()
+        and list(params) == list(owner.params)
+    )
 
 
 def _is_quadratic(regularizer: Regularizer) -> bool:

@@ -23,7 +23,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from lifelong import Batch, Composite, Objective, Replay, Step
+from lifelong import Batch, Objective, Replay, Step
+from lifelong.compose import plain_mlp_objective
 from lifelong.functional import meta_gradient, sgd_inner_loop
 
 from .lookahead_mlp import mlp_look_ahead
@@ -68,7 +69,7 @@ def look_ahead(
     Returns:
         ``(L, dL/dtheta, dL/dalpha)``: the detached 0-d meta-loss and gradients by name.
     """
-    if closed_form and not second_order and _is_plain_mlp(objective, params):
+    if closed_form and not second_order and plain_mlp_objective(objective, params):
         meta = [batch] if replay is None else [batch, replay.batch]
         loss, grads, by_rate = mlp_look_ahead(
             list(params.values()),
@@ -96,17 +97,6 @@ def look_ahead(
         g_theta, g_alpha = meta_gradient(loss, theta, a if rate_grads else None)
         return loss.detach(), g_theta, g_alpha
     return _first_order(objective, params, alpha, samples, batch, replay, rate_grads)
-
-
-def _is_plain_mlp(objective: Objective, params: Params) -> bool:
-    """Whether ``objective`` is a composite's bare MLP cross-entropy over ``params``' names."""
-    owner = getattr(objective, "__self__", None)
-    return (
-        isinstance(owner, Composite)
-        and getattr(objective, "__func__", None) is Composite.objective
-        and owner.plain_mlp()
-        and list(params) == list(owner.params)
-    )
 
 
 def _first_order(

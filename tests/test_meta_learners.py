@@ -496,6 +496,34 @@ def test_mer_with_unit_reptile_rates_is_sgd_on_the_same_samples() -> None:
     assert_close(step.grads, {n: (before[n] - expected[n]) / 0.1 for n in before}, 1e-9)
 
 
+@pytest.mark.parametrize("hidden", [(4,), (4, 5)])
+def test_mer_closed_form_steps_match_autograd(hidden: tuple[int, ...]) -> None:
+    """MER's hand-written single-sample MLP steps move the weights as autograd's do."""
+    composite = mlp_composite(hidden, "mer+replay")
+    start = values(composite.params)
+    pool = data(6, 12)
+    after = []
+    for closed in (True, False):
+        load_params(composite.model, start)
+        loss = mer_update(
+            composite.params,
+            data(3, 10),
+            pool,
+            composite.objective,
+            torch.Generator().manual_seed(4),
+            lr=0.2,
+            beta=0.5,
+            gamma=0.7,
+            batches_per_example=2,
+            memory_batch=3,
+            closed_form=closed,
+        )
+        after.append((loss, values(composite.params)))
+    torch.testing.assert_close(after[0][0], after[1][0], rtol=1e-12, atol=1e-12)
+    assert_close(after[0][1], after[1][1], 1e-12)
+    assert not after[0][1]["head.weight"].equal(start["head.weight"])
+
+
 def test_mer_across_batch_rate_zero_keeps_the_weights() -> None:
     composite = mer_composite()
     before = values(composite.params)
