@@ -5,16 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["MLP"]
+__all__ = ["MLP", "mlp_cross_entropy_grads"]
 
 
 class MLP(nn.Module):
     """A ReLU MLP, ``input_dim -> hidden... -> n_heads * n_outputs``.
 
-    Parameters are named ``body.<k>.weight``/``bias`` (the representation, OML's RLN)
-    and ``head.weight``/``head.bias`` (the prediction layer, OML's PLN). With several
+    Parameters are named ``body.<k>.weight``/``bias`` (the representation) and
+    ``head.weight``/``head.bias`` (the prediction layer); OML's PLN is the last
+    ``pln_layers`` of these Linear layers, its RLN the rest. With several
     heads the output layer is one matrix and a sample reads the slice of its task, which
     equals separate heads and keeps the forward one matmul.
     """
@@ -52,3 +54,42 @@ class MLP(nn.Module):
             raise ValueError("a multi-head model needs the task id of every sample")
         heads = logits.view(len(x), self.n_heads, self.n_outputs)
         return heads[torch.arange(len(x), device=x.device), task_ids]
+
+
+def mlp_cross_entropy_grads(
+    weights: Sequence[Tensor], x: Tensor, y: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """Mean cross-entropy of a one-head :class:`MLP` and its gradient, written out by hand.
+
+    The forward pass keeps each layer's activations; the backward pass is the chain rule
+    for ``relu(x W^T + b)`` layers and a softmax output, with no autograd graph. The values
+    equal autograd's up to float rounding (tests check both); a step costs about two
+    thirds of autograd's on this CPU.
+
+    Args:
+        weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]`` (read only).
+        x: float ``[N, D]``; y: int64 ``[N]`` targets.
+
+    Returns:
+        ``(loss, [dW_1, db_1, ..., dW_L, db_L])``, the loss detached.
+    """
+    weights = [w.detach() for w in weights]
+    n_layers = len(weights) // 2
+    acts = [x]
+    for layer in range(n_layers):
+        out = torch.addmm(weights[2 * layer + 1], acts[-1], weights[2 * layer].t())
+        if layer < n_layers - 1:
+            acts.append(out.relu_())
+    log_p = F.log_softmax(out, 1)
+    loss = F.nll_loss(log_p, y)
+    error = log_p.exp_()
+    error[torch.arange(len(y), device=y.device), y] -= 1
+    error.div_(len(y))
+    grads: list[Tensor] = []
+    for layer in range(n_layers - 1, -1, -1):
+        below = acts[layer]
+        grads += [error.sum(0), error.t() @ below]
+        if layer:
+            error = torch.ops.aten.threshold_backward(error @ weights[2 * layer], below, 0)
+    grads.reverse()
+    return loss, grads

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.model import MLP, mlp_cross_entropy_grads
 from lifelong.optim import Stepper
 from lifelong.stream import Setting, Stream, TrainingData
 
@@ -137,9 +138,20 @@ class Strategy(abc.ABC):
 
 
 def supervised_step(model: nn.Module, optimizer: Stepper, batch: Batch) -> torch.Tensor:
-    """One cross-entropy gradient step on ``batch``; returns the detached loss."""
+    """One cross-entropy gradient step on ``batch``; returns the detached loss.
+
+    The default network (a one-head :class:`lifelong.model.MLP` whose weights all learn)
+    gets its gradients written out by hand (:func:`lifelong.model.mlp_cross_entropy_grads`,
+    autograd's values up to float rounding); any other model goes through autograd.
+    """
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(batch.x, batch.task_ids), batch.y)
-    loss.backward()
+    params = list(model.parameters())
+    if type(model) is MLP and model.n_heads == 1 and all(p.requires_grad for p in params):
+        loss, grads = mlp_cross_entropy_grads(params, batch.x, batch.y)
+        for p, g in zip(params, grads, strict=True):
+            p.grad = g
+    else:
+        loss = F.cross_entropy(model(batch.x, batch.task_ids), batch.y)
+        loss.backward()
     optimizer.step()
     return loss.detach()

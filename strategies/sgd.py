@@ -20,6 +20,8 @@ from lifelong import (
     gradients,
     param,
 )
+from lifelong.compose import plain_mlp_objective
+from lifelong.model import mlp_cross_entropy_grads
 
 
 @final
@@ -38,6 +40,10 @@ class Sgd(Learner):
     which caps the useful strength far below what protects old tasks (EWC's Fisher, SI's
     and MAS's importances reach 1e1-1e3 on single weights); the proximal step is stable
     at any ``lam``. ``proximal=false`` gives plain gradient descent on the penalty.
+
+    When the objective is the bare cross-entropy of the default one-head MLP (no penalty
+    in it), the gradient is written out by hand (:func:`lifelong.model.mlp_cross_entropy_grads`)
+    instead of built by autograd: the same values up to float rounding, a faster step.
 
     References: Chaudhry et al. 2019, "On tiny episodic memories in continual learning" (ER).
     """
@@ -62,7 +68,14 @@ class Sgd(Learner):
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
-        loss = objective(params, batch, replay)
-        grads = gradients(loss, params)
+        if plain_mlp_objective(objective, params):  # the bare MLP: gradients by hand
+            x, y = batch.x, batch.y
+            if replay is not None:
+                x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
+            loss, by_hand = mlp_cross_entropy_grads(list(params.values()), x, y)
+            grads = dict(zip(params, by_hand, strict=True))
+        else:
+            loss = objective(params, batch, replay)
+            grads = gradients(loss, params)
         apply_gradients(self.optimizer, params, grads)
         return Step(loss.detach(), grads)
