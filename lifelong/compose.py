@@ -100,6 +100,8 @@ class Composite(Strategy):
     last_join: tuple[Batch, Batch, Batch] | None = field(
         init=False, repr=False, compare=False, default=None
     )
+    bare_mlp: bool = field(init=False, repr=False, compare=False, default=False)
+    n_weights: int = field(init=False, repr=False, compare=False, default=0)
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -126,6 +128,8 @@ class Composite(Strategy):
         rate = self.learner.proximal_rate()
         self.proximal = tuple(r for r in self.regularizers if rate is not None and _is_quadratic(r))
         self.explicit = tuple(r for r in self.regularizers if r not in self.proximal)
+        self.n_weights = len(list(model.parameters()))
+        self.bare_mlp = type(model) is MLP and model.n_heads == 1 and not self.explicit
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
         if self.memory is not None:
@@ -160,12 +164,7 @@ class Composite(Strategy):
         parameter learns and no penalty is part of the objective; a learner may then take
         the objective's gradients in closed form (La-MAML's look-ahead does).
         """
-        return (
-            type(self.model) is MLP
-            and self.model.n_heads == 1
-            and not self.explicit
-            and len(self.params) == len(list(self.model.parameters()))
-        )
+        return self.bare_mlp and len(self.params) == self.n_weights
 
     def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """``sum(lam * penalty)`` over the regularizers that are part of the objective."""

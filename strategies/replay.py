@@ -83,13 +83,10 @@ class Reservoir(Memory):
     def _reservoir_slots(self, batch: Batch) -> Tensor:
         """The slot each sample of ``batch`` goes to, ``size`` (scratch) when it is dropped."""
         device = batch.y.device
-        n = torch.arange(self.seen, self.seen + len(batch.y), device=device)
-        u = torch.rand(len(n), generator=self.generator, device=device, dtype=torch.float64)
-        slots = torch.where(n < self.size, n, (u * (n + 1)).long()).clamp(max=self.size)
-        order = torch.arange(len(n), device=device)
-        last = torch.full((self.size + 1,), -1, device=device, dtype=torch.long)
-        last.scatter_reduce_(0, slots, order, reduce="amax")
-        return torch.where(last[slots] == order, slots, self.size)
+        u = torch.rand(len(batch.y), generator=self.generator, device=device, dtype=torch.float64)
+        if device.type == "cpu":  # the same rule on host numbers: a dozen fewer tensor ops
+            return torch.tensor(reservoir_slots(u.tolist(), self.seen, self.size))
+        return reservoir_slots_on_device(u, self.seen, self.size)
 
     def _balanced_slots(self, batch: Batch) -> Tensor:
         """Class-balancing reservoir, sample by sample, with device tensors only."""
@@ -125,3 +122,29 @@ class Reservoir(Memory):
         scores = torch.rand(self.size, generator=self.generator, device=device)
         scores = torch.where(live == victim_class, scores, -1.0)
         return torch.where(accept, scores.argmax(), self.size)
+
+
+def reservoir_slots(draws: list[float], seen: int, size: int) -> list[int]:
+    """Reservoir sampling's slot for each new sample, ``size`` (scratch) when it is dropped.
+
+    Sample ``n`` (counting from 0 over the stream; ``seen`` came before) fills slot ``n``
+    while the memory has room, else goes to ``floor(u_n * (n + 1))`` when that is below
+    ``size`` (probability ``size / (n + 1)``); of several new samples sent to one slot only
+    the last is kept. ``draws`` are the uniform ``u_n`` in [0, 1).
+    """
+    slots = [
+        n if n < size else min(int(u * (n + 1)), size) for n, u in enumerate(draws, start=seen)
+    ]
+    last = {slot: i for i, slot in enumerate(slots)}
+    return [slot if last[slot] == i else size for i, slot in enumerate(slots)]
+
+
+def reservoir_slots_on_device(draws: Tensor, seen: int, size: int) -> Tensor:
+    """:func:`reservoir_slots` with device tensors only (no host synchronisation)."""
+    device = draws.device
+    n = torch.arange(seen, seen + len(draws), device=device)
+    slots = torch.where(n < size, n, (draws * (n + 1)).long()).clamp(max=size)
+    order = torch.arange(len(n), device=device)
+    last = torch.full((size + 1,), -1, device=device, dtype=torch.long)
+    last.scatter_reduce_(0, slots, order, reduce="amax")
+    return torch.where(last[slots] == order, slots, size)

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from lifelong.strategies.agem import project
+from lifelong.strategies.replay import reservoir_slots, reservoir_slots_on_device
 from torch.func import functional_call
 
 from lifelong import (
@@ -55,6 +56,19 @@ def test_reservoir_matches_one_by_one_reservoir_sampling() -> None:
         seen += 16
     assert memory.x[:20, 0].tolist() == expected
     assert len(memory) == 20
+
+
+@pytest.mark.parametrize(
+    ("seen", "size", "n"), [(0, 20, 16), (10, 20, 16), (500, 7, 64), (3, 3, 40)]
+)
+def test_reservoir_slots_on_the_host_equal_the_device_rule(seen: int, size: int, n: int) -> None:
+    """The CPU path's list rule and the device path's tensor rule agree slot for slot,
+    collisions (two new samples sent to one slot: the last wins) included."""
+    draws = torch.rand(n, generator=torch.Generator().manual_seed(seen + n), dtype=torch.float64)
+    on_host = reservoir_slots(draws.tolist(), seen, size)
+    assert on_host == reservoir_slots_on_device(draws, seen, size).tolist()
+    kept = [s for s in on_host if s < size]
+    assert len(kept) == len(set(kept))
 
 
 def test_reservoir_keeps_a_uniform_sample_of_the_stream() -> None:
