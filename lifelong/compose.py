@@ -23,7 +23,7 @@ from torch.func import functional_call
 
 from lifelong.errors import UserError, closest
 from lifelong.init_axis import Init
-from lifelong.model import MLP
+from lifelong.model import MLP, mlp_cross_entropy_grads
 from lifelong.params import build, param_specs
 from lifelong.parts import Learner, Memory, Params, Regularizer, Replay
 from lifelong.registry import parts, strategies
@@ -100,7 +100,7 @@ class Composite(Strategy):
     last_join: tuple[Batch, Batch, Batch] | None = field(
         init=False, repr=False, compare=False, default=None
     )
-    bare_mlp: bool = field(init=False, repr=False, compare=False, default=False)
+    one_head_mlp: bool = field(init=False, repr=False, compare=False, default=False)
     n_weights: int = field(init=False, repr=False, compare=False, default=0)
 
     @property
@@ -129,7 +129,7 @@ class Composite(Strategy):
         self.proximal = tuple(r for r in self.regularizers if rate is not None and _is_quadratic(r))
         self.explicit = tuple(r for r in self.regularizers if r not in self.proximal)
         self.n_weights = len(list(model.parameters()))
-        self.bare_mlp = type(model) is MLP and model.n_heads == 1 and not self.explicit
+        self.one_head_mlp = type(model) is MLP and model.n_heads == 1
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
         if self.memory is not None:
@@ -157,14 +157,43 @@ class Composite(Strategy):
             return ce
         return ce + self.penalties(params, batch, replay)
 
-    def plain_mlp(self) -> bool:
+    def plain_mlp(self, quadratic_penalties: bool = False) -> bool:
         """Whether :meth:`objective` is the bare cross-entropy of a one-head ``lifelong.MLP``.
 
         True when the model is exactly :class:`lifelong.model.MLP` with one head, every
-        parameter learns and no penalty is part of the objective; a learner may then take
-        the objective's gradients in closed form (La-MAML's look-ahead does).
+        parameter learns and no penalty is part of the objective (or, with
+        ``quadratic_penalties``, only penalties that state a :class:`Quadratic`); a learner
+        may then take the objective's gradients in closed form (:meth:`mlp_loss_and_grads`,
+        La-MAML's look-ahead).
         """
-        return self.bare_mlp and len(self.params) == self.n_weights
+        if not (self.one_head_mlp and len(self.params) == self.n_weights):
+            return False
+        return not self.explicit or (quadratic_penalties and all(map(_is_quadratic, self.explicit)))
+
+    def mlp_loss_and_grads(
+        self, params: Params, batch: Batch, replay: Replay | None
+    ) -> tuple[Tensor, Params]:
+        """:meth:`objective` and its gradient in closed form, when ``plain_mlp(True)`` holds.
+
+        The cross-entropy's gradient is written out
+        (:func:`lifelong.model.mlp_cross_entropy_grads`) and each quadratic penalty adds
+        ``lam`` times its own (:meth:`lifelong.Quadratic.value_and_gradient`).
+        """
+        x, y = batch.x, batch.y
+        if replay is not None:
+            x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
+        loss, by_hand = mlp_cross_entropy_grads(list(params.values()), x, y)
+        grads = dict(zip(params, by_hand, strict=True))
+        for reg in self.explicit:
+            quadratic = reg.quadratic()
+            if quadratic is None:
+                loss = loss + reg.lam * reg.penalty(params, batch, replay).detach()
+                continue
+            value, slope = quadratic.value_and_gradient(params)
+            loss = loss + reg.lam * value
+            for name, g in slope.items():
+                grads[name].add_(g, alpha=reg.lam)
+        return loss, grads
 
     def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """``sum(lam * penalty)`` over the regularizers that are part of the objective."""
@@ -211,20 +240,25 @@ class Composite(Strategy):
         return self.model(batch.x, batch.task_ids)
 
 
-def plain_mlp_objective(objective: object, params: Params) -> bool:
-    """Whether ``objective`` is a composite's :meth:`Composite.objective` over ``params``'
-    names whose model is a bare one-head MLP (:meth:`Composite.plain_mlp`).
+def plain_mlp_objective(
+    objective: object, params: Params, *, quadratic_penalties: bool = False
+) -> Composite | None:
+    """The composite whose :meth:`Composite.objective` ``objective`` is, when its model is a
+    bare one-head MLP over ``params``' names (:meth:`Composite.plain_mlp`); else None.
 
-    Learners then may take its gradients in closed form: La-MAML's look-ahead
-    (``strategies/lookahead_mlp.py``) and MER's single-sample steps do.
+    Learners then may take its gradients in closed form: the ``sgd`` learner
+    (:meth:`Composite.mlp_loss_and_grads`, quadratic penalties included), La-MAML's
+    look-ahead (``strategies/lookahead_mlp.py``) and MER's single-sample steps.
     """
     owner = getattr(objective, "__self__", None)
-    return (
+    if (
         isinstance(owner, Composite)
         and getattr(objective, "__func__", None) is Composite.objective
-        and owner.plain_mlp()
+        and owner.plain_mlp(quadratic_penalties)
         and list(params) == list(owner.params)
-    )
+    ):
+        return owner
+    return None
 
 
 def _is_quadratic(regularizer: Regularizer) -> bool:

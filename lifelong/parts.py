@@ -62,28 +62,47 @@ class Replay:
 
 @dataclass(frozen=True)
 class Quadratic:
-    """A penalty ``sum_i weights_i * (theta_i - center_i)^2`` (plus a constant), by name.
+    """A penalty ``scale * sum_i weights_i * (theta_i - center_i)^2 + offset``, by name.
 
     Attributes:
         weights: the curvature of each weight's term, shaped like the parameter.
         center: the point each weight is pulled to.
+        scale: a factor on every term (EWC's 1/2), kept apart so nothing is rescaled per step.
+        offset: the constant that makes the value equal the regularizer's penalty.
     """
 
     weights: Params
     center: Params
+    scale: float = 1.0
+    offset: Tensor | float = 0.0
 
     def proximal_step(self, params: Params, rate: float) -> None:
         """Move ``params`` in place to the exact minimiser of the penalty plus a step cost.
 
         ``u = argmin lam_w (u - c)^2 + (u - theta)^2 / (2 rate)`` per weight, i.e.
-        ``u = (theta + k c) / (1 + k)`` with ``k = 2 rate w``; the caller folds ``lam`` into
-        ``rate``. It contracts towards ``c`` for any ``k >= 0``, so it never diverges.
+        ``u = (theta + k c) / (1 + k)`` with ``k = 2 rate scale w``; the caller folds
+        ``lam`` into ``rate``. It contracts towards ``c`` for any ``k >= 0``, so it never
+        diverges.
         """
         with torch.no_grad():
             for name, w in self.weights.items():
                 if name in params:
-                    k = w * (2 * rate)
+                    k = w * (2 * rate * self.scale)
                     params[name].add_(k * self.center[name]).div_(k + 1)
+
+    def value_and_gradient(self, params: Params) -> tuple[Tensor, Params]:
+        """The penalty at ``params`` and its gradient ``2 scale w (theta - c)``, no graph.
+
+        Names the penalty does not cover get no entry in the gradient.
+        """
+        value = self.offset
+        grads = {}
+        for name, w in self.weights.items():
+            diff = params[name].detach() - self.center[name]
+            grads[name] = diff * w
+            value = value + self.scale * torch.dot(grads[name].reshape(-1), diff.reshape(-1))
+            grads[name].mul_(2 * self.scale)
+        return torch.as_tensor(value), grads
 
 
 Objective = Callable[[Params, Batch, "Replay | None"], Tensor]

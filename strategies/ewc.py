@@ -76,7 +76,7 @@ class Ewc(Regularizer):
     def quadratic(self) -> Quadratic | None:
         if not self.weight:
             return None
-        return Quadratic({n: w / 2 for n, w in self.weight.items()}, self.center)
+        return Quadratic(self.weight, self.center, scale=0.5, offset=self.offset / 2)
 
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
         # sum_t F_t (theta - a_t)^2 == A (theta - c)^2 + offset, with A = sum_t F_t and

@@ -60,7 +60,7 @@ class OnlineEwc(Regularizer):
     def quadratic(self) -> Quadratic | None:
         if not self.anchor:
             return None
-        return Quadratic({n: f / 2 for n, f in self.running.items()}, self.anchor)
+        return Quadratic(self.running, self.anchor, scale=0.5)
 
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
         sample = task_sample(data, self.fisher_samples, self.generator)

@@ -21,7 +21,6 @@ from lifelong import (
     param,
 )
 from lifelong.compose import plain_mlp_objective
-from lifelong.model import mlp_cross_entropy_grads
 
 
 @final
@@ -41,9 +40,10 @@ class Sgd(Learner):
     and MAS's importances reach 1e1-1e3 on single weights); the proximal step is stable
     at any ``lam``. ``proximal=false`` gives plain gradient descent on the penalty.
 
-    When the objective is the bare cross-entropy of the default one-head MLP (no penalty
-    in it), the gradient is written out by hand (:func:`lifelong.model.mlp_cross_entropy_grads`)
-    instead of built by autograd: the same values up to float rounding, a faster step.
+    When the objective is the cross-entropy of the default one-head MLP, alone or with
+    quadratic penalties in it (``proximal=false``), the gradient is written out by hand
+    (:meth:`lifelong.Composite.mlp_loss_and_grads`) instead of built by autograd: the same
+    values up to float rounding, a faster step.
 
     References: Chaudhry et al. 2019, "On tiny episodic memories in continual learning" (ER).
     """
@@ -68,12 +68,9 @@ class Sgd(Learner):
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
-        if plain_mlp_objective(objective, params):  # the bare MLP: gradients by hand
-            x, y = batch.x, batch.y
-            if replay is not None:
-                x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
-            loss, by_hand = mlp_cross_entropy_grads(list(params.values()), x, y)
-            grads = dict(zip(params, by_hand, strict=True))
+        composite = plain_mlp_objective(objective, params, quadratic_penalties=True)
+        if composite is not None:  # the bare MLP (and quadratic penalties): gradients by hand
+            loss, grads = composite.mlp_loss_and_grads(params, batch, replay)
         else:
             loss = objective(params, batch, replay)
             grads = gradients(loss, params)

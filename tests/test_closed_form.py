@@ -52,7 +52,7 @@ def test_sgd_steps_by_hand_match_autograd(spec: str) -> None:
         bare = composite.objective
         objective = bare if by_hand else (lambda p, b, r, f=bare: f(p, b, r))  # autograd
         for seed in range(3):
-            assert plain_mlp_objective(objective, composite.params) is by_hand
+            assert (plain_mlp_objective(objective, composite.params) is composite) is by_hand
             step = learner.step(composite.params, batch(5, seed), replay, objective)
         moved.append(({n: p.detach().clone() for n, p in composite.params.items()}, step))
     (a, step_a), (b, step_b) = moved
@@ -80,7 +80,7 @@ def test_only_a_bare_one_head_mlp_objective_takes_the_closed_form(
     composite, _ = configure(spec, {})
     composite.setup(net, StreamInfo(3, setting, 3, heads, 2), torch.Generator().manual_seed(1))
     assert not composite.plain_mlp()
-    assert not plain_mlp_objective(composite.objective, composite.params)
+    assert plain_mlp_objective(composite.objective, composite.params) is None
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])

@@ -231,18 +231,43 @@ def test_sgd_leaves_quadratic_penalties_to_the_proximal_step() -> None:
 
 
 @pytest.mark.parametrize("name", ["ewc", "online-ewc", "si", "mas"])
-def test_quadratic_form_equals_the_penalty_up_to_a_constant(name: str) -> None:
+def test_quadratic_form_equals_the_penalty(name: str) -> None:
+    """The stated quadratic has the penalty's value (its offset included) and gradient."""
     composite, batch = consolidated(name)
     (reg,) = composite.regularizers
     quadratic = reg.quadratic()
     assert quadratic is not None
-    a = {n: p.detach() + 0.03 * torch.randn_like(p) for n, p in composite.params.items()}
-    b = {n: p.detach() - 0.02 * torch.randn_like(p) for n, p in composite.params.items()}
-    explicit = reg.penalty(a, batch, None) - reg.penalty(b, batch, None)
-    form = lifelong.quadratic_penalty(a, quadratic.weights, quadratic.center)
-    form = form - lifelong.quadratic_penalty(b, quadratic.weights, quadratic.center)
+    a = {
+        n: (p.detach() + 0.03 * torch.randn_like(p)).requires_grad_()
+        for n, p in composite.params.items()
+    }
+    explicit = reg.penalty(a, batch, None)
+    value, slope = quadratic.value_and_gradient(a)
     assert explicit.abs() > 0
-    assert torch.allclose(explicit, form, rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(value, explicit.detach(), rtol=1e-5, atol=1e-7)
+    want = torch.autograd.grad(explicit, list(a.values()))
+    for name_, g in zip(a, want, strict=True):
+        torch.testing.assert_close(slope[name_], g, rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("spec", ["ewc", "online-ewc", "si", "mas", "er+ewc"])
+def test_penalties_in_the_loss_by_hand_match_autograd(spec: str) -> None:
+    """With ``proximal=false`` the sgd learner takes the bare MLP's cross-entropy and the
+    quadratic penalties in closed form; the steps equal the autograd path's."""
+    moved = []
+    for by_hand in (True, False):
+        composite, batch = consolidated(spec, {"proximal": False, "lam": 50.0})
+        assert composite.plain_mlp(quadratic_penalties=True) and not composite.plain_mlp()
+        bare = composite.objective
+        objective = bare if by_hand else (lambda p, b, r, f=bare: f(p, b, r))
+        replay = composite.memory.sample() if composite.memory is not None else None
+        step = composite.learner.step(composite.params, batch, replay, objective)
+        moved.append((step, {n: p.detach().clone() for n, p in composite.params.items()}))
+    (step_a, a), (step_b, b) = moved
+    torch.testing.assert_close(step_a.loss, step_b.loss, rtol=1e-5, atol=1e-6)
+    for name in a:
+        torch.testing.assert_close(step_a.grads[name], step_b.grads[name], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(a[name], b[name], rtol=1e-5, atol=1e-6)
 
 
 def test_proximal_step_is_the_exact_minimiser() -> None:
