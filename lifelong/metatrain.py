@@ -62,13 +62,14 @@ __all__ = [
     "meta_train_oml",
     "meta_train_reptile",
     "model_shape",
+    "pln_names",
 ]
 
 META_SOURCES: tuple[str, ...] = ("auto", "fashion-mnist", "mnist5k", "mnist", "permuted", "rotated")
 META_SEED_OFFSET = 1_000_000  # meta-task draws never share a generator with the stream's
 TRAIN_SEED_OFFSET = 2_000_000  # sampling and initial weights of meta-training
 MIN_ANGLE_GAP = 10.0  # degrees between a meta-training and an evaluation rotation
-PLN_PREFIX = "head."  # lifelong.MLP: head.* is OML's prediction network, body.* its RLN
+PLN_PREFIX = "head."  # lifelong.MLP's output layer: OML's prediction network (PLN) ends with it
 _CACHE_VERSION = 2  # bump when an algorithm changes, so stale inits are not reused
 _DIGITS = ("mnist", "mnist5k")
 
@@ -361,6 +362,39 @@ class OMLConfig:
     outer_lr: float = param(1e-3, "Adam learning rate of the meta update", gt=0)
     first_order: bool = param(False, "drop second derivatives through the inner loop")
     reset_rows: bool = param(True, "re-initialize the PLN rows of a trajectory's classes")
+    pln_layers: int = param(
+        1, "final Linear layers that form the PLN (the rest of the network is the RLN)", ge=1
+    )
+
+
+def pln_names(model: nn.Module, layers: int) -> list[str]:
+    """The parameter names of OML's prediction network: the last ``layers`` Linear layers.
+
+    The Linear modules are taken in module order (``model.named_modules()``; for
+    :class:`lifelong.MLP` ``body.0``, ``body.2``, ..., ``head``); the last must be the
+    output layer ``head``. Everything else is the representation (RLN).
+
+    Raises:
+        UserError: when ``layers`` would leave the RLN without a Linear layer.
+        ValueError: when the model's last Linear layer is not ``head``.
+    """
+    linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    if not linear or f"{linear[-1]}." != PLN_PREFIX:
+        raise ValueError(
+            f"OML needs a prediction network ending with the output layer {PLN_PREFIX!r}; "
+            f"the model's Linear layers are {linear}"
+        )
+    if layers >= len(linear):
+        raise UserError(
+            f"oml: pln_layers={layers} leaves no representation (RLN) to meta-learn: the "
+            f"model has {len(linear)} Linear layers, so pln_layers must be at most "
+            f"{len(linear) - 1}"
+        )
+    return [
+        f"{owner}.{name}"
+        for owner in linear[-layers:]
+        for name, _ in model.get_submodule(owner).named_parameters(recurse=False)
+    ]
 
 
 def meta_train_maml(
@@ -444,12 +478,14 @@ def meta_train_oml(
     seed: int,
     progress: bool = False,
 ) -> Params:
-    """Meta-train OML's representation (RLN, ``body.*``) and the PLN's (``head.*``) start.
+    """Meta-train OML's representation (RLN) and the start of its prediction network (PLN).
 
-    Each meta update (Javed & White 2019): draw a task and ``classes_per_episode`` classes
-    (:func:`_episode_classes`: the task's own, topped up from other tasks that share its
-    head when it has fewer, as 2-class split tasks do), re-initialize their PLN output rows,
-    take one single-sample SGD step on the PLN only per trajectory sample (class by class,
+    The PLN is the last ``cfg.pln_layers`` Linear layers (:func:`pln_names`; by default
+    ``head.*`` only), the RLN the rest. Each meta update (Javed & White 2019): draw a task
+    and ``classes_per_episode`` classes (:func:`_episode_classes`: the task's own, topped up
+    from other tasks that share its head when it has fewer, as 2-class split tasks do),
+    re-initialize their output rows (of ``head.*``, whatever the PLN's depth), take one
+    single-sample SGD step on the PLN only per trajectory sample (class by class,
     so the trajectory learns classes in sequence), then an Adam step on every weight from
     the loss of the adapted network on the trajectory plus ``random_batch`` samples of all
     tasks, differentiated through the inner loop (second order unless ``first_order``).
@@ -457,12 +493,10 @@ def meta_train_oml(
     Returns:
         Detached weights by name (see :func:`meta_train_maml` for ``model``).
     """
+    pln = pln_names(model, cfg.pln_layers)
     g, params = _start(model, seed)
     source = source.to(_device(model))
     loss = loss_fn(model)
-    pln = [n for n in params if n.startswith(PLN_PREFIX)]
-    if not pln:
-        raise ValueError(f"OML needs a prediction network: no parameter starts with {PLN_PREFIX!r}")
     optimizer = torch.optim.Adam(list(params.values()), lr=cfg.outer_lr)
     for _ in _progress(cfg.meta_steps, "oml", progress):
         chosen = _episode_classes(source, source.sample_task(g), cfg.classes_per_episode, g)

@@ -26,13 +26,13 @@ from lifelong import ImageScenario, StreamInfo, UserError, param
 from lifelong.init_axis import Init
 from lifelong.metatrain import (
     META_SOURCES,
-    PLN_PREFIX,
     MAMLConfig,
     MetaTaskSource,
     OMLConfig,
     ReptileConfig,
     meta_init,
     meta_tasks,
+    pln_names,
 )
 
 SOURCE_DOC = "where the disjoint meta-training tasks come from (auto: by scenario)"
@@ -142,15 +142,19 @@ class ReptileInit(Init):
 @final
 @dataclass
 class OmlInit(Init):
-    """OML: a meta-learned representation (RLN, ``body.*``), frozen during the stream; only
-    the prediction network (PLN, ``head.*``) learns.
+    """OML: a meta-learned representation (RLN), frozen in the stream; only the PLN learns.
 
-    With ``reset_head`` (the default) the PLN is re-drawn before the stream (Kaiming-normal
-    weights, zero biases, from the run's generator), as OML's evaluation does: the
-    meta-trained PLN rows belong to meta-training classes, which the stream's classes are
-    not, and meta-training itself re-initializes the rows of every trajectory's classes, so
-    the RLN is trained for exactly this start. ``reset_head=false`` keeps the meta-trained
-    PLN instead.
+    The prediction network (PLN) is the last ``pln_layers`` Linear layers of the model, in
+    module order (1: the output layer ``head.*``; 2: the last hidden layer and ``head.*``, as
+    OML's two final fully connected layers), the RLN everything before them; both are
+    meta-trained.
+
+    With ``reset_head`` (the default) the whole PLN is re-drawn before the stream
+    (Kaiming-normal weights, zero biases, from the run's generator), as OML's evaluation does
+    (``--reset``): the meta-trained output rows belong to meta-training classes, which the
+    stream's classes are not, and meta-training itself re-initializes the output rows of
+    every trajectory's classes, so the RLN is trained for exactly this start.
+    ``reset_head=false`` keeps the meta-trained PLN instead.
 
     References: Javed & White 2019, "Meta-Learning Representations for Continual Learning"
     (official code khurramjaved96/mrcl).
@@ -169,26 +173,30 @@ class OmlInit(Init):
     first_order: bool = param(OMLConfig.first_order, "drop second derivatives in meta-training")
     reset_rows: bool = param(OMLConfig.reset_rows, "re-draw a trajectory's PLN rows in training")
     reset_head: bool = param(True, "re-draw the PLN before the stream, as OML's evaluation does")
+    pln_layers: int = param(
+        OMLConfig.pln_layers, "final Linear layers that form the PLN; the rest is the RLN", ge=1
+    )
 
     def config(self) -> OMLConfig:
         """The meta-training config these fields describe."""
         return OMLConfig(
-            self.meta_steps,
-            self.classes_per_episode,
-            self.samples_per_class,
-            self.random_batch,
-            self.inner_lr,
-            self.outer_lr,
-            self.first_order,
-            self.reset_rows,
+            meta_steps=self.meta_steps,
+            classes_per_episode=self.classes_per_episode,
+            samples_per_class=self.samples_per_class,
+            random_batch=self.random_batch,
+            inner_lr=self.inner_lr,
+            outer_lr=self.outer_lr,
+            first_order=self.first_order,
+            reset_rows=self.reset_rows,
+            pln_layers=self.pln_layers,
         )
 
     def prepare(
         self, model: nn.Module, info: StreamInfo, generator: torch.Generator
     ) -> set[str] | None:
+        pln = set(pln_names(model, self.pln_layers))  # before meta-training: fail early
         source = _source(self.name, info, self.source)
         meta_init("oml", model, source, self.config(), seed=info.seed, progress=True)
-        pln = {n for n, _ in model.named_parameters() if n.startswith(PLN_PREFIX)}
         if self.reset_head:
             _redraw(model, pln, generator)
         for n, p in model.named_parameters():

@@ -173,3 +173,54 @@ def test_a_hand_built_stream_is_refused_in_one_line(kind: str) -> None:
     with pytest.raises(UserError, match="needs a scenario") as error:
         INITS[kind]().prepare(model, bare, torch.Generator())
     assert "\n" not in str(error.value)
+
+
+TWO = {"body.2.weight", "body.2.bias", *HEAD}  # pln_layers=2 on MLP(784, (16, 16), 10)
+
+
+@pytest.mark.parametrize("reset_head", [True, False])
+def test_oml_with_a_two_layer_pln_freezes_only_the_first_layer(reset_head: bool) -> None:
+    info, _ = info_for()
+    torch.manual_seed(0)
+    model = MLP(784, (16, 16), info.n_outputs)
+    oml = OmlInit(**META, pln_layers=2, reset_head=reset_head)
+    assert oml.config().pln_layers == 2
+    assert oml.prepare(model, info, torch.Generator().manual_seed(0)) == TWO
+    source = metatrain.meta_tasks(info.scenario, info, 0, source="permuted")  # type: ignore[arg-type]
+    meta = metatrain.meta_init("oml", MLP(784, (16, 16), 10), source, oml.config(), seed=0)
+    for name, p in model.named_parameters():
+        assert p.requires_grad == (name in TWO), name
+        assert torch.equal(p.detach(), meta[name]) == (name not in TWO or not reset_head), name
+    if reset_head:  # the whole PLN re-drawn: Kaiming-normal weights, zero biases
+        assert torch.count_nonzero(model.body[2].bias) == 0
+        assert torch.count_nonzero(model.head.bias) == 0
+
+
+def test_oml_stream_with_a_two_layer_pln_trains_the_last_hidden_layer_and_the_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    starts: dict[str, torch.Tensor] = {}
+    models: list[torch.nn.Module] = []
+    learned: set[str] = set()
+    setup = Composite.setup
+
+    def spy(self: Composite, model: torch.nn.Module, info: StreamInfo, g: torch.Generator) -> None:
+        setup(self, model, info, g)
+        starts.update({n: p.detach().clone() for n, p in model.named_parameters()})
+        models.append(model)
+        learned.update(self.params)
+
+    monkeypatch.setattr(Composite, "setup", spy)
+    result = run("oml+er", hidden="16,16", **{"oml.pln_layers": 2})
+    assert result.status == "ok", result.error
+    assert learned == TWO
+    for name, p in models[0].named_parameters():
+        assert torch.equal(p.detach(), starts[name]) == (name not in TWO), name
+
+
+@pytest.mark.parametrize("layers", [2, 5])
+def test_oml_refuses_a_pln_that_leaves_no_rln_in_one_line(layers: int) -> None:
+    info, model = info_for()  # MLP(784, (16,), 10): two Linear layers
+    with pytest.raises(UserError, match=f"pln_layers={layers} leaves no representation") as error:
+        OmlInit(**META, pln_layers=layers).prepare(model, info, torch.Generator())
+    assert "\n" not in str(error.value) and "at most 1" in str(error.value)

@@ -29,6 +29,7 @@ from lifelong.metatrain import (
     meta_train_oml,
     meta_train_reptile,
     model_shape,
+    pln_names,
 )
 from lifelong.model import MLP
 from lifelong.registry import find_scenario
@@ -223,6 +224,46 @@ def test_cache_hit_returns_identical_tensors_without_recomputing(tmp_path: Path)
         cached_init("maml", other_cfg, source, shape, compute, seed=seed, cache_dir=tmp_path)
     assert len(calls) == 4 and len(list(tmp_path.glob("*.pt"))) == 4
     assert not list(tmp_path.glob("*.tmp"))  # atomic writes leave no temporary behind
+
+
+def test_oml_pln_layers_are_part_of_the_cache_key(tmp_path: Path) -> None:
+    _, _, source = setup("permuted-mnist", n_tasks=3, samples_per_task=10)
+    model = MLP(784, (16, 16), 10)
+    one = OMLConfig(meta_steps=2, samples_per_class=1, random_batch=4)
+    two = OMLConfig(meta_steps=2, samples_per_class=1, random_batch=4, pln_layers=2)
+    a = meta_init("oml", model, source, one, seed=0, cache_dir=tmp_path)
+    b = meta_init("oml", model, source, two, seed=0, cache_dir=tmp_path)
+    keys = sorted(torch.load(p, weights_only=True)["key"] for p in tmp_path.glob("*.pt"))
+    assert len(keys) == 2 and ['"pln_layers": 1' in k for k in keys].count(True) == 1
+    assert not torch.equal(a["body.2.weight"], b["body.2.weight"])
+
+
+def test_oml_pln_is_the_last_linear_layers_in_module_order() -> None:
+    model = MLP(784, (16, 16), 10)
+    assert pln_names(model, 1) == list(HEAD)
+    assert pln_names(model, 2) == ["body.2.weight", "body.2.bias", *HEAD]
+    with pytest.raises(UserError, match="pln_layers=3 leaves no representation"):
+        pln_names(model, 3)
+    with pytest.raises(ValueError, match="ending with the output layer"):
+        pln_names(torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)), 1)
+
+
+def test_oml_inner_loop_adapts_the_whole_pln(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With pln_layers=2 the inner SGD steps move body.2.* and head.*, never body.0.*."""
+    import lifelong.metatrain as metatrain
+
+    seen: list[list[str]] = []
+    inner = metatrain.sgd_inner_loop
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(list(kwargs["only"]))
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(metatrain, "sgd_inner_loop", spy)
+    _, _, source = setup("permuted-mnist", n_tasks=3, samples_per_task=10)
+    cfg = OMLConfig(meta_steps=2, samples_per_class=1, random_batch=4, pln_layers=2)
+    meta_train_oml(MLP(784, (16, 16), 10), source, cfg, seed=0)
+    assert seen == [["body.2.weight", "body.2.bias", *HEAD]] * 2
 
 
 def test_cache_root_follows_the_environment(
