@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP", "mlp_cross_entropy_grads"]
+__all__ = ["MLP", "mlp_cross_entropy_grads", "stacked_mlp_cross_entropy_grads"]
 
 
 class MLP(nn.Module):
@@ -91,5 +91,44 @@ def mlp_cross_entropy_grads(
         grads += [error.sum(0), error.t() @ below]
         if layer:
             error = torch.ops.aten.threshold_backward(error @ weights[2 * layer], below, 0)
+    grads.reverse()
+    return loss, grads
+
+
+def stacked_mlp_cross_entropy_grads(
+    weights: Sequence[Tensor], x: Tensor, y: Tensor
+) -> tuple[Tensor, list[Tensor]]:
+    """:func:`mlp_cross_entropy_grads` for ``S`` MLPs at once (``--vectorize``'s seeds).
+
+    Args:
+        weights: ``(W_1, b_1, ..., W_L, b_L)`` stacked over the first dimension,
+            ``W_l`` shaped ``[S, out, in]``, ``b_l`` ``[S, out]`` (read only).
+        x: float ``[S, N, D]``, network ``s`` sees ``x[s]``; y: int64 ``[S, N]``.
+
+    Returns:
+        ``(loss [S], [dW_1, db_1, ...])``: each network's mean cross-entropy and gradient.
+    """
+    weights = [w.detach() for w in weights]
+    n_layers, (stacks, n) = len(weights) // 2, y.shape
+    acts = [x]
+    for layer in range(n_layers):
+        w, b = weights[2 * layer], weights[2 * layer + 1]
+        out = torch.baddbmm(b[:, None, :], acts[-1], w.transpose(1, 2))
+        if layer < n_layers - 1:
+            acts.append(out.relu_())
+    log_p = F.log_softmax(out, 2)
+    picked = log_p.gather(2, y[..., None])
+    loss = picked.view(stacks, n).mean(1).neg_()
+    error = log_p.exp_()
+    error.scatter_add_(2, y[..., None], torch.full_like(picked, -1.0))
+    error.div_(n)
+    grads: list[Tensor] = []
+    for layer in range(n_layers - 1, -1, -1):
+        below = acts[layer]
+        grads += [error.sum(1), torch.bmm(error.transpose(1, 2), below)]
+        if layer:
+            error = torch.ops.aten.threshold_backward(
+                torch.bmm(error, weights[2 * layer]), below, 0
+            )
     grads.reverse()
     return loss, grads

@@ -29,7 +29,7 @@ from torch.func import functional_call, vmap
 from lifelong import metrics
 from lifelong.allocator import pin_mmap_threshold
 from lifelong.errors import UserError
-from lifelong.model import MLP
+from lifelong.model import MLP, stacked_mlp_cross_entropy_grads
 from lifelong.optim import SGD
 from lifelong.result import Curve, RunResult, run_key
 from lifelong.runner import RunSpec, _batches, _generator
@@ -138,6 +138,7 @@ class _Seeds:
             for name, _ in models[0].named_parameters()
         }
         learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
+        self.closed_form = all(c.plain_mlp() for c in self.strategies)
         self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
 
@@ -150,32 +151,36 @@ class _Seeds:
         joined = [
             b if r is None else _join(b, r.batch) for b, r in zip(batches, replays, strict=True)
         ]
-        logits = self.forward(
-            self.stack,
-            torch.stack([b.x for b in joined]),
-            torch.stack([b.task_ids for b in joined]),
-        )
-        ce = (
-            F.cross_entropy(
-                logits.flatten(0, 1), torch.stack([b.y for b in joined]).flatten(), reduction="none"
+        x = torch.stack([b.x for b in joined])
+        y = torch.stack([b.y for b in joined])
+        logits: Tensor | None = None
+        if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
+            _, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
+        else:
+            logits = self.forward(self.stack, x, torch.stack([b.task_ids for b in joined]))
+            ce = (
+                F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
+                .view(len(joined), -1)
+                .mean(1)
             )
-            .view(len(joined), -1)
-            .mean(1)
-        )
-        penalties = [
-            c.penalties(self.views(s), batches[s], replays[s])
-            for s, c in enumerate(self.strategies)
-        ]
-        grads = torch.autograd.grad((ce + torch.stack(penalties)).sum(), list(self.stack.values()))
+            penalties = [
+                c.penalties(self.views(s), batches[s], replays[s])
+                for s, c in enumerate(self.strategies)
+            ]
+            total = (ce + torch.stack(penalties)).sum()
+            grads = list(torch.autograd.grad(total, list(self.stack.values())))
         for p, g in zip(self.stack.values(), grads, strict=True):
             p.grad = g
         self.optimizer.step()
         for s, c in enumerate(self.strategies):
-            c.apply_proximal(self.views(s))
+            if c.proximal:
+                c.apply_proximal(self.views(s))
         named = dict(zip(self.stack, grads, strict=True))
         for s, c in enumerate(self.strategies):
             if c.memory is not None and batches[s].glance == 0:
-                kept = logits[s, : len(batches[s].y)].detach() if c.keep_logits else None
+                kept = None
+                if c.keep_logits and logits is not None:
+                    kept = logits[s, : len(batches[s].y)].detach()
                 c.memory.add(batches[s], kept)
             for reg in c.regularizers:
                 reg.observe(self.views(s), {n: g[s] for n, g in named.items()})

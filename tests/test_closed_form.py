@@ -99,3 +99,23 @@ def test_supervised_step_by_hand_matches_autograd(momentum: float) -> None:
     torch.testing.assert_close(plain.losses, other.losses, rtol=1e-12, atol=1e-12)
     for a, b in zip(plain.parameters(), other.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_stacked_gradients_equal_each_networks_own() -> None:
+    """``--vectorize``'s batched form gives every stacked MLP its own loss and gradient."""
+    from lifelong.model import stacked_mlp_cross_entropy_grads
+
+    nets = [model((5, 4)) for _ in range(3)]
+    for k, net in enumerate(nets):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.1 * k)
+    data = [batch(7, 20 + k) for k in range(3)]
+    stacked = [torch.stack(ws) for ws in zip(*(list(n.parameters()) for n in nets), strict=True)]
+    x, y = torch.stack([d.x for d in data]), torch.stack([d.y for d in data])
+    losses, grads = stacked_mlp_cross_entropy_grads(stacked, x, y)
+    for k, (net, d) in enumerate(zip(nets, data, strict=True)):
+        loss, own = mlp_cross_entropy_grads(list(net.parameters()), d.x, d.y)
+        torch.testing.assert_close(losses[k], loss, rtol=1e-12, atol=1e-12)
+        for g, w in zip(grads, own, strict=True):
+            torch.testing.assert_close(g[k], w, rtol=1e-12, atol=1e-12)
