@@ -37,8 +37,11 @@ EWC_NOTE = [
     "backward pass (a per-sample weight gradient is an outer product, so the sum of its "
     "squares is ``(delta^2)^T (a^2)``), about 13 ms per task here; the hand loop takes "
     "the usual ``vmap`` of per-sample gradients, which is why lifelong's EWC loop is "
-    "faster than the hand loop's. What is left of EWC's cost over naive is the penalty's "
-    "forward and backward in every step.",
+    "faster than the hand loop's. On the default MLP lifelong also writes out the "
+    "gradients of the cross-entropy and of the quadratic penalty (one pass over the "
+    "weights for the penalty's value and gradient, no autograd graph; tested equal to "
+    "autograd's), so what is left of EWC's cost over naive is that pass in every step and "
+    "the Fisher at every task's end.",
 ]
 
 
@@ -238,37 +241,34 @@ WHY = {
     "hand": "lifelong's step goes through the composite (learner, memory, objective) and "
     "the runner's evaluation schedule; the hand loop inlines all of it. On loops this "
     "short (well under a second) the ratio moves by about 0.1 between runs on this "
-    "shared machine (er: 1.08 to 1.23 over four runs of the same code).",
+    "shared machine.",
     "official": "La-MAML's inner loop is sequential: every sample-glance is one "
-    "single-sample forward and backward through the module plus one meta-loss forward and "
-    "backward on the batch and replayed samples, and at this size (MLP 784-100-100-10, a "
-    "batch of 1 or 20) each pass costs what PyTorch's per-operator and autograd overhead "
-    "costs, not arithmetic (the profile below: autograd's run_backward and linear lead). "
-    "lifelong does the algorithm's passes and no more (one backward call per step that "
-    "returns both the inner and the meta gradient, running sums instead of stacked "
-    "copies, no functional_call for the live weights, no tied-weight search when the "
-    "model has none), and beats the official algorithm written on plain tensors (the "
-    "hand loop, same run); 3x the official code would need fewer passes than the "
-    "algorithm has, i.e. fused or compiled kernels, which this generic-model path does "
-    "not use (no torch.compile). The official figure was also measured by the issue "
-    "without the concurrent load this 2-core machine had during this run (the hand loop, "
-    "the same algorithm, ran well below ~1,050/s here); the hand-loop ratio is the "
-    "like-for-like comparison.",
-    "avalanche-la-maml": "Avalanche's lamaml_v2 does the same per-sample passes "
-    "(functional_call inner steps, one meta-backward), so its cost per sample-glance is "
-    "of the same order; lifelong saves its deepcopy of the weights, DataLoader and "
-    "template callbacks per mini-batch and the second functional_call per step, not "
-    "the passes themselves.",
-    "avalanche-classic": "lifelong's loop is within a few percent of the hand-written "
-    "floor (x hand loop above), so the speed-up over Avalanche is bounded by Avalanche's "
-    "own overhead over that floor (DataLoader, plugin callbacks, per-iteration "
-    "bookkeeping), which at batch 32 on this CPU is less than 3x the floor.",
-    "avalanche-ewc": "lifelong's EWC loop is naive's plus the penalty's forward and "
-    "backward in every step (autograd through one quadratic over every weight) and a "
-    "one-pass per-sample Fisher per task (see the EWC note). Measured on 2026-11-30: "
-    "Avalanche's EWC loop cost 2.6x its naive loop and ours 3.3x ours, so the ratio to "
-    "Avalanche falls from naive's to about 2.6x; the default ``ewc`` (a proximal step "
-    "instead of the penalty in the loss) ran 1.7x faster than this workload's variant.",
+    "single-sample step plus one meta-loss on the batch and replayed samples, each a few "
+    "dozen small operators at this size (MLP 784-100-100-10, a batch of 1 or 20), so "
+    "per-operator overhead, not arithmetic, sets the pace. On the default MLP lifelong "
+    "takes the first-order look-ahead in closed form (strategies/lookahead_mlp.py: no "
+    "autograd; the meta-losses at all look-ahead weights in one batched pass; the first "
+    "layer's terms gathered into a few large matmuls), tested equal to the autograd "
+    "path; what remains is the sequential inner loop, about twenty small operators per "
+    "sample. 3x the official code would need that loop fused into a compiled kernel "
+    "(no torch.compile here). The official figure was measured by the issue on an idle "
+    "machine; the hand loop, the same algorithm in the same run, is the like-for-like "
+    "comparison.",
+    "avalanche-la-maml": "Avalanche's lamaml_v2 runs the same per-sample passes through "
+    "autograd (functional_call inner steps, one meta-backward) plus a deepcopy of the "
+    "weights, a DataLoader and template callbacks per mini-batch; lifelong's closed-form "
+    "look-ahead removes autograd from the passes, but the sequential inner loop stays.",
+    "avalanche-classic": "lifelong's loop is at or below the hand-written floor (x hand "
+    "loop above; on the default MLP the gradients are written out instead of built by "
+    "autograd), so the speed-up over Avalanche is bounded by Avalanche's own overhead "
+    "over that floor (DataLoader, plugin callbacks, per-iteration bookkeeping), which at "
+    "batch 32 on this CPU is about 2.5-3.5x the floor.",
+    "avalanche-ewc": "lifelong's EWC loop is naive's plus, in every step, one pass over "
+    "the weights for the penalty's value and gradient, and a one-pass per-sample Fisher "
+    "per task (see the EWC note); Avalanche's EWC loop costs a smaller multiple of its "
+    "own naive loop, so the ratio to Avalanche falls from naive's. The default ``ewc`` "
+    "(a proximal step instead of the penalty in the loss) is a different update and is "
+    "not what this row measures.",
     "process": "a fresh process spends most of its time importing torch (and lifelong's "
     "modules or Avalanche's) and loading the data; the training loop is a small share, "
     "so the process ratio sits near the ratio of import times.",
