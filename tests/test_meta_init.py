@@ -224,3 +224,14 @@ def test_oml_refuses_a_pln_that_leaves_no_rln_in_one_line(layers: int) -> None:
     with pytest.raises(UserError, match=f"pln_layers={layers} leaves no representation") as error:
         OmlInit(**META, pln_layers=layers).prepare(model, info, torch.Generator())
     assert "\n" not in str(error.value) and "at most 1" in str(error.value)
+
+
+def test_oml_meta_trains_on_the_uci_digits() -> None:
+    pytest.importorskip("sklearn", reason="the UCI digits ship with scikit-learn")
+    result = run("oml+er", source="uci-digits")
+    assert result.status == "ok", result.error
+    info, _ = info_for()
+    assert isinstance(info.scenario, SplitScenario)
+    source = metatrain.meta_tasks(info.scenario, info, 0, source="uci-digits")
+    (path,) = metatrain.cache_root().glob("*.pt")
+    assert f'"source": "{source.key}"' in torch.load(path, weights_only=True)["key"]

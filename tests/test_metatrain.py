@@ -13,7 +13,7 @@ import torch
 from lifelong.scenarios.rotated import RotatedScenario
 
 from lifelong import ImageScenario, Stream, UserError
-from lifelong.data import load_dataset
+from lifelong.data import load_dataset, load_uci_digits
 from lifelong.functional import Params, forward, loss_fn, params_of, sgd_inner_loop
 from lifelong.metatrain import (
     MIN_ANGLE_GAP,
@@ -160,14 +160,41 @@ def test_oml_trajectories_stay_within_a_task_with_enough_classes() -> None:
     assert [t for t, _ in chosen] == [1, 1, 1] and len({i for _, i in chosen}) == 3
 
 
-def test_split_auto_source_holds_out_the_stream_classes() -> None:
+def sklearn_installed() -> bool:
+    try:
+        load_uci_digits()
+    except UserError:
+        return False
+    return True
+
+
+def test_split_auto_source_holds_out_the_stream_images() -> None:
     _, _, source = setup("split-mnist", samples_per_task=10)
-    if fashion_installed():
+    if sklearn_installed():
+        assert (source.kind, source.dataset) == ("uci-digits", "uci-digits")
+        assert all(task.permutation is None and task.angle is None for task in source.tasks)
+    elif fashion_installed():
         assert (source.kind, source.dataset) == ("fashion-mnist", "fashion-mnist")
         assert all(task.permutation is None and task.angle is None for task in source.tasks)
     else:
         assert source.kind == "permuted"
         assert all(task.permutation is not None for task in source.tasks)
+    if fashion_installed():  # a Fashion-MNIST stream meta-trains on the embedded digits
+        _, _, clothes = setup("split-mnist", samples_per_task=10, dataset="fashion-mnist")
+        assert clothes.kind == "mnist5k"
+
+
+def test_split_auto_source_falls_back_without_scikit_learn(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from lifelong import data
+
+    monkeypatch.setattr(data, "_UCI_CACHE", [])
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    _, _, source = setup("split-mnist", samples_per_task=10)
+    assert source.kind == ("fashion-mnist" if fashion_installed() else "permuted")
 
 
 def test_bad_sources_fail_early() -> None:
@@ -338,8 +365,10 @@ def test_maml_adapts_to_held_out_permutations_faster_than_random_init() -> None:
 def test_meta_initializations_adapt_to_held_out_fashion_pairs(kind: str) -> None:
     if not fashion_installed():
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    scenario, stream, source = setup("split-mnist", setting="domain", samples_per_task=10)
-    held_out = meta_tasks(scenario, info_of(stream), 7)
+    scenario = make("split-mnist", setting="domain", samples_per_task=10)
+    info = info_of(scenario.build(0))
+    source = meta_tasks(scenario, info, 0, source="fashion-mnist")
+    held_out = meta_tasks(scenario, info, 7, source="fashion-mnist")
     model = MLP(784, (32,), 2)
     adapt = partial(few_shot_accuracy, steps=3, batch=10, lr=0.1)
     if kind == "oml":  # RLN frozen: only the head learns, one sample per step
@@ -351,3 +380,38 @@ def test_meta_initializations_adapt_to_held_out_fashion_pairs(kind: str) -> None
         meta = meta_train_maml(model, source, MAMLConfig(meta_steps=100, first_order=True), seed=0)
     random, trained = adapt(model, random_init(model), held_out), adapt(model, meta, held_out)
     assert trained > random + 0.05, (trained, random)
+
+
+def test_uci_digits_source_lays_out_the_split_stream_tasks() -> None:
+    pytest.importorskip("sklearn", reason="the UCI digits ship with scikit-learn")
+    scenario = make("split-mnist", samples_per_task=10)
+    info = info_of(scenario.build(0))
+    assert (info.setting, info.n_tasks, info.n_outputs) == ("class", 5, 10)
+    source = meta_tasks(scenario, info, 0, source="uci-digits", n_tasks=5)
+    assert (source.kind, source.dataset) == ("uci-digits", "uci-digits")
+    assert source.images.shape == (1797, 28, 28) and len(source.tasks) == 5
+    assert sorted(c for task in source.tasks for c in task.classes) == list(range(10))
+    assert [task.targets for task in source.tasks] == [(0, 1), (2, 3), (4, 5), (6, 7), (8, 9)]
+    assert all(task.permutation is None and task.angle is None for task in source.tasks)
+    batch = source.sample(3, 16, torch.Generator().manual_seed(0))
+    assert batch.x.shape == (16, 784) and 0 <= float(batch.x.min()) <= float(batch.x.max()) <= 1
+    assert set(batch.y.tolist()) <= {6, 7}
+    pool = meta_tasks(scenario, info, 0, source="uci-digits")  # the default pool of 20
+    assert len(pool.tasks) == 20 and {t.classes for t in pool.tasks} != {pool.tasks[0].classes}
+    permuted = meta_tasks(scenario, info, 0, source="permuted", n_tasks=5)
+    assert source.key != permuted.key  # the init cache keys on the source
+
+
+def test_uci_digits_source_without_scikit_learn_fails_in_one_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sys
+
+    from lifelong import data
+
+    monkeypatch.setattr(data, "_UCI_CACHE", [])
+    monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
+    scenario = make("split-mnist", samples_per_task=10)
+    with pytest.raises(UserError, match="pip install scikit-learn") as error:
+        meta_tasks(scenario, info_of(scenario.build(0)), 0, source="uci-digits")
+    assert "\n" not in str(error.value)
