@@ -1,4 +1,4 @@
-"""Print reports/meta-learners.md: notes.md with the two La-MAML MNIST sweeps' tables inserted.
+"""Print reports/meta-learners.md: notes.md with the La-MAML MNIST sweeps' tables inserted.
 
 Usage (from the repository root, after the sweeps at the top of the report):
     python reports/meta-learners/table.py > reports/meta-learners.md
@@ -15,6 +15,7 @@ HERE = Path(__file__).parent
 SWEEPS = {
     "permutations": "Permuted MNIST, 20 tasks",
     "rotations": "Rotated MNIST, 20 tasks",
+    "many-permutations": "Permuted MNIST, many permutations: 100 tasks of 200 digits",
 }
 COMMANDS = [
     *(
@@ -22,7 +23,7 @@ COMMANDS = [
         for name in SWEEPS
     ),
     *(
-        f"lifelong report reports/meta-learners/{name} --out reports/meta-learners/{name}"
+        f"lifelong report reports/meta-learners/{name} --out reports/meta-learners/{name}/report"
         for name in SWEEPS
     ),
     "python reports/meta-learners/table.py > reports/meta-learners.md",
