@@ -100,7 +100,10 @@ def test_oml_freezes_the_meta_trained_representation(reset_head: bool) -> None:
     assert (torch.count_nonzero(model.head.bias) == 0) == reset_head
 
 
-def test_oml_stream_changes_only_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
+def trained_by_the_stream(
+    monkeypatch: pytest.MonkeyPatch, spec: str, **settings: Any
+) -> tuple[set[str], dict[str, bool]]:
+    """Run ``spec``; the names its composite trains, and by name whether a weight moved."""
     starts: dict[str, torch.Tensor] = {}
     models: list[torch.nn.Module] = []
     learned: set[str] = set()
@@ -113,10 +116,17 @@ def test_oml_stream_changes_only_the_head(monkeypatch: pytest.MonkeyPatch) -> No
         learned.update(self.params)
 
     monkeypatch.setattr(Composite, "setup", spy)
-    assert run("oml+er").status == "ok"
+    result = run(spec, **settings)
+    assert result.status == "ok", result.error
+    moved = {n: not torch.equal(p.detach(), starts[n]) for n, p in models[0].named_parameters()}
+    return learned, moved
+
+
+def test_oml_stream_changes_only_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
+    learned, moved = trained_by_the_stream(monkeypatch, "oml+er")
     assert learned == HEAD
-    for name, p in models[0].named_parameters():
-        assert torch.equal(p.detach(), starts[name]) == (name not in HEAD), name
+    for name, changed in moved.items():
+        assert changed == (name in HEAD), name
 
 
 @pytest.mark.parametrize("regularizer", ["ewc", "online-ewc", "si", "mas", "lwf"])
@@ -200,23 +210,11 @@ def test_oml_with_a_two_layer_pln_freezes_only_the_first_layer(reset_head: bool)
 def test_oml_stream_with_a_two_layer_pln_trains_the_last_hidden_layer_and_the_head(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    starts: dict[str, torch.Tensor] = {}
-    models: list[torch.nn.Module] = []
-    learned: set[str] = set()
-    setup = Composite.setup
-
-    def spy(self: Composite, model: torch.nn.Module, info: StreamInfo, g: torch.Generator) -> None:
-        setup(self, model, info, g)
-        starts.update({n: p.detach().clone() for n, p in model.named_parameters()})
-        models.append(model)
-        learned.update(self.params)
-
-    monkeypatch.setattr(Composite, "setup", spy)
-    result = run("oml+er", hidden="16,16", **{"oml.pln_layers": 2})
-    assert result.status == "ok", result.error
+    settings = {"hidden": "16,16", "oml.pln_layers": 2}
+    learned, moved = trained_by_the_stream(monkeypatch, "oml+er", **settings)
     assert learned == TWO
-    for name, p in models[0].named_parameters():
-        assert torch.equal(p.detach(), starts[name]) == (name not in TWO), name
+    for name, changed in moved.items():
+        assert changed == (name in TWO), name
 
 
 @pytest.mark.parametrize("layers", [2, 5])
