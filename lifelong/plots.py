@@ -98,6 +98,11 @@ def run_matrices(frame: pd.DataFrame) -> dict[tuple[str, int], tuple[NDArray, ND
     return out
 
 
+LABELLED_CELLS = 24
+"""Matrices of up to this many tasks get a value in every cell and a tick per task; larger
+ones (a 100-task stream) are drawn in a figure of fixed size, unlabelled, every few ticks."""
+
+
 def matrix_figure(frame: pd.DataFrame, label: str, kind: str) -> Figure:
     """Heatmap of one setup's accuracy, forgetting or forward-transfer matrix, mean over seeds.
 
@@ -119,10 +124,13 @@ def matrix_figure(frame: pd.DataFrame, label: str, kind: str) -> Figure:
     cmap, bar, what = MATRIX_KINDS[kind]
     seeds = f"mean over {n_seeds} seed{'s' * (n_seeds != 1)}"
     title = f"{label}\n{what}\n{seeds}"
-    # wide enough for the cells and for the title (about 0.07 inch per character)
-    width = max(0.62 * len(names) + 2.6, 0.07 * max(map(len, title.splitlines())) + 0.6)
+    # wide enough for the cells and for the title (about 0.07 inch per character); past
+    # LABELLED_CELLS tasks the cells shrink to keep the figure near 10 inches, unlabelled
+    cell = 0.62 if len(names) <= LABELLED_CELLS else 7.4 / len(names)
+    width = max(cell * len(names) + 2.6, 0.07 * max(map(len, title.splitlines())) + 0.6)
+    height = max(3.2, cell / 0.62 * 0.42 * len(rows) + 1.8)
     with mpl.rc_context(_STYLE):
-        fig = Figure(figsize=(width, max(3.2, 0.42 * len(rows) + 1.8)), layout="constrained")
+        fig = Figure(figsize=(width, height), layout="constrained")
         ax = fig.add_subplot()
         image = _heatmap(ax, values, rows, names, cmap=cmap, vmin=vmin, vmax=vmax)
         if kind == "accuracy":
@@ -398,15 +406,16 @@ def _heatmap(ax: Axes, values: NDArray, rows: list[str], cols: list[str], **styl
     ax.patch.set(facecolor="white", edgecolor="0.8", hatch="///")
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", **style)
     size = 9 if len(cols) <= 8 else 7 if len(cols) <= 14 else 5
-    for (i, j), v in np.ndenumerate(values):
+    for (i, j), v in np.ndenumerate(values if len(cols) <= LABELLED_CELLS else values[:0]):
         if np.isfinite(v):
             r, g, b, _ = image.cmap(image.norm(v))
             ink = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.45 else "white"
             shown = f"{v:.2f}".replace("-0.00", "0.00")
             text = ax.text(j, i, shown, ha="center", va="center", color=ink, fontsize=size)
             text.set_in_layout(False)  # inside its cell: skipping it keeps the layout fast
-    ax.set_xticks(range(len(cols)), cols, rotation=45 if len(cols) > 6 else 0)
-    ax.set_yticks(range(len(rows)), rows)
+    step = -(-len(cols) // LABELLED_CELLS)  # every task's tick, or every step-th of many
+    ax.set_xticks(range(0, len(cols), step), cols[::step], rotation=45 if len(cols) > 6 else 0)
+    ax.set_yticks(range(0, len(rows), step), rows[::step])
     ax.spines[:].set_visible(False)
     return image
 

@@ -260,3 +260,17 @@ def test_task_names_that_differ_between_seeds_are_numbered() -> None:
     runs[1].task_names = ["rot 17", "rot 44"]  # e.g. angles drawn per seed
     ax = matrix_figure(runs_frame(runs), "naive", "accuracy").axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["task 0", "task 1"]
+
+
+def test_a_many_task_matrix_keeps_a_bounded_figure_without_cell_labels() -> None:
+    """A 100-task stream's heatmap stays near 10 inches, with no value per cell and a tick
+    for every few tasks; a short stream keeps a label in every cell."""
+    from lifelong.plots import LABELLED_CELLS, matrix_figure
+
+    many = matrix_figure(runs_frame([synthetic_run("naive", 0, 100)]), "naive", "accuracy")
+    width, height = many.get_size_inches()
+    ax = many.axes[0]
+    assert width < 12 and height < 12
+    assert not ax.texts and len(ax.get_xticklabels()) <= LABELLED_CELLS
+    few = matrix_figure(runs_frame([synthetic_run("naive", 0, 3)]), "naive", "accuracy").axes[0]
+    assert len(few.texts) == 4 * 3 and len(few.get_xticklabels()) == 3
