@@ -70,14 +70,13 @@ def look_ahead(
         ``(L, dL/dtheta, dL/dalpha)``: the detached 0-d meta-loss and gradients by name.
     """
     if closed_form and not second_order and plain_mlp_objective(objective, params):
-        meta = [batch] if replay is None else [batch, replay.batch]
         loss, grads, by_rate = mlp_look_ahead(
             list(params.values()),
             [alpha[n] for n in params],
             batch.x,
             batch.y,
-            torch.cat([b.x for b in meta]),
-            torch.cat([b.y for b in meta]),
+            None if replay is None else replay.batch.x,
+            None if replay is None else replay.batch.y,
             rate_grads=rate_grads,
         )
         names = list(params)
@@ -181,11 +180,9 @@ def clip_by_norm(grads: Params, max_norm: float) -> Params:
     """
     if max_norm <= 0 or not grads:
         return grads
-    norm = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g) for g in grads.values()])
-    )
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads.values()))))
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    return {n: g * scale for n, g in grads.items()}
+    return dict(zip(grads, torch._foreach_mul(list(grads.values()), scale), strict=True))
 
 
 def la_maml_update(
@@ -219,16 +216,17 @@ def la_maml_update(
         second_order=second_order,
         rate_grads=opt_lr is not None,
     )
-    update = clip_by_norm(g_theta, clip)
+    names = list(params)
+    weights, rates = list(params.values()), [alpha[n] for n in names]
+    update = list(clip_by_norm(g_theta, clip).values())
     with torch.no_grad():
         if opt_lr is not None:
-            for n, g in clip_by_norm(g_alpha, clip).items():
-                alpha[n].sub_(g, alpha=opt_lr)
-        for n, p in params.items():
-            if opt_wt is None:
-                p.addcmul_(alpha[n].relu(), update[n], value=-1)
-            else:
-                p.sub_(update[n], alpha=opt_wt)
+            clipped = clip_by_norm(g_alpha, clip)
+            torch._foreach_add_(rates, [clipped[n] for n in names], alpha=-opt_lr)
+        if opt_wt is None:
+            torch._foreach_addcmul_(weights, torch._foreach_clamp_min(rates, 0.0), update, value=-1)
+        else:
+            torch._foreach_add_(weights, update, alpha=-opt_wt)
     return Step(loss, g_theta)
 
 

@@ -3,22 +3,27 @@
 The same three quantities as the autograd path of ``lookahead.py`` (the meta-loss,
 ``dL/dtheta`` and ``dL/dalpha``) for the bare cross-entropy of a ``lifelong.MLP`` with one
 head, computed from the forward activations and the backpropagated errors of each layer,
-with no graph. Two things make it cheaper than differentiating the objective twice per
-sample:
+with no graph. What makes it cheaper than differentiating the objective twice per sample:
 
-- At each fast weight ``theta_k`` the meta batch and the next inner sample go through the
-  network together (one matmul per layer for both).
-- The first layer's input, the meta batch ``X``, is the same at every ``theta_k``, so its
-  gradients are gathered into two matmuls per glance. With ``D_k`` the meta-loss error at
-  the first layer's pre-activations at ``theta_k`` (``[M, h]``), ``delta_j``/``x_j`` the
-  inner step ``j``'s error and input, and ``S_j = sum_{k>=j} D_k``::
+- The first layer's input is the same at every fast weight ``theta_k``: the meta batch
+  ``X`` (the incoming samples first, then the replayed ones). With ``r = relu(alpha_1)``,
+  ``W_1`` at ``theta_k`` is ``W_1 - sum_{j<k} r * delta_j x_j^T``, so a row ``X_m`` meets it
+  as ``X_m W_1^T - sum_{j<k} delta_j * ((x_j * X_m) r^T)``: every such product is one
+  matmul up front, shared by the inner steps (``X_m`` an incoming sample) and the
+  meta-losses. With ``D_k`` the meta-loss error at the first layer's pre-activations at
+  ``theta_k`` and ``S_j = sum_{k>=j} D_k``, the first layer's gradients are two more::
 
       sum_k dL_k/dW1                = (sum_k D_k)^T X
       sum_k G_k * dL_k/dW1          = sum_{j,m} (delta_j * S_j[m]) (x_j * X[m])^T
 
   (``G_k = sum_{j<=k} g_j``, the inner gradients so far), so no ``[h, D]`` gradient is
-  formed per step. The other layers' terms are accumulated step by step as in
-  ``lookahead._first_order``.
+  formed per step.
+- On the CPU, input columns that are zero in every row of the meta batch (an MNIST digit's
+  border) are left out of those matmuls; their gradients are exactly zero.
+- The inner loop keeps every other tensor in one flat vector, so a step is about sixteen
+  operators: the forward and backward of one sample, one update of the weights and one of
+  the first-layer pre-activations of the samples still to come.
+- The meta-losses at all ``theta_k`` are one batched pass (``bmm`` over ``k``).
 
 Tests check it against the autograd path (``tests/test_meta_learners.py``).
 """
@@ -32,13 +37,14 @@ from torch import Tensor
 __all__ = ["mlp_look_ahead"]
 
 
+@torch.no_grad()
 def mlp_look_ahead(
     weights: list[Tensor],
     alpha: list[Tensor],
     x: Tensor,
     y: Tensor,
-    meta_x: Tensor,
-    meta_y: Tensor,
+    replay_x: Tensor | None = None,
+    replay_y: Tensor | None = None,
     *,
     rate_grads: bool = True,
 ) -> tuple[Tensor, list[Tensor], list[Tensor]]:
@@ -48,92 +54,138 @@ def mlp_look_ahead(
         weights: ``[W_1, b_1, ..., W_L, b_L]``, ``W_l`` shaped ``[out, in]`` (read only).
         alpha: the learned rates, same shapes (read only); the inner steps use ``relu``.
         x, y: the ``B`` incoming samples ``[B, D]`` and targets, in inner-loop order.
-        meta_x, meta_y: the meta batch (incoming + replayed), ``[M, D]`` and targets.
+        replay_x, replay_y: the replayed samples, which join ``x`` in the meta batch.
         rate_grads: also return ``dL/dalpha`` (else ``[]``).
 
     Returns:
         ``(L, dL/dtheta, dL/dalpha)`` as :func:`lookahead.look_ahead` defines them, the
         gradients as lists in ``weights`` order.
     """
-    steps, m = len(x), len(meta_x)
-    first = weights[0].detach()
-    rates = [a.detach().relu() for a in alpha]
-    # W_1 at theta_k is W_1 - sum_{j<k} relu(alpha_1) * delta_j x_j^T, so a row r meets it
-    # as r W_1^T - sum_{j<k} delta_j * ((r * x_j) relu(alpha_1)^T): the products with every
-    # meta row and every inner sample are two matmuls up front.
-    products = x[:, None, :] * meta_x[None]  # [B, M, D]: x_j * X_m
-    by_meta = (products.view(steps * m, -1) @ rates[0].t()).view(steps, m, -1)
-    by_inner = (x[:, None, :] * x[None]).view(steps * steps, -1) @ rates[0].t()
-    inner = _inner_loop(weights, rates, x, y, first, by_inner.view(steps, steps, -1))
-    deltas, g_steps = inner  # delta_j [B, h]; the inner gradients of the rest, stacked
+    steps, later = len(x), weights[1:]  # later: b_1, W_2, b_2, ..., W_L, b_L
+    meta_x = x if replay_x is None else torch.cat([x, replay_x])
+    meta_y = y if replay_y is None else torch.cat([y, replay_y])
+    m, scale = len(meta_x), 1 / (steps * len(meta_x))
+    rates = torch._foreach_clamp_min(list(alpha), 0.0)  # relu(alpha)
+    inputs, first, rate_first = meta_x, weights[0], rates[0]
+    columns = _inked_columns(meta_x)
+    if columns is not None:
+        picked = (t.index_select(1, columns) for t in (meta_x, first, rate_first))
+        inputs, first, rate_first = picked
+    products = inputs[:steps, None, :] * inputs[None]  # [B, M, D]: x_j * X_m
+    # rated[j, m] = (x_j * X_m) r^T: how the inner step j moves X_m's pre-activation.
+    rated = (products.view(steps * m, -1) @ rate_first.t()).view(steps, m, -1)
+    pre = inputs @ first.t()  # [M, h]: X W_1^T
+    sizes = [w.numel() for w in later]
+    theta = torch.cat([w.reshape(-1) for w in later])
+    rate = torch.cat([r.reshape(-1) for r in rates[1:]])
+    # The inner steps: sample k's pre-activation at theta_k, fixed up step by step with
+    # delta_j * (rated[j, k] + relu(alpha_b1)) (b_1's own step folded in).
+    pending, fixes = pre[:steps] + later[0], rated[:, :steps] + rates[1]
+    inner = _inner_loop(later, sizes, theta, rate, y, pending, fixes)
     # The meta-loss at theta_1..theta_B, all at once: theta_k = theta_0 - rate * G_k.
-    g_sums = [g.cumsum(0) for g in g_steps]  # G_k, k = 1..B
-    rest = [
-        w.detach() - r * g  # [B, *shape]
-        for w, r, g in zip(weights[1:], rates[1:], g_sums, strict=True)
-    ]
-    shift = (deltas[:, None, :] * by_meta).cumsum(0)  # sum_{j<=k} delta_j * (X x_j) r^T
-    acts = [(meta_x @ first.t()).sub(shift).add_(rest[0][:, None, :]).relu_()]
-    for w, b in zip(rest[1::2], rest[2::2], strict=True):
+    sums = inner.cumsum(0)  # G_k, k = 1..B, flat
+    fast = _unflatten(torch.addcmul(theta, rate, sums, value=-1), later, sizes)
+    deltas = inner[:, : len(later[0])]  # delta_j: b_1's inner gradients
+    shift = (deltas[:, None, :] * rated).cumsum(0)  # sum_{j<=k} delta_j * (x_j X) r^T
+    out = (pre - shift).add_(fast[0][:, None, :])  # [B, M, h]
+    acts: list[Tensor] = []
+    for w, b in zip(fast[1::2], fast[2::2], strict=True):
+        acts.append(out.relu_())
         out = torch.baddbmm(b[:, None, :], acts[-1], w.transpose(1, 2))
-        acts.append(out)
-        if len(acts) < len(weights) // 2:
-            out.relu_()
-    log_p = F.log_softmax(acts.pop(), 2)  # [B, M, C]
+    log_p = F.log_softmax(out, 2)  # [B, M, C]
     loss = F.nll_loss(log_p.view(steps * m, -1), meta_y.repeat(steps))
     error = log_p.exp_()
-    error[:, torch.arange(m, device=x.device), meta_y] -= 1  # x M: divided at the end
-    meta_grads: list[Tensor] = []  # d_k of the rest, last layer first
-    for w, below in zip(rest[-2:0:-2], reversed(acts), strict=True):
-        meta_grads += [error.sum(1), torch.bmm(error.transpose(1, 2), below)]
+    error[:, torch.arange(m, device=x.device), meta_y] -= 1  # x M: scaled at the end
+    by_layer: list[Tensor] = []  # d_k of b_L, W_L, ..., b_1, each [B, -1]
+    for w, below in zip(fast[-2:0:-2], reversed(acts), strict=True):
+        by_layer += [error.sum(1), torch.bmm(error.transpose(1, 2), below).view(steps, -1)]
         error = torch.ops.aten.threshold_backward(torch.bmm(error, w), below, 0)
-    meta_grads.append(error.sum(1))
-    meta_grads.reverse()
-    grads = [error.sum(0).t() @ meta_x, *(d.sum(0) for d in meta_grads)]
-    torch._foreach_div_(grads, steps * m)
+    by_layer.append(error.sum(1))
+    meta = torch.cat(by_layer[::-1], 1)  # d_k of b_1, W_2, ..., b_L, flat
+    first_grad = error.sum(0).t() @ meta_x  # all columns: cheaper than widening
+    grads = [first_grad.mul_(scale), *_unflatten(meta.sum(0).mul_(scale), later, sizes)]
     if not rate_grads:
         return loss, grads, []
-    later = error.flip(0).cumsum(0).flip(0)  # S_j = sum_{k>=j} D_k
-    left = (deltas[:, None, :] * later).view(steps * m, -1)
-    by_rate = [
-        left.t() @ products.view(steps * m, -1),
-        *((g * d).sum(0) for g, d in zip(g_sums, meta_grads, strict=True)),
-    ]
-    for rate, total in zip(rates, by_rate, strict=True):
-        total.mul_(-1 / (steps * m)).masked_fill_(rate <= 0, 0)  # relu'(alpha)
+    later_sums = error.flip(0).cumsum(0).flip(0)  # S_j = sum_{k>=j} D_k
+    left = (deltas[:, None, :] * later_sums).view(steps * m, -1)
+    first_rate = _widen(products.view(steps * m, -1).t() @ left, columns, weights[0])
+    rest_rate = torch.linalg.vecdot(sums, meta, dim=0)  # sum_k G_k * d_k
+    by_rate = [first_rate, *_unflatten(rest_rate, later, sizes)]
+    torch._foreach_mul_(by_rate, torch._foreach_sign(rates))  # relu'(alpha)
+    torch._foreach_mul_(by_rate, -scale)
     return loss, grads, by_rate
 
 
 def _inner_loop(
-    weights: list[Tensor],
-    rates: list[Tensor],
-    x: Tensor,
+    later: list[Tensor],
+    sizes: list[int],
+    theta: Tensor,
+    rate: Tensor,
     y: Tensor,
-    first: Tensor,
-    by_inner: Tensor,
-) -> tuple[Tensor, list[Tensor]]:
-    """The inner SGD steps, one sample at a time: the first layer's errors ``delta_j``
-    and the gradients ``g_j`` of every other tensor, stacked over ``j``."""
-    steps, n_layers = len(x), len(weights) // 2
-    theta = [w.detach().clone() for w in weights[1:]]  # theta_j but W_1, stepped in place
-    g_steps = [x.new_empty(steps, *w.shape) for w in theta]
-    deltas = x.new_empty(steps, first.shape[0])
-    inner_first = x @ first.t()
-    targets = F.one_hot(y, weights[-1].shape[0]).to(x.dtype)
+    pending: Tensor,
+    fixes: Tensor,
+) -> Tensor:
+    """The inner SGD steps, one sample at a time; returns their gradients, flat ``[B, P]``.
+
+    Args:
+        later: ``b_1, W_2, b_2, ..., W_L, b_L`` (their shapes; ``theta`` holds the values).
+        sizes: their sizes in ``theta``.
+        theta: ``later`` flattened and joined (not modified); ``rate`` likewise.
+        y: the targets, in inner-loop order.
+        pending: ``[B, h]`` the first layer's pre-activations of the samples at
+            ``theta_0``; fixed up in place as the steps go.
+        fixes: ``[B, B, h]``: step ``j`` subtracts ``delta_j * fixes[j]`` from ``pending``.
+    """
+    steps = len(y)
+    theta = theta.clone()
+    grads = theta.new_empty(steps, len(theta))
+    params = _unflatten(theta, later, sizes)
+    by_step = [g.unbind(0) for g in _unflatten(grads, later, sizes)]
+    layers = list(zip(params[1::2], params[2::2], strict=True))  # (W_l, b_l), l = 2..L
+    backward = list(zip([w.t() for w, _ in layers], by_step[1::2], by_step[0:-1:2], strict=True))[
+        ::-1
+    ]  # (W_l^T, grads of W_l, grads of b_{l-1}), l = L..2
+    targets = F.one_hot(y, later[-1].shape[0]).to(theta.dtype).unbind(0)
+    rows, steps_grads, step_fixes = pending.unbind(0), grads.unbind(0), fixes.unbind(0)
     for k in range(steps):  # sample k at theta_k
-        pre = inner_first[k] - (deltas[:k] * by_inner[k, :k]).sum(0)
-        acts = [pre.add_(theta[0]).relu_()]
-        for layer in range(1, n_layers):
-            out = torch.addmv(theta[2 * layer], theta[2 * layer - 1], acts[-1])
-            if layer < n_layers - 1:
-                acts.append(out.relu_())
-        error = out.softmax(0).sub_(targets[k])
-        for layer in range(n_layers - 1, 0, -1):
-            below = acts[layer - 1]
-            g_steps[2 * layer][k] = error
-            torch.outer(error, below, out=g_steps[2 * layer - 1][k])
-            error = torch.ops.aten.threshold_backward(theta[2 * layer - 1].t() @ error, below, 0)
-        deltas[k], g_steps[0][k] = error, error
+        out, acts = rows[k], list[Tensor]()
+        for w, b in layers:
+            acts.append(out.relu_() if acts else out.relu())
+            out = torch.addmv(b, w, acts[-1])
+        error = torch.sub(out.softmax(0), targets[k], out=by_step[-1][k])
+        for (w_t, w_grads, b_grads), below in zip(backward, reversed(acts), strict=True):
+            torch.outer(error, below, out=w_grads[k])
+            error = torch.ops.aten.threshold_backward(torch.mv(w_t, error), below, 0)
+            b_grads[k].copy_(error)
         if k < steps - 1:
-            torch._foreach_addcmul_(theta, rates[1:], [g[k] for g in g_steps], value=-1)
-    return deltas, g_steps
+            theta.addcmul_(rate, steps_grads[k], value=-1)
+            pending.addcmul_(step_fixes[k], error, value=-1)
+    return grads
+
+
+def _unflatten(flat: Tensor, like: list[Tensor], sizes: list[int]) -> list[Tensor]:
+    """Views of ``flat``, ``[P]`` or batched ``[B, P]``, shaped as ``like``."""
+    if flat.dim() == 1:
+        return [t.view(w.shape) for t, w in zip(flat.split(sizes), like, strict=True)]
+    return [t.view(len(flat), *w.shape) for t, w in zip(flat.split(sizes, 1), like, strict=True)]
+
+
+def _inked_columns(meta_x: Tensor) -> Tensor | None:
+    """The input columns not zero in every row, on the CPU when some are (else None).
+
+    Elsewhere the check would wait for the device, so every column is kept."""
+    if meta_x.device.type != "cpu":
+        return None
+    columns = meta_x.any(0).nonzero().squeeze(1)
+    return None if len(columns) == meta_x.shape[1] else columns
+
+
+def _widen(part: Tensor, columns: Tensor | None, like: Tensor) -> Tensor:
+    """``part``, ``[D', h]``, transposed into the ``columns`` of a zero ``[h, D]``.
+
+    Rows are copied whole (``index_copy_`` along the first axis of the transpose), three
+    times as fast as filling the columns of an ``[h, D]`` tensor."""
+    if columns is None:
+        return part.t().contiguous()
+    wide = part.new_zeros(like.shape[1], like.shape[0])
+    return wide.index_copy_(0, columns, part).t().contiguous()

@@ -201,7 +201,7 @@ def mlp_composite(
     return composite
 
 
-@pytest.mark.parametrize("hidden", [(4,), (4, 5), (6, 4, 5)])
+@pytest.mark.parametrize("hidden", [(), (4,), (4, 5), (6, 4, 5)])
 @pytest.mark.parametrize("n_samples", [1, 3])
 @pytest.mark.parametrize("replayed", [True, False])
 @pytest.mark.parametrize("rate_grads", [True, False])
@@ -223,6 +223,25 @@ def test_closed_form_look_ahead_matches_autograd(
     assert got[2].keys() == want[2].keys() and bool(got[2]) is rate_grads
     assert_close(got[2], want[2], 1e-12)
     assert_close(values(composite.params), theta, 0)  # the weights are not modified
+
+
+def test_closed_form_look_ahead_with_blank_input_columns_matches_autograd() -> None:
+    """Inputs with a column that is zero in every sample (an MNIST digit's border): the
+    closed form leaves the column out of its matmuls and still gives autograd's values,
+    exactly zero for the weights that read the column."""
+    composite = mlp_composite((4, 5))
+    theta, alpha = values(composite.params), rates(composite.params)
+    batch, replay = data(3, 10), Replay(data(2, 11), torch.zeros(2, 2))
+    for x in (batch.x, replay.batch.x):
+        x[:, 1] = 0
+    got = look_ahead(composite.objective, theta, alpha, batch, replay)
+    want = look_ahead(composite.objective, theta, alpha, batch, replay, closed_form=False)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    assert_close(got[1], want[1], 1e-12)
+    assert_close(got[2], want[2], 1e-12)
+    first = next(iter(theta))
+    assert got[1][first][:, 1].eq(0).all() and got[2][first][:, 1].eq(0).all()
+    assert got[1][first][:, 0].ne(0).any()
 
 
 def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> None:
