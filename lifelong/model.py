@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["MLP", "mlp_cross_entropy_grads", "stacked_mlp_cross_entropy_grads"]
+__all__ = [
+    "MLP",
+    "mlp_cross_entropy_grads",
+    "stacked_mlp_cross_entropy_grads",
+    "stacked_mlp_logits",
+]
 
 
 class MLP(nn.Module):
@@ -93,6 +98,20 @@ def mlp_cross_entropy_grads(
             error = torch.ops.aten.threshold_backward(error @ weights[2 * layer], below, 0)
     grads.reverse()
     return loss, grads
+
+
+def stacked_mlp_logits(weights: Sequence[Tensor], x: Tensor) -> Tensor:
+    """The logits of ``S`` one-head :class:`MLP` s at once: ``x [S, N, D]`` -> ``[S, N, C]``.
+
+    ``weights`` as :func:`stacked_mlp_cross_entropy_grads` takes them; no graph is kept.
+    """
+    out = x
+    for layer in range(len(weights) // 2):
+        w, b = weights[2 * layer].detach(), weights[2 * layer + 1].detach()
+        if layer:
+            out = out.relu_()
+        out = torch.baddbmm(b[:, None, :], out, w.transpose(1, 2))
+    return out
 
 
 def stacked_mlp_cross_entropy_grads(

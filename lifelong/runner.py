@@ -223,7 +223,7 @@ def evaluate(strategy: Strategy, stream: Stream, batch_size: int) -> torch.Tenso
     for task in stream.tasks:
         correct = torch.zeros((), dtype=torch.long, device=task.y_test.device)
         for start in range(0, len(task.y_test), batch_size):
-            x = torch.div(task.x_test[start : start + batch_size], 255)  # float
+            x = task.x_test[start : start + batch_size].float().div_(255)
             y = task.y_test[start : start + batch_size]
             ids = torch.full_like(y, task.id)
             correct += (strategy.predict(x, ids).argmax(1) == y).sum()
@@ -236,7 +236,7 @@ def _batches(data: TrainingData, batch_size: int, generator: torch.Generator):
     order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = torch.div(data.x[idx], 255)  # uint8 to float, as x.float() / 255
+        x = data.x.index_select(0, idx).float().div_(255)  # index_select: ~7x x[idx]
         yield Batch(x, data.y[idx], data.task_ids[idx], data.id)
 
 

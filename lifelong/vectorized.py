@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -29,10 +29,10 @@ from torch.func import functional_call, vmap
 from lifelong import metrics
 from lifelong.allocator import pin_mmap_threshold
 from lifelong.errors import UserError
-from lifelong.model import MLP, stacked_mlp_cross_entropy_grads
+from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.optim import SGD
 from lifelong.result import Curve, RunResult, run_key
-from lifelong.runner import RunSpec, _batches, _generator
+from lifelong.runner import RunSpec, _generator
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
@@ -71,7 +71,7 @@ def run_vectorized(
     reasons = {vectorizable(spec) for spec in specs} - {""}
     if reasons:
         raise UserError(f"--vectorize: {reasons.pop()}; run without --vectorize")
-    pin_mmap_threshold()
+    pin_mmap_threshold(len(specs) * 512 * 1024)  # the stacked buffers are S times larger
     start = time.perf_counter()
     seeds = _Seeds(specs, [s.to(device) for s in streams], device, data_dir)
     init = seeds.evaluate()
@@ -80,15 +80,9 @@ def run_vectorized(
     for t in range(seeds.n_tasks):
         data = [training_data(stream.tasks[t]) for stream in seeds.streams]
         for _epoch in range(protocol.epochs):
-            for batches in zip(
-                *(
-                    _batches(d, protocol.batch_size, g)
-                    for d, g in zip(data, seeds.orders, strict=True)
-                ),
-                strict=True,
-            ):
+            for x, batches in _stacked_batches(data, protocol.batch_size, seeds.orders):
                 for glance in range(protocol.glances):
-                    seeds.step([dataclasses.replace(b, glance=glance) for b in batches])
+                    seeds.step([dataclasses.replace(b, glance=glance) for b in batches], x)
                 step += 1
                 if protocol.eval_every and step % protocol.eval_every == 0:
                     curves.append((step, t, seeds.evaluate()))
@@ -113,6 +107,12 @@ class _Seeds:
         data_dir: str | None,
     ):
         self.streams, self.n_tasks = streams, streams[0].n_tasks
+        sizes = {tuple((len(t.y_train), len(t.y_test)) for t in s.tasks) for s in streams}
+        if len(sizes) > 1:
+            raise UserError(
+                "--vectorize: the seeds' streams have tasks of different sizes, so their "
+                "batches cannot be stacked; run without --vectorize"
+            )
         self.strategies: list[Composite] = []
         models = []
         for spec, stream in zip(specs, streams, strict=True):
@@ -130,6 +130,8 @@ class _Seeds:
             self.strategies.append(strategy)
             models.append(model)
         self.orders = [_generator(device, spec.seed, 2) for spec in specs]
+        self.eval_batch = specs[0].protocol.eval_batch_size
+        self.eval_buffer: Tensor | None = None
         self.model = models[0]
         self.stack = {
             name: torch.stack(
@@ -145,13 +147,17 @@ class _Seeds:
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
 
-    def step(self, batches: list[Batch]) -> None:
-        """One SGD step of every seed, with its own replay and penalties."""
+    def step(self, batches: list[Batch], x: Tensor) -> None:
+        """One SGD step of every seed, with its own replay and penalties.
+
+        ``x`` is the seeds' incoming inputs stacked, ``[S, B, D]`` (``batches[s].x`` is
+        ``x[s]``)."""
         replays = [c.memory.sample() if c.memory is not None else None for c in self.strategies]
         joined = [
             b if r is None else _join(b, r.batch) for b, r in zip(batches, replays, strict=True)
         ]
-        x = torch.stack([b.x for b in joined])
+        if any(r is not None for r in replays):
+            x = torch.stack([b.x for b in joined])
         y = torch.stack([b.y for b in joined])
         logits: Tensor | None = None
         if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
@@ -192,14 +198,58 @@ class _Seeds:
 
     @torch.inference_mode()
     def evaluate(self) -> Tensor:
-        """Accuracy ``[S, T]`` of every seed on every task of its own stream."""
+        """Accuracy ``[S, T]`` of every seed on every task of its own stream.
+
+        The test sets go through in chunks of the protocol's evaluation batch, turned to
+        float in one buffer kept across evaluations (a fresh multi-megabyte tensor per
+        chunk would page-fault on every evaluation)."""
         out = []
         for t in range(self.n_tasks):
-            x = torch.stack([s.tasks[t].x_test for s in self.streams]).float().div_(255)
-            y = torch.stack([s.tasks[t].y_test for s in self.streams])
-            pred = self.forward(self.stack, x, torch.full_like(y, t)).argmax(-1)
-            out.append((pred == y).double().mean(1))
+            tests = [stream.tasks[t] for stream in self.streams]
+            n = len(tests[0].y_test)
+            correct = torch.zeros(len(tests), dtype=torch.long, device=tests[0].y_test.device)
+            for start in range(0, n, self.eval_batch):
+                raw = torch.stack([task.x_test[start : start + self.eval_batch] for task in tests])
+                x = self._floats(raw.shape).copy_(raw).div_(255)
+                y = torch.stack([task.y_test[start : start + self.eval_batch] for task in tests])
+                if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
+                    logits = stacked_mlp_logits(list(self.stack.values()), x)
+                else:
+                    logits = self.forward(self.stack, x, torch.full_like(y, t))
+                correct += (logits.argmax(-1) == y).sum(1)
+            out.append(correct.double() / max(n, 1))
         return torch.stack(out, 1)
+
+    def _floats(self, shape: torch.Size) -> Tensor:
+        """A float tensor of ``shape`` over the reused evaluation buffer."""
+        size = shape.numel()
+        if self.eval_buffer is None or self.eval_buffer.numel() < size:
+            device = self.streams[0].tasks[0].y_test.device
+            self.eval_buffer = torch.empty(size, device=device)
+        return self.eval_buffer[:size].view(shape)
+
+
+def _stacked_batches(
+    data: list[TrainingData], batch_size: int, generators: list[torch.Generator]
+) -> Iterator[tuple[Tensor, list[Batch]]]:
+    """Every seed's shuffled batches, drawn as ``runner._batches`` draws them, with the
+    seeds' inputs gathered together and turned to float at once: ``(x [S, B, D], batches)``,
+    ``batches[s].x`` a view of ``x[s]``."""
+    orders = [
+        torch.randperm(len(d.y), generator=g, device=d.y.device)
+        for d, g in zip(data, generators, strict=True)
+    ]
+    for start in range(0, max(len(o) for o in orders), batch_size):
+        picks = [o[start : start + batch_size] for o in orders]
+        raw = [d.x.index_select(0, idx) for d, idx in zip(data, picks, strict=True)]
+        x = torch.stack(raw).float().div_(255)
+        yield (
+            x,
+            [
+                Batch(x[s], d.y[idx], d.task_ids[idx], d.id)
+                for s, (d, idx) in enumerate(zip(data, picks, strict=True))
+            ],
+        )
 
 
 def _as_composite(strategy: Strategy) -> Composite:

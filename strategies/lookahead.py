@@ -233,4 +233,5 @@ def la_maml_update(
 def glance_order(batch: Batch, generator: torch.Generator) -> Batch:
     """``batch`` reshuffled with ``generator`` (the official code reshuffles every glance)."""
     order = torch.randperm(len(batch.y), generator=generator, device=batch.y.device)
-    return Batch(batch.x[order], batch.y[order], batch.task_ids[order], batch.task, batch.glance)
+    x = batch.x.index_select(0, order)
+    return Batch(x, batch.y[order], batch.task_ids[order], batch.task, batch.glance)

@@ -67,8 +67,8 @@ class Reservoir(Memory):
             return None
         device = self.y.device
         pick = torch.randperm(len(self), generator=self.generator, device=device)[: self.batch]
-        replayed = Batch(self.x[pick], self.y[pick], self.task_ids[pick], self.task)
-        return Replay(replayed, self.logits[pick])
+        x, logits = self.x.index_select(0, pick), self.logits.index_select(0, pick)
+        return Replay(Batch(x, self.y[pick], self.task_ids[pick], self.task), logits)
 
     def add(self, batch: Batch, logits: Tensor | None) -> None:
         slots = self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)

@@ -20,6 +20,7 @@ CPU = torch.device("cpu")
     [
         ("naive", {}),
         ("naive", {"momentum": 0.9}),
+        ("naive", {"eval_batch_size": 7}),  # test sets in chunks
         ("er", {"replay.size": 50, "replay.batch": 16}),
         ("ewc", {"ewc.lam": 50.0, "ewc.fisher_samples": 64}),
         ("er+ewc", {"replay.size": 50, "ewc.fisher_samples": 64}),
@@ -46,6 +47,14 @@ def test_unsupported_strategies_are_refused_with_one_line() -> None:
     specs = plan_runs("split-mnist", ["agem"], [0, 1], {})
     with pytest.raises(UserError, match="supports sgd"):
         run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
+
+
+def test_streams_with_tasks_of_different_sizes_are_refused_with_one_line() -> None:
+    specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 64})
+    (other,) = plan_runs("split-mnist", ["naive"], [1], {"samples_per_task": 32})
+    streams = [specs[0].scenario.build(0), other.scenario.build(1)]
+    with pytest.raises(UserError, match="tasks of different sizes"):
+        run_vectorized(specs, streams, CPU)
 
 
 def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:
@@ -76,3 +85,14 @@ def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:
     assert [r.key for r in vec] == [r.key for r in seq]
     for a, b in zip(vec, seq, strict=True):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
+
+
+def test_vectorize_uses_every_core_unless_threads_are_given() -> None:
+    import argparse
+    import os
+
+    from lifelong.cli import _threads
+
+    assert _threads(argparse.Namespace(threads=None, vectorize=True)) == (os.cpu_count() or 1)
+    assert _threads(argparse.Namespace(threads=None, vectorize=False)) == 1
+    assert _threads(argparse.Namespace(threads=3, vectorize=True)) == 3
