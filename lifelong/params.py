@@ -8,6 +8,7 @@ config are derived from those fields, so a value is parsed and checked in one pl
 from __future__ import annotations
 
 import dataclasses
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -55,6 +56,12 @@ class ParamSpec:
 
 def param_specs(cls: type) -> dict[str, ParamSpec]:
     """The hyperparameters of a dataclass, by name, in declaration order."""
+    return dict(_param_specs(cls))
+
+
+@functools.cache
+def _param_specs(cls: type) -> dict[str, ParamSpec]:
+    """:func:`param_specs`, worked out once per class (resolving the annotations is slow)."""
     hints = typing.get_type_hints(cls)
     specs = {}
     for f in dataclasses.fields(cls):
