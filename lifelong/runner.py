@@ -112,6 +112,7 @@ class _Run:
         self.sampling = _generator(device, spec.seed, 1)
         self.order = _generator(device, spec.seed, 2)
         self.strategy.setup(self.model, info, self.sampling)
+        self.inputs = InputBuffer()
         self.init = self.evaluate()
         self.rows: list[torch.Tensor] = []
         self.curves: list[tuple[int, int, torch.Tensor]] = [(0, -1, self.init)]
@@ -121,7 +122,7 @@ class _Run:
         self.diverged = ""
 
     def evaluate(self) -> torch.Tensor:
-        return evaluate(self.strategy, self.stream, self.protocol.eval_batch_size)
+        return evaluate(self.strategy, self.stream, self.protocol.eval_batch_size, self.inputs)
 
     def train_task(self, task_id: int, bar: Any) -> None:
         """Train one task, evaluate on the schedule, and check the losses stayed finite."""
@@ -216,14 +217,35 @@ class _Run:
         )
 
 
+class InputBuffer:
+    """Test inputs turned from uint8 to float in one buffer kept across evaluations.
+
+    A fresh float tensor per evaluation chunk (megabytes, above the pinned mmap
+    threshold) would be mapped and page-faulted anew every time. A view it returns is
+    valid until the next call."""
+
+    def __init__(self) -> None:
+        self.data: torch.Tensor | None = None
+
+    def floats(self, raw: torch.Tensor) -> torch.Tensor:
+        """``raw.float() / 255`` in the buffer (grown when ``raw`` does not fit)."""
+        size = raw.numel()
+        if self.data is None or self.data.numel() < size or self.data.device != raw.device:
+            self.data = torch.empty(size, device=raw.device)
+        return self.data[:size].view(raw.shape).copy_(raw).div_(255)
+
+
 @torch.inference_mode()
-def evaluate(strategy: Strategy, stream: Stream, batch_size: int) -> torch.Tensor:
+def evaluate(
+    strategy: Strategy, stream: Stream, batch_size: int, inputs: InputBuffer | None = None
+) -> torch.Tensor:
     """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync)."""
+    inputs = inputs or InputBuffer()
     accuracies = []
     for task in stream.tasks:
         correct = torch.zeros((), dtype=torch.long, device=task.y_test.device)
         for start in range(0, len(task.y_test), batch_size):
-            x = task.x_test[start : start + batch_size].float().div_(255)
+            x = inputs.floats(task.x_test[start : start + batch_size])
             y = task.y_test[start : start + batch_size]
             ids = torch.full_like(y, task.id)
             correct += (strategy.predict(x, ids).argmax(1) == y).sum()

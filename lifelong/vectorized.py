@@ -32,7 +32,7 @@ from lifelong.errors import UserError
 from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.optim import SGD
 from lifelong.result import Curve, RunResult, run_key
-from lifelong.runner import RunSpec, _generator
+from lifelong.runner import InputBuffer, RunSpec, _generator
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
@@ -131,7 +131,7 @@ class _Seeds:
             models.append(model)
         self.orders = [_generator(device, spec.seed, 2) for spec in specs]
         self.eval_batch = specs[0].protocol.eval_batch_size
-        self.eval_buffer: Tensor | None = None
+        self.inputs = InputBuffer()
         self.model = models[0]
         self.stack = {
             name: torch.stack(
@@ -201,8 +201,7 @@ class _Seeds:
         """Accuracy ``[S, T]`` of every seed on every task of its own stream.
 
         The test sets go through in chunks of the protocol's evaluation batch, turned to
-        float in one buffer kept across evaluations (a fresh multi-megabyte tensor per
-        chunk would page-fault on every evaluation)."""
+        float in one buffer kept across evaluations (:class:`runner.InputBuffer`)."""
         out = []
         for t in range(self.n_tasks):
             tests = [stream.tasks[t] for stream in self.streams]
@@ -210,7 +209,7 @@ class _Seeds:
             correct = torch.zeros(len(tests), dtype=torch.long, device=tests[0].y_test.device)
             for start in range(0, n, self.eval_batch):
                 raw = torch.stack([task.x_test[start : start + self.eval_batch] for task in tests])
-                x = self._floats(raw.shape).copy_(raw).div_(255)
+                x = self.inputs.floats(raw)
                 y = torch.stack([task.y_test[start : start + self.eval_batch] for task in tests])
                 if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
                     logits = stacked_mlp_logits(list(self.stack.values()), x)
@@ -219,14 +218,6 @@ class _Seeds:
                 correct += (logits.argmax(-1) == y).sum(1)
             out.append(correct.double() / max(n, 1))
         return torch.stack(out, 1)
-
-    def _floats(self, shape: torch.Size) -> Tensor:
-        """A float tensor of ``shape`` over the reused evaluation buffer."""
-        size = shape.numel()
-        if self.eval_buffer is None or self.eval_buffer.numel() < size:
-            device = self.streams[0].tasks[0].y_test.device
-            self.eval_buffer = torch.empty(size, device=device)
-        return self.eval_buffer[:size].view(shape)
 
 
 def _stacked_batches(
