@@ -155,12 +155,14 @@ def _inner_loop(
         error = torch.sub(out.softmax(0), targets[k], out=by_step[-1][k])
         for (w_t, w_grads, b_grads), below in zip(backward, reversed(acts), strict=True):
             torch.outer(error, below, out=w_grads[k])
-            error = torch.ops.aten.threshold_backward(torch.mv(w_t, error), below, 0)
-            b_grads[k].copy_(error)
+            error = _relu_backward(torch.mv(w_t, error), below, 0, grad_input=b_grads[k])
         if k < steps - 1:
             theta.addcmul_(rate, steps_grads[k], value=-1)
             pending.addcmul_(step_fixes[k], error, value=-1)
     return grads
+
+
+_relu_backward = torch.ops.aten.threshold_backward.grad_input  # (error, act, 0, *, out)
 
 
 def _unflatten(flat: Tensor, like: list[Tensor], sizes: list[int]) -> list[Tensor]:
