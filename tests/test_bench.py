@@ -93,3 +93,19 @@ def test_report_la_maml_section_has_the_official_line_and_the_gaps() -> None:
     assert "| sample-glances/s >= 3x the official code's (>= 3,150/s) |" in text
     assert "1.19x against 3x (2.52x short)" in text and "Why (official):" in text
     assert "loop >= 3.0x faster than Avalanche" in text and "2.00x against 3x" in text
+
+
+def test_official_target_is_judged_on_the_issue_protocol_run_when_there_is_one() -> None:
+    from lifelong.bench.harness import ISSUE_LA_MAML
+
+    workload = next(w for w in WORKLOADS if w.meta)
+    loop = {"lifelong": Timing([2.0], [0.6]), "hand loop": Timing([2.5], [0.6])}
+    row = BenchRow(workload, 2500, loop, {"lifelong": 10.0, "hand loop": 9.0})
+    issue = BenchRow(ISSUE_LA_MAML, 20_000, {"lifelong": Timing([50.0], [0.7])}, {}, 5)
+    text = render([row], command="c", repeat=1, profile="p", threads=1, issue_run=issue)
+    # 100,000 sample-glances in 50 s: 2,000/s, 0.5 ms each, 1.90x the official code
+    line = "| permuted-mnist 20 x 1,000, 5 glances (the issue's run) | lifelong | 50.00 |"
+    assert f"{line} 20,000 | 100,000 | 2.50 | 0.500 | 2,000 | 1.90 |" in text
+    target = "| sample-glances/s >= 3x the official code's (>= 3,150/s) | permuted-mnist 20 x"
+    assert f"{target} 1,000, 5 glances (the issue's run) | 1.90x | **no** |" in text
+    assert "| loop <= 1.2x hand loop | permuted-mnist 5 x 500, la-maml (memory 200) |" in text

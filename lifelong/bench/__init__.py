@@ -25,7 +25,14 @@ def run_bench(
     import torch
 
     from lifelong.bench.avalanche_side import avalanche_available
-    from lifelong.bench.harness import WORKLOADS, end_to_end, measure, profile_top
+    from lifelong.bench.harness import (
+        ISSUE_LA_MAML,
+        WORKLOADS,
+        end_to_end,
+        measure,
+        measure_lifelong,
+        profile_top,
+    )
     from lifelong.bench.report import BenchRow, render, write
     from lifelong.errors import UserError
     from lifelong.plan import plan_runs
@@ -52,6 +59,13 @@ def run_bench(
         loop = measure(workload, repeat, avalanche=avalanche)
         e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche)
         rows.append(BenchRow(workload, samples, loop, e2e, spec.protocol.glances))
+    issue_run = None
+    if any(w.meta for w in workloads):
+        say(f"bench: lifelong's La-MAML on {ISSUE_LA_MAML.name} (about a minute)")
+        timing = measure_lifelong(ISSUE_LA_MAML, 1)
+        settings = ISSUE_LA_MAML.settings
+        samples = settings["n_tasks"] * settings["samples_per_task"]
+        issue_run = BenchRow(ISSUE_LA_MAML, samples, {"lifelong": timing}, {}, settings["glances"])
     classic = [w for w in workloads if not w.meta]
     profiled = [*classic[min(1, len(classic) - 1) :][:1], *(w for w in workloads if w.meta)]
     profile = [(f": {w.name}", profile_top(w)) for w in profiled]
@@ -62,7 +76,13 @@ def run_bench(
         say("bench: resident memory over a 100-task permuted stream (er, memory 500)")
         memory = memory_profile("er")
     text = render(
-        rows, command=command, repeat=repeat, profile=profile, threads=threads, memory=memory
+        rows,
+        command=command,
+        repeat=repeat,
+        profile=profile,
+        threads=threads,
+        memory=memory,
+        issue_run=issue_run,
     )
     write(out, text)
     return out

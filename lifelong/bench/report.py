@@ -73,8 +73,12 @@ def render(
     profile: str | list[tuple[str, str]],
     threads: int,
     memory: list[tuple[float, float]] | None = None,
+    issue_run: BenchRow | None = None,
 ) -> str:
-    """The whole report as Markdown."""
+    """The whole report as Markdown.
+
+    ``issue_run``: lifelong alone on the protocol of the official La-MAML figure; when
+    given, the official-code target is judged on it (the same work as that figure)."""
     lines = [
         "# Performance: lifelong against a hand-written loop and Avalanche",
         "",
@@ -119,8 +123,8 @@ def render(
             f"| {row.workload.name} | {row.e2e['lifelong']:.2f} | "
             f"{row.e2e['hand loop']:.2f} | {ava:.2f} | {ava / row.e2e['lifelong']:.2f} |"
         )
-    lines += _la_maml(rows)
-    targets = _targets(rows)
+    lines += _la_maml(rows, issue_run)
+    targets = _targets(rows, issue_run)
     lines += ["", "## Targets", "", "| target | workload | measured | met |", "|---|---|---:|---|"]
     lines += _target_rows(targets)
     lines += _misses(targets)
@@ -162,7 +166,7 @@ def _memory(memory: list[tuple[float, float]] | None) -> list[str]:
     ]
 
 
-def _la_maml(rows: list[BenchRow]) -> list[str]:
+def _la_maml(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[str]:
     """The La-MAML section: time per training sample and per sample-glance, official line."""
     meta = [row for row in rows if row.workload.meta]
     if not meta:
@@ -178,13 +182,14 @@ def _la_maml(rows: list[BenchRow]) -> list[str]:
         "(chain of fast weights, one backward of the summed meta-losses); the official "
         f"code itself is the fixed line below, ~{OFFICIAL_LA_MAML:,.0f} sample-glances/s on "
         "this CPU as the issue measured it (20 tasks x 1,000 samples x 5 glances in about "
-        "94 s of training; not re-run here).",
+        "94 s of training; not re-run here). lifelong runs that same protocol once (its "
+        "loop includes the evaluation of all 20 tasks after each task).",
         "",
         "| workload | implementation | loop s | training samples | sample-glances | "
         "ms / training sample | ms / sample-glance | sample-glances/s | x official code |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for row in meta:
+    for row in [*meta, *([issue_run] if issue_run else [])]:
         work = row.samples * row.glances
         for name, timing in row.loop.items():
             rate = work / timing.median
@@ -287,19 +292,21 @@ WHY = {
 }
 
 
-def _targets(rows: list[BenchRow]) -> list[Target]:
+def _targets(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[Target]:
     out = []
     for row in rows:
         name = row.workload.name
         loop = row.ratio("lifelong", "hand loop")
         out.append(Target(f"loop <= {LOOP_TARGET}x hand loop", name, loop, LOOP_TARGET, "hand"))
         if row.workload.meta and "lifelong" in row.loop:
-            rate = row.samples * row.glances / row.loop["lifelong"].median
+            judged = issue_run or row
+            rate = judged.samples * judged.glances / judged.loop["lifelong"].median
             what = (
                 f"sample-glances/s >= {OFFICIAL_TARGET:.0f}x the official code's "
                 f"(>= {OFFICIAL_TARGET * OFFICIAL_LA_MAML:,.0f}/s)"
             )
-            out.append(Target(what, name, rate / OFFICIAL_LA_MAML, OFFICIAL_TARGET, "official"))
+            ratio = rate / OFFICIAL_LA_MAML
+            out.append(Target(what, judged.workload.name, ratio, OFFICIAL_TARGET, "official"))
         goal = AVALANCHE_TARGETS.get(row.workload.strategy)
         speedup = row.ratio("avalanche", "lifelong")
         if goal is not None and speedup == speedup:
