@@ -20,7 +20,7 @@ with no graph. What makes it cheaper than differentiating the objective twice pe
   formed per step.
 - On the CPU, input columns that are zero in every row of the meta batch (an MNIST digit's
   border) are left out of those matmuls; their gradients are exactly zero.
-- The inner loop keeps every other tensor in one flat vector, so a step is about sixteen
+- The inner loop keeps every other tensor in one flat vector, so a step is about fourteen
   operators: the forward and backward of one sample, one update of the weights and one of
   the first-layer pre-activations of the samples still to come.
 - The meta-losses at all ``theta_k`` are one batched pass (``bmm`` over ``k``).

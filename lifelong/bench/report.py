@@ -251,7 +251,7 @@ WHY = {
     "single-sample step, whose input depends on every step before it, plus its share of "
     "the meta-losses on the batch and replayed samples. On the default MLP lifelong takes "
     "the first-order look-ahead in closed form (strategies/lookahead_mlp.py, tested equal "
-    "to the autograd path): no autograd; an inner step is about sixteen operators on one "
+    "to the autograd path): no autograd; an inner step is about fourteen operators on one "
     "flat weight vector; the products of every incoming sample with every meta-batch row "
     "are two matmuls shared by the inner steps and the meta-losses, which then go through "
     "the network at all look-ahead weights in one batched pass; input columns blank in "
