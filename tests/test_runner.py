@@ -203,3 +203,17 @@ class Frozen(Strategy):
     def predict(self, x, task_ids):
         return self.scale * self.model(x, task_ids)
 '''
+
+
+def test_input_buffer_converts_like_float_div_and_grows_when_needed() -> None:
+    from lifelong.runner import InputBuffer
+
+    buffer = InputBuffer()
+    small = torch.randint(0, 256, (3, 5), dtype=torch.uint8)
+    big = torch.randint(0, 256, (7, 5), dtype=torch.uint8)
+    assert torch.equal(buffer.floats(big), big.float() / 255)
+    held = buffer.data
+    assert torch.equal(buffer.floats(small), small.float() / 255)
+    assert buffer.data is held  # a smaller chunk reuses the buffer
+    assert torch.equal(buffer.floats(torch.cat([big, big])), torch.cat([big, big]).float() / 255)
+    assert buffer.data is not held and buffer.data.numel() == 70  # grown
