@@ -230,7 +230,7 @@ def _stacked_batches(
         torch.randperm(len(d.y), generator=g, device=d.y.device)
         for d, g in zip(data, generators, strict=True)
     ]
-    for start in range(0, max(len(o) for o in orders), batch_size):
+    for start in range(0, len(orders[0]), batch_size):  # equal sizes: checked by _Seeds
         picks = [o[start : start + batch_size] for o in orders]
         raw = [d.x.index_select(0, idx) for d, idx in zip(data, picks, strict=True)]
         x = torch.stack(raw).float().div_(255)
