@@ -137,7 +137,7 @@ def main() -> None:
         "machine. It sits below 2x one seed's wall time (the eighth column), so arithmetic "
         "alone does not rule the target out; per-step work does. In a cProfile of the "
         "`naive` row on 2 threads (2026-11-30) the batched matmuls took half of the run, at "
-        "about the 1024^3 rate, and the other half is work around them that batching does "
+        "56 G multiply-adds/s, and the other half is work around them that batching does "
         "not shrink: each seed's data order and row gathers, the stacked SGD update, "
         "evaluation's input conversion, and the Python between operators. 2x would need "
         "that half cut to a few percent. What `--vectorize` guarantees is equality: every "
