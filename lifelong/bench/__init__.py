@@ -30,7 +30,6 @@ def run_bench(
         WORKLOADS,
         end_to_end,
         measure,
-        measure_lifelong,
         profile_top,
     )
     from lifelong.bench.report import BenchRow, render, write
@@ -62,7 +61,7 @@ def run_bench(
     issue_run = None
     if any(w.meta for w in workloads):
         say(f"bench: lifelong's La-MAML on {ISSUE_LA_MAML.name} (about a minute)")
-        timing = measure_lifelong(ISSUE_LA_MAML, 1)
+        timing = measure(ISSUE_LA_MAML, 1, avalanche=False, hand=False, warm_up=False)["lifelong"]
         settings = ISSUE_LA_MAML.settings
         samples = settings["n_tasks"] * settings["samples_per_task"]
         issue_run = BenchRow(ISSUE_LA_MAML, samples, {"lifelong": timing}, {}, settings["glances"])

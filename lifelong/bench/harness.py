@@ -120,21 +120,25 @@ class Timing:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
 
-def measure(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str, Timing]:
-    """Time the three implementations ``repeat`` times each, interleaved."""
+def measure(
+    workload: Workload, repeat: int, *, avalanche: bool, hand: bool = True, warm_up: bool = True
+) -> dict[str, Timing]:
+    """Time lifelong, the hand loop (``hand``) and Avalanche (``avalanche``) ``repeat`` times
+    each, interleaved, after one untimed run of each (``warm_up``)."""
     from lifelong.plan import plan_runs
     from lifelong.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)
     runners: dict[str, Callable[[], list[list[float]]]] = {
-        "lifelong": lambda: execute(spec, stream, torch.device("cpu")).matrix,
-        "hand loop": lambda: hand_run(workload, stream),
+        "lifelong": lambda: execute(spec, stream, torch.device("cpu")).matrix
     }
+    if hand:
+        runners["hand loop"] = lambda: hand_run(workload, stream)
     if avalanche:
         runners["avalanche"] = lambda: avalanche_run(workload, stream)
     timings = {name: Timing() for name in runners}
-    for run in runners.values():
+    for run in runners.values() if warm_up else ():
         run()  # warm-up: first-call costs (lazy imports, allocator) are not the loop's
     for _ in range(repeat):
         for name, run in runners.items():
@@ -143,22 +147,6 @@ def measure(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str, Ti
             timings[name].seconds.append(time.perf_counter() - start)
             timings[name].acc.append(statistics.fmean(matrix[-1]))
     return timings
-
-
-def measure_lifelong(workload: Workload, repeat: int) -> Timing:
-    """lifelong's loop alone on ``workload``, ``repeat`` times (no warm-up run)."""
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
-
-    (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
-    stream = spec.scenario.build(0)
-    timing = Timing()
-    for _ in range(repeat):
-        start = time.perf_counter()
-        matrix = execute(spec, stream, torch.device("cpu")).matrix
-        timing.seconds.append(time.perf_counter() - start)
-        timing.acc.append(statistics.fmean(matrix[-1]))
-    return timing
 
 
 def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
