@@ -34,6 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .lookahead_kernel import compiled_inner_loop, compiled_meta_sums
+
 __all__ = ["mlp_look_ahead"]
 
 
@@ -81,10 +83,13 @@ def mlp_look_ahead(
     # The inner steps: sample k's pre-activation at theta_k, fixed up step by step with
     # delta_j * (rated[j, k] + relu(alpha_b1)) (b_1's own step folded in).
     pending, fixes = pre[:steps] + later[0], rated[:, :steps] + rates[1]
-    inner = _inner_loop(later, sizes, theta, rate, y, pending, fixes)
-    # The meta-loss at theta_1..theta_B, all at once: theta_k = theta_0 - rate * G_k.
-    sums = inner.cumsum(0)  # G_k, k = 1..B, flat
-    fast = _unflatten(torch.addcmul(theta, rate, sums, value=-1), later, sizes)
+    widths = [len(later[0]), *(len(w) for w in later[1::2])]
+    stepped = compiled_inner_loop(widths, theta, rate, y, pending, fixes)
+    if stepped is None:
+        stepped = _inner_loop(later, sizes, theta, rate, y, pending, fixes)
+    inner, fast_flat = stepped  # g_k, and theta_k = theta_0 - rate * G_k (k = 1..B)
+    # The meta-loss at theta_1..theta_B, all at once.
+    fast = _unflatten(fast_flat, later, sizes)
     deltas = inner[:, : len(later[0])]  # delta_j: b_1's inner gradients
     shift = (deltas[:, None, :] * rated).cumsum(0)  # sum_{j<=k} delta_j * (x_j X) r^T
     out = (pre - shift).add_(fast[0][:, None, :])  # [B, M, h]
@@ -103,17 +108,22 @@ def mlp_look_ahead(
     by_layer.append(error.sum(1))
     meta = torch.cat(by_layer[::-1], 1)  # d_k of b_1, W_2, ..., b_L, flat
     first_grad = error.sum(0).t() @ meta_x  # all columns: cheaper than widening
-    grads = [first_grad.mul_(scale), *_unflatten(meta.sum(0).mul_(scale), later, sizes)]
+    summed = compiled_meta_sums(inner, meta, rate, scale)
+    total, rest_rate = summed if summed is not None else _meta_sums(inner, meta, rate, scale)
+    grads = [first_grad.mul_(scale), *_unflatten(total, later, sizes)]
     if not rate_grads:
         return loss, grads, []
     later_sums = error.flip(0).cumsum(0).flip(0)  # S_j = sum_{k>=j} D_k
-    left = (deltas[:, None, :] * later_sums).view(steps * m, -1)
-    first_rate = _widen(products.view(steps * m, -1).t() @ left, columns, weights[0])
-    rest_rate = torch.linalg.vecdot(sums, meta, dim=0)  # sum_k G_k * d_k
-    by_rate = [first_rate, *_unflatten(rest_rate, later, sizes)]
-    torch._foreach_mul_(by_rate, torch._foreach_sign(rates))  # relu'(alpha)
-    torch._foreach_mul_(by_rate, -scale)
-    return loss, grads, by_rate
+    left = (deltas[:, None, :] * later_sums).view(steps * m, -1).mul_(-scale)
+    part = (left.t() @ products.view(steps * m, -1)).mul_(rate_first > 0)  # relu'(alpha)
+    return loss, grads, [_widen(part, columns, weights[0]), *_unflatten(rest_rate, later, sizes)]
+
+
+def _meta_sums(grads: Tensor, meta: Tensor, rate: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    """``scale * sum_k d_k`` and ``-scale * relu'(alpha) * sum_k G_k * d_k`` (flat ``[P]``):
+    what ``lookahead_kernel.compiled_meta_sums`` computes, in PyTorch operators."""
+    by_rate = torch.linalg.vecdot(grads.cumsum(0), meta, dim=0)  # G_k = sum_{j<=k} g_j
+    return meta.sum(0).mul_(scale), by_rate.mul_(rate.sign()).mul_(-scale)
 
 
 def _inner_loop(
@@ -124,8 +134,9 @@ def _inner_loop(
     y: Tensor,
     pending: Tensor,
     fixes: Tensor,
-) -> Tensor:
-    """The inner SGD steps, one sample at a time; returns their gradients, flat ``[B, P]``.
+) -> tuple[Tensor, Tensor]:
+    """The inner SGD steps, one sample at a time: their gradients ``g_k`` and the weights
+    after each, flat ``[B, P]`` (what ``lookahead_kernel.compiled_inner_loop`` computes).
 
     Args:
         later: ``b_1, W_2, b_2, ..., W_L, b_L`` (their shapes; ``theta`` holds the values).
@@ -136,7 +147,7 @@ def _inner_loop(
             ``theta_0``; fixed up in place as the steps go.
         fixes: ``[B, B, h]``: step ``j`` subtracts ``delta_j * fixes[j]`` from ``pending``.
     """
-    steps = len(y)
+    steps, theta_0 = len(y), theta
     theta = theta.clone()
     grads = theta.new_empty(steps, len(theta))
     params = _unflatten(theta, later, sizes)
@@ -159,7 +170,7 @@ def _inner_loop(
         if k < steps - 1:
             theta.addcmul_(rate, steps_grads[k], value=-1)
             pending.addcmul_(step_fixes[k], error, value=-1)
-    return grads
+    return grads, torch.addcmul(theta_0, rate, grads.cumsum(0), value=-1)
 
 
 _relu_backward = torch.ops.aten.threshold_backward.grad_input  # (error, act, 0, *, out)
@@ -183,11 +194,7 @@ def _inked_columns(meta_x: Tensor) -> Tensor | None:
 
 
 def _widen(part: Tensor, columns: Tensor | None, like: Tensor) -> Tensor:
-    """``part``, ``[D', h]``, transposed into the ``columns`` of a zero ``[h, D]``.
-
-    Rows are copied whole (``index_copy_`` along the first axis of the transpose), three
-    times as fast as filling the columns of an ``[h, D]`` tensor."""
+    """``part``, ``[h, D']``, put into the ``columns`` of a zero tensor shaped as ``like``."""
     if columns is None:
-        return part.t().contiguous()
-    wide = part.new_zeros(like.shape[1], like.shape[0])
-    return wide.index_copy_(0, columns, part).t().contiguous()
+        return part
+    return part.new_zeros(like.shape).index_copy_(1, columns, part)

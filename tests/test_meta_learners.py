@@ -244,6 +244,51 @@ def test_closed_form_look_ahead_with_blank_input_columns_matches_autograd() -> N
     assert got[1][first][:, 0].ne(0).any()
 
 
+@pytest.mark.parametrize("hidden", [(), (4,), (6, 4, 5)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_kernels_match_the_pytorch_loops(
+    hidden: tuple[int, ...], dtype: torch.dtype, monkeypatch
+) -> None:
+    """The closed form gives the same numbers whether its inner loop and meta sums run
+    compiled (lookahead_kernel.py, numba) or as PyTorch operators, and the compiled path
+    is the one taken on the CPU when numba is installed."""
+    import lifelong.strategies.lookahead_mlp as lookahead_mlp
+    from lifelong.strategies import lookahead_kernel
+
+    pytest.importorskip("numba", reason="numba is not installed: the PyTorch loops serve")
+    composite = mlp_composite(hidden)
+    theta = {n: p.to(dtype) for n, p in values(composite.params).items()}
+    alpha = {n: r.to(dtype) for n, r in rates(composite.params).items()}
+    batch = data(4, 10, dtype)
+    replay = Replay(data(3, 11, dtype), torch.zeros(3, 2, dtype=dtype))
+    weights, lrs = list(theta.values()), list(alpha.values())
+    args = (weights, lrs, batch.x, batch.y, replay.batch.x, replay.batch.y)
+    ran: list[str] = []  # the kernels that ran (returned a result)
+
+    def recorded(name: str) -> Callable[..., Any]:
+        kernel = getattr(lookahead_kernel, name)
+
+        def call(*args: Any) -> Any:
+            out = kernel(*args)
+            if out is not None:
+                ran.append(name)
+            return out
+
+        return call
+
+    for name in ("compiled_inner_loop", "compiled_meta_sums"):
+        monkeypatch.setattr(lookahead_mlp, name, recorded(name))
+    compiled = lookahead_mlp.mlp_look_ahead(*args)
+    assert ran == ["compiled_inner_loop", "compiled_meta_sums"]
+    for name in ("compiled_inner_loop", "compiled_meta_sums"):
+        monkeypatch.setattr(lookahead_mlp, name, lambda *a: None)
+    loops = lookahead_mlp.mlp_look_ahead(*args)
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(compiled[0], loops[0], rtol=tolerance, atol=tolerance)
+    for got, want in zip(compiled[1] + compiled[2], loops[1] + loops[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
+
+
 def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> None:
     """A penalty in the objective, several heads, frozen weights or another module send
     the look-ahead through autograd; only the bare one-head MLP takes the closed form."""

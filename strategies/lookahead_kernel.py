@@ -1,0 +1,201 @@
+"""La-MAML's sequential inner loop compiled for the CPU (numba), for ``lookahead_mlp.py``.
+
+The inner loop takes one SGD step per incoming sample, each depending on the last, so it
+cannot be batched; in PyTorch every step is about fourteen operators on vectors of a
+hundred, whose dispatch costs more than their arithmetic (about 100 us a step on a 2-core
+CPU). Compiled, a step is one pass of plain loops over the weights (about 25 us).
+
+The kernel computes what ``lookahead_mlp._inner_loop`` computes, in the same layout: the
+weights after the first layer joined in one flat vector ``b_1, W_2, b_2, ..., W_L, b_L``.
+It is compiled on first use (a few seconds) and cached on disk by numba. Where numba is
+missing or cannot compile (another platform, a numpy it does not support), or the tensors
+are not float CPU tensors, :func:`compiled_inner_loop` returns ``None`` and the caller
+keeps the PyTorch loop.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["compiled_inner_loop"]
+
+_FLOATS = (torch.float32, torch.float64)
+
+
+def compiled_inner_loop(
+    widths: list[int], theta: Tensor, rate: Tensor, y: Tensor, pending: Tensor, fixes: Tensor
+) -> tuple[Tensor, Tensor] | None:
+    """The inner steps' gradients and fast weights, compiled; ``None`` when it cannot run.
+
+    Args:
+        widths: the layer widths from the first hidden layer on, ``[h_1, ..., C]``.
+        theta, rate: the weights after the first layer and their rates, flat ``[P]``
+            (read only).
+        y: the targets ``[B]`` in inner-loop order.
+        pending: ``[B, h_1]`` the first layer's pre-activations at ``theta_0``; fixed up in
+            place as the steps go.
+        fixes: ``[B, B, h_1]``: step ``j`` subtracts ``delta_j * fixes[j, k]`` from row
+            ``k`` of ``pending``.
+
+    Returns:
+        ``(g [B, P], fast [B, P])``: step ``k``'s gradient at ``theta_k`` and the weights
+        after it, ``theta_{k+1} = theta_k - rate * g_k``.
+    """
+    if not _runs_here(theta, rate, pending, fixes):
+        return None
+    kernel = _kernels()
+    if kernel is None:
+        return None
+    grads, fast = theta.new_empty(len(y), len(theta)), theta.new_empty(len(y), len(theta))
+    kernel.inner_steps(
+        theta.numpy(),
+        rate.numpy(),
+        y.contiguous().numpy(),
+        pending.numpy(),
+        fixes.numpy(),
+        np.asarray(widths, dtype=np.int64),
+        grads.numpy(),
+        fast.numpy(),
+    )
+    return grads, fast
+
+
+def compiled_meta_sums(
+    grads: Tensor, meta: Tensor, rate: Tensor, scale: float
+) -> tuple[Tensor, Tensor] | None:
+    """``scale * sum_k d_k`` and ``-scale * relu'(alpha) * sum_k G_k * d_k`` in one pass.
+
+    ``grads`` are the inner gradients ``g_k`` and ``meta`` the meta-loss gradients ``d_k``,
+    both ``[B, P]``; ``G_k = sum_{j<=k} g_j``; ``rate = relu(alpha)`` ``[P]`` (its sign is
+    ``relu'(alpha)``). ``None`` when it cannot run here.
+    """
+    if not _runs_here(grads, meta, rate):
+        return None
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    total, by_rate = rate.new_empty(len(rate)), rate.new_empty(len(rate))
+    arrays = (grads.numpy(), meta.numpy(), rate.numpy())
+    kernels.meta_sums(*arrays, scale, total.numpy(), by_rate.numpy())
+    return total, by_rate
+
+
+def _runs_here(first: Tensor, *others: Tensor) -> bool:
+    """Float CPU tensors of one dtype, contiguous: what the kernels take."""
+    tensors = (first, *others)
+    return (
+        first.dtype in _FLOATS
+        and all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors)
+        and all(t.is_contiguous() for t in tensors)
+    )
+
+
+class _Compiled(NamedTuple):
+    inner_steps: Callable[..., Any]
+    meta_sums: Callable[..., Any]
+
+
+@functools.cache
+def _kernels() -> _Compiled | None:
+    try:
+        import numba
+    except Exception:  # absent, or built for another numpy: the PyTorch code serves
+        return None
+    # Reassociation lets the dot products use vector lanes; NaN and inf keep their meaning.
+    jit = numba.njit(
+        cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False
+    )
+    return _Compiled(jit(_inner_steps), jit(_meta_sums))
+
+
+def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
+    """The loop :func:`compiled_inner_loop` compiles (plain Python, readable as such).
+
+    Per step ``k``, at ``theta_k`` (``theta`` itself, then ``fast[k - 1]``): the forward
+    pass of sample ``k`` from its first-layer pre-activation, the softmax error, the
+    backward pass writing ``grads[k]`` and ``fast[k] = theta_k - rate * grads[k]`` together
+    (``b_1``'s gradient is the error at the first layer), then the fix-up of the
+    pre-activations of the samples still to come.
+    """
+    steps, n_later = y.shape[0], widths.shape[0] - 1
+    widest = widths.max()
+    acts = np.zeros((n_later + 1, widest), dtype=theta.dtype)  # a_1 .. a_{L-1}, logits
+    error = np.zeros(widest, dtype=theta.dtype)
+    below = np.zeros(widest, dtype=theta.dtype)
+    at_w = np.zeros(n_later, dtype=np.int64)  # where W_l and b_l start in theta
+    at_b = np.zeros(n_later, dtype=np.int64)
+    offset = widths[0]
+    for layer in range(n_later):
+        at_w[layer] = offset
+        offset += widths[layer + 1] * widths[layer]
+        at_b[layer] = offset
+        offset += widths[layer + 1]
+    last = n_later
+    for k in range(steps):
+        weights = theta if k == 0 else fast[k - 1]
+        step, stepped = grads[k], fast[k]
+        for i in range(widths[0]):  # a_1 (the logits themselves when there is no hidden layer)
+            acts[0, i] = pending[k, i] if last == 0 else max(pending[k, i], 0.0)
+        for layer in range(n_later):
+            n_in, n_out, w0 = widths[layer], widths[layer + 1], at_w[layer]
+            for r in range(n_out):
+                total = weights[at_b[layer] + r]
+                row = w0 + r * n_in
+                for c in range(n_in):
+                    total += weights[row + c] * acts[layer, c]
+                acts[layer + 1, r] = total if layer + 1 == last else max(total, 0.0)
+        n_classes = widths[last]
+        top = acts[last, 0]
+        for r in range(1, n_classes):
+            top = max(top, acts[last, r])
+        norm = 0.0
+        for r in range(n_classes):
+            error[r] = np.exp(acts[last, r] - top)
+            norm += error[r]
+        for r in range(n_classes):
+            error[r] /= norm
+        error[y[k]] -= 1.0
+        for layer in range(n_later - 1, -1, -1):
+            n_in, n_out, w0 = widths[layer], widths[layer + 1], at_w[layer]
+            for c in range(n_in):
+                below[c] = 0.0
+            for r in range(n_out):
+                e, at = error[r], at_b[layer] + r
+                step[at] = e
+                stepped[at] = weights[at] - rate[at] * e
+                row = w0 + r * n_in
+                for c in range(n_in):
+                    g = e * acts[layer, c]
+                    step[row + c] = g
+                    stepped[row + c] = weights[row + c] - rate[row + c] * g
+                    below[c] += weights[row + c] * e
+            for c in range(n_in):
+                error[c] = below[c] if acts[layer, c] > 0 else 0.0
+        for c in range(widths[0]):  # b_1
+            step[c] = error[c]
+            stepped[c] = weights[c] - rate[c] * error[c]
+        for later in range(k + 1, steps):
+            for c in range(widths[0]):
+                pending[later, c] -= fixes[k, later, c] * error[c]
+
+
+def _meta_sums(grads, meta, rate, scale, total, by_rate):
+    """The pass :func:`compiled_meta_sums` compiles: ``G_k`` kept as a running sum."""
+    steps, size = grads.shape
+    running = np.zeros(size, dtype=grads.dtype)
+    total[:] = 0.0
+    by_rate[:] = 0.0
+    for k in range(steps):
+        for i in range(size):
+            running[i] += grads[k, i]
+            total[i] += meta[k, i]
+            by_rate[i] += running[i] * meta[k, i]
+    for i in range(size):
+        total[i] *= scale
+        by_rate[i] = -scale * by_rate[i] if rate[i] > 0 else 0.0
