@@ -185,6 +185,18 @@ def clip_by_norm(grads: Params, max_norm: float) -> Params:
     return dict(zip(grads, torch._foreach_mul(list(grads.values()), scale), strict=True))
 
 
+def _clipped(grads: list[Tensor], max_norm: float) -> tuple[list[Tensor], float]:
+    """``(g, s)`` with ``s * g`` the gradients clipped as :func:`clip_by_norm` clips them.
+
+    On the CPU the norm is read as a host number (there is no device to wait for) and the
+    factor folds into the update that follows, two tensor operators instead of seven;
+    elsewhere the clipped tensors themselves come back, with ``s = 1``."""
+    if max_norm <= 0 or not grads or grads[0].device.type != "cpu":
+        return list(clip_by_norm(dict(enumerate(grads)), max_norm).values()), 1.0
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
+    return grads, min(max_norm / (norm + 1e-6), 1.0)
+
+
 def la_maml_update(
     params: Params,
     alpha: Params,
@@ -218,15 +230,16 @@ def la_maml_update(
     )
     names = list(params)
     weights, rates = list(params.values()), [alpha[n] for n in names]
-    update = list(clip_by_norm(g_theta, clip).values())
+    update, scale = _clipped([g_theta[n] for n in names], clip)
     with torch.no_grad():
         if opt_lr is not None:
-            clipped = clip_by_norm(g_alpha, clip)
-            torch._foreach_add_(rates, [clipped[n] for n in names], alpha=-opt_lr)
+            by_rate, rate_scale = _clipped([g_alpha[n] for n in names], clip)
+            torch._foreach_add_(rates, by_rate, alpha=-opt_lr * rate_scale)
         if opt_wt is None:
-            torch._foreach_addcmul_(weights, torch._foreach_clamp_min(rates, 0.0), update, value=-1)
+            relu = torch._foreach_clamp_min(rates, 0.0)
+            torch._foreach_addcmul_(weights, relu, update, value=-scale)
         else:
-            torch._foreach_add_(weights, update, alpha=-opt_wt)
+            torch._foreach_add_(weights, update, alpha=-opt_wt * scale)
     return Step(loss, g_theta)
 
 
