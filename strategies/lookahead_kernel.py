@@ -3,7 +3,10 @@
 The inner loop takes one SGD step per incoming sample, each depending on the last, so it
 cannot be batched; in PyTorch every step is about fourteen operators on vectors of a
 hundred, whose dispatch costs more than their arithmetic (about 100 us a step on a 2-core
-CPU). Compiled, a step is one pass of plain loops over the weights (about 25 us).
+CPU). Compiled, a step is one pass of plain loops over the weights (about 6 us for the
+784-100-100-10 MLP). The loops run over row slices (``weights[lo:hi]``), which the
+compiler turns into vector instructions; indexing the flat arrays directly made the
+kernel four times slower (224 against 57 us for ten steps, measured 2026-12-01).
 
 The kernel computes what ``lookahead_mlp._inner_loop`` computes, in the same layout: the
 weights after the first layer joined in one flat vector ``b_1, W_2, b_2, ..., W_L, b_L``.
@@ -144,11 +147,12 @@ def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
             acts[0, i] = pending[k, i] if last == 0 else max(pending[k, i], 0.0)
         for layer in range(n_later):
             n_in, n_out, w0 = widths[layer], widths[layer + 1], at_w[layer]
+            below_acts = acts[layer]
             for r in range(n_out):
+                row = weights[w0 + r * n_in : w0 + (r + 1) * n_in]
                 total = weights[at_b[layer] + r]
-                row = w0 + r * n_in
                 for c in range(n_in):
-                    total += weights[row + c] * acts[layer, c]
+                    total += row[c] * below_acts[c]
                 acts[layer + 1, r] = total if layer + 1 == last else max(total, 0.0)
         n_classes = widths[last]
         top = acts[last, 0]
@@ -165,18 +169,22 @@ def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
             n_in, n_out, w0 = widths[layer], widths[layer + 1], at_w[layer]
             for c in range(n_in):
                 below[c] = 0.0
+            below_acts = acts[layer]
             for r in range(n_out):
                 e, at = error[r], at_b[layer] + r
                 step[at] = e
                 stepped[at] = weights[at] - rate[at] * e
-                row = w0 + r * n_in
+                lo, hi = w0 + r * n_in, w0 + (r + 1) * n_in
+                row, row_rate, row_step, row_stepped = (
+                    weights[lo:hi], rate[lo:hi], step[lo:hi], stepped[lo:hi]
+                )
                 for c in range(n_in):
-                    g = e * acts[layer, c]
-                    step[row + c] = g
-                    stepped[row + c] = weights[row + c] - rate[row + c] * g
-                    below[c] += weights[row + c] * e
+                    g = e * below_acts[c]
+                    row_step[c] = g
+                    row_stepped[c] = row[c] - row_rate[c] * g
+                    below[c] += row[c] * e
             for c in range(n_in):
-                error[c] = below[c] if acts[layer, c] > 0 else 0.0
+                error[c] = below[c] if below_acts[c] > 0 else 0.0
         for c in range(widths[0]):  # b_1
             step[c] = error[c]
             stepped[c] = weights[c] - rate[c] * error[c]
@@ -191,11 +199,12 @@ def _meta_sums(grads, meta, rate, scale, total, by_rate):
     running = np.zeros(size, dtype=grads.dtype)
     total[:] = 0.0
     by_rate[:] = 0.0
-    for k in range(steps):
+    for k in range(steps):  # whole rows, so that the loop runs in vector lanes
+        inner, outer = grads[k], meta[k]
         for i in range(size):
-            running[i] += grads[k, i]
-            total[i] += meta[k, i]
-            by_rate[i] += running[i] * meta[k, i]
+            running[i] += inner[i]
+            total[i] += outer[i]
+            by_rate[i] += running[i] * outer[i]
     for i in range(size):
         total[i] *= scale
         by_rate[i] = -scale * by_rate[i] if rate[i] > 0 else 0.0

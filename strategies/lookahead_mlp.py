@@ -67,22 +67,21 @@ def mlp_look_ahead(
     meta_x = x if replay_x is None else torch.cat([x, replay_x])
     meta_y = y if replay_y is None else torch.cat([y, replay_y])
     m, scale = len(meta_x), 1 / (steps * len(meta_x))
-    rates = torch._foreach_clamp_min(list(alpha), 0.0)  # relu(alpha)
-    inputs, first, rate_first = meta_x, weights[0], rates[0]
+    inputs, rate_first = meta_x, alpha[0]
     columns = _inked_columns(meta_x)
     if columns is not None:
-        picked = (t.index_select(1, columns) for t in (meta_x, first, rate_first))
-        inputs, first, rate_first = picked
+        inputs, rate_first = meta_x.index_select(1, columns), rate_first.index_select(1, columns)
+    rate_first = rate_first.clamp_min(0.0)  # relu(alpha)
     products = inputs[:steps, None, :] * inputs[None]  # [B, M, D]: x_j * X_m
     # rated[j, m] = (x_j * X_m) r^T: how the inner step j moves X_m's pre-activation.
     rated = (products.view(steps * m, -1) @ rate_first.t()).view(steps, m, -1)
-    pre = inputs @ first.t()  # [M, h]: X W_1^T
+    pre = meta_x @ weights[0].t()  # [M, h]: X W_1^T (all columns: cheaper than a copy of W_1)
     sizes = [w.numel() for w in later]
     theta = torch.cat([w.reshape(-1) for w in later])
-    rate = torch.cat([r.reshape(-1) for r in rates[1:]])
+    rate = torch.cat([r.reshape(-1) for r in alpha[1:]]).clamp_min_(0.0)
     # The inner steps: sample k's pre-activation at theta_k, fixed up step by step with
     # delta_j * (rated[j, k] + relu(alpha_b1)) (b_1's own step folded in).
-    pending, fixes = pre[:steps] + later[0], rated[:, :steps] + rates[1]
+    pending, fixes = pre[:steps] + later[0], rated[:, :steps] + rate[: len(later[0])]
     widths = [len(later[0]), *(len(w) for w in later[1::2])]
     stepped = compiled_inner_loop(widths, theta, rate, y, pending, fixes)
     if stepped is None:
@@ -100,17 +99,17 @@ def mlp_look_ahead(
     log_p = F.log_softmax(out, 2)  # [B, M, C]
     loss = F.nll_loss(log_p.view(steps * m, -1), meta_y.repeat(steps))
     error = log_p.exp_()
-    error[:, torch.arange(m, device=x.device), meta_y] -= 1  # x M: scaled at the end
+    error.sub_(F.one_hot(meta_y, error.shape[2]))  # x M: scaled at the end
     by_layer: list[Tensor] = []  # d_k of b_L, W_L, ..., b_1, each [B, -1]
     for w, below in zip(fast[-2:0:-2], reversed(acts), strict=True):
         by_layer += [error.sum(1), torch.bmm(error.transpose(1, 2), below).view(steps, -1)]
         error = torch.ops.aten.threshold_backward(torch.bmm(error, w), below, 0)
     by_layer.append(error.sum(1))
     meta = torch.cat(by_layer[::-1], 1)  # d_k of b_1, W_2, ..., b_L, flat
-    first_grad = error.sum(0).t() @ meta_x  # all columns: cheaper than widening
+    first_grad = error.sum(0).mul_(scale).t() @ meta_x  # all columns: cheaper than widening
     summed = compiled_meta_sums(inner, meta, rate, scale)
     total, rest_rate = summed if summed is not None else _meta_sums(inner, meta, rate, scale)
-    grads = [first_grad.mul_(scale), *_unflatten(total, later, sizes)]
+    grads = [first_grad, *_unflatten(total, later, sizes)]
     if not rate_grads:
         return loss, grads, []
     later_sums = error.flip(0).cumsum(0).flip(0)  # S_j = sum_{k>=j} D_k
