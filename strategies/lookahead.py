@@ -192,7 +192,7 @@ def _clipped(grads: list[Tensor], max_norm: float) -> tuple[list[Tensor], float]
     factor folds into the update that follows, two tensor operators instead of seven;
     elsewhere the clipped tensors themselves come back, with ``s = 1``."""
     if max_norm <= 0 or not grads or grads[0].device.type != "cpu":
-        return list(clip_by_norm(dict(enumerate(grads)), max_norm).values()), 1.0
+        return list(clip_by_norm({str(i): g for i, g in enumerate(grads)}, max_norm).values()), 1.0
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
     return grads, min(max_norm / (norm + 1e-6), 1.0)
 
