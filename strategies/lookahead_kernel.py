@@ -89,6 +89,41 @@ def compiled_meta_sums(
     return total, by_rate
 
 
+def compiled_pair_products(meta_x: Tensor, steps: int, alpha: Tensor) -> Tensor | None:
+    """``rated[j, m] = (x_j * X_m) relu(alpha)^T`` for the ``steps`` incoming rows ``x_j``
+    and every row ``X_m`` of ``meta_x`` ``[M, D]``: ``[steps, M, h]``, ``alpha`` ``[h, D]``.
+
+    Only the pixels inked in both rows enter (an MNIST digit inks about a fifth of them,
+    and digits of different permutations share few), so a pair costs its common pixels
+    times ``h``, not ``D`` times ``h``; the product is symmetric, so the pairs of two
+    incoming rows are computed once. ``None`` when it cannot run here.
+    """
+    if not _runs_here(meta_x, alpha):
+        return None
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    rated = meta_x.new_empty(steps, len(meta_x), len(alpha))
+    kernels.pair_products(meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
+    return rated
+
+
+def compiled_pair_rate_grads(meta_x: Tensor, steps: int, left: Tensor, alpha: Tensor) -> (
+    Tensor | None
+):
+    """``relu'(alpha) * sum_{j,m} left[j, m] (x_j * X_m)^T`` ``[h, D]``: the first layer's
+    rate gradient, ``left`` ``[steps, M, h]``; the pairs as :func:`compiled_pair_products`
+    takes them. ``None`` when it cannot run here."""
+    if not _runs_here(meta_x, left, alpha):
+        return None
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    part = torch.empty_like(alpha)
+    kernels.pair_rate_grads(meta_x.numpy(), steps, left.numpy(), alpha.numpy(), part.numpy())
+    return part
+
+
 def _runs_here(first: Tensor, *others: Tensor) -> bool:
     """Float CPU tensors of one dtype, contiguous: what the kernels take."""
     tensors = (first, *others)
@@ -102,6 +137,8 @@ def _runs_here(first: Tensor, *others: Tensor) -> bool:
 class _Compiled(NamedTuple):
     inner_steps: Callable[..., Any]
     meta_sums: Callable[..., Any]
+    pair_products: Callable[..., Any]
+    pair_rate_grads: Callable[..., Any]
 
 
 @functools.cache
@@ -114,7 +151,13 @@ def _kernels() -> _Compiled | None:
     jit = numba.njit(
         cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False
     )
-    return _Compiled(jit(_inner_steps), jit(_meta_sums))
+    inked = jit(_inked)
+    return _Compiled(
+        jit(_inner_steps),
+        jit(_meta_sums),
+        jit(_pair_products_loop(inked)),
+        jit(_pair_rate_grads_loop(inked)),
+    )
 
 
 def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
@@ -208,3 +251,83 @@ def _meta_sums(grads, meta, rate, scale, total, by_rate):
     for i in range(size):
         total[i] *= scale
         by_rate[i] = -scale * by_rate[i] if rate[i] > 0 else 0.0
+
+
+def _inked(x):
+    """Each row's nonzero columns, ``(columns [M, D], counts [M])``, and which columns any
+    row inks (``[D]`` bool)."""
+    rows, width = x.shape
+    columns = np.empty((rows, width), dtype=np.int64)
+    counts = np.zeros(rows, dtype=np.int64)
+    used = np.zeros(width, dtype=np.bool_)
+    for i in range(rows):
+        row = x[i]
+        for d in range(width):
+            if row[d] != 0:
+                columns[i, counts[i]] = d
+                counts[i] += 1
+                used[d] = True
+    return columns, counts, used
+
+
+def _pair_products_loop(inked):
+    """The loop :func:`compiled_pair_products` compiles (``inked``: the compiled _inked)."""
+
+    def pair_products(x, steps, alpha, rated):
+        rows, width = x.shape
+        hidden = alpha.shape[0]
+        columns, counts, used = inked(x)
+        rates = np.empty((width, hidden), dtype=x.dtype)  # relu(alpha)^T, used columns
+        for d in range(width):
+            if used[d]:
+                for h in range(hidden):
+                    rates[d, h] = max(alpha[h, d], 0.0)
+        for j in range(steps):
+            for m in range(rows):
+                out = rated[j, m]
+                if m < j:  # (m, j) is the same product
+                    out[:] = rated[m, j]
+                    continue
+                out[:] = 0.0
+                for t in range(counts[j]):
+                    d = columns[j, t]
+                    both = x[j, d] * x[m, d]
+                    if both != 0:
+                        rate = rates[d]
+                        for h in range(hidden):
+                            out[h] += both * rate[h]
+
+    return pair_products
+
+
+def _pair_rate_grads_loop(inked):
+    """The loop :func:`compiled_pair_rate_grads` compiles (``inked``: the compiled _inked)."""
+
+    def pair_rate_grads(x, steps, left, alpha, part):
+        rows, width = x.shape
+        hidden = alpha.shape[0]
+        columns, counts, _ = inked(x)
+        sums = np.zeros((width, hidden), dtype=x.dtype)  # the gradient, transposed
+        weight = np.empty(hidden, dtype=x.dtype)
+        for j in range(steps):
+            for m in range(rows):
+                if m < j:  # folded into (m, j)
+                    continue
+                if m < steps and m != j:
+                    for h in range(hidden):
+                        weight[h] = left[j, m, h] + left[m, j, h]
+                else:
+                    weight[:] = left[j, m]
+                for t in range(counts[j]):
+                    d = columns[j, t]
+                    both = x[j, d] * x[m, d]
+                    if both != 0:
+                        into = sums[d]
+                        for h in range(hidden):
+                            into[h] += both * weight[h]
+        for h in range(hidden):  # transposed back, times relu'(alpha)
+            row, rates = part[h], alpha[h]
+            for d in range(width):
+                row[d] = sums[d, h] if rates[d] > 0 else 0.0
+
+    return pair_rate_grads

@@ -34,7 +34,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .lookahead_kernel import compiled_inner_loop, compiled_meta_sums
+from .lookahead_kernel import (
+    compiled_inner_loop,
+    compiled_meta_sums,
+    compiled_pair_products,
+    compiled_pair_rate_grads,
+)
 
 __all__ = ["mlp_look_ahead"]
 
@@ -67,14 +72,8 @@ def mlp_look_ahead(
     meta_x = x if replay_x is None else torch.cat([x, replay_x])
     meta_y = y if replay_y is None else torch.cat([y, replay_y])
     m, scale = len(meta_x), 1 / (steps * len(meta_x))
-    inputs, rate_first = meta_x, alpha[0]
-    columns = _inked_columns(meta_x)
-    if columns is not None:
-        inputs, rate_first = meta_x.index_select(1, columns), rate_first.index_select(1, columns)
-    rate_first = rate_first.clamp_min(0.0)  # relu(alpha)
-    products = inputs[:steps, None, :] * inputs[None]  # [B, M, D]: x_j * X_m
-    # rated[j, m] = (x_j * X_m) r^T: how the inner step j moves X_m's pre-activation.
-    rated = (products.view(steps * m, -1) @ rate_first.t()).view(steps, m, -1)
+    first = _FirstLayerPairs(meta_x, steps, alpha[0])
+    rated = first.rated  # [B, M, h]: (x_j * X_m) relu(alpha_1)^T
     pre = meta_x @ weights[0].t()  # [M, h]: X W_1^T (all columns: cheaper than a copy of W_1)
     sizes = [w.numel() for w in later]
     theta = torch.cat([w.reshape(-1) for w in later])
@@ -113,9 +112,50 @@ def mlp_look_ahead(
     if not rate_grads:
         return loss, grads, []
     later_sums = error.flip(0).cumsum(0).flip(0)  # S_j = sum_{k>=j} D_k
-    left = (deltas[:, None, :] * later_sums).view(steps * m, -1).mul_(-scale)
-    part = (left.t() @ products.view(steps * m, -1)).mul_(rate_first > 0)  # relu'(alpha)
-    return loss, grads, [_widen(part, columns, weights[0]), *_unflatten(rest_rate, later, sizes)]
+    left = (deltas[:, None, :] * later_sums).mul_(-scale)  # [B, M, h]
+    return loss, grads, [first.rate_grad(left), *_unflatten(rest_rate, later, sizes)]
+
+
+class _FirstLayerPairs:
+    """The products of every incoming row with every meta-batch row, seen by the first
+    layer: ``rated[j, m] = (x_j * X_m) relu(alpha_1)^T`` and, given ``left[j, m]``, the rate
+    gradient ``relu'(alpha_1) * sum_{j,m} left[j, m] (x_j * X_m)^T``.
+
+    Compiled on the CPU, over the pixels each pair inks in common
+    (``lookahead_kernel.compiled_pair_products``); otherwise two matmuls over the columns
+    some row inks (all of them away from the CPU, where the check would wait for the
+    device)."""
+
+    def __init__(self, meta_x: Tensor, steps: int, alpha: Tensor):
+        self.meta_x, self.steps, self.alpha = meta_x, steps, alpha
+        self.dense: tuple[Tensor, Tensor, Tensor | None] | None = None
+        rated = compiled_pair_products(meta_x, steps, alpha)
+        if rated is None:
+            products, rates, _ = self._dense()
+            rated = (products @ rates.t()).view(steps, len(meta_x), -1)
+        self.rated = rated
+
+    def rate_grad(self, left: Tensor) -> Tensor:
+        """``relu'(alpha_1) * sum_{j,m} left[j, m] (x_j * X_m)^T``, ``[h, D]``."""
+        part = compiled_pair_rate_grads(self.meta_x, self.steps, left, self.alpha)
+        if part is not None:
+            return part
+        products, rates, columns = self._dense()
+        part = (left.flatten(0, 1).t() @ products).mul_(rates > 0)
+        return _widen(part, columns, self.alpha)
+
+    def _dense(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(x_j * X_m [B * M, D'], relu(alpha_1) [h, D'], the D' columns or None)``,
+        computed on first use."""
+        if self.dense is not None:
+            return self.dense
+        inputs, rates = self.meta_x, self.alpha
+        columns = _inked_columns(inputs)
+        if columns is not None:
+            inputs, rates = inputs.index_select(1, columns), rates.index_select(1, columns)
+        products = (inputs[: self.steps, None, :] * inputs[None]).flatten(0, 1)
+        self.dense = products, rates.clamp_min(0.0), columns
+        return self.dense
 
 
 def _meta_sums(grads: Tensor, meta: Tensor, rate: Tensor, scale: float) -> tuple[Tensor, Tensor]:

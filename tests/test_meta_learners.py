@@ -249,9 +249,10 @@ def test_closed_form_look_ahead_with_blank_input_columns_matches_autograd() -> N
 def test_compiled_kernels_match_the_pytorch_loops(
     hidden: tuple[int, ...], dtype: torch.dtype, monkeypatch
 ) -> None:
-    """The closed form gives the same numbers whether its inner loop and meta sums run
-    compiled (lookahead_kernel.py, numba) or as PyTorch operators, and the compiled path
-    is the one taken on the CPU when numba is installed."""
+    """The closed form gives the same numbers whether its first-layer pair products, inner
+    loop and meta sums run compiled (lookahead_kernel.py, numba; blank pixels skipped) or
+    as PyTorch operators, and the compiled path is the one taken on the CPU when numba is
+    installed."""
     import lifelong.strategies.lookahead_mlp as lookahead_mlp
     from lifelong.strategies import lookahead_kernel
 
@@ -261,6 +262,7 @@ def test_compiled_kernels_match_the_pytorch_loops(
     alpha = {n: r.to(dtype) for n, r in rates(composite.params).items()}
     batch = data(4, 10, dtype)
     replay = Replay(data(3, 11, dtype), torch.zeros(3, 2, dtype=dtype))
+    batch.x[0, 0] = replay.batch.x[1, 2] = replay.batch.x[:, 1] = 0  # pixels left blank
     weights, lrs = list(theta.values()), list(alpha.values())
     args = (weights, lrs, batch.x, batch.y, replay.batch.x, replay.batch.y)
     ran: list[str] = []  # the kernels that ran (returned a result)
@@ -276,11 +278,17 @@ def test_compiled_kernels_match_the_pytorch_loops(
 
         return call
 
-    for name in ("compiled_inner_loop", "compiled_meta_sums"):
+    kernels = [
+        "compiled_pair_products",
+        "compiled_inner_loop",
+        "compiled_meta_sums",
+        "compiled_pair_rate_grads",
+    ]
+    for name in kernels:
         monkeypatch.setattr(lookahead_mlp, name, recorded(name))
     compiled = lookahead_mlp.mlp_look_ahead(*args)
-    assert ran == ["compiled_inner_loop", "compiled_meta_sums"]
-    for name in ("compiled_inner_loop", "compiled_meta_sums"):
+    assert ran == kernels
+    for name in kernels:
         monkeypatch.setattr(lookahead_mlp, name, lambda *a: None)
     loops = lookahead_mlp.mlp_look_ahead(*args)
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
