@@ -151,12 +151,10 @@ def _kernels() -> _Compiled | None:
     jit = numba.njit(
         cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False
     )
-    inked = jit(_inked)
+    global _inked_rows  # the pair loops call it compiled (a closure would not be cached)
+    _inked_rows = jit(_inked)
     return _Compiled(
-        jit(_inner_steps),
-        jit(_meta_sums),
-        jit(_pair_products_loop(inked)),
-        jit(_pair_rate_grads_loop(inked)),
+        jit(_inner_steps), jit(_meta_sums), jit(_pair_products), jit(_pair_rate_grads)
     )
 
 
@@ -270,64 +268,59 @@ def _inked(x):
     return columns, counts, used
 
 
-def _pair_products_loop(inked):
-    """The loop :func:`compiled_pair_products` compiles (``inked``: the compiled _inked)."""
-
-    def pair_products(x, steps, alpha, rated):
-        rows, width = x.shape
-        hidden = alpha.shape[0]
-        columns, counts, used = inked(x)
-        rates = np.empty((width, hidden), dtype=x.dtype)  # relu(alpha)^T, used columns
-        for d in range(width):
-            if used[d]:
-                for h in range(hidden):
-                    rates[d, h] = max(alpha[h, d], 0.0)
-        for j in range(steps):
-            for m in range(rows):
-                out = rated[j, m]
-                if m < j:  # (m, j) is the same product
-                    out[:] = rated[m, j]
-                    continue
-                out[:] = 0.0
-                for t in range(counts[j]):
-                    d = columns[j, t]
-                    both = x[j, d] * x[m, d]
-                    if both != 0:
-                        rate = rates[d]
-                        for h in range(hidden):
-                            out[h] += both * rate[h]
-
-    return pair_products
+_inked_rows = _inked  # compiled by _kernels
 
 
-def _pair_rate_grads_loop(inked):
-    """The loop :func:`compiled_pair_rate_grads` compiles (``inked``: the compiled _inked)."""
-
-    def pair_rate_grads(x, steps, left, alpha, part):
-        rows, width = x.shape
-        hidden = alpha.shape[0]
-        columns, counts, _ = inked(x)
-        sums = np.zeros((width, hidden), dtype=x.dtype)  # the gradient, transposed
-        weight = np.empty(hidden, dtype=x.dtype)
-        for j in range(steps):
-            for m in range(rows):
-                if m < j:  # folded into (m, j)
-                    continue
-                if m < steps and m != j:
+def _pair_products(x, steps, alpha, rated):
+    """The loop :func:`compiled_pair_products` compiles."""
+    rows, width = x.shape
+    hidden = alpha.shape[0]
+    columns, counts, used = _inked_rows(x)
+    rates = np.empty((width, hidden), dtype=x.dtype)  # relu(alpha)^T, used columns
+    for d in range(width):
+        if used[d]:
+            for h in range(hidden):
+                rates[d, h] = max(alpha[h, d], 0.0)
+    for j in range(steps):
+        for m in range(rows):
+            out = rated[j, m]
+            if m < j:  # (m, j) is the same product
+                out[:] = rated[m, j]
+                continue
+            out[:] = 0.0
+            for t in range(counts[j]):
+                d = columns[j, t]
+                both = x[j, d] * x[m, d]
+                if both != 0:
+                    rate = rates[d]
                     for h in range(hidden):
-                        weight[h] = left[j, m, h] + left[m, j, h]
-                else:
-                    weight[:] = left[j, m]
-                for t in range(counts[j]):
-                    d = columns[j, t]
-                    both = x[j, d] * x[m, d]
-                    if both != 0:
-                        into = sums[d]
-                        for h in range(hidden):
-                            into[h] += both * weight[h]
-        for h in range(hidden):  # transposed back, times relu'(alpha)
-            row, rates = part[h], alpha[h]
-            for d in range(width):
-                row[d] = sums[d, h] if rates[d] > 0 else 0.0
+                        out[h] += both * rate[h]
 
-    return pair_rate_grads
+
+def _pair_rate_grads(x, steps, left, alpha, part):
+    """The loop :func:`compiled_pair_rate_grads` compiles."""
+    rows, width = x.shape
+    hidden = alpha.shape[0]
+    columns, counts, _ = _inked_rows(x)
+    sums = np.zeros((width, hidden), dtype=x.dtype)  # the gradient, transposed
+    weight = np.empty(hidden, dtype=x.dtype)
+    for j in range(steps):
+        for m in range(rows):
+            if m < j:  # folded into (m, j)
+                continue
+            if m < steps and m != j:
+                for h in range(hidden):
+                    weight[h] = left[j, m, h] + left[m, j, h]
+            else:
+                weight[:] = left[j, m]
+            for t in range(counts[j]):
+                d = columns[j, t]
+                both = x[j, d] * x[m, d]
+                if both != 0:
+                    into = sums[d]
+                    for h in range(hidden):
+                        into[h] += both * weight[h]
+    for h in range(hidden):  # transposed back, times relu'(alpha)
+        row, rates = part[h], alpha[h]
+        for d in range(width):
+            row[d] = sums[d, h] if rates[d] > 0 else 0.0
