@@ -262,7 +262,7 @@ def test_compiled_kernels_match_the_pytorch_loops(
     alpha = {n: r.to(dtype) for n, r in rates(composite.params).items()}
     batch = data(4, 10, dtype)
     replay = Replay(data(3, 11, dtype), torch.zeros(3, 2, dtype=dtype))
-    batch.x[0, 0] = batch.x[:, 2] = replay.batch.x[1, 3] = replay.batch.x[:, 1] = 0  # blanks
+    batch.x[0, 0] = batch.x[:, 2] = replay.batch.x[1, 0] = replay.batch.x[:, 1] = 0  # blanks
     weights, lrs = list(theta.values()), list(alpha.values())
     args = (weights, lrs, batch.x, batch.y, replay.batch.x, replay.batch.y)
     ran: list[str] = []  # the kernels that ran (returned a result)
