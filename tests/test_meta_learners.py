@@ -297,6 +297,32 @@ def test_compiled_kernels_match_the_pytorch_loops(
         torch.testing.assert_close(got, want, rtol=tolerance, atol=tolerance)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_pair_kernels_match_their_formulas(dtype: torch.dtype) -> None:
+    """The first layer's pair products and rate gradient, compiled over the pixels each
+    pair inks, equal their dense formulas on sparse inputs (most pixels blank, some blank
+    in every incoming row, some rates negative)."""
+    from lifelong.strategies import lookahead_kernel
+
+    pytest.importorskip("numba", reason="numba is not installed: the PyTorch loops serve")
+    g = torch.Generator().manual_seed(3)
+    steps, rows, width, hidden = 6, 15, 40, 7
+    x = torch.rand(rows, width, generator=g, dtype=dtype)
+    x[torch.rand(rows, width, generator=g) < 0.7] = 0
+    x[:steps, :5] = 0
+    alpha = torch.randn(hidden, width, generator=g, dtype=dtype)
+    left = torch.randn(steps, rows, hidden, generator=g, dtype=dtype)
+    both = x[:steps, None, :] * x[None]  # [steps, rows, width]
+    rated = lookahead_kernel.compiled_pair_products(x, steps, alpha)
+    part = lookahead_kernel.compiled_pair_rate_grads(x, steps, left, alpha)
+    assert rated is not None and part is not None
+    tolerance = 1e-5 if dtype == torch.float32 else 1e-12
+    want_rated = torch.einsum("jmd,hd->jmh", both, alpha.relu())
+    want_part = torch.einsum("jmh,jmd->hd", left, both) * (alpha > 0)
+    torch.testing.assert_close(rated, want_rated, rtol=tolerance, atol=tolerance)
+    torch.testing.assert_close(part, want_part, rtol=tolerance, atol=tolerance)
+
+
 def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> None:
     """A penalty in the objective, several heads, frozen weights or another module send
     the look-ahead through autograd; only the bare one-head MLP takes the closed form."""
