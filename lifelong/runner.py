@@ -259,7 +259,7 @@ def _batches(data: TrainingData, batch_size: int, generator: torch.Generator):
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x = data.x.index_select(0, idx).float().div_(255)  # index_select: ~7x x[idx]
-        yield Batch(x, data.y[idx], data.task_ids[idx], data.id)
+        yield Batch(x, data.y.index_select(0, idx), data.task_ids.index_select(0, idx), data.id)
 
 
 def _union(stream: Stream, upto: int) -> TrainingData:

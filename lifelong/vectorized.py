@@ -237,7 +237,7 @@ def _stacked_batches(
         yield (
             x,
             [
-                Batch(x[s], d.y[idx], d.task_ids[idx], d.id)
+                Batch(x[s], d.y.index_select(0, idx), d.task_ids.index_select(0, idx), d.id)
                 for s, (d, idx) in enumerate(zip(data, picks, strict=True))
             ],
         )

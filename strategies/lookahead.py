@@ -247,4 +247,5 @@ def glance_order(batch: Batch, generator: torch.Generator) -> Batch:
     """``batch`` reshuffled with ``generator`` (the official code reshuffles every glance)."""
     order = torch.randperm(len(batch.y), generator=generator, device=batch.y.device)
     x = batch.x.index_select(0, order)
-    return Batch(x, batch.y[order], batch.task_ids[order], batch.task, batch.glance)
+    y, task_ids = batch.y.index_select(0, order), batch.task_ids.index_select(0, order)
+    return Batch(x, y, task_ids, batch.task, batch.glance)

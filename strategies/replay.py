@@ -68,7 +68,8 @@ class Reservoir(Memory):
         device = self.y.device
         pick = torch.randperm(len(self), generator=self.generator, device=device)[: self.batch]
         x, logits = self.x.index_select(0, pick), self.logits.index_select(0, pick)
-        return Replay(Batch(x, self.y[pick], self.task_ids[pick], self.task), logits)
+        y, task_ids = self.y.index_select(0, pick), self.task_ids.index_select(0, pick)
+        return Replay(Batch(x, y, task_ids, self.task), logits)
 
     def add(self, batch: Batch, logits: Tensor | None) -> None:
         slots = self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
