@@ -1,19 +1,30 @@
-"""La-MAML's sequential inner loop compiled for the CPU (numba), for ``lookahead_mlp.py``.
+"""The CPU kernels of La-MAML's closed-form look-ahead (``lookahead_mlp.py``), in numba.
 
-The inner loop takes one SGD step per incoming sample, each depending on the last, so it
-cannot be batched; in PyTorch every step is about fourteen operators on vectors of a
-hundred, whose dispatch costs more than their arithmetic (about 100 us a step on a 2-core
-CPU). Compiled, a step is one pass of plain loops over the weights (about 6 us for the
-784-100-100-10 MLP). The loops run over row slices (``weights[lo:hi]``), which the
-compiler turns into vector instructions; indexing the flat arrays directly made the
-kernel four times slower (224 against 57 us for ten steps, measured 2026-12-01).
+Three pieces of the look-ahead are a poor fit for PyTorch operators on the CPU:
 
-The kernel computes what ``lookahead_mlp._inner_loop`` computes, in the same layout: the
-weights after the first layer joined in one flat vector ``b_1, W_2, b_2, ..., W_L, b_L``.
-It is compiled on first use (a few seconds) and cached on disk by numba. Where numba is
-missing or cannot compile (another platform, a numpy it does not support), or the tensors
-are not float CPU tensors, :func:`compiled_inner_loop` returns ``None`` and the caller
-keeps the PyTorch loop.
+- The inner loop takes one SGD step per incoming sample, each depending on the last, so
+  it cannot be batched; in PyTorch every step is about fourteen operators on vectors of a
+  hundred, whose dispatch costs more than their arithmetic (about 100 us a step on a
+  2-core CPU). Compiled, a step is one pass of plain loops over the weights (about 6 us
+  for the 784-100-100-10 MLP): :func:`compiled_inner_loop`.
+- The first layer meets every product ``x_j * X_m`` of an incoming row with a meta-batch
+  row. An MNIST digit inks about a fifth of its pixels and two digits of different
+  permutations share a few dozen, but a matmul pays for every pixel that any row inks
+  (on the 20-task permuted stream, 700 of 784 once the memory holds many tasks). The
+  compiled loops go pixel by pixel over the rows that ink it:
+  :func:`compiled_pair_products` and :func:`compiled_pair_rate_grads`.
+- The sums over the look-ahead steps of the meta-gradients, plain and weighted by the
+  inner gradients so far, are one pass over ``[B, P]`` instead of five operators:
+  :func:`compiled_meta_sums`.
+
+The loops run over row slices (``weights[lo:hi]``), which the compiler turns into vector
+instructions; indexing the flat arrays directly made the inner loop four times slower
+(224 against 57 us for ten steps, measured 2026-12-01). Each kernel is compiled on first
+use (about ten seconds for all of them) and cached on disk by numba, so later processes
+load it in about half a second. Where numba is missing or cannot compile (another
+platform, a numpy it does not support), or the tensors are not contiguous float CPU
+tensors, the functions return ``None`` and the caller takes its PyTorch operators; tests
+check both paths give the same numbers.
 """
 
 from __future__ import annotations
@@ -126,12 +137,13 @@ def compiled_pair_rate_grads(meta_x: Tensor, steps: int, left: Tensor, alpha: Te
 
 def _runs_here(first: Tensor, *others: Tensor) -> bool:
     """Float CPU tensors of one dtype, contiguous: what the kernels take."""
-    tensors = (first, *others)
-    return (
-        first.dtype in _FLOATS
-        and all(t.device.type == "cpu" and t.dtype == first.dtype for t in tensors)
-        and all(t.is_contiguous() for t in tensors)
-    )
+    dtype = first.dtype
+    if dtype not in _FLOATS:
+        return False
+    for tensor in (first, *others):
+        if not tensor.is_cpu or tensor.dtype != dtype or not tensor.is_contiguous():
+            return False
+    return True
 
 
 class _Compiled(NamedTuple):

@@ -18,11 +18,13 @@ with no graph. What makes it cheaper than differentiating the objective twice pe
 
   (``G_k = sum_{j<=k} g_j``, the inner gradients so far), so no ``[h, D]`` gradient is
   formed per step.
-- On the CPU, input columns that are zero in every row of the meta batch (an MNIST digit's
-  border) are left out of those matmuls; their gradients are exactly zero.
-- The inner loop keeps every other tensor in one flat vector, so a step is about fourteen
-  operators: the forward and backward of one sample, one update of the weights and one of
-  the first-layer pre-activations of the samples still to come.
+- On the CPU those products are compiled loops over the pixels both rows ink
+  (``lookahead_kernel.py``, numba); elsewhere they are matmuls over the input columns
+  some row inks. Blank pixels' gradients are exactly zero.
+- The inner loop keeps every other tensor in one flat vector: a step is the forward and
+  backward of one sample, one update of the weights and one of the first-layer
+  pre-activations of the samples still to come (compiled on the CPU, about fourteen
+  PyTorch operators elsewhere).
 - The meta-losses at all ``theta_k`` are one batched pass (``bmm`` over ``k``).
 
 Tests check it against the autograd path (``tests/test_meta_learners.py``).
@@ -218,8 +220,10 @@ _relu_backward = torch.ops.aten.threshold_backward.grad_input  # (error, act, 0,
 def _unflatten(flat: Tensor, like: list[Tensor], sizes: list[int]) -> list[Tensor]:
     """Views of ``flat``, ``[P]`` or batched ``[B, P]``, shaped as ``like``."""
     if flat.dim() == 1:
-        return [t.view(w.shape) for t, w in zip(flat.split(sizes), like, strict=True)]
-    return [t.view(len(flat), *w.shape) for t, w in zip(flat.split(sizes, 1), like, strict=True)]
+        pieces = torch.split_with_sizes(flat, sizes)
+        return [t.view(w.shape) for t, w in zip(pieces, like, strict=True)]
+    pieces, steps = torch.split_with_sizes(flat, sizes, 1), flat.shape[0]
+    return [t.view(steps, *w.shape) for t, w in zip(pieces, like, strict=True)]
 
 
 def _inked_columns(meta_x: Tensor) -> Tensor | None:
