@@ -20,8 +20,9 @@ Three pieces of the look-ahead are a poor fit for PyTorch operators on the CPU:
 The loops run over row slices (``weights[lo:hi]``), which the compiler turns into vector
 instructions; indexing the flat arrays directly made the inner loop four times slower
 (224 against 57 us for ten steps, measured 2026-12-01). Each kernel is compiled on first
-use (about ten seconds for all of them) and cached on disk by numba, so later processes
-load it in about half a second. Where numba is missing or cannot compile (another
+use (12 s for all four in float32 on this 2-core CPU) and cached on disk by numba next to
+this file (or in numba's user cache where that is read-only), so a later process loads
+them in about a second. Where numba is missing or cannot compile (another
 platform, a numpy it does not support), or the tensors are not contiguous float CPU
 tensors, the functions return ``None`` and the caller takes its PyTorch operators; tests
 check both paths give the same numbers.
