@@ -60,8 +60,10 @@ def run_bench(
         rows.append(BenchRow(workload, samples, loop, e2e, spec.protocol.glances))
     issue_run = None
     if any(w.meta for w in workloads):
-        say(f"bench: lifelong's La-MAML on {ISSUE_LA_MAML.name} (about half a minute)")
-        timing = measure(ISSUE_LA_MAML, 1, avalanche=False, hand=False, warm_up=False)["lifelong"]
+        say(f"bench: lifelong's La-MAML on {ISSUE_LA_MAML.name} ({repeat} x half a minute)")
+        timing = measure(
+            ISSUE_LA_MAML, repeat, avalanche=False, hand=False, warm_up=False, evaluations=True
+        )["lifelong"]
         settings = ISSUE_LA_MAML.settings
         samples = settings["n_tasks"] * settings["samples_per_task"]
         issue_run = BenchRow(ISSUE_LA_MAML, samples, {"lifelong": timing}, {}, settings["glances"])

@@ -20,7 +20,8 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,17 +115,32 @@ class Timing:
 
     seconds: list[float] = field(default_factory=list)
     acc: list[float] = field(default_factory=list)
+    evaluation: list[float] = field(default_factory=list)  # of ``seconds``, when timed
 
     @property
     def median(self) -> float:
         return statistics.median(self.seconds) if self.seconds else float("nan")
 
+    @property
+    def training(self) -> float | None:
+        """The median of the loop times less their evaluations (None: not timed)."""
+        if len(self.evaluation) != len(self.seconds) or not self.seconds:
+            return None
+        return statistics.median(s - e for s, e in zip(self.seconds, self.evaluation, strict=True))
+
 
 def measure(
-    workload: Workload, repeat: int, *, avalanche: bool, hand: bool = True, warm_up: bool = True
+    workload: Workload,
+    repeat: int,
+    *,
+    avalanche: bool,
+    hand: bool = True,
+    warm_up: bool = True,
+    evaluations: bool = False,
 ) -> dict[str, Timing]:
     """Time lifelong, the hand loop (``hand``) and Avalanche (``avalanche``) ``repeat`` times
-    each, interleaved, after one untimed run of each (``warm_up``)."""
+    each, interleaved, after one untimed run of each (``warm_up``). With ``evaluations``,
+    lifelong's evaluations are timed too (:attr:`Timing.training` is the rest)."""
     from lifelong.plan import plan_runs
     from lifelong.runner import execute
 
@@ -142,11 +158,40 @@ def measure(
         run()  # warm-up: first-call costs (lazy imports, allocator) are not the loop's
     for _ in range(repeat):
         for name, run in runners.items():
-            start = time.perf_counter()
-            matrix = run()
-            timings[name].seconds.append(time.perf_counter() - start)
+            with _evaluations_timed(evaluations and name == "lifelong") as spent:
+                start = time.perf_counter()
+                matrix = run()
+                timings[name].seconds.append(time.perf_counter() - start)
             timings[name].acc.append(statistics.fmean(matrix[-1]))
+            if spent is not None:
+                timings[name].evaluation.append(sum(spent))
     return timings
+
+
+@contextmanager
+def _evaluations_timed(on: bool) -> Iterator[list[float] | None]:
+    """The seconds of every ``runner.evaluate`` call within (on the CPU, where a call's
+    time is its work), or None when ``on`` is false."""
+    if not on:
+        yield None
+        return
+    from lifelong import runner
+
+    spent: list[float] = []
+    evaluate = runner.evaluate
+
+    def timed(*args: Any, **kwargs: Any) -> torch.Tensor:
+        start = time.perf_counter()
+        try:
+            return evaluate(*args, **kwargs)
+        finally:
+            spent.append(time.perf_counter() - start)
+
+    runner.evaluate = timed
+    try:
+        yield spent
+    finally:
+        runner.evaluate = evaluate
 
 
 def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:

@@ -182,8 +182,10 @@ def _la_maml(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[st
         "(chain of fast weights, one backward of the summed meta-losses); the official "
         f"code itself is the fixed line below, ~{OFFICIAL_LA_MAML:,.0f} sample-glances/s on "
         "this CPU as the issue measured it (20 tasks x 1,000 samples x 5 glances in about "
-        "94 s of training; not re-run here). lifelong runs that same protocol once (its "
-        "loop includes the evaluation of all 20 tasks after each task).",
+        "94 s of training; not re-run here). lifelong runs that same protocol too; its "
+        "loop includes the evaluation of all 20 tasks before training and after each task, "
+        "and the row \"lifelong, training only\" takes those 21 evaluations out (timed in "
+        "the same runs), as the official figure counts training alone.",
         "",
         "| workload | implementation | loop s | training samples | sample-glances | "
         "ms / training sample | ms / sample-glance | sample-glances/s | x official code |",
@@ -192,13 +194,17 @@ def _la_maml(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[st
     for row in [*meta, *([issue_run] if issue_run else [])]:
         work = row.samples * row.glances
         for name, timing in row.loop.items():
-            rate = work / timing.median
-            lines.append(
-                f"| {row.workload.name} | {name} | {timing.median:.2f} | {row.samples:,} | "
-                f"{work:,} | {1e3 * timing.median / row.samples:.2f} | "
-                f"{1e3 * timing.median / work:.3f} | {rate:,.0f} | "
-                f"{rate / OFFICIAL_LA_MAML:.2f} |"
-            )
+            seconds = [(name, timing.median)]
+            if timing.training is not None:
+                seconds.append((f"{name}, training only", timing.training))
+            for label, median in seconds:
+                rate = work / median
+                lines.append(
+                    f"| {row.workload.name} | {label} | {median:.2f} | {row.samples:,} | "
+                    f"{work:,} | {1e3 * median / row.samples:.2f} | "
+                    f"{1e3 * median / work:.3f} | {rate:,.0f} | "
+                    f"{rate / OFFICIAL_LA_MAML:.2f} |"
+                )
     lines += [
         "| permuted-mnist 20 x 1,000, 5 glances (the issue's run) | official code "
         f"(reference) | ~94 | 20,000 | 100,000 | 4.70 | 0.940 | ~{OFFICIAL_LA_MAML:,.0f} | "
@@ -251,21 +257,17 @@ WHY = {
     "single-sample step, whose input depends on every step before it, plus its share of "
     "the meta-losses on the batch and replayed samples. On the default MLP lifelong takes "
     "the first-order look-ahead in closed form (strategies/lookahead_mlp.py, tested equal "
-    "to the autograd path): no autograd; an inner step is about fourteen operators on one "
-    "flat weight vector; the products of every incoming sample with every meta-batch row "
-    "are two matmuls shared by the inner steps and the meta-losses, which then go through "
-    "the network at all look-ahead weights in one batched pass; input columns blank in "
-    "the whole meta batch (a digit's border) are left out. What is left (measured on one "
-    "thread, 2026-11-30): the look-ahead takes about 375 us per sample-glance, about "
-    "115 us of it in the inner step, whose operators cost a few microseconds each of "
-    "dispatch on vectors of 100, and the rest in the batched meta pass, about half of "
-    "that in matmuls (about 2 million multiply-adds per sample-glance, which this "
-    "formulation cannot shrink). 3x the official "
-    "code would need the inner step fused into one kernel: torch.compile works on this "
-    "CPU but took 21.7 s to compile a three-operator function that then ran in 54 us a "
-    "call against 15 us eager. The official figure was measured by the issue on an idle "
-    "machine; the hand loop, the same algorithm in the same run, is the like-for-like "
-    "comparison.",
+    "to the autograd path) and, on the CPU, runs three parts of it as compiled loops "
+    "(strategies/lookahead_kernel.py, numba, tested equal to the PyTorch operators): the "
+    "sequential inner loop, the first layer's products of every incoming sample with "
+    "every meta-batch row (over the pixels both rows ink) and the sums over the look-ahead "
+    "steps; the meta-losses at all look-ahead weights are one batched pass. Profiled on 8 "
+    "tasks of this protocol (2026-12-01, one thread), a glance at a batch of 10 takes "
+    "about 3 ms: about 0.5 ms in the two pair kernels, 0.5 ms in the batched matmuls of "
+    "the later layers, 0.1 ms in the inner loop, and the rest in about fifty PyTorch "
+    "operators of a few microseconds each (the update, the replay sample, the "
+    "bookkeeping). The official figure was measured by the issue on an idle machine; on "
+    "this shared one the same run took from 29.7 s to 37.5 s on 2026-12-01.",
     "avalanche-la-maml": "Avalanche's lamaml_v2 runs the same per-sample passes through "
     "autograd (functional_call inner steps, one meta-backward) plus a deepcopy of the "
     "weights, a DataLoader and template callbacks per mini-batch; lifelong's closed-form "
@@ -300,10 +302,13 @@ def _targets(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[Ta
         out.append(Target(f"loop <= {LOOP_TARGET}x hand loop", name, loop, LOOP_TARGET, "hand"))
         if row.workload.meta and "lifelong" in row.loop:
             judged = issue_run or row
-            rate = judged.samples * judged.glances / judged.loop["lifelong"].median
+            timing = judged.loop["lifelong"]
+            seconds = timing.median if timing.training is None else timing.training
+            rate = judged.samples * judged.glances / seconds
             what = (
                 f"sample-glances/s >= {OFFICIAL_TARGET:.0f}x the official code's "
-                f"(>= {OFFICIAL_TARGET * OFFICIAL_LA_MAML:,.0f}/s)"
+                f"(>= {OFFICIAL_TARGET * OFFICIAL_LA_MAML:,.0f}/s"
+                f"{'' if timing.training is None else ', training only'})"
             )
             ratio = rate / OFFICIAL_LA_MAML
             out.append(Target(what, judged.workload.name, ratio, OFFICIAL_TARGET, "official"))
