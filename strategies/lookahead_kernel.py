@@ -44,41 +44,45 @@ _FLOATS = (torch.float32, torch.float64)
 
 
 def compiled_inner_loop(
-    widths: list[int], theta: Tensor, rate: Tensor, y: Tensor, pending: Tensor, fixes: Tensor
-) -> tuple[Tensor, Tensor] | None:
-    """The inner steps' gradients and fast weights, compiled; ``None`` when it cannot run.
+    widths: list[int], theta: Tensor, rate: Tensor, y: Tensor, pre: Tensor, rated: Tensor
+) -> tuple[Tensor, Tensor, Tensor] | None:
+    """The inner steps, compiled; ``None`` when they cannot run here.
 
     Args:
         widths: the layer widths from the first hidden layer on, ``[h_1, ..., C]``.
         theta, rate: the weights after the first layer and their rates, flat ``[P]``
-            (read only).
-        y: the targets ``[B]`` in inner-loop order.
-        pending: ``[B, h_1]`` the first layer's pre-activations at ``theta_0``; fixed up in
-            place as the steps go.
-        fixes: ``[B, B, h_1]``: step ``j`` subtracts ``delta_j * fixes[j, k]`` from row
-            ``k`` of ``pending``.
+            (``b_1`` first; read only).
+        y: the targets ``[B]`` of the incoming samples, in inner-loop order.
+        pre: ``[M, h_1]`` every meta-batch row times ``W_1`` at ``theta_0`` (no bias); the
+            first ``B`` rows are the incoming samples.
+        rated: ``[B, M, h_1]``: how inner step ``j`` moves row ``m``'s pre-activation,
+            ``delta_j * rated[j, m]`` (``delta_j`` the step's error at the first layer).
 
     Returns:
-        ``(g [B, P], fast [B, P])``: step ``k``'s gradient at ``theta_k`` and the weights
-        after it, ``theta_{k+1} = theta_k - rate * g_k``.
+        ``(g [B, P], fast [B, P], first [B, M, h_1])``: step ``k``'s gradient at
+        ``theta_k``, the weights after it (``theta_{k+1} = theta_k - rate * g_k``), and the
+        first layer's output for every meta-batch row at ``theta_{k+1}`` (after the ReLU
+        when a layer follows).
     """
-    if not _runs_here(theta, rate, pending, fixes):
+    if not _runs_here(theta, rate, pre, rated):
         return None
     kernel = _kernels()
     if kernel is None:
         return None
     grads, fast = theta.new_empty(len(y), len(theta)), theta.new_empty(len(y), len(theta))
+    first = rated.new_empty(rated.shape)
     kernel.inner_steps(
         theta.numpy(),
         rate.numpy(),
         y.contiguous().numpy(),
-        pending.numpy(),
-        fixes.numpy(),
+        pre.numpy(),
+        rated.numpy(),
         np.asarray(widths, dtype=np.int64),
         grads.numpy(),
         fast.numpy(),
+        first.numpy(),
     )
-    return grads, fast
+    return grads, fast, first
 
 
 def compiled_meta_sums(
@@ -120,19 +124,21 @@ def compiled_pair_products(meta_x: Tensor, steps: int, alpha: Tensor) -> Tensor 
     return rated
 
 
-def compiled_pair_rate_grads(meta_x: Tensor, steps: int, left: Tensor, alpha: Tensor) -> (
-    Tensor | None
-):
-    """``relu'(alpha) * sum_{j,m} left[j, m] (x_j * X_m)^T`` ``[h, D]``: the first layer's
-    rate gradient, ``left`` ``[steps, M, h]``; the pairs as :func:`compiled_pair_products`
-    takes them. ``None`` when it cannot run here."""
-    if not _runs_here(meta_x, left, alpha):
+def compiled_pair_rate_grads(
+    meta_x: Tensor, steps: int, error: Tensor, deltas: Tensor, scale: float, alpha: Tensor
+) -> Tensor | None:
+    """The first layer's rate gradient ``[h, D]``: ``relu'(alpha) * sum_{j,m} left[j, m]
+    (x_j * X_m)^T`` with ``left[j, m] = -scale * delta_j * sum_{k>=j} error[k, m]``
+    (``error`` ``[steps, M, h]``, ``deltas`` ``[steps, h]``); the pairs as
+    :func:`compiled_pair_products` takes them. ``None`` when it cannot run here."""
+    if not _runs_here(meta_x, error, deltas, alpha):
         return None
     kernels = _kernels()
     if kernels is None:
         return None
     part = torch.empty_like(alpha)
-    kernels.pair_rate_grads(meta_x.numpy(), steps, left.numpy(), alpha.numpy(), part.numpy())
+    arrays = (meta_x.numpy(), steps, error.numpy(), deltas.numpy(), scale, alpha.numpy())
+    kernels.pair_rate_grads(*arrays, part.numpy())
     return part
 
 
@@ -171,14 +177,15 @@ def _kernels() -> _Compiled | None:
     )
 
 
-def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
+def _inner_steps(theta, rate, y, pre, rated, widths, grads, fast, first):
     """The loop :func:`compiled_inner_loop` compiles (plain Python, readable as such).
 
-    Per step ``k``, at ``theta_k`` (``theta`` itself, then ``fast[k - 1]``): the forward
-    pass of sample ``k`` from its first-layer pre-activation, the softmax error, the
-    backward pass writing ``grads[k]`` and ``fast[k] = theta_k - rate * grads[k]`` together
-    (``b_1``'s gradient is the error at the first layer), then the fix-up of the
-    pre-activations of the samples still to come.
+    Per step ``k``, at ``theta_k`` (``theta`` itself, then ``fast[k - 1]``): sample ``k``'s
+    first-layer pre-activation is ``pre[k] - shift[k] + b_1``, where ``shift[m]`` sums
+    ``delta_j * rated[j, m]`` over the steps so far; then its forward pass, the softmax
+    error, the backward pass writing ``grads[k]`` and ``fast[k] = theta_k - rate *
+    grads[k]`` together (``b_1``'s gradient is the error at the first layer, ``delta_k``),
+    then every row's shift and first-layer output at ``theta_{k+1}``.
     """
     steps, n_later = y.shape[0], widths.shape[0] - 1
     widest = widths.max()
@@ -194,11 +201,14 @@ def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
         at_b[layer] = offset
         offset += widths[layer + 1]
     last = n_later
+    rows, width = pre.shape
+    shift = np.zeros((rows, width), dtype=theta.dtype)
     for k in range(steps):
         weights = theta if k == 0 else fast[k - 1]
         step, stepped = grads[k], fast[k]
-        for i in range(widths[0]):  # a_1 (the logits themselves when there is no hidden layer)
-            acts[0, i] = pending[k, i] if last == 0 else max(pending[k, i], 0.0)
+        for i in range(width):  # a_1 (the logits themselves when there is no hidden layer)
+            value = pre[k, i] - shift[k, i] + weights[i]
+            acts[0, i] = value if last == 0 else max(value, 0.0)
         for layer in range(n_later):
             n_in, n_out, w0 = widths[layer], widths[layer + 1], at_w[layer]
             below_acts = acts[layer]
@@ -239,12 +249,15 @@ def _inner_steps(theta, rate, y, pending, fixes, widths, grads, fast):
                     below[c] += row[c] * e
             for c in range(n_in):
                 error[c] = below[c] if below_acts[c] > 0 else 0.0
-        for c in range(widths[0]):  # b_1
+        for c in range(width):  # b_1
             step[c] = error[c]
             stepped[c] = weights[c] - rate[c] * error[c]
-        for later in range(k + 1, steps):
-            for c in range(widths[0]):
-                pending[later, c] -= fixes[k, later, c] * error[c]
+        for m in range(rows):  # every row's first layer at theta_{k+1}
+            moved, out, into = shift[m], first[k, m], rated[k, m]
+            for c in range(width):
+                moved[c] += error[c] * into[c]
+                value = pre[m, c] - moved[c] + stepped[c]
+                out[c] = value if last == 0 else max(value, 0.0)
 
 
 def _meta_sums(grads, meta, rate, scale, total, by_rate):
@@ -314,12 +327,21 @@ def _pair_products(x, steps, alpha, rated):
             rated[j, m] = rated[m, j]
 
 
-def _pair_rate_grads(x, steps, left, alpha, part):
+def _pair_rate_grads(x, steps, error, deltas, scale, alpha, part):
     """The loop :func:`compiled_pair_rate_grads` compiles, pixel by pixel as
     :func:`_pair_products`: each pixel's column of the gradient is summed in one row."""
     n_rows, width = x.shape
     hidden = alpha.shape[0]
     rows, counts = _inkers_compiled(x)
+    left = np.empty((steps, n_rows, hidden), dtype=x.dtype)
+    later = np.zeros(hidden, dtype=x.dtype)  # sum_{k>=j} error[k, m]
+    for m in range(n_rows):
+        later[:] = 0.0
+        for j in range(steps - 1, -1, -1):
+            into, now, delta = left[j, m], error[j, m], deltas[j]
+            for h in range(hidden):
+                later[h] += now[h]
+                into[h] = -scale * delta[h] * later[h]
     weights = np.zeros((steps * n_rows, hidden), dtype=x.dtype)  # pair (j, m), m >= j
     for j in range(steps):
         for m in range(j, n_rows):

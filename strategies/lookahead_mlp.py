@@ -80,22 +80,18 @@ def mlp_look_ahead(
     sizes = [w.numel() for w in later]
     theta = torch.cat([w.reshape(-1) for w in later])
     rate = torch.cat([r.reshape(-1) for r in alpha[1:]]).clamp_min_(0.0)
-    # The inner steps: sample k's pre-activation at theta_k, fixed up step by step with
-    # delta_j * (rated[j, k] + relu(alpha_b1)) (b_1's own step folded in).
-    pending, fixes = pre[:steps] + later[0], rated[:, :steps] + rate[: len(later[0])]
     widths = [len(later[0]), *(len(w) for w in later[1::2])]
-    stepped = compiled_inner_loop(widths, theta, rate, y, pending, fixes)
+    stepped = compiled_inner_loop(widths, theta, rate, y, pre, rated)
     if stepped is None:
-        stepped = _inner_loop(later, sizes, theta, rate, y, pending, fixes)
-    inner, fast_flat = stepped  # g_k, and theta_k = theta_0 - rate * G_k (k = 1..B)
+        stepped = _inner_loop(later, sizes, theta, rate, y, pre, rated)
+    # g_k; theta_k = theta_0 - rate * G_k; every row's first-layer output at theta_k (k = 1..B)
+    inner, fast_flat, out = stepped
     # The meta-loss at theta_1..theta_B, all at once.
     fast = _unflatten(fast_flat, later, sizes)
     deltas = inner[:, : len(later[0])]  # delta_j: b_1's inner gradients
-    shift = (deltas[:, None, :] * rated).cumsum(0)  # sum_{j<=k} delta_j * (x_j X) r^T
-    out = (pre - shift).add_(fast[0][:, None, :])  # [B, M, h]
     acts: list[Tensor] = []
     for w, b in zip(fast[1::2], fast[2::2], strict=True):
-        acts.append(out.relu_())
+        acts.append(out.relu_() if acts else out)
         out = torch.baddbmm(b[:, None, :], acts[-1], w.transpose(1, 2))
     log_p = F.log_softmax(out, 2)  # [B, M, C]
     loss = F.nll_loss(log_p.view(steps * m, -1), meta_y.repeat(steps))
@@ -113,9 +109,8 @@ def mlp_look_ahead(
     grads = [first_grad, *_unflatten(total, later, sizes)]
     if not rate_grads:
         return loss, grads, []
-    later_sums = error.flip(0).cumsum(0).flip(0)  # S_j = sum_{k>=j} D_k
-    left = (deltas[:, None, :] * later_sums).mul_(-scale)  # [B, M, h]
-    return loss, grads, [first.rate_grad(left), *_unflatten(rest_rate, later, sizes)]
+    first_rate = first.rate_grad(error, deltas, scale)
+    return loss, grads, [first_rate, *_unflatten(rest_rate, later, sizes)]
 
 
 class _FirstLayerPairs:
@@ -137,11 +132,17 @@ class _FirstLayerPairs:
             rated = (products @ rates.t()).view(steps, len(meta_x), -1)
         self.rated = rated
 
-    def rate_grad(self, left: Tensor) -> Tensor:
-        """``relu'(alpha_1) * sum_{j,m} left[j, m] (x_j * X_m)^T``, ``[h, D]``."""
-        part = compiled_pair_rate_grads(self.meta_x, self.steps, left, self.alpha)
+    def rate_grad(self, error: Tensor, deltas: Tensor, scale: float) -> Tensor:
+        """The first layer's rate gradient ``[h, D]``, ``relu'(alpha_1) * sum_{j,m}
+        left[j, m] (x_j * X_m)^T`` with ``left[j, m] = -scale * delta_j * S_j[m]``:
+        ``error`` ``[B, M, h]`` is the meta-losses' error ``D_k`` at the first layer,
+        ``S_j = sum_{k>=j} D_k``, and ``deltas`` ``[B, h]`` the inner steps' errors there."""
+        deltas = deltas.contiguous()  # a slice of the inner gradients
+        part = compiled_pair_rate_grads(self.meta_x, self.steps, error, deltas, scale, self.alpha)
         if part is not None:
             return part
+        later_sums = error.flip(0).cumsum(0).flip(0)  # S_j
+        left = (deltas[:, None, :] * later_sums).mul_(-scale)  # [B, M, h]
         products, rates, columns = self._dense()
         part = (left.flatten(0, 1).t() @ products).mul_(rates > 0)
         return _widen(part, columns, self.alpha)
@@ -173,22 +174,19 @@ def _inner_loop(
     theta: Tensor,
     rate: Tensor,
     y: Tensor,
-    pending: Tensor,
-    fixes: Tensor,
-) -> tuple[Tensor, Tensor]:
-    """The inner SGD steps, one sample at a time: their gradients ``g_k`` and the weights
-    after each, flat ``[B, P]`` (what ``lookahead_kernel.compiled_inner_loop`` computes).
+    pre: Tensor,
+    rated: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The inner SGD steps, one sample at a time, in PyTorch operators: what
+    ``lookahead_kernel.compiled_inner_loop`` computes (its arguments and results).
 
-    Args:
-        later: ``b_1, W_2, b_2, ..., W_L, b_L`` (their shapes; ``theta`` holds the values).
-        sizes: their sizes in ``theta``.
-        theta: ``later`` flattened and joined (not modified); ``rate`` likewise.
-        y: the targets, in inner-loop order.
-        pending: ``[B, h]`` the first layer's pre-activations of the samples at
-            ``theta_0``; fixed up in place as the steps go.
-        fixes: ``[B, B, h]``: step ``j`` subtracts ``delta_j * fixes[j]`` from ``pending``.
+    ``later`` is ``b_1, W_2, b_2, ..., W_L, b_L`` (their shapes; ``theta`` holds the values,
+    flattened and joined) and ``sizes`` their sizes in ``theta``.
     """
-    steps, theta_0 = len(y), theta
+    steps, theta_0, width = len(y), theta, len(later[0])
+    # Sample k's first-layer pre-activation at theta_k, fixed up step by step with
+    # delta_j * (rated[j, k] + relu(alpha_b1)) (b_1's own step folded in).
+    pending, fixes = pre[:steps] + later[0], rated[:, :steps] + rate[:width]
     theta = theta.clone()
     grads = theta.new_empty(steps, len(theta))
     params = _unflatten(theta, later, sizes)
@@ -211,7 +209,10 @@ def _inner_loop(
         if k < steps - 1:
             theta.addcmul_(rate, steps_grads[k], value=-1)
             pending.addcmul_(step_fixes[k], error, value=-1)
-    return grads, torch.addcmul(theta_0, rate, grads.cumsum(0), value=-1)
+    fast = torch.addcmul(theta_0, rate, grads.cumsum(0), value=-1)
+    shift = (grads[:, None, :width] * rated).cumsum(0)  # sum_{j<=k} delta_j * rated[j]
+    first = (pre - shift).add_(fast[:, None, :width])  # [B, M, h]
+    return grads, fast, first.relu_() if len(layers) else first
 
 
 _relu_backward = torch.ops.aten.threshold_backward.grad_input  # (error, act, 0, *, out)

@@ -311,10 +311,13 @@ def test_compiled_pair_kernels_match_their_formulas(dtype: torch.dtype) -> None:
     x[torch.rand(rows, width, generator=g) < 0.7] = 0
     x[:steps, :5] = 0
     alpha = torch.randn(hidden, width, generator=g, dtype=dtype)
-    left = torch.randn(steps, rows, hidden, generator=g, dtype=dtype)
+    error = torch.randn(steps, rows, hidden, generator=g, dtype=dtype)
+    deltas = torch.randn(steps, hidden, generator=g, dtype=dtype)
+    later = error.flip(0).cumsum(0).flip(0)  # sum_{k>=j} error[k]
+    left = -0.05 * deltas[:, None, :] * later
     both = x[:steps, None, :] * x[None]  # [steps, rows, width]
     rated = lookahead_kernel.compiled_pair_products(x, steps, alpha)
-    part = lookahead_kernel.compiled_pair_rate_grads(x, steps, left, alpha)
+    part = lookahead_kernel.compiled_pair_rate_grads(x, steps, error, deltas, 0.05, alpha)
     assert rated is not None and part is not None
     tolerance = 1e-5 if dtype == torch.float32 else 1e-12
     want_rated = torch.einsum("jmd,hd->jmh", both, alpha.relu())
