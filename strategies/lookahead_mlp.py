@@ -115,8 +115,8 @@ def mlp_look_ahead(
 
 class _FirstLayerPairs:
     """The products of every incoming row with every meta-batch row, seen by the first
-    layer: ``rated[j, m] = (x_j * X_m) relu(alpha_1)^T`` and, given ``left[j, m]``, the rate
-    gradient ``relu'(alpha_1) * sum_{j,m} left[j, m] (x_j * X_m)^T``.
+    layer: ``rated[j, m] = (x_j * X_m) relu(alpha_1)^T``, and the first layer's rate
+    gradient (:meth:`rate_grad`), a sum over the same products.
 
     Compiled on the CPU, over the pixels each pair inks in common
     (``lookahead_kernel.compiled_pair_products``); otherwise two matmuls over the columns
