@@ -31,6 +31,7 @@ check both paths give the same numbers.
 from __future__ import annotations
 
 import functools
+import warnings
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -66,12 +67,10 @@ def compiled_inner_loop(
     """
     if not _runs_here(theta, rate, pre, rated):
         return None
-    kernel = _kernels()
-    if kernel is None:
-        return None
     grads, fast = theta.new_empty(len(y), len(theta)), theta.new_empty(len(y), len(theta))
     first = rated.new_empty(rated.shape)
-    kernel.inner_steps(
+    ran = _launch(
+        "inner_steps",
         theta.numpy(),
         rate.numpy(),
         y.contiguous().numpy(),
@@ -82,7 +81,7 @@ def compiled_inner_loop(
         fast.numpy(),
         first.numpy(),
     )
-    return grads, fast, first
+    return (grads, fast, first) if ran else None
 
 
 def compiled_meta_sums(
@@ -96,13 +95,10 @@ def compiled_meta_sums(
     """
     if not _runs_here(grads, meta, rate):
         return None
-    kernels = _kernels()
-    if kernels is None:
-        return None
     total, by_rate = rate.new_empty(len(rate)), rate.new_empty(len(rate))
     arrays = (grads.numpy(), meta.numpy(), rate.numpy())
-    kernels.meta_sums(*arrays, scale, total.numpy(), by_rate.numpy())
-    return total, by_rate
+    ran = _launch("meta_sums", *arrays, scale, total.numpy(), by_rate.numpy())
+    return (total, by_rate) if ran else None
 
 
 def compiled_pair_products(meta_x: Tensor, steps: int, alpha: Tensor) -> Tensor | None:
@@ -116,12 +112,9 @@ def compiled_pair_products(meta_x: Tensor, steps: int, alpha: Tensor) -> Tensor 
     """
     if not _runs_here(meta_x, alpha):
         return None
-    kernels = _kernels()
-    if kernels is None:
-        return None
     rated = meta_x.new_empty(steps, len(meta_x), len(alpha))
-    kernels.pair_products(meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
-    return rated
+    ran = _launch("pair_products", meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
+    return rated if ran else None
 
 
 def compiled_pair_rate_grads(
@@ -133,13 +126,38 @@ def compiled_pair_rate_grads(
     :func:`compiled_pair_products` takes them. ``None`` when it cannot run here."""
     if not _runs_here(meta_x, error, deltas, alpha):
         return None
-    kernels = _kernels()
-    if kernels is None:
-        return None
     part = torch.empty_like(alpha)
     arrays = (meta_x.numpy(), steps, error.numpy(), deltas.numpy(), scale, alpha.numpy())
-    kernels.pair_rate_grads(*arrays, part.numpy())
-    return part
+    return part if _launch("pair_rate_grads", *arrays, part.numpy()) else None
+
+
+def _launch(name: str, *arrays: Any) -> bool:
+    """Run kernel ``name`` on ``arrays``; False where numba is missing or cannot compile
+    it (then, with one warning, PyTorch operators serve for the rest of the process)."""
+    global _unusable
+    kernels = None if _unusable else _kernels()
+    if kernels is None:
+        return False
+    try:
+        getattr(kernels, name)(*arrays)
+    except Exception as error:
+        from numba.core.errors import NumbaError
+
+        if not isinstance(error, NumbaError):
+            raise
+        _unusable = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        warnings.warn(
+            f"lifelong: numba cannot compile La-MAML's CPU kernels here ({_unusable}); "
+            "PyTorch operators compute the same numbers, more slowly",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
+
+
+_unusable = ""
+"""Why the kernels failed to compile in this process ("" while they have not)."""
 
 
 def _runs_here(first: Tensor, *others: Tensor) -> bool:

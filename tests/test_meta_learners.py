@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -324,6 +325,48 @@ def test_compiled_pair_kernels_match_their_formulas(dtype: torch.dtype) -> None:
     want_part = torch.einsum("jmh,jmd->hd", left, both) * (alpha > 0)
     torch.testing.assert_close(rated, want_rated, rtol=tolerance, atol=tolerance)
     torch.testing.assert_close(part, want_part, rtol=tolerance, atol=tolerance)
+
+
+def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
+    monkeypatch,
+) -> None:
+    """A compilation error (an older numba, another platform) is not the user's problem:
+    one warning, then the PyTorch operators, with the same numbers, for the whole process."""
+    import lifelong.strategies.lookahead_mlp as lookahead_mlp
+    from lifelong.strategies import lookahead_kernel
+
+    numba = pytest.importorskip("numba", reason="numba is not installed")
+    compiled = lookahead_kernel._kernels()
+    assert compiled is not None
+    calls: list[str] = []
+
+    def broken(*args: Any) -> None:
+        calls.append("pair_products")
+        raise numba.core.errors.TypingError("cannot type this here")
+
+    monkeypatch.setattr(lookahead_kernel, "_unusable", "")
+    monkeypatch.setattr(
+        lookahead_kernel, "_kernels", lambda: compiled._replace(pair_products=broken)
+    )
+    composite = mlp_composite((4, 5))
+    weights = list(values(composite.params).values())
+    lrs = list(rates(composite.params).values())
+    batch = data(3, 10)
+    args = (weights, lrs, batch.x, batch.y, REPLAY.batch.x, REPLAY.batch.y)
+    with pytest.warns(RuntimeWarning, match="numba cannot compile La-MAML's CPU kernels"):
+        got = lookahead_mlp.mlp_look_ahead(*args)
+    assert "TypingError" in lookahead_kernel._unusable and calls == ["pair_products"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        lookahead_mlp.mlp_look_ahead(*args)
+    assert calls == ["pair_products"]  # no second try
+    for name in ("compiled_inner_loop", "compiled_meta_sums", "compiled_pair_products"):
+        monkeypatch.setattr(lookahead_mlp, name, lambda *a: None)
+    monkeypatch.setattr(lookahead_mlp, "compiled_pair_rate_grads", lambda *a: None)
+    want = lookahead_mlp.mlp_look_ahead(*args)
+    torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
+    for a, b in zip(got[1] + got[2], want[1] + want[2], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> None:
