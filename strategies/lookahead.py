@@ -180,9 +180,14 @@ def clip_by_norm(grads: Params, max_norm: float) -> Params:
     """
     if max_norm <= 0 or not grads:
         return grads
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads.values()))))
+    norm = _joint_norm(list(grads.values()))
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
     return dict(zip(grads, torch._foreach_mul(list(grads.values()), scale), strict=True))
+
+
+def _joint_norm(grads: list[Tensor]) -> Tensor:
+    """The L2 norm of all of ``grads`` together, 0-d on their device."""
+    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
 
 
 def _clipped(grads: list[Tensor], max_norm: float) -> tuple[list[Tensor], float]:
@@ -193,7 +198,7 @@ def _clipped(grads: list[Tensor], max_norm: float) -> tuple[list[Tensor], float]
     elsewhere the clipped tensors themselves come back, with ``s = 1``."""
     if max_norm <= 0 or not grads or grads[0].device.type != "cpu":
         return list(clip_by_norm({str(i): g for i, g in enumerate(grads)}, max_norm).values()), 1.0
-    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).item()
+    norm = _joint_norm(grads).item()
     return grads, min(max_norm / (norm + 1e-6), 1.0)
 
 
