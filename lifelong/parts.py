@@ -85,10 +85,16 @@ class Quadratic:
         diverges.
         """
         with torch.no_grad():
-            for name, w in self.weights.items():
+            for name in self.weights:
                 if name in params:
-                    k = w * (2 * rate * self.scale)
-                    params[name].add_(k * self.center[name]).div_(k + 1)
+                    pull, norm = self.proximal_terms(name, rate)
+                    params[name].add_(pull).div_(norm)
+
+    def proximal_terms(self, name: str, rate: float) -> tuple[Tensor, Tensor]:
+        """``(k c, k + 1)`` of :meth:`proximal_step` for one parameter: it sets
+        ``theta <- (theta + k c) / (k + 1)``."""
+        k = self.weights[name] * (2 * rate * self.scale)
+        return k * self.center[name], k + 1
 
     def value_and_gradient(self, params: Params) -> tuple[Tensor, Params]:
         """The penalty at ``params`` and its gradient ``2 scale w (theta - c)``, no graph.
@@ -210,7 +216,8 @@ class Regularizer(abc.ABC):
         Regularizers whose penalty is such a quadratic (EWC, online EWC, SI, MAS) return
         it, so that a learner with a :meth:`Learner.proximal_rate` applies it exactly;
         None before the first consolidation. Others keep the default None and are always
-        part of the objective.
+        part of the objective. It may change only in :meth:`after_task` (``--vectorize``
+        reads it once per task).
         """
         return None
 

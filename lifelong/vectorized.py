@@ -31,6 +31,7 @@ from lifelong.allocator import pin_mmap_threshold
 from lifelong.errors import UserError
 from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.optim import SGD
+from lifelong.parts import Regularizer
 from lifelong.result import Curve, RunResult, run_key
 from lifelong.runner import InputBuffer, RunSpec, _generator
 from lifelong.strategy import Batch, Strategy, StreamInfo
@@ -80,9 +81,9 @@ def run_vectorized(
     for t in range(seeds.n_tasks):
         data = [training_data(stream.tasks[t]) for stream in seeds.streams]
         for _epoch in range(protocol.epochs):
-            for x, batches in _stacked_batches(data, protocol.batch_size, seeds.orders):
+            for batch in _stacked_batches(data, protocol.batch_size, seeds.orders):
                 for glance in range(protocol.glances):
-                    seeds.step([dataclasses.replace(b, glance=glance) for b in batches], x)
+                    seeds.step(batch, glance)
                 step += 1
                 if protocol.eval_every and step % protocol.eval_every == 0:
                     curves.append((step, t, seeds.evaluate()))
@@ -142,31 +143,39 @@ class _Seeds:
         learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
         self.closed_form = all(c.plain_mlp() for c in self.strategies)
         self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
+        self.proximal = self._proximal_terms()
+        # Each seed's own Batch is built only for the parts that read one.
+        self.per_seed_batches = not self.closed_form or any(
+            c.memory is not None for c in self.strategies
+        )
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
 
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
 
-    def step(self, batches: list[Batch], x: Tensor) -> None:
-        """One SGD step of every seed, with its own replay and penalties.
-
-        ``x`` is the seeds' incoming inputs stacked, ``[S, B, D]`` (``batches[s].x`` is
-        ``x[s]``)."""
+    def step(self, batch: _StackedBatch, glance: int) -> None:
+        """One SGD step of every seed, with its own replay and penalties."""
+        batches = batch.per_seed(self.per_seed_batches)
+        if glance:
+            batches = [dataclasses.replace(b, glance=glance) for b in batches]
+        x, y, task_ids = batch.x, batch.y, batch.task_ids
         replays = [c.memory.sample() if c.memory is not None else None for c in self.strategies]
-        joined = [
-            b if r is None else _join(b, r.batch) for b, r in zip(batches, replays, strict=True)
-        ]
         if any(r is not None for r in replays):
+            joined = [
+                b if r is None else _join(b, r.batch)
+                for b, r in zip(batches, replays, strict=True)
+            ]
             x = torch.stack([b.x for b in joined])
-        y = torch.stack([b.y for b in joined])
+            y = torch.stack([b.y for b in joined])
+            task_ids = torch.stack([b.task_ids for b in joined])
         logits: Tensor | None = None
         if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
             _, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
         else:
-            logits = self.forward(self.stack, x, torch.stack([b.task_ids for b in joined]))
+            logits = self.forward(self.stack, x, task_ids)
             ce = (
                 F.cross_entropy(logits.flatten(0, 1), y.flatten(), reduction="none")
-                .view(len(joined), -1)
+                .view(len(self.strategies), -1)
                 .mean(1)
             )
             penalties = [
@@ -178,23 +187,54 @@ class _Seeds:
         for p, g in zip(self.stack.values(), grads, strict=True):
             p.grad = g
         self.optimizer.step()
-        for s, c in enumerate(self.strategies):
-            if c.proximal:
-                c.apply_proximal(self.views(s))
+        with torch.no_grad():
+            for name, pull, norm in self.proximal:
+                self.stack[name].add_(pull).div_(norm)
         named = dict(zip(self.stack, grads, strict=True))
         for s, c in enumerate(self.strategies):
-            if c.memory is not None and batches[s].glance == 0:
+            if c.memory is not None and glance == 0:
                 kept = None
                 if c.keep_logits and logits is not None:
                     kept = logits[s, : len(batches[s].y)].detach()
                 c.memory.add(batches[s], kept)
             for reg in c.regularizers:
-                reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
+                if type(reg).observe is not Regularizer.observe:
+                    reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
 
     def after_task(self, data: list[TrainingData]) -> None:
         for s, c in enumerate(self.strategies):
             for reg in c.regularizers:
                 reg.after_task(self.views(s), data[s])
+        self.proximal = self._proximal_terms()
+
+    def _proximal_terms(self) -> list[tuple[str, Tensor, Tensor]]:
+        """The seeds' proximal steps on their quadratic penalties, stacked.
+
+        Each entry ``(name, pull, norm)`` is one penalty's step on one parameter,
+        ``theta <- (theta + pull) / norm`` (:meth:`lifelong.Quadratic.proximal_terms`),
+        in the order the composites apply them; a seed whose penalty is not consolidated
+        yet gets ``pull = 0, norm = 1``, which leaves its weights bit for bit. Penalties
+        change only at the end of a task, so this is rebuilt there, not at every step.
+        """
+        terms = []
+        for i in range(len(self.strategies[0].proximal)):
+            rates = [c.learner.proximal_rate() for c in self.strategies]
+            regs = [c.proximal[i] for c in self.strategies]
+            quadratics = [reg.quadratic() for reg in regs]
+            if all(q is None for q in quadratics):
+                continue
+            for name, stacked in self.stack.items():
+                pulls, norms = [], []
+                for s, (q, reg, rate) in enumerate(zip(quadratics, regs, rates, strict=True)):
+                    if q is None or rate is None or name not in q.weights:
+                        pulls.append(torch.zeros_like(stacked[s]))
+                        norms.append(torch.ones_like(stacked[s]))
+                        continue
+                    pull, norm = q.proximal_terms(name, rate * reg.lam)
+                    pulls.append(pull)
+                    norms.append(norm)
+                terms.append((name, torch.stack(pulls), torch.stack(norms)))
+        return terms
 
     @torch.inference_mode()
     def evaluate(self) -> Tensor:
@@ -220,27 +260,53 @@ class _Seeds:
         return torch.stack(out, 1)
 
 
+@dataclasses.dataclass(frozen=True)
+class _StackedBatch:
+    """One batch of every seed: ``x [S, B, D]`` float, ``y`` and ``task_ids`` ``[S, B]``."""
+
+    x: Tensor
+    y: Tensor
+    task_ids: Tensor
+    task: int
+
+    def per_seed(self, wanted: bool) -> list[Batch]:
+        """Seed ``s``'s :class:`Batch` (views of row ``s``); [] when not ``wanted``."""
+        if not wanted:
+            return []
+        return [
+            Batch(self.x[s], self.y[s], self.task_ids[s], self.task) for s in range(len(self.y))
+        ]
+
+
 def _stacked_batches(
-    data: list[TrainingData], batch_size: int, generators: list[torch.Generator]
-) -> Iterator[tuple[Tensor, list[Batch]]]:
-    """Every seed's shuffled batches, drawn as ``runner._batches`` draws them, with the
-    seeds' inputs gathered together and turned to float at once: ``(x [S, B, D], batches)``,
-    ``batches[s].x`` a view of ``x[s]``."""
+    data: list[TrainingData],
+    batch_size: int,
+    generators: list[torch.Generator],
+    rows_at_once: int = 4096,
+) -> Iterator[_StackedBatch]:
+    """Every seed's shuffled batches, drawn as ``runner._batches`` draws them.
+
+    The seeds' rows are gathered ``rows_at_once`` per seed at a time (a whole small task
+    at once, as uint8), so that a step only slices them and turns its ``[S, B, D]``
+    inputs to float in one operation."""
     orders = [
         torch.randperm(len(d.y), generator=g, device=d.y.device)
         for d, g in zip(data, generators, strict=True)
     ]
-    for start in range(0, len(orders[0]), batch_size):  # equal sizes: checked by _Seeds
-        picks = [o[start : start + batch_size] for o in orders]
-        raw = [d.x.index_select(0, idx) for d, idx in zip(data, picks, strict=True)]
-        x = torch.stack(raw).float().div_(255)
-        yield (
-            x,
-            [
-                Batch(x[s], d.y.index_select(0, idx), d.task_ids.index_select(0, idx), d.id)
-                for s, (d, idx) in enumerate(zip(data, picks, strict=True))
-            ],
+    n = len(orders[0])  # equal sizes: checked by _Seeds
+    span = max(rows_at_once // batch_size, 1) * batch_size
+    for first in range(0, n, span):
+        picks = [o[first : first + span] for o in orders]
+        x = torch.stack([d.x.index_select(0, i) for d, i in zip(data, picks, strict=True)])
+        y = torch.stack([d.y.index_select(0, i) for d, i in zip(data, picks, strict=True)])
+        task_ids = torch.stack(
+            [d.task_ids.index_select(0, i) for d, i in zip(data, picks, strict=True)]
         )
+        for start in range(0, len(picks[0]), batch_size):
+            rows = slice(start, start + batch_size)
+            yield _StackedBatch(
+                x[:, rows].float().div_(255), y[:, rows], task_ids[:, rows], data[0].id
+            )
 
 
 def _as_composite(strategy: Strategy) -> Composite:

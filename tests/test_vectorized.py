@@ -24,6 +24,11 @@ CPU = torch.device("cpu")
         ("er", {"replay.size": 50, "replay.batch": 16}),
         ("ewc", {"ewc.lam": 50.0, "ewc.fisher_samples": 64}),
         ("er+ewc", {"replay.size": 50, "ewc.fisher_samples": 64}),
+        ("si", {"si.lam": 5.0}),  # observes every step; a quadratic from the start
+        ("mas", {"mas.lam": 5.0, "mas.samples": 64}),
+        ("lwf", {}),  # an explicit penalty: the vmap path, logits kept
+        ("er", {"glances": 3, "replay.size": 50}),  # a repeated glance is stored once
+        ("er", {"setting": "task", "replay.size": 50}),  # several heads: the vmap path
     ],
 )
 def test_vectorized_seeds_equal_sequential_runs(strategy: str, settings: dict) -> None:
@@ -96,3 +101,23 @@ def test_vectorize_uses_every_core_unless_threads_are_given() -> None:
     assert _threads(argparse.Namespace(threads=None, vectorize=True)) == (os.cpu_count() or 1)
     assert _threads(argparse.Namespace(threads=None, vectorize=False)) == 1
     assert _threads(argparse.Namespace(threads=3, vectorize=True)) == 3
+
+
+def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> None:
+    from lifelong.runner import _batches, _generator
+    from lifelong.stream import training_data
+    from lifelong.vectorized import _stacked_batches
+
+    specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 100})
+    data = [training_data(spec.scenario.build(spec.seed).tasks[1]) for spec in specs]
+    expected = [list(_batches(d, 32, _generator(CPU, s, 2))) for s, d in enumerate(data)]
+    for span in (32, 64, 4096):  # one batch, two batches, the whole task per gathering
+        stacked = list(_stacked_batches(data, 32, [_generator(CPU, s, 2) for s in (0, 1)], span))
+        assert [len(b.y[0]) for b in stacked] == [32, 32, 32, 4]
+        for step, batch in enumerate(stacked):
+            for s, seed_batch in enumerate(batch.per_seed(True)):
+                want = expected[s][step]
+                assert torch.equal(seed_batch.x, want.x) and torch.equal(seed_batch.y, want.y)
+                assert torch.equal(seed_batch.task_ids, want.task_ids)
+                assert seed_batch.task == want.task == 1
+        assert stacked[0].per_seed(False) == []
