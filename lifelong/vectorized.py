@@ -31,7 +31,7 @@ from lifelong.allocator import pin_mmap_threshold
 from lifelong.errors import UserError
 from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.optim import SGD
-from lifelong.parts import Regularizer
+from lifelong.parts import Regularizer, Replay
 from lifelong.result import Curve, RunResult, run_key
 from lifelong.runner import InputBuffer, RunSpec, _generator
 from lifelong.strategy import Batch, Strategy, StreamInfo
@@ -144,31 +144,28 @@ class _Seeds:
         self.closed_form = all(c.plain_mlp() for c in self.strategies)
         self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
         self.proximal = self._proximal_terms()
+        from lifelong.strategies.replay import Reservoir, StackedReservoirs
+
+        memories = [c.memory for c in self.strategies]
+        self.reservoirs = (
+            StackedReservoirs(memories) if all(isinstance(m, Reservoir) for m in memories) else None
+        )
         # Each seed's own Batch is built only for the parts that read one.
-        self.per_seed_batches = not self.closed_form or any(
-            c.memory is not None for c in self.strategies
+        self.per_seed_batches = not self.closed_form or (
+            self.reservoirs is None and any(m is not None for m in memories)
         )
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
 
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
 
-    def step(self, batch: _StackedBatch, glance: int) -> None:
-        """One SGD step of every seed, with its own replay and penalties."""
-        batches = batch.per_seed(self.per_seed_batches)
-        if glance:
-            batches = [dataclasses.replace(b, glance=glance) for b in batches]
-        x, y, task_ids = batch.x, batch.y, batch.task_ids
-        replays = [c.memory.sample() if c.memory is not None else None for c in self.strategies]
-        if any(r is not None for r in replays):
-            joined = [
-                b if r is None else _join(b, r.batch)
-                for b, r in zip(batches, replays, strict=True)
-            ]
-            x = torch.stack([b.x for b in joined])
-            y = torch.stack([b.y for b in joined])
-            task_ids = torch.stack([b.task_ids for b in joined])
-        logits: Tensor | None = None
+    def step(self, batch: Batch, glance: int) -> None:
+        """One SGD step of every seed, with its own replay and penalties.
+
+        ``batch`` holds every seed's incoming batch stacked (:func:`_stacked_batches`)."""
+        batch = dataclasses.replace(batch, glance=glance)
+        batches = _per_seed(batch) if self.per_seed_batches else []
+        x, y, task_ids, replays = self._with_replay(batch, batches)
         if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
             _, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
         else:
@@ -190,16 +187,54 @@ class _Seeds:
         with torch.no_grad():
             for name, pull, norm in self.proximal:
                 self.stack[name].add_(pull).div_(norm)
+        if glance == 0:  # a repeated glance is no new sample
+            self._remember(batch, batches)
         named = dict(zip(self.stack, grads, strict=True))
         for s, c in enumerate(self.strategies):
-            if c.memory is not None and glance == 0:
-                kept = None
-                if c.keep_logits and logits is not None:
-                    kept = logits[s, : len(batches[s].y)].detach()
-                c.memory.add(batches[s], kept)
             for reg in c.regularizers:
                 if type(reg).observe is not Regularizer.observe:
                     reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
+
+    def _with_replay(
+        self, batch: Batch, batches: list[Batch]
+    ) -> tuple[Tensor, Tensor, Tensor, list[Replay | None]]:
+        """The step's inputs, targets and task ids ``[S, B + R, ...]`` (incoming rows, then
+        replayed ones) and each seed's :class:`Replay` (None: no memory or still empty)."""
+        x, y, task_ids = batch.x, batch.y, batch.task_ids
+        if self.reservoirs is not None:  # every seed's own draw, the rows gathered at once
+            drawn = self.reservoirs.sample()
+            if drawn is None:
+                return x, y, task_ids, [None] * len(self.strategies)
+            stored, logits = drawn
+            replays: list[Replay | None] = [
+                Replay(Batch(stored.x[s], stored.y[s], stored.task_ids[s], stored.task), logits[s])
+                for s in range(len(self.strategies) if not self.closed_form else 0)
+            ]
+            x, y = torch.cat([x, stored.x], 1), torch.cat([y, stored.y], 1)
+            return x, y, torch.cat([task_ids, stored.task_ids], 1), replays
+        replays = [c.memory.sample() if c.memory is not None else None for c in self.strategies]
+        if all(r is None for r in replays):
+            return x, y, task_ids, replays
+        joined = [
+            b if r is None else _join(b, r.batch) for b, r in zip(batches, replays, strict=True)
+        ]
+        x = torch.stack([b.x for b in joined])
+        y = torch.stack([b.y for b in joined])
+        return x, y, torch.stack([b.task_ids for b in joined]), replays
+
+    def _remember(self, batch: Batch, batches: list[Batch]) -> None:
+        """Every seed's memory takes its incoming batch, with the logits of the updated
+        weights when a regularizer keeps them (as :meth:`Composite.train_step` does)."""
+        logits = None
+        if self.strategies[0].keep_logits:
+            with torch.no_grad():
+                logits = self.forward(self.stack, batch.x, batch.task_ids)
+        if self.reservoirs is not None:
+            self.reservoirs.add(batch, logits)
+            return
+        for s, c in enumerate(self.strategies):
+            if c.memory is not None:
+                c.memory.add(batches[s], None if logits is None else logits[s])
 
     def after_task(self, data: list[TrainingData]) -> None:
         for s, c in enumerate(self.strategies):
@@ -260,22 +295,12 @@ class _Seeds:
         return torch.stack(out, 1)
 
 
-@dataclasses.dataclass(frozen=True)
-class _StackedBatch:
-    """One batch of every seed: ``x [S, B, D]`` float, ``y`` and ``task_ids`` ``[S, B]``."""
-
-    x: Tensor
-    y: Tensor
-    task_ids: Tensor
-    task: int
-
-    def per_seed(self, wanted: bool) -> list[Batch]:
-        """Seed ``s``'s :class:`Batch` (views of row ``s``); [] when not ``wanted``."""
-        if not wanted:
-            return []
-        return [
-            Batch(self.x[s], self.y[s], self.task_ids[s], self.task) for s in range(len(self.y))
-        ]
+def _per_seed(stacked: Batch) -> list[Batch]:
+    """Seed ``s``'s :class:`Batch` of a stacked one (views of row ``s``)."""
+    return [
+        Batch(stacked.x[s], stacked.y[s], stacked.task_ids[s], stacked.task, stacked.glance)
+        for s in range(len(stacked.y))
+    ]
 
 
 def _stacked_batches(
@@ -283,8 +308,9 @@ def _stacked_batches(
     batch_size: int,
     generators: list[torch.Generator],
     rows_at_once: int = 4096,
-) -> Iterator[_StackedBatch]:
-    """Every seed's shuffled batches, drawn as ``runner._batches`` draws them.
+) -> Iterator[Batch]:
+    """Every seed's shuffled batches, drawn as ``runner._batches`` draws them, stacked:
+    ``x [S, B, D]``, ``y`` and ``task_ids`` ``[S, B]``.
 
     The seeds' rows are gathered ``rows_at_once`` per seed at a time (a whole small task
     at once, as uint8), so that a step only slices them and turns its ``[S, B, D]``
@@ -304,9 +330,7 @@ def _stacked_batches(
         )
         for start in range(0, len(picks[0]), batch_size):
             rows = slice(start, start + batch_size)
-            yield _StackedBatch(
-                x[:, rows].float().div_(255), y[:, rows], task_ids[:, rows], data[0].id
-            )
+            yield Batch(x[:, rows].float().div_(255), y[:, rows], task_ids[:, rows], data[0].id)
 
 
 def _as_composite(strategy: Strategy) -> Composite:

@@ -185,14 +185,10 @@ def _kernels() -> _Compiled | None:
     except Exception:  # absent, or built for another numpy: the PyTorch code serves
         return None
     # Reassociation lets the dot products use vector lanes; NaN and inf keep their meaning.
-    jit = numba.njit(
-        cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False
-    )
+    jit = numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False)
     global _inkers_compiled  # the pair loops call it compiled (a closure is not cached)
     _inkers_compiled = jit(_inkers)
-    return _Compiled(
-        jit(_inner_steps), jit(_meta_sums), jit(_pair_products), jit(_pair_rate_grads)
-    )
+    return _Compiled(jit(_inner_steps), jit(_meta_sums), jit(_pair_products), jit(_pair_rate_grads))
 
 
 def _inner_steps(theta, rate, y, pre, rated, widths, grads, fast, first):
@@ -258,7 +254,10 @@ def _inner_steps(theta, rate, y, pre, rated, widths, grads, fast, first):
                 stepped[at] = weights[at] - rate[at] * e
                 lo, hi = w0 + r * n_in, w0 + (r + 1) * n_in
                 row, row_rate, row_step, row_stepped = (
-                    weights[lo:hi], rate[lo:hi], step[lo:hi], stepped[lo:hi]
+                    weights[lo:hi],
+                    rate[lo:hi],
+                    step[lo:hi],
+                    stepped[lo:hi],
                 )
                 for c in range(n_in):
                     g = e * below_acts[c]

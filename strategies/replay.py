@@ -63,31 +63,48 @@ class Reservoir(Memory):
         return min(self.seen, self.size)
 
     def sample(self) -> Replay | None:
-        if len(self) == 0:
+        pick = self._sample_rows()
+        if pick is None:
             return None
-        device = self.y.device
-        pick = torch.randperm(len(self), generator=self.generator, device=device)[: self.batch]
         x, logits = self.x.index_select(0, pick), self.logits.index_select(0, pick)
         y, task_ids = self.y.index_select(0, pick), self.task_ids.index_select(0, pick)
         return Replay(Batch(x, y, task_ids, self.task), logits)
 
     def add(self, batch: Batch, logits: Tensor | None) -> None:
-        slots = self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
+        slots = self._slots(batch)
         self.x.index_copy_(0, slots, batch.x)
         self.y.index_copy_(0, slots, batch.y)
         self.task_ids.index_copy_(0, slots, batch.task_ids)
         if logits is not None:
             self.logits.index_copy_(0, slots, logits)
-        self.seen += len(batch.y)
-        self.task = batch.task
+        self._count(len(batch.y), batch.task)
+
+    def _sample_rows(self) -> Tensor | None:
+        """The rows :meth:`sample` replays, drawn without replacement; None while empty."""
+        if len(self) == 0:
+            return None
+        device = self.y.device
+        return torch.randperm(len(self), generator=self.generator, device=device)[: self.batch]
+
+    def _slots(self, batch: Batch) -> Tensor:
+        """The slot :meth:`add` writes each sample of ``batch`` to (``size``: dropped)."""
+        return self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
+
+    def _count(self, n: int, task: int) -> None:
+        self.seen += n
+        self.task = task
 
     def _reservoir_slots(self, batch: Batch) -> Tensor:
         """The slot each sample of ``batch`` goes to, ``size`` (scratch) when it is dropped."""
         device = batch.y.device
-        u = torch.rand(len(batch.y), generator=self.generator, device=device, dtype=torch.float64)
+        u = self._draws(len(batch.y), device)
         if device.type == "cpu":  # the same rule on host numbers: a dozen fewer tensor ops
             return torch.tensor(reservoir_slots(u.tolist(), self.seen, self.size))
         return reservoir_slots_on_device(u, self.seen, self.size)
+
+    def _draws(self, n: int, device: torch.device) -> Tensor:
+        """The uniform draws that decide where ``n`` new samples go."""
+        return torch.rand(n, generator=self.generator, device=device, dtype=torch.float64)
 
     def _balanced_slots(self, batch: Batch) -> Tensor:
         """Class-balancing reservoir, sample by sample, with device tensors only."""
@@ -125,6 +142,62 @@ class Reservoir(Memory):
         return torch.where(accept, scores.argmax(), self.size)
 
 
+class StackedReservoirs:
+    """The reservoirs of a vectorized run's seeds, their buffers stacked ``[S, size + 1, ...]``.
+
+    Every seed's :class:`Reservoir` keeps its own draws (its generator, its rule, balanced
+    or not) and sees its buffers as views of row ``s`` of the stacks, so each seed's
+    memory holds exactly what it would hold in a run of its own; only the copies in and
+    out are done for all seeds at once.
+    """
+
+    def __init__(self, memories: list[Reservoir]):
+        self.memories = memories
+        self.x = torch.stack([m.x for m in memories])
+        self.y = torch.stack([m.y for m in memories])
+        self.task_ids = torch.stack([m.task_ids for m in memories])
+        self.logits = torch.stack([m.logits for m in memories])
+        for s, m in enumerate(memories):
+            m.x, m.y, m.task_ids, m.logits = self.x[s], self.y[s], self.task_ids[s], self.logits[s]
+        rows = self.x.shape[1]
+        self.offsets = torch.arange(len(memories), device=self.y.device)[:, None] * rows
+
+    def sample(self) -> tuple[Batch, Tensor] | None:
+        """Every seed's replay batch stacked (``x [S, R, D]``, ``y`` ``[S, R]``...) and the
+        stored logits ``[S, R, C]``; None while the memories are empty."""
+        picks = [m._sample_rows() for m in self.memories]
+        if picks[0] is None:  # the seeds have seen equally many samples
+            return None
+        flat = (torch.stack(picks) + self.offsets).view(-1)  # type: ignore[arg-type]
+        rows = (len(self.memories), -1)
+        x = self.x.flatten(0, 1).index_select(0, flat).view(*rows, self.x.shape[-1])
+        y = self.y.flatten(0, 1).index_select(0, flat).view(rows)
+        task_ids = self.task_ids.flatten(0, 1).index_select(0, flat).view(rows)
+        logits = self.logits.flatten(0, 1).index_select(0, flat).view(*rows, self.logits.shape[-1])
+        return Batch(x, y, task_ids, self.memories[0].task), logits
+
+    def add(self, stacked: Batch, logits: Tensor | None) -> None:
+        """Add seed ``s``'s incoming batch, row ``s`` of ``stacked`` (``x [S, B, D]``...),
+        with ``logits [S, B, C]`` when they are kept."""
+        n, device = stacked.y.shape[1], stacked.y.device
+        if any(m.balanced for m in self.memories):  # decided sample by sample, per memory
+            seeds = range(len(self.memories))
+            batches = [Batch(stacked.x[s], stacked.y[s], stacked.task_ids[s], 0) for s in seeds]
+            slots = torch.stack([m._slots(b) for m, b in zip(self.memories, batches, strict=True)])
+        else:  # each memory's own draws, the plain rule applied to all at once
+            draws = torch.stack([m._draws(n, device) for m in self.memories])
+            first = self.memories[0]  # the seeds have seen equally many samples
+            slots = reservoir_slots_on_device(draws, first.seen, first.size)
+        flat = (slots + self.offsets).view(-1)
+        self.x.flatten(0, 1).index_copy_(0, flat, stacked.x.flatten(0, 1))
+        self.y.flatten(0, 1).index_copy_(0, flat, stacked.y.flatten())
+        self.task_ids.flatten(0, 1).index_copy_(0, flat, stacked.task_ids.flatten())
+        if logits is not None:
+            self.logits.flatten(0, 1).index_copy_(0, flat, logits.flatten(0, 1))
+        for m in self.memories:
+            m._count(n, stacked.task)
+
+
 def reservoir_slots(draws: list[float], seen: int, size: int) -> list[int]:
     """Reservoir sampling's slot for each new sample, ``size`` (scratch) when it is dropped.
 
@@ -141,11 +214,17 @@ def reservoir_slots(draws: list[float], seen: int, size: int) -> list[int]:
 
 
 def reservoir_slots_on_device(draws: Tensor, seen: int, size: int) -> Tensor:
-    """:func:`reservoir_slots` with device tensors only (no host synchronisation)."""
-    device = draws.device
-    n = torch.arange(seen, seen + len(draws), device=device)
+    """:func:`reservoir_slots` with device tensors only (no host synchronisation).
+
+    ``draws`` is ``[B]``, or ``[S, B]`` for ``S`` memories that have each seen ``seen``
+    samples (a vectorized run's seeds): each row is decided on its own.
+    """
+    device, width = draws.device, draws.shape[-1]
+    n = torch.arange(seen, seen + width, device=device)
     slots = torch.where(n < size, n, (draws * (n + 1)).long()).clamp(max=size)
-    order = torch.arange(len(n), device=device)
-    last = torch.full((size + 1,), -1, device=device, dtype=torch.long)
-    last.scatter_reduce_(0, slots, order, reduce="amax")
-    return torch.where(last[slots] == order, slots, size)
+    rows = slots.view(-1, width)
+    flat = rows + torch.arange(len(rows), device=device)[:, None] * (size + 1)
+    order = torch.arange(width, device=device).expand_as(rows)
+    last = torch.full((len(rows) * (size + 1),), -1, device=device, dtype=torch.long)
+    last.scatter_reduce_(0, flat.reshape(-1), order.reshape(-1), reduce="amax")
+    return torch.where(last[flat] == order, rows, size).view_as(slots)

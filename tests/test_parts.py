@@ -69,6 +69,11 @@ def test_reservoir_slots_on_the_host_equal_the_device_rule(seen: int, size: int,
     assert on_host == reservoir_slots_on_device(draws, seen, size).tolist()
     kept = [s for s in on_host if s < size]
     assert len(kept) == len(set(kept))
+    # Several memories at once (a vectorized run's seeds): each row by its own rule.
+    rows = torch.rand(4, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+    rows[1] = rows[0]  # two memories drawing alike collide alike, and apart from each other
+    on_device = reservoir_slots_on_device(rows, seen, size)
+    assert on_device.tolist() == [reservoir_slots(r.tolist(), seen, size) for r in rows]
 
 
 def test_reservoir_keeps_a_uniform_sample_of_the_stream() -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
 import numpy as np
 import pytest
 import torch
 
-from lifelong import UserError
+from lifelong import Batch, Memory, Replay, StreamInfo, UserError
 from lifelong.cli import main
+from lifelong.compose import configure
 from lifelong.plan import plan_runs
 from lifelong.runner import execute
 from lifelong.vectorized import run_vectorized
@@ -29,6 +34,8 @@ CPU = torch.device("cpu")
         ("lwf", {}),  # an explicit penalty: the vmap path, logits kept
         ("er", {"glances": 3, "replay.size": 50}),  # a repeated glance is stored once
         ("er", {"setting": "task", "replay.size": 50}),  # several heads: the vmap path
+        ("er", {"replay.size": 50, "replay.balanced": True}),
+        ("der++", {"replay.size": 50}),  # the replay's stored logits, in the vmap path
     ],
 )
 def test_vectorized_seeds_equal_sequential_runs(strategy: str, settings: dict) -> None:
@@ -106,7 +113,7 @@ def test_vectorize_uses_every_core_unless_threads_are_given() -> None:
 def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> None:
     from lifelong.runner import _batches, _generator
     from lifelong.stream import training_data
-    from lifelong.vectorized import _stacked_batches
+    from lifelong.vectorized import _per_seed, _stacked_batches
 
     specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 100})
     data = [training_data(spec.scenario.build(spec.seed).tasks[1]) for spec in specs]
@@ -115,9 +122,50 @@ def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> N
         stacked = list(_stacked_batches(data, 32, [_generator(CPU, s, 2) for s in (0, 1)], span))
         assert [len(b.y[0]) for b in stacked] == [32, 32, 32, 4]
         for step, batch in enumerate(stacked):
-            for s, seed_batch in enumerate(batch.per_seed(True)):
+            for s, seed_batch in enumerate(_per_seed(batch)):
                 want = expected[s][step]
                 assert torch.equal(seed_batch.x, want.x) and torch.equal(seed_batch.y, want.y)
                 assert torch.equal(seed_batch.task_ids, want.task_ids)
                 assert seed_batch.task == want.task == 1
-        assert stacked[0].per_seed(False) == []
+
+
+@dataclass
+class _Latest(Memory):
+    """A memory of the latest ``size`` samples, replayed whole: not a reservoir, so the
+    vectorized run keeps it per seed."""
+
+    name: ClassVar[str] = "latest"
+    size: int = 20
+    x: torch.Tensor = field(init=False, repr=False)
+    y: torch.Tensor = field(init=False, repr=False)
+    task_ids: torch.Tensor = field(init=False, repr=False)
+    task: int = field(init=False, default=0)
+
+    def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
+        self.x = torch.zeros(0, info.input_dim)
+        self.y = self.task_ids = torch.zeros(0, dtype=torch.long)
+
+    def add(self, batch: Batch, logits: torch.Tensor | None) -> None:
+        self.x = torch.cat([self.x, batch.x])[-self.size :]
+        self.y = torch.cat([self.y, batch.y])[-self.size :]
+        self.task_ids = torch.cat([self.task_ids, batch.task_ids])[-self.size :]
+        self.task = batch.task
+
+    def sample(self) -> Replay | None:
+        if not len(self):
+            return None
+        stored = Batch(self.x, self.y, self.task_ids, self.task)
+        return Replay(stored, torch.zeros(len(self), 10))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def test_a_memory_of_another_kind_is_kept_per_seed_with_equal_results() -> None:
+    sgd, _ = configure("sgd", {})
+    strategy = dataclasses.replace(sgd, memory=_Latest(), spec="sgd+latest")
+    specs = plan_runs("split-mnist", [strategy], [0, 1], {"samples_per_task": 64})
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    one_by_one = [execute(spec, stream, CPU) for spec, stream in zip(specs, streams, strict=True)]
+    for a, b in zip(one_by_one, run_vectorized(specs, streams, CPU), strict=True):
+        np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)

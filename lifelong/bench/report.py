@@ -184,7 +184,7 @@ def _la_maml(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[st
         "this CPU as the issue measured it (20 tasks x 1,000 samples x 5 glances in about "
         "94 s of training; not re-run here). lifelong runs that same protocol too; its "
         "loop includes the evaluation of all 20 tasks before training and after each task, "
-        "and the row \"lifelong, training only\" takes those 21 evaluations out (timed in "
+        'and the row "lifelong, training only" takes those 21 evaluations out (timed in '
         "the same runs), as the official figure counts training alone.",
         "",
         "| workload | implementation | loop s | training samples | sample-glances | "
