@@ -17,6 +17,7 @@ from lifelong.errors import UserError, closest
 if TYPE_CHECKING:
     from lifelong.params import ParamSpec
     from lifelong.result import RunResult
+    from lifelong.sweep import RunRequest
 
 __all__ = ["main"]
 
@@ -255,6 +256,8 @@ def _execute(
         if args.download and isinstance(family, ImageScenario):
             load_dataset(family.dataset, args.data_dir, download=True)
         family.build(seeds[0], args.data_dir)  # the data exist and the settings are possible
+        if args.vectorize:
+            _check_vectorizable(batch)
         requests += batch
     target = check_out_dir(out) if out else None
     if header:
@@ -267,6 +270,7 @@ def _execute(
         address=args.address,
         report=lambda text: _say(args, text),
         progress=not args.quiet,
+        vectorize=args.vectorize,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
@@ -279,6 +283,19 @@ def _execute(
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in failed) else 0
+
+
+def _check_vectorizable(requests: list[RunRequest]) -> None:
+    """Refuse ``--vectorize`` for a strategy it cannot batch, before any run starts."""
+    from lifelong.vectorized import vectorizable
+
+    for request in requests:
+        why = vectorizable(request.spec())
+        if why:
+            raise UserError(
+                f"--vectorize cannot batch '{request.strategy}': {why}; "
+                "run it without --vectorize (its seeds then run in parallel processes)"
+            )
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -285,7 +285,11 @@ def _to_host(curves: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int
     return [(s, t, stacked[i]) for i, (s, t, _) in enumerate(curves)]
 
 
-def _progress_bar(spec: RunSpec, stream: Stream, first_task: int, *, enabled: bool) -> Any:
+def _progress_bar(
+    spec: RunSpec, stream: Stream, first_task: int, *, enabled: bool, label: str = ""
+) -> Any:
+    """A bar over the run's batches on a terminal (None otherwise); ``label`` names it
+    (default: the strategy and seed)."""
     if not enabled or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
@@ -295,5 +299,5 @@ def _progress_bar(spec: RunSpec, stream: Stream, first_task: int, *, enabled: bo
         tasks = stream.tasks[: task.id + 1] if spec.strategy.trains_on == "seen" else [task]
         n = sum(len(t.y_train) for t in tasks)
         total += -(-n // spec.protocol.batch_size) * spec.protocol.epochs
-    label = f"{spec.strategy.name} seed {spec.seed}"
+    label = label or f"{spec.strategy.name} seed {spec.seed}"
     return tqdm(total=total, desc=label, unit="batch", leave=False, file=sys.stderr)

@@ -177,7 +177,7 @@ def sweep(
     try:
         if vectorize:
             for group in _seed_groups(todo):
-                for result in _run_vectorized(group):
+                for result in _run_vectorized(group, progress=progress):
                     land(result)
         elif executor == "ray":
             _run_on_ray(todo, checkpoints, address, land)
@@ -250,7 +250,7 @@ def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
     return list(groups.values())
 
 
-def _run_vectorized(group: list[RunRequest]) -> list[RunResult]:
+def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResult]:
     import torch
 
     from lifelong.runner import resolve_device
@@ -261,7 +261,8 @@ def _run_vectorized(group: list[RunRequest]) -> list[RunResult]:
     streams = [
         spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
     ]
-    return run_vectorized(specs, streams, resolve_device(group[0].device), group[0].data_dir)
+    device = resolve_device(group[0].device)
+    return run_vectorized(specs, streams, device, group[0].data_dir, progress=progress)
 
 
 def _runs_bar(total: int, *, enabled: bool) -> Any:

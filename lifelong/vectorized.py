@@ -33,7 +33,7 @@ from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_log
 from lifelong.optim import SGD
 from lifelong.parts import Regularizer, Replay
 from lifelong.result import Curve, RunResult, run_key
-from lifelong.runner import InputBuffer, RunSpec, _generator
+from lifelong.runner import InputBuffer, RunSpec, _generator, _progress_bar
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
@@ -62,8 +62,12 @@ def run_vectorized(
     streams: Sequence[Stream],
     device: torch.device,
     data_dir: str | None = None,
+    *,
+    progress: bool = False,
 ) -> list[RunResult]:
     """Train ``specs`` (one strategy, several seeds) together; one result per seed.
+
+    With ``progress``, a bar on a terminal counts the batches.
 
     Raises:
         UserError: a strategy that cannot be vectorized, or specs that differ in more
@@ -78,18 +82,27 @@ def run_vectorized(
     init = seeds.evaluate()
     rows, curves, step = [], [(0, -1, init)], 0
     protocol = specs[0].protocol
-    for t in range(seeds.n_tasks):
-        data = [training_data(stream.tasks[t]) for stream in seeds.streams]
-        for _epoch in range(protocol.epochs):
-            for batch in _stacked_batches(data, protocol.batch_size, seeds.orders):
-                for glance in range(protocol.glances):
-                    seeds.step(batch, glance)
-                step += 1
-                if protocol.eval_every and step % protocol.eval_every == 0:
-                    curves.append((step, t, seeds.evaluate()))
-        seeds.after_task(data)
-        rows.append(seeds.evaluate())
-        curves.append((step, t, rows[-1]))
+    seed_list = ",".join(str(spec.seed) for spec in specs)
+    label = f"{specs[0].strategy.name} seeds {seed_list} vectorized"
+    bar = _progress_bar(specs[0], seeds.streams[0], 0, enabled=progress, label=label)
+    try:
+        for t in range(seeds.n_tasks):
+            data = [training_data(stream.tasks[t]) for stream in seeds.streams]
+            for _epoch in range(protocol.epochs):
+                for batch in _stacked_batches(data, protocol.batch_size, seeds.orders):
+                    for glance in range(protocol.glances):
+                        seeds.step(batch, glance)
+                    step += 1
+                    if protocol.eval_every and step % protocol.eval_every == 0:
+                        curves.append((step, t, seeds.evaluate()))
+                    if bar is not None:
+                        bar.update(1)
+            seeds.after_task(data)
+            rows.append(seeds.evaluate())
+            curves.append((step, t, rows[-1]))
+    finally:
+        if bar is not None:
+            bar.close()
     wall = (time.perf_counter() - start) / len(specs)
     return [
         _result(spec, stream, s, rows, curves, init, wall, device)

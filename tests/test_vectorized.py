@@ -97,6 +97,17 @@ def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:
     assert [r.key for r in vec] == [r.key for r in seq]
     for a, b in zip(vec, seq, strict=True):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
+        assert a.device == "cpu (vectorized x4)" and b.device == "cpu"
+
+
+def test_cli_vectorize_refuses_a_strategy_it_cannot_batch_before_any_run(tmp_path, capsys) -> None:
+    out = tmp_path / "vec"
+    args = ["run", "split-mnist", "-s", "naive", "-s", "la-maml", "--seeds", "0,1"]
+    code = main([*args, "--vectorize", "--set", "samples_per_task=32", "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--vectorize cannot batch 'la-maml'" in err[0] and "without --vectorize" in err[0]
+    assert not out.exists()
 
 
 def test_vectorize_uses_every_core_unless_threads_are_given() -> None:
@@ -169,3 +180,19 @@ def test_a_memory_of_another_kind_is_kept_per_seed_with_equal_results() -> None:
     one_by_one = [execute(spec, stream, CPU) for spec, stream in zip(specs, streams, strict=True)]
     for a, b in zip(one_by_one, run_vectorized(specs, streams, CPU), strict=True):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
+
+
+def test_vectorized_run_shows_a_progress_bar_on_a_terminal(monkeypatch) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 64})
+    run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU, progress=True)
+    shown = terminal.getvalue()
+    assert "naive seeds 0,1 vectorized:" in shown and " 0/10 " in shown  # 5 tasks x 2 batches
