@@ -52,6 +52,34 @@ def matmul_rate(threads: int) -> float:
         torch.set_num_threads(1)
 
 
+def in_matmuls(work: Any) -> float:
+    """Seconds ``work`` spends inside torch's batched matmul calls (``bmm``, ``baddbmm``).
+
+    These carry all of a vectorized run's arithmetic but the per-seed work that stays
+    sequential (EWC's Fisher, whose products go through autograd, is not counted)."""
+    spent = [0.0]
+
+    def timed_op(op: Any) -> Any:
+        def run(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return op(*args, **kwargs)
+            finally:
+                spent[0] += time.perf_counter() - start
+
+        return run
+
+    originals = {name: getattr(torch, name) for name in ("bmm", "baddbmm")}
+    for name, op in originals.items():
+        setattr(torch, name, timed_op(op))
+    try:
+        work()
+    finally:
+        for name, op in originals.items():
+            setattr(torch, name, op)
+    return spent[0]
+
+
 def multiply_adds(spec: RunSpec, stream: Stream) -> float:
     """The matmul multiply-adds of one seed's run: training and every evaluation.
 
@@ -69,14 +97,15 @@ def multiply_adds(spec: RunSpec, stream: Stream) -> float:
     return float(per_train * (train + replayed * steps) + per_test * test)
 
 
-def measure(name: str, rates: dict[int, float]) -> tuple[str, float | None]:
-    """One table row (a seed alone, eight one by one, eight vectorized; medians) and the
-    arithmetic floor of eight seeds over one seed's time (None: not vectorizable)."""
+def measure(name: str, rates: dict[int, float]) -> tuple[str, tuple[float, float] | None]:
+    """One table row (a seed alone, eight one by one, eight vectorized; medians), and the
+    arithmetic floor of eight seeds and the time their run spent in batched matmuls, each
+    over one seed's time (None: not vectorizable)."""
     cpu = torch.device("cpu")
     specs = plan_runs("split-mnist", [name], SEEDS, SETTINGS)
     streams = [s.scenario.build(s.seed) for s in specs]
     why = vectorizable(specs[0])
-    one, eight, together, spread, equal = [], [], [], [], True
+    one, eight, together, spread, matmuls, equal = [], [], [], [], [], True
     for _ in range(REPEAT):
         one.append(timed(lambda: execute(specs[0], streams[0], cpu))[0])
         if why:
@@ -84,6 +113,8 @@ def measure(name: str, rates: dict[int, float]) -> tuple[str, float | None]:
         t8, seq = timed(lambda: [execute(s, t, cpu) for s, t in zip(specs, streams, strict=True)])
         tv, vec = timed(lambda: run_vectorized(specs, streams, cpu))
         tc, _ = on_threads(CORES, lambda: run_vectorized(specs, streams, cpu))
+        _, tm = on_threads(CORES, lambda: in_matmuls(lambda: run_vectorized(specs, streams, cpu)))
+        matmuls.append(tm)
         eight.append(t8)
         together.append(tv)
         spread.append(tc)
@@ -96,14 +127,18 @@ def measure(name: str, rates: dict[int, float]) -> tuple[str, float | None]:
         equal &= max(gaps) < 1e-6
     base = statistics.median(one)
     if why:
-        return f"| `{name}` | {base:.2f} | - | - | - | - | - | - | not vectorizable: {why} |", None
-    seq_s, vec_s, all_s = (statistics.median(v) for v in (eight, together, spread))
+        return (
+            f"| `{name}` | {base:.2f} | - | - | - | - | - | - | - | not vectorizable: {why} |",
+            None,
+        )
+    seq_s, vec_s, all_s, mm_s = (statistics.median(v) for v in (eight, together, spread, matmuls))
     floor = len(SEEDS) * multiply_adds(specs[0], streams[0]) / rates[CORES]
     return (
         f"| `{name}` | {base:.2f} | {seq_s:.2f} | {vec_s:.2f} | {all_s:.2f} | "
         f"**{all_s / base:.2f}x** | {seq_s / all_s:.2f}x | {floor:.2f} s = {floor / base:.2f}x | "
+        f"{mm_s:.2f} s = {mm_s / base:.2f}x | "
         f"{'equal within 1e-6' if equal else '**differ**'} |"
-    ), floor / base
+    ), (floor / base, mm_s / base)
 
 
 def main() -> None:
@@ -111,7 +146,8 @@ def main() -> None:
     rates = {1: matmul_rate(1), CORES: matmul_rate(CORES)}
     measured = [measure(name, rates) for name in STRATEGIES]
     rows = [row for row, _ in measured]
-    floors = [floor for _, floor in measured if floor is not None]
+    floors = [ratios[0] for _, ratios in measured if ratios is not None]
+    in_mm = [ratios[1] for _, ratios in measured if ratios is not None]
     print("# Seeds in parallel: `--vectorize`\n")
     print("Regenerate with: `python reports/vectorize.py > reports/vectorize.md`\n")
     print(
@@ -128,29 +164,38 @@ def main() -> None:
     print(
         "| strategy | 1 seed s | 8 seeds one by one s | 8 vectorized, 1 thread s | "
         f"8 vectorized, {CORES} threads s | vectorized / 1 seed | speed-up over one by one | "
-        "arithmetic floor of 8 seeds | matrices |"
+        "arithmetic floor of 8 seeds | batched matmuls of the run | matrices |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     print("\n".join(rows))
     print(
         "\nThe arithmetic floor is the eight seeds' matmul multiply-adds (forward, weight "
         "gradients and the errors sent back, for every training row, replayed rows "
         "included, and every test row of the 6 evaluations) divided by the 1024^3 matmul "
-        f"rate on {CORES} threads: no implementation trains the eight seeds faster on this "
-        f"machine. Here it is {min(floors):.2f}-{max(floors):.2f}x one seed's whole run, "
-        "against the target's 2x. One seed's run is short and mostly per-step work "
-        "(drawing the batch, the update, evaluation's input conversion, the Python between "
-        "operators) that the batched run pays once as well, on top of eight times the "
-        "arithmetic: in a cProfile of the `naive` row on 2 threads (2026-11-30) the batched "
-        "matmuls took half of the run, at 56 G multiply-adds/s, and the other half was that "
-        "per-step work, which batching does not shrink. Every saving in a single run's "
-        "per-step work moves the target away, since the eight seeds' arithmetic stays what "
-        "it is while one seed's time shrinks. On this shared machine one seed's time also "
-        "varies by about a half between runs (naive's 0.11 to 0.17 s on 2026-12-01), and "
-        "the ratio with it. What `--vectorize` "
-        "guarantees is equality: every seed's matrix equals its sequential run's. La-MAML's "
-        "learner is sequential per sample and is not vectorized (`--vectorize` supports the "
-        "`sgd` learner and refuses others in one line)."
+        f"rate on {CORES} threads: {min(floors):.2f}-{max(floors):.2f}x one seed's whole "
+        "run here. The batched matmuls of the run are the seconds the vectorized run "
+        f"spent inside `torch.bmm` and `torch.baddbmm` on {CORES} threads (timed in a run of "
+        "its own, same repetitions), which carry all its arithmetic but EWC's Fisher: "
+        f"{min(in_mm):.2f}-{max(in_mm):.2f}x one seed's whole run. Those products are "
+        "small (32 or 64 rows a seed), so they run below the 1024^3 rate; no implementation "
+        "built on this machine's matmuls trains the eight seeds in less. The target asks "
+        "for 2x one seed, and one seed's run is short and mostly per-step work (drawing the "
+        "batch, the update, evaluation's input conversion, the Python between operators) "
+        "that the batched run pays once too, on top of eight times the arithmetic. The "
+        "rest of the vectorized run is that per-step work, done once for all seeds: the "
+        "stacked SGD update, each seed's proximal step on its quadratic penalty (one "
+        "operation pair for all seeds, rebuilt once per task), each seed's replay drawn "
+        "from its own generator and copied in and out of stacked memories at once, and, "
+        "for EWC, each seed's Fisher at the end of a task, which stays per seed. Every "
+        "saving in a single run's per-step work moves the target away, since the eight "
+        "seeds' arithmetic stays what it is while one seed's time shrinks. On this shared "
+        "machine one seed's time also varies by about a half between runs (naive's 0.10 "
+        "to 0.17 s on 2026-12-01), and the ratio with it. What `--vectorize` guarantees is "
+        "equality: every seed's matrix equals its sequential run's (the tests check naive, "
+        "momentum, er, balanced replay, der++, ewc, er+ewc, si, mas, lwf, several heads, "
+        "glances and a memory of a user's own kind). La-MAML's learner is sequential per "
+        "sample and is not vectorized (`--vectorize` supports the `sgd` learner and refuses "
+        "others in one line); its seeds run in parallel processes with `--jobs`."
     )
 
 

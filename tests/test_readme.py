@@ -36,3 +36,11 @@ def test_readme_quickstart_commands_use_the_documented_test_command() -> None:
     ci = (README.parent / ".ci" / "run").read_text()
     assert 'pip install "torch==2.13.0" -e ".[test]" && pytest' in text
     assert 'pip install -q "torch==2.13.0" -e ".[test]"' in ci and "\npytest\n" in ci
+
+
+def test_readme_seeds_together_example_gives_every_seed_its_result() -> None:
+    (block,) = [b for b in python_blocks() if b.startswith("# seeds_together.py")]
+    scope: dict = {}
+    exec(block, scope)
+    assert [r.seed for r in scope["results"]] == list(range(8))
+    assert all(r.device == "cpu (vectorized x8)" and r.strategy == "er" for r in scope["results"])
