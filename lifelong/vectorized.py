@@ -17,10 +17,12 @@ regularizers), e.g. ``er``, ``ewc``, ``er+ewc``, ``si``, ``lwf``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -80,8 +82,14 @@ def run_vectorized(
     start = time.perf_counter()
     seeds = _Seeds(specs, [s.to(device) for s in streams], device, data_dir)
     init = seeds.evaluate()
-    rows, curves, step = [], [(0, -1, init)], 0
+    rows: list[Tensor] = []
+    curves, step = [(0, -1, init)], 0
     protocol = specs[0].protocol
+    # As a sequential run: a seed whose loss turns NaN or infinite stops at the end of that
+    # task (no consolidation, no row); the others go on. One host sync per task.
+    bad_step = torch.full((len(specs),), -1, dtype=torch.long, device=device)
+    stopped = [_Stop() for _ in specs]
+    alive = [True] * len(specs)
     seed_list = ",".join(str(spec.seed) for spec in specs)
     label = f"{specs[0].strategy.name} seeds {seed_list} vectorized"
     bar = _progress_bar(specs[0], seeds.streams[0], 0, enabled=progress, label=label)
@@ -91,13 +99,25 @@ def run_vectorized(
             for _epoch in range(protocol.epochs):
                 for batch in _stacked_batches(data, protocol.batch_size, seeds.orders):
                     for glance in range(protocol.glances):
-                        seeds.step(batch, glance)
+                        loss = seeds.step(batch, glance)
                     step += 1
+                    first_bad = (bad_step < 0) & ~torch.isfinite(loss)
+                    bad_step = torch.where(first_bad, step, bad_step)
                     if protocol.eval_every and step % protocol.eval_every == 0:
                         curves.append((step, t, seeds.evaluate()))
                     if bar is not None:
                         bar.update(1)
-            seeds.after_task(data)
+            for s, bad in enumerate(bad_step.tolist()):
+                if alive[s] and bad >= 0:
+                    alive[s] = False
+                    stopped[s] = _Stop(
+                        len(rows),
+                        len(curves),
+                        f"loss became NaN or infinite at task {t}, step {bad}",
+                    )
+            if not any(alive):
+                break
+            seeds.after_task(data, alive)
             rows.append(seeds.evaluate())
             curves.append((step, t, rows[-1]))
     finally:
@@ -105,9 +125,28 @@ def run_vectorized(
             bar.close()
     wall = (time.perf_counter() - start) / len(specs)
     return [
-        _result(spec, stream, s, rows, curves, init, wall, device)
+        _result(
+            spec,
+            stream,
+            s,
+            rows,
+            curves,
+            init,
+            wall,
+            f"{device} (vectorized x{len(specs)})",
+            stopped[s],
+        )
         for s, (spec, stream) in enumerate(zip(specs, streams, strict=True))
     ]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stop:
+    """Where a seed's result ends: its rows and curve points, and why ("": it finished)."""
+
+    rows: int = 1 << 62
+    curves: int = 1 << 62
+    why: str = ""
 
 
 class _Seeds:
@@ -172,15 +211,15 @@ class _Seeds:
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
 
-    def step(self, batch: Batch, glance: int) -> None:
-        """One SGD step of every seed, with its own replay and penalties.
+    def step(self, batch: Batch, glance: int) -> Tensor:
+        """One SGD step of every seed, with its own replay and penalties; each seed's loss.
 
         ``batch`` holds every seed's incoming batch stacked (:func:`_stacked_batches`)."""
         batch = dataclasses.replace(batch, glance=glance)
         batches = _per_seed(batch) if self.per_seed_batches else []
         x, y, task_ids, replays = self._with_replay(batch, batches)
         if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
-            _, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
+            loss, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
         else:
             logits = self.forward(self.stack, x, task_ids)
             ce = (
@@ -192,8 +231,9 @@ class _Seeds:
                 c.penalties(self.views(s), batches[s], replays[s])
                 for s, c in enumerate(self.strategies)
             ]
-            total = (ce + torch.stack(penalties)).sum()
-            grads = list(torch.autograd.grad(total, list(self.stack.values())))
+            loss = ce + torch.stack(penalties)
+            grads = list(torch.autograd.grad(loss.sum(), list(self.stack.values())))
+            loss = loss.detach()
         for p, g in zip(self.stack.values(), grads, strict=True):
             p.grad = g
         self.optimizer.step()
@@ -207,6 +247,7 @@ class _Seeds:
             for reg in c.regularizers:
                 if type(reg).observe is not Regularizer.observe:
                     reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
+        return loss
 
     def _with_replay(
         self, batch: Batch, batches: list[Batch]
@@ -249,8 +290,11 @@ class _Seeds:
             if c.memory is not None:
                 c.memory.add(batches[s], None if logits is None else logits[s])
 
-    def after_task(self, data: list[TrainingData]) -> None:
+    def after_task(self, data: list[TrainingData], alive: list[bool]) -> None:
+        """Consolidate every seed still training (a diverged run stops before this)."""
         for s, c in enumerate(self.strategies):
+            if not alive[s]:
+                continue
             for reg in c.regularizers:
                 reg.after_task(self.views(s), data[s])
         self.proximal = self._proximal_terms()
@@ -375,10 +419,16 @@ def _result(
     curves: list[tuple[int, int, Tensor]],
     init: Tensor,
     wall: float,
-    device: torch.device,
+    device: str,
+    stop: _Stop,
 ) -> RunResult:
-    matrix = torch.stack([row[s] for row in rows]).cpu().double().numpy()
+    """Seed ``s``'s result, shaped as a sequential run's (a diverged one included)."""
+    matrix = [row[s].cpu().double().tolist() for row in rows[: stop.rows]]
     b = init[s].cpu().double().numpy()
+    if stop.why:
+        scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
+    else:
+        scores = metrics.summarize(np.array(matrix), b)
     return RunResult(
         scenario=spec.scenario.name,
         strategy=spec.strategy.name,
@@ -386,10 +436,12 @@ def _result(
         config=spec.config(),
         key=run_key(spec.config()),
         task_names=[task.name for task in stream.tasks],
-        matrix=matrix.tolist(),
+        matrix=matrix,
         init=b.tolist(),
-        metrics=metrics.summarize(matrix, b),
-        curves=[Curve(step, t, acc[s].cpu().tolist()) for step, t, acc in curves],
+        metrics=scores,
+        curves=[Curve(step, t, acc[s].cpu().tolist()) for step, t, acc in curves[: stop.curves]],
         wall_s=wall,
-        device=f"{device} (vectorized x{len(rows[0])})",
+        device=device,
+        status="diverged" if stop.why else "ok",
+        error=stop.why,
     )

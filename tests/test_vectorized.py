@@ -196,3 +196,21 @@ def test_vectorized_run_shows_a_progress_bar_on_a_terminal(monkeypatch) -> None:
     run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU, progress=True)
     shown = terminal.getvalue()
     assert "naive seeds 0,1 vectorized:" in shown and " 0/10 " in shown  # 5 tasks x 2 batches
+
+
+@pytest.mark.parametrize("lr", [1e6, 1e10])  # seed 0 diverges alone; every seed diverges
+def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
+    settings = {"samples_per_task": 96, "eval_every": 2, "naive.lr": lr}
+    specs = plan_runs("split-mnist", ["naive"], [0, 1, 2], settings)
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    one_by_one = [execute(spec, stream, CPU) for spec, stream in zip(specs, streams, strict=True)]
+    together = run_vectorized(specs, streams, CPU)
+    assert one_by_one[0].status == "diverged"
+    for a, b in zip(one_by_one, together, strict=True):
+        assert (a.status, a.error) == (b.status, b.error)
+        assert len(a.matrix) == len(b.matrix)
+        np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
+        assert [(c.step, c.task) for c in a.curves] == [(c.step, c.task) for c in b.curves]
+        np.testing.assert_allclose(
+            [list(a.metrics.values())], [list(b.metrics.values())], atol=1e-6
+        )
