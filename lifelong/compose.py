@@ -385,7 +385,13 @@ def configure(strategy: str | Composite, settings: Mapping[str, Any]) -> tuple[C
             values.setdefault(i, {})[name] = value
             used.add(key)
     rebuilt = [_rebuild(p, values.get(i, {})) for i, p in enumerate(members)]
-    return _assemble(rebuilt, spec=composite.spec), used
+    assembled = _assemble(rebuilt, spec=composite.spec)
+    if type(composite) is not Composite:  # a subclass keeps its class, and so its own hooks
+        parts = ("learner", "memory", "regularizers", "init")
+        assembled = dataclasses.replace(
+            composite, **{name: getattr(assembled, name) for name in parts}
+        )
+    return assembled, used
 
 
 def _assemble(members: list[Init | Learner | Memory | Regularizer], spec: str) -> Composite:

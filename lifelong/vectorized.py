@@ -48,13 +48,19 @@ __all__ = ["run_vectorized", "vectorizable"]
 def vectorizable(spec: RunSpec) -> str:
     """Why ``spec`` cannot run vectorized ("" when it can)."""
     from lifelong.compose import Composite
+    from lifelong.strategies.naive import Naive
+    from lifelong.strategies.sgd import Sgd
 
     strategy = spec.strategy
-    if strategy.name == "naive":
+    if type(strategy) is Naive:
         return ""
     if not isinstance(strategy, Composite):
         return f"'{strategy.name}' is not a composite of parts"
-    if strategy.learner.name != "sgd":
+    hooks = ("before_task", "train_step", "after_task", "predict")
+    own = [h for h in hooks if getattr(type(strategy), h) is not getattr(Composite, h)]
+    if own:
+        return f"'{strategy.name}' has hooks of its own ({', '.join(own)})"
+    if type(strategy.learner) is not Sgd:
         return f"its learner is '{strategy.learner.name}'; --vectorize supports sgd"
     return ""
 

@@ -306,3 +306,24 @@ def test_setup_gives_fresh_parts() -> None:
         copy.memory is not original.memory and copy.regularizers[0] is not original.regularizers[0]
     )
     assert not hasattr(original.memory, "x")
+
+
+def test_a_composite_subclass_keeps_its_own_hooks_through_settings() -> None:
+    from lifelong.runner import execute
+
+    calls: list[int] = []
+
+    @dataclasses.dataclass
+    class Counted(Composite):
+        def train_step(self, batch: Batch) -> torch.Tensor:
+            calls.append(len(batch.y))
+            return super().train_step(batch)
+
+    sgd, _ = configure("er", {})
+    fields = {f.name: getattr(sgd, f.name) for f in dataclasses.fields(sgd) if f.init}
+    settings = {"samples_per_task": 32, "replay.size": 40, "lr": 0.05}
+    (spec,) = plan_runs("split-mnist", [Counted(**fields)], [0], settings)
+    assert type(spec.strategy) is Counted
+    assert spec.strategy.learner.lr == 0.05 and spec.strategy.memory.size == 40
+    execute(spec, spec.scenario.build(0), torch.device("cpu"))
+    assert calls == [32] * 5

@@ -214,3 +214,20 @@ def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
         np.testing.assert_allclose(
             [list(a.metrics.values())], [list(b.metrics.values())], atol=1e-6
         )
+
+
+def test_a_composite_with_hooks_of_its_own_is_refused() -> None:
+    from lifelong.compose import Composite
+    from lifelong.vectorized import vectorizable
+
+    @dataclass
+    class Logged(Composite):
+        def train_step(self, batch: Batch) -> torch.Tensor:
+            return super().train_step(batch)
+
+    sgd, _ = configure("sgd", {})
+    fields = {f.name: getattr(sgd, f.name) for f in dataclasses.fields(sgd) if f.init}
+    (spec,) = plan_runs("split-mnist", [Logged(**fields)], [0])
+    assert vectorizable(spec) == "'sgd' has hooks of its own (train_step)"
+    (plain,) = plan_runs("split-mnist", ["naive"], [0])
+    assert vectorizable(plain) == ""
