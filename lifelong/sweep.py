@@ -251,6 +251,8 @@ def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
 
 
 def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResult]:
+    """Run a group of seeds as one batched model; an exception inside a strategy's part
+    becomes a ``failed`` result for every seed of the group (they train together)."""
     import torch
 
     from lifelong.runner import resolve_device
@@ -258,11 +260,20 @@ def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResul
 
     torch.set_num_threads(group[0].threads)
     specs = [r.spec() for r in group]
-    streams = [
-        spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
-    ]
-    device = resolve_device(group[0].device)
-    return run_vectorized(specs, streams, device, group[0].data_dir, progress=progress)
+    try:
+        streams = [
+            spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
+        ]
+        device = resolve_device(group[0].device)
+        return run_vectorized(specs, streams, device, group[0].data_dir, progress=progress)
+    except UserError:
+        raise
+    except Exception:
+        error = traceback.format_exc()
+        return [
+            RunResult.failed(spec.scenario.name, spec.strategy.name, r.seed, spec.config(), error)
+            for spec, r in zip(specs, group, strict=True)
+        ]
 
 
 def _runs_bar(total: int, *, enabled: bool) -> Any:

@@ -185,3 +185,30 @@ def test_builtin_suites_parse_and_plan() -> None:
         assert suite.command.startswith("lifelong ")
         for scenario, settings in suite.points():
             assert plan_runs(scenario, list(suite.strategies), list(suite.seeds), settings)
+
+
+def test_vectorized_group_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(
+    tmp_path: Path, monkeypatch
+) -> None:
+    import lifelong.vectorized
+
+    def broken(*args: object, **kwargs: object) -> list:
+        raise RuntimeError("a part broke on purpose")
+
+    requests = plan_requests("split-mnist", ["er"], [0, 1], SMALL)
+    requests += plan_requests("split-mnist", ["naive"], [0, 1], SMALL)
+    real = lifelong.vectorized.run_vectorized
+    monkeypatch.setattr(
+        lifelong.vectorized,
+        "run_vectorized",
+        lambda specs, *a, **k: broken() if specs[0].strategy.name == "er" else real(specs, *a, **k),
+    )
+    results = sweep(requests, tmp_path, vectorize=True)
+    assert [(r.strategy, r.seed, r.status) for r in results] == [
+        ("er", 0, "failed"),
+        ("er", 1, "failed"),
+        ("naive", 0, "ok"),
+        ("naive", 1, "ok"),
+    ]
+    assert "a part broke on purpose" in results[0].error and "Traceback" in results[0].error
+    assert results[2].device == "cpu (vectorized x2)"
