@@ -1,17 +1,28 @@
 """Several seeds of one strategy trained as one batched model (``--vectorize``).
 
 Each seed keeps everything a sequential run has: its own stream, initial weights (the
-same ``torch.manual_seed(seed)`` draw), data order, memory and penalties, built by the
-very same parts. Only the arithmetic is batched: the seeds' weights are stacked along a
-leading dimension, the forward pass is ``vmap`` of ``functional_call`` over that
-dimension, and one backward pass of the summed per-seed losses gives every seed exactly
-its own gradient (the seeds share no weight). SGD is elementwise, so updating the stack
-equals updating each seed. Memories and regularizers are the seeds' own part objects,
-called once per seed and step on views of the stack, so the results equal running the
-seeds one by one up to floating-point reassociation in batched matrix products.
+same ``torch.manual_seed(seed)`` draw), data order, memory draws and penalties, built by
+the very same parts. Only the arithmetic is batched: the seeds' weights are stacked along
+a leading dimension, and SGD, being elementwise, updates the stack as it would each seed.
 
-Supported: ``naive`` and composites whose learner is ``sgd`` (any memory, any
-regularizers), e.g. ``er``, ``ewc``, ``er+ewc``, ``si``, ``lwf``.
+- A one-head MLP whose objective has no penalty or only quadratic ones (naive, er, ewc,
+  si, mas, online-ewc, with or without the sgd learner's proximal step) takes the
+  hand-written gradients of the ``sgd`` learner, batched over seeds
+  (:func:`lifelong.model.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
+  its sequential run's exactly.
+- Other objectives (lwf, der, several heads) go through ``vmap`` of ``functional_call``
+  and one backward pass of the summed per-seed losses, which gives every seed its own
+  gradient (the seeds share no weight) up to float rounding; over a long run such a
+  difference can flip a ReLU and with it a prediction now and then.
+
+Regularizers are the seeds' own objects, called per seed on views of the stack; their
+quadratic penalties and proximal steps are stacked once per task. The replay memories
+draw per seed from their own generators and copy rows in and out at once
+(:class:`lifelong.strategies.replay.StackedReservoirs`).
+
+Supported (:func:`vectorizable`): ``naive`` and plain composites whose learner is
+``sgd`` and whose memory, if any, is ``replay``, e.g. ``er``, ``ewc``, ``er+ewc``, ``si``,
+``lwf``, ``der++``.
 """
 
 from __future__ import annotations
@@ -46,9 +57,15 @@ __all__ = ["run_vectorized", "vectorizable"]
 
 
 def vectorizable(spec: RunSpec) -> str:
-    """Why ``spec`` cannot run vectorized ("" when it can)."""
+    """Why ``spec`` cannot run vectorized ("" when it can).
+
+    The batched run re-implements what :class:`Composite` does around its parts, so it
+    takes ``naive`` and plain composites whose learner is ``sgd`` and whose memory, if
+    any, is the built-in ``replay``; their regularizers may be any (they read the weights
+    they are passed, as every part does)."""
     from lifelong.compose import Composite
     from lifelong.strategies.naive import Naive
+    from lifelong.strategies.replay import Reservoir
     from lifelong.strategies.sgd import Sgd
 
     strategy = spec.strategy
@@ -56,12 +73,12 @@ def vectorizable(spec: RunSpec) -> str:
         return ""
     if not isinstance(strategy, Composite):
         return f"'{strategy.name}' is not a composite of parts"
-    hooks = ("before_task", "train_step", "after_task", "predict")
-    own = [h for h in hooks if getattr(type(strategy), h) is not getattr(Composite, h)]
-    if own:
-        return f"'{strategy.name}' has hooks of its own ({', '.join(own)})"
+    if type(strategy) is not Composite:
+        return f"'{strategy.name}' is a subclass of Composite, whose own methods it would skip"
     if type(strategy.learner) is not Sgd:
         return f"its learner is '{strategy.learner.name}'; --vectorize supports sgd"
+    if strategy.memory is not None and type(strategy.memory) is not Reservoir:
+        return f"its memory is '{strategy.memory.name}'; --vectorize supports replay"
     return ""
 
 
@@ -84,6 +101,11 @@ def run_vectorized(
     reasons = {vectorizable(spec) for spec in specs} - {""}
     if reasons:
         raise UserError(f"--vectorize: {reasons.pop()}; run without --vectorize")
+    if len({repr({**spec.config(), "seed": None}) for spec in specs}) > 1:
+        raise UserError(
+            "--vectorize: the runs differ in more than their seed; group them by "
+            "configuration (lifelong run and sweep do)"
+        )
     pin_mmap_threshold(len(specs) * 512 * 1024)  # the stacked buffers are S times larger
     start = time.perf_counter()
     seeds = _Seeds(specs, [s.to(device) for s in streams], device, data_dir)
@@ -198,20 +220,19 @@ class _Seeds:
             ).requires_grad_()
             for name, _ in models[0].named_parameters()
         }
+        self.stack_list = list(self.stack.values())
         learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
-        self.closed_form = all(c.plain_mlp() for c in self.strategies)
+        # As the sgd learner: bare one-head MLPs (and quadratic penalties) by hand.
+        self.closed_form = all(c.plain_mlp(quadratic_penalties=True) for c in self.strategies)
         self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
         self.proximal = self._proximal_terms()
-        from lifelong.strategies.replay import Reservoir, StackedReservoirs
+        self.quadratics = self._quadratic_terms() if self.closed_form else []
+        from lifelong.strategies.replay import StackedReservoirs
 
-        memories = [c.memory for c in self.strategies]
-        self.reservoirs = (
-            StackedReservoirs(memories) if all(isinstance(m, Reservoir) for m in memories) else None
-        )
-        # Each seed's own Batch is built only for the parts that read one.
-        self.per_seed_batches = not self.closed_form or (
-            self.reservoirs is None and any(m is not None for m in memories)
-        )
+        memories: list[Any] = [c.memory for c in self.strategies]  # replay (vectorizable)
+        self.reservoirs = StackedReservoirs(memories) if memories[0] is not None else None
+        # Each seed's own Batch is built only for the parts that read one (penalties).
+        self.per_seed_batches = not self.closed_form
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
 
     def views(self, s: int) -> dict[str, Tensor]:
@@ -223,9 +244,10 @@ class _Seeds:
         ``batch`` holds every seed's incoming batch stacked (:func:`_stacked_batches`)."""
         batch = dataclasses.replace(batch, glance=glance)
         batches = _per_seed(batch) if self.per_seed_batches else []
-        x, y, task_ids, replays = self._with_replay(batch, batches)
+        x, y, task_ids, replays = self._with_replay(batch)
         if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
             loss, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
+            loss = self._add_quadratics(loss, grads)
         else:
             logits = self.forward(self.stack, x, task_ids)
             ce = (
@@ -247,7 +269,7 @@ class _Seeds:
             for name, pull, norm in self.proximal:
                 self.stack[name].add_(pull).div_(norm)
         if glance == 0:  # a repeated glance is no new sample
-            self._remember(batch, batches)
+            self._remember(batch)
         named = dict(zip(self.stack, grads, strict=True))
         for s, c in enumerate(self.strategies):
             for reg in c.regularizers:
@@ -255,46 +277,45 @@ class _Seeds:
                     reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
         return loss
 
-    def _with_replay(
-        self, batch: Batch, batches: list[Batch]
-    ) -> tuple[Tensor, Tensor, Tensor, list[Replay | None]]:
+    def _with_replay(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, list[Replay | None]]:
         """The step's inputs, targets and task ids ``[S, B + R, ...]`` (incoming rows, then
-        replayed ones) and each seed's :class:`Replay` (None: no memory or still empty)."""
+        replayed ones) and each seed's :class:`Replay` when the penalties read it (None:
+        no memory or still empty)."""
         x, y, task_ids = batch.x, batch.y, batch.task_ids
-        if self.reservoirs is not None:  # every seed's own draw, the rows gathered at once
-            drawn = self.reservoirs.sample()
-            if drawn is None:
-                return x, y, task_ids, [None] * len(self.strategies)
-            stored, logits = drawn
-            replays: list[Replay | None] = [
-                Replay(Batch(stored.x[s], stored.y[s], stored.task_ids[s], stored.task), logits[s])
-                for s in range(len(self.strategies) if not self.closed_form else 0)
-            ]
-            x, y = torch.cat([x, stored.x], 1), torch.cat([y, stored.y], 1)
-            return x, y, torch.cat([task_ids, stored.task_ids], 1), replays
-        replays = [c.memory.sample() if c.memory is not None else None for c in self.strategies]
-        if all(r is None for r in replays):
-            return x, y, task_ids, replays
-        joined = [
-            b if r is None else _join(b, r.batch) for b, r in zip(batches, replays, strict=True)
+        drawn = self.reservoirs.sample() if self.reservoirs is not None else None
+        if drawn is None:
+            return x, y, task_ids, [None] * len(self.strategies)
+        stored, logits = drawn  # every seed's own draw, the rows gathered at once
+        replays: list[Replay | None] = [
+            Replay(Batch(stored.x[s], stored.y[s], stored.task_ids[s], stored.task), logits[s])
+            for s in range(len(self.strategies) if self.per_seed_batches else 0)
         ]
-        x = torch.stack([b.x for b in joined])
-        y = torch.stack([b.y for b in joined])
-        return x, y, torch.stack([b.task_ids for b in joined]), replays
+        x, y = torch.cat([x, stored.x], 1), torch.cat([y, stored.y], 1)
+        return x, y, torch.cat([task_ids, stored.task_ids], 1), replays
 
-    def _remember(self, batch: Batch, batches: list[Batch]) -> None:
+    def _remember(self, batch: Batch) -> None:
         """Every seed's memory takes its incoming batch, with the logits of the updated
         weights when a regularizer keeps them (as :meth:`Composite.train_step` does)."""
+        if self.reservoirs is None:
+            return
         logits = None
         if self.strategies[0].keep_logits:
             with torch.no_grad():
                 logits = self.forward(self.stack, batch.x, batch.task_ids)
-        if self.reservoirs is not None:
-            self.reservoirs.add(batch, logits)
-            return
-        for s, c in enumerate(self.strategies):
-            if c.memory is not None:
-                c.memory.add(batches[s], None if logits is None else logits[s])
+        self.reservoirs.add(batch, logits)
+
+    def _add_quadratics(self, loss: Tensor, grads: list[Tensor]) -> Tensor:
+        """Add every quadratic penalty of the objective to the seeds' losses and, in
+        place, to their gradients, as :meth:`Composite.mlp_loss_and_grads` does."""
+        for lam, scale, offset, terms in self.quadratics:
+            value = offset
+            for i, weights, center in terms:
+                diff = self.stack_list[i].detach() - center
+                slope = diff * weights
+                value = value + scale * (slope * diff).flatten(1).sum(1)
+                grads[i].add_(slope.mul_(2 * scale), alpha=lam)
+            loss = loss + lam * value
+        return loss
 
     def after_task(self, data: list[TrainingData], alive: list[bool]) -> None:
         """Consolidate every seed still training (a diverged run stops before this)."""
@@ -304,6 +325,50 @@ class _Seeds:
             for reg in c.regularizers:
                 reg.after_task(self.views(s), data[s])
         self.proximal = self._proximal_terms()
+        self.quadratics = self._quadratic_terms() if self.closed_form else []
+
+    def _quadratic_terms(
+        self,
+    ) -> list[tuple[float, float, Tensor, list[tuple[int, Tensor, Tensor]]]]:
+        """The quadratic penalties in the seeds' objectives, stacked: for each one
+        ``(lam, scale, offsets [S], [(parameter index, weights, center), ...])``.
+
+        A seed whose penalty is not consolidated yet gets zero weights (no value, no
+        gradient). Penalties change only at the end of a task, so this is rebuilt there.
+        """
+        terms = []
+        names = list(self.stack)
+        for i in range(len(self.strategies[0].explicit)):
+            regs = [c.explicit[i] for c in self.strategies]
+            quadratics = [reg.quadratic() for reg in regs]
+            if all(q is None for q in quadratics):
+                continue
+            known = next(q for q in quadratics if q is not None)
+            device = self.stack_list[0].device
+            offsets = torch.stack(
+                [
+                    torch.as_tensor(0.0 if q is None else q.offset, dtype=torch.float32).to(device)
+                    for q in quadratics
+                ]
+            )
+            per_parameter = []
+            for name in known.weights:
+                stacked = self.stack[name]
+                weights = torch.stack(
+                    [
+                        torch.zeros_like(stacked[0]) if q is None else q.weights[name]
+                        for q in quadratics
+                    ]
+                )
+                centers = torch.stack(
+                    [
+                        torch.zeros_like(stacked[0]) if q is None else q.center[name]
+                        for q in quadratics
+                    ]
+                )
+                per_parameter.append((names.index(name), weights, centers))
+            terms.append((regs[0].lam, known.scale, offsets, per_parameter))
+        return terms
 
     def _proximal_terms(self) -> list[tuple[str, Tensor, Tensor]]:
         """The seeds' proximal steps on their quadratic penalties, stacked.

@@ -142,8 +142,7 @@ def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> N
 
 @dataclass
 class _Latest(Memory):
-    """A memory of the latest ``size`` samples, replayed whole: not a reservoir, so the
-    vectorized run keeps it per seed."""
+    """A memory of the latest ``size`` samples, replayed whole (its replay grows)."""
 
     name: ClassVar[str] = "latest"
     size: int = 20
@@ -172,14 +171,52 @@ class _Latest(Memory):
         return len(self.y)
 
 
-def test_a_memory_of_another_kind_is_kept_per_seed_with_equal_results() -> None:
+def test_strategies_whose_parts_it_would_not_honour_are_refused() -> None:
+    from lifelong.compose import Composite
+    from lifelong.vectorized import vectorizable
+
     sgd, _ = configure("sgd", {})
-    strategy = dataclasses.replace(sgd, memory=_Latest(), spec="sgd+latest")
-    specs = plan_runs("split-mnist", [strategy], [0, 1], {"samples_per_task": 64})
+    fields = {f.name: getattr(sgd, f.name) for f in dataclasses.fields(sgd) if f.init}
+
+    @dataclass
+    class Seen(Composite):  # trains on every task so far: a method of its own
+        def objective(self, params, batch, replay):  # type: ignore[no-untyped-def]
+            return super().objective(params, batch, replay)
+
+    (subclass,) = plan_runs("split-mnist", [Seen(**fields)], [0])
+    assert "subclass of Composite" in vectorizable(subclass)
+    other_memory = dataclasses.replace(sgd, memory=_Latest(), spec="sgd+latest")
+    (spec,) = plan_runs("split-mnist", [other_memory], [0])
+    assert vectorizable(spec) == "its memory is 'latest'; --vectorize supports replay"
+    (plain,) = plan_runs("split-mnist", ["naive"], [0])
+    assert vectorizable(plain) == ""
+
+
+def test_runs_that_differ_in_more_than_the_seed_are_refused() -> None:
+    (a,) = plan_runs("split-mnist", ["naive"], [0], {"samples_per_task": 64})
+    (b,) = plan_runs("split-mnist", ["naive"], [1], {"samples_per_task": 64, "lr": 0.01})
+    with pytest.raises(UserError, match="differ in more than their seed"):
+        run_vectorized([a, b], [a.scenario.build(0), b.scenario.build(1)], CPU)
+
+
+@pytest.mark.parametrize(
+    ("strategy", "settings"),
+    [
+        ("naive", {}),
+        ("ewc", {"sgd.proximal": False, "ewc.lam": 5.0, "ewc.fisher_samples": 64}),
+        ("er+si", {"sgd.proximal": False, "si.lam": 1.0, "replay.size": 100}),
+    ],
+)
+def test_closed_form_runs_equal_sequential_ones_exactly_over_whole_tasks(
+    strategy: str, settings: dict
+) -> None:
+    """One-head MLPs with no penalty or quadratic ones take the same hand-written
+    gradients as the sgd learner: no rounding apart, however long the run."""
+    specs = plan_runs("split-mnist", [strategy], [0, 1], {"eval_every": 0, **settings})
     streams = [spec.scenario.build(spec.seed) for spec in specs]
     one_by_one = [execute(spec, stream, CPU) for spec, stream in zip(specs, streams, strict=True)]
     for a, b in zip(one_by_one, run_vectorized(specs, streams, CPU), strict=True):
-        np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
+        assert a.matrix == b.matrix and a.metrics == b.metrics
 
 
 def test_vectorized_run_shows_a_progress_bar_on_a_terminal(monkeypatch) -> None:
@@ -214,20 +251,3 @@ def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
         np.testing.assert_allclose(
             [list(a.metrics.values())], [list(b.metrics.values())], atol=1e-6
         )
-
-
-def test_a_composite_with_hooks_of_its_own_is_refused() -> None:
-    from lifelong.compose import Composite
-    from lifelong.vectorized import vectorizable
-
-    @dataclass
-    class Logged(Composite):
-        def train_step(self, batch: Batch) -> torch.Tensor:
-            return super().train_step(batch)
-
-    sgd, _ = configure("sgd", {})
-    fields = {f.name: getattr(sgd, f.name) for f in dataclasses.fields(sgd) if f.init}
-    (spec,) = plan_runs("split-mnist", [Logged(**fields)], [0])
-    assert vectorizable(spec) == "'sgd' has hooks of its own (train_step)"
-    (plain,) = plan_runs("split-mnist", ["naive"], [0])
-    assert vectorizable(plain) == ""
