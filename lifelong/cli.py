@@ -230,7 +230,7 @@ def _execute(
     out: str | None,
     header: str = "",
 ) -> int:
-    from lifelong.data import load_dataset
+    from lifelong.data import DOWNLOADABLE, load_dataset
     from lifelong.results_dir import check_out_dir
     from lifelong.runner import resolve_device
     from lifelong.scenario import ImageScenario
@@ -239,8 +239,16 @@ def _execute(
     resolve_device(args.device)
     if args.vectorize and args.executor != "local":
         raise UserError("--vectorize runs in this process; drop --executor ray")
+    if args.address and args.executor != "ray":
+        raise UserError("--address is a Ray cluster's; add --executor ray or drop --address")
+    if args.out == "":
+        raise UserError("--out is empty; give a directory path")
     if args.report and not out:
         raise UserError("--report needs --out DIR (the report goes to DIR/report)")
+    if args.jobs and (args.vectorize or args.executor == "ray"):
+        why = "--vectorize trains in this process" if args.vectorize else "Ray schedules runs"
+        _say(args, f"note: --jobs has no effect here ({why})")
+    target = check_out_dir(out) if out else None  # before any download or run
     requests = []
     for scenario, settings in points:
         batch = plan_requests(
@@ -253,13 +261,15 @@ def _execute(
             threads=_threads(args),
         )
         family = batch[0].spec().scenario
-        if args.download and isinstance(family, ImageScenario):
+        if args.download and isinstance(family, ImageScenario) and family.dataset in DOWNLOADABLE:
             load_dataset(family.dataset, args.data_dir, download=True)
+        elif args.download:
+            dataset = getattr(family, "dataset", family.name)
+            _say(args, f"note: --download: {dataset} needs no download")
         family.build(seeds[0], args.data_dir)  # the data exist and the settings are possible
         if args.vectorize:
             _check_vectorizable(batch)
         requests += batch
-    target = check_out_dir(out) if out else None
     if header:
         _say(args, header)
     results = sweep(
@@ -278,6 +288,8 @@ def _execute(
         from lifelong.report import make_report
 
         _say(args, f"report: {make_report(target, command=args.command_line)}")
+    elif args.report:
+        _say(args, "report: not written, since no run completed")
     failed = [r for r in results if not r.ok]
     for r in failed:
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"

@@ -8,6 +8,7 @@ held-out digits dataset for meta-training only (it is not a stream dataset).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.util
 import os
@@ -25,6 +26,7 @@ from lifelong.errors import UserError, closest
 __all__ = [
     "DATASETS",
     "DEBIAN_FASHION_MNIST_DIR",
+    "DOWNLOADABLE",
     "Dataset",
     "load_dataset",
     "load_uci_digits",
@@ -33,6 +35,7 @@ __all__ = [
 ]
 
 DATASETS: tuple[str, ...] = ("mnist5k", "mnist", "fashion-mnist")
+DOWNLOADABLE: tuple[str, ...] = ("mnist", "fashion-mnist")  # mnist5k is embedded
 DEBIAN_FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IDX_FILES: tuple[str, ...] = (
     "train-images-idx3-ubyte",
@@ -168,11 +171,17 @@ def _download(name: str, root: Path | None) -> None:
     import torchvision.datasets  # lazy: slow to import and optional
 
     cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    created = [p for p in (root / cls.__name__, root / cls.__name__ / "raw") if not p.exists()]
     try:
         cls(root=str(root), download=True)
     except (RuntimeError, OSError) as e:
+        for folder in reversed(created):  # leave nothing behind but what was there
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only when empty: a partial file stays for a resumed download
+        lines = [line.strip() for line in str(e).splitlines() if line.strip(" ()")]
+        why = " ".join(lines[:1] + lines[1:][-1:]) or type(e).__name__  # first and last
         raise UserError(
-            f"downloading '{name}' into {root} failed ({e}): check the network,"
+            f"downloading '{name}' into {root} failed ({why}): check the network,"
             " or put the four IDX files there yourself"
         ) from e
 

@@ -28,19 +28,24 @@ def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
     return settings
 
 
+MAX_SEEDS = 10_000
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0-7"`` (or a mix, ``"0-3,9"``) -> a list of distinct seeds."""
-    seeds: list[int] = []
+    seeds: dict[int, None] = {}  # ordered and distinct
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             low, dash, high = part.partition("-")
-            span = range(int(low), int(high) + 1) if dash else [int(part)]
-            seeds.extend(s for s in span if s not in seeds)
+            span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+            if len(seeds) + len(span) > MAX_SEEDS:
+                raise UserError(f"--seeds {text!r}: at most {MAX_SEEDS:,} seeds at once")
+            seeds.update(dict.fromkeys(span))
     except ValueError:
         raise UserError(f"--seeds {text!r}: use a list like 0,1,2 or a range like 0-7") from None
     if not seeds or min(seeds) < 0:
         raise UserError(f"--seeds {text!r}: give at least one non-negative seed, e.g. 0,1,2")
-    return seeds
+    return list(seeds)
 
 
 def plan_runs(

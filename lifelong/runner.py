@@ -54,9 +54,17 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device '{name}'; use auto, cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: lifelong runs on cpu or cuda; use auto, cpu or cuda")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda or cuda:0"
+        )
+    return device
 
 
 def execute(

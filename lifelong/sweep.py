@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import traceback
@@ -223,7 +224,21 @@ def _run_on_ray(
             "--executor ray needs the optional extra: pip install 'lifelong[ray]'"
         ) from None
     if not ray.is_initialized():
-        ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
+        where = f"the Ray cluster at {address}" if address else "a local Ray instance"
+        try:
+            ray.init(
+                address=address,
+                ignore_reinit_error=True,
+                log_to_driver=False,
+                logging_level=logging.ERROR,
+            )
+        except (ValueError, ConnectionError, RuntimeError) as error:
+            why = next((line for line in str(error).splitlines() if line.strip()), "")
+            raise UserError(
+                f"--executor ray: cannot start or reach {where} ({why.strip()}); "
+                "check --address (HOST:6379 or auto)"
+            ) from None
+    _check_ray_resources(ray, todo)
     remote: Any = ray.remote(run_request)
     pending: list[Any] = [
         remote.options(num_cpus=r.threads, num_gpus=1 if r.device.startswith("cuda") else 0).remote(
@@ -240,6 +255,21 @@ def _run_on_ray(
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _check_ray_resources(ray: Any, todo: list[RunRequest]) -> None:
+    """Refuse runs that no node of the cluster can hold (Ray would wait for ever)."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    cpus = max((node.get("CPU", 0) for node in nodes), default=0)
+    gpus = max((node.get("GPU", 0) for node in nodes), default=0)
+    threads = max((r.threads for r in todo), default=1)
+    if threads > cpus:
+        raise UserError(
+            f"--threads {threads}: no node of the Ray cluster has more than {cpus:g} CPUs; "
+            f"give --threads {max(int(cpus), 1)} or fewer"
+        )
+    if gpus < 1 and any(r.device.startswith("cuda") for r in todo):
+        raise UserError("--device cuda: the Ray cluster has no GPU; use --device cpu")
 
 
 def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:

@@ -127,6 +127,9 @@ def test_list_describes_a_composition_part_by_part(spec, expected, capsys) -> No
         ),
         (["run", "split-mnist", "-s", "nope.py:Mine"], "does not exist"),
         (["run", "split-mnist", "-s", "naive", "--device", "tpu"], "unknown device"),
+        (["run", "split-mnist", "-s", "naive", "--device", "meta"], "runs on cpu or cuda"),
+        (["run", "split-mnist", "-s", "naive", "--seeds", "1-1000000000"], "at most 10,000"),
+        (["run", "split-mnist", "-s", "naive", "--address", "h:6379"], "add --executor ray"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -144,6 +147,39 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     assert fragment in err
     assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_empty_out_is_refused(capsys) -> None:
+    assert main(["run", "split-mnist", "-s", "naive", "--out", ""]) == 2
+    assert (
+        capsys.readouterr().err.strip() == "lifelong: error: --out is empty; give a directory path"
+    )
+
+
+def test_options_that_do_nothing_here_say_so(tmp_path: Path, capsys) -> None:
+    args = ["run", "split-mnist", "-s", "naive", *SMALL]
+    assert main([*args, "--download", "--vectorize", "--jobs", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "note: --download: mnist5k needs no download" in err
+    assert "note: --jobs has no effect here (--vectorize trains in this process)" in err
+    out = tmp_path / "out"
+    assert main([*args, "--set", "lr=1e30", "--out", str(out), "--report"]) == 0
+    assert "report: not written, since no run completed" in capsys.readouterr().err
+    assert not (out / "report").exists()
+
+
+def test_out_is_checked_before_any_download(tmp_path: Path, capsys, monkeypatch) -> None:
+    import lifelong.data
+
+    def must_not_run(*args: object, **kwargs: object) -> None:
+        raise AssertionError("downloaded before --out was checked")
+
+    monkeypatch.setattr(lifelong.data, "load_dataset", must_not_run)
+    target = tmp_path / "file.txt"
+    target.write_text("keep me")
+    args = ["run", "split-mnist", "-s", "naive", "--set", "dataset=mnist", "--download"]
+    assert main([*args, "--data-dir", str(tmp_path), "--out", str(target)]) == 2
+    assert "is a file" in capsys.readouterr().err
 
 
 def test_out_that_is_a_file_is_refused(tmp_path: Path, capsys) -> None:

@@ -144,6 +144,36 @@ def test_download_without_torchvision_says_so(
         load_dataset("mnist", tmp_path, download=True)
 
 
+def test_failed_download_is_one_line_and_leaves_no_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import importlib.machinery
+    import sys
+    import types
+
+    class MNIST:  # torchvision's behaviour offline: folders made, then a multi-line error
+        def __init__(self, root: str, download: bool) -> None:
+            (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+            raise RuntimeError(
+                "Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+                "<urlopen error [Errno -2] Name or service not known>\n"
+            )
+
+    vision = types.ModuleType("torchvision")
+    vision.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
+    datasets = types.ModuleType("torchvision.datasets")
+    datasets.MNIST = MNIST  # type: ignore[attr-defined]
+    vision.datasets = datasets  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", vision)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+    with pytest.raises(UserError) as info:
+        load_dataset("mnist", tmp_path, download=True)
+    message = str(info.value)
+    assert "\n" not in message and "Name or service not known" in message
+    assert message.startswith(f"downloading 'mnist' into {tmp_path.resolve()} failed")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("which", ["missing", "file"])
 def test_bad_data_dir_is_user_error(tmp_path: Path, which: str) -> None:
     path = tmp_path / "nope"

@@ -212,3 +212,21 @@ def test_vectorized_group_that_raises_is_recorded_as_failed_and_the_sweep_goes_o
     ]
     assert "a part broke on purpose" in results[0].error and "Traceback" in results[0].error
     assert results[2].device == "cpu (vectorized x2)"
+
+
+def test_ray_refuses_runs_no_node_can_hold_and_bad_addresses(tmp_path: Path, capsys) -> None:
+    ray = pytest.importorskip("ray", reason="the optional extra lifelong[ray] is not installed")
+    from lifelong import UserError
+
+    requests = plan_requests("split-mnist", ["naive"], [0], SMALL, threads=3)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        with pytest.raises(UserError, match="--threads 3: no node of the Ray cluster has more"):
+            sweep(requests, tmp_path, executor="ray")
+    finally:
+        ray.shutdown()
+    args = ["run", "split-mnist", "-s", "naive", "--executor", "ray", "--address", "garbage"]
+    assert main([*args, "--out", str(tmp_path / "out"), "-q"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot start or reach the Ray cluster at garbage" in err[0]
+    assert not (tmp_path / "out").exists()
