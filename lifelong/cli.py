@@ -320,13 +320,17 @@ def _report(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from lifelong.bench import run_bench
 
-    command = "lifelong bench" + "".join(
-        f" {flag} {value}"
-        for flag, value in (
-            ("--repeat", args.repeat),
-            ("--e2e-repeat", args.e2e_repeat),
-            ("--out", args.out),
-        )
+    options = [
+        ("--repeat", args.repeat),
+        ("--e2e-repeat", args.e2e_repeat),
+        *([("--only", args.only)] if args.only else []),
+        *([("--no-avalanche", None)] if args.no_avalanche else []),
+        *([("--threads", args.threads)] if args.threads != 1 else []),
+        *([("--no-memory", None)] if args.no_memory else []),
+        ("--out", args.out),
+    ]
+    command = shlex.join(
+        ["lifelong", "bench", *(str(p) for pair in options for p in pair if p is not None)]
     )
     path = run_bench(
         Path(args.out),

@@ -46,6 +46,48 @@ def test_bench_report_has_timings_ratios_and_targets(tmp_path: Path) -> None:
     assert "| split-mnist class-IL, naive | hand loop |" in text
     assert "loop <= 1.2x hand loop" in text
     assert ("| split-mnist class-IL, naive | avalanche |" in text) == avalanche_available()
+    assert "## EWC: why" not in text  # only when an ewc workload ran
+
+
+def test_bench_refuses_an_unwritable_out_before_measuring(tmp_path: Path) -> None:
+    import pytest
+
+    from lifelong.errors import UserError
+
+    with pytest.raises(UserError, match="is a directory; give the report's file name"):
+        run_bench(tmp_path, say=lambda text: None)
+    (tmp_path / "file").write_text("keep")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        run_bench(tmp_path / "file" / "performance.md", say=lambda text: None)
+    assert (tmp_path / "file").read_text() == "keep"
+
+
+def test_end_to_end_processes_run_on_the_bench_threads(monkeypatch) -> None:
+    import subprocess
+
+    from lifelong.bench import harness
+
+    commands: list[list[str]] = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kw: commands.append(command))
+    harness.end_to_end(WORKLOADS[0], 1, avalanche=True, threads=3)
+    assert len(commands) == 3
+    assert commands[0].count("--threads") == 1
+    assert commands[0][commands[0].index("--threads") + 1] == "3"
+    assert [c[-1] for c in commands[1:]] == ["3", "3"]  # the hand loop's and Avalanche's
+
+
+def test_bench_regenerate_line_names_every_option_given(monkeypatch, capsys) -> None:
+    import lifelong.bench
+    from lifelong.cli import main
+
+    seen: dict = {}
+    monkeypatch.setattr(lifelong.bench, "run_bench", lambda out, **kw: seen.update(kw) or Path(out))
+    args = ["bench", "--repeat", "2", "--only", "class-IL, er", "--no-avalanche"]
+    assert main([*args, "--threads", "2", "--no-memory", "--out", "x.md"]) == 0
+    assert seen["command"] == (
+        "lifelong bench --repeat 2 --e2e-repeat 3 --only 'class-IL, er' --no-avalanche "
+        "--threads 2 --no-memory --out x.md"
+    )
 
 
 def test_hand_la_maml_learns_like_lifelong_la_maml() -> None:

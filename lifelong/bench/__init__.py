@@ -32,10 +32,11 @@ def run_bench(
         measure,
         profile_top,
     )
-    from lifelong.bench.report import BenchRow, render, write
+    from lifelong.bench.report import BenchRow, check_writable, render, write
     from lifelong.errors import UserError
     from lifelong.plan import plan_runs
 
+    check_writable(out)
     torch.set_num_threads(threads)
     workloads = [w for w in WORKLOADS if only is None or only in w.name]
     if not workloads:
@@ -56,7 +57,7 @@ def run_bench(
         stream = spec.scenario.build(0)
         samples = sum(len(t.y_train) for t in stream.tasks) * spec.protocol.epochs
         loop = measure(workload, repeat, avalanche=avalanche)
-        e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche)
+        e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche, threads=threads)
         rows.append(BenchRow(workload, samples, loop, e2e, spec.protocol.glances))
     issue_run = None
     if any(w.meta for w in workloads):

@@ -244,8 +244,11 @@ def _meta(workload: Workload) -> dict[str, Any]:
     }
 
 
-def end_to_end(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str, float]:
-    """Median seconds of a whole fresh process per implementation (imports included)."""
+def end_to_end(
+    workload: Workload, repeat: int, *, avalanche: bool, threads: int = 1
+) -> dict[str, float]:
+    """Median seconds of a whole fresh process per implementation (imports included),
+    each on ``threads`` torch threads."""
     commands = {
         "lifelong": [
             sys.executable,
@@ -260,13 +263,22 @@ def end_to_end(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str,
             "1",
             "--device",
             "cpu",
+            "--threads",
+            str(threads),
             *(
                 arg
                 for k, v in workload.lifelong_settings().items()
                 for arg in ("--set", f"{k}={v}")
             ),
         ],
-        "hand loop": [sys.executable, "-m", "lifelong.bench.standalone", "hand", workload.name],
+        "hand loop": [
+            sys.executable,
+            "-m",
+            "lifelong.bench.standalone",
+            "hand",
+            workload.name,
+            str(threads),
+        ],
     }
     if avalanche:
         commands["avalanche"] = [
@@ -275,6 +287,7 @@ def end_to_end(workload: Workload, repeat: int, *, avalanche: bool) -> dict[str,
             "lifelong.bench.standalone",
             "avalanche",
             workload.name,
+            str(threads),
         ]
     out = {}
     for name, command in commands.items():

@@ -128,7 +128,8 @@ def render(
     lines += ["", "## Targets", "", "| target | workload | measured | met |", "|---|---|---:|---|"]
     lines += _target_rows(targets)
     lines += _misses(targets)
-    lines += EWC_NOTE
+    if any(row.workload.strategy == "ewc" for row in rows):
+        lines += EWC_NOTE
     lines += _memory(memory)
     profiles = [("", profile)] if isinstance(profile, str) else profile
     for name, text in profiles:
@@ -362,6 +363,19 @@ def _cores() -> int:
     import os
 
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_writable(path: Path) -> None:
+    """Fail before any measuring if the report cannot be written at ``path``."""
+    from lifelong.errors import UserError
+    from lifelong.results_dir import check_out_dir
+
+    if path.is_dir():
+        raise UserError(
+            f"--out {path} is a directory; give the report's file name, "
+            f"e.g. {path / 'performance.md'}"
+        )
+    check_out_dir(path.parent)
 
 
 def write(path: Path, text: str) -> None:
