@@ -17,6 +17,7 @@ from lifelong.errors import UserError, closest
 if TYPE_CHECKING:
     from lifelong.params import ParamSpec
     from lifelong.result import RunResult
+    from lifelong.stream import Stream
     from lifelong.sweep import RunRequest
 
 __all__ = ["main"]
@@ -266,7 +267,8 @@ def _execute(
         elif args.download:
             dataset = getattr(family, "dataset", family.name)
             _say(args, f"note: --download: {dataset} needs no download")
-        family.build(seeds[0], args.data_dir)  # the data exist and the settings are possible
+        stream = family.build(seeds[0], args.data_dir)  # the data exist, settings possible
+        _check_inits(batch, stream, args.data_dir)
         if args.vectorize:
             _check_vectorizable(batch)
         requests += batch
@@ -295,6 +297,25 @@ def _execute(
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in failed) else 0
+
+
+def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
+    """Each configuration's init checks its settings against the model and the stream
+    (:meth:`lifelong.Init.check`), before any run starts."""
+    from lifelong.compose import Composite
+    from lifelong.model import MLP
+    from lifelong.strategy import StreamInfo
+
+    checked = set()
+    for request in requests:
+        spec = request.spec()
+        init = spec.strategy.init if isinstance(spec.strategy, Composite) else None
+        if init is None or request.strategy in checked:
+            continue
+        checked.add(request.strategy)
+        hidden = spec.protocol.hidden
+        model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+        init.check(model, StreamInfo.of(stream, spec.scenario, spec.seed, data_dir))
 
 
 def _check_vectorizable(requests: list[RunRequest]) -> None:

@@ -44,3 +44,8 @@ class Init(abc.ABC):
             learns. A part that freezes parameters also sets their ``requires_grad`` to
             False, so that no gradient flows into them.
         """
+
+    def check(self, model: nn.Module, info: StreamInfo) -> None:  # noqa: B027 - optional
+        """Raise :class:`lifelong.UserError` for settings that cannot work with this model
+        and stream, without training anything: the CLI calls it for every configuration
+        before the first run starts, so a mistake stops a sweep before it spends time."""

@@ -1,6 +1,6 @@
 """Meta-trained initializations (MAML, Reptile, OML) on tasks disjoint from the evaluation stream.
 
-Where the meta-training tasks come from (``meta_source``; only ever training-split images):
+Where the meta-training tasks come from (an init's ``source``; only ever training-split images):
 
 - ``permuted`` (``auto`` for ``permuted-mnist`` and unknown families): the scenario's dataset
   under pixel permutations drawn from ``seed + 1_000_000``, never from the stream's seed.
@@ -180,6 +180,29 @@ class MetaTaskSource:
         )
 
 
+def check_meta_source(
+    scenario: ImageScenario, source: str, data_dir: str | None = None
+) -> tuple[str, str, str | None]:
+    """The meta-training source ``source`` resolves to for ``scenario``, as
+    ``(kind, dataset, transform)``; a UserError when it is unknown or would hold the
+    stream's own classes. Loads no training data but what ``auto`` needs to decide."""
+    if source not in META_SOURCES:
+        raise UserError(
+            f"source '{source}' of the meta-learned init is unknown"
+            f"{closest(source, META_SOURCES)}; choose one of {', '.join(META_SOURCES)}"
+        )
+    kind = _resolve(scenario, source, data_dir)
+    dataset = kind if kind not in ("permuted", "rotated") else scenario.dataset
+    transform = kind if kind in ("permuted", "rotated") else _family_transform(scenario)
+    same = dataset == scenario.dataset or {dataset, scenario.dataset} <= set(_DIGITS)
+    if transform is None and same:
+        raise UserError(
+            f"source '{kind}' of the meta-learned init holds the classes of the "
+            f"{scenario.dataset} stream itself; use source=permuted, rotated or another dataset"
+        )
+    return kind, dataset, transform
+
+
 def meta_tasks(
     scenario: ImageScenario,
     info: StreamInfo,
@@ -202,22 +225,9 @@ def meta_tasks(
     Returns:
         The pool, on the CPU.
     """
-    if source not in META_SOURCES:
-        raise UserError(
-            f"meta_source '{source}' is unknown{closest(source, META_SOURCES)}; "
-            f"choose one of {', '.join(META_SOURCES)}"
-        )
     if n_tasks < 1:
         raise UserError(f"meta-training needs at least one task, got n_tasks={n_tasks}")
-    kind = _resolve(scenario, source, data_dir)
-    dataset = kind if kind not in ("permuted", "rotated") else scenario.dataset
-    transform = kind if kind in ("permuted", "rotated") else _family_transform(scenario)
-    same = dataset == scenario.dataset or {dataset, scenario.dataset} <= set(_DIGITS)
-    if transform is None and same:
-        raise UserError(
-            f"meta_source '{kind}' holds the classes of the {scenario.dataset} "
-            "stream itself; use permuted, rotated or another dataset"
-        )
+    kind, dataset, transform = check_meta_source(scenario, source, data_dir)
     images, labels, n_classes = _training_split(dataset, data_dir)
     per_task, n_slots = _layout(info, n_classes)
     g = torch.Generator().manual_seed(seed + META_SEED_OFFSET)
@@ -316,7 +326,7 @@ def _draw_angle(generator: torch.Generator, avoid: Sequence[float]) -> float:
             return angle
     raise UserError(
         "meta-training: no rotation in [180, 360) is 10 degrees from every "
-        "evaluation angle; use meta_source=permuted"
+        "evaluation angle; use source=permuted"
     )
 
 

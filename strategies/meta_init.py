@@ -31,6 +31,7 @@ from lifelong.metatrain import (
     MetaTaskSource,
     OMLConfig,
     ReptileConfig,
+    check_meta_source,
     meta_init,
     meta_tasks,
     pln_names,
@@ -44,13 +45,28 @@ SOURCE_DOC = (
 
 def _source(kind: str, info: StreamInfo, source: str) -> MetaTaskSource:
     """The meta-training pool for the run's stream; a hand-built stream has none."""
+    return meta_tasks(_scenario(kind, info), info, info.seed, info.data_dir, source=source)
+
+
+def _scenario(kind: str, info: StreamInfo) -> ImageScenario:
     if not isinstance(info.scenario, ImageScenario):
         raise UserError(
             f"the '{kind}' init is meta-learned and needs a scenario to draw disjoint "
             "meta-training tasks from; run it on a registered scenario such as split-mnist, "
             "not on a hand-built stream"
         )
-    return meta_tasks(info.scenario, info, info.seed, info.data_dir, source=source)
+    return info.scenario
+
+
+@dataclass
+class _MetaLearned(Init):
+    """What the meta-learned inits share: the ``source`` of their meta-training tasks,
+    checked before any run starts."""
+
+    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
+
+    def check(self, model: nn.Module, info: StreamInfo) -> None:
+        check_meta_source(_scenario(self.name, info), self.source, info.data_dir)
 
 
 @final
@@ -68,7 +84,7 @@ class RandomInit(Init):
 
 @final
 @dataclass
-class MamlInit(Init):
+class MamlInit(_MetaLearned):
     """A MAML initialization: a few SGD steps from it fit a new task; every weight learns.
 
     References: Finn et al. 2017, "Model-Agnostic Meta-Learning for Fast Adaptation of
@@ -76,7 +92,6 @@ class MamlInit(Init):
     """
 
     name: ClassVar[str] = "maml"
-    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
     meta_steps: int = param(MAMLConfig.meta_steps, "outer (meta) updates", ge=1)
     tasks_per_batch: int = param(MAMLConfig.tasks_per_batch, "tasks per meta update", ge=1)
     inner_steps: int = param(MAMLConfig.inner_steps, "SGD steps on a task's support data", ge=1)
@@ -109,14 +124,13 @@ class MamlInit(Init):
 
 @final
 @dataclass
-class ReptileInit(Init):
+class ReptileInit(_MetaLearned):
     """A Reptile initialization: the weights moved toward task-adapted ones; every weight learns.
 
     References: Nichol et al. 2018, "On First-Order Meta-Learning Algorithms".
     """
 
     name: ClassVar[str] = "reptile"
-    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
     meta_steps: int = param(ReptileConfig.meta_steps, "outer (meta) updates", ge=1)
     tasks_per_batch: int = param(ReptileConfig.tasks_per_batch, "tasks per meta update", ge=1)
     inner_steps: int = param(ReptileConfig.inner_steps, "SGD steps on each task", ge=1)
@@ -145,7 +159,7 @@ class ReptileInit(Init):
 
 @final
 @dataclass
-class OmlInit(Init):
+class OmlInit(_MetaLearned):
     """OML: a meta-learned representation (RLN), frozen in the stream; only the PLN learns.
 
     The prediction network (PLN) is the last ``pln_layers`` Linear layers of the model, in
@@ -165,7 +179,6 @@ class OmlInit(Init):
     """
 
     name: ClassVar[str] = "oml"
-    source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
     meta_steps: int = param(OMLConfig.meta_steps, "outer (meta) updates", ge=1)
     classes_per_episode: int = param(
         OMLConfig.classes_per_episode, "classes per trajectory, across tasks if needed", ge=1
@@ -194,6 +207,10 @@ class OmlInit(Init):
             reset_rows=self.reset_rows,
             pln_layers=self.pln_layers,
         )
+
+    def check(self, model: nn.Module, info: StreamInfo) -> None:
+        pln_names(model, self.pln_layers)
+        super().check(model, info)
 
     def prepare(
         self, model: nn.Module, info: StreamInfo, generator: torch.Generator

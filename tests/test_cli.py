@@ -130,6 +130,14 @@ def test_list_describes_a_composition_part_by_part(spec, expected, capsys) -> No
         (["run", "split-mnist", "-s", "naive", "--device", "meta"], "runs on cpu or cuda"),
         (["run", "split-mnist", "-s", "naive", "--seeds", "1-1000000000"], "at most 10,000"),
         (["run", "split-mnist", "-s", "naive", "--address", "h:6379"], "add --executor ray"),
+        (
+            ["run", "split-mnist", "-s", "naive", "-s", "oml", "--set", "oml.pln_layers=5"],
+            "pln_layers must be at most 2",  # checked before naive's run, not after it
+        ),
+        (
+            ["run", "split-mnist", "-s", "naive", "-s", "maml", "--set", "maml.source=mnist5k"],
+            "source 'mnist5k' of the meta-learned init holds the classes",
+        ),
         (["frobnicate"], "invalid choice"),
     ],
 )
