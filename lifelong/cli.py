@@ -36,7 +36,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``lifelong`` command; returns the exit status."""
     parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the subcommand whose options they are not
+        parser.exit(
+            2,
+            f"lifelong: error: unrecognized arguments: {' '.join(unknown)} "
+            f"(see `lifelong {args.command} --help`)\n",
+        )
     args.command_line = shlex.join(["lifelong", *argv])
     try:
         return int(args.handler(args))

@@ -78,6 +78,8 @@ def find_suite(target: str) -> Path | None:
     """The suite file ``target`` names (a path to a .toml file or a built-in suite name)."""
     if target.endswith(".toml"):
         path = Path(target)
+        if path.is_dir():
+            raise UserError(f"suite file {path} is a directory; give the path of a .toml file")
         if not path.is_file():
             raise UserError(f"suite file {path} does not exist")
         return path

@@ -238,12 +238,14 @@ def _run_on_ray(
                 f"--executor ray: cannot start or reach {where} ({why.strip()}); "
                 "check --address (HOST:6379 or auto)"
             ) from None
-    _check_ray_resources(ray, todo)
+    gpus = _check_ray_resources(ray, todo)
+
+    def wants_gpu(r: RunRequest) -> bool:  # auto takes CUDA where the cluster has it
+        return r.device.startswith("cuda") or (r.device == "auto" and gpus > 0)
+
     remote: Any = ray.remote(run_request)
     pending: list[Any] = [
-        remote.options(num_cpus=r.threads, num_gpus=1 if r.device.startswith("cuda") else 0).remote(
-            r, checkpoints
-        )
+        remote.options(num_cpus=r.threads, num_gpus=1 if wants_gpu(r) else 0).remote(r, checkpoints)
         for r in todo
     ]
     try:
@@ -257,8 +259,9 @@ def _run_on_ray(
         raise
 
 
-def _check_ray_resources(ray: Any, todo: list[RunRequest]) -> None:
-    """Refuse runs that no node of the cluster can hold (Ray would wait for ever)."""
+def _check_ray_resources(ray: Any, todo: list[RunRequest]) -> float:
+    """Refuse runs that no node of the cluster can hold (Ray would wait for ever); the
+    most GPUs a node has."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     cpus = max((node.get("CPU", 0) for node in nodes), default=0)
     gpus = max((node.get("GPU", 0) for node in nodes), default=0)
@@ -270,6 +273,7 @@ def _check_ray_resources(ray: Any, todo: list[RunRequest]) -> None:
         )
     if gpus < 1 and any(r.device.startswith("cuda") for r in todo):
         raise UserError("--device cuda: the Ray cluster has no GPU; use --device cpu")
+    return gpus
 
 
 def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:

@@ -139,6 +139,8 @@ def test_list_describes_a_composition_part_by_part(spec, expected, capsys) -> No
             "source 'mnist5k' of the meta-learned init holds the classes",
         ),
         (["frobnicate"], "invalid choice"),
+        (["run", "split-mnist", "-s", "naive", "--bogus"], "(see `lifelong run --help`)"),
+        (["bench", "--bogus"], "(see `lifelong bench --help`)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_nothing_written(
@@ -155,6 +157,13 @@ def test_bad_input_is_one_line_exit_2_nothing_written(
     assert fragment in err
     assert len(err.strip().splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_suite_path_that_is_a_directory_says_so(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "grid.toml"
+    folder.mkdir()
+    assert main(["sweep", str(folder)]) == 2
+    assert "is a directory; give the path of a .toml file" in capsys.readouterr().err
 
 
 def test_empty_out_is_refused(capsys) -> None:
