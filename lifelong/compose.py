@@ -220,10 +220,14 @@ class Composite(Strategy):
 
     def train_step(self, batch: Batch) -> Tensor:
         replay = self.memory.sample() if self.memory is not None else None
+        stores = self.memory is not None and batch.glance == 0  # a repeated glance: no new sample
+        # The logits kept with a sample are the model's outputs as it trains on the batch,
+        # before the update (DER, Buzzega et al. 2020, Algorithm 1: z = h(x); step; store z).
+        kept = self._logits(batch) if stores and self.keep_logits else None
         step = self.learner.step(self.params, batch, replay, self.objective)
         self.apply_proximal(self.params)
-        if self.memory is not None and batch.glance == 0:  # a repeated glance is no new sample
-            self.memory.add(batch, self._logits(batch) if self.keep_logits else None)
+        if stores and self.memory is not None:
+            self.memory.add(batch, kept)
         for regularizer in self.regularizers:
             regularizer.observe(self.params, step.grads)
         return step.loss

@@ -245,6 +245,10 @@ class _Seeds:
         batch = dataclasses.replace(batch, glance=glance)
         batches = _per_seed(batch) if self.per_seed_batches else []
         x, y, task_ids, replays = self._with_replay(batch)
+        kept = None  # the logits stored with the batch: before the update, as in train_step
+        if glance == 0 and self.reservoirs is not None and self.strategies[0].keep_logits:
+            with torch.no_grad():
+                kept = self.forward(self.stack, batch.x, batch.task_ids)
         if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
             loss, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
             loss = self._add_quadratics(loss, grads)
@@ -268,8 +272,8 @@ class _Seeds:
         with torch.no_grad():
             for name, pull, norm in self.proximal:
                 self.stack[name].add_(pull).div_(norm)
-        if glance == 0:  # a repeated glance is no new sample
-            self._remember(batch)
+        if glance == 0 and self.reservoirs is not None:  # a repeated glance: no new sample
+            self.reservoirs.add(batch, kept)
         named = dict(zip(self.stack, grads, strict=True))
         for s, c in enumerate(self.strategies):
             for reg in c.regularizers:
@@ -292,17 +296,6 @@ class _Seeds:
         ]
         x, y = torch.cat([x, stored.x], 1), torch.cat([y, stored.y], 1)
         return x, y, torch.cat([task_ids, stored.task_ids], 1), replays
-
-    def _remember(self, batch: Batch) -> None:
-        """Every seed's memory takes its incoming batch, with the logits of the updated
-        weights when a regularizer keeps them (as :meth:`Composite.train_step` does)."""
-        if self.reservoirs is None:
-            return
-        logits = None
-        if self.strategies[0].keep_logits:
-            with torch.no_grad():
-                logits = self.forward(self.stack, batch.x, batch.task_ids)
-        self.reservoirs.add(batch, logits)
 
     def _add_quadratics(self, loss: Tensor, grads: list[Tensor]) -> Tensor:
         """Add every quadratic penalty of the objective to the seeds' losses and, in

@@ -335,3 +335,23 @@ def test_der_penalty_is_zero_when_logits_match() -> None:
     assert der.penalty(params, batch, None) == 0
     assert der.penalty(params, batch, replay).abs() < 1e-10
     assert der.penalty(shifted(params), batch, replay) > 0
+
+
+def test_der_keeps_the_logits_of_the_forward_pass_before_the_update() -> None:
+    """Buzzega et al. 2020, Algorithm 1: z = h(x) on the batch trained on; step; store z."""
+    from lifelong.compose import configure
+
+    strategy, _ = configure("der++", {"replay.size": 20})
+    model = MLP(3, [8], 4)
+    info = dataclasses.replace(INFO, n_outputs=4)
+    strategy.setup(model, info, torch.Generator().manual_seed(0))
+    data = task_data()
+    batch = Batch(data.x.float() / 255, data.y % 4, data.task_ids, 0)
+    with torch.no_grad():
+        before = model(batch.x)
+    strategy.train_step(batch)
+    with torch.no_grad():
+        after = model(batch.x)
+    stored = strategy.memory.logits[: len(batch.y)]  # type: ignore[union-attr]
+    torch.testing.assert_close(stored, before)
+    assert not torch.allclose(stored, after)
