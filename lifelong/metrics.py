@@ -138,8 +138,9 @@ def forgetting(R: ArrayLike) -> float:
     Args:
         R: accuracy matrix, shape [T, T].
     Returns:
-        F = 1/(T-1) sum_{j<T-1} f_j with f_j = max_{l<T-1} R[l][j] - R[T-1][j], a float in
-        [-1, 1]; NaN if T == 1.
+        F = 1/(T-1) sum_{j<T-1} f_j with f_j = max_{j<=l<T-1} R[l][j] - R[T-1][j] (the
+        rows from task j on: see :func:`forgetting_matrix`), a float in [-1, 1]; NaN if
+        T == 1.
     References:
         Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning: Understanding
         Forgetting and Intransigence" (forgetting measure F_k at k = T).
@@ -200,9 +201,12 @@ def forgetting_matrix(R: ArrayLike) -> NDArray[np.float64]:
     Args:
         R: accuracy matrix, shape [T, T].
     Returns:
-        Array F of shape [T, T] with F[k][j] = max_{l<k} R[l][j] - R[k][j] for j < k and NaN
-        for j >= k (a task not yet passed cannot be forgotten). The mean of the last row's
-        finite entries is `forgetting(R)`.
+        Array F of shape [T, T] with F[k][j] = max_{j<=l<k} R[l][j] - R[k][j] for j < k and
+        NaN for j >= k (a task not yet passed cannot be forgotten). Only rows from task j on
+        count: accuracy on a task before it was trained (above the diagonal) is no knowledge
+        that could be forgotten, and Mammoth, FACIL and continuum, which keep only the tasks
+        seen so far, take the same maximum. The mean of the last row's finite entries is
+        `forgetting(R)`.
     References:
         Chaudhry et al. 2018, "Riemannian Walk for Incremental Learning: Understanding
         Forgetting and Intransigence" (f_j^k).
@@ -210,9 +214,8 @@ def forgetting_matrix(R: ArrayLike) -> NDArray[np.float64]:
     m = _matrix(R)
     out = np.full(m.shape, np.nan)
     for k in range(1, len(m)):
-        # nanmax: rows l < j may be unevaluated (NaN); row j itself is always finite.
-        best = np.nanmax(m[:k, :k], axis=0)
-        out[k, :k] = best - m[k, :k]
+        for j in range(k):
+            out[k, j] = m[j:k, j].max() - m[k, j]  # the lower triangle: always evaluated
     return out
 
 

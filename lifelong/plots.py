@@ -52,7 +52,7 @@ MATRIX_KINDS = {  # colour map, colour-bar label, title
     "forgetting": (
         "RdBu_r",
         "forgetting (accuracy lost)\n(hatched: undefined)",
-        "forgetting F[k][j] = max_{l<k} R[l][j] - R[k][j] (Chaudhry 2018)",
+        "forgetting F[k][j] = max_{j<=l<k} R[l][j] - R[k][j] (Chaudhry 2018)",
     ),
     "transfer": (
         "RdBu",

@@ -225,3 +225,15 @@ def test_public_functions_are_documented() -> None:
         doc = fn.__doc__ or ""
         for section in ("Args:", "Returns:", "References:"):
             assert section in doc, f"{fn.__name__} docstring lacks {section}"
+
+
+def test_forgetting_ignores_accuracy_before_a_task_was_trained() -> None:
+    """Zero-shot accuracy on a future task (above the diagonal) is no knowledge that
+    could be forgotten: f_j^k takes the best of rows j..k-1 only."""
+    r = np.array([[0.10, 0.12, 0.094], [0.10, 0.109, 0.10], [0.10, 0.10, 0.10]])
+    # f_0 = max(R00, R10) - R20 = 0.0; f_1 = R11 - R21 = 0.009 (R01 = 0.12 does not count)
+    assert forgetting(r) == pytest.approx((0.0 + 0.009) / 2)
+    unseen = r.copy()
+    unseen[0, 1] = unseen[0, 2] = unseen[1, 2] = np.nan
+    assert forgetting(unseen) == pytest.approx(forgetting(r))
+    np.testing.assert_allclose(forgetting_matrix(unseen), forgetting_matrix(r), equal_nan=True)
