@@ -395,12 +395,17 @@ def format_results(results: Sequence[RunResult]) -> str:
 
 
 def _metrics_table(results: Sequence[RunResult]) -> str:
-    by_strategy: dict[str, list[dict[str, float]]] = {}
-    for r in results:
-        by_strategy.setdefault(r.strategy, []).append(r.metrics)
-    header = f"{'strategy':<16}{'seeds':>6}" + "".join(f"{m:>18}" for m in METRIC_NAMES)
+    """Means over seeds per setup: a strategy, with the settings that tell its setups apart
+    (as the report labels them), so a suite's class- and task-IL runs are not averaged."""
+    from lifelong.report import setup_labels
+
+    by_setup: dict[str, list[dict[str, float]]] = {}
+    for r, label in zip(results, setup_labels(results), strict=True):
+        by_setup.setdefault(label, []).append(r.metrics)
+    width = max([16, *(len(label) + 2 for label in by_setup)])
+    header = f"{'strategy':<{width}}{'seeds':>6}" + "".join(f"{m:>18}" for m in METRIC_NAMES)
     lines = [header]
-    for name, runs in by_strategy.items():
+    for name, runs in by_setup.items():
         cells = []
         for metric in METRIC_NAMES:
             values = [run[metric] for run in runs if not math.isnan(run[metric])]
@@ -410,7 +415,7 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
             mean = statistics.fmean(values)
             spread = statistics.stdev(values) if len(values) > 1 else 0.0
             cells.append(f"{mean:>11.3f} ±{spread:5.3f}")
-        lines.append(f"{name:<16}{len(runs):>6}" + "".join(cells))
+        lines.append(f"{name:<{width}}{len(runs):>6}" + "".join(cells))
     lines.append("(mean ± standard deviation over seeds; BWT and FWT normalised by T-1)")
     return "\n".join(lines)
 

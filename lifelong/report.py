@@ -22,7 +22,7 @@ from lifelong.results_dir import RESULTS, SUMMARY, check_out_dir, load_runs, wri
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FORMATS", "make_report", "metrics_frame", "runs_frame"]
+__all__ = ["FORMATS", "make_report", "metrics_frame", "runs_frame", "setup_labels"]
 
 FORMATS = ("png", "svg", "pdf")
 COLUMNS = ("acc", "bwt", "fwt", "forgetting", "la")
@@ -93,7 +93,7 @@ def runs_frame(runs: Sequence[RunResult]) -> pd.DataFrame:
     """
     import pandas as pd
 
-    labels = _labels(runs)
+    labels = setup_labels(runs)
     parts = []
     for run, label in zip(runs, labels, strict=True):
         part = pd.DataFrame(run.rows() or _matrix_rows(run), columns=list(CSV_COLUMNS))
@@ -126,7 +126,7 @@ def metrics_frame(runs: Sequence[RunResult]) -> pd.DataFrame:
             "device": r.device,
             "key": r.key,
         }
-        for r, label in zip(runs, _labels(runs), strict=True)
+        for r, label in zip(runs, setup_labels(runs), strict=True)
     ]
     order = {label: i for i, label in enumerate(dict.fromkeys(row["label"] for row in rows))}
     frame = pd.DataFrame(rows)
@@ -170,7 +170,7 @@ def _matrix_rows(run: RunResult) -> list[dict[str, Any]]:
     ]
 
 
-def _labels(runs: Sequence[RunResult]) -> list[str]:
+def setup_labels(runs: Sequence[RunResult]) -> list[str]:
     """The strategy name per run, plus the settings that differ where names collide."""
     setups = [_flat({k: v for k, v in r.config.items() if k != "seed"}) for r in runs]
     groups: dict[str, list[dict[str, Any]]] = {}

@@ -142,7 +142,8 @@ class RunResult:
         last = {c.task: i for i, c in enumerate(self.curves)}  # a task's last one is its end
         out = []
         for i, c in enumerate(self.curves):
-            point = "init" if c.task < 0 else ("task_end" if last[c.task] == i else "curve")
+            ended = last[c.task] == i and c.task < len(self.matrix)  # not a diverged task's
+            point = "init" if c.task < 0 else ("task_end" if ended else "curve")
             for j, accuracy in enumerate(c.accuracies):
                 values = (
                     self.strategy,

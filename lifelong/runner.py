@@ -154,6 +154,7 @@ class _Run:
         bad_step = int(self.bad_step)  # one host sync per task
         if bad_step >= 0:
             self.diverged = f"loss became NaN or infinite at task {task_id}, step {bad_step}"
+            self.curves = [c for c in self.curves if c[0] < bad_step]  # not the broken model
             return
         strategy.after_task(data)
         self.rows.append(self.evaluate())

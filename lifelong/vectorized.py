@@ -140,7 +140,7 @@ def run_vectorized(
                     alive[s] = False
                     stopped[s] = _Stop(
                         len(rows),
-                        len(curves),
+                        sum(1 for c in curves if c[0] < bad),  # not the broken model
                         f"loss became NaN or infinite at task {t}, step {bad}",
                     )
             if not any(alive):

@@ -238,3 +238,15 @@ def test_installed_command_has_no_traceback_on_user_error() -> None:
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     assert proc.stderr.startswith("lifelong: error: --set bogus")
+
+
+def test_metrics_table_keeps_a_suites_setups_apart(tmp_path: Path, capsys) -> None:
+    suite = tmp_path / "two.toml"
+    suite.write_text(
+        '[suite]\ndescription = "two settings"\nscenarios = ["split-mnist"]\n'
+        'strategies = ["naive"]\nseeds = [0]\n\n[settings]\nsamples_per_task = 32\n\n'
+        '[grid]\nsetting = ["class", "task"]\n'
+    )
+    assert main(["run", str(suite), "-j", "1"]) == 0
+    table = capsys.readouterr().out.split("strategy")[-1]
+    assert "naive (setting=class)" in table and "naive (setting=task)" in table

@@ -217,3 +217,24 @@ def test_input_buffer_converts_like_float_div_and_grows_when_needed() -> None:
     assert buffer.data is held  # a smaller chunk reuses the buffer
     assert torch.equal(buffer.floats(torch.cat([big, big])), torch.cat([big, big]).float() / 255)
     assert buffer.data is not held and buffer.data.numel() == 70  # grown
+
+
+def test_a_diverged_tasks_last_curve_point_is_no_task_end() -> None:
+    from lifelong.result import Curve, RunResult
+
+    run = RunResult(
+        scenario="s",
+        strategy="naive",
+        seed=0,
+        config={},
+        key="k",
+        task_names=["a", "b"],
+        matrix=[[0.9, 0.1]],  # task 1 never ended
+        init=[0.5, 0.5],
+        metrics={},
+        curves=[Curve(0, -1, [0.5, 0.5]), Curve(3, 0, [0.9, 0.1]), Curve(5, 1, [0.7, 0.6])],
+        status="diverged",
+        error="loss became NaN or infinite at task 1, step 6",
+    )
+    points = {(row["after_task"], row["point"]) for row in run.rows()}
+    assert points == {(-1, "init"), (0, "task_end"), (1, "curve")}

@@ -122,6 +122,9 @@ def test_diverged_and_failed_runs_are_recorded_and_the_sweep_goes_on(
     assert diverged.status == "diverged"
     assert "task 1, step 4" in diverged.error  # 96 samples / 32 = 3 batches per task
     assert len(diverged.matrix) == 1
+    assert all(c.step < 4 for c in diverged.curves)  # none of the broken model
+    ends = {row["after_task"] for row in diverged.rows() if row["point"] == "task_end"}
+    assert ends == {0}  # task 1 never ended
     assert failed.status == "failed" and "fragile broke on purpose" in failed.error
     assert "Traceback" in failed.error
     assert fine.ok
