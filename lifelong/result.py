@@ -114,7 +114,13 @@ class RunResult:
 
     @classmethod
     def from_summary(cls, entry: dict[str, Any]) -> RunResult:
-        """Rebuild a result from its ``summary.json`` object."""
+        """Rebuild a result from its ``summary.json`` object.
+
+        Raises:
+            ValueError: the object is not a run as lifelong writes it (a field missing or
+                of the wrong type, rows of the wrong length), saying which field.
+        """
+        _check_entry(entry)
         names = ("acc", "bwt", "fwt", "forgetting", "la", "bti")
         return cls(
             scenario=entry["scenario"],
@@ -163,6 +169,50 @@ class RunResult:
         import pandas as pd
 
         return pd.DataFrame(self.rows(), columns=list(CSV_COLUMNS))
+
+
+def _check_entry(entry: Any) -> None:
+    """The checks of :meth:`RunResult.from_summary`."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"a run is {type(entry).__name__}, not an object")
+    for name, kind in (("scenario", str), ("strategy", str), ("key", str), ("config", dict)):
+        if not isinstance(entry.get(name), kind):
+            raise ValueError(f"'{name}' is missing or not a {kind.__name__}")
+    if not isinstance(entry.get("seed"), int) or isinstance(entry["seed"], bool):
+        raise ValueError("'seed' is missing or not an integer")
+    names = entry.get("task_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError("'task_names' is missing or not a list of names")
+    status = entry.get("status", "ok")
+    if status not in ("ok", "diverged", "failed"):
+        raise ValueError(f"'status' {status!r} is none of ok, diverged, failed")
+    width = len(names) if status != "failed" else None
+
+    def numbers(values: Any, what: str, allow_null: bool = False) -> None:
+        if not isinstance(values, list) or (width is not None and len(values) != width):
+            raise ValueError(f"{what} is not a list of {width} accuracies")
+        for v in values:
+            null = v is None and allow_null
+            if not null and (not isinstance(v, int | float) or isinstance(v, bool)):
+                raise ValueError(f"{what} holds {v!r}, not a number")
+
+    matrix = entry.get("matrix")
+    if not isinstance(matrix, list) or (status == "ok" and len(matrix) != len(names)):
+        raise ValueError("'matrix' is missing or has not one row per task")
+    for i, row in enumerate(matrix):
+        numbers(row, f"'matrix' row {i}", allow_null=True)
+        if any(v is None for v in row[: i + 1]):  # only cells of tasks not yet trained
+            raise ValueError(f"'matrix' row {i} has no accuracy for a task already trained")
+    if status != "failed":
+        numbers(entry.get("init"), "'init'")
+    for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti"):
+        value = entry.get(name)
+        if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
+            raise ValueError(f"'{name}' is {value!r}, not a number")
+    for curve in entry.get("curves", []):
+        if not (isinstance(curve, list) and len(curve) == 3):
+            raise ValueError("a curve point is not [step, task, accuracies]")
+        numbers(curve[2], "a curve point's accuracies", allow_null=True)
 
 
 def run_key(config: dict[str, Any]) -> str:

@@ -47,11 +47,26 @@ def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
         return []
     try:
         entries = json.loads(summary.read_text())["runs"]
-        return [RunResult.from_summary(entry) for entry in entries]
-    except (ValueError, KeyError, TypeError) as error:
+        if not isinstance(entries, list):
+            raise ValueError("'runs' is not a list")
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
         raise UserError(
-            f"{summary} is not a lifelong summary ({error}); remove it or use another --out"
+            f"{summary} is not a lifelong summary ({error}); fix or remove it"
         ) from None
+    runs, seen = [], set()
+    for i, entry in enumerate(entries):
+        try:
+            run = RunResult.from_summary(entry)
+        except ValueError as error:
+            raise UserError(f"{summary}: run {i} is damaged ({error}); fix or remove it") from None
+        if run.key in seen:
+            raise UserError(
+                f"{summary}: run {i} ({run.strategy}, seed {run.seed}) appears twice; "
+                "remove one of them"
+            )
+        seen.add(run.key)
+        runs.append(run)
+    return runs
 
 
 def save_runs(path: str | os.PathLike[str], runs: Iterable[RunResult]) -> None:

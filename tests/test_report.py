@@ -274,3 +274,41 @@ def test_a_many_task_matrix_keeps_a_bounded_figure_without_cell_labels() -> None
     assert not ax.texts and len(ax.get_xticklabels()) <= LABELLED_CELLS
     few = matrix_figure(runs_frame([synthetic_run("naive", 0, 3)]), "naive", "accuracy").axes[0]
     assert len(few.texts) == 4 * 3 and len(few.get_xticklabels()) == 3
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda run: run.update(acc="x"), "'acc' is 'x', not a number"),
+        (lambda run: run["matrix"][1].__setitem__(0, None), "row 1 has no accuracy"),
+        (lambda run: run["init"].pop(), "'init' is not a list of 3 accuracies"),
+        (lambda run: run["task_names"].pop(), "'matrix' is missing or has not one row per task"),
+        (lambda run: run.update(seed="0"), "'seed' is missing or not an integer"),
+        (lambda run: run.update(config=[]), "'config' is missing or not a dict"),
+    ],
+)
+def test_a_damaged_summary_is_one_line_exit_2(tmp_path: Path, capsys, damage, fragment) -> None:
+    import json
+
+    from lifelong.cli import main
+
+    out = save(tmp_path, [synthetic_run("naive", 0, 3), synthetic_run("naive", 1, 3)])
+    summary = json.loads((out / "summary.json").read_text())
+    damage(summary["runs"][1])
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "run 1 is damaged" in err[0] and fragment in err[0], err
+
+
+def test_a_duplicated_run_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
+    import json
+
+    from lifelong.cli import main
+
+    out = save(tmp_path, [synthetic_run("naive", 0, 3)])
+    summary = json.loads((out / "summary.json").read_text())
+    summary["runs"].append(summary["runs"][0])
+    (out / "summary.json").write_text(json.dumps(summary))
+    assert main(["report", str(out)]) == 2
+    assert "appears twice" in capsys.readouterr().err
