@@ -340,6 +340,9 @@ def _check_vectorizable(requests: list[RunRequest]) -> None:
 def _report(args: argparse.Namespace) -> int:
     from lifelong.report import make_report
 
+    if args.out == "":
+        raise UserError("--out is empty; give a directory path")
+
     print(make_report(args.results_dir, args.out, fmt=args.format))
     return 0
 

@@ -166,7 +166,9 @@ def test_suite_path_that_is_a_directory_says_so(tmp_path: Path, capsys) -> None:
     assert "is a directory; give the path of a .toml file" in capsys.readouterr().err
 
 
-def test_empty_out_is_refused(capsys) -> None:
+def test_empty_out_is_refused(capsys, tmp_path: Path) -> None:
+    assert main(["report", str(tmp_path), "--out", ""]) == 2
+    capsys.readouterr()
     assert main(["run", "split-mnist", "-s", "naive", "--out", ""]) == 2
     assert (
         capsys.readouterr().err.strip() == "lifelong: error: --out is empty; give a directory path"
