@@ -4,18 +4,20 @@ A strategy builds its state in ``setup`` (model, optimisers, memories, penalties
 snapshot walks that state and keeps what ``torch.load(..., weights_only=True)`` can read
 back: tensors, numbers, strings, and the ``state_dict`` of modules and optimisers. Restoring
 walks a freshly set-up strategy the same way and loads the values in place, so a resumed
-run continues exactly where the interrupted one stopped.
+run continues exactly where the interrupted one stopped. A class lists attributes that are
+caches, rebuilt on use, in ``not_checkpointed``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import random
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["capture", "restore"]
+__all__ = ["CheckpointMismatch", "capture", "restore"]
 
 _LEAF = (int, float, bool, str, type(None))
 
@@ -31,11 +33,16 @@ def capture(obj: Any) -> Any:
     if isinstance(obj, torch.Generator):
         return {"__generator__": obj.get_state()}
     if isinstance(obj, dict):
-        return {str(k): capture(v) for k, v in obj.items()}
+        if not all(isinstance(k, str) for k in obj):
+            raise TypeError("cannot checkpoint a dict whose keys are not strings")
+        return {k: capture(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [capture(v) for v in obj]
+    if isinstance(obj, random.Random):  # its state is not in its __dict__
+        raise TypeError("cannot checkpoint a random.Random; use a torch.Generator")
     if dataclasses.is_dataclass(obj) or hasattr(obj, "__dict__"):
-        return {"__attrs__": {k: capture(v) for k, v in vars(obj).items()}}
+        skip = getattr(type(obj), "not_checkpointed", ())
+        return {"__attrs__": {k: capture(v) for k, v in vars(obj).items() if k not in skip}}
     raise TypeError(f"cannot checkpoint a {type(obj).__name__}")
 
 
@@ -46,12 +53,16 @@ def restore(obj: Any, state: Any) -> Any:
     that references shared between them (an optimiser's parameters) stay valid.
     """
     if isinstance(state, dict) and "__state_dict__" in state:
+        _expect(obj, (nn.Module, torch.optim.Optimizer), "a module or optimiser")
         obj.load_state_dict(state["__state_dict__"])
         return obj
     if isinstance(state, dict) and "__generator__" in state:
+        _expect(obj, torch.Generator, "a generator")
         obj.set_state(state["__generator__"])
         return obj
     if isinstance(state, dict) and "__attrs__" in state:
+        if obj is None:
+            raise CheckpointMismatch("an object the checkpoint holds is missing after setup")
         for name, value in state["__attrs__"].items():
             current = getattr(obj, name, None)
             object.__setattr__(obj, name, restore(current, value))
@@ -70,6 +81,16 @@ def restore(obj: Any, state: Any) -> Any:
         restored = [restore(items[i] if items else None, v) for i, v in enumerate(state)]
         return tuple(restored) if isinstance(obj, tuple) else restored
     return state
+
+
+class CheckpointMismatch(ValueError):
+    """A checkpoint's state does not fit the freshly set-up strategy (state created after
+    ``setup``, or a checkpoint of other code): the run starts afresh instead."""
+
+
+def _expect(obj: Any, kind: type | tuple[type, ...], what: str) -> None:
+    if not isinstance(obj, kind):
+        raise CheckpointMismatch(f"the checkpoint holds {what} where setup made none")
 
 
 def _clone(value: Any) -> Any:

@@ -14,7 +14,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, final
+from typing import Any, ClassVar, final
 
 import torch
 import torch.nn.functional as F
@@ -101,6 +101,7 @@ class Composite(Strategy):
         init=False, repr=False, compare=False, default=None
     )
     one_head_mlp: bool = field(init=False, repr=False, compare=False, default=False)
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join",)  # a cache, rebuilt on use
     n_weights: int = field(init=False, repr=False, compare=False, default=0)
 
     @property

@@ -7,6 +7,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,14 +91,32 @@ def execute(
         checkpoint = None
     run = _Run(spec, stream.to(device), device, data_dir)
     if checkpoint is not None and checkpoint.exists():
-        run.load(checkpoint)
+        try:
+            run.load(checkpoint)
+        except Exception as error:  # damaged, or state this setup cannot take: start afresh
+            warnings.warn(
+                f"{checkpoint} cannot be resumed from ({error}); the run starts afresh",
+                RuntimeWarning,
+                stacklevel=2,
+            )
+            checkpoint.unlink(missing_ok=True)
+            run = _Run(spec, stream.to(device), device, data_dir)
     bar = _progress_bar(spec, stream, run.next_task, enabled=progress)
     for task in stream.tasks[run.next_task :]:
         run.train_task(task.id, bar)
         if run.diverged:
             break
         if checkpoint is not None and task.id + 1 < stream.n_tasks:
-            run.save(checkpoint)
+            try:
+                run.save(checkpoint)
+            except TypeError as error:  # state capture cannot hold (a plug-in's own types)
+                warnings.warn(
+                    f"{spec.strategy.name} cannot be checkpointed ({error}); "
+                    "it runs on without checkpoints",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                checkpoint = None
     if bar is not None:
         bar.close()
     return run.result()
@@ -178,9 +197,12 @@ class _Run:
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, path)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writing process
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def load(self, path: Path) -> None:
         """Continue from a checkpoint written by :meth:`save` for the same configuration."""

@@ -65,8 +65,22 @@ def comparable(results: list) -> list:
     return [(r.key, r.matrix, r.init, r.curves, r.status) for r in results]
 
 
-def test_checkpoint_resume_gives_the_uninterrupted_result(tmp_path: Path, monkeypatch) -> None:
-    (spec,) = plan_runs("split-mnist", ["naive"], [3], {**SMALL, "momentum": 0.9})
+@pytest.mark.parametrize(
+    ("strategy", "settings"),
+    [
+        ("naive", {"momentum": 0.9}),
+        ("der++", {}),  # replay through the objective: its joined-batch cache is not state
+        ("er", {"setting": "task"}),
+        ("er+lwf", {}),
+    ],
+)
+def test_checkpoint_resume_gives_the_uninterrupted_result(
+    tmp_path: Path, monkeypatch, strategy: str, settings: dict
+) -> None:
+    import warnings
+
+    warnings.simplefilter("error")  # a resume that fell back to a fresh start would warn
+    (spec,) = plan_runs("split-mnist", [strategy], [3], {**SMALL, **settings})
     stream = spec.scenario.build(3)
     whole = execute(spec, stream, CPU)
     checkpoint = tmp_path / "run.pt"
@@ -233,3 +247,39 @@ def test_ray_refuses_runs_no_node_can_hold_and_bad_addresses(tmp_path: Path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot start or reach the Ray cluster at garbage" in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_a_checkpoint_that_cannot_be_resumed_restarts_the_run(tmp_path: Path) -> None:
+    (spec,) = plan_runs("split-mnist", ["er"], [0], SMALL)
+    stream = spec.scenario.build(0)
+    whole = execute(spec, stream, CPU)
+    checkpoint = tmp_path / "run.pt"
+    checkpoint.write_bytes(b"not a checkpoint: a machine died while writing it")
+    with pytest.warns(RuntimeWarning, match="cannot be resumed from"):
+        resumed = execute(spec, stream, CPU, checkpoint=checkpoint)
+    assert resumed.matrix == whole.matrix
+
+
+def test_state_a_checkpoint_cannot_hold_runs_on_without_checkpoints(tmp_path: Path) -> None:
+    import random
+
+    from lifelong.checkpoint import capture
+
+    with pytest.raises(TypeError, match="keys are not strings"):
+        capture({0: torch.zeros(1)})
+    with pytest.raises(TypeError, match=r"random\.Random"):
+        capture(random.Random(0))
+    plugin = tmp_path / "counting.py"
+    plugin.write_text(
+        PLUGIN.replace("class Fragile", "class Counting").replace('"fragile"', '"counting"')
+        + "\n    def before_task(self, data):\n"
+        "        self.counts = getattr(self, 'counts', {})\n"
+        "        self.counts[data.id] = len(data.y)  # int keys: no checkpoint holds them\n"
+    )
+    (spec,) = plan_runs("split-mnist", [f"{plugin}:Counting"], [0], SMALL)
+    stream = spec.scenario.build(0)
+    whole = execute(spec, stream, CPU)
+    with pytest.warns(RuntimeWarning, match="cannot be checkpointed .*keys are not strings"):
+        checked = execute(spec, stream, CPU, checkpoint=tmp_path / "run.pt")
+    assert checked.matrix == whole.matrix
+    assert not (tmp_path / "run.pt").exists()
