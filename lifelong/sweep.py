@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -16,6 +16,11 @@ from typing import Any
 
 from lifelong.errors import UserError
 from lifelong.result import RunResult, run_key
+
+try:
+    import fcntl  # advisory locks (POSIX)
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 __all__ = ["EXECUTORS", "RunRequest", "plan_requests", "run_request", "sweep"]
 
@@ -147,7 +152,52 @@ def sweep(
 
     Returns:
         The results of ``requests`` (loaded or new), in request order.
+
+    Raises:
+        UserError: another process is saving into ``out`` (each would overwrite the
+            other's results).
     """
+    with _exclusive(out):
+        return _sweep(requests, out, executor, jobs, address, report, progress, vectorize)
+
+
+@contextlib.contextmanager
+def _exclusive(out: Path | None) -> Iterator[None]:
+    """Hold ``out`` for this process (an advisory lock on the directory, where the system
+    has them); a directory it had to create and left empty is removed again."""
+    if out is None:
+        yield
+        return
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    handle = os.open(out, os.O_RDONLY)
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(
+                    f"another lifelong process is saving into {out}; wait for it to finish "
+                    "or choose another --out"
+                ) from None
+        yield
+    finally:
+        os.close(handle)
+        if created:
+            with contextlib.suppress(OSError):  # only when nothing was saved
+                out.rmdir()
+
+
+def _sweep(
+    requests: Iterable[RunRequest],
+    out: Path | None,
+    executor: str,
+    jobs: int | None,
+    address: str | None,
+    report: Callable[[str], None],
+    progress: bool,
+    vectorize: bool,
+) -> list[RunResult]:
     from lifelong.results_dir import load_runs, save_runs
 
     requests = _unique(requests)

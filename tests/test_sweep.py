@@ -283,3 +283,24 @@ def test_state_a_checkpoint_cannot_hold_runs_on_without_checkpoints(tmp_path: Pa
         checked = execute(spec, stream, CPU, checkpoint=tmp_path / "run.pt")
     assert checked.matrix == whole.matrix
     assert not (tmp_path / "run.pt").exists()
+
+
+def test_a_second_sweep_into_the_same_out_is_refused_while_one_runs(tmp_path: Path) -> None:
+    import fcntl
+    import os
+
+    from lifelong import UserError
+
+    requests = plan_requests("split-mnist", ["naive"], [0], SMALL)
+    handle = os.open(tmp_path, os.O_RDONLY)
+    fcntl.flock(handle, fcntl.LOCK_EX)  # what a running sweep holds
+    try:
+        with pytest.raises(UserError, match="another lifelong process is saving into"):
+            sweep(requests, tmp_path, jobs=1)
+    finally:
+        os.close(handle)
+    assert [r.status for r in sweep(requests, tmp_path, jobs=1)] == ["ok"]
+    empty = tmp_path / "never-saved"
+    with pytest.raises(UserError):
+        sweep(requests, empty, executor="nowhere")
+    assert not empty.exists()  # made for the lock, removed again
