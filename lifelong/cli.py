@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import shlex
+import signal
 import statistics
 import sys
 from collections.abc import Mapping, Sequence
@@ -44,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(see `lifelong {args.command} --help`)\n",
         )
     args.command_line = shlex.join(["lifelong", *argv])
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: as Ctrl-C, runs saved
     try:
         return int(args.handler(args))
     except UserError as error:
@@ -55,6 +57,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `lifelong list | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
 
 
 def _build_parser() -> argparse.ArgumentParser:

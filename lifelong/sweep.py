@@ -8,7 +8,8 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -249,16 +250,55 @@ def _sweep(
 def _run_on_pool(
     todo: list[RunRequest], checkpoints: str | None, jobs: int, land: Callable[[RunResult], None]
 ) -> None:
-    context = get_context("spawn")
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=context)
-    pending: set[Future[RunResult]] = {pool.submit(run_request, r, checkpoints) for r in todo}
+    """Run ``todo`` on a pool of ``jobs`` processes, landing each result as it comes.
+
+    A worker that dies (killed, out of memory) breaks the pool and every run in it; those
+    runs go again, each in a process of its own, so that only the one that kills its
+    process is recorded ``failed``. On an interruption the workers are stopped at once (a
+    run keeps its last task-boundary checkpoint) and the runs that had finished land."""
+    broken = _pool_pass(todo, checkpoints, jobs, land)
+    for request in broken:
+        if _pool_pass([request], checkpoints, 1, land):
+            spec = request.spec()
+            land(
+                RunResult.failed(
+                    spec.scenario.name,
+                    spec.strategy.name,
+                    request.seed,
+                    spec.config(),
+                    "its worker process died (killed, or out of memory?)",
+                )
+            )
+
+
+def _pool_pass(
+    todo: list[RunRequest], checkpoints: str | None, jobs: int, land: Callable[[RunResult], None]
+) -> list[RunRequest]:
+    """One pool over ``todo``; the requests whose process died before they finished."""
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    pending = {pool.submit(run_request, r, checkpoints): r for r in todo}
+    broken: list[RunRequest] = []
     try:
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
             for future in finished:
-                land(future.result())
-    finally:
+                request = pending.pop(future)
+                try:
+                    result = future.result()
+                except BrokenProcessPool:
+                    broken.append(request)
+                    continue
+                land(result)
+    except BaseException:
+        for process in list(getattr(pool, "_processes", {}).values()):
+            process.terminate()  # stop at once: checkpoints keep their progress
         pool.shutdown(wait=True, cancel_futures=True)
+        for future in pending:  # finished before the interruption, not landed yet
+            if future.done() and not future.cancelled() and future.exception() is None:
+                land(future.result())
+        raise
+    pool.shutdown(wait=True)
+    return broken
 
 
 def _run_on_ray(

@@ -304,3 +304,24 @@ def test_a_second_sweep_into_the_same_out_is_refused_while_one_runs(tmp_path: Pa
     with pytest.raises(UserError):
         sweep(requests, empty, executor="nowhere")
     assert not empty.exists()  # made for the lock, removed again
+
+
+def test_a_run_that_kills_its_worker_fails_alone_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    plugin = tmp_path / "killer.py"
+    plugin.write_text(
+        PLUGIN.replace("class Fragile", "class Killer").replace('"fragile"', '"killer"')
+        + "\n    def before_task(self, data):\n"
+        "        if data.id == 2:\n"
+        "            import os, signal\n"
+        "            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer\n"
+    )
+    requests = plan_requests("split-mnist", [f"{plugin}:Killer", "naive"], [0, 1], SMALL)
+    results = sweep(requests, tmp_path / "out", jobs=2)
+    assert [(r.strategy, r.status) for r in results] == [
+        ("killer", "failed"),
+        ("killer", "failed"),
+        ("naive", "ok"),
+        ("naive", "ok"),
+    ]
+    assert "worker process died" in results[0].error
+    assert len(load_runs(tmp_path / "out")) == 4
