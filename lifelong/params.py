@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -181,7 +182,7 @@ def _convert(tp: Any, raw: Any) -> Any:
         if isinstance(raw, bool):
             raise ValueError(raw)
         value = float(raw)
-        if value != value:
+        if not math.isfinite(value):  # NaN or infinite: no setting means that (nor JSON)
             raise ValueError(raw)
         return value
     if tp is str:

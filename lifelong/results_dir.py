@@ -49,7 +49,9 @@ def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
         entries = json.loads(summary.read_text())["runs"]
         if not isinstance(entries, list):
             raise ValueError("'runs' is not a list")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as error:
+    except OSError as error:
+        raise UserError(f"{summary} cannot be read ({error.strerror}); fix or remove it") from None
+    except (ValueError, KeyError, TypeError) as error:
         raise UserError(
             f"{summary} is not a lifelong summary ({error}); fix or remove it"
         ) from None

@@ -106,6 +106,8 @@ def test_list_describes_a_composition_part_by_part(spec, expected, capsys) -> No
         (["run", "split-mnist", "-s", "naive", "--set", "lrr=0.1"], "did you mean 'lr'"),
         (["run", "split-mnist", "-s", "naive", "--set", "lr=-1"], "greater than 0"),
         (["run", "split-mnist", "-s", "naive", "--set", "lr=fast"], "not a valid float"),
+        (["run", "split-mnist", "-s", "ewc", "--set", "ewc.lam=inf"], "not a valid float"),
+        (["run", "split-mnist", "-s", "ewc", "--set", "ewc.lam=1e400"], "not a valid float"),
         (["run", "split-mnist", "-s", "naive", "--set", "n_tasks=0"], "at least 1"),
         (["run", "split-mnist", "-s", "naive", "--set", "n_tasks=20"], "more than the 10"),
         (["run", "split-mnist", "-s", "naive", "--set", "samples_per_task=99999"], "only 800"),
@@ -164,6 +166,13 @@ def test_suite_path_that_is_a_directory_says_so(tmp_path: Path, capsys) -> None:
     folder.mkdir()
     assert main(["sweep", str(folder)]) == 2
     assert "is a directory; give the path of a .toml file" in capsys.readouterr().err
+
+
+def test_a_summary_that_is_a_directory_is_one_line(tmp_path: Path, capsys) -> None:
+    (tmp_path / "summary.json").mkdir()
+    assert main(["run", "split-mnist", "-s", "naive", *SMALL, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "summary.json cannot be read" in err[0]
 
 
 def test_empty_out_is_refused(capsys, tmp_path: Path) -> None:
