@@ -61,6 +61,17 @@ def fragile(tmp_path: Path) -> str:
     return f"{path}:Fragile"
 
 
+def fragile_with_before_task(tmp_path: Path, name: str, body: str) -> str:
+    """The plug-in above renamed ``name``, with ``body`` as its ``before_task(self, data)``."""
+    path = tmp_path / f"{name.lower()}.py"
+    hook = "".join(f"        {line}\n" for line in body.splitlines())
+    path.write_text(
+        PLUGIN.replace("class Fragile", f"class {name}").replace('"fragile"', f'"{name.lower()}"')
+        + f"\n    def before_task(self, data):\n{hook}"
+    )
+    return f"{path}:{name}"
+
+
 def comparable(results: list) -> list:
     return [(r.key, r.matrix, r.init, r.curves, r.status) for r in results]
 
@@ -269,14 +280,13 @@ def test_state_a_checkpoint_cannot_hold_runs_on_without_checkpoints(tmp_path: Pa
         capture({0: torch.zeros(1)})
     with pytest.raises(TypeError, match=r"random\.Random"):
         capture(random.Random(0))
-    plugin = tmp_path / "counting.py"
-    plugin.write_text(
-        PLUGIN.replace("class Fragile", "class Counting").replace('"fragile"', '"counting"')
-        + "\n    def before_task(self, data):\n"
-        "        self.counts = getattr(self, 'counts', {})\n"
-        "        self.counts[data.id] = len(data.y)  # int keys: no checkpoint holds them\n"
+    plugin = fragile_with_before_task(
+        tmp_path,
+        "Counting",
+        "self.counts = getattr(self, 'counts', {})\n"
+        "self.counts[data.id] = len(data.y)  # int keys: no checkpoint holds them",
     )
-    (spec,) = plan_runs("split-mnist", [f"{plugin}:Counting"], [0], SMALL)
+    (spec,) = plan_runs("split-mnist", [plugin], [0], SMALL)
     stream = spec.scenario.build(0)
     whole = execute(spec, stream, CPU)
     with pytest.warns(RuntimeWarning, match="cannot be checkpointed .*keys are not strings"):
@@ -307,15 +317,14 @@ def test_a_second_sweep_into_the_same_out_is_refused_while_one_runs(tmp_path: Pa
 
 
 def test_a_run_that_kills_its_worker_fails_alone_and_the_sweep_goes_on(tmp_path: Path) -> None:
-    plugin = tmp_path / "killer.py"
-    plugin.write_text(
-        PLUGIN.replace("class Fragile", "class Killer").replace('"fragile"', '"killer"')
-        + "\n    def before_task(self, data):\n"
-        "        if data.id == 2:\n"
-        "            import os, signal\n"
-        "            os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer\n"
+    plugin = fragile_with_before_task(
+        tmp_path,
+        "Killer",
+        "if data.id == 2:\n"
+        "    import os, signal\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)  # as the out-of-memory killer",
     )
-    requests = plan_requests("split-mnist", [f"{plugin}:Killer", "naive"], [0, 1], SMALL)
+    requests = plan_requests("split-mnist", [plugin, "naive"], [0, 1], SMALL)
     results = sweep(requests, tmp_path / "out", jobs=2)
     assert [(r.strategy, r.status) for r in results] == [
         ("killer", "failed"),
