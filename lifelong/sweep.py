@@ -290,7 +290,7 @@ def _pool_pass(
                     continue
                 land(result)
     except BaseException:
-        for process in list(getattr(pool, "_processes", {}).values()):
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
             process.terminate()  # stop at once: checkpoints keep their progress
         pool.shutdown(wait=True, cancel_futures=True)
         for future in pending:  # finished before the interruption, not landed yet
