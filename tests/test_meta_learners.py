@@ -11,9 +11,12 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
+from lifelong.strategies.ewc import Ewc
 from lifelong.strategies.lamaml import CMaml, LaMaml, SyncLaMaml
 from lifelong.strategies.lookahead import clip_by_norm, glance_order, la_maml_update, look_ahead
 from lifelong.strategies.mer import Mer, mer_update
+from torch.func import functional_call
 
 from lifelong import Batch, Composite, Replay, StreamInfo, compose
 from lifelong.compose import configure
@@ -151,16 +154,30 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
 
 def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
     """The buffered, vmapped first-order path against the official code's formulation:
-    fast weights built with autograd from constant inner gradients, one backward."""
-    composite = tiny_composite("la-maml+replay+ewc", lam=3.0)
+    fast weights built with autograd from constant inner gradients, one backward. The
+    reference objective is written out here (cross-entropy + lam * EWC's quadratic), so
+    an EWC penalty missing from La-MAML's meta-gradient fails the comparison."""
+    lam = 3.0
+    composite = tiny_composite("la-maml+replay+ewc", lam=lam)
+    ewc = composite.regularizers[0]
+    assert isinstance(ewc, Ewc)
     g = torch.Generator().manual_seed(7)
-    fisher = {
-        n: torch.rand(p.shape, generator=g, dtype=p.dtype) for n, p in composite.params.items()
-    }
-    composite.regularizers[0].anchors = [(fisher, values(composite.params))]  # type: ignore[attr-defined]
-    theta_shift = {n: p + 0.1 for n, p in values(composite.params).items()}
-    load_params(composite.model, theta_shift)  # away from the anchor: the penalty matters
+    anchor = values(composite.params)
+    fisher = {n: torch.rand(p.shape, generator=g, dtype=p.dtype) for n, p in anchor.items()}
+    consolidate(ewc, fisher, anchor)
+    load_params(composite.model, {n: p + 0.1 for n, p in anchor.items()})  # off the anchor
+
+    def reference(p: Params, b: Batch, replay: Replay | None) -> torch.Tensor:
+        x, y, ids = b.x, b.y, b.task_ids
+        if replay is not None:
+            x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
+            ids = torch.cat([ids, replay.batch.task_ids])
+        ce = F.cross_entropy(functional_call(composite.model, p, (x, ids)), y)
+        quadratic = torch.stack([(fisher[n] * (p[n] - anchor[n]) ** 2).sum() for n in p])
+        return ce + lam * quadratic.sum() / 2
+
     theta, alpha = values(composite.params), rates(composite.params)
+    assert lam * ewc.penalty(theta, BATCH, None) > 0.1 * reference(theta, BATCH, None)
     leaves = {n: t.requires_grad_() for n, t in values(theta).items()}
     a = {n: r.clone().requires_grad_() for n, r in alpha.items()}
     samples = [
@@ -168,17 +185,24 @@ def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
         for i in range(3)
     ]
     inner = sgd_inner_loop(
-        lambda p, b: composite.objective(p, b, None),
-        leaves,
-        samples,
-        {n: r.relu() for n, r in a.items()},
+        lambda p, b: reference(p, b, None), leaves, samples, {n: r.relu() for n, r in a.items()}
     )
-    loss = torch.stack([composite.objective(p, BATCH, REPLAY) for p in inner]).mean()
+    loss = torch.stack([reference(p, BATCH, REPLAY) for p in inner]).mean()
     want_theta, want_alpha = meta_gradient(loss, leaves, a)
     got_loss, got_theta, got_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
     torch.testing.assert_close(got_loss, loss.detach())
     assert_close(got_theta, want_theta, 1e-12)
     assert_close(got_alpha, want_alpha, 1e-12)
+
+
+def consolidate(ewc: Ewc, fisher: Params, anchor: Params) -> None:
+    """EWC's state after one task with this Fisher and anchor (its after_task would
+    estimate the Fisher from float32 samples; these tests run in float64)."""
+    ewc.weight = dict(fisher)
+    ewc.center = dict(anchor)
+    ewc.first = {n: f * anchor[n] for n, f in fisher.items()}
+    ewc.second = torch.stack([(f * anchor[n] ** 2).sum() for n, f in fisher.items()]).sum()
+    ewc.offset = torch.zeros((), dtype=torch.float64)
 
 
 def mlp_composite(
