@@ -238,3 +238,50 @@ def test_a_diverged_tasks_last_curve_point_is_no_task_end() -> None:
     )
     points = {(row["after_task"], row["point"]) for row in run.rows()}
     assert points == {(-1, "init"), (0, "task_end"), (1, "curve")}
+
+
+THREADS_SEEN: list[int] = []
+
+
+@dataclass
+class ThreadCounter(Strategy):
+    """Never learns; records torch's thread count at every step."""
+
+    name: ClassVar[str] = "thread-counter"
+    model: nn.Module = field(init=False)
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        self.model = model
+
+    def train_step(self, batch: Batch) -> torch.Tensor:
+        THREADS_SEEN.append(torch.get_num_threads())
+        return torch.zeros(())
+
+    def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        return self.model(x, task_ids)
+
+
+@pytest.mark.parametrize(("threads", "inside"), [((), 1), ((3,), 3), ((None,), 2)])
+def test_python_api_runs_on_the_clis_one_thread_and_restores_the_callers(
+    threads: tuple[int | None, ...], inside: int
+) -> None:
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    THREADS_SEEN.clear()
+    try:
+        lifelong.run(
+            "split-mnist",
+            ThreadCounter(),
+            device="cpu",
+            settings={"samples_per_task": 32, "n_tasks": 2},
+            **dict(zip(["threads"], threads, strict=False)),
+        )
+        assert set(THREADS_SEEN) == {inside}
+        assert torch.get_num_threads() == 2  # the caller's count, restored
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_python_api_refuses_a_thread_count_below_one() -> None:
+    with pytest.raises(UserError, match="threads=0"):
+        lifelong.run("split-mnist", "naive", device="cpu", threads=0)
