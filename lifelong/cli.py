@@ -262,7 +262,7 @@ def _execute(
         why = "--vectorize trains in this process" if args.vectorize else "Ray schedules runs"
         _say(args, f"note: --jobs has no effect here ({why})")
     target = check_out_dir(out) if out else None  # before any download or run
-    requests = []
+    requests: list[RunRequest] = []
     for scenario, settings in points:
         batch = plan_requests(
             scenario,
@@ -284,6 +284,8 @@ def _execute(
         if args.vectorize:
             _check_vectorizable(batch)
         requests += batch
+    if args.data_dir is not None and not any(_may_read_data_dir(r) for r in requests):
+        print(_unread_data_dir(args.data_dir, requests), file=sys.stderr)  # even with --quiet
     if header:
         _say(args, header)
     results = sweep(
@@ -328,6 +330,32 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
         hidden = spec.protocol.hidden
         model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
         init.check(model, StreamInfo.of(stream, spec.scenario, spec.seed, data_dir))
+
+
+def _may_read_data_dir(request: RunRequest) -> bool:
+    """Whether a run may read ``--data-dir``: its scenario reads IDX files, or its strategy
+    is a plug-in or has a meta-learned init (either may load data through StreamInfo)."""
+    from lifelong.compose import Composite
+    from lifelong.data import DOWNLOADABLE
+    from lifelong.registry import strategies
+
+    spec = request.spec()
+    if getattr(spec.scenario, "dataset", None) in DOWNLOADABLE:
+        return True
+    if isinstance(spec.strategy, Composite):
+        return spec.strategy.init is not None
+    return request.strategy not in strategies()
+
+
+def _unread_data_dir(data_dir: str, requests: list[RunRequest]) -> str:
+    datasets = sorted(
+        {str(getattr(r.spec().scenario, "dataset", "its own data")) for r in requests}
+    )
+    return (
+        f"lifelong: warning: --data-dir {data_dir} is not read: the runs use {', '.join(datasets)}"
+        " (embedded); add --set dataset=mnist or dataset=fashion-mnist to train on IDX files"
+        " there, or drop --data-dir"
+    )
 
 
 def _check_vectorizable(requests: list[RunRequest]) -> None:

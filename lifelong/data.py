@@ -82,7 +82,8 @@ def load_dataset(
         name: One of ``DATASETS``.
         data_dir: Directory with the IDX files (``mnist``, ``fashion-mnist``); unused by
             ``mnist5k`` but still checked to exist.
-        download: Fetch missing IDX files with torchvision into ``data_dir``.
+        download: Fetch missing IDX files with torchvision into ``data_dir``, which is
+            created when it does not exist yet (and removed again if the download fails).
 
     Returns:
         The Dataset, with CPU tensors.
@@ -90,7 +91,9 @@ def load_dataset(
     if name not in DATASETS:
         hint = closest(name, DATASETS)
         raise UserError(f"unknown dataset '{name}'{hint}: choose one of {', '.join(DATASETS)}")
-    root = _check_dir(data_dir) if data_dir is not None else None
+    root = None if data_dir is None else Path(data_dir).expanduser().resolve()
+    if root is not None and not (download and name in DOWNLOADABLE and not root.exists()):
+        root = _check_dir(root)  # a missing folder is left to the download to create
     key = (name, None if root is None else str(root))
     if key not in _CACHE:
         _CACHE[key] = _load_uncached(name, root, download)
@@ -171,8 +174,11 @@ def _download(name: str, root: Path | None) -> None:
     import torchvision.datasets  # lazy: slow to import and optional
 
     cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
-    created = [p for p in (root / cls.__name__, root / cls.__name__ / "raw") if not p.exists()]
+    new_root = [p for p in (*reversed(root.parents), root) if not p.exists()]
+    subfolders = (root / cls.__name__, root / cls.__name__ / "raw")
+    created = new_root + [p for p in subfolders if not p.exists()]
     try:
+        root.mkdir(parents=True, exist_ok=True)
         cls(root=str(root), download=True)
     except (RuntimeError, OSError) as e:
         for folder in reversed(created):  # leave nothing behind but what was there

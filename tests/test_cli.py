@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from lifelong.cli import main
 
@@ -194,6 +195,27 @@ def test_options_that_do_nothing_here_say_so(tmp_path: Path, capsys) -> None:
     assert main([*args, "--set", "lr=1e30", "--out", str(out), "--report"]) == 0
     assert "report: not written, since no run completed" in capsys.readouterr().err
     assert not (out / "report").exists()
+
+
+def test_a_data_dir_that_no_run_reads_is_a_warning(tmp_path: Path, capsys) -> None:
+    args = ["run", "split-mnist", "-s", "naive", *SMALL, "--set", "n_tasks=2", "--quiet"]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"lifelong: warning: --data-dir {tmp_path} is not")
+    assert "mnist5k" in err[0] and "--set dataset=mnist" in err[0]
+    write_fake_mnist(tmp_path)
+    assert main([*args, "--set", "dataset=mnist", "--data-dir", str(tmp_path)]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
+def write_fake_mnist(directory: Path) -> None:
+    """The four IDX files of a 10-class data set with 40 train and 20 test images per class."""
+    from lifelong.data import IDX_FILES, write_idx
+
+    g = torch.Generator().manual_seed(0)
+    for (images, labels), n in zip((IDX_FILES[:2], IDX_FILES[2:]), (400, 200), strict=True):
+        write_idx(directory / images, torch.randint(0, 256, (n, 28, 28), generator=g).byte())
+        write_idx(directory / labels, (torch.arange(n) % 10).byte())
 
 
 def test_out_is_checked_before_any_download(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -144,34 +144,69 @@ def test_download_without_torchvision_says_so(
         load_dataset("mnist", tmp_path, download=True)
 
 
-def test_failed_download_is_one_line_and_leaves_no_folders(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def fake_torchvision(monkeypatch: pytest.MonkeyPatch, mnist: type) -> None:
+    """Make ``import torchvision.datasets`` give a module whose ``MNIST`` is ``mnist``."""
     import importlib.machinery
-    import sys
     import types
-
-    class MNIST:  # torchvision's behaviour offline: folders made, then a multi-line error
-        def __init__(self, root: str, download: bool) -> None:
-            (Path(root) / "MNIST" / "raw").mkdir(parents=True)
-            raise RuntimeError(
-                "Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
-                "<urlopen error [Errno -2] Name or service not known>\n"
-            )
 
     vision = types.ModuleType("torchvision")
     vision.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
     datasets = types.ModuleType("torchvision.datasets")
-    datasets.MNIST = MNIST  # type: ignore[attr-defined]
+    datasets.MNIST = type("MNIST", (mnist,), {})  # type: ignore[attr-defined]
     vision.datasets = datasets  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "torchvision", vision)
     monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+
+
+class OfflineMNIST:  # torchvision's behaviour offline: folders made, then a multi-line error
+    def __init__(self, root: str, download: bool) -> None:
+        (Path(root) / "MNIST" / "raw").mkdir(parents=True)
+        raise RuntimeError(
+            "Error downloading train-images-idx3-ubyte.gz:\nTried https://mirror/, got:\n"
+            "<urlopen error [Errno -2] Name or service not known>\n"
+        )
+
+
+class OnlineMNIST:  # torchvision's behaviour online: the four files in root/MNIST/raw
+    def __init__(self, root: str, download: bool) -> None:
+        assert Path(root).is_dir()  # torchvision needs the root to exist
+        _fake_mnist(Path(root) / "MNIST" / "raw", ".gz", seed=3)
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_failed_download_is_one_line_and_leaves_no_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, missing: bool
+) -> None:
+    fake_torchvision(monkeypatch, OfflineMNIST)
+    root = tmp_path / "new" / "data" if missing else tmp_path
     with pytest.raises(UserError) as info:
-        load_dataset("mnist", tmp_path, download=True)
+        load_dataset("mnist", root, download=True)
     message = str(info.value)
     assert "\n" not in message and "Name or service not known" in message
-    assert message.startswith(f"downloading 'mnist' into {tmp_path.resolve()} failed")
+    assert message.startswith(f"downloading 'mnist' into {root.resolve()} failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_download_creates_a_data_dir_that_does_not_exist_yet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_torchvision(monkeypatch, OnlineMNIST)
+    root = tmp_path / "new" / "mnist"
+    dataset = load_dataset("mnist", root, download=True)
+    assert (root / "MNIST" / "raw" / (IDX_FILES[0] + ".gz")).is_file()
+    assert dataset.x_train.shape == (20, 28, 28)
+
+
+def test_cli_download_into_a_missing_data_dir_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lifelong.cli import main
+
+    fake_torchvision(monkeypatch, OnlineMNIST)
+    root = tmp_path / "mnist"
+    args = ["run", "split-mnist", "-s", "naive", "--set", "dataset=mnist", "--set", "n_tasks=2"]
+    assert main([*args, "--download", "--data-dir", str(root), "--quiet"]) == 0, capsys.readouterr()
+    assert (root / "MNIST" / "raw").is_dir()
 
 
 @pytest.mark.parametrize("which", ["missing", "file"])
