@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 METRIC_NAMES = ("acc", "bwt", "fwt", "forgetting", "la")
+EXIT_UNFINISHED = 3
+"""Exit status when some run diverged or failed (0: every run completed; 2: usage error)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -306,11 +308,38 @@ def _execute(
         _say(args, f"report: {make_report(target, command=args.command_line)}")
     elif args.report:
         _say(args, "report: not written, since no run completed")
-    failed = [r for r in results if not r.ok]
-    for r in failed:
+    _warn_not_learned(results)
+    _tell_unfinished(results, target)
+    return EXIT_UNFINISHED if any(not r.ok for r in results) else 0
+
+
+def _warn_not_learned(results: Sequence[RunResult]) -> None:
+    """A warning for every completed run that looks like it learned nothing."""
+    for r in results:
+        why = r.not_learned() if r.ok else ""
+        if why:
+            print(
+                f"lifelong: warning: {r.strategy} seed {r.seed} did not learn: {why}",
+                file=sys.stderr,
+            )
+
+
+def _tell_unfinished(results: Sequence[RunResult], target: Path | None) -> None:
+    """One line per diverged or failed run; a failed run's line says where its traceback is
+    (printed above it when there is no results directory to keep it)."""
+    from lifelong.results_dir import SUMMARY
+
+    for r in results:
+        if r.ok:
+            continue
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
-        print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
-    return 1 if any(r.status == "failed" for r in failed) else 0
+        where = ""
+        if r.status == "failed" and target is not None:
+            where = f' (traceback: the "error" of this run in {target / SUMMARY})'
+        elif r.status == "failed":
+            print(r.error.rstrip(), file=sys.stderr)
+            where = " (traceback above; with --out DIR it is kept in DIR/summary.json)"
+        print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}{where}", file=sys.stderr)
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:

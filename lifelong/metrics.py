@@ -23,7 +23,9 @@ __all__ = [
     "forward_transfer_matrix",
     "fwt",
     "learning_accuracy",
+    "near_chance",
     "summarize",
+    "unlearned_tasks",
 ]
 
 UNDEFINED_FOR_ONE_TASK: frozenset[str] = frozenset({"bwt", "fwt", "forgetting"})
@@ -164,6 +166,40 @@ def learning_accuracy(R: ArrayLike) -> float:
     """
     m = _matrix(R)
     return float(np.diag(m).mean())
+
+
+NEAR_CHANCE_MARGIN = 0.1
+"""An accuracy is near chance when it lies within this fraction of the way from chance to 1."""
+
+
+def near_chance(accuracy: float, chance: float) -> bool:
+    """Whether ``accuracy`` is at most ``chance + 0.1 (1 - chance)`` (or below chance).
+
+    Args:
+        accuracy: a fraction in [0, 1].
+        chance: the accuracy of guessing: 1 / the outputs the head chooses among (class-IL
+            Split-MNIST 1/10; task-IL, where each task's head holds its two classes, 1/2).
+    Returns:
+        True when the accuracy is no better than a tenth of the way from chance to 1.
+    References:
+        None: a sanity check of lifelong's evaluator, not a published metric.
+    """
+    return bool(accuracy <= chance + NEAR_CHANCE_MARGIN * (1 - chance))
+
+
+def unlearned_tasks(R: ArrayLike, chance: float) -> list[int]:
+    """The tasks whose accuracy right after training them, ``R[k][k]``, is near chance.
+
+    Args:
+        R: accuracy matrix, shape [T, T] (or the rows of the tasks trained so far).
+        chance: as in :func:`near_chance`.
+    Returns:
+        Task indices k, ascending.
+    References:
+        R[k][k] is the per-task term of LA (Riemer et al. 2019).
+    """
+    m = np.array(R, dtype=np.float64)
+    return [k for k in range(min(m.shape)) if near_chance(float(m[k, k]), chance)]
 
 
 def bti(R: ArrayLike) -> float:

@@ -28,6 +28,7 @@ FORMATS = ("png", "svg", "pdf")
 COLUMNS = ("acc", "bwt", "fwt", "forgetting", "la")
 HEADINGS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "forgetting", "la": "LA"}
 PACKAGES = ("lifelong", "torch", "numpy", "pandas", "matplotlib")
+NOT_LEARNED_MARK = "⚠"
 
 
 def make_report(
@@ -113,7 +114,8 @@ def runs_frame(runs: Sequence[RunResult]) -> pd.DataFrame:
 
 def metrics_frame(runs: Sequence[RunResult]) -> pd.DataFrame:
     """One row per run: label, strategy, seed, the summary metrics (NaN where undefined),
-    wall seconds and device, exactly as ``summary.json`` records them."""
+    wall seconds and device, exactly as ``summary.json`` records them, and ``not_learned``
+    (:meth:`RunResult.not_learned`: why the run looks like it learned nothing, or "")."""
     import pandas as pd
 
     rows = [
@@ -125,6 +127,7 @@ def metrics_frame(runs: Sequence[RunResult]) -> pd.DataFrame:
             "wall_s": r.wall_s,
             "device": r.device,
             "key": r.key,
+            "not_learned": r.not_learned(),
         }
         for r, label in zip(runs, setup_labels(runs), strict=True)
     ]
@@ -377,13 +380,28 @@ def _metrics_table(table: pd.DataFrame) -> list[str]:
     lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1)]
     stats = {c: ci_table(table, ["label"], c).set_index("label") for c in COLUMNS}
     for label, runs in table.groupby("label", sort=False):
+        marked = f"{label} {NOT_LEARNED_MARK}" if runs["not_learned"].astype(bool).any() else label
         cells = []
         for c in COLUMNS:
             mean, half = stats[c].loc[label, "mean"], stats[c].loc[label, "half"]
             spread = "n/a" if math.isnan(half) else f"{half:.3f}"
             cells.append("n/a" if math.isnan(mean) else f"{mean:.3f} ± {spread}")
         wall = runs["wall_s"].mean()
-        lines.append(f"| {label} | {len(runs)} | " + " | ".join(cells) + f" | {wall:.1f} |")
+        lines.append(f"| {marked} | {len(runs)} | " + " | ".join(cells) + f" | {wall:.1f} |")
+    if table["not_learned"].astype(bool).any():
+        lines += ["", f"{NOT_LEARNED_MARK}: a seed of this setup did not learn (see Runs)."]
+    return lines
+
+
+def _not_learned_note(table: pd.DataFrame) -> list[str]:
+    """Below a table: which runs are marked and why (nothing when none is)."""
+    flagged = table[table["not_learned"].astype(bool)]
+    if flagged.empty:
+        return []
+    lines = ["", f"{NOT_LEARNED_MARK} did not learn (accuracy near chance, within a tenth of the"]
+    lines[-1] += " way from chance to 1):"
+    lines.append("")
+    lines += [f"- {r.label} seed {r.seed}: {r.not_learned}" for r in flagged.itertuples()]
     return lines
 
 
@@ -397,12 +415,13 @@ def _runs_table(table: pd.DataFrame) -> list[str]:
     ]
     for row in table.itertuples(index=False):
         values = ["n/a" if math.isnan(v) else f"{v:.4f}" for v in (getattr(row, c) for c in names)]
+        label = f"{row.label} {NOT_LEARNED_MARK}" if row.not_learned else row.label
         lines.append(
-            f"| {row.label} | {row.seed} | "
+            f"| {label} | {row.seed} | "
             + " | ".join(values)
             + f" | {row.wall_s:.2f} | {row.device} |"
         )
-    return lines
+    return lines + _not_learned_note(table)
 
 
 def _config_table(runs: Sequence[RunResult], table: pd.DataFrame) -> list[str]:

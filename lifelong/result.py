@@ -50,6 +50,8 @@ class RunResult:
         metrics: acc, bwt, fwt, forgetting, la, bti (see :mod:`lifelong.metrics`).
         curves: evaluations in training order: before training, every ``eval_every``
             batches, and at the end of every task.
+        chance: the accuracy of guessing, 1 / the outputs a head chooses among (NaN:
+            unknown, a summary written before lifelong recorded it).
     """
 
     scenario: str
@@ -66,11 +68,34 @@ class RunResult:
     device: str = "cpu"
     status: str = "ok"
     error: str = ""
+    chance: float = math.nan
 
     @property
     def ok(self) -> bool:
         """Whether the run completed (not diverged, not failed)."""
         return self.status == "ok"
+
+    def not_learned(self) -> str:
+        """Why this run looks like it learned nothing ("" when it does not): the tasks whose
+        accuracy right after training them is near chance, and LA when it is near chance
+        too (:func:`lifelong.metrics.near_chance`)."""
+        from lifelong import metrics
+
+        if math.isnan(self.chance) or not self.matrix:
+            return ""
+        tasks = metrics.unlearned_tasks(self.matrix, self.chance)
+        la = self.metrics.get("la", math.nan)
+        la_low = not math.isnan(la) and metrics.near_chance(la, self.chance)
+        if not tasks and not la_low:
+            return ""
+        parts = []
+        if tasks:
+            names = ", ".join(self.task_names[k] for k in tasks)
+            n = len(self.matrix)
+            parts.append(f"{len(tasks)} of {n} tasks near chance right after training ({names})")
+        if la_low:
+            parts.append(f"LA {la:.3f}")
+        return f"{'; '.join(parts)}; chance is {self.chance:.3f}"
 
     @classmethod
     def failed(
@@ -109,6 +134,7 @@ class RunResult:
             "device": self.device,
             "status": self.status,
             "error": self.error,
+            "chance": _json_number(self.chance),
             "curves": [[c.step, c.task, c.accuracies] for c in self.curves],
         }
 
@@ -137,6 +163,7 @@ class RunResult:
             device=entry.get("device", "cpu"),
             status=entry.get("status", "ok"),
             error=entry.get("error", ""),
+            chance=math.nan if entry.get("chance") is None else entry["chance"],
         )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -205,7 +232,7 @@ def _check_entry(entry: Any) -> None:
             raise ValueError(f"'matrix' row {i} has no accuracy for a task already trained")
     if status != "failed":
         numbers(entry.get("init"), "'init'")
-    for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti"):
+    for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti", "chance"):
         value = entry.get(name)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise ValueError(f"'{name}' is {value!r}, not a number")

@@ -245,6 +245,7 @@ class _Run:
             device=str(self.init.device),
             status="diverged" if self.diverged else "ok",
             error=self.diverged,
+            chance=1 / stream.n_outputs,
         )
 
 

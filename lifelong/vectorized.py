@@ -508,4 +508,5 @@ def _result(
         device=device,
         status="diverged" if stop.why else "ok",
         error=stop.why,
+        chance=1 / stream.n_outputs,
     )

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lifelong.cli import main
+from lifelong.cli import EXIT_UNFINISHED, main
 
 SMALL = ["--set", "samples_per_task=120", "--set", "eval_every=0"]
 
@@ -192,9 +192,32 @@ def test_options_that_do_nothing_here_say_so(tmp_path: Path, capsys) -> None:
     assert "note: --download: mnist5k needs no download" in err
     assert "note: --jobs has no effect here (--vectorize trains in this process)" in err
     out = tmp_path / "out"
-    assert main([*args, "--set", "lr=1e30", "--out", str(out), "--report"]) == 0
+    assert main([*args, "--set", "lr=1e30", "--out", str(out), "--report"]) == EXIT_UNFINISHED
     assert "report: not written, since no run completed" in capsys.readouterr().err
     assert not (out / "report").exists()
+
+
+def test_exit_status_says_whether_every_run_completed(tmp_path: Path, capsys) -> None:
+    args = ["run", "split-mnist", "-s", "naive", "--seeds", "0,1", *SMALL, "--quiet"]
+    assert main([*args, "--set", "samples_per_task=400"]) == 0
+    assert "warning" not in capsys.readouterr().err  # it learns every task
+    assert main([*args, "--set", "lr=1e6"]) == EXIT_UNFINISHED == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line.split(":")[1] for line in err] == [
+        " naive seed 0 diverged",
+        " naive seed 1 diverged",
+    ]
+
+
+def test_a_run_that_learns_nothing_is_a_warning(capsys) -> None:
+    args = ["run", "split-mnist", "-s", "naive", *SMALL, "--quiet", "--set", "lr=1e-9"]
+    assert main(args) == 0  # completed, yet learned nothing
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lifelong: warning: naive seed 0 did not learn:")
+    assert "4 of 5 tasks near chance right after training" in err[0]
+    assert "chance is 0.100" in err[0]  # class-IL: the head chooses among 10 digits
+    assert main([*args, "--set", "setting=task"]) == 0
+    assert "chance is 0.500" in capsys.readouterr().err  # task-IL: each head holds 2 digits
 
 
 def test_a_data_dir_that_no_run_reads_is_a_warning(tmp_path: Path, capsys) -> None:

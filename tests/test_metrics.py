@@ -220,7 +220,7 @@ def test_inputs_are_not_mutated() -> None:
 
 def test_public_functions_are_documented() -> None:
     functions = [getattr(metrics, name) for name in metrics.__all__ if name.islower()]
-    assert len(functions) == 10
+    assert len(functions) == 12
     for fn in functions:
         doc = fn.__doc__ or ""
         for section in ("Args:", "Returns:", "References:"):
@@ -237,3 +237,14 @@ def test_forgetting_ignores_accuracy_before_a_task_was_trained() -> None:
     unseen[0, 1] = unseen[0, 2] = unseen[1, 2] = np.nan
     assert forgetting(unseen) == pytest.approx(forgetting(r))
     np.testing.assert_allclose(forgetting_matrix(unseen), forgetting_matrix(r), equal_nan=True)
+
+
+def test_tasks_near_chance_right_after_training() -> None:
+    """La-MAML's collapse in class-IL (issue 16): task 0 learnt, nothing after it."""
+    collapsed = np.zeros((5, 5))
+    collapsed[:, 0] = 0.995
+    assert metrics.unlearned_tasks(collapsed, 0.1) == [1, 2, 3, 4]
+    assert metrics.near_chance(metrics.learning_accuracy(collapsed), 0.5)
+    assert not metrics.near_chance(0.199, 0.1) and metrics.near_chance(0.19, 0.1)
+    assert metrics.near_chance(0.55, 0.5) and not metrics.near_chance(0.56, 0.5)
+    assert metrics.unlearned_tasks(np.eye(3) * 0.9, 0.5) == []

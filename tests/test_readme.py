@@ -44,3 +44,18 @@ def test_readme_seeds_together_example_gives_every_seed_its_result() -> None:
     exec(block, scope)
     assert [r.seed for r in scope["results"]] == list(range(8))
     assert all(r.device == "cpu (vectorized x8)" and r.strategy == "er" for r in scope["results"])
+
+
+def test_readme_error_example_is_the_real_output(capsys) -> None:
+    """The README shows the one-line error of ``lifelong run split-mnist -s naiv`` verbatim."""
+    (example,) = re.findall(r"\$ lifelong run split-mnist -s naiv\n(.*)\n", README.read_text())
+    assert main(["run", "split-mnist", "-s", "naiv"]) == 2
+    assert capsys.readouterr().err.strip() == example
+
+
+def test_readme_exit_statuses_are_the_clis() -> None:
+    from lifelong.cli import EXIT_UNFINISHED
+
+    table = README.read_text().split("Exit status of `lifelong run`", 1)[1].split("\n\n", 2)[1]
+    codes = {int(line.split("|")[1]) for line in table.splitlines()[2:]}
+    assert codes == {0, 1, 2, EXIT_UNFINISHED, 130}

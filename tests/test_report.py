@@ -312,3 +312,21 @@ def test_a_duplicated_run_is_one_line_exit_2(tmp_path: Path, capsys) -> None:
     (out / "summary.json").write_text(json.dumps(summary))
     assert main(["report", str(out)]) == 2
     assert "appears twice" in capsys.readouterr().err
+
+
+def test_a_run_that_learned_nothing_is_marked_in_the_report(tmp_path: Path) -> None:
+    """La-MAML's class-IL collapse (issue 16): R = [0.995, 0, ...] on every row."""
+    fine = [synthetic_run("er", seed, 5) for seed in range(2)]
+    collapsed = synthetic_run("la-maml", 0, 5)
+    collapsed.matrix = [[0.995, 0.0, 0.0, 0.0, 0.0] for _ in range(5)]
+    collapsed.metrics = metrics.summarize(collapsed.matrix, collapsed.init)
+    collapsed.curves = []  # the report takes R and b
+    for run in [*fine, collapsed]:
+        run.chance = 0.1
+    reason = "4 of 5 tasks near chance right after training (t1, t2, t3, t4)"  # LA 0.199: not
+    assert collapsed.not_learned() == f"{reason}; chance is 0.100"
+    assert RunResult.from_summary(collapsed.summary()).not_learned() == collapsed.not_learned()
+    text = make_report(save(tmp_path, [*fine, collapsed])).read_text()
+    assert [row[0] for row in parse_table(text, "Metrics")] == ["er", "la-maml ⚠"]
+    assert [row[0] for row in parse_table(text, "Runs")] == ["er", "er", "la-maml ⚠"]
+    assert f"- la-maml seed 0: {reason}" in text
