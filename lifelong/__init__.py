@@ -6,7 +6,7 @@ init row b, curves and the metrics derived from them.
 
 from lifelong.api import run
 from lifelong.compose import Composite, compose
-from lifelong.errors import UserError
+from lifelong.errors import ContractError, UserError
 from lifelong.init_axis import Init
 from lifelong.optim import SGD
 from lifelong.params import param
@@ -42,6 +42,7 @@ __all__ = [
     "SGD",
     "Batch",
     "Composite",
+    "ContractError",
     "Curve",
     "ImageScenario",
     "Init",

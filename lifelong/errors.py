@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["UserError", "closest"]
+__all__ = ["ContractError", "UserError", "closest"]
 
 
 class UserError(Exception):
@@ -13,6 +13,11 @@ class UserError(Exception):
 
     The message says what was wrong and what to do about it.
     """
+
+
+class ContractError(TypeError):
+    """A strategy returned what its hook's contract does not allow (a float for a loss
+    tensor, labels for logits); the message names the rule and what came instead."""
 
 
 def closest(name: str, choices: Iterable[str]) -> str:

@@ -17,7 +17,7 @@ import torch
 from lifelong import metrics
 from lifelong.allocator import pin_mmap_threshold
 from lifelong.checkpoint import capture, restore
-from lifelong.errors import UserError
+from lifelong.errors import ContractError, UserError
 from lifelong.model import MLP
 from lifelong.params import as_config
 from lifelong.protocol import Protocol
@@ -161,6 +161,7 @@ class _Run:
             for batch in _batches(train, protocol.batch_size, self.order):
                 for glance in range(protocol.glances):
                     loss = strategy.train_step(dataclasses.replace(batch, glance=glance))
+                    check_loss(strategy, loss)
                 self.step += 1
                 first_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
                 self.bad_step = torch.where(first_bad, self.step, self.bad_step)
@@ -280,9 +281,50 @@ def evaluate(
             x = inputs.floats(task.x_test[start : start + batch_size])
             y = task.y_test[start : start + batch_size]
             ids = torch.full_like(y, task.id)
-            correct += (strategy.predict(x, ids).argmax(1) == y).sum()
+            scores = strategy.predict(x, ids)
+            check_scores(strategy, scores, (len(y), stream.n_outputs))
+            correct += (scores.argmax(1) == y).sum()
         accuracies.append(correct.double() / max(len(task.y_test), 1))
     return torch.stack(accuracies)
+
+
+def check_loss(strategy: Strategy, loss: object) -> None:
+    """``train_step`` returns a 0-d loss tensor (checked without a host sync).
+
+    Raises:
+        ContractError: naming the rule and what came instead.
+    """
+    if not isinstance(loss, torch.Tensor):
+        hint = (
+            " (return the tensor, e.g. loss.detach(), not loss.item())"
+            if isinstance(loss, float)
+            else ""
+        )
+        raise ContractError(
+            f"{strategy.name}: train_step must return a scalar loss tensor; "
+            f"got {type(loss).__name__}{hint}"
+        )
+    if loss.ndim != 0:
+        raise ContractError(
+            f"{strategy.name}: train_step must return a scalar loss tensor; got shape "
+            f"{list(loss.shape)} (reduce per-sample losses, e.g. with .mean())"
+        )
+
+
+def check_scores(strategy: Strategy, scores: object, shape: tuple[int, int]) -> None:
+    """``predict`` returns one score per sample and output, float ``[B, n_outputs]``.
+
+    Raises:
+        ContractError: naming the rule and what came instead.
+    """
+    rule = f"{strategy.name}: predict must return float scores of shape {list(shape)}"
+    if not isinstance(scores, torch.Tensor):
+        raise ContractError(f"{rule} (batch, outputs); got {type(scores).__name__}")
+    if tuple(scores.shape) != shape or not scores.is_floating_point():
+        raise ContractError(
+            f"{rule} (batch, outputs; lifelong takes the argmax), not labels; "
+            f"got {scores.dtype} of shape {list(scores.shape)}"
+        )
 
 
 def _batches(data: TrainingData, batch_size: int, generator: torch.Generator):
