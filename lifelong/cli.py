@@ -7,7 +7,6 @@ import math
 import os
 import shlex
 import signal
-import statistics
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -100,6 +99,13 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument(
         "--format", default="png", choices=("png", "svg", "pdf"), help="image format (default png)"
+    )
+    report.add_argument(
+        "--band",
+        default="ci",
+        choices=("ci", "se", "range"),
+        help="spread over seeds in tables and figures: 95%% CI (default), standard error, or "
+        "the seeds' range (with 3 seeds a 95%% CI is wide)",
     )
     report.set_defaults(handler=_report)
 
@@ -406,7 +412,7 @@ def _report(args: argparse.Namespace) -> int:
     if args.out == "":
         raise UserError("--out is empty; give a directory path")
 
-    print(make_report(args.results_dir, args.out, fmt=args.format))
+    print(make_report(args.results_dir, args.out, fmt=args.format, band=args.band))
     return 0
 
 
@@ -464,6 +470,7 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
     """Means over seeds per setup: a strategy, with the settings that tell its setups apart
     (as the report labels them), so a suite's class- and task-IL runs are not averaged."""
     from lifelong.report import setup_labels
+    from lifelong.spread import band, describe, format_spread
 
     by_setup: dict[str, list[dict[str, float]]] = {}
     for r, label in zip(results, setup_labels(results), strict=True):
@@ -474,15 +481,13 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
     for name, runs in by_setup.items():
         cells = []
         for metric in METRIC_NAMES:
-            values = [run[metric] for run in runs if not math.isnan(run[metric])]
-            if not values:
+            values = [run[metric] for run in runs]
+            if all(math.isnan(v) for v in values):
                 cells.append(f"{'n/a (1 task)':>18}")
                 continue
-            mean = statistics.fmean(values)
-            spread = statistics.stdev(values) if len(values) > 1 else 0.0
-            cells.append(f"{mean:>11.3f} ±{spread:5.3f}")
+            cells.append(f"{format_spread(*band(values)):>18}")
         lines.append(f"{name:<{width}}{len(runs):>6}" + "".join(cells))
-    lines.append("(mean ± standard deviation over seeds; BWT and FWT normalised by T-1)")
+    lines.append(f"{describe()}; BWT and FWT normalised by T-1")
     return "\n".join(lines)
 
 
@@ -552,6 +557,8 @@ def _describe(name: str, cls: type, specs: Mapping[str, ParamSpec]) -> str:
         default = spec.default
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
         kind = spec.type_name
+        if spec.choices:  # the values a string option takes are part of its type
+            kind = f"{kind}: {'|'.join('none' if c is None else str(c) for c in spec.choices)}"
         lines.append(f"      {spec.name:<18} {kind:<28} default {shown!s:<10} {spec.doc}")
     return "\n".join(lines)
 

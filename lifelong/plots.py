@@ -20,6 +20,7 @@ from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from lifelong import metrics
+from lifelong.spread import BANDS, DEFAULT_BAND, SHORT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,12 +30,14 @@ __all__ = [
     "METRICS",
     "PALETTE",
     "average_accuracy_figure",
-    "ci_table",
+    "band_table",
+    "curve_table",
     "curves_figure",
     "matrix_figure",
     "metrics_figure",
     "run_matrices",
     "save_figure",
+    "transfer_is_minus_b",
     "write_figures",
 ]
 
@@ -71,20 +74,51 @@ _STYLE: dict[Any, Any] = {
 }
 
 
-def ci_table(frame: pd.DataFrame, by: list[str], value: str) -> pd.DataFrame:
-    """Mean and 95% confidence half-width of ``value`` over the rows of each ``by`` group.
+def band_table(
+    frame: pd.DataFrame, by: list[str], value: str, band: str = DEFAULT_BAND
+) -> pd.DataFrame:
+    """Mean and band (:mod:`lifelong.spread`) of ``value`` over the rows of each ``by`` group.
 
     Returns:
-        ``by`` columns plus ``mean``, ``half`` (t_{0.975, n-1} * s / sqrt(n); NaN for n < 2)
-        and ``n`` (non-NaN values in the group).
+        ``by`` columns plus ``mean``, ``low`` and ``high`` (the band's edges: mean ± t_{0.975,
+        n-1} s / sqrt(n) for ``ci``, mean ± s / sqrt(n) for ``se``, min and max for
+        ``range``; NaN for n < 2) and ``n`` (non-NaN values in the group).
     """
     from scipy import stats
 
-    out = frame.groupby(by, sort=True)[value].agg(["mean", "std", "count"]).reset_index()
+    if band not in BANDS:
+        raise ValueError(f"unknown band '{band}'; use one of {', '.join(BANDS)}")
+    out = frame.groupby(by, sort=True)[value].agg(["mean", "std", "count", "min", "max"])
+    out = out.reset_index()
     n = out["count"].to_numpy(dtype=float)
-    t = stats.t.ppf(0.975, np.maximum(n - 1, 1))
-    out["half"] = np.where(n >= 2, t * out["std"].to_numpy(dtype=float) / np.sqrt(n), np.nan)
-    return out.rename(columns={"count": "n"}).drop(columns="std")
+    mean = out["mean"].to_numpy(dtype=float)
+    if band == "range":
+        low, high = out["min"].to_numpy(dtype=float), out["max"].to_numpy(dtype=float)
+    else:
+        half = out["std"].to_numpy(dtype=float) / np.sqrt(np.maximum(n, 1))
+        if band == "ci":
+            half = half * stats.t.ppf(0.975, np.maximum(n - 1, 1))
+        low, high = mean - half, mean + half
+    out["low"] = np.where(n >= 2, low, np.nan)
+    out["high"] = np.where(n >= 2, high, np.nan)
+    return out.rename(columns={"count": "n"}).drop(columns=["std", "min", "max"])
+
+
+def curve_table(frame: pd.DataFrame, band: str = DEFAULT_BAND) -> pd.DataFrame:
+    """The points of the forgetting curves: per evaluated task, in training order.
+
+    A task's end can be evaluated twice at one step: by the every-``eval_every``
+    schedule before ``after_task`` and after it (the row of R). A strategy that changes the
+    model in ``after_task`` (GDumb retrains there) has different accuracies at the two, so
+    they are kept apart by ``phase`` (0: during training, 1: after the task's
+    ``after_task``) and drawn in that order, a vertical step, never averaged.
+
+    Returns:
+        :func:`band_table` over ``eval_task, step, phase``, sorted in that order.
+    """
+    points = frame[frame["step"].notna()]
+    points = points.assign(phase=(points["point"] == "task_end").astype(int))
+    return band_table(points, ["eval_task", "step", "phase"], "accuracy", band)
 
 
 def run_matrices(frame: pd.DataFrame) -> dict[tuple[str, int], tuple[NDArray, NDArray]]:
@@ -153,10 +187,11 @@ def _mean_matrix(frame: pd.DataFrame, label: str, kind: str) -> tuple[NDArray, i
     return _nanmean(np.stack(stack)), len(runs)
 
 
-def curves_figure(frame: pd.DataFrame) -> Figure:
+def curves_figure(frame: pd.DataFrame, band: str = DEFAULT_BAND) -> Figure:
     """Accuracy of every task over training steps, one panel per setup, task ends dashed.
 
-    Several seeds are drawn as their mean with a shaded 95% interval (clipped to [0, 1]).
+    Several seeds are drawn as their mean with a shaded ``band`` (:mod:`lifelong.spread`,
+    clipped to [0, 1]); the points are :func:`curve_table`'s.
     """
     labels = list(dict.fromkeys(frame["label"]))
     cols = min(len(labels), 2)
@@ -166,7 +201,7 @@ def curves_figure(frame: pd.DataFrame) -> Figure:
         fig = Figure(figsize=(6.2 * cols + 1.6, 3.6 * nrows + 0.4), layout="constrained")
         axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
         for ax, label in zip(axes, labels, strict=False):
-            _curves_panel(ax, frame[frame["label"] == label], label)
+            _curves_panel(ax, frame[frame["label"] == label], label, band)
         for ax in axes[len(labels) :]:
             ax.set_visible(False)
         if n_tasks > len(PALETTE):
@@ -184,7 +219,7 @@ def curves_figure(frame: pd.DataFrame) -> Figure:
     return fig
 
 
-def _curves_panel(ax: Axes, sub: pd.DataFrame, label: str) -> None:
+def _curves_panel(ax: Axes, sub: pd.DataFrame, label: str, band: str) -> None:
     sub = sub[sub["step"].notna()]
     seeds = sub["seed"].nunique()
     if not (sub["point"] == "task_end").any():
@@ -199,16 +234,16 @@ def _curves_panel(ax: Axes, sub: pd.DataFrame, label: str) -> None:
         )
         ax.set_xticks([])
         return
-    curves = ci_table(sub, ["eval_task", "step"], "accuracy")
+    curves = curve_table(sub, band)
     names = _task_names(sub)
     for task, line in curves.groupby("eval_task"):
         color = _task_color(int(task), len(names))
         x = line["step"].to_numpy(float)
         ax.plot(x, line["mean"], color=color, linewidth=1.4, label=names[int(task)])
         if seeds > 1:
-            lo, hi = line["mean"] - line["half"], line["mean"] + line["half"]
+            lo, hi = line["low"].clip(0, 1), line["high"].clip(0, 1)
             alpha = 0.18 if len(names) <= 5 else 0.1  # many bands: fainter, lines stay legible
-            ax.fill_between(x, lo.clip(0, 1), hi.clip(0, 1), color=color, alpha=alpha, lw=0)
+            ax.fill_between(x, lo, hi, color=color, alpha=alpha, lw=0)
     ends = sub[sub["point"] == "task_end"].groupby("after_task")["step"].mean().to_numpy(float)
     for end in ends[:-1]:
         ax.axvline(end, color="0.4", linestyle="--", linewidth=0.8)
@@ -217,7 +252,7 @@ def _curves_panel(ax: Axes, sub: pd.DataFrame, label: str) -> None:
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("training step (batches); dashed: end of a task")
     ax.set_ylabel("test accuracy")
-    spread = f"mean and 95% CI over {seeds} seeds" if seeds > 1 else "1 seed"
+    spread = f"mean and {SHORT[band]} over {seeds} seeds" if seeds > 1 else "1 seed"
     ax.set_title(f"{label} ({spread}); top: task being trained")
 
 
@@ -235,15 +270,16 @@ def _name_spans(ax: Axes, ends: NDArray, names: list[str]) -> None:
     top.tick_params(length=0)
 
 
-def average_accuracy_figure(frame: pd.DataFrame) -> Figure:
-    """Average accuracy over the tasks seen so far after each task, setups overlaid."""
+def average_accuracy_figure(frame: pd.DataFrame, band: str = DEFAULT_BAND) -> Figure:
+    """Average accuracy over the tasks seen so far after each task, setups overlaid, with a
+    shaded ``band`` over seeds (:mod:`lifelong.spread`)."""
     import pandas as pd
 
     rows = []
     for (label, seed), (R, _) in run_matrices(frame).items():
         for k, value in enumerate(metrics.average_accuracy_curve(R)):
             rows.append({"label": label, "seed": seed, "tasks": k + 1, "value": value})
-    table = ci_table(pd.DataFrame(rows), ["label", "tasks"], "value")
+    table = band_table(pd.DataFrame(rows), ["label", "tasks"], "value", band)
     labels = list(dict.fromkeys(frame["label"]))
     with mpl.rc_context(_STYLE):
         fig = Figure(figsize=(8.0, 4.0), layout="constrained")
@@ -260,34 +296,29 @@ def average_accuracy_figure(frame: pd.DataFrame) -> Figure:
                 label=f"{label} ({n} seed{'s' * (n != 1)})",
             )
             if n > 1:
-                lo, hi = line["mean"] - line["half"], line["mean"] + line["half"]
-                ax.fill_between(
-                    line["tasks"],
-                    lo.clip(0, 1),
-                    hi.clip(0, 1),
-                    color=color,
-                    alpha=0.18,
-                    linewidth=0,
-                )
+                lo, hi = line["low"].clip(0, 1), line["high"].clip(0, 1)
+                ax.fill_between(line["tasks"], lo, hi, color=color, alpha=0.18, linewidth=0)
                 if len(line) == 1:  # a band needs two points: draw the interval as a bar
                     ax.errorbar(
-                        line["tasks"], line["mean"], yerr=line["half"], color=color, capsize=4
+                        line["tasks"], line["mean"], yerr=_whiskers(line), color=color, capsize=4
                     )
         ax.set_xticks(sorted(table["tasks"].unique()))
         ax.set_xlim(0.7, table["tasks"].max() + 0.3)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("tasks learned")
         ax.set_ylabel("mean accuracy over tasks seen so far")
-        ax.set_title("Average accuracy (mean and 95% CI over seeds)")
+        ax.set_title(f"Average accuracy (mean and {SHORT[band]} over seeds)")
         fig.legend(loc="outside right upper")
     return fig
 
 
-def metrics_figure(table: pd.DataFrame) -> Figure:
-    """ACC, BWT, FWT and forgetting per setup: bars at the mean, 95% CI bars, seeds as dots.
+def metrics_figure(table: pd.DataFrame, band: str = DEFAULT_BAND) -> Figure:
+    """ACC, BWT, FWT and forgetting per setup: bars at the mean, ``band`` whiskers, seeds
+    as dots.
 
     Args:
         table: one row per run with ``label``, ``seed`` and the keys of :data:`METRICS`.
+        band: the whiskers' spread (:mod:`lifelong.spread`).
     """
     labels = list(dict.fromkeys(table["label"]))
     x = np.arange(len(labels))
@@ -299,12 +330,12 @@ def metrics_figure(table: pd.DataFrame) -> Figure:
         fig = Figure(figsize=(width, 1.5 + 2.9 * rows), layout="constrained")
         axes = fig.subplots(rows, 4 // rows, sharex=True, squeeze=False).ravel()
         for ax, (key, title) in zip(axes, METRICS.items(), strict=True):
-            stats = ci_table(table, ["label"], key).set_index("label").reindex(labels)
+            stats = band_table(table, ["label"], key, band).set_index("label").reindex(labels)
             ax.bar(x, stats["mean"].fillna(0), color=colors, alpha=0.8, width=0.6)
             ax.errorbar(
                 x,
                 stats["mean"],
-                yerr=stats["half"],
+                yerr=_whiskers(stats),
                 fmt="none",
                 ecolor="black",
                 capsize=4,
@@ -337,12 +368,18 @@ def metrics_figure(table: pd.DataFrame) -> Figure:
             ax.set_ylabel("value")
         several = bool((table.groupby("label")["seed"].count() > 1).any())
         fig.suptitle(
-            "bar: mean over seeds; whisker: 95% CI; dot: one seed"
+            f"bar: mean over seeds; whisker: {SHORT[band]}; dot: one seed"
             if several
             else "one seed per strategy: no confidence interval",
             fontsize=9,
         )
     return fig
+
+
+def _whiskers(stats: pd.DataFrame) -> NDArray:
+    """Error-bar lengths below and above the mean, ``[2, n]`` (a range is not symmetric)."""
+    mean = stats["mean"].to_numpy(dtype=float)
+    return np.vstack([mean - stats["low"].to_numpy(float), stats["high"].to_numpy(float) - mean])
 
 
 def save_figure(fig: Figure, path: Path, fmt: str) -> None:
@@ -358,31 +395,46 @@ def save_figure(fig: Figure, path: Path, fmt: str) -> None:
         raise
 
 
-def write_figures(frame: pd.DataFrame, table: pd.DataFrame, out: Path, fmt: str) -> dict[str, Any]:
+def write_figures(
+    frame: pd.DataFrame, table: pd.DataFrame, out: Path, fmt: str, band: str = DEFAULT_BAND
+) -> dict[str, Any]:
     """Draw and save every figure of a report into ``out``.
 
     Returns:
         File names: ``metrics``, ``average_accuracy``, ``curves``, and ``per_label``
         mapping each setup to its ``accuracy`` (and, with >= 2 tasks, ``forgetting`` and
-        ``transfer``) heatmap.
+        ``transfer``) heatmap; ``transfer_is_minus_b`` tells when the transfer heatmaps
+        were left out because no run has any accuracy on a task before training it, so
+        every one would be ``-b`` (:func:`transfer_is_minus_b`).
     """
     names: dict[str, Any] = {"per_label": {}}
     for name, draw in (
-        ("metrics", lambda: metrics_figure(table)),
-        ("average_accuracy", lambda: average_accuracy_figure(frame)),
-        ("curves", lambda: curves_figure(frame)),
+        ("metrics", lambda: metrics_figure(table, band)),
+        ("average_accuracy", lambda: average_accuracy_figure(frame, band)),
+        ("curves", lambda: curves_figure(frame, band)),
     ):
         names[name] = _save(draw(), out, f"{name}.{fmt}", fmt)
     n_tasks = frame.groupby("label")["eval_task"].max() + 1
+    names["transfer_is_minus_b"] = transfer_is_minus_b(frame)
+    transfer = [] if names["transfer_is_minus_b"] else ["transfer"]
     used: set[str] = set()
     for label in dict.fromkeys(frame["label"]):
         stem = _file_stem(label, used)
-        kinds = ["accuracy"] + (["forgetting", "transfer"] if n_tasks[label] > 1 else [])
+        kinds = ["accuracy"] + (["forgetting", *transfer] if n_tasks[label] > 1 else [])
         names["per_label"][label] = {
             kind: _save(matrix_figure(frame, label, kind), out, f"{kind}_{stem}.{fmt}", fmt)
             for kind in kinds
         }
     return names
+
+
+def transfer_is_minus_b(frame: pd.DataFrame) -> bool:
+    """Whether every run scores exactly 0 on every task before training it (``R[i][j] = 0``
+    for ``j > i``), so that every forward-transfer matrix ``R - b`` is ``-b``: what a
+    class-incremental head does, which never predicts classes it has not been trained on."""
+    matrices = run_matrices(frame).values()
+    ahead = [R[np.triu_indices_from(R, 1)] for R, _ in matrices if len(R) > 1]
+    return bool(ahead) and all(np.all(np.nan_to_num(a) == 0) for a in ahead)
 
 
 def _save(fig: Figure, out: Path, name: str, fmt: str) -> str:

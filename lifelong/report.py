@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from lifelong.errors import UserError, closest
 from lifelong.result import CSV_COLUMNS, RunResult
 from lifelong.results_dir import RESULTS, SUMMARY, check_out_dir, load_runs, write_atomic
+from lifelong.spread import BANDS, DEFAULT_BAND, describe, format_spread
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -37,6 +38,7 @@ def make_report(
     *,
     fmt: str = "png",
     command: str | None = None,
+    band: str = DEFAULT_BAND,
 ) -> Path:
     """Write plots, matrix CSVs and ``report.md`` for the runs of a results directory.
 
@@ -46,17 +48,22 @@ def make_report(
         fmt: image format, ``"png"``, ``"svg"`` or ``"pdf"``.
         command: the command shown as the one that regenerates the report; defaults to
             ``lifelong report RESULTS_DIR --out OUT_DIR``.
+        band: the spread over seeds in tables and figures (:mod:`lifelong.spread`):
+            ``"ci"`` (95% confidence interval), ``"se"`` (standard error) or ``"range"``.
 
     Returns:
         The path of ``report.md``.
 
     Raises:
-        UserError: the directory is missing, holds no runs, or ``fmt`` is unknown.
+        UserError: the directory is missing, holds no runs, or ``fmt`` or ``band`` is
+            unknown.
     """
     if fmt not in FORMATS:
         raise UserError(
             f"unknown report format '{fmt}'{closest(fmt, FORMATS)}; use png, svg or pdf"
         )
+    if band not in BANDS:
+        raise UserError(f"unknown band '{band}'{closest(band, BANDS)}; use ci, se or range")
     source = Path(results_dir)
     every = _load(source)
     runs = [r for r in every if r.status == "ok"]  # diverged and failed runs are listed apart
@@ -73,11 +80,11 @@ def make_report(
     table = metrics_frame(runs)
     _check_matrices(runs, frame, source)
     out.mkdir(parents=True, exist_ok=True)
-    images = plots.write_figures(frame, table, out, fmt)
+    images = plots.write_figures(frame, table, out, fmt, band)
     _write_matrix_csvs(frame, out)
-    command = command or _report_command(source, out, fmt)
+    command = command or _report_command(source, out, fmt, band)
     data = [os.path.relpath(source / name, out) for name in (SUMMARY, RESULTS)]
-    text = _markdown(runs, frame, table, images, command, data)
+    text = _markdown(runs, frame, table, images, command, data, band)
     text += _left_out([r for r in every if r.status != "ok"])
     write_atomic(out / "report.md", text)
     return out / "report.md"
@@ -273,19 +280,22 @@ def _markdown(
     images: dict[str, Any],
     command: str,
     data: list[str],
+    band: str,
 ) -> str:
     matrices = []
     for label, kinds in images["per_label"].items():
         matrices += [f"### {label}", ""]
         matrices += [f"![{kind} matrix of {label}]({name})" for kind, name in kinds.items()]
-        if len(kinds) == 1:
+        if "forgetting" not in kinds:
             matrices.append("Forgetting and forward transfer: n/a (needs >= 2 tasks).")
         matrices.append("")
     return _TEMPLATE.format(
         title="Report: " + ", ".join(dict.fromkeys(r.scenario for r in runs)),
         labels=", ".join(dict.fromkeys(table["label"])),
         command=command,
-        metrics_table="\n".join(_metrics_table(table)),
+        metrics_table="\n".join(_metrics_table(table, band)),
+        spread=describe(band)[0].upper() + describe(band)[1:],
+        transfer_note=TRANSFER_NOTE if images["transfer_is_minus_b"] else "",
         **{name: images[name] for name in ("metrics", "average_accuracy", "curves")},
         matrices="\n".join(matrices),
         names_note=_names_note(frame),
@@ -310,10 +320,10 @@ Compared: {labels}; {n_runs} runs in all.
 
 {metrics_table}
 
-Mean ± 95% confidence interval over seeds (t distribution, n - 1 degrees of freedom; `± n/a`
-with one seed). ACC, BWT, FWT: Lopez-Paz & Ranzato 2017, BWT and FWT normalised by T - 1;
-forgetting: Chaudhry et al. 2018 (max-based); LA: Riemer et al. 2019. `n/a`: undefined for a
-one-task stream.
+{spread}; the same in every figure below (`lifelong report --band ci|se|range` chooses).
+ACC, BWT, FWT: Lopez-Paz & Ranzato 2017, BWT and FWT normalised by T - 1; forgetting:
+Chaudhry et al. 2018 (max-based); LA: Riemer et al. 2019. `n/a`: undefined for a one-task
+stream.
 
 ![ACC, BWT, FWT and forgetting per strategy]({metrics})
 
@@ -331,7 +341,7 @@ Accuracy R (with the init row b), forgetting and forward transfer, mean over see
 forgetting and the transfer heatmaps each use one colour scale for every strategy. Every
 run's forgetting and forward-transfer matrices are in
 [forgetting_matrix.csv](forgetting_matrix.csv) and
-[forward_transfer_matrix.csv](forward_transfer_matrix.csv).{names_note}
+[forward_transfer_matrix.csv](forward_transfer_matrix.csv).{names_note}{transfer_note}
 
 {matrices}
 ## Configuration
@@ -348,6 +358,15 @@ run's forgetting and forward-transfer matrices are in
 
 Data: [summary.json]({summary}), [results.csv]({results}) ({n_rows} evaluations).
 """
+
+
+TRANSFER_NOTE = """
+
+Forward-transfer heatmaps are left out: no run has any accuracy on a task before training
+it (R[i][j] = 0 for j > i, as a class-incremental head that never predicts classes it has
+not been trained on does), so every strategy's transfer matrix R - b would be the same -b,
+the init row of its accuracy heatmap negated. FWT in the metrics table is -mean(b) for the
+same reason."""
 
 
 def _left_out(runs: Sequence[RunResult]) -> str:
@@ -373,19 +392,18 @@ def _names_note(frame: pd.DataFrame) -> str:
     )
 
 
-def _metrics_table(table: pd.DataFrame) -> list[str]:
-    from lifelong.plots import ci_table
+def _metrics_table(table: pd.DataFrame, band: str) -> list[str]:
+    from lifelong.plots import band_table
 
     head = "| strategy | seeds | " + " | ".join(HEADINGS[c] for c in COLUMNS) + " | wall s / run |"
     lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1)]
-    stats = {c: ci_table(table, ["label"], c).set_index("label") for c in COLUMNS}
+    stats = {c: band_table(table, ["label"], c, band).set_index("label") for c in COLUMNS}
     for label, runs in table.groupby("label", sort=False):
         marked = f"{label} {NOT_LEARNED_MARK}" if runs["not_learned"].astype(bool).any() else label
         cells = []
         for c in COLUMNS:
-            mean, half = stats[c].loc[label, "mean"], stats[c].loc[label, "half"]
-            spread = "n/a" if math.isnan(half) else f"{half:.3f}"
-            cells.append("n/a" if math.isnan(mean) else f"{mean:.3f} ± {spread}")
+            row = stats[c].loc[label]
+            cells.append(format_spread(row["mean"], row["low"], row["high"], band))
         wall = runs["wall_s"].mean()
         lines.append(f"| {marked} | {len(runs)} | " + " | ".join(cells) + f" | {wall:.1f} |")
     if table["not_learned"].astype(bool).any():
@@ -464,6 +482,7 @@ def _environment(table: pd.DataFrame) -> list[str]:
     ]
 
 
-def _report_command(source: Path, out: Path, fmt: str) -> str:
+def _report_command(source: Path, out: Path, fmt: str, band: str) -> str:
     parts = ["lifelong", "report", str(source), "--out", str(out)]
-    return shlex.join(parts + (["--format", fmt] if fmt != "png" else []))
+    parts += ["--format", fmt] if fmt != "png" else []
+    return shlex.join(parts + (["--band", band] if band != DEFAULT_BAND else []))

@@ -306,3 +306,26 @@ def test_metrics_table_keeps_a_suites_setups_apart(tmp_path: Path, capsys) -> No
     assert main(["run", str(suite), "-j", "1"]) == 0
     table = capsys.readouterr().out.split("strategy")[-1]
     assert "naive (setting=class)" in table and "naive (setting=task)" in table
+
+
+def test_the_cli_table_and_the_report_show_the_same_spread(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    args = ["run", "split-mnist", "-s", "naive", "--seeds", "0,1", *SMALL, "--jobs", "1"]
+    assert main([*args, "--set", "samples_per_task=400", "--out", str(out), "--report"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    header = next(i for i, line in enumerate(printed) if line.startswith("strategy"))
+    cells = printed[header + 1].split()[2:]  # naive, 2 seeds, then "mean ± half" x 5
+    cli = [" ".join(cells[i : i + 3]) for i in range(0, len(cells), 3)]
+    assert printed[header + 2].startswith("mean ± 95% CI over seeds (t distribution")
+    text = (out / "report" / "report.md").read_text()
+    row = text.split("## Metrics\n\n", 1)[1].splitlines()[2]
+    assert [c.strip() for c in row.strip("|").split("|")][2:7] == cli
+    assert "Mean ± 95% CI over seeds (t distribution" in text
+
+
+def test_list_shows_the_values_a_string_option_takes(capsys) -> None:
+    assert main(["list", "--strategy", "ewc"]) == 0
+    (fisher,) = [line for line in capsys.readouterr().out.splitlines() if "fisher " in line]
+    assert "str: empirical|true" in fisher
+    assert main(["list", "scenarios"]) == 0
+    assert "str: class|domain|task" in capsys.readouterr().out

@@ -330,3 +330,78 @@ def test_a_run_that_learned_nothing_is_marked_in_the_report(tmp_path: Path) -> N
     assert [row[0] for row in parse_table(text, "Metrics")] == ["er", "la-maml ⚠"]
     assert [row[0] for row in parse_table(text, "Runs")] == ["er", "er", "la-maml ⚠"]
     assert f"- la-maml seed 0: {reason}" in text
+
+
+def gdumb_like(seed: int) -> RunResult:
+    """A run whose model changes in after_task: the every-2-steps evaluation at a task's
+    last step (before after_task) scores 0 on that task, the row of R after it 0.787."""
+    run = synthetic_run("gdumb", seed, 3)
+    for i, row in enumerate(run.matrix):
+        before, after = [c for c in run.curves if c.task == i and c.step == 4 * i + 4]
+        before.accuracies[i] = 0.0
+        row[i] = after.accuracies[i] = 0.787
+    run.metrics = metrics.summarize(run.matrix, run.init)
+    return run
+
+
+def test_curves_keep_both_evaluations_of_a_task_end_and_never_average_them() -> None:
+    from lifelong.plots import curve_table, curves_figure
+
+    runs = [gdumb_like(seed) for seed in range(2)]
+    frame = runs_frame(runs)
+    points = curve_table(frame)
+    at_end = points[(points["eval_task"] == 2) & (points["step"] == 12)]
+    assert at_end["mean"].tolist() == pytest.approx([0.0, 0.787])  # before, then after
+    figure = curves_figure(frame)
+    (line,) = [ln for ln in figure.axes[0].get_lines() if ln.get_label() == "t2"]
+    x, y = line.get_xdata(), line.get_ydata()
+    assert list(y[x == 12]) == pytest.approx([0.0, 0.787])  # a vertical step, not 0.39
+
+
+@pytest.mark.parametrize("band", ["se", "range"])
+def test_the_band_is_an_option_and_the_report_says_which(tmp_path: Path, band: str) -> None:
+    from lifelong.plots import curves_figure
+
+    runs = [synthetic_run("naive", seed, 3) for seed in range(3)]
+    report = make_report(save(tmp_path, runs), band=band)
+    text = report.read_text()
+    (row,) = parse_table(text, "Metrics")
+    values = [r.metrics["acc"] for r in runs]
+    mean = statistics.fmean(values)
+    if band == "se":
+        assert row[2] == f"{mean:.3f} ± {statistics.stdev(values) / math.sqrt(3):.3f}"
+        assert "Mean ± standard error over seeds" in text
+    else:
+        assert row[2] == f"{mean:.3f} ({min(values):.3f} to {max(values):.3f})"
+        assert "Mean and range of the seeds (lowest to highest)" in text
+    assert f"--band {band}" in text  # the regenerating command keeps it
+    title = curves_figure(runs_frame(runs), band).axes[0].get_title()
+    assert ("standard error" if band == "se" else "range of the seeds") in title
+
+
+def test_identical_forward_transfer_panels_become_a_note(tmp_path: Path) -> None:
+    """Class-IL: no accuracy on a task before training it, so every transfer matrix is -b."""
+    runs = [synthetic_run(s, 0, 3) for s in ("naive", "er")]
+    for run in runs:
+        run.matrix, run.curves = np.tril(run.matrix).tolist(), []  # the report takes R, b
+        run.metrics = metrics.summarize(run.matrix, run.init)
+    text = make_report(save(tmp_path / "class", runs)).read_text()
+    assert "Forward-transfer heatmaps are left out" in text
+    assert not list((tmp_path / "class" / "report").glob("transfer_*"))
+    mixed = make_report(save(tmp_path / "task", [synthetic_run("naive", 0, 3)])).read_text()
+    assert "left out" not in mixed and "transfer_naive.png" in mixed
+
+
+def test_committed_reports_name_only_files_in_the_repository() -> None:
+    """Every relative link and every NAME.md a committed report mentions exists (a
+    notes.md is a template printed into the report one folder up, and checked there)."""
+    root = Path(__file__).resolve().parent.parent
+    for report in (root / "reports").rglob("*.md"):
+        if report.name == "notes.md":
+            continue
+        text = report.read_text()
+        for target in re.findall(r"\]\(([^)#\s]+)", text):
+            if "://" not in target:
+                assert (report.parent / target).exists(), f"{report}: link to {target}"
+        for name in re.findall(r"(?<![\w/.-])([A-Z][A-Z_]+\.md)\b", text):
+            assert (root / name).exists(), f"{report}: names {name}, not in the repository"
