@@ -198,7 +198,7 @@ def test_options_that_do_nothing_here_say_so(tmp_path: Path, capsys) -> None:
 
 
 def test_exit_status_says_whether_every_run_completed(tmp_path: Path, capsys) -> None:
-    args = ["run", "split-mnist", "-s", "naive", "--seeds", "0,1", *SMALL, "--quiet"]
+    args = ["run", "split-mnist", "-s", "naive", "--seeds", "0,1", *SMALL, "--quiet", "-j", "1"]
     assert main([*args, "--set", "samples_per_task=400"]) == 0
     assert "warning" not in capsys.readouterr().err  # it learns every task
     assert main([*args, "--set", "lr=1e6"]) == EXIT_UNFINISHED == 3
