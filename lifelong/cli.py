@@ -100,13 +100,7 @@ def _build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--format", default="png", choices=("png", "svg", "pdf"), help="image format (default png)"
     )
-    report.add_argument(
-        "--band",
-        default="ci",
-        choices=("ci", "se", "range"),
-        help="spread over seeds in tables and figures: 95%% CI (default), standard error, or "
-        "the seeds' range (with 3 seeds a 95%% CI is wide)",
-    )
+    _add_band_option(report)
     report.set_defaults(handler=_report)
 
     bench = commands.add_parser("bench", help="time lifelong against a hand loop and Avalanche")
@@ -184,7 +178,18 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="when the runs end, write plots and report.md into OUT/report",
     )
+    _add_band_option(command)
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
+
+
+def _add_band_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--band",
+        default="ci",
+        choices=("ci", "se", "range"),
+        help="the report's spread over seeds in tables and figures: 95%% CI (default), "
+        "standard error, or the seeds' range (with 3 seeds a 95%% CI is wide)",
+    )
 
 
 def _threads(args: argparse.Namespace) -> int:
@@ -311,7 +316,8 @@ def _execute(
     if args.report and target is not None and any(r.ok for r in results):
         from lifelong.report import make_report
 
-        _say(args, f"report: {make_report(target, command=args.command_line)}")
+        report = make_report(target, command=args.command_line, band=args.band)
+        _say(args, f"report: {report}")
     elif args.report:
         _say(args, "report: not written, since no run completed")
     _warn_not_learned(results)

@@ -321,6 +321,23 @@ def test_the_cli_table_and_the_report_show_the_same_spread(tmp_path: Path, capsy
     row = text.split("## Metrics\n\n", 1)[1].splitlines()[2]
     assert [c.strip() for c in row.strip("|").split("|")][2:7] == cli
     assert "Mean ± 95% CI over seeds (t distribution" in text
+    assert (
+        main(
+            [
+                *args,
+                "--set",
+                "samples_per_task=400",
+                "--out",
+                str(out),
+                "--report",
+                "--band",
+                "se",
+                "-q",
+            ]
+        )
+        == 0
+    )
+    assert "Mean ± standard error over seeds" in (out / "report" / "report.md").read_text()
 
 
 def test_list_shows_the_values_a_string_option_takes(capsys) -> None:
