@@ -4,11 +4,13 @@ A stream of tasks is fed to a strategy; the evaluator records the accuracy matri
 init row b, curves and the metrics derived from them.
 """
 
-from lifelong.api import run
+from lifelong.api import report, run, save
 from lifelong.compose import Composite, compose
 from lifelong.errors import UserError
 from lifelong.init_axis import Init
 from lifelong.optim import SGD
+from lifelong.own_data import OwnData, from_arrays, from_folder, from_torch
+from lifelong.own_scenario import OwnDataScenario, scenario_from
 from lifelong.params import param
 from lifelong.parts import (
     Learner,
@@ -48,6 +50,8 @@ __all__ = [
     "Learner",
     "Memory",
     "Objective",
+    "OwnData",
+    "OwnDataScenario",
     "Protocol",
     "Quadratic",
     "Regularizer",
@@ -65,12 +69,18 @@ __all__ = [
     "compose",
     "detached",
     "fisher_diagonal",
+    "from_arrays",
+    "from_folder",
+    "from_torch",
     "gradient_importance",
     "gradients",
     "make_task",
     "param",
     "quadratic_penalty",
+    "report",
     "run",
+    "save",
+    "scenario_from",
     "subsample",
     "supervised_step",
     "task_sample",

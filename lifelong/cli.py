@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from lifelong.result import RunResult
     from lifelong.stream import Stream
     from lifelong.sweep import RunRequest
+    from lifelong.trackers import Trackers
 
 __all__ = ["main"]
 
@@ -177,6 +178,13 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         help="when the runs end, write plots and report.md into OUT/report",
     )
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
+    command.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="also log each run to tensorboard, wandb or mlflow, under --out (repeatable)",
+    )
 
 
 def _threads(args: argparse.Namespace) -> int:
@@ -262,6 +270,7 @@ def _execute(
         why = "--vectorize trains in this process" if args.vectorize else "Ray schedules runs"
         _say(args, f"note: --jobs has no effect here ({why})")
     target = check_out_dir(out) if out else None  # before any download or run
+    trackers = _open_trackers(args, target)
     requests = []
     for scenario, settings in points:
         batch = plan_requests(
@@ -295,6 +304,7 @@ def _execute(
         report=lambda text: _say(args, text),
         progress=not args.quiet,
         vectorize=args.vectorize,
+        on_result=trackers.log if trackers else lambda result: None,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
@@ -308,7 +318,20 @@ def _execute(
     for r in failed:
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
-    return 1 if any(r.status == "failed" for r in failed) else 0
+    tracker_failed = trackers is not None and bool(trackers.failed)
+    return 1 if any(r.status == "failed" for r in failed) or tracker_failed else 0
+
+
+def _open_trackers(args: argparse.Namespace, target: Path | None) -> Trackers | None:
+    """The sinks of ``--log``, checked before any run (installed, writable)."""
+    from lifelong.trackers import open_trackers
+
+    if not args.log:
+        return None
+    if target is None:
+        raise UserError("--log needs --out DIR (the trackers write under it)")
+    group = target.resolve().name
+    return open_trackers(args.log, target, group, say=lambda text: print(text, file=sys.stderr))
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
