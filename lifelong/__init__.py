@@ -6,6 +6,7 @@ init row b, curves and the metrics derived from them.
 
 from lifelong.api import report, run, save
 from lifelong.compose import Composite, compose
+from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import UserError
 from lifelong.init_axis import Init
 from lifelong.optim import SGD
@@ -44,6 +45,7 @@ __all__ = [
     "SGD",
     "Batch",
     "Composite",
+    "ConformanceError",
     "Curve",
     "ImageScenario",
     "Init",
@@ -66,6 +68,7 @@ __all__ = [
     "TrainingData",
     "UserError",
     "apply_gradients",
+    "check_strategy",
     "compose",
     "detached",
     "fisher_diagonal",

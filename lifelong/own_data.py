@@ -188,10 +188,11 @@ def checked(name: str, train: Part, test: Part, transforms: tuple[Transform, ...
     y_test = _labels(test[1], "y_test", len(test[0]), problems)
     t_train = None if train[2] is None else _labels(train[2], "task_ids", len(train[0]), problems)
     t_test = None if test[2] is None else _labels(test[2], "test_task_ids", len(test[0]), problems)
-    if x_train is not None and x_test is not None and x_train.shape[1:] != x_test.shape[1:]:
+    shapes = tuple(train[0].shape[1:]), tuple(test[0].shape[1:])
+    if train[0].ndim >= 2 and test[0].ndim >= 2 and shapes[0] != shapes[1]:
         problems.append(
-            f"train inputs are {tuple(x_train.shape[1:])} but test inputs "
-            f"{tuple(x_test.shape[1:])}; give both splits inputs of one shape"
+            f"train inputs are {shapes[0]} but test inputs {shapes[1]}; give both splits "
+            "inputs of one shape"
         )
     if y_train is not None and y_test is not None:
         unseen = sorted(set(y_test.tolist()) - set(y_train.tolist()))
@@ -289,8 +290,12 @@ def _held_out(
     fraction: float,
 ) -> OwnData:
     """Hold out ``fraction`` of each class (and task) as the test set, the same every time."""
-    if y.ndim != 1 or len(y) != len(x) or y.is_floating_point() or y.dtype == torch.bool:
-        return checked(name, (x, y, t), (x[:0], y[:0], None if t is None else t[:0]), transforms)
+    problems: list[str] = []
+    labels = _labels(y, "y", len(x), problems)
+    tasks = None if t is None else _labels(t, "task_ids", len(x), problems)
+    _raise(name, problems)  # the split needs good labels; the rest is checked after it
+    assert labels is not None
+    y, t = labels, tasks
     generator = torch.Generator().manual_seed(SPLIT_SEED)
     groups = y if t is None else y * (int(t.max()) + 1 if len(t) else 1) + t
     test = []

@@ -173,7 +173,7 @@ def _as_data(made: Any, spec: str) -> OwnData:
         names = ("x", "y", "x_test", "y_test")
         kwargs = dict(zip(names[2:], made[2:], strict=False))
         return from_arrays(made[0], made[1], **kwargs, name=spec)
-    if hasattr(type(made), "__getitem__") and hasattr(type(made), "__len__"):
+    if isinstance(made, torch.utils.data.Dataset):
         return from_torch(made, name=spec)
     raise UserError(
         f"own-data: {spec} returned a {type(made).__name__}; return lifelong.from_arrays(x, y) "
