@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import UserError
-
 from lifelong.plan import plan_runs
 from lifelong.report import make_report  # imported here, so that lifelong.report stays report()
 from lifelong.result import RunResult

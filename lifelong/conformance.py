@@ -90,8 +90,12 @@ def _check_runs(spec: RunSpec, stream: Stream, where: str) -> None:
     _require(finite, where, "the accuracy matrix holds NaN or infinite values")
     again = _quiet(spec, stream, where)
     same = first.matrix == again.matrix and first.curves == again.curves
-    _require(same, where, "the same seed gave other results (state leaks between runs, or "
-             "randomness not drawn from the generator given to setup)")
+    _require(
+        same,
+        where,
+        "the same seed gave other results (state leaks between runs, or "
+        "randomness not drawn from the generator given to setup)",
+    )
     other = _quiet(dataclasses.replace(spec, seed=1), stream, where)
     _require(first.init != other.init, where, "another seed gave the same initial accuracy")
     with tempfile.TemporaryDirectory(prefix="lifelong-conformance-") as tmp:
@@ -101,14 +105,16 @@ def _check_runs(spec: RunSpec, stream: Stream, where: str) -> None:
     resumable = type(spec.strategy).resumable
     if resumable:
         same = resumed.matrix == first.matrix and resumed.curves == first.curves
-        _require(same, where, "a run resumed from a checkpoint ended otherwise than one not "
-                 "interrupted (create all state in setup, as tensors, lists, dicts or "
-                 "dataclasses of them)")
+        _require(
+            same,
+            where,
+            "a run resumed from a checkpoint ended otherwise than one not "
+            "interrupted (create all state in setup, as tensors, lists, dicts or "
+            "dataclasses of them)",
+        )
 
 
-def _quiet(
-    spec: RunSpec, stream: Stream, where: str, checkpoint: Path | None = None
-) -> RunResult:
+def _quiet(spec: RunSpec, stream: Stream, where: str, checkpoint: Path | None = None) -> RunResult:
     """Run ``spec``; a checkpoint warning is a failure of the contract."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -133,8 +139,11 @@ def _check_hooks(spec: RunSpec, stream: Stream, where: str) -> None:
         strategy.after_task(data)
     logits = strategy.predict(batch.x, batch.task_ids)
     shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-    _require(shape == (8, stream.n_outputs), where,
-             f"predict returned {shape}, not logits [B, n_outputs] = (8, {stream.n_outputs})")
+    _require(
+        shape == (8, stream.n_outputs),
+        where,
+        f"predict returned {shape}, not logits [B, n_outputs] = (8, {stream.n_outputs})",
+    )
 
 
 def _require(ok: bool, where: str, what: str) -> None:

@@ -270,8 +270,10 @@ def _labels(y: torch.Tensor, what: str, n: int, problems: list[str]) -> torch.Te
     if y.is_floating_point() and bool((y != y.round()).any()):
         problems.append(f"{what} holds fractions ({y.dtype}); labels must be whole numbers")
         return None
-    if not (y.is_floating_point() or y.dtype in (torch.int8, torch.int16, torch.int32,
-                                                 torch.int64, torch.uint8)):
+    if not (
+        y.is_floating_point()
+        or y.dtype in (torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8)
+    ):
         problems.append(f"{what} has dtype {y.dtype}; labels must be whole numbers")
         return None
     y = y.long()
@@ -302,15 +304,17 @@ def _held_out(
     for value in groups.unique():
         members = (groups == value).nonzero().squeeze(1)
         members = members[torch.randperm(len(members), generator=generator)]
-        test.append(members[: max(1, round(fraction * len(members)))] if len(members) > 1 else
-                    members[:0])
+        test.append(
+            members[: max(1, round(fraction * len(members)))] if len(members) > 1 else members[:0]
+        )
     is_test = torch.zeros(len(y), dtype=torch.bool)
     is_test[torch.cat(test)] = True
     train_rows, test_rows = (~is_test).nonzero().squeeze(1), is_test.nonzero().squeeze(1)
     tt = None if t is None else t[test_rows]
     ts = None if t is None else t[train_rows]
-    return checked(name, (x[train_rows], y[train_rows], ts), (x[test_rows], y[test_rows], tt),
-                   transforms)
+    return checked(
+        name, (x[train_rows], y[train_rows], ts), (x[test_rows], y[test_rows], tt), transforms
+    )
 
 
 def _read_dataset(dataset: Any, name: str, split: str) -> Part:
@@ -320,7 +324,9 @@ def _read_dataset(dataset: Any, name: str, split: str) -> Part:
             f"dataset {name}: the {split} set is a {type(dataset).__name__}, not a map-style "
             "torch Dataset (it needs __len__ and __getitem__)"
         )
-    xs, ys, ts = [], [], []
+    xs: list[torch.Tensor] = []
+    ys: list[int] = []
+    ts: list[int | None] = []
     for i in range(len(dataset)):
         try:
             item = dataset[i]
@@ -377,8 +383,8 @@ def _read_images(
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             try:
-                with Image.open(file) as image:
-                    image = image.convert(mode) if mode else image
+                with Image.open(file) as opened:
+                    image = opened.convert(mode) if mode else opened
                     image = image.resize(size[::-1]) if size else image
                     x = _pixels(image)
             except (OSError, UnidentifiedImageError, ValueError) as error:

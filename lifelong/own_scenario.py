@@ -160,9 +160,7 @@ def _call_factory(spec: str, where: str, function: str, mtime_ns: int) -> OwnDat
     except Exception as error:  # the user's own bug: name its file and line
         frames = traceback.extract_tb(error.__traceback__)
         at = f" at {frames[-1].filename}:{frames[-1].lineno}" if frames else ""
-        raise UserError(
-            f"own-data: {spec} raised {type(error).__name__}: {error}{at}"
-        ) from None
+        raise UserError(f"own-data: {spec} raised {type(error).__name__}: {error}{at}") from None
     return _as_data(made, spec)
 
 

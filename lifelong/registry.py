@@ -31,7 +31,7 @@ __all__ = [
 
 @functools.cache
 def scenarios() -> dict[str, type[ScenarioFamily]]:
-    """Every scenario family in ``lifelong.scenarios``, by name (and ``avalanche``, ``own-data``)."""
+    """Every scenario family in ``lifelong.scenarios`` by name, ``avalanche`` and ``own-data``."""
     from lifelong.interop import AvalancheScenario  # avalanche itself is imported only on use
     from lifelong.own_scenario import OwnDataScenario
 

@@ -71,9 +71,7 @@ def open_trackers(
     sinks = []
     for name in dict.fromkeys(names):
         if name not in SINKS:
-            raise UserError(
-                f"unknown --log '{name}'{closest(name, SINKS)}; use {', '.join(SINKS)}"
-            )
+            raise UserError(f"unknown --log '{name}'{closest(name, SINKS)}; use {', '.join(SINKS)}")
         if importlib.util.find_spec(PACKAGES[name]) is None:
             raise UserError(
                 f"--log {name}: the {PACKAGES[name]} package is not installed; "

@@ -82,14 +82,16 @@ class WandbSink(Sink):
         from PIL import Image
 
         run = wandb.init(
-            dir=str(self.root),
+            dir=str(self.root.parent),  # W&B adds the wandb/ folder itself
             project=os.environ.get("WANDB_PROJECT") or "lifelong",
             group=self.group,
             name=record.name,
             config=record.params,
             mode=os.environ.get("WANDB_MODE") or "offline",  # type: ignore[arg-type]
             reinit="create_new",
-            settings=wandb.Settings(silent=True, console="off", x_disable_stats=True),
+            settings=wandb.Settings(
+                silent=True, console="off", x_disable_stats=True, disable_git=True, save_code=False
+            ),
         )
         try:
             by_step: dict[int, dict[str, Any]] = defaultdict(dict)
@@ -101,8 +103,10 @@ class WandbSink(Sink):
                 f"figures/{name.removesuffix('.png')}": wandb.Image(Image.open(io.BytesIO(png)))
                 for name, png in record.figures.items()
             }
-            run.log({**{f"metrics/{k}": v for k, v in record.metrics.items()}, **images},
-                    step=record.final_step)
+            run.log(
+                {**{f"metrics/{k}": v for k, v in record.metrics.items()}, **images},
+                step=record.final_step,
+            )
             run.summary.update(record.metrics)
             with tempfile.TemporaryDirectory() as tmp:
                 summary = Path(tmp) / "summary.json"
