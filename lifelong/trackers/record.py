@@ -26,7 +26,7 @@ class RunRecord:
         scalars: ``(tag, step, value)`` for every evaluation: ``accuracy/task_j`` per task
             and ``accuracy/average`` over the tasks trained so far, at the batches trained.
         metrics: the final metrics that are defined (NaN ones left out).
-        figures: the report's figures for this run alone, PNG bytes by file name.
+        figures: the report's accuracy matrix and curves for this run alone, PNG bytes.
         summary: the run's ``summary.json`` entry as JSON text.
     """
 
@@ -67,12 +67,19 @@ def run_record(run: RunResult) -> RunRecord:
 
 
 def _figures(run: RunResult) -> dict[str, bytes]:
+    """The report's accuracy matrix (with the init row b) and curves, for this run alone."""
     from lifelong import plots
-    from lifelong.report import metrics_frame, runs_frame
+    from lifelong.report import runs_frame
 
+    frame = runs_frame([run])
+    figures = {
+        "accuracy.png": plots.matrix_figure(frame, frame["label"].iloc[0], "accuracy"),
+        "curves.png": plots.curves_figure(frame),
+    }
     with tempfile.TemporaryDirectory(prefix="lifelong-figures-") as tmp:
-        plots.write_figures(runs_frame([run]), metrics_frame([run]), Path(tmp), "png")
-        return {p.name: p.read_bytes() for p in sorted(Path(tmp).glob("*.png"))}
+        for name, figure in figures.items():
+            plots.save_figure(figure, Path(tmp) / name, "png")
+        return {name: (Path(tmp) / name).read_bytes() for name in figures}
 
 
 def _flat(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
