@@ -65,8 +65,8 @@ def check_strategy(
         (spec,) = plan_runs(stream_scenario, [strategy], [0], {**SMALL, **(settings or {})})
         stream = stream_scenario.build(0)
         where = f"{spec.strategy.name} ({setting}-incremental)"
-        _check_runs(spec, stream, where)
         _check_hooks(spec, stream, where)
+        _check_runs(spec, stream, where)
 
 
 def tiny_scenario(setting: str) -> Any:
