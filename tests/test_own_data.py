@@ -266,3 +266,9 @@ def test_a_bad_dataset_setting_names_the_form(tmp_path: Path, capsys) -> None:
     assert "is not path/to/file.py:function" in capsys.readouterr().err
     assert main(["run", "own-data", "--set", "dataset=nowhere.py:f", "-s", "naive"]) == 2
     assert "dataset file nowhere.py does not exist" in capsys.readouterr().err
+
+
+def test_a_factory_given_to_a_built_in_scenario_points_to_own_data(capsys) -> None:
+    assert main(["run", "split-mnist", "--set", "dataset=my_data.py:make", "-s", "naive"]) == 2
+    err = capsys.readouterr().err
+    assert "lifelong run own-data --set dataset=my_data.py:make" in err and err.count("\n") == 1
