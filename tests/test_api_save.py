@@ -1,4 +1,5 @@
-"""lifelong.save and lifelong.report: the CLI's results directory from Python."""
+"""lifelong.save: the CLI's results directory from Python (lifelong.report runs in the README
+study script's test, tests/test_readme_own_data.py)."""
 
 from __future__ import annotations
 
@@ -59,8 +60,6 @@ def test_save_writes_the_cli_files_with_the_same_run_keys_and_merges(
     before = (out / "summary.json").read_text()
     err = cli(dataset, out, "0,1", capsys)  # the CLI finds both runs done
     assert err.count("already in") == 2 and (out / "summary.json").read_text() == before
-    report = lifelong.report(out)
-    assert report == out / "report" / "report.md" and "naive" in report.read_text()
 
 
 def test_save_takes_one_result_and_creates_the_directory(tmp_path: Path) -> None:
