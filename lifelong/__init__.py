@@ -10,8 +10,9 @@ from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import UserError
 from lifelong.init_axis import Init
 from lifelong.optim import SGD
-from lifelong.own_data import OwnData, from_arrays, from_folder, from_torch
+from lifelong.own_data import OwnData, from_arrays
 from lifelong.own_scenario import OwnDataScenario, scenario_from
+from lifelong.own_sources import from_folder, from_torch
 from lifelong.params import param
 from lifelong.parts import (
     Learner,

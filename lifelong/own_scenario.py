@@ -16,7 +16,8 @@ from typing import Any, ClassVar, cast
 import torch
 
 from lifelong.errors import UserError
-from lifelong.own_data import OwnData, from_arrays, from_torch
+from lifelong.own_data import OwnData, from_arrays
+from lifelong.own_sources import from_torch
 from lifelong.params import param
 from lifelong.scenario import ScenarioFamily, subsample
 from lifelong.stream import SETTINGS, Setting, Stream, Task
