@@ -18,7 +18,7 @@ import torch
 from lifelong.errors import UserError
 from lifelong.own_data import OwnData, from_arrays
 from lifelong.own_sources import from_torch
-from lifelong.params import param
+from lifelong.params import build, param
 from lifelong.scenario import ScenarioFamily, subsample
 from lifelong.stream import SETTINGS, Setting, Stream, Task
 
@@ -114,8 +114,6 @@ def scenario_from(
     key = f"{MEMORY_PREFIX}{data.name}-{data.fingerprint}"
     _IN_MEMORY[key] = data
     order = None if class_order is None else tuple(class_order)
-    from lifelong.params import build
-
     values: dict[str, Any] = {"dataset": key, "setting": setting, "increment": increment}
     values |= {"class_order": order, "samples_per_task": samples_per_task}
     scenario = build(OwnDataScenario, values, owner="own-data")
