@@ -4,11 +4,15 @@ A stream of tasks is fed to a strategy; the evaluator records the accuracy matri
 init row b, curves and the metrics derived from them.
 """
 
-from lifelong.api import run
+from lifelong.api import report, run, save
 from lifelong.compose import Composite, compose
+from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import ContractError, UserError
 from lifelong.init_axis import Init
 from lifelong.optim import SGD
+from lifelong.own_data import OwnData, from_arrays
+from lifelong.own_scenario import OwnDataScenario, scenario_from
+from lifelong.own_sources import from_folder, from_torch
 from lifelong.params import param
 from lifelong.parts import (
     Learner,
@@ -42,6 +46,7 @@ __all__ = [
     "SGD",
     "Batch",
     "Composite",
+    "ConformanceError",
     "ContractError",
     "Curve",
     "ImageScenario",
@@ -49,6 +54,8 @@ __all__ = [
     "Learner",
     "Memory",
     "Objective",
+    "OwnData",
+    "OwnDataScenario",
     "Protocol",
     "Quadratic",
     "Regularizer",
@@ -63,15 +70,22 @@ __all__ = [
     "TrainingData",
     "UserError",
     "apply_gradients",
+    "check_strategy",
     "compose",
     "detached",
     "fisher_diagonal",
+    "from_arrays",
+    "from_folder",
+    "from_torch",
     "gradient_importance",
     "gradients",
     "make_task",
     "param",
     "quadratic_penalty",
+    "report",
     "run",
+    "save",
+    "scenario_from",
     "subsample",
     "supervised_step",
     "task_sample",
