@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import UserError, closest, one_line_warnings
 
 if TYPE_CHECKING:
     from lifelong.params import ParamSpec
@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(see `lifelong {args.command} --help`)\n",
         )
     args.command_line = shlex.join(["lifelong", *argv])
+    one_line_warnings()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: as Ctrl-C, runs saved
     try:
         return int(args.handler(args))
@@ -176,6 +177,11 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         action="store_true",
         help="when the runs end, write plots and report.md into OUT/report",
     )
+    command.add_argument(
+        "--force",
+        action="store_true",
+        help="run again, from the start, the runs that --out already holds (they are replaced)",
+    )
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
 
 
@@ -295,6 +301,7 @@ def _execute(
         report=lambda text: _say(args, text),
         progress=not args.quiet,
         vectorize=args.vectorize,
+        force=args.force,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))

@@ -82,12 +82,44 @@ def find_strategy(spec: str) -> type[Strategy]:
             )
         return found[spec]
     where, _, class_name = spec.rpartition(":")
+    _check_form(spec, where, class_name)
     module = _import_file(where) if where.endswith(".py") else _import_module(where)
     cls = getattr(module, class_name, None)
     if cls is None:
         names = [n for n, v in vars(module).items() if inspect.isclass(v)]
         raise UserError(f"{where} defines no class '{class_name}'{closest(class_name, names)}")
-    return check_strategy_class(cls, spec)
+    return _check_not_builtin(check_strategy_class(cls, spec), spec)
+
+
+def _check_form(spec: str, where: str, class_name: str) -> None:
+    """Refuse, before importing anything, what is not ``path.py:Class`` or
+    ``package.module:Class`` naming a module outside the standard library."""
+    module = where.split(".")
+    if not class_name.isidentifier() or not (
+        where.endswith(".py") or all(part.isidentifier() for part in module)
+    ):
+        raise UserError(
+            f"strategy '{spec}' is neither a short name, path/to/file.py:Class nor "
+            "package.module:Class"
+        )
+    if not where.endswith(".py") and module[0] in sys.stdlib_module_names:
+        raise UserError(
+            f"strategy '{spec}': {where} is part of Python's standard library, not a "
+            "strategy; give path/to/file.py:Class or package.module:Class"
+        )
+
+
+def _check_not_builtin(cls: type[Strategy], spec: str) -> type[Strategy]:
+    """Refuse a plug-in named like a built-in strategy, part or shortcut: it would hide the
+    built-in, and its runs would carry the built-in's label."""
+    from lifelong.compose import SHORTCUTS
+
+    if cls.name in strategies() or cls.name in parts() or cls.name in SHORTCUTS:
+        raise UserError(
+            f"{spec} is named '{cls.name}', as a built-in is; give it another name "
+            "(its class attribute `name`)"
+        )
+    return cls
 
 
 def check_strategy_class(cls: object, spec: str) -> type[Strategy]:

@@ -115,11 +115,23 @@ def load_suite(path: Path) -> Suite:
         command=_first_comment(path),
         description=str(head.get("description", "")),
         scenarios=tuple(_check_list(head.get("scenarios"), f"{where} [suite] scenarios", str)),
-        strategies=tuple(_check_list(head.get("strategies"), f"{where} [suite] strategies", str)),
+        strategies=tuple(
+            _beside(path, name)
+            for name in _check_list(head.get("strategies"), f"{where} [suite] strategies", str)
+        ),
         seeds=tuple(seeds),
         settings=settings,
         grid=grid,
     )
+
+
+def _beside(suite: Path, strategy: str) -> str:
+    """A plug-in file named relative to the suite, as a path from here (the suite's folder
+    is where its author sees the file; the working directory is wherever it is run)."""
+    where, sep, name = strategy.rpartition(":")
+    if sep and where.endswith(".py") and not Path(where).expanduser().is_absolute():
+        return f"{suite.parent / where}:{name}"
+    return strategy
 
 
 def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:
