@@ -63,9 +63,8 @@ def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
     if not summary.exists():
         return []
     try:
-        entries = json.loads(
-            summary.read_text(), parse_constant=_not_json, parse_float=_finite
-        )["runs"]
+        data = json.loads(summary.read_text(), parse_constant=_not_json, parse_float=_finite)
+        entries = data["runs"]
         if not isinstance(entries, list):
             raise ValueError("'runs' is not a list")
     except OSError as error:

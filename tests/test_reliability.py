@@ -195,8 +195,12 @@ def test_a_finished_run_that_cannot_be_saved_is_kept_elsewhere(tmp_path, monkeyp
 def test_stale_temporary_files_of_dead_processes_are_removed(tmp_path) -> None:
     import os
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True,
-                          capture_output=True, text=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     out = tmp_path / "R"
     (out / "checkpoints").mkdir(parents=True)
     stale = out / "checkpoints" / f".0123456789abcdef.pt.{int(dead.stdout)}.tmp"
