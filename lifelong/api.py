@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from lifelong.plan import plan_runs
+from lifelong.plan import check_memory, plan_runs
 from lifelong.result import RunResult
 from lifelong.runner import execute, resolve_device
 from lifelong.scenario import ScenarioFamily
@@ -40,5 +40,6 @@ def run(
     """
     (spec,) = plan_runs(scenario, [strategy], [seed], settings)
     target = resolve_device(device)
+    check_memory(spec, data_dir, target)
     stream = spec.scenario.build(seed, data_dir)
     return execute(spec, stream, target, progress=progress, data_dir=data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -13,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from lifelong.errors import UserError, closest, one_line_warnings
+from lifelong.errors import UserError, check_path, closest, one_line_warnings
 
 if TYPE_CHECKING:
     from lifelong.params import ParamSpec
@@ -250,6 +251,7 @@ def _execute(
     header: str = "",
 ) -> int:
     from lifelong.data import DOWNLOADABLE, load_dataset
+    from lifelong.plan import check_memory
     from lifelong.results_dir import check_out_dir
     from lifelong.runner import resolve_device
     from lifelong.scenario import ImageScenario
@@ -268,8 +270,11 @@ def _execute(
         why = "--vectorize trains in this process" if args.vectorize else "Ray schedules runs"
         _say(args, f"note: --jobs has no effect here ({why})")
     target = check_out_dir(out) if out else None  # before any download or run
+    _check_size(len(points), strategies, seeds)
+    device = resolve_device(args.device)
     requests = []
-    for scenario, settings in points:
+    streams: dict[str, Stream] = {}  # one per scenario configuration, not one per point
+    for scenario, settings in _planning(args, points):
         batch = plan_requests(
             scenario,
             strategies,
@@ -285,8 +290,11 @@ def _execute(
         elif args.download:
             dataset = getattr(family, "dataset", family.name)
             _say(args, f"note: --download: {dataset} needs no download")
-        stream = family.build(seeds[0], args.data_dir)  # the data exist, settings possible
-        _check_inits(batch, stream, args.data_dir)
+        check_memory(batch[0].spec(), args.data_dir, device)
+        built = json.dumps(batch[0].spec().config()["scenario"], sort_keys=True)
+        if built not in streams:  # the data exist, the settings are possible
+            streams[built] = family.build(seeds[0], args.data_dir)
+        _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
             _check_vectorizable(batch)
         requests += batch
@@ -316,6 +324,28 @@ def _execute(
         last = r.error.strip().splitlines()[-1] if r.error else "unknown error"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}", file=sys.stderr)
     return 1 if any(r.status == "failed" for r in failed) else 0
+
+
+MAX_RUNS = 100_000  # each save rewrites summary.json: more runs belong in several --out
+
+
+def _check_size(n_points: int, strategies: list[str], seeds: list[int]) -> None:
+    """Refuse, before planning, more runs than one results directory can hold."""
+    runs = n_points * len(strategies) * len(seeds)
+    if runs > MAX_RUNS:
+        raise UserError(
+            f"{n_points:,} points x {len(strategies)} strategies x {len(seeds)} seeds make "
+            f"{runs:,} runs; at most {MAX_RUNS:,} go into one sweep: split the grid"
+        )
+
+
+def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
+    """``points``, counted on a bar while a large grid is checked (on a terminal)."""
+    if args.quiet or len(points) < 20 or not sys.stderr.isatty():
+        return points
+    from tqdm import tqdm
+
+    return tqdm(points, desc="planning", unit="point", leave=False, file=sys.stderr)
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
@@ -355,7 +385,9 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.out == "":
         raise UserError("--out is empty; give a directory path")
-
+    check_path(args.results_dir, "RESULTS_DIR")
+    if args.out:
+        check_path(args.out, "--out")
     print(make_report(args.results_dir, args.out, fmt=args.format))
     return 0
 

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import os
+import traceback
 import warnings
 from collections.abc import Iterable
+from pathlib import Path
 
-__all__ = ["UserError", "closest", "one_line_warnings"]
+__all__ = ["NAME_MAX", "UserError", "check_path", "closest", "failure", "one_line_warnings"]
+
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 
 class UserError(Exception):
@@ -30,3 +35,28 @@ def one_line_warnings() -> None:
 
 def _one_line(message: Warning | str, *args: object, **kwargs: object) -> str:
     return f"lifelong: warning: {message}\n"
+
+
+def failure(what: str, error: BaseException) -> str:
+    """One line for an exception raised by a user's code: ``what``, then the file and line
+    where it was raised, its type and message (a plug-in's own bug, not lifelong's)."""
+    if isinstance(error, SyntaxError):
+        return f"{what}: {error.filename}:{error.lineno}: {error.msg}"
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+    text = str(error).strip().splitlines()
+    message = f": {text[0]}" if text else ""
+    return f"{what}: {where}{type(error).__name__}{message}"
+
+
+def check_path(path: str | os.PathLike[str], what: str) -> Path:
+    """``path`` as a Path, refused in one line when a name in it is too long for any file
+    system (the system's own error would come later, as a traceback)."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            shown = f"{os.fspath(path)[:40]}..."
+            raise UserError(
+                f"{what} {shown}: a name in it is {len(os.fsencode(part))} bytes long, "
+                f"more than the {NAME_MAX} a file system allows; shorten it"
+            )
+    return Path(path)

@@ -8,12 +8,11 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
-import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import UserError, check_path, closest, failure
 from lifelong.init_axis import Init
 from lifelong.parts import Learner, Memory, Regularizer
 from lifelong.scenario import ScenarioFamily
@@ -160,12 +159,12 @@ def _import_module(name: str) -> ModuleType:
         if error.name and name.startswith(error.name):
             raise UserError(f"no module named '{name}'; check the spelling or PYTHONPATH") from None
         raise UserError(_import_failure(name, error)) from None
-    except Exception as error:  # a plug-in's own bug: name its file and line
+    except (Exception, SystemExit, KeyboardInterrupt) as error:  # a plug-in's own bug
         raise UserError(_import_failure(name, error)) from None
 
 
 def _import_file(path_text: str) -> ModuleType:
-    path = Path(path_text).resolve()
+    path = check_path(path_text, "strategy file").resolve()
     if not path.is_file():
         raise UserError(f"strategy file {path_text} does not exist")
     return _import_resolved(path, path.stat().st_mtime_ns)
@@ -182,16 +181,11 @@ def _import_resolved(path: Path, mtime_ns: int) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:  # a plug-in's own bug: name its file and line
+    except (Exception, SystemExit, KeyboardInterrupt) as error:  # a plug-in's own bug
         del sys.modules[module_name]
         raise UserError(_import_failure(str(path), error)) from None
     return module
 
 
 def _import_failure(what: str, error: BaseException) -> str:
-    frames = traceback.extract_tb(error.__traceback__)
-    if isinstance(error, SyntaxError):
-        return f"cannot import {what}: {error.filename}:{error.lineno}: {error.msg}"
-    last = frames[-1] if frames else None
-    where = f"{last.filename}:{last.lineno}: " if last else ""
-    return f"cannot import {what}: {where}{type(error).__name__}: {error}"
+    return failure(f"cannot import {what}", error)

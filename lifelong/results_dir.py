@@ -13,7 +13,7 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from lifelong.errors import UserError
+from lifelong.errors import UserError, check_path
 from lifelong.result import CSV_COLUMNS, RunResult
 
 __all__ = [
@@ -32,7 +32,7 @@ RESULTS = "results.csv"
 
 def check_out_dir(path: str | os.PathLike[str]) -> Path:
     """Fail early if ``path`` cannot be a results directory (leaves nothing behind)."""
-    out = Path(path)
+    out = check_path(path, "--out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; give a directory path")
     for name in (SUMMARY, RESULTS):

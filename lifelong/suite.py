@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import NAME_MAX, UserError, check_path, closest
+from lifelong.params import MAX_SEED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,12 +78,14 @@ def suite_names() -> list[str]:
 def find_suite(target: str) -> Path | None:
     """The suite file ``target`` names (a path to a .toml file or a built-in suite name)."""
     if target.endswith(".toml"):
-        path = Path(target)
+        path = check_path(target, "suite file")
         if path.is_dir():
             raise UserError(f"suite file {path} is a directory; give the path of a .toml file")
         if not path.is_file():
             raise UserError(f"suite file {path} does not exist")
         return path
+    if len(target.encode()) + len(".toml") > NAME_MAX or "/" in target:
+        return None  # no built-in suite has such a name
     builtin = suite_dir() / f"{target}.toml"
     return builtin if builtin.is_file() else None
 
@@ -107,8 +110,8 @@ def load_suite(path: Path) -> Suite:
             raise UserError(f"{where}: '{key}' is both in [settings] and in [grid]; keep one")
     seeds = head.get("seeds", [0])
     _check_list(seeds, f"{where} [suite] seeds", item=int)
-    if any(s < 0 for s in seeds):
-        raise UserError(f"{where} [suite] seeds: seeds must be non-negative")
+    if any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise UserError(f"{where} [suite] seeds: a seed is from 0 to {MAX_SEED}")
     return Suite(
         name=path.stem,
         path=path,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
 import threading
 import time
@@ -28,6 +29,7 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["EXECUTORS", "RunRequest", "plan_requests", "run_request", "sweep"]
 
 EXECUTORS = ("local", "ray")
+RAY_PROBE_S = 5.0  # how long a Ray address may take to accept a connection
 PARENT_POLL_S = 0.5  # how often a pool's worker checks that its parent is alive
 
 
@@ -382,6 +384,7 @@ def _run_on_ray(
     address: str | None,
     land: Callable[[RunResult], None],
 ) -> None:
+    _probe_ray(address)
     try:
         import ray
     except ImportError:
@@ -422,6 +425,23 @@ def _run_on_ray(
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _probe_ray(address: str | None) -> None:
+    """Refuse at once a ``HOST:PORT`` that nothing listens on (Ray itself retries for
+    minutes); other forms (``auto``, none, nonsense) are left to Ray's own checks."""
+    host, sep, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_PROBE_S):
+            pass
+    except (OSError, OverflowError) as error:
+        why = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise UserError(
+            f"--executor ray: cannot reach the Ray cluster at {address} ({why}); check "
+            "--address (HOST:6379 of a running `ray start --head`, or auto)"
+        ) from None
 
 
 def _check_ray_resources(ray: Any, todo: list[RunRequest]) -> float:
