@@ -62,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
+    """The first SIGTERM stops the work as Ctrl-C does; later ones are ignored, so that
+    the cleanup (workers stopped, finished runs saved) ends and the exit status is 130
+    (Python's shutdown would otherwise restore the default action: death by SIGTERM)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -234,9 +238,11 @@ def _sweep(args: argparse.Namespace) -> int:
             f"built-in: {', '.join(names) or 'none'}, or give path/to/suite.toml"
         )
     suite = load_suite(path)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(suite.seeds)
+    grid = math.prod(len(values) for values in suite.grid.values())
+    _check_size(grid * len(suite.scenarios), list(suite.strategies), seeds)
     extra = parse_settings(args.settings)
     points = [(scenario, {**settings, **extra}) for scenario, settings in suite.points()]
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(suite.seeds)
     out = args.out or str(Path("results") / suite.name)
     header = f"suite {suite.name}: {suite.description}"
     return _execute(args, points, list(suite.strategies), seeds, out=out, header=header)

@@ -299,3 +299,251 @@ def test_a_suite_imports_nothing_for_a_name_that_is_not_a_plugin(tmp_path, capsy
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.stdout.splitlines()[-1] == "2 False False"
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+# 4. No data, no run.
+
+
+def test_a_dataset_without_images_is_refused(tmp_path, capsys) -> None:
+    from lifelong.data import write_idx
+
+    for split in ("train", "t10k"):
+        write_idx(
+            tmp_path / f"{split}-images-idx3-ubyte", torch.zeros(0, 28, 28, dtype=torch.uint8)
+        )
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", torch.zeros(0, dtype=torch.uint8))
+    args = ["run", "split-mnist", "-s", "naive", "--set", "dataset=mnist", "-q"]
+    assert main([*args, "--data-dir", str(tmp_path)]) == 2
+    assert "hold no images" in one_line(capsys)
+
+
+@pytest.mark.parametrize("empty", ["train", "test"])
+def test_a_task_without_training_or_test_samples_is_refused(empty) -> None:
+    from lifelong import Task
+
+    x, y = torch.zeros(4, 784, dtype=torch.uint8), torch.zeros(4, dtype=torch.long)
+    none_x, none_y = x[:0], y[:0]
+    train = (none_x, none_y) if empty == "train" else (x, y)
+    test = (none_x, none_y) if empty == "test" else (x, y)
+    with pytest.raises(UserError, match=f"task 0 .* has no {empty}"):
+        Task(0, "t", *train, *test, (0,), (0,))
+
+
+# 5 and 14. Huge numbers, empty lists and full-width digits are one-line errors.
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--seeds", "0-100000000000000000000"],
+        ["--seeds", "18446744073709551616"],
+        ["--seeds", "20000000000000"],
+        ["--seeds", "１"],
+        ["--set", "epochs=１"],
+        ["--set", "lr=０.1"],
+        ["--set", "hidden="],
+        ["--set", "batch_size=99999999999999999999999"],
+    ],
+)
+def test_numbers_no_run_can_use_are_refused_in_one_line(capsys, extra) -> None:
+    assert main([*B, *extra]) == 2
+    one_line(capsys)
+
+
+def test_a_huge_class_seed_is_refused_on_the_command_line_and_in_a_suite(tmp_path, capsys) -> None:
+    huge = "18446744073709551616"
+    assert main(["run", "split-mnist", "-s", "naive", "--set", f"class_seed={huge}", "-q"]) == 2
+    assert "class_seed" in one_line(capsys)
+    for table in (f"seeds = [{huge}]\n", f"[settings]\nclass_seed = {huge}\n"):
+        suite = tmp_path / "huge.toml"
+        head = '[suite]\nscenarios = ["split-mnist"]\nstrategies = ["naive"]\n'
+        suite.write_text(head + table)
+        assert main(["sweep", str(suite), "-q"]) == 2
+        one_line(capsys)
+
+
+def test_an_idx_header_whose_size_overflows_is_refused(tmp_path) -> None:
+    import struct
+
+    from lifelong.data import read_idx
+
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(bytes([0, 0, 8, 4]) + struct.pack(">4I", 65536, 65536, 65536, 65536))
+    with pytest.raises(UserError, match="header says 18446744073709551616 bytes"):
+        read_idx(path)
+
+
+# 6. Names longer than a file system allows.
+
+
+@pytest.mark.parametrize(
+    "where", ["--out", "report", "report --out", "--data-dir", "suite", "plugin"]
+)
+def test_a_path_with_a_name_over_255_bytes_is_one_line(tmp_path, capsys, where) -> None:
+    long = str(tmp_path / ("x" * 300))
+    args = {
+        "--out": [*B, "--out", long],
+        "report": ["report", long],
+        "report --out": ["report", str(tmp_path), "--out", long],
+        "--data-dir": [*B, "--set", "dataset=mnist", "--data-dir", long],
+        "suite": ["sweep", f"{long}.toml"],
+        "plugin": ["run", "permuted-mnist", "-s", f"{long}.py:Mine"],
+    }[where]
+    assert main(args) == 2
+    assert "more than the 255 a file system allows" in one_line(capsys)
+
+
+# 9. A plug-in that breaks at import or when created is named in one line.
+
+
+@pytest.mark.parametrize(
+    ("code", "said"),
+    [
+        ("import sys\nsys.exit(3)\n", "SystemExit: 3"),
+        ("raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+        ("\n    def __post_init__(self):\n        raise ValueError('lr too odd')\n", "lr too odd"),
+    ],
+)
+def test_a_plugin_that_breaks_at_import_or_creation_is_one_line(tmp_path, capsys, code, said):
+    path = tmp_path / "broken.py"
+    if "__post_init__" in code:
+        plugin(path, extra=code)
+    else:
+        path.write_text(code + PLUGIN.replace("NAME", "mine").replace("LR", "0.1"))
+    assert main(["run", "permuted-mnist", "-s", f"{path}:Mine", "-q"]) == 2
+    line = one_line(capsys)
+    assert str(path) in line and said in line
+
+
+# 10. An unreachable Ray address fails at once.
+
+
+def test_an_unreachable_ray_address_fails_at_once_in_one_line(tmp_path) -> None:
+    args = [*B, "--executor", "ray", "--address", "127.0.0.1:1", "--out", str(tmp_path / "R")]
+    done = subprocess.run(
+        [sys.executable, "-m", "lifelong", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.count("\n") == 1
+        and "cannot reach the Ray cluster at 127.0.0.1:1" in done.stderr
+    )
+    assert not (tmp_path / "R").exists()
+
+
+# 12. Huge work: refused before planning or allocating; planning builds a scenario once.
+
+
+def test_a_grid_of_a_million_points_is_refused_before_planning(tmp_path, capsys) -> None:
+    suite = tmp_path / "huge.toml"
+    values = ", ".join(str(0.001 * (i + 1)) for i in range(1000))
+    suite.write_text(
+        '[suite]\nscenarios = ["permuted-mnist"]\nstrategies = ["naive"]\n'
+        f"[grid]\nlr = [{values}]\nmomentum = [{values.replace('0.', '0.0')}]\n"
+    )
+    assert main(["sweep", str(suite), "-q"]) == 2
+    assert "1,000,000 points x 1 strategies x 1 seeds make 1,000,000 runs" in one_line(capsys)
+
+
+@pytest.mark.parametrize("setting", ["n_tasks=2000000", "hidden=10000000000"])
+def test_a_run_larger_than_memory_is_refused_before_allocating(capsys, setting) -> None:
+    assert main(["run", "permuted-mnist", "-s", "naive", "--set", setting, "-q"]) == 2
+    assert "GiB of memory here" in one_line(capsys)
+
+
+def test_planning_a_grid_builds_each_scenario_once_and_counts_points(tmp_path, capsys, monkeypatch):
+    import lifelong.sweep
+    from lifelong.registry import find_scenario
+
+    family = find_scenario("permuted-mnist")
+    builds = []
+    real = family.build
+    monkeypatch.setattr(family, "build", lambda self, *a: builds.append(1) or real(self, *a))
+    monkeypatch.setattr(lifelong.sweep, "sweep", lambda requests, *a, **k: [])
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    suite = tmp_path / "grid.toml"
+    lrs = ", ".join(str(0.01 * (i + 1)) for i in range(25))
+    suite.write_text(
+        '[suite]\nscenarios = ["permuted-mnist"]\nstrategies = ["naive"]\n'
+        f"[settings]\nn_tasks = 2\n[grid]\nlr = [{lrs}]\n"
+    )
+    assert main(["sweep", str(suite)]) == 0
+    assert len(builds) == 1
+    assert "planning" in capsys.readouterr().err
+
+
+# 14. A second SIGTERM while stopping changes nothing: exit status 130, one line.
+
+
+def test_a_second_sigterm_while_stopping_still_exits_130(tmp_path) -> None:
+    code = f"""
+import os, signal, sys
+import lifelong.sweep
+from lifelong.cli import main
+
+def stopped(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's stop
+    signal.raise_signal(signal.SIGTERM)  # sent again while the cleanup runs
+
+lifelong.sweep.sweep = stopped
+status = main({[*B, "--out", str(tmp_path / "R")]!r})
+os.kill(os.getpid(), signal.SIGTERM)  # and again while Python shuts down
+sys.exit(status)
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 130
+    assert done.stderr == "lifelong: interrupted; completed runs are saved\n"
+
+
+# 22.2: a kill -9 of the main process leaves no worker behind (slow: processes and time).
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_a_killed_sweep_leaves_no_worker_running(tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    args = ["run", "permuted-mnist", "-s", "naive", "--seeds", "0-5", "--set", "n_tasks=10"]
+    args += ["--jobs", "2", "-q", "--out", str(tmp_path / "R")]
+    main_process = subprocess.Popen([sys.executable, "-m", "lifelong", *args])
+    workers: set[int] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(workers) < 3 and time.monotonic() < deadline:  # 2 workers, 1 resource tracker
+            time.sleep(0.5)
+            workers = _children(main_process.pid)
+        assert len(workers) >= 3, "the pool did not start"
+        time.sleep(3)  # the workers are training
+        os.kill(main_process.pid, signal.SIGKILL)
+        main_process.wait()
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [pid for pid in workers if _running(pid)], "workers outlived their parent"
+    finally:
+        main_process.kill()
+        for pid in workers:
+            if _running(pid):
+                os.kill(pid, signal.SIGKILL)
