@@ -245,7 +245,8 @@ def test_two_plugin_files_with_one_name_are_different_runs(tmp_path, capsys) -> 
 
 def test_a_builtin_strategy_has_no_code_hash_and_keeps_its_key() -> None:
     (spec,) = plan_runs("split-mnist", ["naive"], [0])
-    assert "code" not in spec.config()
+    (by_module,) = plan_runs("split-mnist", ["lifelong.strategies.naive:Naive"], [0])
+    assert "code" not in spec.config() and by_module.config() == spec.config()
 
 
 @pytest.mark.parametrize("name", ["naive", "er", "ewc", "sgd"])
