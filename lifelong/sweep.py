@@ -236,7 +236,7 @@ def _sweep(
     for r in requests:
         if keys[r] in done:
             report(f"{r.label}: already in {out}, skipped (--force runs it again)")
-        elif any(same_setup(run.config, configs[r]) for run in saved.values()):
+        elif "code" in configs[r] and any(same_setup(s.config, configs[r]) for s in saved.values()):
             report(f"{r.label}: its plug-in's code changed since the run in {out}; running it")
     checkpoints = str(out / "checkpoints") if out else None
     if force and checkpoints:  # start afresh, not from an earlier run's last task
@@ -254,8 +254,9 @@ def _sweep(
         if bar is not None:
             bar.update(len(results))
         for result in results:  # a plug-in's run of older code gives way to the new one
-            for key in [k for k, run in saved.items() if same_setup(run.config, result.config)]:
-                del saved[key]
+            if "code" in result.config:
+                for key in [k for k, s in saved.items() if same_setup(s.config, result.config)]:
+                    del saved[key]
             saved[result.key] = result
         if out is not None:  # in request order, so files do not depend on finishing order
             runs = sorted(saved.values(), key=lambda r: order.get(r.key, -1))
