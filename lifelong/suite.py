@@ -111,7 +111,7 @@ def load_suite(path: Path) -> Suite:
     seeds = head.get("seeds", [0])
     _check_list(seeds, f"{where} [suite] seeds", item=int)
     if any(not 0 <= s <= MAX_SEED for s in seeds):
-        raise UserError(f"{where} [suite] seeds: a seed is from 0 to {MAX_SEED}")
+        raise UserError(f"{where} [suite] seeds: seeds must be non-negative, at most {MAX_SEED}")
     return Suite(
         name=path.stem,
         path=path,
