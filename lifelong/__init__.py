@@ -37,6 +37,7 @@ from lifelong.scenario import (
     ScenarioFamily,
     make_task,
     subsample,
+    transformed_footprint,
     transformed_stream,
 )
 from lifelong.strategy import Batch, Strategy, StreamInfo, supervised_step
@@ -89,6 +90,7 @@ __all__ = [
     "subsample",
     "supervised_step",
     "task_sample",
+    "transformed_footprint",
     "transformed_stream",
 ]
 

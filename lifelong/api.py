@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from lifelong.errors import UserError
-from lifelong.plan import plan_runs
+from lifelong.plan import check_memory, plan_runs
 from lifelong.report import make_report  # imported here, so that lifelong.report stays report()
 from lifelong.result import RunResult
 from lifelong.runner import execute, resolve_device
@@ -55,6 +55,7 @@ def run(
         raise UserError(f"threads={threads!r}: give a whole number >= 1, or None to keep torch's")
     (spec,) = plan_runs(scenario, [strategy], [seed], settings)
     target = resolve_device(device)
+    check_memory(spec, data_dir, target)
     stream = spec.scenario.build(seed, data_dir)
     with torch_threads(threads):
         return execute(spec, stream, target, progress=progress, data_dir=data_dir)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shlex
@@ -12,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import UserError, check_path, closest, one_line_warnings
 
 if TYPE_CHECKING:
     from lifelong.params import ParamSpec
@@ -47,6 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(see `lifelong {args.command} --help`)\n",
         )
     args.command_line = shlex.join(["lifelong", *argv])
+    one_line_warnings()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: as Ctrl-C, runs saved
     try:
         return int(args.handler(args))
@@ -62,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
+    """The first SIGTERM stops the work as Ctrl-C does; later ones are ignored, so that
+    the cleanup (workers stopped, finished runs saved) ends and the exit status is 130
+    (Python's shutdown would otherwise restore the default action: death by SIGTERM)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
@@ -171,8 +177,8 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="torch threads per run (default 1: fastest for small models, identical "
-        "everywhere; with --vectorize, one per core)",
+        help="torch threads per run, or for --vectorize's one process (default 1: fastest "
+        "for small models and on a busy machine, identical everywhere)",
     )
     command.add_argument(
         "--report",
@@ -180,6 +186,11 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         help="when the runs end, write plots and report.md into OUT/report",
     )
     _add_band_option(command)
+    command.add_argument(
+        "--force",
+        action="store_true",
+        help="run again, from the start, the runs that --out already holds (they are replaced)",
+    )
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
     command.add_argument(
         "--log",
@@ -201,10 +212,11 @@ def _add_band_option(command: argparse.ArgumentParser) -> None:
 
 
 def _threads(args: argparse.Namespace) -> int:
-    """``--threads``, else 1 per run, or every core for ``--vectorize``'s one process."""
-    if args.threads is not None:
-        return int(args.threads)
-    return (os.cpu_count() or 1) if args.vectorize else 1
+    """``--threads``, else 1, for a run and for ``--vectorize``'s one process alike: more
+    threads than free cores cost far more than idle cores gain (issue 22, measured:
+    split-mnist naive, seeds 0-3 vectorized, on a loaded 2-core machine: 42-56 s at one
+    thread per core, 16 s at one thread; an idle machine: 0.46 s against 0.60 s)."""
+    return int(args.threads) if args.threads is not None else 1
 
 
 def _positive_int(text: str) -> int:
@@ -248,9 +260,11 @@ def _sweep(args: argparse.Namespace) -> int:
             f"built-in: {', '.join(names) or 'none'}, or give path/to/suite.toml"
         )
     suite = load_suite(path)
+    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(suite.seeds)
+    grid = math.prod(len(values) for values in suite.grid.values())
+    _check_size(grid * len(suite.scenarios), list(suite.strategies), seeds)
     extra = parse_settings(args.settings)
     points = [(scenario, {**settings, **extra}) for scenario, settings in suite.points()]
-    seeds = parse_seeds(args.seeds) if args.seeds is not None else list(suite.seeds)
     out = args.out or str(Path("results") / suite.name)
     header = f"suite {suite.name}: {suite.description}"
     return _execute(args, points, list(suite.strategies), seeds, out=out, header=header)
@@ -265,6 +279,7 @@ def _execute(
     header: str = "",
 ) -> int:
     from lifelong.data import DOWNLOADABLE, load_dataset
+    from lifelong.plan import check_memory
     from lifelong.results_dir import check_out_dir
     from lifelong.runner import resolve_device
     from lifelong.scenario import ImageScenario
@@ -284,8 +299,11 @@ def _execute(
         _say(args, f"note: --jobs has no effect here ({why})")
     target = check_out_dir(out) if out else None  # before any download or run
     trackers = _open_trackers(args, target)
-    requests: list[RunRequest] = []
-    for scenario, settings in points:
+    _check_size(len(points), strategies, seeds)
+    device = resolve_device(args.device)
+    requests = []
+    streams: dict[str, Stream] = {}  # one per scenario configuration, not one per point
+    for scenario, settings in _planning(args, points):
         batch = plan_requests(
             scenario,
             strategies,
@@ -301,8 +319,11 @@ def _execute(
         elif args.download:
             dataset = getattr(family, "dataset", family.name)
             _say(args, f"note: --download: {dataset} needs no download")
-        stream = family.build(seeds[0], args.data_dir)  # the data exist, settings possible
-        _check_inits(batch, stream, args.data_dir)
+        check_memory(batch[0].spec(), args.data_dir, device)
+        built = json.dumps(batch[0].spec().config()["scenario"], sort_keys=True)
+        if built not in streams:  # the data exist, the settings are possible
+            streams[built] = family.build(seeds[0], args.data_dir)
+        _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
             _check_vectorizable(batch)
         requests += batch
@@ -320,6 +341,7 @@ def _execute(
         progress=not args.quiet,
         vectorize=args.vectorize,
         on_result=trackers.log if trackers else lambda result: None,
+        force=args.force,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
@@ -375,6 +397,28 @@ def _open_trackers(args: argparse.Namespace, target: Path | None) -> Trackers | 
         raise UserError("--log needs --out DIR (the trackers write under it)")
     group = target.resolve().name
     return open_trackers(args.log, target, group, say=lambda text: print(text, file=sys.stderr))
+
+
+MAX_RUNS = 100_000  # each save rewrites summary.json: more runs belong in several --out
+
+
+def _check_size(n_points: int, strategies: list[str], seeds: list[int]) -> None:
+    """Refuse, before planning, more runs than one results directory can hold."""
+    runs = n_points * len(strategies) * len(seeds)
+    if runs > MAX_RUNS:
+        raise UserError(
+            f"{n_points:,} points x {len(strategies)} strategies x {len(seeds)} seeds make "
+            f"{runs:,} runs; at most {MAX_RUNS:,} go into one sweep: split the grid"
+        )
+
+
+def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
+    """``points``, counted on a bar while a large grid is checked (on a terminal)."""
+    if args.quiet or len(points) < 20 or not sys.stderr.isatty():
+        return points
+    from tqdm import tqdm
+
+    return tqdm(points, desc="planning", unit="point", leave=False, file=sys.stderr)
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
@@ -440,7 +484,9 @@ def _report(args: argparse.Namespace) -> int:
 
     if args.out == "":
         raise UserError("--out is empty; give a directory path")
-
+    check_path(args.results_dir, "RESULTS_DIR")
+    if args.out:
+        check_path(args.out, "--out")
     print(make_report(args.results_dir, args.out, fmt=args.format, band=args.band))
     return 0
 

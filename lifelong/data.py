@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import importlib.util
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from lifelong.cache_dir import cache_home
-from lifelong.errors import UserError, closest
+from lifelong.errors import UserError, check_path, closest
 
 __all__ = [
     "DATASETS",
@@ -121,7 +122,7 @@ def _load_uncached(name: str, root: Path | None, download: bool) -> Dataset:
 
 def _check_dir(data_dir: str | os.PathLike[str]) -> Path:
     """Return ``data_dir`` resolved, or raise UserError if it is not a readable directory."""
-    path = Path(data_dir).expanduser().resolve()
+    path = check_path(data_dir, "--data-dir").expanduser().resolve()
     if not path.is_dir():
         what = "is not a directory" if path.exists() else "does not exist"
         raise UserError(f"--data-dir {path} {what}: pass an existing directory")
@@ -277,6 +278,8 @@ def _make_dataset(
                 f"{name} {split}: images {tuple(x.shape)} / labels {tuple(y.shape)}"
                 " should be [N, 28, 28] / [N]: replace the data files"
             )
+        if x.shape[0] == 0:
+            raise UserError(f"{name} {split}: the data files hold no images; replace them")
         if x.shape[0] != y.shape[0]:
             raise UserError(
                 f"{name} {split}: {x.shape[0]} images but {y.shape[0]} labels:"
@@ -314,7 +317,7 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     if ndim == 0 or len(data) < 4 + 4 * ndim:
         raise UserError(f"{bad} ({ndim} dimensions, header truncated): replace it")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
-    offset, size = 4 + 4 * ndim, int(np.prod(shape))
+    offset, size = 4 + 4 * ndim, math.prod(shape)  # Python ints: 65536**4 is not 0
     if len(data) - offset != size:
         raise UserError(
             f"{bad} (header says {size} bytes of data, file holds"

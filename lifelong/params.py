@@ -16,9 +16,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import UserError, closest, failure
 
-__all__ = ["ParamSpec", "as_config", "build", "param", "param_specs", "parse_value"]
+__all__ = [
+    "MAX_SEED",
+    "ParamSpec",
+    "as_config",
+    "build",
+    "param",
+    "param_specs",
+    "parse_value",
+]
+
+MAX_SEED = 2**32 - 1  # numpy's limit; lifelong derives generator seeds as seed * 1_000_003 + k
+_INT_RANGE = range(-(2**63), 2**63)  # what a tensor, torch's seeding and numpy can hold
 
 
 def param(
@@ -29,9 +40,11 @@ def param(
     ge: float | None = None,
     le: float | None = None,
     choices: tuple[Any, ...] | None = None,
+    min_len: int = 0,
 ) -> Any:
-    """Declare a hyperparameter field with its one-line doc and its valid range."""
-    meta = {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices}
+    """Declare a hyperparameter field with its one-line doc and its valid range
+    (``min_len``: the fewest items a tuple holds)."""
+    meta = {"doc": doc, "gt": gt, "ge": ge, "le": le, "choices": choices, "min_len": min_len}
     if isinstance(default, (list, dict, set)):
         raise TypeError("param defaults must be immutable; use a tuple")
     return dataclasses.field(default=default, metadata=meta)
@@ -49,6 +62,7 @@ class ParamSpec:
     ge: float | None = None
     le: float | None = None
     choices: tuple[Any, ...] | None = None
+    min_len: int = 0
 
     @property
     def type_name(self) -> str:
@@ -78,6 +92,7 @@ def _param_specs(cls: type) -> dict[str, ParamSpec]:
             ge=meta.get("ge"),
             le=meta.get("le"),
             choices=meta.get("choices"),
+            min_len=meta.get("min_len", 0),
         )
     return specs
 
@@ -97,7 +112,12 @@ def build(cls: type, values: Mapping[str, Any], *, owner: str) -> Any:
                 f"see `lifelong list` for its parameters"
             )
         kwargs[key] = parse_value(specs[key], raw, owner=owner)
-    obj = cls(**kwargs)
+    try:
+        obj = cls(**kwargs)
+    except UserError:
+        raise
+    except (Exception, SystemExit) as error:  # a plug-in's __post_init__, say
+        raise UserError(failure(f"cannot create {owner}", error)) from None
     for spec in specs.values():
         check_range(spec, getattr(obj, spec.name), owner=owner)
     return obj
@@ -138,6 +158,8 @@ def check_range(spec: ParamSpec, value: Any, *, owner: str) -> None:
         raise UserError(
             f"{where} is not one of {options}{closest(str(value), map(str, spec.choices))}"
         )
+    if isinstance(value, tuple) and len(value) < spec.min_len:
+        raise UserError(f"{where} has {len(value)} values; give at least {spec.min_len}")
     items = value if isinstance(value, tuple) else (value,)
     for item in items:
         if not isinstance(item, (int, float)) or isinstance(item, bool):
@@ -177,9 +199,14 @@ def _convert(tp: Any, raw: Any) -> Any:
     if tp is int:
         if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
             raise ValueError(raw)
-        return int(raw.strip()) if isinstance(raw, str) else int(raw)
+        if isinstance(raw, str) and not raw.strip().isascii():  # int("１") is 1
+            raise ValueError(raw)
+        number = int(raw.strip()) if isinstance(raw, str) else int(raw)
+        if number not in _INT_RANGE:
+            raise ValueError(raw)
+        return number
     if tp is float:
-        if isinstance(raw, bool):
+        if isinstance(raw, bool) or (isinstance(raw, str) and not raw.strip().isascii()):
             raise ValueError(raw)
         value = float(raw)
         if not math.isfinite(value):  # NaN or infinite: no setting means that (nor JSON)

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from lifelong.compose import configure, is_composite, setting_keys
 from lifelong.errors import UserError, closest
-from lifelong.params import build, param_specs
+from lifelong.params import MAX_SEED, build, param_specs
 from lifelong.protocol import Protocol
 from lifelong.registry import find_scenario, find_strategy
 from lifelong.runner import RunSpec
 from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Strategy
 
-__all__ = ["parse_seeds", "parse_settings", "plan_runs"]
+__all__ = ["check_memory", "parse_seeds", "parse_settings", "plan_runs"]
 
 
 def parse_settings(pairs: Sequence[str]) -> dict[str, str]:
@@ -37,7 +41,10 @@ def parse_seeds(text: str) -> list[int]:
     try:
         for part in filter(None, (p.strip() for p in text.split(","))):
             low, dash, high = part.partition("-")
-            span = range(int(low), int(high) + 1) if dash else range(int(part), int(part) + 1)
+            first, last = _seed(low), _seed(high if dash else low)
+            if last > MAX_SEED:
+                raise UserError(f"--seeds {text!r}: a seed is at most {MAX_SEED}")
+            span = range(first, last + 1)
             if len(seeds) + len(span) > MAX_SEEDS:
                 raise UserError(f"--seeds {text!r}: at most {MAX_SEEDS:,} seeds at once")
             seeds.update(dict.fromkeys(span))
@@ -46,6 +53,12 @@ def parse_seeds(text: str) -> list[int]:
     if not seeds or min(seeds) < 0:
         raise UserError(f"--seeds {text!r}: give at least one non-negative seed, e.g. 0,1,2")
     return list(seeds)
+
+
+def _seed(text: str) -> int:
+    if not text.strip().isascii():  # int("１") is 1
+        raise ValueError(text)
+    return int(text)
 
 
 def plan_runs(
@@ -119,3 +132,37 @@ def _known_keys(family: type, built: Sequence[Strategy]) -> list[str]:
         keys += list(param_specs(type(strategy)))
         keys += [f"{strategy.name}.{name}" for name in param_specs(type(strategy))]
     return keys
+
+
+def check_memory(spec: RunSpec, data_dir: str | None, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a run whose stream and model alone need more
+    memory than the machine (or the GPU) has; the estimates are lower bounds."""
+    from lifelong.scenario import ImageScenario
+
+    data = spec.scenario.footprint(data_dir)
+    widths = [784 if isinstance(spec.scenario, ImageScenario) else 1, *spec.protocol.hidden, 1]
+    model = 2 * 4 * sum(a * b for a, b in itertools.pairwise(widths))  # float32 weights, grads
+    for where, need, have in (
+        ("memory", data + (model if device.type == "cpu" else 0), _ram()),
+        ("GPU memory", model + data, _gpu_memory(device)),
+    ):
+        if have and need > have:
+            raise UserError(
+                f"{spec.scenario.name} with these settings needs at least {need / 2**30:,.1f} "
+                f"GiB (stream {data / 2**30:,.1f}, model {model / 2**30:,.1f}), more than the "
+                f"{have / 2**30:,.1f} GiB of {where} here; use fewer n_tasks or "
+                "samples_per_task, or a smaller hidden"
+            )
+
+
+def _ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX system: not known
+        return 0
+
+
+def _gpu_memory(device: torch.device) -> int:
+    if device.type != "cuda":
+        return 0
+    return torch.cuda.get_device_properties(device).total_memory

@@ -21,5 +21,7 @@ class Protocol:
     batch_size: int = param(32, "samples per training batch", ge=1)
     glances: int = param(1, "times each batch is repeated (single-pass protocols)", ge=1)
     eval_every: int = param(5, "batches between curve evaluations (0: only at task ends)", ge=0)
-    hidden: tuple[int, ...] = param((100, 100), "widths of the MLP's hidden layers", ge=1)
+    hidden: tuple[int, ...] = param(
+        (100, 100), "widths of the MLP's hidden layers", ge=1, min_len=1
+    )
     eval_batch_size: int = param(2048, "test samples per evaluation batch", ge=1)

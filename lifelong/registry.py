@@ -8,12 +8,11 @@ import importlib.util
 import inspect
 import pkgutil
 import sys
-import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import UserError, check_path, closest, failure
 from lifelong.init_axis import Init
 from lifelong.parts import Learner, Memory, Regularizer
 from lifelong.scenario import ScenarioFamily
@@ -84,12 +83,46 @@ def find_strategy(spec: str) -> type[Strategy]:
             )
         return found[spec]
     where, _, class_name = spec.rpartition(":")
+    _check_form(spec, where, class_name)
     module = _import_file(where) if where.endswith(".py") else _import_module(where)
     cls = getattr(module, class_name, None)
     if cls is None:
         names = [n for n, v in vars(module).items() if inspect.isclass(v)]
         raise UserError(f"{where} defines no class '{class_name}'{closest(class_name, names)}")
-    return check_strategy_class(cls, spec)
+    return _check_not_builtin(check_strategy_class(cls, spec), spec)
+
+
+def _check_form(spec: str, where: str, class_name: str) -> None:
+    """Refuse, before importing anything, what is not ``path.py:Class`` or
+    ``package.module:Class`` naming a module outside the standard library."""
+    module = where.split(".")
+    if not class_name.isidentifier() or not (
+        where.endswith(".py") or all(part.isidentifier() for part in module)
+    ):
+        raise UserError(
+            f"strategy '{spec}' is neither a short name, path/to/file.py:Class nor "
+            "package.module:Class"
+        )
+    if not where.endswith(".py") and module[0] in sys.stdlib_module_names:
+        raise UserError(
+            f"strategy '{spec}': {where} is part of Python's standard library, not a "
+            "strategy; give path/to/file.py:Class or package.module:Class"
+        )
+
+
+def _check_not_builtin(cls: type[Strategy], spec: str) -> type[Strategy]:
+    """Refuse a plug-in named like a built-in strategy, part or shortcut: it would hide the
+    built-in, and its runs would carry the built-in's label."""
+    from lifelong.compose import SHORTCUTS
+
+    if strategies().get(cls.name) is cls:  # a built-in named by its module
+        return cls
+    if cls.name in strategies() or cls.name in parts() or cls.name in SHORTCUTS:
+        raise UserError(
+            f"{spec} is named '{cls.name}', as a built-in is; give it another name "
+            "(its class attribute `name`)"
+        )
+    return cls
 
 
 def check_strategy_class(cls: object, spec: str) -> type[Strategy]:
@@ -130,12 +163,12 @@ def _import_module(name: str) -> ModuleType:
         if error.name and name.startswith(error.name):
             raise UserError(f"no module named '{name}'; check the spelling or PYTHONPATH") from None
         raise UserError(_import_failure(name, error)) from None
-    except Exception as error:  # a plug-in's own bug: name its file and line
+    except (Exception, SystemExit, KeyboardInterrupt) as error:  # a plug-in's own bug
         raise UserError(_import_failure(name, error)) from None
 
 
 def _import_file(path_text: str) -> ModuleType:
-    path = Path(path_text).resolve()
+    path = check_path(path_text, "strategy file").resolve()
     if not path.is_file():
         raise UserError(f"strategy file {path_text} does not exist")
     return _import_resolved(path, path.stat().st_mtime_ns)
@@ -152,16 +185,11 @@ def _import_resolved(path: Path, mtime_ns: int) -> ModuleType:
     sys.modules[module_name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as error:  # a plug-in's own bug: name its file and line
+    except (Exception, SystemExit, KeyboardInterrupt) as error:  # a plug-in's own bug
         del sys.modules[module_name]
         raise UserError(_import_failure(str(path), error)) from None
     return module
 
 
 def _import_failure(what: str, error: BaseException) -> str:
-    frames = traceback.extract_tb(error.__traceback__)
-    if isinstance(error, SyntaxError):
-        return f"cannot import {what}: {error.filename}:{error.lineno}: {error.msg}"
-    last = frames[-1] if frames else None
-    where = f"{last.filename}:{last.lineno}: " if last else ""
-    return f"cannot import {what}: {where}{type(error).__name__}: {error}"
+    return failure(f"cannot import {what}", error)

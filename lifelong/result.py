@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import json
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["CSV_COLUMNS", "Curve", "RunResult", "run_key"]
+__all__ = ["CSV_COLUMNS", "Curve", "RunResult", "code_hash", "run_key", "same_setup"]
 
 CSV_COLUMNS = (
     "strategy",
@@ -69,6 +72,7 @@ class RunResult:
     status: str = "ok"
     error: str = ""
     chance: float = math.nan
+    version: str = field(default_factory=lambda: _lifelong_version())
 
     @property
     def ok(self) -> bool:
@@ -135,6 +139,7 @@ class RunResult:
             "status": self.status,
             "error": self.error,
             "chance": _json_number(self.chance),
+            "lifelong": self.version,
             "curves": [[c.step, c.task, c.accuracies] for c in self.curves],
         }
 
@@ -164,6 +169,7 @@ class RunResult:
             status=entry.get("status", "ok"),
             error=entry.get("error", ""),
             chance=math.nan if entry.get("chance") is None else entry["chance"],
+            version=str(entry.get("lifelong", "unknown")),
         )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -243,9 +249,40 @@ def _check_entry(entry: Any) -> None:
 
 
 def run_key(config: dict[str, Any]) -> str:
-    """A stable hash of a run's full configuration (skips completed runs on a re-run)."""
+    """A stable hash of a run's full configuration (skips completed runs on a re-run).
+
+    The configuration holds every setting and, for a plug-in, the hash of its code
+    (:func:`code_hash`), so a run is done again when either changes.
+    """
     text = json.dumps(config, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def same_setup(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two configurations differ in nothing but the plug-in's code: the later run
+    replaces the earlier one in a results directory."""
+    return {**a, "code": None} == {**b, "code": None}
+
+
+@functools.cache
+def code_hash(cls: type) -> str | None:
+    """A hash of a plug-in class's source file and its name; None for lifelong's own code
+    (whose version each run records instead). Worked out once per class: an edited file
+    is imported anew (:func:`lifelong.registry.find_strategy`), as a new class."""
+    module = inspect.getmodule(cls)
+    if module is None or module.__name__.split(".")[0] == "lifelong":
+        return None
+    try:
+        source = Path(inspect.getfile(module)).read_bytes()
+    except (TypeError, OSError):  # defined in no file (an interactive session)
+        return None
+    return hashlib.sha256(source + b"\0" + cls.__qualname__.encode()).hexdigest()[:16]
+
+
+def _lifelong_version() -> str:
+    import lifelong
+
+    return lifelong.__version__
 
 
 def _json_number(value: float) -> float | None:

@@ -5,15 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import tempfile
+import time
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
-from lifelong.errors import UserError
+from lifelong.errors import UserError, check_path
 from lifelong.result import CSV_COLUMNS, RunResult
 
-__all__ = ["check_out_dir", "load_runs", "save_runs", "write_atomic"]
+__all__ = [
+    "check_out_dir",
+    "load_runs",
+    "remove_stale_temps",
+    "rescue_runs",
+    "save_runs",
+    "set_aside",
+    "write_atomic",
+]
 
 SUMMARY = "summary.json"
 RESULTS = "results.csv"
@@ -21,9 +32,15 @@ RESULTS = "results.csv"
 
 def check_out_dir(path: str | os.PathLike[str]) -> Path:
     """Fail early if ``path`` cannot be a results directory (leaves nothing behind)."""
-    out = Path(path)
+    out = check_path(path, "--out")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a directory; give a directory path")
+    for name in (SUMMARY, RESULTS):
+        if (out / name).exists() and not (out / name).is_file():
+            raise UserError(
+                f"--out {out}: {out / name} is not a file, so no result could be saved; "
+                "remove it or choose another directory"
+            )
     missing = [p for p in (out, *out.parents) if not p.exists()]
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -46,7 +63,8 @@ def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
     if not summary.exists():
         return []
     try:
-        entries = json.loads(summary.read_text())["runs"]
+        data = json.loads(summary.read_text(), parse_constant=_not_json, parse_float=_finite)
+        entries = data["runs"]
         if not isinstance(entries, list):
             raise ValueError("'runs' is not a list")
     except OSError as error:
@@ -69,6 +87,18 @@ def load_runs(path: str | os.PathLike[str]) -> list[RunResult]:
         seen.add(run.key)
         runs.append(run)
     return runs
+
+
+def _not_json(word: str) -> float:
+    """NaN and Infinity are not JSON: lifelong never writes them (it writes null)."""
+    raise ValueError(f"{word} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a number")
+    return value
 
 
 def save_runs(path: str | os.PathLike[str], runs: Iterable[RunResult]) -> None:
@@ -105,3 +135,73 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def remove_stale_temps(out: Path) -> list[Path]:
+    """Remove the temporary files that a killed process left in ``out``; the removed ones.
+
+    A ``checkpoints`` that is not a directory is set aside (with a warning) first.
+
+    Called while holding ``out`` (:func:`lifelong.sweep.sweep`), so every temporary
+    results file there is stale; a checkpoint's carries the pid of the process writing it
+    (``.KEY.pt.PID.tmp``) and is stale when that process is gone.
+    """
+    stale = [*out.glob(f".{SUMMARY}.*.tmp"), *out.glob(f".{RESULTS}.*.tmp")]
+    checkpoints = out / "checkpoints"
+    if checkpoints.exists() and not checkpoints.is_dir():
+        aside = set_aside(checkpoints)
+        warnings.warn(
+            f"{checkpoints} is not a directory; set aside as {aside.name}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if checkpoints.is_dir():
+        for tmp in checkpoints.glob(".*.pt.*.tmp"):
+            pid = tmp.name.rsplit(".", 2)[-2]
+            if pid.isdigit() and not _alive(int(pid)):
+                stale.append(tmp)
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``path`` (a file or a directory) to a free ``NAME.set-aside[.N]`` beside it,
+    where a user can still look at it; returns the new path."""
+    target = path.with_name(f"{path.name}.set-aside")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.set-aside.{n}")
+        n += 1
+    os.replace(path, target)
+    return target
+
+
+def rescue_runs(out: Path, runs: Iterable[RunResult]) -> Path:
+    """Save ``runs`` into a fresh folder when ``out`` cannot take them; the folder.
+
+    The folder is ``$LIFELONG_CACHE/unsaved/OUTNAME-TIME-PID`` (else the same in the
+    system's temporary directory): a results directory that ``lifelong report`` reads and
+    that can be copied over ``out`` once ``out`` is fixed.
+    """
+    from lifelong.cache_dir import cache_home
+
+    name = f"{out.resolve().name or 'results'}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    runs = list(runs)
+    for root in (cache_home() / "unsaved", Path(tempfile.gettempdir()) / "lifelong-unsaved"):
+        try:
+            save_runs(root / name, runs)
+        except OSError:
+            continue
+        return root / name
+    raise UserError(f"cannot save into {out}, nor into a folder for unsaved runs")

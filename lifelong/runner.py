@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import pickle
 import sys
 import time
 import warnings
@@ -16,12 +17,13 @@ import torch
 
 from lifelong import metrics
 from lifelong.allocator import pin_mmap_threshold
-from lifelong.checkpoint import capture, restore
+from lifelong.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.errors import ContractError, UserError
 from lifelong.model import MLP
 from lifelong.params import as_config
 from lifelong.protocol import Protocol
-from lifelong.result import Curve, RunResult, run_key
+from lifelong.result import Curve, RunResult, code_hash, run_key
+from lifelong.results_dir import set_aside
 from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
@@ -39,13 +41,21 @@ class RunSpec:
     seed: int
 
     def config(self) -> dict[str, object]:
-        """The full configuration, as saved in ``summary.json`` and hashed for the run key."""
-        return {
+        """The full configuration, as saved in ``summary.json`` and hashed for the run key.
+
+        A plug-in strategy (a class from outside lifelong) adds ``code``, a hash of its
+        file's source and its class name, so that editing the file makes new runs.
+        """
+        config: dict[str, object] = {
             "scenario": {"name": self.scenario.name, **as_config(self.scenario)},
             "strategy": {"name": self.strategy.name, **as_config(self.strategy)},
             "protocol": as_config(self.protocol),
             "seed": self.seed,
         }
+        code = code_hash(type(self.strategy))
+        if code:
+            config["code"] = code
+        return config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -94,12 +104,13 @@ def execute(
         try:
             run.load(checkpoint)
         except Exception as error:  # damaged, or state this setup cannot take: start afresh
+            aside = set_aside(checkpoint)
             warnings.warn(
-                f"{checkpoint} cannot be resumed from ({error}); the run starts afresh",
+                f"{checkpoint} cannot be resumed from ({_why_not_loaded(error)}); "
+                f"set aside as {aside.name}, the run starts afresh",
                 RuntimeWarning,
                 stacklevel=2,
             )
-            checkpoint.unlink(missing_ok=True)
             run = _Run(spec, stream.to(device), device, data_dir)
     bar = _progress_bar(spec, stream, run.next_task, enabled=progress)
     for task in stream.tasks[run.next_task :]:
@@ -109,7 +120,7 @@ def execute(
         if checkpoint is not None and task.id + 1 < stream.n_tasks:
             try:
                 run.save(checkpoint)
-            except TypeError as error:  # state capture cannot hold (a plug-in's own types)
+            except (TypeError, OSError) as error:  # a plug-in's own types; a full disk
                 warnings.warn(
                     f"{spec.strategy.name} cannot be checkpointed ({error}); "
                     "it runs on without checkpoints",
@@ -210,6 +221,7 @@ class _Run:
         state = torch.load(path, map_location=self.init.device, weights_only=True)
         if state["key"] != run_key(self.spec.config()):
             return  # another configuration's checkpoint: start afresh
+        _check_state(state, self.stream.n_tasks)
         device = self.init.device
         self.next_task, self.step = state["next_task"], state["step"]
         self.init = state["init"].to(device)
@@ -248,6 +260,31 @@ class _Run:
             error=self.diverged,
             chance=1 / stream.n_outputs,
         )
+
+
+def _check_state(state: dict[str, Any], n_tasks: int) -> None:
+    """Refuse a checkpoint whose progress does not fit the stream (a checkpoint is written
+    after task ``next_task - 1`` of ``n_tasks``, never after the last)."""
+    next_task, rows = state["next_task"], state["rows"]
+    if not isinstance(next_task, int) or not 1 <= next_task < n_tasks:
+        raise CheckpointMismatch(f"next_task {next_task!r} is not in 1..{n_tasks - 1}")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise CheckpointMismatch(f"step {state['step']!r} is not a count of batches")
+    if len(rows) != next_task:
+        raise CheckpointMismatch(f"{len(rows)} rows of R for {next_task} tasks trained")
+    for vector in (state["init"], *rows, *(c[2] for c in state["curves"])):
+        if tuple(vector.shape) != (n_tasks,):
+            raise CheckpointMismatch(f"an evaluation of shape {tuple(vector.shape)}")
+
+
+def _why_not_loaded(error: Exception) -> str:
+    """One line on why a checkpoint was not loaded (never torch's advice to unpickle it)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds objects other than tensors and numbers, which are never loaded"
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first.strip()}" if first else type(error).__name__
 
 
 class InputBuffer:

@@ -14,7 +14,14 @@ from lifelong.errors import UserError
 from lifelong.params import param
 from lifelong.stream import SETTINGS, Setting, Stream, Task
 
-__all__ = ["ImageScenario", "ScenarioFamily", "make_task", "subsample", "transformed_stream"]
+__all__ = [
+    "ImageScenario",
+    "ScenarioFamily",
+    "make_task",
+    "subsample",
+    "transformed_footprint",
+    "transformed_stream",
+]
 
 
 @dataclass
@@ -32,6 +39,11 @@ class ScenarioFamily(abc.ABC):
     @abc.abstractmethod
     def build(self, seed: int, data_dir: str | None = None) -> Stream:
         """Build the stream for ``seed`` (CPU tensors)."""
+
+    def footprint(self, data_dir: str | None = None) -> int:
+        """At least how many bytes the built stream holds (0: not known), so that a stream
+        larger than the machine's memory is refused before it is built."""
+        return 0
 
 
 @dataclass
@@ -141,3 +153,11 @@ def transformed_stream(
     n_outputs = data.n_classes * (len(tasks) if setting == "class" else 1)
     n_heads = len(tasks) if setting == "task" else 1
     return Stream(scenario.name, setting, tuple(tasks), n_outputs, n_heads, 784)
+
+
+def transformed_footprint(scenario: ImageScenario, data_dir: str | None) -> int:
+    """The bytes of a :func:`transformed_stream`'s images: every task holds its training
+    samples and the whole test split."""
+    data = scenario.load(data_dir)
+    train = min(scenario.samples_per_task or len(data.y_train), len(data.y_train))
+    return scenario.n_tasks * (train + len(data.y_test)) * data.x_train[0].numel()

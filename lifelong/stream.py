@@ -7,6 +7,8 @@ from typing import Literal
 
 import torch
 
+from lifelong.errors import UserError
+
 __all__ = ["SETTINGS", "Setting", "Stream", "Task", "TrainingData", "training_data"]
 
 Setting = Literal["class", "domain", "task"]
@@ -36,6 +38,14 @@ class Task:
     y_test: torch.Tensor
     classes: tuple[int, ...]
     targets: tuple[int, ...]
+
+    def __post_init__(self) -> None:
+        for split, y in (("training", self.y_train), ("test", self.y_test)):
+            if len(y) == 0:  # it would train on nothing, or score 0 for ever
+                raise UserError(
+                    f"task {self.id} ({self.name}) has no {split} samples; give it some "
+                    "(check the data and the scenario's settings)"
+                )
 
     def to(self, device: torch.device) -> Task:
         """The same task with its tensors on ``device``."""

@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import NAME_MAX, UserError, check_path, closest
+from lifelong.params import MAX_SEED
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -77,12 +78,14 @@ def suite_names() -> list[str]:
 def find_suite(target: str) -> Path | None:
     """The suite file ``target`` names (a path to a .toml file or a built-in suite name)."""
     if target.endswith(".toml"):
-        path = Path(target)
+        path = check_path(target, "suite file")
         if path.is_dir():
             raise UserError(f"suite file {path} is a directory; give the path of a .toml file")
         if not path.is_file():
             raise UserError(f"suite file {path} does not exist")
         return path
+    if len(target.encode()) + len(".toml") > NAME_MAX or "/" in target:
+        return None  # no built-in suite has such a name
     builtin = suite_dir() / f"{target}.toml"
     return builtin if builtin.is_file() else None
 
@@ -107,19 +110,31 @@ def load_suite(path: Path) -> Suite:
             raise UserError(f"{where}: '{key}' is both in [settings] and in [grid]; keep one")
     seeds = head.get("seeds", [0])
     _check_list(seeds, f"{where} [suite] seeds", item=int)
-    if any(s < 0 for s in seeds):
-        raise UserError(f"{where} [suite] seeds: seeds must be non-negative")
+    if any(not 0 <= s <= MAX_SEED for s in seeds):
+        raise UserError(f"{where} [suite] seeds: seeds must be non-negative, at most {MAX_SEED}")
     return Suite(
         name=path.stem,
         path=path,
         command=_first_comment(path),
         description=str(head.get("description", "")),
         scenarios=tuple(_check_list(head.get("scenarios"), f"{where} [suite] scenarios", str)),
-        strategies=tuple(_check_list(head.get("strategies"), f"{where} [suite] strategies", str)),
+        strategies=tuple(
+            _beside(path, name)
+            for name in _check_list(head.get("strategies"), f"{where} [suite] strategies", str)
+        ),
         seeds=tuple(seeds),
         settings=settings,
         grid=grid,
     )
+
+
+def _beside(suite: Path, strategy: str) -> str:
+    """A plug-in file named relative to the suite, as a path from here (the suite's folder
+    is where its author sees the file; the working directory is wherever it is run)."""
+    where, sep, name = strategy.rpartition(":")
+    if sep and where.endswith(".py") and not Path(where).expanduser().is_absolute():
+        return f"{suite.parent / where}:{name}"
+    return strategy
 
 
 def _table(data: dict[str, Any], name: str, where: str) -> dict[str, Any]:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -15,8 +18,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from lifelong.errors import UserError
-from lifelong.result import RunResult, run_key
+from lifelong.errors import UserError, one_line_warnings
+from lifelong.result import RunResult, run_key, same_setup
 
 try:
     import fcntl  # advisory locks (POSIX)
@@ -26,6 +29,8 @@ except ImportError:  # pragma: no cover - Windows
 __all__ = ["EXECUTORS", "RunRequest", "plan_requests", "run_request", "sweep"]
 
 EXECUTORS = ("local", "ray")
+RAY_PROBE_S = 5.0  # how long a Ray address may take to accept a connection
+PARENT_POLL_S = 0.5  # how often a pool's worker checks that its parent is alive
 
 
 @dataclass(frozen=True)
@@ -64,7 +69,8 @@ def plan_requests(
     """Requests for every strategy and seed, checked (names, keys, values, data) up front."""
     from lifelong.plan import plan_runs
 
-    plan_runs(scenario, strategies, seeds, settings)  # raises UserError before any work
+    specs = plan_runs(scenario, strategies, seeds, settings)  # UserError before any work
+    _check_names(strategies, specs[:: len(seeds)])
     requests = []
     for strategy in strategies:
         items = tuple(sorted(_settings_for(scenario, strategy, settings).items()))
@@ -73,6 +79,20 @@ def plan_requests(
             for seed in seeds
         ]
     return requests
+
+
+def _check_names(given: Sequence[str], specs: Sequence[Any]) -> None:
+    """Refuse two strategies of one name (two plug-ins with ``name = "mine"``): their runs
+    would carry the same label in every table and report."""
+    seen: dict[str, str] = {}
+    for text, spec in zip(given, specs, strict=True):
+        name = spec.strategy.name
+        if name in seen and seen[name] != text:
+            raise UserError(
+                f"{seen[name]} and {text} are both named '{name}'; give one of them "
+                "another name (its class attribute `name`)"
+            )
+        seen[name] = text
 
 
 def _settings_for(scenario: str, strategy: str, settings: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +162,7 @@ def sweep(
     progress: bool = False,
     vectorize: bool = False,
     on_result: Callable[[RunResult], None] = lambda result: None,
+    force: bool = False,
 ) -> list[RunResult]:
     """Run every request not already completed in ``out``; save each result as it lands.
 
@@ -150,8 +171,10 @@ def sweep(
     atomically, so an interruption leaves only complete results. With ``progress``, a bar
     counts finished runs (and, in-process, the batches of the current run) on a terminal.
     With ``vectorize``, the seeds of each configuration train together as one batched
-    model in this process (:mod:`lifelong.vectorized`). ``on_result`` sees each new result
-    after it is saved (the trackers of ``--log``).
+    model in this process (:mod:`lifelong.vectorized`). With ``force``, completed runs
+    are run again from the start and replace the saved ones. A plug-in's run replaces a
+    saved run of the same settings made with other code of the plug-in. ``on_result``
+    sees each new result after it is saved (the trackers of ``--log``).
 
     Returns:
         The results of ``requests`` (loaded or new), in request order.
@@ -162,7 +185,7 @@ def sweep(
     """
     with _exclusive(out):
         return _sweep(
-            requests, out, executor, jobs, address, report, progress, vectorize, on_result
+            requests, out, executor, jobs, address, report, progress, vectorize, force, on_result
         )
 
 
@@ -202,41 +225,58 @@ def _sweep(
     report: Callable[[str], None],
     progress: bool,
     vectorize: bool,
+    force: bool,
     on_result: Callable[[RunResult], None],
 ) -> list[RunResult]:
-    from lifelong.results_dir import load_runs, save_runs
+    from lifelong.results_dir import load_runs, remove_stale_temps
 
+    if out is not None:
+        remove_stale_temps(out)
     requests = _unique(requests)
-    keys = {r: run_key(r.spec().config()) for r in requests}
+    configs = {r: r.spec().config() for r in requests}
+    keys = {r: run_key(config) for r, config in configs.items()}
     saved = {run.key: run for run in load_runs(out)} if out else {}
-    done = {k: v for k, v in saved.items() if v.status in ("ok", "diverged")}
+    done = {k: v for k, v in saved.items() if v.status in ("ok", "diverged") and not force}
     todo = [r for r in requests if keys[r] not in done]
     for r in requests:
         if keys[r] in done:
-            report(f"{r.label}: already in {out}, skipped")
+            report(f"{r.label}: already in {out}, skipped (--force runs it again)")
+        elif "code" in configs[r] and any(same_setup(s.config, configs[r]) for s in saved.values()):
+            report(f"{r.label}: its plug-in's code changed since the run in {out}; running it")
     checkpoints = str(out / "checkpoints") if out else None
+    if force and checkpoints:  # start afresh, not from an earlier run's last task
+        for r in todo:
+            with contextlib.suppress(OSError):
+                (Path(checkpoints) / f"{keys[r]}.pt").unlink(missing_ok=True)
 
     bar = _runs_bar(len(todo), enabled=progress)
 
     order = {key: i for i, key in enumerate(keys.values())}
 
-    def land(result: RunResult) -> None:
+    rescued: list[Path] = []  # where runs go once ``out`` has refused one
+
+    def land(*results: RunResult) -> None:
         if bar is not None:
-            bar.update(1)
-        saved[result.key] = result
+            bar.update(len(results))
+        for result in results:  # a plug-in's run of older code gives way to the new one
+            if "code" in result.config:
+                for key in [k for k, s in saved.items() if same_setup(s.config, result.config)]:
+                    del saved[key]
+            saved[result.key] = result
         if out is not None:  # in request order, so files do not depend on finishing order
-            save_runs(out, sorted(saved.values(), key=lambda r: order.get(r.key, -1)))
-        note = f"ACC {result.metrics['acc']:.3f}" if result.ok else result.status
-        report(f"{result.strategy} seed {result.seed}: {note} ({result.wall_s:.1f} s)")
-        on_result(result)
+            runs = sorted(saved.values(), key=lambda r: order.get(r.key, -1))
+            _save_or_rescue(out, runs, rescued)
+        for result in results:
+            note = f"ACC {result.metrics['acc']:.3f}" if result.ok else result.status
+            report(f"{result.strategy} seed {result.seed}: {note} ({result.wall_s:.1f} s)")
+            on_result(result)
 
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor '{executor}'; use local or ray")
     try:
         if vectorize:
             for group in _seed_groups(todo):
-                for result in _run_vectorized(group, progress=progress):
-                    land(result)
+                land(*_run_vectorized(group, progress=progress))
         elif executor == "ray":
             _run_on_ray(todo, checkpoints, address, land)
         elif (jobs or _default_jobs(len(todo))) <= 1:
@@ -251,6 +291,25 @@ def _sweep(
             with contextlib.suppress(OSError):  # only when no interrupted run left one
                 Path(checkpoints).rmdir()
     return [saved[keys[r]] for r in requests if keys[r] in saved]
+
+
+def _save_or_rescue(out: Path, runs: list[RunResult], rescued: list[Path]) -> None:
+    """Save ``runs`` into ``out``; when that fails, keep them in a rescue folder and stop
+    the sweep with one line saying where they are (later results join them there)."""
+    from lifelong.results_dir import rescue_runs, save_runs
+
+    if rescued:
+        save_runs(rescued[0], runs)
+        return
+    try:
+        save_runs(out, runs)
+    except OSError as error:
+        rescued.append(rescue_runs(out, runs))
+        why = f"{error.strerror or error}: {error.filename}" if error.filename else str(error)
+        raise UserError(
+            f"cannot save into {out} ({why}); the finished runs are kept in {rescued[0]}: "
+            f"fix {out} and copy them there (or rerun)"
+        ) from None
 
 
 def _run_on_pool(
@@ -281,7 +340,12 @@ def _pool_pass(
     todo: list[RunRequest], checkpoints: str | None, jobs: int, land: Callable[[RunResult], None]
 ) -> list[RunRequest]:
     """One pool over ``todo``; the requests whose process died before they finished."""
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"))
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(),),
+    )
     pending = {pool.submit(run_request, r, checkpoints): r for r in todo}
     broken: list[RunRequest] = []
     try:
@@ -307,12 +371,27 @@ def _pool_pass(
     return broken
 
 
+def _start_worker(parent: int) -> None:
+    """Set up a pool's worker: it exits when ``parent`` (the process that made the pool)
+    is gone, so a ``kill -9`` of that process leaves no worker running on; warnings are
+    printed on one line."""
+    one_line_warnings()
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
+
+
+def _exit_with(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)  # the results of this worker's run can no longer be received
+
+
 def _run_on_ray(
     todo: list[RunRequest],
     checkpoints: str | None,
     address: str | None,
     land: Callable[[RunResult], None],
 ) -> None:
+    _probe_ray(address)
     try:
         import ray
     except ImportError:
@@ -353,6 +432,23 @@ def _run_on_ray(
         for ref in pending:
             ray.cancel(ref, force=True)
         raise
+
+
+def _probe_ray(address: str | None) -> None:
+    """Refuse at once a ``HOST:PORT`` that nothing listens on (Ray itself retries for
+    minutes); other forms (``auto``, none, nonsense) are left to Ray's own checks."""
+    host, sep, port = (address or "").removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=RAY_PROBE_S):
+            pass
+    except (OSError, OverflowError) as error:
+        why = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise UserError(
+            f"--executor ray: cannot reach the Ray cluster at {address} ({why}); check "
+            "--address (HOST:6379 of a running `ray start --head`, or auto)"
+        ) from None
 
 
 def _check_ray_resources(ray: Any, todo: list[RunRequest]) -> float:

@@ -157,9 +157,9 @@ def main() -> None:
         "embedded data, the default protocol, no curves; seeds 0-7; medians of "
         f"{REPEAT} repetitions in one process (training and evaluation; stream building "
         "excluded). A single run uses one torch thread (the default of `run`); "
-        f"`--vectorize` uses one per core by default ({CORES} here), since its one process "
-        "replaces the pool of one-thread runs. Target (issue 6): 8 seeds vectorized in at "
-        "most 2x the wall time of one seed.\n"
+        "`--vectorize` uses one as well unless `--threads` says otherwise (on a loaded "
+        "machine, one per core took 2.6-3.5x as long). Target (issue 6): 8 seeds "
+        "vectorized in at most 2x the wall time of one seed.\n"
     )
     print(
         "| strategy | 1 seed s | 8 seeds one by one s | 8 vectorized, 1 thread s | "

@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import torch
 
-from lifelong import ImageScenario, Stream, param, transformed_stream
+from lifelong import ImageScenario, Stream, param, transformed_footprint, transformed_stream
 
 
 @dataclass
@@ -24,6 +24,9 @@ class PermutedScenario(ImageScenario):
 
     name: ClassVar[str] = "permuted-mnist"
     identity_first: bool = param(False, "leave the first task unpermuted")
+
+    def footprint(self, data_dir: str | None = None) -> int:
+        return transformed_footprint(self, data_dir)
 
     def build(self, seed: int, data_dir: str | None = None) -> Stream:
         generator = torch.Generator().manual_seed(seed)

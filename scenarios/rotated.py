@@ -10,7 +10,14 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 
-from lifelong import ImageScenario, Stream, UserError, param, transformed_stream
+from lifelong import (
+    ImageScenario,
+    Stream,
+    UserError,
+    param,
+    transformed_footprint,
+    transformed_stream,
+)
 
 
 @dataclass
@@ -26,6 +33,9 @@ class RotatedScenario(ImageScenario):
 
     name: ClassVar[str] = "rotated-mnist"
     angles: tuple[float, ...] = param((), "degrees, one per task (empty: GEM's slices)")
+
+    def footprint(self, data_dir: str | None = None) -> int:
+        return transformed_footprint(self, data_dir)
 
     def build(self, seed: int, data_dir: str | None = None) -> Stream:
         angles = self.task_angles(seed)

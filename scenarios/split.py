@@ -8,6 +8,7 @@ from typing import ClassVar, cast
 import torch
 
 from lifelong import ImageScenario, Stream, UserError, make_task, param, subsample
+from lifelong.params import MAX_SEED
 from lifelong.stream import Setting
 
 
@@ -27,7 +28,9 @@ class SplitScenario(ImageScenario):
         "class", "class, domain or task incremental", choices=("class", "domain", "task")
     )
     n_tasks: int = param(5, "number of tasks; must divide the number of classes", ge=1)
-    class_seed: int | None = param(None, "seed that shuffles the class order (none: 0, 1, ..., 9)")
+    class_seed: int | None = param(
+        None, "seed that shuffles the class order (none: 0, 1, ..., 9)", ge=0, le=MAX_SEED
+    )
 
     def build(self, seed: int, data_dir: str | None = None) -> Stream:
         data = self.load(data_dir)

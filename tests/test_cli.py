@@ -173,7 +173,7 @@ def test_a_summary_that_is_a_directory_is_one_line(tmp_path: Path, capsys) -> No
     (tmp_path / "summary.json").mkdir()
     assert main(["run", "split-mnist", "-s", "naive", *SMALL, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "summary.json cannot be read" in err[0]
+    assert len(err) == 1 and "summary.json is not a file" in err[0]
 
 
 def test_empty_out_is_refused(capsys, tmp_path: Path) -> None:

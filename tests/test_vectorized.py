@@ -110,13 +110,12 @@ def test_cli_vectorize_refuses_a_strategy_it_cannot_batch_before_any_run(tmp_pat
     assert not out.exists()
 
 
-def test_vectorize_uses_every_core_unless_threads_are_given() -> None:
+def test_vectorize_uses_one_thread_unless_threads_are_given() -> None:
     import argparse
-    import os
 
     from lifelong.cli import _threads
 
-    assert _threads(argparse.Namespace(threads=None, vectorize=True)) == (os.cpu_count() or 1)
+    assert _threads(argparse.Namespace(threads=None, vectorize=True)) == 1
     assert _threads(argparse.Namespace(threads=None, vectorize=False)) == 1
     assert _threads(argparse.Namespace(threads=3, vectorize=True)) == 3
 
