@@ -7,7 +7,10 @@ init row b, curves and the metrics derived from them.
 from lifelong.api import run
 from lifelong.compose import Composite, compose
 from lifelong.errors import ContractError, UserError
+from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
+from lifelong.meta_tasks import MetaTaskSource, concat_batches
+from lifelong.metatrain import MetaInit
 from lifelong.optim import SGD
 from lifelong.params import param
 from lifelong.parts import (
@@ -29,8 +32,10 @@ from lifelong.parts import (
 from lifelong.protocol import Protocol
 from lifelong.result import Curve, RunResult
 from lifelong.scenario import (
+    DrawnTransform,
     ImageScenario,
     ScenarioFamily,
+    Transform,
     make_task,
     subsample,
     transformed_stream,
@@ -44,11 +49,15 @@ __all__ = [
     "Composite",
     "ContractError",
     "Curve",
+    "DrawnTransform",
     "ImageScenario",
     "Init",
     "Learner",
     "Memory",
+    "MetaInit",
+    "MetaTaskSource",
     "Objective",
+    "Params",
     "Protocol",
     "Quadratic",
     "Regularizer",
@@ -61,17 +70,22 @@ __all__ = [
     "StreamInfo",
     "Task",
     "TrainingData",
+    "Transform",
     "UserError",
     "apply_gradients",
     "compose",
+    "concat_batches",
     "detached",
     "fisher_diagonal",
     "gradient_importance",
     "gradients",
+    "loss_fn",
     "make_task",
+    "meta_gradient",
     "param",
     "quadratic_penalty",
     "run",
+    "sgd_inner_loop",
     "subsample",
     "supervised_step",
     "task_sample",
