@@ -152,7 +152,7 @@ def check_meta_source(
     """The meta-training source ``source`` resolves to for ``scenario``, as
     ``(kind, dataset, transform kind)``; a UserError when it is unknown or would hold the
     stream's own classes. Loads no training data but what ``auto`` needs to decide."""
-    kinds = _transform_families()
+    kinds = _transform_families(scenario)
     known = (*META_SOURCES, *(k for k in kinds if k not in META_SOURCES))
     if source not in known:
         raise UserError(
@@ -160,16 +160,19 @@ def check_meta_source(
             f"{closest(source, known)}; choose one of {', '.join(known)}"
         )
     kind = _resolve(scenario, source, data_dir)
-    transform = kind if kind in kinds else scenario.transform_kind
-    dataset = scenario.dataset if kind in kinds else kind
+    transform: str | None
+    if kind in kinds:
+        transform, dataset = kind, scenario.dataset
+    elif kind in META_DATASETS:
+        transform, dataset = scenario.transform_kind, kind
+    else:
+        raise UserError(f"meta-training: no scenario family draws '{kind}' transforms")
     same = dataset == scenario.dataset or {dataset, scenario.dataset} <= set(_DIGITS)
     if transform is None and same:
         raise UserError(
             f"source '{kind}' of the meta-learned init holds the classes of the "
             f"{scenario.dataset} stream itself; use source=permuted, rotated or another dataset"
         )
-    if transform is not None and transform not in kinds:
-        raise UserError(f"meta-training: no scenario family draws '{transform}' transforms")
     return kind, dataset, transform
 
 
@@ -200,7 +203,7 @@ def meta_tasks(
     kind, dataset, transform = check_meta_source(scenario, source, data_dir)
     images, labels, n_classes = _training_split(dataset, data_dir)
     per_task, n_slots = _layout(info, n_classes)
-    family = _transform_families()[transform] if transform is not None else None
+    family = _transform_families(scenario)[transform] if transform is not None else None
     g = torch.Generator().manual_seed(seed + META_SEED_OFFSET)
     tasks, partition = [], torch.arange(n_classes)
     for i in range(n_tasks):
@@ -257,15 +260,19 @@ def _training_split(dataset: str, data_dir: str | None) -> tuple[Tensor, Tensor,
     return data.x_train, data.y_train, data.n_classes
 
 
-def _transform_families() -> dict[str, type[ImageScenario]]:
-    """The registered scenario families that draw transforms, by transform kind."""
+def _transform_families(scenario: ImageScenario) -> dict[str, type[ImageScenario]]:
+    """The scenario families that draw transforms, by transform kind: the registered ones
+    and the stream's own (a user's family need not be registered)."""
     from lifelong.registry import scenarios  # lazy: the registry imports the init axis
 
-    return {
+    found = {
         family.transform_kind: family
         for family in scenarios().values()
         if issubclass(family, ImageScenario) and family.transform_kind is not None
     }
+    if scenario.transform_kind is not None:
+        found[scenario.transform_kind] = type(scenario)
+    return found
 
 
 def _resolve(scenario: ImageScenario, source: str, data_dir: str | None) -> str:
@@ -299,4 +306,3 @@ def _layout(info: StreamInfo, n_classes: int) -> tuple[int, int]:
         )
     slots = {"class": info.n_outputs // per_task, "task": info.n_heads, "domain": 1}
     return per_task, slots[info.setting]
-

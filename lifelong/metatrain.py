@@ -242,4 +242,3 @@ def _save(folder: Path, path: Path, payload: object) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-

@@ -73,8 +73,7 @@ class MamlInit(MetaInit):
             for _ in range(self.tasks_per_batch):
                 task = tasks.sample_task(generator)
                 support = [
-                    tasks.sample(task, self.inner_batch, generator)
-                    for _ in range(self.inner_steps)
+                    tasks.sample(task, self.inner_batch, generator) for _ in range(self.inner_steps)
                 ]
                 adapted = sgd_inner_loop(
                     loss, theta, support, self.inner_lr, create_graph=not self.first_order

@@ -69,9 +69,7 @@ class OmlInit(MetaInit):
     first_order: bool = param(False, "drop second derivatives through the inner loop")
     reset_rows: bool = param(True, "re-initialize the PLN rows of a trajectory's classes")
     reset_head: bool = param(True, "re-draw the PLN before the stream, as OML's evaluation does")
-    pln_layers: int = param(
-        1, "final Linear layers that form the PLN; the rest is the RLN", ge=1
-    )
+    pln_layers: int = param(1, "final Linear layers that form the PLN; the rest is the RLN", ge=1)
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:
         pln_names(model, self.pln_layers)

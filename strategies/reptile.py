@@ -58,8 +58,7 @@ class ReptileInit(MetaInit):
             for _ in range(self.tasks_per_batch):
                 task = tasks.sample_task(generator)
                 batches = [
-                    tasks.sample(task, self.inner_batch, generator)
-                    for _ in range(self.inner_steps)
+                    tasks.sample(task, self.inner_batch, generator) for _ in range(self.inner_steps)
                 ]
                 phi = sgd_inner_loop(loss, theta, batches, self.inner_lr)[-1]
                 moved = {n: moved[n] + (phi[n].detach() - theta[n].detach()) for n in moved}
