@@ -10,7 +10,7 @@ from lifelong.errors import ContractError, UserError
 from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
 from lifelong.meta_tasks import MetaTaskSource, concat_batches
-from lifelong.metatrain import MetaInit
+from lifelong.metatrain import MetaInit, MetaStart
 from lifelong.optim import SGD
 from lifelong.params import param
 from lifelong.parts import (
@@ -55,6 +55,7 @@ __all__ = [
     "Learner",
     "Memory",
     "MetaInit",
+    "MetaStart",
     "MetaTaskSource",
     "Objective",
     "Params",

@@ -39,7 +39,7 @@ from lifelong.params import as_config, param
 from lifelong.scenario import ImageScenario
 from lifelong.strategy import StreamInfo
 
-__all__ = ["MetaInit", "cache_root", "cached_init", "model_shape"]
+__all__ = ["MetaInit", "MetaStart", "cache_root", "cached_init", "model_shape"]
 
 TRAIN_SEED_OFFSET = 2_000_000  # sampling and initial weights of meta-training
 _CACHE_VERSION = 3  # bump when an algorithm or the key changes, so stale inits are not reused
@@ -49,13 +49,30 @@ SOURCE_DOC = (
 )
 
 
+@dataclass(frozen=True)
+class MetaStart:
+    """Where meta-training starts, drawn by the engine from the run seed.
+
+    Attributes:
+        theta: the starting weights by name (leaves that require grad; an algorithm may
+            update them in place).
+        generator: the only randomness meta-training may use.
+        steps: ``0, 1, ..., meta_steps - 1``, one per outer update (a bar on a terminal).
+    """
+
+    theta: Params
+    generator: torch.Generator
+    steps: Iterator[int]
+
+
 @dataclass
 class MetaInit(Init):
     """An init meta-trained before the stream on tasks disjoint from it.
 
     A concrete init adds its hyperparameters as fields (they are its meta-training config
-    and its cache key, all but :attr:`stream_fields`), implements :meth:`meta_train`, and
-    in ``prepare`` calls :meth:`load_meta_trained`.
+    and its cache key, all but :attr:`stream_fields`) and implements :meth:`meta_train`;
+    an init that freezes part of the network overrides ``prepare`` and calls
+    :meth:`load_meta_trained` there.
     """
 
     stream_fields: ClassVar[tuple[str, ...]] = ("source",)
@@ -65,27 +82,24 @@ class MetaInit(Init):
     meta_steps: int = param(500, "outer (meta) updates", ge=1)
 
     @abc.abstractmethod
-    def meta_train(
-        self,
-        model: nn.Module,
-        tasks: MetaTaskSource,
-        theta: Params,
-        generator: torch.Generator,
-        steps: Iterator[int],
-    ) -> Params:
-        """The meta-training algorithm: from ``theta`` to meta-trained weights.
+    def meta_train(self, model: nn.Module, tasks: MetaTaskSource, start: MetaStart) -> Params:
+        """The meta-training algorithm: from ``start.theta`` to meta-trained weights.
 
         Args:
             model: the network, used only through ``functional_call``.
             tasks: the pool, on the model's device.
-            theta: the starting weights by name (leaves that require grad; updated in place
-                or replaced, as the algorithm prefers).
-            generator: the only randomness meta-training may use.
-            steps: ``0, 1, ..., meta_steps - 1``, one per outer update.
+            start: the starting weights, the generator and the outer steps.
 
         Returns:
             The meta-trained weights by name.
         """
+
+    def prepare(
+        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
+    ) -> set[str] | None:
+        """Start from the meta-trained weights; every weight learns."""
+        self.load_meta_trained(model, info)
+        return None
 
     def meta_trained_weights(
         self, model: nn.Module, tasks: MetaTaskSource, *, seed: int, progress: bool = False
@@ -98,9 +112,8 @@ class MetaInit(Init):
             Detached weights by name, on the model's device.
         """
         generator, theta = _start(model, seed)
-        device = next(model.parameters()).device
-        steps = _steps(self.meta_steps, self.name, progress)
-        trained = self.meta_train(model, tasks.to(device), theta, generator, steps)
+        start = MetaStart(theta, generator, _steps(self.meta_steps, self.name, progress))
+        trained = self.meta_train(model, tasks.to(next(model.parameters()).device), start)
         return {n: p.detach().clone() for n, p in trained.items()}
 
     def load_meta_trained(self, model: nn.Module, info: StreamInfo) -> Params:

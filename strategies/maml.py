@@ -10,7 +10,6 @@ Networks".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, final
 
@@ -19,9 +18,9 @@ from torch import nn
 
 from lifelong import (
     MetaInit,
+    MetaStart,
     MetaTaskSource,
     Params,
-    StreamInfo,
     apply_gradients,
     loss_fn,
     meta_gradient,
@@ -48,37 +47,22 @@ class MamlInit(MetaInit):
     outer_lr: float = param(1e-3, "Adam learning rate of the meta update", gt=0)
     first_order: bool = param(False, "first-order MAML: no second derivatives")
 
-    def prepare(
-        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
-    ) -> set[str] | None:
-        self.load_meta_trained(model, info)
-        return None
-
-    def meta_train(
-        self,
-        model: nn.Module,
-        tasks: MetaTaskSource,
-        theta: Params,
-        generator: torch.Generator,
-        steps: Iterator[int],
-    ) -> Params:
+    def meta_train(self, model: nn.Module, tasks: MetaTaskSource, start: MetaStart) -> Params:
         """Each meta update: for ``tasks_per_batch`` tasks, ``inner_steps`` SGD steps on
         support batches from ``theta``, the query loss at the adapted weights, its gradient
         back to ``theta`` (through the inner steps unless ``first_order``); the mean of
         those gradients makes one Adam step on ``theta``."""
-        loss = loss_fn(model)
+        theta, g, loss = start.theta, start.generator, loss_fn(model)
         optimizer = torch.optim.Adam(list(theta.values()), lr=self.outer_lr)
-        for _ in steps:
+        for _ in start.steps:
             total = {n: torch.zeros_like(p) for n, p in theta.items()}
             for _ in range(self.tasks_per_batch):
-                task = tasks.sample_task(generator)
-                support = [
-                    tasks.sample(task, self.inner_batch, generator) for _ in range(self.inner_steps)
-                ]
+                task = tasks.sample_task(g)
+                support = [tasks.sample(task, self.inner_batch, g) for _ in range(self.inner_steps)]
                 adapted = sgd_inner_loop(
                     loss, theta, support, self.inner_lr, create_graph=not self.first_order
                 )[-1]
-                query = tasks.sample(task, self.query_size, generator)
+                query = tasks.sample(task, self.query_size, g)
                 grads, _ = meta_gradient(loss(adapted, query), theta)
                 total = {n: total[n] + grads[n] / self.tasks_per_batch for n in total}
             apply_gradients(optimizer, theta, total)

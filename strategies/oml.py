@@ -11,7 +11,6 @@ References: Javed & White 2019, "Meta-Learning Representations for Continual Lea
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, final
 
@@ -21,6 +20,7 @@ from torch import nn
 from lifelong import (
     Batch,
     MetaInit,
+    MetaStart,
     MetaTaskSource,
     Params,
     StreamInfo,
@@ -86,34 +86,28 @@ class OmlInit(MetaInit):
             p.requires_grad_(n in pln)  # the RLN is fixed: no gradient flows into it
         return pln
 
-    def meta_train(
-        self,
-        model: nn.Module,
-        tasks: MetaTaskSource,
-        theta: Params,
-        generator: torch.Generator,
-        steps: Iterator[int],
-    ) -> Params:
+    def meta_train(self, model: nn.Module, tasks: MetaTaskSource, start: MetaStart) -> Params:
         """Each meta update: draw a task and ``classes_per_episode`` classes
         (:func:`episode_classes`), re-initialize their output rows, take one single-sample
         SGD step on the PLN only per trajectory sample (class by class, so the trajectory
         learns classes in sequence), then an Adam step on every weight from the loss of the
         adapted network on the trajectory plus ``random_batch`` samples of all tasks,
         differentiated through the inner loop (second order unless ``first_order``)."""
-        pln, loss, g = pln_names(model, self.pln_layers), loss_fn(model), generator
+        theta, g, loss = start.theta, start.generator, loss_fn(model)
+        pln = pln_names(model, self.pln_layers)
         optimizer = torch.optim.Adam(list(theta.values()), lr=self.outer_lr)
-        for _ in steps:
+        for _ in start.steps:
             chosen = episode_classes(tasks, tasks.sample_task(g), self.classes_per_episode, g)
-            start = theta
+            initial = theta
             if self.reset_rows:
-                start = _reset_rows(theta, [_output_row(tasks, t, i) for t, i in chosen], g)
+                initial = _reset_rows(theta, [_output_row(tasks, t, i) for t, i in chosen], g)
             trajectory = [
                 tasks.sample(t, self.samples_per_class, g, classes=(tasks.tasks[t].classes[i],))
                 for t, i in chosen
             ]
             samples = [_row(b, i) for b in trajectory for i in range(len(b.y))]
             adapted = sgd_inner_loop(
-                loss, start, samples, self.inner_lr, only=pln, create_graph=not self.first_order
+                loss, initial, samples, self.inner_lr, only=pln, create_graph=not self.first_order
             )[-1]
             remember = [tasks.sample_mixed(self.random_batch, g)] if self.random_batch else []
             grads, _ = meta_gradient(loss(adapted, concat_batches([*trajectory, *remember])), theta)

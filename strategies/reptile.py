@@ -9,14 +9,13 @@ References: Nichol et al. 2018, "On First-Order Meta-Learning Algorithms".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar, final
 
 import torch
 from torch import nn
 
-from lifelong import MetaInit, MetaTaskSource, Params, StreamInfo, loss_fn, param, sgd_inner_loop
+from lifelong import MetaInit, MetaStart, MetaTaskSource, Params, loss_fn, param, sgd_inner_loop
 
 
 @final
@@ -34,32 +33,17 @@ class ReptileInit(MetaInit):
     inner_lr: float = param(0.1, "learning rate of the inner SGD steps", gt=0)
     outer_lr: float = param(1.0, "meta step size, annealed linearly to 0", gt=0)
 
-    def prepare(
-        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
-    ) -> set[str] | None:
-        self.load_meta_trained(model, info)
-        return None
-
-    def meta_train(
-        self,
-        model: nn.Module,
-        tasks: MetaTaskSource,
-        theta: Params,
-        generator: torch.Generator,
-        steps: Iterator[int],
-    ) -> Params:
+    def meta_train(self, model: nn.Module, tasks: MetaTaskSource, start: MetaStart) -> Params:
         """Batched Reptile: each meta update adapts ``theta`` to ``tasks_per_batch`` tasks by
         ``inner_steps`` plain SGD steps and moves it by ``rate * mean(phi_task - theta)``,
         the rate ``outer_lr`` annealed linearly to 0."""
-        loss = loss_fn(model)
-        for step in steps:
+        theta, g, loss = start.theta, start.generator, loss_fn(model)
+        for step in start.steps:
             rate = self.outer_lr * (1.0 - step / self.meta_steps)
             moved = {n: torch.zeros_like(p) for n, p in theta.items()}
             for _ in range(self.tasks_per_batch):
-                task = tasks.sample_task(generator)
-                batches = [
-                    tasks.sample(task, self.inner_batch, generator) for _ in range(self.inner_steps)
-                ]
+                task = tasks.sample_task(g)
+                batches = [tasks.sample(task, self.inner_batch, g) for _ in range(self.inner_steps)]
                 phi = sgd_inner_loop(loss, theta, batches, self.inner_lr)[-1]
                 moved = {n: moved[n] + (phi[n].detach() - theta[n].detach()) for n in moved}
             with torch.no_grad():
