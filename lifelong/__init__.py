@@ -4,14 +4,18 @@ A stream of tasks is fed to a strategy; the evaluator records the accuracy matri
 init row b, curves and the metrics derived from them.
 """
 
-from lifelong.api import run
+from lifelong.api import report, run, save
 from lifelong.compose import Composite, compose
+from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import ContractError, UserError
 from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
 from lifelong.meta_tasks import MetaTaskSource, concat_batches
 from lifelong.metatrain import MetaInit, MetaStart
 from lifelong.optim import SGD
+from lifelong.own_data import OwnData, from_arrays
+from lifelong.own_scenario import OwnDataScenario, scenario_from
+from lifelong.own_sources import from_folder, from_torch
 from lifelong.params import param
 from lifelong.parts import (
     Learner,
@@ -47,6 +51,7 @@ __all__ = [
     "SGD",
     "Batch",
     "Composite",
+    "ConformanceError",
     "ContractError",
     "Curve",
     "DrawnTransform",
@@ -58,6 +63,8 @@ __all__ = [
     "MetaStart",
     "MetaTaskSource",
     "Objective",
+    "OwnData",
+    "OwnDataScenario",
     "Params",
     "Protocol",
     "Quadratic",
@@ -74,10 +81,14 @@ __all__ = [
     "Transform",
     "UserError",
     "apply_gradients",
+    "check_strategy",
     "compose",
     "concat_batches",
     "detached",
     "fisher_diagonal",
+    "from_arrays",
+    "from_folder",
+    "from_torch",
     "gradient_importance",
     "gradients",
     "loss_fn",
@@ -85,7 +96,10 @@ __all__ = [
     "meta_gradient",
     "param",
     "quadratic_penalty",
+    "report",
     "run",
+    "save",
+    "scenario_from",
     "sgd_inner_loop",
     "subsample",
     "supervised_step",

@@ -1,21 +1,24 @@
-"""The Python entry point: ``lifelong.run(scenario, strategy, seed=..., device=...)``."""
+"""The Python entry points: ``lifelong.run(scenario, strategy, ...)``, ``save``, ``report``."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from lifelong.errors import UserError
 from lifelong.plan import plan_runs
+from lifelong.report import make_report  # imported here, so that lifelong.report stays report()
 from lifelong.result import RunResult
 from lifelong.runner import execute, resolve_device
 from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Strategy
 
-__all__ = ["run"]
+__all__ = ["report", "run", "save"]
 
 
 def run(
@@ -68,3 +71,58 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def save(
+    results: RunResult | Iterable[RunResult],
+    out_dir: str | os.PathLike[str],
+    *,
+    log: Sequence[str] = (),
+    group: str | None = None,
+) -> Path:
+    """Write results as ``lifelong run --out`` does: ``summary.json`` and ``results.csv``.
+
+    Runs already in ``out_dir`` (from the CLI or an earlier ``save``) stay; a run with
+    the same run key (same configuration and seed) is replaced, so the directory is
+    one results directory that ``lifelong report`` and a resumed sweep read as their own.
+
+    Args:
+        results: what :func:`run` returned (one result or several).
+        out_dir: the results directory (created if missing).
+        log: trackers to log the given runs to as well: ``"tensorboard"``, ``"wandb"``,
+            ``"mlflow"`` (under ``out_dir``, as ``--log`` does).
+        group: the trackers' group or experiment name (default: ``out_dir``'s name).
+
+    Returns:
+        ``out_dir`` as a Path.
+    """
+    from lifelong.results_dir import check_out_dir, load_runs, save_runs
+    from lifelong.trackers import open_trackers
+
+    runs = [results] if isinstance(results, RunResult) else list(results)
+    strays = [type(r).__name__ for r in runs if not isinstance(r, RunResult)]
+    if strays:
+        raise UserError(f"save takes what lifelong.run returns, not {strays[0]}")
+    out = check_out_dir(out_dir)
+    trackers = open_trackers(log, out, group or out.resolve().name) if log else None
+    merged = {run.key: run for run in load_runs(out)}
+    merged.update((run.key, run) for run in runs)
+    save_runs(out, merged.values())
+    for run in runs:
+        if trackers is not None:
+            trackers.log(run)
+    return out
+
+
+def report(
+    out_dir: str | os.PathLike[str],
+    report_dir: str | os.PathLike[str] | None = None,
+    *,
+    fmt: str = "png",
+) -> Path:
+    """Plots, matrix CSVs and ``report.md`` for a results directory, as ``lifelong report``.
+
+    Returns:
+        The path of ``report.md`` (in ``out_dir/report`` unless ``report_dir`` is given).
+    """
+    return make_report(out_dir, report_dir, fmt=fmt)

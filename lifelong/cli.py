@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from lifelong.result import RunResult
     from lifelong.stream import Stream
     from lifelong.sweep import RunRequest
+    from lifelong.trackers import Trackers
 
 __all__ = ["main"]
 
@@ -180,6 +181,13 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     )
     _add_band_option(command)
     command.add_argument("--quiet", "-q", action="store_true", help="no progress, no tables")
+    command.add_argument(
+        "--log",
+        action="append",
+        default=[],
+        metavar="TRACKER",
+        help="also log each run to tensorboard, wandb or mlflow, under --out (repeatable)",
+    )
 
 
 def _add_band_option(command: argparse.ArgumentParser) -> None:
@@ -275,6 +283,7 @@ def _execute(
         why = "--vectorize trains in this process" if args.vectorize else "Ray schedules runs"
         _say(args, f"note: --jobs has no effect here ({why})")
     target = check_out_dir(out) if out else None  # before any download or run
+    trackers = _open_trackers(args, target)
     requests: list[RunRequest] = []
     for scenario, settings in points:
         batch = plan_requests(
@@ -310,6 +319,7 @@ def _execute(
         report=lambda text: _say(args, text),
         progress=not args.quiet,
         vectorize=args.vectorize,
+        on_result=trackers.log if trackers else lambda result: None,
     )
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
@@ -322,7 +332,8 @@ def _execute(
         _say(args, "report: not written, since no run completed")
     _warn_not_learned(results)
     _tell_unfinished(results, target)
-    return EXIT_UNFINISHED if any(not r.ok for r in results) else 0
+    tracker_failed = trackers is not None and bool(trackers.failed)
+    return EXIT_UNFINISHED if tracker_failed or any(not r.ok for r in results) else 0
 
 
 def _warn_not_learned(results: Sequence[RunResult]) -> None:
@@ -352,6 +363,18 @@ def _tell_unfinished(results: Sequence[RunResult], target: Path | None) -> None:
             print(r.error.rstrip(), file=sys.stderr)
             where = " (traceback above; with --out DIR it is kept in DIR/summary.json)"
         print(f"lifelong: {r.strategy} seed {r.seed} {r.status}: {last}{where}", file=sys.stderr)
+
+
+def _open_trackers(args: argparse.Namespace, target: Path | None) -> Trackers | None:
+    """The sinks of ``--log``, checked before any run (installed, writable)."""
+    from lifelong.trackers import open_trackers
+
+    if not args.log:
+        return None
+    if target is None:
+        raise UserError("--log needs --out DIR (the trackers write under it)")
+    group = target.resolve().name
+    return open_trackers(args.log, target, group, say=lambda text: print(text, file=sys.stderr))
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:

@@ -31,10 +31,12 @@ __all__ = [
 
 @functools.cache
 def scenarios() -> dict[str, type[ScenarioFamily]]:
-    """Every scenario family in ``lifelong.scenarios``, by name (and ``avalanche``)."""
+    """Every scenario family in ``lifelong.scenarios`` by name, ``avalanche`` and ``own-data``."""
     from lifelong.interop import AvalancheScenario  # avalanche itself is imported only on use
+    from lifelong.own_scenario import OwnDataScenario
 
-    return {**_collect("lifelong.scenarios", ScenarioFamily), "avalanche": AvalancheScenario}
+    found = _collect("lifelong.scenarios", ScenarioFamily)
+    return {**found, "avalanche": AvalancheScenario, "own-data": OwnDataScenario}
 
 
 @functools.cache

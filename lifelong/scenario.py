@@ -66,6 +66,13 @@ class ImageScenario(ScenarioFamily):
     ``rotated``), or None. A family that declares one implements :meth:`draw_transform`,
     and the kind becomes a meta-training source that draws new transforms of it."""
 
+    def __post_init__(self) -> None:
+        if ":" in self.dataset:  # a factory of one's own data: the own-data scenario's
+            raise UserError(
+                f"{self.name}: dataset={self.dataset} names your own data; run it as the "
+                f"own-data scenario: lifelong run own-data --set dataset={self.dataset}"
+            )
+
     def load(self, data_dir: str | None) -> Dataset:
         """The data source, loaded once per process."""
         return load_dataset(self.dataset, data_dir)

@@ -141,6 +141,7 @@ def sweep(
     report: Callable[[str], None] = lambda text: None,
     progress: bool = False,
     vectorize: bool = False,
+    on_result: Callable[[RunResult], None] = lambda result: None,
 ) -> list[RunResult]:
     """Run every request not already completed in ``out``; save each result as it lands.
 
@@ -149,7 +150,8 @@ def sweep(
     atomically, so an interruption leaves only complete results. With ``progress``, a bar
     counts finished runs (and, in-process, the batches of the current run) on a terminal.
     With ``vectorize``, the seeds of each configuration train together as one batched
-    model in this process (:mod:`lifelong.vectorized`).
+    model in this process (:mod:`lifelong.vectorized`). ``on_result`` sees each new result
+    after it is saved (the trackers of ``--log``).
 
     Returns:
         The results of ``requests`` (loaded or new), in request order.
@@ -159,7 +161,9 @@ def sweep(
             other's results).
     """
     with _exclusive(out):
-        return _sweep(requests, out, executor, jobs, address, report, progress, vectorize)
+        return _sweep(
+            requests, out, executor, jobs, address, report, progress, vectorize, on_result
+        )
 
 
 @contextlib.contextmanager
@@ -198,6 +202,7 @@ def _sweep(
     report: Callable[[str], None],
     progress: bool,
     vectorize: bool,
+    on_result: Callable[[RunResult], None],
 ) -> list[RunResult]:
     from lifelong.results_dir import load_runs, save_runs
 
@@ -223,6 +228,7 @@ def _sweep(
             save_runs(out, sorted(saved.values(), key=lambda r: order.get(r.key, -1)))
         note = f"ACC {result.metrics['acc']:.3f}" if result.ok else result.status
         report(f"{result.strategy} seed {result.seed}: {note} ({result.wall_s:.1f} s)")
+        on_result(result)
 
     if executor not in EXECUTORS:
         raise UserError(f"unknown executor '{executor}'; use local or ray")
