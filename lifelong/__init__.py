@@ -8,7 +8,10 @@ from lifelong.api import report, run, save
 from lifelong.compose import Composite, compose
 from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import ContractError, UserError
+from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
+from lifelong.meta_tasks import MetaTaskSource, concat_batches
+from lifelong.metatrain import MetaInit, MetaStart
 from lifelong.optim import SGD
 from lifelong.own_data import OwnData, from_arrays
 from lifelong.own_scenario import OwnDataScenario, scenario_from
@@ -33,8 +36,10 @@ from lifelong.parts import (
 from lifelong.protocol import Protocol
 from lifelong.result import Curve, RunResult
 from lifelong.scenario import (
+    DrawnTransform,
     ImageScenario,
     ScenarioFamily,
+    Transform,
     make_task,
     subsample,
     transformed_footprint,
@@ -50,13 +55,18 @@ __all__ = [
     "ConformanceError",
     "ContractError",
     "Curve",
+    "DrawnTransform",
     "ImageScenario",
     "Init",
     "Learner",
     "Memory",
+    "MetaInit",
+    "MetaStart",
+    "MetaTaskSource",
     "Objective",
     "OwnData",
     "OwnDataScenario",
+    "Params",
     "Protocol",
     "Quadratic",
     "Regularizer",
@@ -69,10 +79,12 @@ __all__ = [
     "StreamInfo",
     "Task",
     "TrainingData",
+    "Transform",
     "UserError",
     "apply_gradients",
     "check_strategy",
     "compose",
+    "concat_batches",
     "detached",
     "fisher_diagonal",
     "from_arrays",
@@ -80,13 +92,16 @@ __all__ = [
     "from_torch",
     "gradient_importance",
     "gradients",
+    "loss_fn",
     "make_task",
+    "meta_gradient",
     "param",
     "quadratic_penalty",
     "report",
     "run",
     "save",
     "scenario_from",
+    "sgd_inner_loop",
     "subsample",
     "supervised_step",
     "task_sample",

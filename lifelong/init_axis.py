@@ -5,6 +5,9 @@ set up: it writes the starting weights into the freshly built model and says whi
 model's parameters learn during the stream. The learner, the memory and the regularizers
 then see only those parameters, so ``oml+er`` replays and updates the prediction network
 alone while the meta-learned representation stays fixed.
+
+A meta-learned init (``maml``, ``reptile``, ``oml``) is a :class:`lifelong.MetaInit`
+(lifelong/metatrain.py), meta-trained on a pool of tasks from lifelong/meta_tasks.py.
 """
 
 from __future__ import annotations

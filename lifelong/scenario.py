@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar, cast
+from typing import Any, ClassVar, cast
 
 import torch
 
@@ -15,13 +15,18 @@ from lifelong.params import param
 from lifelong.stream import SETTINGS, Setting, Stream, Task
 
 __all__ = [
+    "DrawnTransform",
     "ImageScenario",
     "ScenarioFamily",
+    "Transform",
     "make_task",
     "subsample",
     "transformed_footprint",
     "transformed_stream",
 ]
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+"""An image transform of a task: uint8 ``[N, 28, 28]`` to uint8 ``[N, 28, 28]``, on any device."""
 
 
 @dataclass
@@ -57,6 +62,16 @@ class ImageScenario(ScenarioFamily):
         None, "training samples per task (none: all available)", ge=1
     )
 
+    meta_source: ClassVar[str] = "permuted"
+    """The meta-training source that ``source=auto`` of a meta-learned init picks for this
+    family (:mod:`lifelong.meta_tasks`): a transform kind (``permuted``, ``rotated``) or
+    ``held-out`` (another dataset's images, for families whose tasks are class subsets)."""
+
+    transform_kind: ClassVar[str | None] = None
+    """The kind of image transform this family's tasks are made of (``permuted``,
+    ``rotated``), or None. A family that declares one implements :meth:`draw_transform`,
+    and the kind becomes a meta-training source that draws new transforms of it."""
+
     def __post_init__(self) -> None:
         if ":" in self.dataset:  # a factory of one's own data: the own-data scenario's
             raise UserError(
@@ -67,6 +82,32 @@ class ImageScenario(ScenarioFamily):
     def load(self, data_dir: str | None) -> Dataset:
         """The data source, loaded once per process."""
         return load_dataset(self.dataset, data_dir)
+
+    @classmethod
+    def draw_transform(
+        cls, generator: torch.Generator, stream: ImageScenario, seed: int
+    ) -> DrawnTransform:
+        """A new transform of this family's kind for a meta-training task, drawn from
+        ``generator`` and disjoint from the transforms of ``stream``'s tasks under ``seed``
+        (its own tasks when ``stream`` is of this family, else the identity).
+
+        Only families that declare :attr:`transform_kind` implement it.
+        """
+        raise NotImplementedError(f"{cls.name} declares no transform_kind")
+
+
+@dataclass(frozen=True)
+class DrawnTransform:
+    """A transform drawn for a meta-training task, and what was drawn.
+
+    Attributes:
+        apply: the transform.
+        drawn: its kind and parameters, JSON-ready (a cache key holds them), for example
+            ``{"kind": "rotated", "angle": 201.5}``.
+    """
+
+    apply: Transform
+    drawn: dict[str, Any]
 
 
 def subsample(

@@ -24,6 +24,7 @@ class SplitScenario(ImageScenario):
     """
 
     name: ClassVar[str] = "split-mnist"
+    meta_source: ClassVar[str] = "held-out"  # its tasks hold classes: meta-train on others
     setting: str = param(
         "class", "class, domain or task incremental", choices=("class", "domain", "task")
     )

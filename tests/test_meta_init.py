@@ -1,5 +1,6 @@
 """The init axis: OML freezes its representation, MAML and Reptile start from meta-trained
-weights (deterministic per seed, cached on disk), and a hand-built stream is refused."""
+weights (deterministic per seed, cached on disk), and a hand-built stream is refused.
+The inits live in strategies/random_init.py, maml.py, reptile.py and oml.py."""
 
 from __future__ import annotations
 
@@ -9,14 +10,18 @@ from typing import Any
 import pytest
 import torch
 from lifelong.scenarios.split import SplitScenario
-from lifelong.strategies.meta_init import MamlInit, OmlInit, RandomInit, ReptileInit
+from lifelong.strategies.maml import MamlInit
+from lifelong.strategies.oml import OmlInit
+from lifelong.strategies.random_init import RandomInit
+from lifelong.strategies.reptile import ReptileInit
 
-import lifelong.metatrain as metatrain
-from lifelong import RunResult, Stream, StreamInfo, UserError, compose
+from lifelong import MetaInit, RunResult, Stream, StreamInfo, UserError, compose
 from lifelong.compose import Composite, configure
 from lifelong.init_axis import Init
-from lifelong.metatrain import MAMLConfig, OMLConfig, ReptileConfig
+from lifelong.meta_tasks import meta_tasks
+from lifelong.metatrain import cache_root
 from lifelong.model import MLP
+from lifelong.params import as_config
 from lifelong.plan import plan_runs
 from lifelong.registry import parts
 from lifelong.runner import execute
@@ -35,12 +40,9 @@ INITS: dict[str, type[MamlInit | ReptileInit | OmlInit]] = {
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
-    """A private init cache, and one torch thread (tiny ops are faster so)."""
+    """A private init cache."""
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(before)
 
 
 def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:
@@ -75,13 +77,21 @@ def test_two_inits_are_refused_in_one_line() -> None:
     assert "\n" not in str(error.value)
 
 
-def test_settings_reach_the_init_and_its_config_matches_metatrain() -> None:
+def test_settings_reach_the_init_whose_fields_are_its_config() -> None:
     composite, used = configure("oml+er", {"oml.meta_steps": 7, "lr": 0.05, "reset_head": False})
     assert composite.init == OmlInit(meta_steps=7, reset_head=False)
     assert used == {"oml.meta_steps", "lr", "reset_head"}
-    assert MamlInit().config() == MAMLConfig()
-    assert ReptileInit().config() == ReptileConfig()
-    assert OmlInit().config() == OMLConfig()
+    for cls in INITS.values():  # one declaration: the fields, in the order of the old configs
+        assert list(as_config(cls()))[:2] == ["source", "meta_steps"]
+    assert list(as_config(MamlInit()))[2:] == [
+        "tasks_per_batch",
+        "inner_steps",
+        "inner_batch",
+        "query_size",
+        "inner_lr",
+        "outer_lr",
+        "first_order",
+    ]
 
 
 @pytest.mark.parametrize("reset_head", [True, False])
@@ -90,8 +100,7 @@ def test_oml_freezes_the_meta_trained_representation(reset_head: bool) -> None:
     oml = OmlInit(**META, reset_head=reset_head)
     trainable = oml.prepare(model, info, torch.Generator().manual_seed(0))
     assert trainable == HEAD
-    source = metatrain.meta_tasks(info.scenario, info, 0, source="permuted")  # type: ignore[arg-type]
-    meta = metatrain.meta_init("oml", MLP(784, (16,), 10), source, oml.config(), seed=0)
+    meta = oml.load_meta_trained(MLP(784, (16,), 10), info)
     for name, p in model.named_parameters():
         assert p.requires_grad == (name in HEAD)
         if name not in HEAD:
@@ -150,13 +159,14 @@ def test_meta_inits_change_the_start_deterministically_and_are_cached(
     kind: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[str] = []
-    trainer, fn = metatrain._TRAINERS[kind]
+    cls: type[MetaInit] = INITS[kind]
+    train = cls.meta_train
 
-    def counted(*args: Any, **kwargs: Any) -> Any:
+    def counted(self: MetaInit, *args: Any, **kwargs: Any) -> Any:
         calls.append(kind)
-        return fn(*args, **kwargs)
+        return train(self, *args, **kwargs)
 
-    monkeypatch.setitem(metatrain._TRAINERS, kind, (trainer, counted))
+    monkeypatch.setattr(cls, "meta_train", counted)
     random_init = run("er")
     first = run(f"{kind}+er")
     again = run(f"{kind}+ewc")  # another strategy, same init config and seed: cached
@@ -195,10 +205,9 @@ def test_oml_with_a_two_layer_pln_freezes_only_the_first_layer(reset_head: bool)
     torch.manual_seed(0)
     model = MLP(784, (16, 16), info.n_outputs)
     oml = OmlInit(**META, pln_layers=2, reset_head=reset_head)
-    assert oml.config().pln_layers == 2
+    assert oml.pln_layers == 2
     assert oml.prepare(model, info, torch.Generator().manual_seed(0)) == TWO
-    source = metatrain.meta_tasks(info.scenario, info, 0, source="permuted")  # type: ignore[arg-type]
-    meta = metatrain.meta_init("oml", MLP(784, (16, 16), 10), source, oml.config(), seed=0)
+    meta = oml.load_meta_trained(MLP(784, (16, 16), 10), info)
     for name, p in model.named_parameters():
         assert p.requires_grad == (name in TWO), name
         assert torch.equal(p.detach(), meta[name]) == (name not in TWO or not reset_head), name
@@ -231,8 +240,8 @@ def test_oml_meta_trains_on_the_uci_digits() -> None:
     assert result.status == "ok", result.error
     info, _ = info_for()
     assert isinstance(info.scenario, SplitScenario)
-    source = metatrain.meta_tasks(info.scenario, info, 0, source="uci-digits")
-    (path,) = metatrain.cache_root().glob("*.pt")
+    source = meta_tasks(info.scenario, info, 0, source="uci-digits")
+    (path,) = cache_root().glob("*.pt")
     assert f'"source": "{source.key}"' in torch.load(path, weights_only=True)["key"]
 
 
