@@ -3,7 +3,6 @@ weights (deterministic per seed, cached on disk), and a hand-built stream is ref
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,13 +33,9 @@ INITS: dict[str, type[MamlInit | ReptileInit | OmlInit]] = {
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
-    """A private init cache, and one torch thread (tiny ops are faster so)."""
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A private init cache (conftest keeps every test on one torch thread)."""
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:

@@ -3,7 +3,7 @@ whether a meta-trained initialization adapts faster than a random one."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any, cast
@@ -36,15 +36,6 @@ from lifelong.registry import find_scenario
 from lifelong.strategy import StreamInfo
 
 HEAD = ("head.weight", "head.bias")
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops: one intra-op thread is ~10x faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def info_of(stream: Stream) -> StreamInfo:
