@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -50,8 +53,23 @@ def make_stream():
 
 
 @pytest.fixture(autouse=True, scope="session")
-def one_torch_thread():
-    """Small models run fastest, and identically, on one thread (as `lifelong run` does)."""
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh LIFELONG_CACHE for the whole session, inherited by the processes tests start.
+
+    A test run never writes into the user's cache: not ~/.cache/lifelong, nor a folder they
+    named in LIFELONG_CACHE. The only prebuilt content there is mnist5k's parsed copy, which
+    the session's first load writes again (about half a second).
+    """
+    root = tmp_path_factory.mktemp("lifelong-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LIFELONG_CACHE", str(root))
+        yield root
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    """Small models run fastest, and identically, on one thread (as `lifelong run` does);
+    every test starts so, whatever an earlier one left."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

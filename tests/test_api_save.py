@@ -8,28 +8,18 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import tiny_factory
 
 import lifelong
 from lifelong.cli import main
 from lifelong.results_dir import load_runs
 
-FACTORY = """
-import numpy as np
-import lifelong
-
-def make_dataset():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(4), 10)
-    x = np.clip(rng.random((4, 9))[y] + 0.05 * rng.standard_normal((40, 9)), 0, 1)
-    return lifelong.from_arrays(x.astype("float32"), y, name="tiny")
-"""
 SETTINGS = {"batch_size": 4, "eval_every": 3}
 
 
 @pytest.fixture
 def dataset(tmp_path: Path) -> str:
-    (tmp_path / "tiny.py").write_text(FACTORY)
-    return f"{tmp_path / 'tiny.py'}:make_dataset"
+    return tiny_factory(tmp_path)
 
 
 def cli(dataset: str, out: Path, seeds: str, capsys) -> str:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import run_one
 
 pytest.importorskip(
     "avalanche", reason="avalanche-lib is an optional extra: pip install 'lifelong[avalanche]'"
@@ -39,15 +40,6 @@ from lifelong.runner import execute
 CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny CPU ops: one thread avoids oversubscription on shared runners."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def mnist_root(tmp_path_factory: pytest.TempPathFactory) -> str:
     """mnist5k as the four IDX files where Avalanche's MNIST loaders look (no download)."""
@@ -70,8 +62,7 @@ def small_split(setting: str, per_task: int | None = 100, seed: int = 0) -> Stre
 
 def run(strategy: object, stream: Stream, seed: int = 0, **settings: object):
     base = {"eval_every": 0, "batch_size": 8, **settings}
-    (spec,) = plan_runs("split-mnist", [strategy], [seed], base)  # type: ignore[list-item]
-    return execute(spec, stream, CPU)
+    return run_one(strategy, base, seed=seed, stream=stream)  # type: ignore[arg-type]
 
 
 def same_data(a: Stream, b: Stream) -> bool:

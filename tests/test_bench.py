@@ -5,6 +5,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import pytest
 import torch
 
 from lifelong.bench import run_bench
@@ -16,6 +17,7 @@ from lifelong.plan import plan_runs
 from lifelong.runner import execute
 
 
+@pytest.mark.slow  # trains 2 x 3 seeds
 def test_hand_loop_naive_learns_like_lifelong_naive() -> None:
     accs = {"hand": [], "lifelong": []}
     for seed in (0, 1, 2):
@@ -28,6 +30,7 @@ def test_hand_loop_naive_learns_like_lifelong_naive() -> None:
     assert abs(statistics.fmean(accs["hand"]) - statistics.fmean(accs["lifelong"])) < 0.05
 
 
+@pytest.mark.slow  # times lifelong, the hand loop and end-to-end processes
 def test_bench_report_has_timings_ratios_and_targets(tmp_path: Path) -> None:
     out = tmp_path / "performance.md"
     run_bench(
@@ -50,8 +53,6 @@ def test_bench_report_has_timings_ratios_and_targets(tmp_path: Path) -> None:
 
 
 def test_bench_refuses_an_unwritable_out_before_measuring(tmp_path: Path) -> None:
-    import pytest
-
     from lifelong.errors import UserError
 
     with pytest.raises(UserError, match="is a directory; give the report's file name"):
@@ -90,6 +91,7 @@ def test_bench_regenerate_line_names_every_option_given(monkeypatch, capsys) -> 
     )
 
 
+@pytest.mark.slow  # trains la-maml 2 x 2 seeds
 def test_hand_la_maml_learns_like_lifelong_la_maml() -> None:
     """The official algorithm on plain tensors and lifelong's la-maml reach the same ACC."""
     settings = {

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 
 import pytest
 import torch
+from helpers import plan_one
 
 from lifelong import Batch, ScenarioFamily, StreamInfo, UserError, compose
 from lifelong.compose import SHORTCUTS
 from lifelong.model import MLP
-from lifelong.plan import plan_runs
 from lifelong.registry import parts, strategies
 from lifelong.runner import execute
 from lifelong.stream import Stream, training_data
@@ -63,14 +62,8 @@ def run(name: str, stream: Stream, seed: int = 0, **settings: str):
     lighter = {
         k: v for part, extra in LIGHTER.items() if part in parts_used for k, v in extra.items()
     }
-    (spec,) = plan_runs("split-mnist", [name], [seed], {**SMALL, **lighter, **settings})
+    spec = plan_one(name, {**SMALL, **lighter, **settings}, seed=seed)
     return spec, execute(spec, stream, CPU)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Meta-trained inits cache their weights; keep them out of the user's cache."""
-    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
 
 
 @pytest.mark.parametrize("name", CASES)

@@ -3,11 +3,12 @@ against a first-order value derived by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_mlp
 from torch import Tensor
 
 from lifelong import Batch
@@ -26,29 +27,9 @@ from lifelong.model import MLP
 EPS = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny ops: one intra-op thread is ~10x faster than two on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny(hidden: tuple[int, ...] = (4,), n_heads: int = 1) -> MLP:
-    """A float64 MLP with N(0, 1) weights and biases 0.5 (most ReLUs live on the test data)."""
-    model = MLP(3, hidden, 2, n_heads).double()
-    g = torch.Generator().manual_seed(0)
-    load_params(
-        model,
-        {
-            n: torch.randn(p.shape, generator=g, dtype=p.dtype)
-            if p.ndim == 2
-            else torch.full_like(p, 0.5)
-            for n, p in model.named_parameters()
-        },
-    )
-    return model
+    """A float64 MLP 3-hidden-2 (weights N(0, 1), biases 0.5)."""
+    return tiny_mlp(hidden, n_heads)
 
 
 def data(n: int, seed: int, n_heads: int = 1) -> Batch:

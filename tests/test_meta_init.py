@@ -4,7 +4,6 @@ The inits live in strategies/random_init.py, maml.py, reptile.py and oml.py."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -39,10 +38,9 @@ INITS: dict[str, type[MamlInit | ReptileInit | OmlInit]] = {
 
 
 @pytest.fixture(autouse=True)
-def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
-    """A private init cache."""
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    """A private init cache (conftest keeps every test on one torch thread)."""
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
-    yield
 
 
 def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:

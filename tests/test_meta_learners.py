@@ -6,12 +6,13 @@ from __future__ import annotations
 import dataclasses
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_one, tiny_mlp
 from lifelong.strategies.ewc import Ewc
 from lifelong.strategies.lamaml import CMaml, LaMaml, SyncLaMaml
 from lifelong.strategies.lookahead import clip_by_norm, glance_order, la_maml_update, look_ahead
@@ -31,14 +32,6 @@ CPU = torch.device("cpu")
 EPS = 1e-6
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_composite(
     spec: str = "la-maml+replay", dtype: torch.dtype = torch.float64, **settings: float
 ) -> Composite:
@@ -48,17 +41,7 @@ def tiny_composite(
     stores float32 inputs).
     """
     composite, _ = configure(spec, settings)
-    model = MLP(3, (4,), 2).to(dtype)
-    g = torch.Generator().manual_seed(0)
-    load_params(
-        model,
-        {
-            n: torch.randn(p.shape, generator=g, dtype=p.dtype)
-            if p.ndim == 2
-            else torch.full_like(p, 0.5)
-            for n, p in model.named_parameters()
-        },
-    )
+    model = tiny_mlp(dtype=dtype)
     composite.setup(model, StreamInfo(2, "domain", 2, 1, 3), torch.Generator().manual_seed(1))
     return composite
 
@@ -595,8 +578,7 @@ def test_memory_is_filled_on_the_first_glance_only() -> None:
 
 def run(name: str, stream: Stream, settings: dict[str, str] | None = None, seed: int = 0):
     small = {"batch_size": "8", "glances": "2", "eval_every": "1", "hidden": "16"}
-    (spec,) = plan_runs("split-mnist", [name], [seed], {**small, **(settings or {})})
-    return execute(spec, stream, CPU)
+    return run_one(name, {**small, **(settings or {})}, seed=seed, stream=stream)
 
 
 @pytest.mark.parametrize(

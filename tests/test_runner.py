@@ -8,6 +8,7 @@ from typing import ClassVar
 
 import pytest
 import torch
+from helpers import run_one
 from torch import nn
 
 import lifelong
@@ -26,10 +27,8 @@ def synthetic_stream(setting: str = "class"):
 
 
 def run_synthetic(strategy: str, setting: str, seed: int = 0, **settings: object):
-    (spec,) = plan_runs(
-        "split-mnist", [strategy], [seed], {"eval_every": 2, "batch_size": 8, **settings}
-    )
-    return execute(spec, synthetic_stream(setting), CPU)
+    settings = {"eval_every": 2, "batch_size": 8, **settings}
+    return run_one(strategy, settings, seed=seed, stream=synthetic_stream(setting))
 
 
 def test_same_seed_gives_the_same_matrix(any_setting: str) -> None:

@@ -176,6 +176,7 @@ def test_pool_and_in_process_give_bit_identical_results(tmp_path: Path) -> None:
     assert comparable(pooled) == comparable(in_process)
 
 
+@pytest.mark.slow  # starts a local Ray cluster
 def test_ray_executor_gives_the_same_results(tmp_path: Path) -> None:
     ray = pytest.importorskip("ray", reason="the optional extra lifelong[ray] is not installed")
     requests = plan_requests("split-mnist", ["naive"], [0, 1], SMALL)
@@ -242,6 +243,7 @@ def test_vectorized_group_that_raises_is_recorded_as_failed_and_the_sweep_goes_o
     assert results[2].device == "cpu (vectorized x2)"
 
 
+@pytest.mark.slow  # starts a local Ray cluster
 def test_ray_refuses_runs_no_node_can_hold_and_bad_addresses(tmp_path: Path, capsys) -> None:
     ray = pytest.importorskip("ray", reason="the optional extra lifelong[ray] is not installed")
     from lifelong import UserError
@@ -316,6 +318,7 @@ def test_a_second_sweep_into_the_same_out_is_refused_while_one_runs(tmp_path: Pa
     assert not empty.exists()  # made for the lock, removed again
 
 
+@pytest.mark.slow  # each run the killed worker took down goes again in a new process
 def test_a_run_that_kills_its_worker_fails_alone_and_the_sweep_goes_on(tmp_path: Path) -> None:
     plugin = fragile_with_before_task(
         tmp_path,

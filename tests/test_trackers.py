@@ -10,21 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import tiny_factory
 
 import lifelong
 from lifelong.cli import main
 from lifelong.results_dir import load_runs
 
-FACTORY = """
-import numpy as np
-import lifelong
-
-def make_dataset():
-    rng = np.random.default_rng(0)
-    y = np.repeat(np.arange(4), 10)
-    x = np.clip(rng.random((4, 9))[y] + 0.05 * rng.standard_normal((40, 9)), 0, 1)
-    return lifelong.from_arrays(x.astype("float32"), y, name="tiny")
-"""
 SETTINGS = ["--set", "batch_size=4", "--set", "eval_every=2"]
 
 
@@ -45,9 +36,7 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 @pytest.fixture
 def factory(tmp_path: Path) -> str:
-    path = tmp_path / "tiny.py"
-    path.write_text(FACTORY)
-    return f"dataset={path}:make_dataset"
+    return f"dataset={tiny_factory(tmp_path)}"
 
 
 def run_cli(factory: str, out: Path, *extra: str, seeds: str = "0,1") -> int:

@@ -87,7 +87,7 @@ class WandbSink(Sink):
             group=self.group,
             name=record.name,
             config=record.params,
-            mode=os.environ.get("WANDB_MODE") or "offline",  # type: ignore[arg-type]
+            mode=os.environ.get("WANDB_MODE") or "offline",  # type: ignore[arg-type,unused-ignore]
             reinit="create_new",
             settings=wandb.Settings(
                 silent=True, console="off", x_disable_stats=True, disable_git=True, save_code=False

@@ -1,0 +1,81 @@
+"""Helpers shared by the test files (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lifelong import RunResult, Strategy, Stream
+from lifelong.functional import load_params
+from lifelong.model import MLP
+from lifelong.plan import plan_runs
+from lifelong.runner import RunSpec, execute
+
+CPU = torch.device("cpu")
+
+
+def plan_one(
+    strategy: str | Strategy,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    scenario: str = "split-mnist",
+) -> RunSpec:
+    """The one checked run of ``strategy`` on ``scenario`` with ``seed`` and ``settings``."""
+    (spec,) = plan_runs(scenario, [strategy], [seed], settings)
+    return spec
+
+
+def run_one(
+    strategy: str | Strategy,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    seed: int = 0,
+    stream: Stream | None = None,
+    scenario: str = "split-mnist",
+) -> RunResult:
+    """Plan one run and execute it on the CPU, on ``stream`` (by default the scenario's own)."""
+    spec = plan_one(strategy, settings, seed=seed, scenario=scenario)
+    return execute(spec, spec.scenario.build(seed) if stream is None else stream, CPU)
+
+
+def tiny_mlp(
+    hidden: tuple[int, ...] = (4,), n_heads: int = 1, dtype: torch.dtype = torch.float64
+) -> MLP:
+    """An MLP 3-hidden-2 with N(0, 1) weights and biases 0.5 (most ReLUs live on the test
+    data), float64 by default for gradient checks."""
+    model = MLP(3, hidden, 2, n_heads).to(dtype)
+    g = torch.Generator().manual_seed(0)
+    load_params(
+        model,
+        {
+            n: torch.randn(p.shape, generator=g, dtype=p.dtype)
+            if p.ndim == 2
+            else torch.full_like(p, 0.5)
+            for n, p in model.named_parameters()
+        },
+    )
+    return model
+
+
+TINY_FACTORY = """
+import numpy as np
+import lifelong
+
+def make_dataset():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 10)
+    x = np.clip(rng.random((4, 9))[y] + 0.05 * rng.standard_normal((40, 9)), 0, 1)
+    return lifelong.from_arrays(x.astype("float32"), y, name="tiny")
+"""
+
+
+def tiny_factory(folder: Path) -> str:
+    """A factory file of 40 samples (9 features, 4 classes) in ``folder``, as ``file:function``
+    for ``--set dataset=...``."""
+    path = folder / "tiny.py"
+    path.write_text(TINY_FACTORY)
+    return f"{path}:make_dataset"
