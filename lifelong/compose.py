@@ -79,8 +79,9 @@ class Composite(Strategy):
 
     Its step minimises ``cross-entropy + sum(lam * penalty)`` with the learner, replaying
     from the memory when there is one. When the learner takes proximal steps
-    (:meth:`Learner.proximal_rate`: ``sgd``, ``agem``, the La-MAML family), quadratic penalties are left out of the
-    objective and applied exactly after each step instead (:meth:`apply_proximal`).
+    (:meth:`Learner.proximal_rate`: ``sgd``, ``agem``, ``mer``, the La-MAML family),
+    quadratic penalties are left out of the objective and applied exactly after each
+    step instead (:meth:`apply_proximal`).
     Build it with :func:`compose` (``compose("er+ewc")``) or directly from part instances.
     An ``init`` part, when given, sets the starting weights first and says which
     parameters learn; the other parts see only those.

@@ -26,8 +26,8 @@ learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, final
 
 import torch

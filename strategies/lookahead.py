@@ -77,8 +77,14 @@ def look_ahead(
     if scale != 1.0:  # relu(s alpha) = s relu(alpha) for s > 0: the rates s alpha, chained
         scaled = {n: a * scale for n, a in alpha.items()}
         loss, g_theta, g_scaled = look_ahead(
-            objective, params, scaled, batch, replay, second_order=second_order,
-            rate_grads=rate_grads, closed_form=closed_form,
+            objective,
+            params,
+            scaled,
+            batch,
+            replay,
+            second_order=second_order,
+            rate_grads=rate_grads,
+            closed_form=closed_form,
         )
         return loss, g_theta, {n: g * scale for n, g in g_scaled.items()}
     if closed_form and not second_order and plain_mlp_objective(objective, params):
