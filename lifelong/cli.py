@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -579,7 +580,7 @@ def _list(args: argparse.Namespace) -> int:
             joined = "+".join(p.name for p in members)
             print(f"{args.strategy} = {joined} (set a value with --set PART.KEY=VALUE)")
             for p in members:
-                print(_describe(p.name, type(p), param_specs(type(p))))
+                print(_describe(p.name, type(p), _composed_specs(p, members)))
             return 0
         cls = find_strategy(args.strategy)
         print(_describe(cls.name, cls, param_specs(cls)))
@@ -623,6 +624,19 @@ def _list(args: argparse.Namespace) -> int:
         sections.append(f"Avalanche baselines (needs lifelong[avalanche]):\n  {baselines}")
     print("\n\n".join(sections))
     return 0
+
+
+def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
+    """``part``'s parameters with the defaults its partners declared for it (and who did)."""
+    from lifelong.params import param_specs
+
+    specs = dict(param_specs(type(part)))
+    for other in members:
+        for key, value in type(other).partner_defaults.get(part.name, {}).items():
+            spec = specs[key]
+            doc = f"{spec.doc} ({other.name}'s; {part.name} alone: {spec.default})"
+            specs[key] = dataclasses.replace(spec, default=value, doc=doc)
+    return specs
 
 
 def _describe(name: str, cls: type, specs: Mapping[str, ParamSpec]) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "compose",
     "configure",
     "is_composite",
+    "partner_defaults",
     "parts_by_axis",
     "plain_mlp_objective",
     "setting_keys",
@@ -78,8 +79,9 @@ class Composite(Strategy):
 
     Its step minimises ``cross-entropy + sum(lam * penalty)`` with the learner, replaying
     from the memory when there is one. When the learner takes proximal steps
-    (:meth:`Learner.proximal_rate`, ``sgd``), quadratic penalties are left out of the
-    objective and applied exactly after each step instead (:meth:`apply_proximal`).
+    (:meth:`Learner.proximal_rate`: ``sgd``, ``agem``, ``mer``, the La-MAML family),
+    quadratic penalties are left out of the objective and applied exactly after each
+    step instead (:meth:`apply_proximal`).
     Build it with :func:`compose` (``compose("er+ewc")``) or directly from part instances.
     An ``init`` part, when given, sets the starting weights first and says which
     parameters learn; the other parts see only those.
@@ -126,13 +128,13 @@ class Composite(Strategy):
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
         self.tied, self.last_join = _has_tied_tensors(model), None
-        rate = self.learner.proximal_rate()
-        self.proximal = tuple(r for r in self.regularizers if rate is not None and _is_quadratic(r))
-        self.explicit = tuple(r for r in self.regularizers if r not in self.proximal)
         self.n_weights = len(list(model.parameters()))
         self.one_head_mlp = type(model) is MLP and model.n_heads == 1
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
+        rate = self.learner.proximal_rate()
+        self.proximal = tuple(r for r in self.regularizers if rate is not None and _is_quadratic(r))
+        self.explicit = tuple(r for r in self.regularizers if r not in self.proximal)
         if self.memory is not None:
             self.memory.setup(info, device, generator)
         for regularizer in self.regularizers:
@@ -208,7 +210,11 @@ class Composite(Strategy):
         rate = self.learner.proximal_rate()
         for reg in self.proximal:
             quadratic = reg.quadratic()
-            if rate is not None and quadratic is not None:
+            if rate is None or quadratic is None:
+                continue
+            if isinstance(rate, dict):
+                quadratic.proximal_step(params, {n: r * reg.lam for n, r in rate.items()})
+            else:
                 quadratic.proximal_step(params, rate * reg.lam)
 
     def _joined(self, batch: Batch, replayed: Batch) -> Batch:
@@ -315,9 +321,38 @@ def compose(spec: str) -> Composite:
     learners = [n for n in names if issubclass(found[n], Learner)]
     learner = learners[0] if learners else DEFAULT_LEARNER
     built = [found[n]() for n in [learner, *(n for n in names if n != learner)]]
-    composite = _assemble(built, spec="+".join(tokens))
+    composite = _assemble(partner_defaults(built, spec), spec="+".join(tokens))
     _check_memory(composite)
     return composite
+
+
+def partner_defaults(members: list[Any], spec: str) -> list[Any]:
+    """``members`` with the defaults each declares for the others applied (``partner_defaults``).
+
+    La-MAML declares ``{"replay": {"batch": 10}}``: composed with ``replay`` it replays 10
+    samples, its paper's value, while ``replay`` alone keeps its own 32. A ``--set`` (applied
+    later by :func:`configure`) still wins.
+
+    Raises:
+        UserError: two parts declare different defaults for one key of a third.
+    """
+    by_name: dict[str, dict[str, Any]] = {}
+    declared_by: dict[tuple[str, str], str] = {}
+    names = {p.name for p in members}
+    for part in members:
+        for target, values in type(part).partner_defaults.items():
+            if target not in names:
+                continue
+            for key, value in values.items():
+                earlier = by_name.setdefault(target, {}).get(key, value)
+                if earlier != value:
+                    raise UserError(
+                        f"'{spec}': {declared_by[target, key]} and {part.name} declare "
+                        f"different defaults for {target}.{key} ({earlier} and {value}); "
+                        f"choose one with --set {target}.{key}=VALUE"
+                    )
+                by_name[target][key], declared_by[target, key] = value, part.name
+    return [_rebuild(p, by_name[p.name]) if p.name in by_name else p for p in members]
 
 
 def _tokens(spec: str) -> list[str]:

@@ -13,8 +13,9 @@ A meta-learned init (``maml``, ``reptile``, ``oml``) is a :class:`lifelong.MetaI
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -29,6 +30,9 @@ class Init(abc.ABC):
     """The weights the stream starts from, and which of them learn during the stream."""
 
     name: ClassVar[str]
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Defaults this part sets on the parts it is composed with, by their name and key
+    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
 
     @abc.abstractmethod
     def prepare(

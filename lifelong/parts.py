@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -76,24 +76,25 @@ class Quadratic:
     scale: float = 1.0
     offset: Tensor | float = 0.0
 
-    def proximal_step(self, params: Params, rate: float) -> None:
+    def proximal_step(self, params: Params, rate: float | Params) -> None:
         """Move ``params`` in place to the exact minimiser of the penalty plus a step cost.
 
         ``u = argmin lam_w (u - c)^2 + (u - theta)^2 / (2 rate)`` per weight, i.e.
         ``u = (theta + k c) / (1 + k)`` with ``k = 2 rate scale w``; the caller folds
-        ``lam`` into ``rate``. It contracts towards ``c`` for any ``k >= 0``, so it never
-        diverges.
+        ``lam`` into ``rate``, one number or one tensor per parameter (La-MAML's rates). It
+        contracts towards ``c`` for any ``k >= 0``, so it never diverges.
         """
         with torch.no_grad():
             for name in self.weights:
                 if name in params:
-                    pull, norm = self.proximal_terms(name, rate)
+                    own = rate[name] if isinstance(rate, dict) else rate
+                    pull, norm = self.proximal_terms(name, own)
                     params[name].add_(pull).div_(norm)
 
-    def proximal_terms(self, name: str, rate: float) -> tuple[Tensor, Tensor]:
+    def proximal_terms(self, name: str, rate: float | Tensor) -> tuple[Tensor, Tensor]:
         """``(k c, k + 1)`` of :meth:`proximal_step` for one parameter: it sets
         ``theta <- (theta + k c) / (k + 1)``."""
-        k = self.weights[name] * (2 * rate * self.scale)
+        k = self.weights[name] * (2 * self.scale) * rate
         return k * self.center[name], k + 1
 
     def value_and_gradient(self, params: Params) -> tuple[Tensor, Params]:
@@ -142,6 +143,9 @@ class Learner(abc.ABC):
     name: ClassVar[str]
     needs_memory: ClassVar[bool] = False
     passes_replay: ClassVar[bool] = True
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Defaults this part sets on the parts it is composed with, by their name and key
+    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -153,10 +157,12 @@ class Learner(abc.ABC):
     ) -> Step:
         """Update ``params`` in place from ``batch`` (and ``replay``), minimising ``objective``."""
 
-    def proximal_rate(self) -> float | None:
+    def proximal_rate(self) -> float | Params | None:
         """The step size of an exact proximal step for quadratic penalties, or None.
 
-        A learner that returns a rate ``eta`` does not see the quadratic penalties (EWC, SI,
+        One number, or one non-negative tensor per parameter by name (a learner whose
+        steps have per-weight rates, La-MAML's ``relu(alpha)``). A learner that returns a
+        rate ``eta`` does not see the quadratic penalties (EWC, SI,
         MAS) in its objective; after each of its steps the composite moves every weight to
         ``argmin_u lam * w (u - c)^2 + (u - theta)^2 / (2 eta)``, the implicit step on the
         penalty, which is stable at any strength. None (the default) adds the penalties to
@@ -170,6 +176,9 @@ class Memory(abc.ABC):
     """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch."""
 
     name: ClassVar[str]
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Defaults this part sets on the parts it is composed with, by their name and key
+    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
@@ -200,6 +209,9 @@ class Regularizer(abc.ABC):
     name: ClassVar[str]
     needs_memory: ClassVar[bool] = False
     needs_logits: ClassVar[bool] = False
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Defaults this part sets on the parts it is composed with, by their name and key
+    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
 
     @abc.abstractmethod

@@ -386,7 +386,8 @@ class _Seeds:
                         pulls.append(torch.zeros_like(stacked[s]))
                         norms.append(torch.ones_like(stacked[s]))
                         continue
-                    pull, norm = q.proximal_terms(name, rate * reg.lam)
+                    own = rate[name] if isinstance(rate, dict) else rate
+                    pull, norm = q.proximal_terms(name, own * reg.lam)
                     pulls.append(pull)
                     norms.append(norm)
                 terms.append((name, torch.stack(pulls), torch.stack(norms)))

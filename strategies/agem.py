@@ -47,7 +47,10 @@ class Agem(Learner):
     """A-GEM: SGD on the incoming batch, its gradient projected against a memory batch's.
 
     The reference gradient is the composite's objective on the replay batch (the
-    cross-entropy there, plus any regularizer's penalty).
+    cross-entropy there, plus any regularizer's penalty that is part of it). Quadratic
+    penalties (``ewc``, ``si``, ...) are instead applied after the step as an exact
+    proximal step at ``lr``, as under ``sgd``: stable at any strength (as a loss term,
+    ``agem+si`` diverged at its defaults on Split-MNIST).
 
     References: Chaudhry et al. 2019, "Efficient lifelong learning with A-GEM" (ICLR).
     """
@@ -63,6 +66,9 @@ class Agem(Learner):
         self, params: dict[str, Tensor], info: StreamInfo, generator: torch.Generator
     ) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr)
+
+    def proximal_rate(self) -> float:
+        return self.lr
 
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective

@@ -2,14 +2,17 @@
 
 One glance of La-MAML (Gupta, Yadav & Paull 2020, algorithm 1), with ``B`` incoming samples::
 
-    theta_0 = theta;  theta_k = theta_{k-1} - relu(alpha) * grad l(theta_{k-1}, x_k),  k = 1..B
+    theta_0 = theta;  theta_k = theta_{k-1} - s relu(alpha) * grad l(theta_{k-1}, x_k),  k = 1..B
     L = 1/B sum_k objective(theta_k, incoming batch + memory batch)          (the meta-loss)
     alpha <- alpha - opt_lr * clip(dL/dalpha)                 (learned rates)
     theta <- theta - relu(alpha) * clip(dL/dtheta)            (La-MAML)
           or theta - opt_wt * clip(dL/dtheta)                 (synchronous: C-MAML, Sync)
 
 The learners ``la-maml``, ``sync-la-maml`` and ``c-maml`` (``lamaml.py``) are this update
-with the official code's two switches (``--learn_lr``, ``--sync_update``) set.
+with the official code's two switches (``--learn_lr``, ``--sync_update``) set. The inner
+steps' scale ``s`` is their ``look_ahead``: ``1/B`` for ``mean`` (the look-ahead moves about
+as far as one SGD step at rate ``alpha`` on the batch's mean loss, whatever ``B``) and ``1``
+for ``sum`` (the paper's and official code's: its length grows with the batch).
 
 References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
 learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).
@@ -44,11 +47,12 @@ def look_ahead(
     second_order: bool = False,
     rate_grads: bool = True,
     closed_form: bool = True,
+    scale: float = 1.0,
 ) -> tuple[Tensor, Params, Params]:
     """La-MAML's meta-loss and its gradients w.r.t. the weights and the learned rates.
 
     The inner loop takes one SGD step per sample of ``batch``, in order, each with the
-    rates ``relu(alpha)``; the meta-loss is the objective on ``batch`` + ``replay`` at the
+    rates ``scale * relu(alpha)``; the meta-loss is the objective on ``batch`` + ``replay`` at the
     weights after every inner step, averaged over the steps.
 
     Args:
@@ -65,10 +69,24 @@ def look_ahead(
             cross-entropy of a one-head ``lifelong.MLP`` (:meth:`Composite.plain_mlp`),
             take the gradients written out by hand (``lookahead_mlp.py``, about 2x faster
             on the La-MAML MNIST protocol); ``False`` always differentiates the objective.
+        scale: the factor ``s > 0`` of every inner step's rates (``1/B``: ``mean``).
 
     Returns:
         ``(L, dL/dtheta, dL/dalpha)``: the detached 0-d meta-loss and gradients by name.
     """
+    if scale != 1.0:  # relu(s alpha) = s relu(alpha) for s > 0: the rates s alpha, chained
+        scaled = {n: a * scale for n, a in alpha.items()}
+        loss, g_theta, g_scaled = look_ahead(
+            objective,
+            params,
+            scaled,
+            batch,
+            replay,
+            second_order=second_order,
+            rate_grads=rate_grads,
+            closed_form=closed_form,
+        )
+        return loss, g_theta, {n: g * scale for n, g in g_scaled.items()}
     if closed_form and not second_order and plain_mlp_objective(objective, params):
         loss, grads, by_rate = mlp_look_ahead(
             list(params.values()),
@@ -213,13 +231,15 @@ def la_maml_update(
     opt_wt: float | None,
     clip: float,
     second_order: bool,
+    look_ahead_scale: str = "sum",
 ) -> Step:
     """One glance of La-MAML (``opt_wt=None``), Sync-La-MAML, or C-MAML (``opt_lr=None``).
 
     Updates ``params`` and ``alpha`` in place: the rates by SGD at ``opt_lr`` when they are
     learned, then the weights by ``relu(alpha) * grad`` (with the updated rates, as in the
     official code) or, synchronously, by SGD at ``opt_wt``. Both meta-gradients are clipped
-    to a joint norm of ``clip`` first.
+    to a joint norm of ``clip`` first. ``look_ahead_scale`` ``mean`` scales the inner
+    steps' rates by ``1/B``; ``sum`` takes them as they are (the paper's).
 
     Returns:
         ``Step(meta-loss, dL/dtheta)``: the gradient the weights follow (before clipping).
@@ -232,6 +252,7 @@ def la_maml_update(
         replay,
         second_order=second_order,
         rate_grads=opt_lr is not None,
+        scale=1 / len(batch.y) if look_ahead_scale == "mean" else 1.0,
     )
     names = list(params)
     weights, rates = list(params.values()), [alpha[n] for n in names]

@@ -172,7 +172,12 @@ class Mer(Learner):
     - With ``every_glance`` off (the default), repeated glances of a batch are not learned
       from: the official MER has no glances (its k batches per example play that part);
       La-MAML's protocol repeats batches for every method.
-    - The penalty of a combined regularizer enters every single-sample loss.
+    - A non-quadratic penalty of a combined regularizer (``lwf``) enters every
+      single-sample loss; a quadratic one (``ewc``, ``si``, ``mas``, ``online-ewc``) is
+      an exact proximal step after the batch, at the rate a constant gradient would have
+      moved the weights over it, ``lr * beta * gamma * k * (memory_batch + 1)`` per
+      example (:meth:`proximal_rate`): stable at any strength, where in every sample's
+      loss ``mer+ewc`` diverged at its defaults.
     - ``Step.loss`` is the mean loss of the incoming examples at the weights each arrived
       to; ``Step.grads`` is the update direction, ``(theta_before - theta_after) / lr``.
 
@@ -193,15 +198,24 @@ class Mer(Learner):
     generator: torch.Generator = field(init=False, repr=False, compare=False)
     last_loss: Tensor | None = field(init=False, repr=False, compare=False)
     last_grads: Params = field(init=False, repr=False, compare=False)
+    moved: float = field(init=False, repr=False, compare=False, default=0.0)
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.generator, self.last_loss, self.last_grads = generator, None, {}
+        self.moved = 0.0
+
+    def proximal_rate(self) -> float:
+        """The rate of the last step: ``lr beta gamma k (memory_batch + 1)`` per example."""
+        return self.moved
 
     def step(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
         if self.last_loss is not None and batch.glance > 0 and not self.every_glance:
+            self.moved = 0.0
             return Step(self.last_loss, self.last_grads)
+        per_example = self.lr * self.beta * self.gamma * self.batches_per_example
+        self.moved = per_example * (self.memory_batch + 1) * len(batch.y)
         before = detached(params)
         loss = mer_update(
             params,

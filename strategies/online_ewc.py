@@ -30,14 +30,16 @@ class OnlineEwc(Regularizer):
 
     ``penalty = 1/2 sum_i F_i (theta_i - theta*_i)^2`` with ``theta*`` the weights after
     the last task; memory and cost stay constant in the number of tasks. ``gamma = 1``
-    (the default) sums the Fishers without forgetting. ``lam = 1000`` as in ``ewc``
-    (Split-MNIST); Permuted-MNIST (10 tasks) wants about 10.
+    (the default) sums the Fishers without forgetting. Default ``lam = 10``,
+    tuned on Permuted-MNIST (10 tasks, 3 seeds: ACC 0.796 against naive's 0.743), at
+    naive's level in Split-MNIST class-IL; Split-MNIST's domain form gains more at 1000
+    (0.758), which in class-IL stops the later tasks (0.108, below naive), as for ``ewc``.
 
     References: Schwarz et al. 2018, "Progress & compress" (ICML); Huszár 2018.
     """
 
     name: ClassVar[str] = "online-ewc"
-    lam: float = param(1000.0, "strength of the penalty (Permuted-MNIST: about 10)", ge=0)
+    lam: float = param(10.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     gamma: float = param(1.0, "decay of the running Fisher at each task boundary", ge=0, le=1)
     fisher: str = param(
         "empirical", "Fisher from the labels or sampled", choices=("empirical", "true")

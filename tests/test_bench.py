@@ -102,6 +102,7 @@ def test_hand_la_maml_learns_like_lifelong_la_maml() -> None:
         "glances": 2,
         "replay.size": 50,
         "replay.batch": 10,
+        "la-maml.look_ahead": "sum",  # the official per-sample step, as the hand loop takes
     }
     accs: dict[str, list[float]] = {"hand": [], "lifelong": []}
     for seed in (0, 1):

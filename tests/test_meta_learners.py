@@ -138,8 +138,10 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
 def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
     """The buffered, vmapped first-order path against the official code's formulation:
     fast weights built with autograd from constant inner gradients, one backward. The
-    reference objective is written out here (cross-entropy + lam * EWC's quadratic), so
-    an EWC penalty missing from La-MAML's meta-gradient fails the comparison."""
+    objective holds a penalty (La-MAML's own objective leaves quadratic penalties to its
+    proximal step, so EWC's is added to it here) and the reference is written out
+    (cross-entropy + lam * EWC's quadratic), so a penalty the path drops or mis-weights
+    fails the comparison."""
     lam = 3.0
     composite = tiny_composite("la-maml+replay+ewc", lam=lam)
     ewc = composite.regularizers[0]
@@ -172,7 +174,11 @@ def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
     )
     loss = torch.stack([reference(p, BATCH, REPLAY) for p in inner]).mean()
     want_theta, want_alpha = meta_gradient(loss, leaves, a)
-    got_loss, got_theta, got_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+
+    def objective(p: Params, b: Batch, replay: Replay | None) -> torch.Tensor:
+        return composite.objective(p, b, replay) + lam * ewc.penalty(p, b, replay)
+
+    got_loss, got_theta, got_alpha = look_ahead(objective, theta, alpha, BATCH, REPLAY)
     torch.testing.assert_close(got_loss, loss.detach())
     assert_close(got_theta, want_theta, 1e-12)
     assert_close(got_alpha, want_alpha, 1e-12)
@@ -389,7 +395,7 @@ def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> 
     with pytest.raises(LookupError):
         look_ahead(plain.objective, values(plain.params), rates(plain.params), BATCH, REPLAY)
     assert calls == [1]
-    others = [mlp_composite((4,), "la-maml+replay+ewc"), mlp_composite((4,), heads=2)]
+    others = [mlp_composite((4,), "la-maml+replay+lwf"), mlp_composite((4,), heads=2)]
     frozen = mlp_composite((4,))
     frozen.params = {n: p for n, p in frozen.params.items() if n.startswith("head.")}
     others.append(frozen)
@@ -557,6 +563,7 @@ def test_glances_reshuffle_with_the_run_generator() -> None:
             opt_wt=None,
             clip=learner.clip,
             second_order=False,
+            look_ahead_scale=learner.look_ahead,
         )
         got = learner.step(
             composite.params, dataclasses.replace(batch, glance=glance), None, composite.objective
@@ -600,13 +607,24 @@ def test_same_seed_same_matrix(name: str, setting: str, make_stream) -> None:
     assert all(math.isfinite(v) for row in first.matrix for v in row)
 
 
-def test_la_maml_combines_with_ewc(make_stream) -> None:
-    """The penalty enters the objective: only the EWC strength differs, and the runs do."""
+@pytest.mark.parametrize(
+    "spec", ["la-maml+replay+ewc", "c-maml+replay+si", "sync-la-maml+replay+mas", "agem+si"]
+)
+def test_quadratic_penalties_are_exact_proximal_steps_at_any_strength(spec, make_stream) -> None:
+    """A quadratic penalty is applied after each update at the rate the weights moved at
+    (La-MAML's relu(alpha), opt_wt, A-GEM's lr): stable at any strength, where as a loss
+    term it diverged (la-maml+ewc on Permuted-MNIST, agem+si on Split-MNIST); it still acts."""
     stream = make_stream("domain", n_tasks=3, per_class=6)
-    weak = run("la-maml+replay+ewc", stream, {"ewc.lam": "0"})
-    strong = run("la-maml+replay+ewc", stream, {"ewc.lam": "1000"})
+    regularizer = spec.rpartition("+")[2]
+    weak = run(spec, stream, {f"{regularizer}.lam": "0"})
+    strong = run(spec, stream, {f"{regularizer}.lam": "1e9"})
+    assert weak.status == strong.status == "ok"
     assert weak.curves != strong.curves
     assert all(math.isfinite(v) for r in (weak, strong) for row in r.matrix for v in row)
+    composite, _ = configure(spec, {})
+    model = MLP(3, (4,), 2)
+    composite.setup(model, StreamInfo(2, "domain", 2, 1, 3), torch.Generator().manual_seed(1))
+    assert [r.name for r in composite.proximal] == [regularizer] and not composite.explicit
 
 
 def test_second_order_learner_runs(make_stream) -> None:

@@ -27,8 +27,10 @@ ADAM_STRENGTHS = {
 }
 
 
-# As in reports/classic-strategies/permuted-mnist.toml: ten permutations want weak penalties.
+# Ten permutations want weak penalties (the defaults but SI's, 1).
 PERMUTED_STRENGTHS = {"ewc.lam": 5, "online-ewc.lam": 10, "si.lam": 3, "mas.lam": 0.05}
+# Split-MNIST's domain form gains from a stronger EWC than its Permuted-MNIST default.
+DOMAIN_STRENGTHS = {"ewc.lam": 1000}
 
 
 @functools.cache
@@ -40,6 +42,8 @@ def scores(
     if epochs != 1:  # a bare key; gdumb has an epochs parameter of its own
         settings["epochs"] = epochs
     settings.update({k: v for k, v in ADAM_STRENGTHS.items() if k.startswith(strategy + ".")})
+    if scenario == "split-mnist" and setting == "domain" and strategy == "ewc":
+        settings.update(DOMAIN_STRENGTHS)
     if scenario == "permuted-mnist":
         parts = strategy.split("+")
         settings.update({k: v for k, v in PERMUTED_STRENGTHS.items() if k.split(".")[0] in parts})

@@ -69,12 +69,20 @@ LA_MAML = {
     "glances": 1,  # Avalanche's LaMAML has no glances
     "replay.size": 200,
     "replay.batch": 10,
+    "la-maml.look_ahead": "sum",  # the official per-sample inner step, as its peers take
 }
 ISSUE_LA_MAML = Workload(
     "permuted-mnist 20 x 1,000, 5 glances (the issue's run)",
     "permuted-mnist",
     "la-maml+replay",
-    {"n_tasks": 20, "samples_per_task": 1000, "glances": 5, "replay.size": 200, "replay.batch": 10},
+    {
+        "n_tasks": 20,
+        "samples_per_task": 1000,
+        "glances": 5,
+        "replay.size": 200,
+        "replay.batch": 10,
+        "la-maml.look_ahead": "sum",
+    },
     lr=None,
     batch_size=10,
 )

@@ -26,8 +26,11 @@ COMMANDS = [
         f"lifelong report reports/meta-learners/{name} --out reports/meta-learners/{name}/report"
         for name in SWEEPS
     ),
+    "lifelong sweep reports/meta-learners/split-mnist-class.toml "
+    "--out reports/meta-learners/split-mnist-class",
     "python reports/meta-learners/table.py > reports/meta-learners.md",
 ]
+CLASS_IL = ("split-mnist-class", "Split-MNIST, class-incremental, every strategy at its defaults")
 METRICS = {"acc": "ACC (RA)", "bwt": "BWT", "la": "LA", "forgetting": "F"}
 
 
@@ -66,6 +69,9 @@ def main() -> None:
     for name, title in SWEEPS.items():
         tables.append(f"### {title} ([report]({name_link(name)}))\n")
         tables.append("\n".join(table(load(name))) + "\n")
+    name, title = CLASS_IL
+    tables.append(f"### {title}\n")
+    tables.append("\n".join(table(load(name))) + "\n")
     notes = (HERE / "notes.md").read_text().strip()
     print("# Online meta-learners on La-MAML's MNIST protocol\n")
     print("Regenerate (CPU; hours on two cores: La-MAML and MER take the longest):\n")
