@@ -22,10 +22,10 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lifelong.errors import UserError, closest
+from lifelong.fast.closed_form import ClosedForm, has_closed_form
 from lifelong.init_axis import Init
-from lifelong.model import MLP, mlp_cross_entropy_grads
 from lifelong.params import build, param_specs
-from lifelong.parts import Learner, Memory, Params, Regularizer, Replay
+from lifelong.parts import Learner, Memory, Objective, Params, Regularizer, Replay
 from lifelong.registry import parts, strategies
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import TrainingData
@@ -38,7 +38,6 @@ __all__ = [
     "is_composite",
     "partner_defaults",
     "parts_by_axis",
-    "plain_mlp_objective",
     "setting_keys",
 ]
 
@@ -102,9 +101,9 @@ class Composite(Strategy):
     last_join: tuple[Batch, Batch, Batch] | None = field(
         init=False, repr=False, compare=False, default=None
     )
-    one_head_mlp: bool = field(init=False, repr=False, compare=False, default=False)
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join",)  # a cache, rebuilt on use
-    n_weights: int = field(init=False, repr=False, compare=False, default=0)
+    minimised: Objective = field(init=False, repr=False, compare=False)
+    # a cache, and what setup builds again
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join", "minimised")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -128,8 +127,6 @@ class Composite(Strategy):
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
         self.tied, self.last_join = _has_tied_tensors(model), None
-        self.n_weights = len(list(model.parameters()))
-        self.one_head_mlp = type(model) is MLP and model.n_heads == 1
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
         rate = self.learner.proximal_rate()
@@ -139,6 +136,17 @@ class Composite(Strategy):
             self.memory.setup(info, device, generator)
         for regularizer in self.regularizers:
             regularizer.setup(model, info, generator)
+        self.minimised = Objective(self.objective, self._closed_form(info.fast))
+
+    def _closed_form(self, fast: bool) -> ClosedForm | None:
+        """What the objective declares: a closed form when the run is ``fast``, the model
+        declares closed-form gradients (:class:`lifelong.ClosedFormModel`), all its weights
+        learn and every penalty in the objective is quadratic."""
+        quadratic = all(map(_is_quadratic, self.explicit))
+        every_weight = len(self.params) == len(list(self.model.parameters()))
+        if not (fast and quadratic and every_weight and has_closed_form(self.model)):
+            return None
+        return ClosedForm(tuple(self.params), self.explicit)
 
     def objective(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """Cross-entropy on the batch joined with the replay batch, plus each weighted penalty.
@@ -161,42 +169,10 @@ class Composite(Strategy):
         return ce + self.penalties(params, batch, replay)
 
     def plain_mlp(self, quadratic_penalties: bool = False) -> bool:
-        """Whether :meth:`objective` is the bare cross-entropy of a one-head ``lifelong.MLP``.
-
-        True when the model is exactly :class:`lifelong.model.MLP` with one head, every
-        parameter learns and no penalty is part of the objective (or, with
-        ``quadratic_penalties``, only penalties that state a :class:`Quadratic`); a learner
-        may then take the objective's gradients in closed form (:meth:`mlp_loss_and_grads`,
-        La-MAML's look-ahead).
-        """
-        if not (self.one_head_mlp and len(self.params) == self.n_weights):
-            return False
-        return not self.explicit or (quadratic_penalties and all(map(_is_quadratic, self.explicit)))
-
-    def mlp_loss_and_grads(
-        self, params: Params, batch: Batch, replay: Replay | None
-    ) -> tuple[Tensor, Params]:
-        """:meth:`objective` and its gradient in closed form, when ``plain_mlp(True)`` holds.
-
-        The cross-entropy's gradient is written out
-        (:func:`lifelong.model.mlp_cross_entropy_grads`) and each quadratic penalty adds
-        ``lam`` times its own (:meth:`lifelong.Quadratic.value_and_gradient`).
-        """
-        x, y = batch.x, batch.y
-        if replay is not None:
-            x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
-        loss, by_hand = mlp_cross_entropy_grads(list(params.values()), x, y)
-        grads = dict(zip(params, by_hand, strict=True))
-        for reg in self.explicit:
-            quadratic = reg.quadratic()
-            if quadratic is None:
-                loss = loss + reg.lam * reg.penalty(params, batch, replay).detach()
-                continue
-            value, slope = quadratic.value_and_gradient(params)
-            loss = loss + reg.lam * value
-            for name, g in slope.items():
-                grads[name].add_(g, alpha=reg.lam)
-        return loss, grads
+        """Whether the objective declares a closed form (:class:`lifelong.fast.ClosedForm`)
+        with no penalty in it (or, with ``quadratic_penalties``, only quadratic ones)."""
+        closed = self.minimised.closed_form
+        return closed is not None and closed.covers(self.params, penalties=quadratic_penalties)
 
     def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """``sum(lam * penalty)`` over the regularizers that are part of the objective."""
@@ -231,7 +207,7 @@ class Composite(Strategy):
         # The logits kept with a sample are the model's outputs as it trains on the batch,
         # before the update (DER, Buzzega et al. 2020, Algorithm 1: z = h(x); step; store z).
         kept = self._logits(batch) if stores and self.keep_logits else None
-        step = self.learner.step(self.params, batch, replay, self.objective)
+        step = self.learner.step(self.params, batch, replay, self.minimised)
         self.apply_proximal(self.params)
         if stores and self.memory is not None:
             self.memory.add(batch, kept)
@@ -249,27 +225,6 @@ class Composite(Strategy):
     @torch.no_grad()
     def _logits(self, batch: Batch) -> Tensor:
         return self.model(batch.x, batch.task_ids)
-
-
-def plain_mlp_objective(
-    objective: object, params: Params, *, quadratic_penalties: bool = False
-) -> Composite | None:
-    """The composite whose :meth:`Composite.objective` ``objective`` is, when its model is a
-    bare one-head MLP over ``params``' names (:meth:`Composite.plain_mlp`); else None.
-
-    Learners then may take its gradients in closed form: the ``sgd`` learner
-    (:meth:`Composite.mlp_loss_and_grads`, quadratic penalties included), La-MAML's
-    look-ahead (``strategies/lookahead_mlp.py``) and MER's single-sample steps.
-    """
-    owner = getattr(objective, "__self__", None)
-    if (
-        isinstance(owner, Composite)
-        and getattr(objective, "__func__", None) is Composite.objective
-        and owner.plain_mlp(quadratic_penalties)
-        and list(params) == list(owner.params)
-    ):
-        return owner
-    return None
 
 
 def _is_quadratic(regularizer: Regularizer) -> bool:

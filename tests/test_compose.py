@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import lifelong
-from lifelong import Batch, Composite, StreamInfo, UserError, compose
+from lifelong import Batch, Composite, Objective, StreamInfo, UserError, compose
 from lifelong.compose import SHORTCUTS, configure
 from lifelong.model import MLP
 from lifelong.plan import plan_runs
@@ -258,8 +258,7 @@ def test_penalties_in_the_loss_by_hand_match_autograd(spec: str) -> None:
     for by_hand in (True, False):
         composite, batch = consolidated(spec, {"proximal": False, "lam": 50.0})
         assert composite.plain_mlp(quadratic_penalties=True) and not composite.plain_mlp()
-        bare = composite.objective
-        objective = bare if by_hand else (lambda p, b, r, f=bare: f(p, b, r))
+        objective = composite.minimised if by_hand else Objective(composite.objective)
         replay = composite.memory.sample() if composite.memory is not None else None
         step = composite.learner.step(composite.params, batch, replay, objective)
         moved.append((step, {n: p.detach().clone() for n, p in composite.params.items()}))
