@@ -2,8 +2,8 @@
 
 A spec joins names with ``+``. A name is a part registered in ``lifelong.strategies`` (an
 init such as ``oml``; a learner such as ``sgd``, ``adam``; a memory, ``replay``; a
-regularizer such as ``ewc``, ``si``) or a shortcut from :data:`SHORTCUTS` (``er`` =
-replay, ``agem`` = the A-GEM learner with replay, ``der++`` = replay with logit
+regularizer such as ``ewc``, ``si``) or a shortcut that a part declares (:func:`shortcuts`:
+``er`` = replay, ``agem`` = the A-GEM learner with replay, ``der++`` = replay with logit
 distillation). An axis left out takes its default: the runner's random init, the ``sgd``
 learner, no memory, no regularizer.
 """
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import ContractError, UserError, closest
 from lifelong.fast.closed_form import ClosedForm, has_closed_form
 from lifelong.init_axis import Init
 from lifelong.params import build, param_specs
@@ -31,7 +31,6 @@ from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import TrainingData
 
 __all__ = [
-    "SHORTCUTS",
     "Composite",
     "compose",
     "configure",
@@ -39,24 +38,39 @@ __all__ = [
     "partner_defaults",
     "parts_by_axis",
     "setting_keys",
+    "shortcuts",
 ]
 
-SHORTCUTS: dict[str, tuple[str, ...]] = {
-    "er": ("replay",),
-    "agem": ("agem", "replay"),
-    "der++": ("replay", "der"),
-    "la-maml": ("la-maml", "replay"),
-    "c-maml": ("c-maml", "replay"),
-    "sync-la-maml": ("sync-la-maml", "replay"),
-    "mer": ("mer", "replay"),
-}
-"""Named classics and the parts they stand for (the learner defaults to ``sgd``).
+def shortcuts() -> dict[str, tuple[str, ...]]:
+    """Named classics and the parts they stand for (the learner defaults to ``sgd``), each
+    declared by the part that owns it (its ``shortcuts``), by name.
 
-``er``: experience replay (Chaudhry et al. 2019, "On tiny episodic memories"); ``agem``:
-A-GEM (Chaudhry et al. 2019); ``der++``: DER++ (Buzzega et al. 2020); ``la-maml``,
-``c-maml``, ``sync-la-maml`` (Gupta et al. 2020) and ``mer`` (Riemer et al. 2019): the
-online meta-learners over the shared reservoir memory.
-"""
+    ``er``: experience replay (``replay``; Chaudhry et al. 2019); ``agem``: A-GEM
+    (Chaudhry et al. 2019); ``der++``: DER++ (``der``; Buzzega et al. 2020); ``la-maml``,
+    ``c-maml``, ``sync-la-maml`` (Gupta et al. 2020) and ``mer`` (Riemer et al. 2019): the
+    online meta-learners over the shared reservoir memory.
+
+    Raises:
+        ContractError: two parts declare one shortcut.
+    """
+    found: dict[str, tuple[str, ...]] = {}
+    owners: dict[str, str] = {}
+    for owner, cls in sorted(parts().items()):
+        for name, members in cls.shortcuts.items():
+            if name in found:
+                raise ContractError(
+                    f"the shortcut '{name}' is declared by both {owners[name]} and {owner}; "
+                    "rename one"
+                )
+            found[name], owners[name] = tuple(members), owner
+    return dict(sorted(found.items()))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SHORTCUTS":  # the former constant, read by older callers: the declared ones
+        return shortcuts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULT_LEARNER = "sgd"
 
@@ -262,10 +276,10 @@ def compose(spec: str) -> Composite:
             memories, a name given twice, or a part that needs a memory without one.
     """
     tokens = _tokens(spec)
-    found = parts()
+    found, named = parts(), shortcuts()
     names: list[str] = []
     for token in tokens:
-        names += [n for n in SHORTCUTS.get(token, (token,)) if n not in names]
+        names += [n for n in named.get(token, (token,)) if n not in names]
     for axis, base in (("inits", Init), ("learners", Learner), ("memories", Memory)):
         clash = [n for n in names if issubclass(found[n], base)]
         if len(clash) > 1:
@@ -313,7 +327,8 @@ def partner_defaults(members: list[Any], spec: str) -> list[Any]:
 def _tokens(spec: str) -> list[str]:
     # Split at a '+' that is followed by a name, so that 'der++' stays one token.
     tokens = [t.strip() for t in re.split(r"\+(?=[^+])", spec.strip())]
-    known = [*SHORTCUTS, *parts(), *strategies()]
+    named = shortcuts()
+    known = [*named, *parts(), *strategies()]
     for token in tokens:
         if not token:
             raise UserError(f"'{spec}' has an empty name; join names with '+', e.g. er+ewc")
@@ -321,12 +336,12 @@ def _tokens(spec: str) -> list[str]:
             raise UserError(
                 f"'{token}' is a whole strategy and cannot be combined in '{spec}'; "
                 f"combine parts ({', '.join(sorted(parts()))}) or shortcuts "
-                f"({', '.join(SHORTCUTS)})"
+                f"({', '.join(named)})"
             )
-        if token not in SHORTCUTS and token not in parts():
+        if token not in named and token not in parts():
             raise UserError(
                 f"unknown strategy or part '{token}'{closest(token, known)}; strategies: "
-                f"{', '.join(sorted(strategies()))}; shortcuts: {', '.join(SHORTCUTS)}; "
+                f"{', '.join(sorted(strategies()))}; shortcuts: {', '.join(named)}; "
                 f"parts: {', '.join(sorted(parts()))} (see `lifelong list`)"
             )
     repeated = [t for i, t in enumerate(tokens) if t in tokens[:i]]

@@ -163,6 +163,9 @@ class Learner(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -196,6 +199,9 @@ class Memory(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
@@ -229,6 +235,9 @@ class Regularizer(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
 
     @abc.abstractmethod

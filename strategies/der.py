@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, final
 
@@ -28,6 +29,8 @@ class Der(Regularizer):
     """
 
     name: ClassVar[str] = "der"
+    # DER++ (Buzzega et al. 2020): both terms, the replayed cross-entropy and this logit term
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"der++": ("replay", "der")}
     needs_memory: ClassVar[bool] = True
     needs_logits: ClassVar[bool] = True
     lam: float = param(0.5, "strength of the logit matching (alpha)", ge=0)

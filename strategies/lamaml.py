@@ -163,6 +163,7 @@ class LaMaml(_LookAheadLearner):
     """
 
     name: ClassVar[str] = "la-maml"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"la-maml": ("la-maml", "replay")}
     learns_rates: ClassVar[bool] = True
     sync_update: ClassVar[bool] = False
     opt_lr: float = param(0.3, "learning rate of the learned rates alpha", gt=0)
@@ -189,6 +190,9 @@ class SyncLaMaml(_LookAheadLearner):
     """
 
     name: ClassVar[str] = "sync-la-maml"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "sync-la-maml": ("sync-la-maml", "replay")
+    }
     learns_rates: ClassVar[bool] = True
     sync_update: ClassVar[bool] = True
     opt_lr: float = param(0.1, "learning rate of the learned rates alpha", gt=0)
@@ -218,6 +222,7 @@ class CMaml(_LookAheadLearner):
     """
 
     name: ClassVar[str] = "c-maml"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"c-maml": ("c-maml", "replay")}
     learns_rates: ClassVar[bool] = False
     sync_update: ClassVar[bool] = True
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, final
 
@@ -157,6 +158,7 @@ class Mer(Learner):
     """
 
     name: ClassVar[str] = "mer"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"mer": ("mer", "replay")}
     needs_memory: ClassVar[bool] = True
     passes_replay: ClassVar[bool] = False
     lr: float = param(0.03, "SGD learning rate of the single-sample steps", gt=0)
