@@ -27,7 +27,13 @@ from lifelong import (
 class Sgd(Learner):
     """SGD on the incoming batch, joined with the replay batch when there is a memory (ER).
 
-    With no memory and no regularizer it is the ``naive`` baseline, step for step.
+    With no memory and no regularizer it is the ``naive`` baseline, step for step. With
+    the ``replay`` memory it is ER (the shortcut ``er``), one step of which reads::
+
+        x_r, y_r = memory.sample()                   # Composite.train_step
+        loss = CE(f([x; x_r]), [y; y_r])             # Composite.objective: the joined batch
+        theta -= lr * grad(loss)                     # this learner's step
+        memory.add(x, y)                             # reservoir sampling (replay.py)
 
     Quadratic penalties (``ewc``, ``online-ewc``, ``si``, ``mas``) are applied as a
     proximal step by default: the gradient step sees only the loss (and any other
