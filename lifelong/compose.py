@@ -242,8 +242,8 @@ class Composite(Strategy):
 
 
 def _is_quadratic(regularizer: Regularizer) -> bool:
-    """Whether the regularizer's class states its penalty as a :class:`Quadratic`."""
-    return type(regularizer).quadratic is not Regularizer.quadratic
+    """Whether the regularizer declares its penalty a :class:`Quadratic` (``is_quadratic``)."""
+    return regularizer.is_quadratic
 
 
 def _has_tied_tensors(model: nn.Module) -> bool:

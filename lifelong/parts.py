@@ -238,6 +238,9 @@ class Regularizer(abc.ABC):
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
     "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    is_quadratic: ClassVar[bool] = False
+    """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
+    method): proximal learners then apply it exactly, and closed forms may include it."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
 
     @abc.abstractmethod
