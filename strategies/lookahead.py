@@ -26,9 +26,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from lifelong import Batch, Objective, Replay, Step
-from lifelong.fast.lookahead_mlp import mlp_look_ahead
-from lifelong.functional import meta_gradient, sgd_inner_loop
+from lifelong import Batch, Objective, Replay, Step, meta_gradient, sgd_inner_loop
+from lifelong.fast import mlp_look_ahead
 
 __all__ = ["clip_by_norm", "glance_order", "la_maml_update", "look_ahead"]
 

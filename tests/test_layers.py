@@ -68,3 +68,25 @@ def test_the_known_exceptions_still_import_built_ins() -> None:
     """An entry in KNOWN is dropped once its file no longer needs it."""
     for name in KNOWN:
         assert built_ins_imported(ENGINE / name), f"{name} imports no built-in: drop it"
+
+
+def test_built_in_strategies_use_only_the_public_api() -> None:
+    """A built-in has no privilege a plug-in lacks: it imports ``lifelong`` (its ``__all__``)
+    and the accelerations' ``lifelong.fast``, and its own package, nothing else."""
+    import lifelong.strategies
+
+    folder = Path(next(iter(lifelong.strategies.__path__)))
+    public = {"lifelong", "lifelong.fast"}
+    offenders = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [
+                f"{path.name}: {m}" for m in modules if m.startswith("lifelong") and m not in public
+            ]
+    assert offenders == []

@@ -20,5 +20,6 @@ from lifelong.fast.closed_form import (
     has_closed_form,
     sample_step,
 )
+from lifelong.fast.lookahead_mlp import mlp_look_ahead
 
-__all__ = ["ClosedForm", "cross_entropy_grads", "has_closed_form", "sample_step"]
+__all__ = ["ClosedForm", "cross_entropy_grads", "has_closed_form", "mlp_look_ahead", "sample_step"]
