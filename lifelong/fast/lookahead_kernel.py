@@ -1,5 +1,10 @@
 """The CPU kernels of La-MAML's closed-form look-ahead (``lookahead_mlp.py``), in numba.
 
+Accelerates: three groups of PyTorch operators in ``lookahead_mlp.py``, which are their
+reference. Applies when: numba (the extra ``fast``) is installed and compiles here, and
+the tensors are contiguous float CPU tensors; else each function returns None and the
+operators run. Tested equal to the operators (1e-5 in float32, 1e-12 in float64).
+
 Three pieces of the look-ahead are a poor fit for PyTorch operators on the CPU:
 
 - The inner loop takes one SGD step per incoming sample, each depending on the last, so
