@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.fast import closed_form
 from lifelong.optim import Stepper
 from lifelong.stream import Setting, Stream, TrainingData
 
@@ -150,8 +151,6 @@ def supervised_step(
     declares closed-form gradients (:class:`lifelong.ClosedFormModel`) gets them written
     out by hand instead (:func:`lifelong.fast.cross_entropy_grads`, equal up to rounding).
     """
-    from lifelong.fast import closed_form  # the acceleration, apart from the reference
-
     optimizer.zero_grad(set_to_none=True)
     if fast and closed_form.has_closed_form(model):
         params = list(model.parameters())
