@@ -12,6 +12,7 @@ from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
 from lifelong.meta_tasks import MetaTaskSource, concat_batches
 from lifelong.metatrain import MetaInit, MetaStart
+from lifelong.model import MLP, ClosedFormModel
 from lifelong.optim import SGD
 from lifelong.own_data import OwnData, from_arrays
 from lifelong.own_scenario import OwnDataScenario, scenario_from
@@ -49,8 +50,10 @@ from lifelong.strategy import Batch, Strategy, StreamInfo, supervised_step
 from lifelong.stream import Stream, Task, TrainingData
 
 __all__ = [
+    "MLP",
     "SGD",
     "Batch",
+    "ClosedFormModel",
     "Composite",
     "ConformanceError",
     "ContractError",

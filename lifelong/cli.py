@@ -606,7 +606,7 @@ def _list(args: argparse.Namespace) -> int:
             entries.append(f"  {name}: {suite.description}\n      run: {suite.command}")
         sections.append("Suites (scenarios/suites/*.toml):\n" + "\n".join(entries))
     if args.what in (None, "strategies"):
-        from lifelong.compose import SHORTCUTS, parts_by_axis
+        from lifelong.compose import parts_by_axis, shortcuts
         from lifelong.interop import avalanche_strategies
 
         whole = sorted(strategies().items())
@@ -618,8 +618,8 @@ def _list(args: argparse.Namespace) -> int:
             sections.append(
                 f"Parts, {axis} (combine with '+', e.g. er+ewc):\n" + "\n".join(described)
             )
-        shortcuts = (f"  {name} = {'+'.join(parts)}" for name, parts in SHORTCUTS.items())
-        sections.append("Shortcuts (the learner defaults to sgd):\n" + "\n".join(shortcuts))
+        named = (f"  {name} = {'+'.join(parts)}" for name, parts in shortcuts().items())
+        sections.append("Shortcuts (the learner defaults to sgd):\n" + "\n".join(named))
         baselines = ", ".join(sorted(avalanche_strategies()))
         sections.append(f"Avalanche baselines (needs lifelong[avalanche]):\n  {baselines}")
     print("\n\n".join(sections))

@@ -2,8 +2,8 @@
 
 A spec joins names with ``+``. A name is a part registered in ``lifelong.strategies`` (an
 init such as ``oml``; a learner such as ``sgd``, ``adam``; a memory, ``replay``; a
-regularizer such as ``ewc``, ``si``) or a shortcut from :data:`SHORTCUTS` (``er`` =
-replay, ``agem`` = the A-GEM learner with replay, ``der++`` = replay with logit
+regularizer such as ``ewc``, ``si``) or a shortcut that a part declares (:func:`shortcuts`:
+``er`` = replay, ``agem`` = the A-GEM learner with replay, ``der++`` = replay with logit
 distillation). An axis left out takes its default: the runner's random init, the ``sgd``
 learner, no memory, no regularizer.
 """
@@ -21,43 +21,56 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong.errors import UserError, closest
+from lifelong.errors import ContractError, UserError, closest
+from lifelong.fast.closed_form import ClosedForm, has_closed_form
 from lifelong.init_axis import Init
-from lifelong.model import MLP, mlp_cross_entropy_grads
 from lifelong.params import build, param_specs
-from lifelong.parts import Learner, Memory, Params, Regularizer, Replay
+from lifelong.parts import Learner, Memory, Objective, Params, Regularizer, Replay
 from lifelong.registry import parts, strategies
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import TrainingData
 
 __all__ = [
-    "SHORTCUTS",
     "Composite",
     "compose",
     "configure",
     "is_composite",
     "partner_defaults",
     "parts_by_axis",
-    "plain_mlp_objective",
     "setting_keys",
+    "shortcuts",
 ]
 
-SHORTCUTS: dict[str, tuple[str, ...]] = {
-    "er": ("replay",),
-    "agem": ("agem", "replay"),
-    "der++": ("replay", "der"),
-    "la-maml": ("la-maml", "replay"),
-    "c-maml": ("c-maml", "replay"),
-    "sync-la-maml": ("sync-la-maml", "replay"),
-    "mer": ("mer", "replay"),
-}
-"""Named classics and the parts they stand for (the learner defaults to ``sgd``).
+def shortcuts() -> dict[str, tuple[str, ...]]:
+    """Named classics and the parts they stand for (the learner defaults to ``sgd``), each
+    declared by the part that owns it (its ``shortcuts``), by name.
 
-``er``: experience replay (Chaudhry et al. 2019, "On tiny episodic memories"); ``agem``:
-A-GEM (Chaudhry et al. 2019); ``der++``: DER++ (Buzzega et al. 2020); ``la-maml``,
-``c-maml``, ``sync-la-maml`` (Gupta et al. 2020) and ``mer`` (Riemer et al. 2019): the
-online meta-learners over the shared reservoir memory.
-"""
+    ``er``: experience replay (``replay``; Chaudhry et al. 2019); ``agem``: A-GEM
+    (Chaudhry et al. 2019); ``der++``: DER++ (``der``; Buzzega et al. 2020); ``la-maml``,
+    ``c-maml``, ``sync-la-maml`` (Gupta et al. 2020) and ``mer`` (Riemer et al. 2019): the
+    online meta-learners over the shared reservoir memory.
+
+    Raises:
+        ContractError: two parts declare one shortcut.
+    """
+    found: dict[str, tuple[str, ...]] = {}
+    owners: dict[str, str] = {}
+    for owner, cls in sorted(parts().items()):
+        for name, members in cls.shortcuts.items():
+            if name in found:
+                raise ContractError(
+                    f"the shortcut '{name}' is declared by both {owners[name]} and {owner}; "
+                    "rename one"
+                )
+            found[name], owners[name] = tuple(members), owner
+    return dict(sorted(found.items()))
+
+
+def __getattr__(name: str) -> Any:
+    if name == "SHORTCUTS":  # the former constant, read by older callers: the declared ones
+        return shortcuts()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 DEFAULT_LEARNER = "sgd"
 
@@ -102,9 +115,9 @@ class Composite(Strategy):
     last_join: tuple[Batch, Batch, Batch] | None = field(
         init=False, repr=False, compare=False, default=None
     )
-    one_head_mlp: bool = field(init=False, repr=False, compare=False, default=False)
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join",)  # a cache, rebuilt on use
-    n_weights: int = field(init=False, repr=False, compare=False, default=0)
+    minimised: Objective = field(init=False, repr=False, compare=False)
+    # a cache, and what setup builds again
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join", "minimised")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -128,8 +141,6 @@ class Composite(Strategy):
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
         self.tied, self.last_join = _has_tied_tensors(model), None
-        self.n_weights = len(list(model.parameters()))
-        self.one_head_mlp = type(model) is MLP and model.n_heads == 1
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
         rate = self.learner.proximal_rate()
@@ -139,6 +150,17 @@ class Composite(Strategy):
             self.memory.setup(info, device, generator)
         for regularizer in self.regularizers:
             regularizer.setup(model, info, generator)
+        self.minimised = Objective(self.objective, self._closed_form(info.fast))
+
+    def _closed_form(self, fast: bool) -> ClosedForm | None:
+        """What the objective declares: a closed form when the run is ``fast``, the model
+        declares closed-form gradients (:class:`lifelong.ClosedFormModel`), all its weights
+        learn and every penalty in the objective is quadratic."""
+        quadratic = all(map(_is_quadratic, self.explicit))
+        every_weight = len(self.params) == len(list(self.model.parameters()))
+        if not (fast and quadratic and every_weight and has_closed_form(self.model)):
+            return None
+        return ClosedForm(tuple(self.params), self.explicit)
 
     def objective(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """Cross-entropy on the batch joined with the replay batch, plus each weighted penalty.
@@ -161,42 +183,10 @@ class Composite(Strategy):
         return ce + self.penalties(params, batch, replay)
 
     def plain_mlp(self, quadratic_penalties: bool = False) -> bool:
-        """Whether :meth:`objective` is the bare cross-entropy of a one-head ``lifelong.MLP``.
-
-        True when the model is exactly :class:`lifelong.model.MLP` with one head, every
-        parameter learns and no penalty is part of the objective (or, with
-        ``quadratic_penalties``, only penalties that state a :class:`Quadratic`); a learner
-        may then take the objective's gradients in closed form (:meth:`mlp_loss_and_grads`,
-        La-MAML's look-ahead).
-        """
-        if not (self.one_head_mlp and len(self.params) == self.n_weights):
-            return False
-        return not self.explicit or (quadratic_penalties and all(map(_is_quadratic, self.explicit)))
-
-    def mlp_loss_and_grads(
-        self, params: Params, batch: Batch, replay: Replay | None
-    ) -> tuple[Tensor, Params]:
-        """:meth:`objective` and its gradient in closed form, when ``plain_mlp(True)`` holds.
-
-        The cross-entropy's gradient is written out
-        (:func:`lifelong.model.mlp_cross_entropy_grads`) and each quadratic penalty adds
-        ``lam`` times its own (:meth:`lifelong.Quadratic.value_and_gradient`).
-        """
-        x, y = batch.x, batch.y
-        if replay is not None:
-            x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
-        loss, by_hand = mlp_cross_entropy_grads(list(params.values()), x, y)
-        grads = dict(zip(params, by_hand, strict=True))
-        for reg in self.explicit:
-            quadratic = reg.quadratic()
-            if quadratic is None:
-                loss = loss + reg.lam * reg.penalty(params, batch, replay).detach()
-                continue
-            value, slope = quadratic.value_and_gradient(params)
-            loss = loss + reg.lam * value
-            for name, g in slope.items():
-                grads[name].add_(g, alpha=reg.lam)
-        return loss, grads
+        """Whether the objective declares a closed form (:class:`lifelong.fast.ClosedForm`)
+        with no penalty in it (or, with ``quadratic_penalties``, only quadratic ones)."""
+        closed = self.minimised.closed_form
+        return closed is not None and closed.covers(self.params, penalties=quadratic_penalties)
 
     def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """``sum(lam * penalty)`` over the regularizers that are part of the objective."""
@@ -231,7 +221,7 @@ class Composite(Strategy):
         # The logits kept with a sample are the model's outputs as it trains on the batch,
         # before the update (DER, Buzzega et al. 2020, Algorithm 1: z = h(x); step; store z).
         kept = self._logits(batch) if stores and self.keep_logits else None
-        step = self.learner.step(self.params, batch, replay, self.objective)
+        step = self.learner.step(self.params, batch, replay, self.minimised)
         self.apply_proximal(self.params)
         if stores and self.memory is not None:
             self.memory.add(batch, kept)
@@ -251,30 +241,9 @@ class Composite(Strategy):
         return self.model(batch.x, batch.task_ids)
 
 
-def plain_mlp_objective(
-    objective: object, params: Params, *, quadratic_penalties: bool = False
-) -> Composite | None:
-    """The composite whose :meth:`Composite.objective` ``objective`` is, when its model is a
-    bare one-head MLP over ``params``' names (:meth:`Composite.plain_mlp`); else None.
-
-    Learners then may take its gradients in closed form: the ``sgd`` learner
-    (:meth:`Composite.mlp_loss_and_grads`, quadratic penalties included), La-MAML's
-    look-ahead (``strategies/lookahead_mlp.py``) and MER's single-sample steps.
-    """
-    owner = getattr(objective, "__self__", None)
-    if (
-        isinstance(owner, Composite)
-        and getattr(objective, "__func__", None) is Composite.objective
-        and owner.plain_mlp(quadratic_penalties)
-        and list(params) == list(owner.params)
-    ):
-        return owner
-    return None
-
-
 def _is_quadratic(regularizer: Regularizer) -> bool:
-    """Whether the regularizer's class states its penalty as a :class:`Quadratic`."""
-    return type(regularizer).quadratic is not Regularizer.quadratic
+    """Whether the regularizer declares its penalty a :class:`Quadratic` (``is_quadratic``)."""
+    return regularizer.is_quadratic
 
 
 def _has_tied_tensors(model: nn.Module) -> bool:
@@ -307,10 +276,10 @@ def compose(spec: str) -> Composite:
             memories, a name given twice, or a part that needs a memory without one.
     """
     tokens = _tokens(spec)
-    found = parts()
+    found, named = parts(), shortcuts()
     names: list[str] = []
     for token in tokens:
-        names += [n for n in SHORTCUTS.get(token, (token,)) if n not in names]
+        names += [n for n in named.get(token, (token,)) if n not in names]
     for axis, base in (("inits", Init), ("learners", Learner), ("memories", Memory)):
         clash = [n for n in names if issubclass(found[n], base)]
         if len(clash) > 1:
@@ -358,7 +327,8 @@ def partner_defaults(members: list[Any], spec: str) -> list[Any]:
 def _tokens(spec: str) -> list[str]:
     # Split at a '+' that is followed by a name, so that 'der++' stays one token.
     tokens = [t.strip() for t in re.split(r"\+(?=[^+])", spec.strip())]
-    known = [*SHORTCUTS, *parts(), *strategies()]
+    named = shortcuts()
+    known = [*named, *parts(), *strategies()]
     for token in tokens:
         if not token:
             raise UserError(f"'{spec}' has an empty name; join names with '+', e.g. er+ewc")
@@ -366,12 +336,12 @@ def _tokens(spec: str) -> list[str]:
             raise UserError(
                 f"'{token}' is a whole strategy and cannot be combined in '{spec}'; "
                 f"combine parts ({', '.join(sorted(parts()))}) or shortcuts "
-                f"({', '.join(SHORTCUTS)})"
+                f"({', '.join(named)})"
             )
-        if token not in SHORTCUTS and token not in parts():
+        if token not in named and token not in parts():
             raise UserError(
                 f"unknown strategy or part '{token}'{closest(token, known)}; strategies: "
-                f"{', '.join(sorted(strategies()))}; shortcuts: {', '.join(SHORTCUTS)}; "
+                f"{', '.join(sorted(strategies()))}; shortcuts: {', '.join(named)}; "
                 f"parts: {', '.join(sorted(parts()))} (see `lifelong list`)"
             )
     repeated = [t for i, t in enumerate(tokens) if t in tokens[:i]]

@@ -33,6 +33,7 @@ class Init(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
 
     @abc.abstractmethod
     def prepare(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 
 import torch
@@ -10,13 +11,28 @@ from torch import Tensor, nn
 
 __all__ = [
     "MLP",
-    "mlp_cross_entropy_grads",
+    "ClosedFormModel",
     "stacked_mlp_cross_entropy_grads",
     "stacked_mlp_logits",
 ]
 
 
-class MLP(nn.Module):
+class ClosedFormModel(abc.ABC):
+    """A capability a model declares: its cross-entropy gradients have a closed form.
+
+    A model that inherits this and returns True from :meth:`closed_form_grads` promises
+    that its forward is ``relu(x W^T + b)`` layers ending in a linear layer, with its
+    parameters ``(W_1, b_1, ..., W_L, b_L)`` in that order, so that
+    :mod:`lifelong.fast` may compute its gradients by hand instead of by autograd.
+    """
+
+    @abc.abstractmethod
+    def closed_form_grads(self) -> bool:
+        """Whether the promise holds for this instance (a subclass that changes the
+        forward returns False)."""
+
+
+class MLP(nn.Module, ClosedFormModel):
     """A ReLU MLP, ``input_dim -> hidden... -> n_heads * n_outputs``.
 
     Parameters are named ``body.<k>.weight``/``bias`` (the representation) and
@@ -42,6 +58,10 @@ class MLP(nn.Module):
         self.n_outputs = n_outputs
         self.n_heads = n_heads
 
+    def closed_form_grads(self) -> bool:
+        """One head: the logits are the last layer's output (several heads slice it)."""
+        return self.n_heads == 1
+
     def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the head each sample belongs to.
 
@@ -59,45 +79,6 @@ class MLP(nn.Module):
             raise ValueError("a multi-head model needs the task id of every sample")
         heads = logits.view(len(x), self.n_heads, self.n_outputs)
         return heads[torch.arange(len(x), device=x.device), task_ids]
-
-
-def mlp_cross_entropy_grads(
-    weights: Sequence[Tensor], x: Tensor, y: Tensor
-) -> tuple[Tensor, list[Tensor]]:
-    """Mean cross-entropy of a one-head :class:`MLP` and its gradient, written out by hand.
-
-    The forward pass keeps each layer's activations; the backward pass is the chain rule
-    for ``relu(x W^T + b)`` layers and a softmax output, with no autograd graph. The values
-    equal autograd's up to float rounding (tests check both); a step costs about two
-    thirds of autograd's on this CPU.
-
-    Args:
-        weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]`` (read only).
-        x: float ``[N, D]``; y: int64 ``[N]`` targets.
-
-    Returns:
-        ``(loss, [dW_1, db_1, ..., dW_L, db_L])``, the loss detached.
-    """
-    weights = [w.detach() for w in weights]
-    n_layers = len(weights) // 2
-    acts = [x]
-    for layer in range(n_layers):
-        out = torch.addmm(weights[2 * layer + 1], acts[-1], weights[2 * layer].t())
-        if layer < n_layers - 1:
-            acts.append(out.relu_())
-    log_p = F.log_softmax(out, 1)
-    loss = F.nll_loss(log_p, y)
-    error = log_p.exp_()
-    error[torch.arange(len(y), device=y.device), y] -= 1
-    error.div_(len(y))
-    grads: list[Tensor] = []
-    for layer in range(n_layers - 1, -1, -1):
-        below = acts[layer]
-        grads += [error.sum(0), error.t() @ below]
-        if layer:
-            error = torch.ops.aten.threshold_backward(error @ weights[2 * layer], below, 0)
-    grads.reverse()
-    return loss, grads
 
 
 def stacked_mlp_logits(weights: Sequence[Tensor], x: Tensor) -> Tensor:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from lifelong.optim import Stepper
 from lifelong.params import param
 from lifelong.strategy import Batch, StreamInfo
 from lifelong.stream import TrainingData
+
+if TYPE_CHECKING:
+    from lifelong.fast.closed_form import ClosedForm
 
 __all__ = [
     "Learner",
@@ -112,8 +115,22 @@ class Quadratic:
         return torch.as_tensor(value), grads
 
 
-Objective = Callable[[Params, Batch, "Replay | None"], Tensor]
-"""``objective(params, batch, replay) -> 0-d loss``: what a learner minimises."""
+@dataclass(frozen=True)
+class Objective:
+    """What a learner minimises: ``objective(params, batch, replay) -> 0-d loss``.
+
+    Attributes:
+        loss: the function itself, the reference a learner differentiates.
+        closed_form: declared when the loss's gradient has a closed form
+            (:class:`lifelong.fast.ClosedForm`; None: autograd only). Learners may then
+            take the accelerations of :mod:`lifelong.fast`.
+    """
+
+    loss: Callable[[Params, Batch, Replay | None], Tensor]
+    closed_form: ClosedForm | None = None
+
+    def __call__(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
+        return self.loss(params, batch, replay)
 
 
 @dataclass(frozen=True)
@@ -146,6 +163,9 @@ class Learner(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -179,6 +199,9 @@ class Memory(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
@@ -212,6 +235,12 @@ class Regularizer(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    is_quadratic: ClassVar[bool] = False
+    """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
+    method): proximal learners then apply it exactly, and closed forms may include it."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
 
     @abc.abstractmethod

@@ -25,3 +25,6 @@ class Protocol:
         (100, 100), "widths of the MLP's hidden layers", ge=1, min_len=1
     )
     eval_batch_size: int = param(2048, "test samples per evaluation batch", ge=1)
+    fast: bool = param(
+        True, "take the accelerations of lifelong.fast where they apply (false: reference only)"
+    )

@@ -113,11 +113,11 @@ def _check_form(spec: str, where: str, class_name: str) -> None:
 def _check_not_builtin(cls: type[Strategy], spec: str) -> type[Strategy]:
     """Refuse a plug-in named like a built-in strategy, part or shortcut: it would hide the
     built-in, and its runs would carry the built-in's label."""
-    from lifelong.compose import SHORTCUTS
+    from lifelong.compose import shortcuts
 
     if strategies().get(cls.name) is cls:  # a built-in named by its module
         return cls
-    if cls.name in strategies() or cls.name in parts() or cls.name in SHORTCUTS:
+    if cls.name in strategies() or cls.name in parts() or cls.name in shortcuts():
         raise UserError(
             f"{spec} is named '{cls.name}', as a built-in is; give it another name "
             "(its class attribute `name`)"

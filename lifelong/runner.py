@@ -146,7 +146,7 @@ class _Run:
         hidden = self.protocol.hidden
         self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
         self.strategy = dataclasses.replace(spec.strategy)
-        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
         self.sampling = _generator(device, spec.seed, 1)
         self.order = _generator(device, spec.seed, 2)
         self.strategy.setup(self.model, info, self.sampling)

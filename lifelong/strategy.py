@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong.model import MLP, mlp_cross_entropy_grads
+from lifelong.fast import closed_form
 from lifelong.optim import Stepper
 from lifelong.stream import Setting, Stream, TrainingData
 
@@ -50,6 +50,8 @@ class StreamInfo:
             from the stream (None when the stream was built by hand).
         seed: the run's seed.
         data_dir: where the run's data source was read from (None: the embedded data).
+        fast: whether accelerations (:mod:`lifelong.fast`) may replace the reference path
+            where they declare that they apply (the protocol's ``fast``).
     """
 
     n_tasks: int
@@ -60,6 +62,7 @@ class StreamInfo:
     scenario: ScenarioFamily | None = None
     seed: int = 0
     data_dir: str | None = None
+    fast: bool = True
 
     @classmethod
     def of(
@@ -68,8 +71,9 @@ class StreamInfo:
         scenario: ScenarioFamily | None = None,
         seed: int = 0,
         data_dir: str | None = None,
+        fast: bool = True,
     ) -> StreamInfo:
-        """The info of ``stream`` (its shape), with the run's scenario, seed and data."""
+        """The info of ``stream`` (its shape), with the run's scenario, seed, data and ``fast``."""
         return cls(
             stream.n_tasks,
             stream.setting,
@@ -79,6 +83,7 @@ class StreamInfo:
             scenario,
             seed,
             data_dir,
+            fast,
         )
 
     @property
@@ -137,17 +142,19 @@ class Strategy(abc.ABC):
         """Logits ``[B, n_outputs]`` for inputs ``x [B, D]``."""
 
 
-def supervised_step(model: nn.Module, optimizer: Stepper, batch: Batch) -> torch.Tensor:
+def supervised_step(
+    model: nn.Module, optimizer: Stepper, batch: Batch, *, fast: bool = True
+) -> torch.Tensor:
     """One cross-entropy gradient step on ``batch``; returns the detached loss.
 
-    The default network (a one-head :class:`lifelong.model.MLP` whose weights all learn)
-    gets its gradients written out by hand (:func:`lifelong.model.mlp_cross_entropy_grads`,
-    autograd's values up to float rounding); any other model goes through autograd.
+    The gradient is autograd's; with ``fast`` (pass :attr:`StreamInfo.fast`) a model that
+    declares closed-form gradients (:class:`lifelong.ClosedFormModel`) gets them written
+    out by hand instead (:func:`lifelong.fast.cross_entropy_grads`, equal up to rounding).
     """
     optimizer.zero_grad(set_to_none=True)
-    params = list(model.parameters())
-    if type(model) is MLP and model.n_heads == 1 and all(p.requires_grad for p in params):
-        loss, grads = mlp_cross_entropy_grads(params, batch.x, batch.y)
+    if fast and closed_form.has_closed_form(model):
+        params = list(model.parameters())
+        loss, grads = closed_form.cross_entropy_grads(params, batch.x, batch.y)
         for p, g in zip(params, grads, strict=True):
             p.grad = g
     else:

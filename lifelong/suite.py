@@ -18,6 +18,7 @@ A suite looks like this (the first comment line is the command that runs it)::
 
 from __future__ import annotations
 
+import importlib.resources
 import itertools
 import sys
 from dataclasses import dataclass, field
@@ -65,9 +66,8 @@ class Suite:
 
 def suite_dir() -> Path:
     """Where the built-in suites live (``lifelong/scenarios/suites``)."""
-    import lifelong.scenarios
-
-    return Path(next(iter(lifelong.scenarios.__path__))) / "suites"
+    # A package-data lookup: the engine imports no scenario module by name.
+    return Path(str(importlib.resources.files("lifelong.scenarios") / "suites"))
 
 
 def suite_names() -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, final
 
@@ -56,6 +57,7 @@ class Agem(Learner):
     """
 
     name: ClassVar[str] = "agem"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"agem": ("agem", "replay")}
     needs_memory: ClassVar[bool] = True
     passes_replay: ClassVar[bool] = False
     lr: float = param(0.1, "SGD learning rate", gt=0)

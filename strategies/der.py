@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, final
 
@@ -21,13 +22,26 @@ class Der(Regularizer):
     ``penalty = mean over the replay batch of ||f(x) - z||^2 / n_outputs`` (a mean squared
     error), ``z`` the logits the model gave ``x`` when it entered the memory. Used with
     ``sgd`` and ``replay`` (the shortcut ``der++``), whose cross-entropy on the joined
-    batch supplies DER++'s label term; ``lam`` is DER's alpha.
+    batch supplies DER++'s label term; ``lam`` is DER's alpha. One ``der++`` step (the
+    paper's algorithm 1), and where each line runs::
+
+        x_r, y_r, z_r = memory.sample()              # Composite.train_step
+        z = f(x)                                     # kept before the update (train_step)
+        loss = CE(f([x; x_r]), [y; y_r])             # Composite.objective: the label term
+             + lam * mean ||f(x_r) - z_r||^2 / C     # this penalty: the logit term
+        theta -= lr * grad(loss)                     # the sgd learner
+        memory.add(x, y, z)                          # reservoir sampling (replay.py)
+
+    Both terms read the same replay batch, and the label term's weight (DER++'s beta) is
+    1, as a cross-entropy over the joined batch weighs it.
 
     References: Buzzega et al. 2020, "Dark experience for general continual learning: a
     strong, simple baseline" (NeurIPS).
     """
 
     name: ClassVar[str] = "der"
+    # DER++ (Buzzega et al. 2020): both terms, the replayed cross-entropy and this logit term
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"der++": ("replay", "der")}
     needs_memory: ClassVar[bool] = True
     needs_logits: ClassVar[bool] = True
     lam: float = param(0.5, "strength of the logit matching (alpha)", ge=0)

@@ -53,6 +53,7 @@ class Ewc(Regularizer):
     """
 
     name: ClassVar[str] = "ewc"
+    is_quadratic: ClassVar[bool] = True
     lam: float = param(5.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     fisher: str = param(
         "empirical", "Fisher from the labels or sampled", choices=("empirical", "true")

@@ -27,13 +27,14 @@ class Joint(Strategy):
 
     model: nn.Module = field(init=False, repr=False)
     optimizer: SGD = field(init=False, repr=False)
+    fast: bool = field(init=False, repr=False, default=True)  # the run's accelerations on
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
-        self.model = model
+        self.model, self.fast = model, info.fast
         self.optimizer = SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
-        return supervised_step(self.model, self.optimizer, batch)
+        return supervised_step(self.model, self.optimizer, batch, fast=self.fast)
 
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         return self.model(x, task_ids)

@@ -16,10 +16,11 @@ They need a memory (``la-maml`` alone composes with ``replay``) and combine with
 regularizer. A quadratic penalty (``la-maml+ewc``) is applied after each update as an
 exact proximal step at the rate each weight moved at (``relu(alpha)``, or ``opt_wt``), as
 under ``sgd``; as a term of the meta-loss it diverged at its defaults. Other penalties
-(``lwf``, ``der``) enter the objective, so the inner steps and the meta-loss see them. On a one-head
-``lifelong.MLP`` with no penalty, the first-order look-ahead is computed in closed form
-(``lookahead_mlp.py``: the same values as autograd's up to float rounding, about twice as
-fast); anything else goes through autograd.
+(``lwf``, ``der``) enter the objective, so the inner steps and the meta-loss see them.
+This code is the reference. On a one-head ``lifelong.MLP`` with no penalty, the
+first-order look-ahead is computed in closed form (``lifelong/fast/lookahead_mlp.py``:
+the same values as autograd's up to float rounding, about twice as fast; ``--set
+fast=false`` turns it off); anything else goes through autograd.
 
 References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
 learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).
@@ -66,15 +67,24 @@ def _rates(params: Params, value: float) -> Params:
 class _LookAheadLearner(Learner):
     """What the three learners share: the rates alpha, a reshuffle per glance, the update.
 
-    A learner with an ``opt_lr`` field learns its rates at that rate; one with an
-    ``opt_wt`` field moves the weights synchronously by SGD at that rate (else by
-    ``relu(alpha)``), as the official code's ``--learn_lr`` and ``--sync_update`` say.
+    Each learner declares the official code's two switches: ``learns_rates``
+    (``--learn_lr``: the rates alpha learn at its ``opt_lr``) and ``sync_update``
+    (``--sync_update``: the weights move by SGD at its ``opt_wt``, else by ``relu(alpha)``).
     """
 
     needs_memory: ClassVar[bool] = True
     # The official MNIST runs replay 10 samples with every incoming batch (replay_batch_size).
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"replay": {"batch": 10}}
+    learns_rates: ClassVar[bool]
+    sync_update: ClassVar[bool]
     if TYPE_CHECKING:  # declared, with their defaults, by each learner
+
+        @property
+        def opt_lr(self) -> float: ...  # the learners with learns_rates
+
+        @property
+        def opt_wt(self) -> float: ...  # the learners with sync_update
+
         alpha_init: float
         clip: float
         second_order: bool
@@ -90,9 +100,8 @@ class _LookAheadLearner(Learner):
 
     def proximal_rate(self) -> float | Params:
         """The rate each weight just moved at: ``opt_wt``, or La-MAML's ``relu(alpha)``."""
-        opt_wt: float | None = getattr(self, "opt_wt", None)
-        if opt_wt is not None:
-            return opt_wt
+        if self.sync_update:
+            return self.opt_wt
         return {n: a.clamp_min(0.0) for n, a in self.alpha.items()}
 
     def step(
@@ -105,8 +114,8 @@ class _LookAheadLearner(Learner):
             batch,
             replay,
             objective,
-            opt_lr=getattr(self, "opt_lr", None),
-            opt_wt=getattr(self, "opt_wt", None),
+            opt_lr=self.opt_lr if self.learns_rates else None,
+            opt_wt=self.opt_wt if self.sync_update else None,
             clip=self.clip,
             second_order=self.second_order,
             look_ahead_scale=self.scaling,
@@ -154,6 +163,9 @@ class LaMaml(_LookAheadLearner):
     """
 
     name: ClassVar[str] = "la-maml"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"la-maml": ("la-maml", "replay")}
+    learns_rates: ClassVar[bool] = True
+    sync_update: ClassVar[bool] = False
     opt_lr: float = param(0.3, "learning rate of the learned rates alpha", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
     clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
@@ -178,6 +190,11 @@ class SyncLaMaml(_LookAheadLearner):
     """
 
     name: ClassVar[str] = "sync-la-maml"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "sync-la-maml": ("sync-la-maml", "replay")
+    }
+    learns_rates: ClassVar[bool] = True
+    sync_update: ClassVar[bool] = True
     opt_lr: float = param(0.1, "learning rate of the learned rates alpha", gt=0)
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
@@ -205,6 +222,9 @@ class CMaml(_LookAheadLearner):
     """
 
     name: ClassVar[str] = "c-maml"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"c-maml": ("c-maml", "replay")}
+    learns_rates: ClassVar[bool] = False
+    sync_update: ClassVar[bool] = True
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.03, "the fixed inner-loop learning rate")
     clip: float = param(2.0, "joint-norm clip of the meta-gradient (0: none)", ge=0)

@@ -26,11 +26,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from lifelong import Batch, Objective, Replay, Step
-from lifelong.compose import plain_mlp_objective
-from lifelong.functional import meta_gradient, sgd_inner_loop
-
-from .lookahead_mlp import mlp_look_ahead
+from lifelong import Batch, Objective, Replay, Step, meta_gradient, sgd_inner_loop
+from lifelong.fast import mlp_look_ahead
 
 __all__ = ["clip_by_norm", "glance_order", "la_maml_update", "look_ahead"]
 
@@ -65,10 +62,10 @@ def look_ahead(
             them constant, as the official MNIST runs do: ``d theta_k / d theta = I`` and
             ``d theta_k / d alpha = -relu'(alpha) * sum_{j<=k} g_j``.
         rate_grads: also return ``dL/dalpha`` (C-MAML does not need it: ``{}``).
-        closed_form: at first order, when the objective is a composite's bare
-            cross-entropy of a one-head ``lifelong.MLP`` (:meth:`Composite.plain_mlp`),
-            take the gradients written out by hand (``lookahead_mlp.py``, about 2x faster
-            on the La-MAML MNIST protocol); ``False`` always differentiates the objective.
+        closed_form: at first order, when the objective declares a closed form with no
+            penalty (:class:`lifelong.fast.ClosedForm`), take the gradients written out by
+            hand (``lifelong/fast/lookahead_mlp.py``, about 2x faster on the La-MAML MNIST
+            protocol); ``False`` always differentiates the objective (the reference).
         scale: the factor ``s > 0`` of every inner step's rates (``1/B``: ``mean``).
 
     Returns:
@@ -87,7 +84,8 @@ def look_ahead(
             closed_form=closed_form,
         )
         return loss, g_theta, {n: g * scale for n, g in g_scaled.items()}
-    if closed_form and not second_order and plain_mlp_objective(objective, params):
+    declared = objective.closed_form
+    if closed_form and not second_order and declared and declared.covers(params, penalties=False):
         loss, grads, by_rate = mlp_look_ahead(
             list(params.values()),
             [alpha[n] for n in params],

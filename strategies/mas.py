@@ -47,6 +47,7 @@ class Mas(Regularizer):
     """
 
     name: ClassVar[str] = "mas"
+    is_quadratic: ClassVar[bool] = True
     lam: float = param(0.05, "strength of the penalty (Split-MNIST domain-IL: about 3)", ge=0)
     samples: int = param(500, "training samples of a task used for its importance", ge=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, final
 
@@ -9,9 +10,9 @@ import torch
 from torch import Tensor
 
 from lifelong import Batch, Learner, Objective, Replay, Step, StreamInfo, detached, param
-from lifelong.compose import plain_mlp_objective
+from lifelong.fast import sample_step
 
-__all__ = ["Mer", "mer_update", "mlp_sample_step"]
+__all__ = ["Mer", "mer_update"]
 
 Params = dict[str, Tensor]
 
@@ -47,10 +48,10 @@ def mer_update(
         pool: the samples the replayed ones are drawn from (None: the memory is empty).
         objective: ``objective(params, batch, None) -> 0-d``, used on one sample at a time.
         generator: draws the replayed samples.
-        closed_form: when ``objective`` is a composite's bare cross-entropy of a one-head
-            ``lifelong.MLP`` (:func:`lifelong.compose.plain_mlp_objective`), take each
-            single-sample step with the gradient written out (:func:`mlp_sample_step`,
-            several times faster); ``False`` always differentiates the objective.
+        closed_form: when ``objective`` declares a closed form with no penalty
+            (:class:`lifelong.fast.ClosedForm`), take each single-sample step with the
+            gradient written out (:func:`lifelong.fast.sample_step`, several times
+            faster); ``False`` always differentiates the objective (the reference).
 
     Returns:
         The loss of every incoming example at the weights it arrived to, averaged (0-d).
@@ -61,7 +62,8 @@ def mer_update(
     one = torch.ones((), dtype=weights[0].dtype, device=weights[0].device)  # dloss/dloss
     before = [p.detach().clone() for p in weights]  # buffers, refilled by copy: no new memory
     start = [p.detach().clone() for p in weights]
-    closed = closed_form and plain_mlp_objective(objective, params)
+    declared = objective.closed_form
+    closed = closed_form and declared is not None and declared.covers(params, penalties=False)
     for i in range(len(batch.y)):
         with torch.no_grad():
             torch._foreach_copy_(before, weights)
@@ -75,9 +77,8 @@ def mer_update(
                 strict=True,
             )
             for s, (x, y, task_ids) in enumerate(rows):  # the example first, then the replayed
-                if closed:
-                    with torch.no_grad():
-                        loss = mlp_sample_step(weights, x[0], y[0], lr)
+                if closed:  # acceleration: lifelong.fast.closed_form
+                    loss = sample_step(weights, x[0], y[0], lr)
                 else:
                     loss = objective(params, Batch(x, y, task_ids, batch.task), None)
                     grads = torch.autograd.grad(loss, weights, one)
@@ -90,36 +91,6 @@ def mer_update(
         with torch.no_grad():
             torch._foreach_lerp_(weights, before, 1 - gamma)  # before + gamma * (theta - before)
     return torch.stack(arrived).mean()
-
-
-def mlp_sample_step(weights: tuple[Tensor, ...], x: Tensor, y: Tensor, lr: float) -> Tensor:
-    """One SGD step of a ReLU MLP on one sample's cross-entropy, in place, by hand.
-
-    ``weights`` are ``(W_1, b_1, ..., W_L, b_L)`` (``W_l`` shaped ``[out, in]``); ``x`` is
-    ``[D]`` and ``y`` a 0-d target. The backward pass walks down the layers and moves each
-    one as soon as the error below it is formed from its old weights (a rank-one update
-    per matrix), which is the step ``theta - lr * grad`` of the whole network.
-
-    Returns:
-        The sample's loss at the weights before the step (0-d).
-    """
-    acts = [x]
-    n_layers = len(weights) // 2
-    for layer in range(n_layers):
-        out = torch.addmv(weights[2 * layer + 1], weights[2 * layer], acts[-1])
-        if layer < n_layers - 1:
-            acts.append(out.relu_())
-    log_p = out.log_softmax(0)
-    loss = -log_p[y]
-    error = log_p.exp_()
-    error[y] -= 1
-    for layer in range(n_layers - 1, -1, -1):
-        matrix, below = weights[2 * layer], acts[layer]
-        lower = torch.ops.aten.threshold_backward(matrix.t() @ error, below, 0) if layer else error
-        matrix.addr_(error, below, alpha=-lr)
-        weights[2 * layer + 1].sub_(error, alpha=lr)
-        error = lower
-    return loss
 
 
 def _replayed(
@@ -162,7 +133,8 @@ class Mer(Learner):
     do, to draw from the whole memory like the official code); see :func:`mer_update`.
     Defaults: MER's permutations script (lr 0.03, beta 0.03, gamma 1.0, 10 x 10). On a
     one-head ``lifelong.MLP`` with no penalty each single-sample step is taken by hand
-    (:func:`mlp_sample_step`: autograd's update up to float rounding, about 2.4x faster).
+    (:func:`lifelong.fast.sample_step`: autograd's update up to float rounding, about
+    2.4x faster; ``--set fast=false`` turns it off).
 
     Deliberate differences from the official code (mattriemer/MER ``model/meralg1.py``):
 
@@ -186,6 +158,7 @@ class Mer(Learner):
     """
 
     name: ClassVar[str] = "mer"
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"mer": ("mer", "replay")}
     needs_memory: ClassVar[bool] = True
     passes_replay: ClassVar[bool] = False
     lr: float = param(0.03, "SGD learning rate of the single-sample steps", gt=0)

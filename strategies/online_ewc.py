@@ -39,6 +39,7 @@ class OnlineEwc(Regularizer):
     """
 
     name: ClassVar[str] = "online-ewc"
+    is_quadratic: ClassVar[bool] = True
     lam: float = param(10.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     gamma: float = param(1.0, "decay of the running Fisher at each task boundary", ge=0, le=1)
     fisher: str = param(

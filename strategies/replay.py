@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, final
 
@@ -35,6 +36,8 @@ class Reservoir(Memory):
     """
 
     name: ClassVar[str] = "replay"
+    # ER: Chaudhry et al. 2019, "On tiny episodic memories" (the sgd learner + this memory)
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"er": ("replay",)}
     size: int = param(200, "samples the memory holds", ge=1)
     batch: int = param(32, "samples replayed with every incoming batch", ge=1)
     balanced: bool = param(False, "keep classes balanced instead of a uniform sample")

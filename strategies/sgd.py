@@ -20,7 +20,6 @@ from lifelong import (
     gradients,
     param,
 )
-from lifelong.compose import plain_mlp_objective
 
 
 @final
@@ -28,7 +27,13 @@ from lifelong.compose import plain_mlp_objective
 class Sgd(Learner):
     """SGD on the incoming batch, joined with the replay batch when there is a memory (ER).
 
-    With no memory and no regularizer it is the ``naive`` baseline, step for step.
+    With no memory and no regularizer it is the ``naive`` baseline, step for step. With
+    the ``replay`` memory it is ER (the shortcut ``er``), one step of which reads::
+
+        x_r, y_r = memory.sample()                   # Composite.train_step
+        loss = CE(f([x; x_r]), [y; y_r])             # Composite.objective: the joined batch
+        theta -= lr * grad(loss)                     # this learner's step
+        memory.add(x, y)                             # reservoir sampling (replay.py)
 
     Quadratic penalties (``ewc``, ``online-ewc``, ``si``, ``mas``) are applied as a
     proximal step by default: the gradient step sees only the loss (and any other
@@ -40,10 +45,9 @@ class Sgd(Learner):
     and MAS's importances reach 1e1-1e3 on single weights); the proximal step is stable
     at any ``lam``. ``proximal=false`` gives plain gradient descent on the penalty.
 
-    When the objective is the cross-entropy of the default one-head MLP, alone or with
-    quadratic penalties in it (``proximal=false``), the gradient is written out by hand
-    (:meth:`lifelong.Composite.mlp_loss_and_grads`) instead of built by autograd: the same
-    values up to float rounding, a faster step.
+    The gradient is autograd's. An objective that declares a closed form (the default
+    one-head MLP's cross-entropy, alone or with quadratic penalties in it) has it written
+    out by hand instead (:class:`lifelong.fast.ClosedForm`, equal up to float rounding).
 
     References: Chaudhry et al. 2019, "On tiny episodic memories in continual learning" (ER).
     """
@@ -68,9 +72,9 @@ class Sgd(Learner):
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
-        composite = plain_mlp_objective(objective, params, quadratic_penalties=True)
-        if composite is not None:  # the bare MLP (and quadratic penalties): gradients by hand
-            loss, grads = composite.mlp_loss_and_grads(params, batch, replay)
+        closed = objective.closed_form
+        if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
+            loss, grads = closed.loss_and_grads(params, batch, replay)
         else:
             loss = objective(params, batch, replay)
             grads = gradients(loss, params)

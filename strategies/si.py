@@ -45,6 +45,7 @@ class Si(Regularizer):
     """
 
     name: ClassVar[str] = "si"
+    is_quadratic: ClassVar[bool] = True
     lam: float = param(
         1.0, "strength of the penalty, c in the paper (Split-MNIST domain-IL: about 300)", ge=0
     )

@@ -1,15 +1,19 @@
-"""The MLP's hand-written cross-entropy gradient and the ``sgd`` learner's use of it."""
+"""The acceleration ``lifelong.fast.closed_form`` (the MLP's hand-written cross-entropy
+gradient) against its reference, autograd: for the ``sgd`` learner and ``supervised_step``,
+equal within 1e-12 in float64; and ``fast=false`` takes no acceleration anywhere."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import run_one
 from lifelong.strategies.sgd import Sgd
 
-from lifelong import Batch, Replay, StreamInfo
-from lifelong.compose import configure, plain_mlp_objective
-from lifelong.model import MLP, mlp_cross_entropy_grads
+from lifelong import Batch, Objective, Replay, StreamInfo
+from lifelong.compose import configure
+from lifelong.fast import cross_entropy_grads
+from lifelong.model import MLP
 
 
 def model(hidden: tuple[int, ...], heads: int = 1) -> MLP:
@@ -29,7 +33,7 @@ def test_mlp_gradients_match_autograd(hidden: tuple[int, ...], n: int) -> None:
     net, data = model(hidden), batch(n, 1)
     loss = F.cross_entropy(net(data.x), data.y)
     want = torch.autograd.grad(loss, list(net.parameters()))
-    got_loss, got = mlp_cross_entropy_grads(list(net.parameters()), data.x, data.y)
+    got_loss, got = cross_entropy_grads(list(net.parameters()), data.x, data.y)
     torch.testing.assert_close(got_loss, loss.detach(), rtol=1e-13, atol=1e-13)
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
@@ -49,10 +53,10 @@ def test_sgd_steps_by_hand_match_autograd(spec: str) -> None:
         learner = composite.learner
         assert isinstance(learner, Sgd)
         replay = Replay(batch(4, 9), torch.zeros(4, 3)) if spec == "er" else None
-        bare = composite.objective
-        objective = bare if by_hand else (lambda p, b, r, f=bare: f(p, b, r))  # autograd
+        # The reference: the same loss, declaring no closed form, so autograd.
+        objective = composite.minimised if by_hand else Objective(composite.objective)
         for seed in range(3):
-            assert (plain_mlp_objective(objective, composite.params) is composite) is by_hand
+            assert (objective.closed_form is not None) is by_hand
             step = learner.step(composite.params, batch(5, seed), replay, objective)
         moved.append(({n: p.detach().clone() for n, p in composite.params.items()}, step))
     (a, step_a), (b, step_b) = moved
@@ -63,7 +67,10 @@ def test_sgd_steps_by_hand_match_autograd(spec: str) -> None:
 
 
 class Subclassed(MLP):
-    """Same layers, another class: its forward may differ, so autograd is used."""
+    """Same layers, another forward: it declares no closed form, so autograd is used."""
+
+    def closed_form_grads(self) -> bool:
+        return False
 
 
 @pytest.mark.parametrize(
@@ -80,25 +87,27 @@ def test_only_a_bare_one_head_mlp_objective_takes_the_closed_form(
     composite, _ = configure(spec, {})
     composite.setup(net, StreamInfo(3, setting, 3, heads, 2), torch.Generator().manual_seed(1))
     assert not composite.plain_mlp()
-    assert plain_mlp_objective(composite.objective, composite.params) is None
+    closed = composite.minimised.closed_form
+    assert closed is None or not closed.covers(composite.params, penalties=False)
 
 
 @pytest.mark.parametrize("momentum", [0.0, 0.9])
 def test_supervised_step_by_hand_matches_autograd(momentum: float) -> None:
     """``naive``'s step on the default MLP equals the same step through autograd (a
-    subclass, which takes autograd) from the same weights."""
+    subclass that declares no closed form, and ``fast=False``) from the same weights."""
     from lifelong import SGD, supervised_step
 
-    plain = model((5, 4))
+    plain, slow = model((5, 4)), model((5, 4))
     other = Subclassed(6, (5, 4), 3).double()
     other.load_state_dict(plain.state_dict())
-    for net in (plain, other):
+    for net, fast in ((plain, True), (other, True), (slow, False)):
         optimizer = SGD(net.parameters(), lr=0.2, momentum=momentum)
-        losses = [supervised_step(net, optimizer, batch(7, seed)) for seed in range(3)]
+        losses = [supervised_step(net, optimizer, batch(7, s), fast=fast) for s in range(3)]
         net.losses = torch.stack(losses)  # type: ignore[assignment]
-    torch.testing.assert_close(plain.losses, other.losses, rtol=1e-12, atol=1e-12)
-    for a, b in zip(plain.parameters(), other.parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    for reference in (other, slow):
+        torch.testing.assert_close(plain.losses, reference.losses, rtol=1e-12, atol=1e-12)
+        for a, b in zip(plain.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
 def test_stacked_gradients_equal_each_networks_own() -> None:
@@ -115,7 +124,44 @@ def test_stacked_gradients_equal_each_networks_own() -> None:
     x, y = torch.stack([d.x for d in data]), torch.stack([d.y for d in data])
     losses, grads = stacked_mlp_cross_entropy_grads(stacked, x, y)
     for k, (net, d) in enumerate(zip(nets, data, strict=True)):
-        loss, own = mlp_cross_entropy_grads(list(net.parameters()), d.x, d.y)
+        loss, own = cross_entropy_grads(list(net.parameters()), d.x, d.y)
         torch.testing.assert_close(losses[k], loss, rtol=1e-12, atol=1e-12)
         for g, w in zip(grads, own, strict=True):
             torch.testing.assert_close(g[k], w, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) -> None:
+    """``--set fast=false`` runs the reference everywhere: no function of lifelong.fast is
+    called by naive, er, ewc (penalty in the loss), mer or la-maml; with ``fast`` on (the
+    default) each of them is."""
+    import lifelong.strategies.lookahead as lookahead
+    import lifelong.strategies.mer as mer
+
+    import lifelong.fast.closed_form as closed_form
+
+    taken: set[str] = set()
+    for module, name in [
+        (closed_form, "cross_entropy_grads"),
+        (mer, "sample_step"),
+        (lookahead, "mlp_look_ahead"),
+    ]:
+        real = getattr(module, name)
+
+        def recorded(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            taken.add(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recorded)
+    stream = make_stream("domain", n_tasks=2)
+    small = {"batch_size": "8", "hidden": "16", "fast": str(fast).lower()}
+    for spec, settings in [
+        ("naive", {}),
+        ("er", {}),
+        ("ewc", {"proximal": "false"}),
+        ("mer", {"batches_per_example": "1"}),
+        ("la-maml", {}),
+    ]:
+        run_one(spec, {**small, **settings}, stream=stream)
+    everything = {"cross_entropy_grads", "sample_step", "mlp_look_ahead"}
+    assert taken == (everything if fast else set())

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import lifelong
-from lifelong import Batch, Composite, StreamInfo, UserError, compose
-from lifelong.compose import SHORTCUTS, configure
+from lifelong import Batch, Composite, Objective, StreamInfo, UserError, compose
+from lifelong.compose import configure, shortcuts
 from lifelong.model import MLP
 from lifelong.plan import plan_runs
 from lifelong.registry import parts
@@ -52,9 +52,34 @@ def test_defaults_are_the_parts_own_defaults() -> None:
 
 
 def test_every_shortcut_names_registered_parts() -> None:
-    for shortcut, members in SHORTCUTS.items():
+    for shortcut, members in shortcuts().items():
         assert all(name in parts() for name in members), shortcut
         compose(shortcut)
+
+
+def test_shortcuts_are_declared_by_the_parts_that_own_them(monkeypatch) -> None:
+    """``er`` is the replay memory's, ``der++`` DER's, ``agem`` A-GEM's; two parts that
+    declare one shortcut are a contract error, not a silent choice."""
+    import importlib
+
+    from lifelong.errors import ContractError
+
+    compose_module = importlib.import_module("lifelong.compose")  # not lifelong.compose()
+
+    owners = {name: part for part, cls in parts().items() for name in cls.shortcuts}
+    assert owners == {
+        "er": "replay",
+        "der++": "der",
+        "agem": "agem",
+        "mer": "mer",
+        "la-maml": "la-maml",
+        "c-maml": "c-maml",
+        "sync-la-maml": "sync-la-maml",
+    }
+    both = {**parts(), "copy": type("Copy", (parts()["replay"],), {"name": "copy"})}
+    monkeypatch.setattr(compose_module, "parts", lambda: both)
+    with pytest.raises(ContractError, match="'er' is declared by both copy and replay"):
+        shortcuts()
 
 
 @pytest.mark.parametrize(
@@ -258,8 +283,7 @@ def test_penalties_in_the_loss_by_hand_match_autograd(spec: str) -> None:
     for by_hand in (True, False):
         composite, batch = consolidated(spec, {"proximal": False, "lam": 50.0})
         assert composite.plain_mlp(quadratic_penalties=True) and not composite.plain_mlp()
-        bare = composite.objective
-        objective = bare if by_hand else (lambda p, b, r, f=bare: f(p, b, r))
+        objective = composite.minimised if by_hand else Objective(composite.objective)
         replay = composite.memory.sample() if composite.memory is not None else None
         step = composite.learner.step(composite.params, batch, replay, objective)
         moved.append((step, {n: p.detach().clone() for n, p in composite.params.items()}))

@@ -16,7 +16,7 @@ import torch
 from helpers import plan_one
 
 from lifelong import Batch, ScenarioFamily, StreamInfo, UserError, compose
-from lifelong.compose import SHORTCUTS
+from lifelong.compose import shortcuts
 from lifelong.model import MLP
 from lifelong.registry import parts, strategies
 from lifelong.runner import execute
@@ -51,7 +51,7 @@ def every_part() -> list[str]:
 
 CASES = [
     *sorted(strategies()),
-    *(s for s in SHORTCUTS if s not in parts()),
+    *(s for s in shortcuts() if s not in parts()),
     *every_part(),
     *COMPOSITIONS,
 ]

@@ -19,7 +19,7 @@ from lifelong.strategies.lookahead import clip_by_norm, glance_order, la_maml_up
 from lifelong.strategies.mer import Mer, mer_update
 from torch.func import functional_call
 
-from lifelong import Batch, Composite, Replay, StreamInfo, compose
+from lifelong import Batch, Composite, Objective, Replay, StreamInfo, compose
 from lifelong.compose import configure
 from lifelong.functional import load_params, meta_gradient, sgd_inner_loop
 from lifelong.model import MLP
@@ -108,13 +108,13 @@ def assert_close(a: Params, b: Params, tol: float = 1e-7) -> None:
 def test_first_order_meta_gradient_matches_finite_differences() -> None:
     composite = tiny_composite()
     theta, alpha = values(composite.params), rates(composite.params)
-    sums = inner_gradient_sums(composite.objective, theta, alpha)
+    sums = inner_gradient_sums(composite.minimised, theta, alpha)
 
     def meta_loss(t: Params, a: Params) -> torch.Tensor:  # inner gradients held fixed
         steps = [{n: t[n] - a[n].relu() * g[n] for n in t} for g in sums]
         return torch.stack([composite.objective(s, BATCH, REPLAY) for s in steps]).mean()
 
-    loss, g_theta, g_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    loss, g_theta, g_alpha = look_ahead(composite.minimised, theta, alpha, BATCH, REPLAY)
     torch.testing.assert_close(loss, meta_loss(theta, alpha))
     assert_close(g_alpha, finite_difference(lambda a: meta_loss(theta, a), alpha))
     assert_close(g_theta, finite_difference(lambda t: meta_loss(t, alpha), theta))
@@ -126,10 +126,10 @@ def test_second_order_meta_gradient_matches_finite_differences() -> None:
     theta, alpha = values(composite.params), rates(composite.params)
 
     def meta_loss(t: Params, a: Params) -> torch.Tensor:  # the inner loop re-run
-        return look_ahead(composite.objective, t, a, BATCH, REPLAY, second_order=True)[0]
+        return look_ahead(composite.minimised, t, a, BATCH, REPLAY, second_order=True)[0]
 
     _, g_theta, g_alpha = look_ahead(
-        composite.objective, theta, alpha, BATCH, REPLAY, second_order=True
+        composite.minimised, theta, alpha, BATCH, REPLAY, second_order=True
     )
     assert_close(g_alpha, finite_difference(lambda a: meta_loss(theta, a), alpha))
     assert_close(g_theta, finite_difference(lambda t: meta_loss(t, alpha), theta))
@@ -178,7 +178,7 @@ def test_first_order_fast_path_matches_the_differentiable_inner_loop() -> None:
     def objective(p: Params, b: Batch, replay: Replay | None) -> torch.Tensor:
         return composite.objective(p, b, replay) + lam * ewc.penalty(p, b, replay)
 
-    got_loss, got_theta, got_alpha = look_ahead(objective, theta, alpha, BATCH, REPLAY)
+    got_loss, got_theta, got_alpha = look_ahead(Objective(objective), theta, alpha, BATCH, REPLAY)
     torch.testing.assert_close(got_loss, loss.detach())
     assert_close(got_theta, want_theta, 1e-12)
     assert_close(got_alpha, want_alpha, 1e-12)
@@ -222,15 +222,15 @@ def mlp_composite(
 def test_closed_form_look_ahead_matches_autograd(
     hidden: tuple[int, ...], n_samples: int, replayed: bool, rate_grads: bool
 ) -> None:
-    """The hand-written MLP look-ahead (lookahead_mlp.py) gives autograd's meta-loss and
-    gradients, for any depth, batch size, with and without a replay batch."""
+    """The hand-written MLP look-ahead (lifelong/fast/lookahead_mlp.py) gives autograd's
+    meta-loss and gradients, for any depth, batch size, with and without a replay batch."""
     composite = mlp_composite(hidden)
     assert composite.plain_mlp()
     theta, alpha = values(composite.params), rates(composite.params)
     batch, replay = data(n_samples, 10), REPLAY if replayed else None
-    got = look_ahead(composite.objective, theta, alpha, batch, replay, rate_grads=rate_grads)
+    got = look_ahead(composite.minimised, theta, alpha, batch, replay, rate_grads=rate_grads)
     want = look_ahead(
-        composite.objective, theta, alpha, batch, replay, rate_grads=rate_grads, closed_form=False
+        composite.minimised, theta, alpha, batch, replay, rate_grads=rate_grads, closed_form=False
     )
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     assert_close(got[1], want[1], 1e-12)
@@ -248,8 +248,8 @@ def test_closed_form_look_ahead_with_blank_input_columns_matches_autograd() -> N
     batch, replay = data(3, 10), Replay(data(2, 11), torch.zeros(2, 2))
     for x in (batch.x, replay.batch.x):
         x[:, 1] = 0
-    got = look_ahead(composite.objective, theta, alpha, batch, replay)
-    want = look_ahead(composite.objective, theta, alpha, batch, replay, closed_form=False)
+    got = look_ahead(composite.minimised, theta, alpha, batch, replay)
+    want = look_ahead(composite.minimised, theta, alpha, batch, replay, closed_form=False)
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     assert_close(got[1], want[1], 1e-12)
     assert_close(got[2], want[2], 1e-12)
@@ -267,8 +267,8 @@ def test_compiled_kernels_match_the_pytorch_loops(
     loop and meta sums run compiled (lookahead_kernel.py, numba; blank pixels skipped) or
     as PyTorch operators, and the compiled path is the one taken on the CPU when numba is
     installed."""
-    import lifelong.strategies.lookahead_mlp as lookahead_mlp
-    from lifelong.strategies import lookahead_kernel
+    import lifelong.fast.lookahead_mlp as lookahead_mlp
+    from lifelong.fast import lookahead_kernel
 
     pytest.importorskip("numba", reason="numba is not installed: the PyTorch loops serve")
     composite = mlp_composite(hidden)
@@ -316,7 +316,7 @@ def test_compiled_pair_kernels_match_their_formulas(dtype: torch.dtype) -> None:
     """The first layer's pair products and rate gradient, compiled over the pixels each
     pair inks, equal their dense formulas on sparse inputs (most pixels blank, some blank
     in every incoming row, some rates negative)."""
-    from lifelong.strategies import lookahead_kernel
+    from lifelong.fast import lookahead_kernel
 
     pytest.importorskip("numba", reason="numba is not installed: the PyTorch loops serve")
     g = torch.Generator().manual_seed(3)
@@ -345,8 +345,8 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
 ) -> None:
     """A compilation error (an older numba, another platform) is not the user's problem:
     one warning, then the PyTorch operators, with the same numbers, for the whole process."""
-    import lifelong.strategies.lookahead_mlp as lookahead_mlp
-    from lifelong.strategies import lookahead_kernel
+    import lifelong.fast.lookahead_mlp as lookahead_mlp
+    from lifelong.fast import lookahead_kernel
 
     numba = pytest.importorskip("numba", reason="numba is not installed")
     compiled = lookahead_kernel._kernels()
@@ -357,7 +357,7 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
         calls.append("pair_products")
         raise numba.core.errors.TypingError("cannot type this here")
 
-    monkeypatch.setattr(lookahead_kernel, "_unusable", "")
+    monkeypatch.setattr(lookahead_kernel, "KERNELS", lookahead_kernel.Kernels())
     monkeypatch.setattr(
         lookahead_kernel, "_kernels", lambda: compiled._replace(pair_products=broken)
     )
@@ -368,7 +368,7 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
     args = (weights, lrs, batch.x, batch.y, REPLAY.batch.x, REPLAY.batch.y)
     with pytest.warns(RuntimeWarning, match="numba cannot compile La-MAML's CPU kernels"):
         got = lookahead_mlp.mlp_look_ahead(*args)
-    assert "TypingError" in lookahead_kernel._unusable and calls == ["pair_products"]
+    assert "TypingError" in lookahead_kernel.KERNELS.unusable and calls == ["pair_products"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         lookahead_mlp.mlp_look_ahead(*args)
@@ -393,7 +393,7 @@ def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> 
     )
     plain = mlp_composite((4,))
     with pytest.raises(LookupError):
-        look_ahead(plain.objective, values(plain.params), rates(plain.params), BATCH, REPLAY)
+        look_ahead(plain.minimised, values(plain.params), rates(plain.params), BATCH, REPLAY)
     assert calls == [1]
     others = [mlp_composite((4,), "la-maml+replay+lwf"), mlp_composite((4,), heads=2)]
     frozen = mlp_composite((4,))
@@ -402,7 +402,7 @@ def test_closed_form_is_taken_only_for_a_bare_mlp_cross_entropy(monkeypatch) -> 
     assert [c.plain_mlp() for c in others] == [False, False, False]
     for composite in others:
         theta = values(composite.params)
-        look_ahead(composite.objective, theta, rates(composite.params), data(3, 10), None)
+        look_ahead(composite.minimised, theta, rates(composite.params), data(3, 10), None)
     assert calls == [1]
 
 
@@ -414,9 +414,9 @@ def test_first_order_path_without_rate_gradients() -> None:
     """C-MAML's call (no rate gradients) takes the same weight gradient, and no alpha."""
     composite = tiny_composite()
     theta, alpha = values(composite.params), rates(composite.params)
-    loss, g_theta, g_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    loss, g_theta, g_alpha = look_ahead(composite.minimised, theta, alpha, BATCH, REPLAY)
     again, h_theta, h_alpha = look_ahead(
-        composite.objective, theta, alpha, BATCH, REPLAY, rate_grads=False
+        composite.minimised, theta, alpha, BATCH, REPLAY, rate_grads=False
     )
     assert h_alpha == {} and len(g_alpha) == len(theta)
     assert_close(h_theta, g_theta, 0)
@@ -429,8 +429,8 @@ def test_first_order_on_live_weights_matches_a_copy_and_puts_them_back() -> None
     result of private copies, and hold their values again afterwards."""
     composite = tiny_composite("la-maml+replay+ewc", lam=3.0)
     before, alpha = values(composite.params), rates(composite.params)
-    live = look_ahead(composite.objective, composite.params, alpha, BATCH, REPLAY)
-    copied = look_ahead(composite.objective, values(composite.params), alpha, BATCH, REPLAY)
+    live = look_ahead(composite.minimised, composite.params, alpha, BATCH, REPLAY)
+    copied = look_ahead(composite.minimised, values(composite.params), alpha, BATCH, REPLAY)
     torch.testing.assert_close(live[0], copied[0], rtol=0, atol=0)
     assert_close(live[1], copied[1], 0)
     assert_close(live[2], copied[2], 0)
@@ -449,7 +449,7 @@ def test_live_weights_are_put_back_when_the_objective_fails() -> None:
         return composite.objective(params, batch, replay)
 
     with pytest.raises(RuntimeError, match="objective failed"):
-        look_ahead(failing, composite.params, rates(composite.params), BATCH, REPLAY)
+        look_ahead(Objective(failing), composite.params, rates(composite.params), BATCH, REPLAY)
     assert_close(values(composite.params), before, 0)
 
 
@@ -516,13 +516,13 @@ def test_variants_update_rules(cls: Any) -> None:
     composite = tiny_composite(f"{cls.name}+replay", clip=0.5)
     learner: Any = composite.learner
     theta, alpha = values(composite.params), values(learner.alpha)
-    loss, g_theta, g_alpha = look_ahead(composite.objective, theta, alpha, BATCH, REPLAY)
+    loss, g_theta, g_alpha = look_ahead(composite.minimised, theta, alpha, BATCH, REPLAY)
     step = la_maml_update(
         composite.params,
         learner.alpha,
         BATCH,
         REPLAY,
-        composite.objective,
+        composite.minimised,
         opt_lr=getattr(learner, "opt_lr", None),
         opt_wt=getattr(learner, "opt_wt", None),
         clip=0.5,
@@ -558,7 +558,7 @@ def test_glances_reshuffle_with_the_run_generator() -> None:
             alpha,
             expected,
             None,
-            composite.objective,
+            composite.minimised,
             opt_lr=learner.opt_lr,
             opt_wt=None,
             clip=learner.clip,
@@ -566,7 +566,7 @@ def test_glances_reshuffle_with_the_run_generator() -> None:
             look_ahead_scale=learner.look_ahead,
         )
         got = learner.step(
-            composite.params, dataclasses.replace(batch, glance=glance), None, composite.objective
+            composite.params, dataclasses.replace(batch, glance=glance), None, composite.minimised
         )
         torch.testing.assert_close(got.loss, want.loss)
         assert_close(values(composite.params), params, 0)
@@ -658,7 +658,7 @@ def test_mer_with_unit_reptile_rates_is_sgd_on_the_same_samples() -> None:
             expected = {n: leaves[n].detach() - 0.1 * g for n, g in zip(leaves, grads, strict=True)}
     before = values(composite.params)
     step = learner.step(
-        composite.params, batch, Replay(pool, torch.zeros(5, 2)), composite.objective
+        composite.params, batch, Replay(pool, torch.zeros(5, 2)), composite.minimised
     )
     assert_close(values(composite.params), expected, 1e-12)
     assert_close(step.grads, {n: (before[n] - expected[n]) / 0.1 for n in before}, 1e-9)
@@ -677,7 +677,7 @@ def test_mer_closed_form_steps_match_autograd(hidden: tuple[int, ...]) -> None:
             composite.params,
             data(3, 10),
             pool,
-            composite.objective,
+            composite.minimised,
             torch.Generator().manual_seed(4),
             lr=0.2,
             beta=0.5,
@@ -699,7 +699,7 @@ def test_mer_across_batch_rate_zero_keeps_the_weights() -> None:
         composite.params,
         data(2, 40),
         data(4, 41),
-        composite.objective,
+        composite.minimised,
         torch.Generator(),
         lr=0.5,
         beta=0.5,

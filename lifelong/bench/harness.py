@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from lifelong.params import param_specs
+from lifelong.registry import parts
 from lifelong.stream import Stream
 
 __all__ = [
@@ -239,16 +241,16 @@ def avalanche_run(workload: Workload, stream: Stream) -> list[list[float]]:
 
 def _meta(workload: Workload) -> dict[str, Any]:
     """La-MAML's settings for the hand loop and Avalanche: memory, glances, the learner's."""
-    from lifelong.strategies.lamaml import LaMaml
-
-    settings, defaults = workload.settings, LaMaml()
+    settings = workload.settings
+    # The registered learner's declared defaults (the engine knows no built-in by class).
+    defaults = {n: spec.default for n, spec in param_specs(parts()["la-maml"]).items()}
     return {
         "memory_size": settings["replay.size"],
         "replay_batch": settings["replay.batch"],
         "glances": settings.get("glances", 1),
-        "alpha_init": defaults.alpha_init,
-        "opt_lr": defaults.opt_lr,
-        "clip": defaults.clip,
+        "alpha_init": defaults["alpha_init"],
+        "opt_lr": defaults["opt_lr"],
+        "clip": defaults["clip"],
     }
 
 

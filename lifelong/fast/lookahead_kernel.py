@@ -1,5 +1,10 @@
 """The CPU kernels of La-MAML's closed-form look-ahead (``lookahead_mlp.py``), in numba.
 
+Accelerates: three groups of PyTorch operators in ``lookahead_mlp.py``, which are their
+reference. Applies when: numba (the extra ``fast``) is installed and compiles here, and
+the tensors are contiguous float CPU tensors; else each function returns None and the
+operators run. Tested equal to the operators (1e-5 in float32, 1e-12 in float64).
+
 Three pieces of the look-ahead are a poor fit for PyTorch operators on the CPU:
 
 - The inner loop takes one SGD step per incoming sample, each depending on the last, so
@@ -33,13 +38,21 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["compiled_inner_loop"]
+__all__ = [
+    "KERNELS",
+    "Kernels",
+    "compiled_inner_loop",
+    "compiled_meta_sums",
+    "compiled_pair_products",
+    "compiled_pair_rate_grads",
+]
 
 _FLOATS = (torch.float32, torch.float64)
 
@@ -69,7 +82,7 @@ def compiled_inner_loop(
         return None
     grads, fast = theta.new_empty(len(y), len(theta)), theta.new_empty(len(y), len(theta))
     first = rated.new_empty(rated.shape)
-    ran = _launch(
+    ran = KERNELS.launch(
         "inner_steps",
         theta.numpy(),
         rate.numpy(),
@@ -97,7 +110,7 @@ def compiled_meta_sums(
         return None
     total, by_rate = rate.new_empty(len(rate)), rate.new_empty(len(rate))
     arrays = (grads.numpy(), meta.numpy(), rate.numpy())
-    ran = _launch("meta_sums", *arrays, scale, total.numpy(), by_rate.numpy())
+    ran = KERNELS.launch("meta_sums", *arrays, scale, total.numpy(), by_rate.numpy())
     return (total, by_rate) if ran else None
 
 
@@ -113,7 +126,7 @@ def compiled_pair_products(meta_x: Tensor, steps: int, alpha: Tensor) -> Tensor 
     if not _runs_here(meta_x, alpha):
         return None
     rated = meta_x.new_empty(steps, len(meta_x), len(alpha))
-    ran = _launch("pair_products", meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
+    ran = KERNELS.launch("pair_products", meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
     return rated if ran else None
 
 
@@ -128,36 +141,46 @@ def compiled_pair_rate_grads(
         return None
     part = torch.empty_like(alpha)
     arrays = (meta_x.numpy(), steps, error.numpy(), deltas.numpy(), scale, alpha.numpy())
-    return part if _launch("pair_rate_grads", *arrays, part.numpy()) else None
+    return part if KERNELS.launch("pair_rate_grads", *arrays, part.numpy()) else None
 
 
-def _launch(name: str, *arrays: Any) -> bool:
-    """Run kernel ``name`` on ``arrays``; False where numba is missing or cannot compile
-    it (then, with one warning, PyTorch operators serve for the rest of the process)."""
-    global _unusable
-    kernels = None if _unusable else _kernels()
-    if kernels is None:
-        return False
-    try:
-        getattr(kernels, name)(*arrays)
-    except Exception as error:
-        from numba.core.errors import NumbaError
+@dataclass
+class Kernels:
+    """The compiled kernels' standing in a process: usable, or why not.
 
-        if not isinstance(error, NumbaError):
-            raise
-        _unusable = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        warnings.warn(
-            f"lifelong: numba cannot compile La-MAML's CPU kernels here ({_unusable}); "
-            "PyTorch operators compute the same numbers, more slowly",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-        return False
-    return True
+    Attributes:
+        unusable: why numba could not compile a kernel here ("" while none has failed);
+            once set, the PyTorch operators serve and no compile is tried again.
+    """
+
+    unusable: str = ""
+
+    def launch(self, name: str, *arrays: Any) -> bool:
+        """Run kernel ``name`` on ``arrays``; False where numba is missing or cannot compile
+        it (then, with one warning, PyTorch operators serve for the rest of the process)."""
+        kernels = None if self.unusable else _kernels()
+        if kernels is None:
+            return False
+        try:
+            getattr(kernels, name)(*arrays)
+        except Exception as error:
+            from numba.core.errors import NumbaError
+
+            if not isinstance(error, NumbaError):
+                raise
+            self.unusable = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            warnings.warn(
+                f"lifelong: numba cannot compile La-MAML's CPU kernels here ({self.unusable}); "
+                "PyTorch operators compute the same numbers, more slowly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+        return True
 
 
-_unusable = ""
-"""Why the kernels failed to compile in this process ("" while they have not)."""
+KERNELS = Kernels()
+"""The kernels of this process (numba compiles once per process, and caches on disk)."""
 
 
 def _runs_here(first: Tensor, *others: Tensor) -> bool:
@@ -186,7 +209,9 @@ def _kernels() -> _Compiled | None:
         return None
     # Reassociation lets the dot products use vector lanes; NaN and inf keep their meaning.
     jit = numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False)
-    global _inkers_compiled  # the pair loops call it compiled (a closure is not cached)
+    # The pair loops call it compiled: numba binds this global when it compiles them, once
+    # (a closure would not be cached on disk); it is set here and never changes after.
+    global _inkers_compiled
     _inkers_compiled = jit(_inkers)
     return _Compiled(jit(_inner_steps), jit(_meta_sums), jit(_pair_products), jit(_pair_rate_grads))
 

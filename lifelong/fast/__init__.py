@@ -1,0 +1,25 @@
+"""Accelerations: faster ways to compute what a reference path in ``strategies/`` computes.
+
+Each module says what it accelerates and the capability that must hold; the code a reader
+opens in ``strategies/`` is the reference (autograd, the paper's formulation) and runs
+wherever no acceleration applies. Every acceleration is switched off by the protocol's
+``fast=false`` (``--set fast=false``, :attr:`lifelong.StreamInfo.fast`), and a test checks
+each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta_learners.py``).
+
+- :mod:`lifelong.fast.closed_form`: the cross-entropy gradients of a model that declares
+  them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
+  ``sgd`` learner, :func:`lifelong.supervised_step` and MER's single-sample steps, when the
+  objective declares a :class:`ClosedForm`.
+- :mod:`lifelong.fast.lookahead_mlp`: La-MAML's first-order look-ahead on such a model,
+  with CPU kernels in :mod:`lifelong.fast.lookahead_kernel` (numba, when installed).
+"""
+
+from lifelong.fast.closed_form import (
+    ClosedForm,
+    cross_entropy_grads,
+    has_closed_form,
+    sample_step,
+)
+from lifelong.fast.lookahead_mlp import mlp_look_ahead
+
+__all__ = ["ClosedForm", "cross_entropy_grads", "has_closed_form", "mlp_look_ahead", "sample_step"]

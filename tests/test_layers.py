@@ -1,0 +1,92 @@
+"""The engine knows contracts, not members (STYLE.md 14): nothing in lifelong/ imports a
+built-in strategy or scenario; built-ins are found through the registry by name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import lifelong
+
+ENGINE = Path(next(iter(lifelong.__path__)))
+BUILT_INS = ("lifelong.strategies", "lifelong.scenarios")
+KNOWN = {
+    # The one-loop branch (issue 17, "one training loop") replaces these imports of Naive,
+    # Reservoir, Sgd and StackedReservoirs with capabilities the parts declare.
+    "vectorized.py",
+}
+
+
+def imported_modules(source: str, package: str) -> list[str]:
+    """Every module (and ``module.name``) ``source`` imports, relative imports resolved
+    from ``package``."""
+    names: list[str] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            names += [module, *(f"{module}.{alias.name}" for alias in node.names)]
+    return names
+
+
+def built_ins_imported(path: Path) -> list[str]:
+    package = ".".join(("lifelong", *path.relative_to(ENGINE).parent.parts))
+    names = imported_modules(path.read_text(), package)
+    return [n for n in names if n == "lifelong.strategies" or n.startswith(BUILT_INS)]
+
+
+def test_the_engine_imports_no_built_in_strategy_or_scenario() -> None:
+    offenders = [
+        f"{path.relative_to(ENGINE)}: {name}"
+        for path in sorted(ENGINE.rglob("*.py"))
+        if path.relative_to(ENGINE).as_posix() not in KNOWN
+        for name in built_ins_imported(path)
+    ]
+    assert offenders == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        "import lifelong.strategies.sgd",
+        "from lifelong.strategies.lamaml import LaMaml",
+        "from lifelong import strategies",
+        "from .. import scenarios",
+        "def f():\n    from lifelong.scenarios.rotated import RotatedScenario",
+    ],
+)
+def test_every_form_of_import_is_seen(source: str) -> None:
+    names = imported_modules(source, "lifelong.bench")
+    assert any(n.startswith(BUILT_INS) for n in names)
+
+
+def test_the_known_exceptions_still_import_built_ins() -> None:
+    """An entry in KNOWN is dropped once its file no longer needs it."""
+    for name in KNOWN:
+        assert built_ins_imported(ENGINE / name), f"{name} imports no built-in: drop it"
+
+
+def test_built_in_strategies_use_only_the_public_api() -> None:
+    """A built-in has no privilege a plug-in lacks: it imports ``lifelong`` (its ``__all__``)
+    and the accelerations' ``lifelong.fast``, and its own package, nothing else."""
+    import lifelong.strategies
+
+    folder = Path(next(iter(lifelong.strategies.__path__)))
+    public = {"lifelong", "lifelong.fast"}
+    offenders = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                modules = [node.module or ""]
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            else:
+                continue
+            offenders += [
+                f"{path.name}: {m}" for m in modules if m.startswith("lifelong") and m not in public
+            ]
+    assert offenders == []
