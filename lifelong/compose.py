@@ -240,6 +240,9 @@ class Composite(Strategy):
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
         return self.model(x, task_ids)
 
+    def as_composite(self) -> Composite:
+        return self
+
     @torch.no_grad()
     def _logits(self, batch: Batch) -> Tensor:
         return self.model(batch.x, batch.task_ids)

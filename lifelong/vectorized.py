@@ -18,7 +18,7 @@ a leading dimension, and SGD, being elementwise, updates the stack as it would e
 Regularizers are the seeds' own objects, called per seed on views of the stack; their
 quadratic penalties and proximal steps are stacked once per task. The replay memories
 draw per seed from their own generators and copy rows in and out at once
-(:class:`lifelong.strategies.replay.StackedReservoirs`).
+(the memory's stacked form, :meth:`lifelong.Memory.stacked`).
 
 Supported (:func:`vectorizable`): ``naive`` and plain composites whose learner is
 ``sgd`` and whose memory, if any, is ``replay``, e.g. ``er``, ``ewc``, ``er+ewc``, ``si``,
@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,26 +59,23 @@ __all__ = ["run_vectorized", "vectorizable"]
 def vectorizable(spec: RunSpec) -> str:
     """Why ``spec`` cannot run vectorized ("" when it can).
 
-    The batched run re-implements what :class:`Composite` does around its parts, so it
-    takes ``naive`` and plain composites whose learner is ``sgd`` and whose memory, if
-    any, is the built-in ``replay``; their regularizers may be any (they read the weights
-    they are passed, as every part does)."""
+    The batched run does what :class:`Composite` does around its parts, so it takes a
+    strategy that is a plain composite (:meth:`Strategy.as_composite`) whose learner's
+    step stacks over seeds (:meth:`Learner.stacked_sgd`) and whose memory, if any, offers
+    a stacked form (:meth:`Memory.stacked`); its regularizers may be any (they read the
+    weights they are passed, as every part does)."""
     from lifelong.compose import Composite
-    from lifelong.strategies.naive import Naive
-    from lifelong.strategies.replay import Reservoir
-    from lifelong.strategies.sgd import Sgd
 
-    strategy = spec.strategy
-    if type(strategy) is Naive:
-        return ""
-    if not isinstance(strategy, Composite):
-        return f"'{strategy.name}' is not a composite of parts"
+    strategy = spec.strategy.as_composite()
+    if strategy is None:
+        return f"'{spec.strategy.name}' is not a composite of parts"
     if type(strategy) is not Composite:
         return f"'{strategy.name}' is a subclass of Composite, whose own methods it would skip"
-    if type(strategy.learner) is not Sgd:
-        return f"its learner is '{strategy.learner.name}'; --vectorize supports sgd"
-    if strategy.memory is not None and type(strategy.memory) is not Reservoir:
-        return f"its memory is '{strategy.memory.name}'; --vectorize supports replay"
+    if strategy.learner.stacked_sgd() is None:
+        return f"its learner is '{strategy.learner.name}', whose step does not stack over seeds"
+    memory = strategy.memory
+    if memory is not None and not memory.stackable:
+        return f"its memory is '{memory.name}', which offers no stacked form"
     return ""
 
 
@@ -211,8 +208,7 @@ class _Seeds:
             self.strategies.append(strategy)
             models.append(model)
         self.orders = [_generator(device, spec.seed, 2) for spec in specs]
-        self.eval_batch = specs[0].protocol.eval_batch_size
-        self.inputs = InputBuffer()
+        self.tests = StackedTests(streams, specs[0].protocol.eval_batch_size)
         self.model = models[0]
         self.stack = {
             name: torch.stack(
@@ -221,16 +217,16 @@ class _Seeds:
             for name, _ in models[0].named_parameters()
         }
         self.stack_list = list(self.stack.values())
-        learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
+        learner = self.strategies[0].learner
+        lr, momentum = learner.stacked_sgd() or (0.0, 0.0)  # not None: vectorizable
         # As the sgd learner: bare one-head MLPs (and quadratic penalties) by hand.
         self.closed_form = all(c.plain_mlp(quadratic_penalties=True) for c in self.strategies)
-        self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
+        self.optimizer = SGD(self.stack.values(), lr=lr, momentum=momentum)
         self.proximal = self._proximal_terms()
         self.quadratics = self._quadratic_terms() if self.closed_form else []
-        from lifelong.strategies.replay import StackedReservoirs
-
-        memories: list[Any] = [c.memory for c in self.strategies]  # replay (vectorizable)
-        self.reservoirs = StackedReservoirs(memories) if memories[0] is not None else None
+        memories: list[Any] = [c.memory for c in self.strategies]
+        first = memories[0]
+        self.reservoirs = type(first).stacked(memories) if first is not None else None
         # Each seed's own Batch is built only for the parts that read one (penalties).
         self.per_seed_batches = not self.closed_form
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
@@ -396,24 +392,49 @@ class _Seeds:
     def evaluate(self) -> Tensor:
         """Accuracy ``[S, T]`` of every seed on every task of its own stream.
 
-        The test sets go through in chunks of the protocol's evaluation batch, turned to
-        float in one buffer kept across evaluations (:class:`runner.InputBuffer`)."""
-        out = []
-        for t in range(self.n_tasks):
-            tests = [stream.tasks[t] for stream in self.streams]
-            n = len(tests[0].y_test)
-            correct = torch.zeros(len(tests), dtype=torch.long, device=tests[0].y_test.device)
-            for start in range(0, n, self.eval_batch):
-                raw = torch.stack([task.x_test[start : start + self.eval_batch] for task in tests])
-                x = self.inputs.floats(raw)
-                y = torch.stack([task.y_test[start : start + self.eval_batch] for task in tests])
-                if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
-                    logits = stacked_mlp_logits(list(self.stack.values()), x)
-                else:
-                    logits = self.forward(self.stack, x, torch.full_like(y, t))
-                correct += (logits.argmax(-1) == y).sum(1)
-            out.append(correct.double() / max(n, 1))
-        return torch.stack(out, 1)
+        All tasks' test sets go through together (:class:`StackedTests`), in chunks of the
+        protocol's evaluation batch per seed, one batched product per layer."""
+        if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
+            weights = list(self.stack.values())
+            return self.tests.accuracy(lambda x, _ids: stacked_mlp_logits(weights, x))
+        return self.tests.accuracy(lambda x, ids: self.forward(self.stack, x, ids))
+
+
+FLOAT_TESTS_BYTES = 1 << 30
+"""Test inputs are kept as float up to this size (else turned to float chunk by chunk)."""
+
+
+class StackedTests:
+    """Every seed's test sets of all tasks, concatenated once: ``x [S, N, D]``, ``y [S, N]``.
+
+    The inputs are turned from uint8 to float once and kept when they fit in
+    :data:`FLOAT_TESTS_BYTES`; otherwise each chunk is turned in one reused buffer. Each
+    evaluation is then one pass over the rows, whichever task they belong to."""
+
+    def __init__(self, streams: Sequence[Stream], chunk: int) -> None:
+        tasks = streams[0].tasks
+        device = tasks[0].y_test.device
+        raw = torch.stack([torch.cat([t.x_test for t in s.tasks]) for s in streams])
+        self.y = torch.stack([torch.cat([t.y_test for t in s.tasks]) for s in streams])
+        self.task_ids = torch.cat(
+            [torch.full((len(t.y_test),), t.id, dtype=torch.long, device=device) for t in tasks]
+        )
+        self.sizes = torch.tensor([len(t.y_test) for t in tasks], device=device).clamp(min=1)
+        self.floats = raw.numel() * 4 <= FLOAT_TESTS_BYTES
+        self.x = raw.float().div_(255) if self.floats else raw
+        self.chunk, self.buffer = chunk, InputBuffer()
+
+    def accuracy(self, logits: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """Accuracy ``[S, T]`` of ``logits(x [S, n, D], task_ids [S, n]) -> [S, n, C]``."""
+        stacks, n = self.y.shape
+        correct = torch.zeros(stacks, len(self.sizes), dtype=torch.long, device=self.y.device)
+        for start in range(0, n, self.chunk):
+            rows = slice(start, start + self.chunk)
+            x = self.x[:, rows] if self.floats else self.buffer.floats(self.x[:, rows])
+            ids = self.task_ids[rows].expand(stacks, -1)
+            hits = logits(x, ids).argmax(-1) == self.y[:, rows]
+            correct.index_add_(1, self.task_ids[rows], hits.long())
+        return correct.double() / self.sizes
 
 
 def _per_seed(stacked: Batch) -> list[Batch]:
@@ -455,24 +476,9 @@ def _stacked_batches(
 
 
 def _as_composite(strategy: Strategy) -> Composite:
-    """``naive`` is the ``sgd`` composite with the same learning rate and momentum."""
-    from lifelong.compose import Composite, configure
-
-    if isinstance(strategy, Composite):
-        return strategy
-    naive: Any = strategy
-    settings = {"lr": naive.lr, "momentum": naive.momentum}
-    return configure("sgd", settings)[0]
-
-
-def _join(a: Batch, b: Batch) -> Batch:
-    return Batch(
-        torch.cat([a.x, b.x]),
-        torch.cat([a.y, b.y]),
-        torch.cat([a.task_ids, b.task_ids]),
-        a.task,
-        a.glance,
-    )
+    composite = strategy.as_composite()
+    assert composite is not None  # checked by vectorizable
+    return composite
 
 
 def _result(

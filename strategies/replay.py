@@ -35,6 +35,7 @@ class Reservoir(Memory):
     """
 
     name: ClassVar[str] = "replay"
+    stackable: ClassVar[bool] = True
     size: int = param(200, "samples the memory holds", ge=1)
     batch: int = param(32, "samples replayed with every incoming batch", ge=1)
     balanced: bool = param(False, "keep classes balanced instead of a uniform sample")
@@ -61,6 +62,10 @@ class Reservoir(Memory):
 
     def __len__(self) -> int:
         return min(self.seen, self.size)
+
+    @classmethod
+    def stacked(cls, memories: list[Reservoir]) -> StackedReservoirs:
+        return StackedReservoirs(memories)
 
     def sample(self) -> Replay | None:
         pick = self._sample_rows()

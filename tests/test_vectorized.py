@@ -57,7 +57,7 @@ def test_unsupported_strategies_are_refused_with_one_line() -> None:
     with pytest.raises(UserError, match="not a composite of parts"):
         run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
     specs = plan_runs("split-mnist", ["agem"], [0, 1], {})
-    with pytest.raises(UserError, match="supports sgd"):
+    with pytest.raises(UserError, match="does not stack over seeds"):
         run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
 
 
@@ -186,7 +186,7 @@ def test_strategies_whose_parts_it_would_not_honour_are_refused() -> None:
     assert "subclass of Composite" in vectorizable(subclass)
     other_memory = dataclasses.replace(sgd, memory=_Latest(), spec="sgd+latest")
     (spec,) = plan_runs("split-mnist", [other_memory], [0])
-    assert vectorizable(spec) == "its memory is 'latest'; --vectorize supports replay"
+    assert vectorizable(spec) == "its memory is 'latest', which offers no stacked form"
     (plain,) = plan_runs("split-mnist", ["naive"], [0])
     assert vectorizable(plain) == ""
 
