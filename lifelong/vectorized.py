@@ -28,25 +28,22 @@ Supported (:func:`vectorizable`): ``naive`` and plain composites whose learner i
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from lifelong import metrics
-from lifelong.allocator import pin_mmap_threshold
+from lifelong.checkpoint import capture, restore
 from lifelong.errors import UserError
 from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.optim import SGD
 from lifelong.parts import Regularizer, Replay
-from lifelong.result import Curve, RunResult, run_key
-from lifelong.runner import InputBuffer, RunSpec, _generator, _progress_bar
+from lifelong.result import RunResult
+from lifelong.runner import InputBuffer, RunSpec, generator, train
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
@@ -86,10 +83,13 @@ def run_vectorized(
     data_dir: str | None = None,
     *,
     progress: bool = False,
+    checkpoint: Path | None = None,
 ) -> list[RunResult]:
     """Train ``specs`` (one strategy, several seeds) together; one result per seed.
 
-    With ``progress``, a bar on a terminal counts the batches.
+    The runner's loop trains them (:func:`lifelong.runner.train`): the same schedule,
+    evaluation, divergence handling, checkpoints (``checkpoint``: the whole group's) and
+    results as a run of one seed. With ``progress``, a bar on a terminal counts the batches.
 
     Raises:
         UserError: a strategy that cannot be vectorized, or specs that differ in more
@@ -103,75 +103,16 @@ def run_vectorized(
             "--vectorize: the runs differ in more than their seed; group them by "
             "configuration (lifelong run and sweep do)"
         )
-    pin_mmap_threshold(len(specs) * 512 * 1024)  # the stacked buffers are S times larger
-    start = time.perf_counter()
-    seeds = _Seeds(specs, [s.to(device) for s in streams], device, data_dir)
-    init = seeds.evaluate()
-    rows: list[Tensor] = []
-    curves, step = [(0, -1, init)], 0
-    protocol = specs[0].protocol
-    # As a sequential run: a seed whose loss turns NaN or infinite stops at the end of that
-    # task (no consolidation, no row); the others go on. One host sync per task.
-    bad_step = torch.full((len(specs),), -1, dtype=torch.long, device=device)
-    stopped = [_Stop() for _ in specs]
-    alive = [True] * len(specs)
-    seed_list = ",".join(str(spec.seed) for spec in specs)
-    label = f"{specs[0].strategy.name} seeds {seed_list} vectorized"
-    bar = _progress_bar(specs[0], seeds.streams[0], 0, enabled=progress, label=label)
-    try:
-        for t in range(seeds.n_tasks):
-            data = [training_data(stream.tasks[t]) for stream in seeds.streams]
-            for _epoch in range(protocol.epochs):
-                for batch in _stacked_batches(data, protocol.batch_size, seeds.orders):
-                    for glance in range(protocol.glances):
-                        loss = seeds.step(batch, glance)
-                    step += 1
-                    first_bad = (bad_step < 0) & ~torch.isfinite(loss)
-                    bad_step = torch.where(first_bad, step, bad_step)
-                    if protocol.eval_every and step % protocol.eval_every == 0:
-                        curves.append((step, t, seeds.evaluate()))
-                    if bar is not None:
-                        bar.update(1)
-            for s, bad in enumerate(bad_step.tolist()):
-                if alive[s] and bad >= 0:
-                    alive[s] = False
-                    stopped[s] = _Stop(
-                        len(rows),
-                        sum(1 for c in curves if c[0] < bad),  # not the broken model
-                        f"loss became NaN or infinite at task {t}, step {bad}",
-                    )
-            if not any(alive):
-                break
-            seeds.after_task(data, alive)
-            rows.append(seeds.evaluate())
-            curves.append((step, t, rows[-1]))
-    finally:
-        if bar is not None:
-            bar.close()
-    wall = (time.perf_counter() - start) / len(specs)
-    return [
-        _result(
-            spec,
-            stream,
-            s,
-            rows,
-            curves,
-            init,
-            wall,
-            f"{device} (vectorized x{len(specs)})",
-            stopped[s],
-        )
-        for s, (spec, stream) in enumerate(zip(specs, streams, strict=True))
-    ]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stop:
-    """Where a seed's result ends: its rows and curve points, and why ("": it finished)."""
-
-    rows: int = 1 << 62
-    curves: int = 1 << 62
-    why: str = ""
+    on_device = [s.to(device) for s in streams]
+    seeds = ",".join(str(spec.seed) for spec in specs)
+    return train(
+        specs,
+        on_device,
+        lambda: _Seeds(specs, on_device, device, data_dir),
+        progress=progress,
+        checkpoint=checkpoint,
+        label=f"{specs[0].strategy.name} seeds {seeds} vectorized",
+    )
 
 
 class _Seeds:
@@ -185,6 +126,8 @@ class _Seeds:
         data_dir: str | None,
     ):
         self.streams, self.n_tasks = streams, streams[0].n_tasks
+        self.device = f"{device} (vectorized x{len(specs)})"
+        self.batch_size = specs[0].protocol.batch_size
         sizes = {tuple((len(t.y_train), len(t.y_test)) for t in s.tasks) for s in streams}
         if len(sizes) > 1:
             raise UserError(
@@ -199,7 +142,7 @@ class _Seeds:
             model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
             strategy = dataclasses.replace(_as_composite(spec.strategy))
             info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
-            strategy.setup(model, info, _generator(device, spec.seed, 1))
+            strategy.setup(model, info, generator(device, spec.seed, 1))
             if len(strategy.params) != len(list(model.parameters())):
                 raise UserError(
                     f"--vectorize: '{strategy.name}' trains only part of the network "
@@ -207,7 +150,7 @@ class _Seeds:
                 )
             self.strategies.append(strategy)
             models.append(model)
-        self.orders = [_generator(device, spec.seed, 2) for spec in specs]
+        self.orders = [generator(device, spec.seed, 2) for spec in specs]
         self.tests = StackedTests(streams, specs[0].protocol.eval_batch_size)
         self.model = models[0]
         self.stack = {
@@ -222,8 +165,7 @@ class _Seeds:
         # As the sgd learner: bare one-head MLPs (and quadratic penalties) by hand.
         self.closed_form = all(c.plain_mlp(quadratic_penalties=True) for c in self.strategies)
         self.optimizer = SGD(self.stack.values(), lr=lr, momentum=momentum)
-        self.proximal = self._proximal_terms()
-        self.quadratics = self._quadratic_terms() if self.closed_form else []
+        self._stack_penalties()
         memories: list[Any] = [c.memory for c in self.strategies]
         first = memories[0]
         self.reservoirs = type(first).stacked(memories) if first is not None else None
@@ -234,11 +176,18 @@ class _Seeds:
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
 
-    def step(self, batch: Batch, glance: int) -> Tensor:
+    def batches(self, task_id: int) -> Iterator[Batch]:
+        data = [training_data(stream.tasks[task_id]) for stream in self.streams]
+        return _stacked_batches(data, self.batch_size, self.orders)
+
+    def before_task(self, task_id: int) -> None:
+        """Nothing: a composite's parts act at the end of a task."""
+
+    def step(self, batch: Batch) -> Tensor:
         """One SGD step of every seed, with its own replay and penalties; each seed's loss.
 
         ``batch`` holds every seed's incoming batch stacked (:func:`_stacked_batches`)."""
-        batch = dataclasses.replace(batch, glance=glance)
+        glance = batch.glance
         batches = _per_seed(batch) if self.per_seed_batches else []
         x, y, task_ids, replays = self._with_replay(batch)
         kept = None  # the logits stored with the batch: before the update, as in train_step
@@ -306,15 +255,39 @@ class _Seeds:
             loss = loss + lam * value
         return loss
 
-    def after_task(self, data: list[TrainingData], alive: list[bool]) -> None:
+    def after_task(self, task_id: int, alive: list[bool]) -> None:
         """Consolidate every seed still training (a diverged run stops before this)."""
         for s, c in enumerate(self.strategies):
             if not alive[s]:
                 continue
+            data = training_data(self.streams[s].tasks[task_id])
             for reg in c.regularizers:
-                reg.after_task(self.views(s), data[s])
+                reg.after_task(self.views(s), data)
+        self._stack_penalties()
+
+    def _stack_penalties(self) -> None:
         self.proximal = self._proximal_terms()
         self.quadratics = self._quadratic_terms() if self.closed_form else []
+
+    def state(self) -> dict[str, Any]:
+        """The stacked weights and optimiser, and every seed's parts (its memory's rows
+        are views of the stacked memory, restored in place) and generators."""
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "stack": capture(self.stack),
+            "optimizer": capture(self.optimizer),
+            "strategies": capture(self.strategies),
+            "orders": [order.get_state() for order in self.orders],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        restore(self.stack, state["stack"])
+        restore(self.optimizer, state["optimizer"])
+        restore(self.strategies, state["strategies"])
+        for order, saved in zip(self.orders, state["orders"], strict=True):
+            order.set_state(saved)
+        self._stack_penalties()
 
     def _quadratic_terms(
         self,
@@ -479,40 +452,3 @@ def _as_composite(strategy: Strategy) -> Composite:
     composite = strategy.as_composite()
     assert composite is not None  # checked by vectorizable
     return composite
-
-
-def _result(
-    spec: RunSpec,
-    stream: Stream,
-    s: int,
-    rows: list[Tensor],
-    curves: list[tuple[int, int, Tensor]],
-    init: Tensor,
-    wall: float,
-    device: str,
-    stop: _Stop,
-) -> RunResult:
-    """Seed ``s``'s result, shaped as a sequential run's (a diverged one included)."""
-    matrix = [row[s].cpu().double().tolist() for row in rows[: stop.rows]]
-    b = init[s].cpu().double().numpy()
-    if stop.why:
-        scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
-    else:
-        scores = metrics.summarize(np.array(matrix), b)
-    return RunResult(
-        scenario=spec.scenario.name,
-        strategy=spec.strategy.name,
-        seed=spec.seed,
-        config=spec.config(),
-        key=run_key(spec.config()),
-        task_names=[task.name for task in stream.tasks],
-        matrix=matrix,
-        init=b.tolist(),
-        metrics=scores,
-        curves=[Curve(step, t, acc[s].cpu().tolist()) for step, t, acc in curves[: stop.curves]],
-        wall_s=wall,
-        device=device,
-        status="diverged" if stop.why else "ok",
-        error=stop.why,
-        chance=1 / stream.n_outputs,
-    )

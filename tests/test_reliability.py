@@ -15,7 +15,7 @@ from lifelong import UserError
 from lifelong.cli import main
 from lifelong.plan import plan_runs
 from lifelong.results_dir import load_runs
-from lifelong.runner import _Run, execute
+from lifelong.runner import OneSeed, _Run, execute
 from lifelong.sweep import plan_requests, sweep
 
 CPU = torch.device("cpu")
@@ -90,7 +90,7 @@ def test_a_summary_holding_nan_is_refused_before_the_next_run(tmp_path, capsys, 
 def _checkpoint_after_task_0(tmp_path: Path):
     (spec,) = plan_runs("permuted-mnist", ["naive"], [0], {**SMALL, "n_tasks": 3})
     stream = spec.scenario.build(0)
-    run = _Run(spec, stream, CPU, None)
+    run = _Run([spec], [stream], OneSeed(spec, stream, CPU, None))
     run.train_task(0, None)
     path = tmp_path / "run.pt"
     run.save(path)

@@ -121,15 +121,15 @@ def test_vectorize_uses_one_thread_unless_threads_are_given() -> None:
 
 
 def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> None:
-    from lifelong.runner import _batches, _generator
+    from lifelong.runner import _batches, generator
     from lifelong.stream import training_data
     from lifelong.vectorized import _per_seed, _stacked_batches
 
     specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 100})
     data = [training_data(spec.scenario.build(spec.seed).tasks[1]) for spec in specs]
-    expected = [list(_batches(d, 32, _generator(CPU, s, 2))) for s, d in enumerate(data)]
+    expected = [list(_batches(d, 32, generator(CPU, s, 2))) for s, d in enumerate(data)]
     for span in (32, 64, 4096):  # one batch, two batches, the whole task per gathering
-        stacked = list(_stacked_batches(data, 32, [_generator(CPU, s, 2) for s in (0, 1)], span))
+        stacked = list(_stacked_batches(data, 32, [generator(CPU, s, 2) for s in (0, 1)], span))
         assert [len(b.y[0]) for b in stacked] == [32, 32, 32, 4]
         for step, batch in enumerate(stacked):
             for s, seed_batch in enumerate(_per_seed(batch)):
