@@ -276,7 +276,7 @@ def _sweep(
     try:
         if vectorize:
             for group in _seed_groups(todo):
-                land(*_run_vectorized(group, progress=progress))
+                land(*_run_vectorized(group, checkpoints, progress=progress))
         elif executor == "ray":
             _run_on_ray(todo, checkpoints, address, land)
         elif (jobs or _default_jobs(len(todo))) <= 1:
@@ -476,9 +476,12 @@ def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
     return list(groups.values())
 
 
-def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResult]:
+def _run_vectorized(
+    group: list[RunRequest], checkpoints: str | None, *, progress: bool
+) -> list[RunResult]:
     """Run a group of seeds as one batched model; an exception inside a strategy's part
-    becomes a ``failed`` result for every seed of the group (they train together)."""
+    becomes a ``failed`` result for every seed of the group (they train together). The
+    group's checkpoint is named after its first seed's run (``--force`` removes it)."""
     import torch
 
     from lifelong.runner import resolve_device
@@ -486,12 +489,17 @@ def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResul
 
     torch.set_num_threads(group[0].threads)
     specs = [r.spec() for r in group]
+    checkpoint = None
     try:
         streams = [
             spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
         ]
         device = resolve_device(group[0].device)
-        return run_vectorized(specs, streams, device, group[0].data_dir, progress=progress)
+        if checkpoints is not None and specs[0].strategy.resumable:
+            checkpoint = Path(checkpoints) / f"{run_key(specs[0].config())}.pt"
+        results = run_vectorized(
+            specs, streams, device, group[0].data_dir, progress=progress, checkpoint=checkpoint
+        )
     except UserError:
         raise
     except Exception:
@@ -500,6 +508,9 @@ def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResul
             RunResult.failed(spec.scenario.name, spec.strategy.name, r.seed, spec.config(), error)
             for spec, r in zip(specs, group, strict=True)
         ]
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return results
 
 
 def _runs_bar(total: int, *, enabled: bool) -> Any:

@@ -250,3 +250,72 @@ def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
         np.testing.assert_allclose(
             [list(a.metrics.values())], [list(b.metrics.values())], atol=1e-6
         )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "settings"),
+    [
+        ("er+ewc", {"replay.size": 50, "ewc.fisher_samples": 64, "momentum": 0.9}),
+        ("der++", {"replay.size": 50}),  # stored logits, the vmap path
+    ],
+)
+def test_a_vectorized_group_resumes_after_its_last_completed_task_with_identical_numbers(
+    tmp_path, monkeypatch, strategy: str, settings: dict
+) -> None:
+    from lifelong.runner import _Run
+
+    common = {"samples_per_task": 96, "eval_every": 2, **settings}
+    specs = plan_runs("split-mnist", [strategy], [0, 1], common)
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    whole = run_vectorized(specs, streams, CPU)
+    checkpoint = tmp_path / "group.pt"
+    original = _Run.train_task
+
+    def crash_at_task_3(self, task_id, bar):  # type: ignore[no-untyped-def]
+        if task_id == 3:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_vectorized(specs, streams, CPU, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["next_task"] == 3
+    monkeypatch.setattr(_Run, "train_task", original)
+    resumed = run_vectorized(specs, streams, CPU, checkpoint=checkpoint)
+    for a, b in zip(whole, resumed, strict=True):
+        assert a.matrix == b.matrix and a.init == b.init
+        assert [(c.step, c.task, c.accuracies) for c in a.curves] == [
+            (c.step, c.task, c.accuracies) for c in b.curves
+        ]
+    other = plan_runs("split-mnist", [strategy], [0, 2], common)  # another group's checkpoint
+    fresh = run_vectorized(
+        other, [s.scenario.build(s.seed) for s in other], CPU, checkpoint=checkpoint
+    )
+    np.testing.assert_allclose(fresh[0].matrix, whole[0].matrix, atol=1e-6)
+
+
+def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
+    tmp_path, monkeypatch
+) -> None:
+    from lifelong.results_dir import load_runs
+    from lifelong.runner import _Run
+
+    out = tmp_path / "vec"
+    args = ["run", "split-mnist", "-s", "er", "--seeds", "0,1", "--vectorize", "-q"]
+    args += ["--set", "samples_per_task=64", "--out", str(out)]
+    original = _Run.train_task
+
+    def crash_at_task_3(self, task_id, bar):  # type: ignore[no-untyped-def]
+        if task_id == 3:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
+    assert main(args) != 0  # interrupted: the completed tasks are in the checkpoint
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 1
+    monkeypatch.setattr(_Run, "train_task", original)
+    assert main(args) == 0
+    assert not (out / "checkpoints").exists()
+    whole = tmp_path / "whole"
+    assert main([a if a != str(out) else str(whole) for a in args]) == 0
+    assert [r.matrix for r in load_runs(out)] == [r.matrix for r in load_runs(whole)]
