@@ -275,8 +275,13 @@ def _sweep(
         raise UserError(f"unknown executor '{executor}'; use local or ray")
     try:
         if vectorize:
-            for group in _seed_groups(todo):
-                land(*_run_vectorized(group, checkpoints, progress=progress))
+            workers = jobs or _default_jobs(len(todo))
+            stacks = _vectorized_stacks(todo, workers)
+            if workers <= 1 or len(stacks) == 1:
+                for stack in stacks:
+                    land(*_run_vectorized(stack, checkpoints, progress=progress))
+            else:
+                _run_stacks_on_pool(stacks, checkpoints, workers, land)
         elif executor == "ray":
             _run_on_ray(todo, checkpoints, address, land)
         elif (jobs or _default_jobs(len(todo))) <= 1:
@@ -474,6 +479,57 @@ def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
     for r in requests:
         groups.setdefault((r.scenario, r.strategy, r.settings, r.data_dir, r.device), []).append(r)
     return list(groups.values())
+
+
+def _vectorized_stacks(todo: list[RunRequest], jobs: int) -> list[list[RunRequest]]:
+    """Each configuration's seeds split into ``jobs`` stacks of near-equal size, one per
+    process: on a curve protocol the evaluation is matmul-bound, so one process cannot
+    beat ``jobs`` processes of single runs."""
+    stacks = []
+    for group in _seed_groups(todo):
+        size = -(-len(group) // max(1, min(jobs, len(group))))
+        stacks += [group[i : i + size] for i in range(0, len(group), size)]
+    return stacks
+
+
+def _run_stacks_on_pool(
+    stacks: list[list[RunRequest]],
+    checkpoints: str | None,
+    jobs: int,
+    land: Callable[..., None],
+) -> None:
+    """Run the vectorized ``stacks`` on a pool of ``jobs`` processes, landing each stack's
+    results as they come; a stack whose process dies is recorded ``failed``."""
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(),),
+    )
+    pending = {pool.submit(_run_vectorized, s, checkpoints, progress=False): s for s in stacks}
+    try:
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stack = pending.pop(future)
+                try:
+                    land(*future.result())
+                except BrokenProcessPool:
+                    why = "its worker process died (killed, or out of memory?)"
+                    land(*(_failed(r, why) for r in stack))
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()  # stop at once: checkpoints keep their progress
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _failed(request: RunRequest, why: str) -> RunResult:
+    spec = request.spec()
+    return RunResult.failed(
+        spec.scenario.name, spec.strategy.name, request.seed, spec.config(), why
+    )
 
 
 def _run_vectorized(

@@ -301,7 +301,7 @@ def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
     from lifelong.runner import _Run
 
     out = tmp_path / "vec"
-    args = ["run", "split-mnist", "-s", "er", "--seeds", "0,1", "--vectorize", "-q"]
+    args = ["run", "split-mnist", "-s", "er", "--seeds", "0,1", "--vectorize", "-q", "-j", "1"]
     args += ["--set", "samples_per_task=64", "--out", str(out)]
     original = _Run.train_task
 
@@ -319,3 +319,32 @@ def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
     whole = tmp_path / "whole"
     assert main([a if a != str(out) else str(whole) for a in args]) == 0
     assert [r.matrix for r in load_runs(out)] == [r.matrix for r in load_runs(whole)]
+
+
+def test_vectorize_splits_each_configuration_over_the_jobs() -> None:
+    from lifelong.sweep import _vectorized_stacks, plan_requests
+
+    requests = plan_requests("split-mnist", ["naive", "er"], [0, 1, 2], {})
+    stacks = _vectorized_stacks(requests, 2)
+    assert [[(r.strategy, r.seed) for r in s] for s in stacks] == [
+        [("naive", 0), ("naive", 1)],
+        [("naive", 2)],
+        [("er", 0), ("er", 1)],
+        [("er", 2)],
+    ]
+    assert [len(s) for s in _vectorized_stacks(requests, 1)] == [3, 3]
+    assert [len(s) for s in _vectorized_stacks(requests, 8)] == [1] * 6
+
+
+def test_cli_vectorize_with_two_jobs_runs_two_stacks_with_the_same_numbers(tmp_path) -> None:
+    from lifelong.results_dir import load_runs
+
+    common = ["run", "split-mnist", "-s", "er", "--seeds", "0-3", "-q"]
+    common += ["--set", "samples_per_task=64"]
+    assert main([*common, "--vectorize", "--jobs", "2", "--out", str(tmp_path / "v")]) == 0
+    assert main([*common, "--jobs", "1", "--out", str(tmp_path / "s")]) == 0
+    vec, seq = load_runs(tmp_path / "v"), load_runs(tmp_path / "s")
+    assert [r.seed for r in vec] == [0, 1, 2, 3]
+    assert {r.device for r in vec} == {"cpu (vectorized x2)"}
+    for a, b in zip(vec, seq, strict=True):
+        np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
