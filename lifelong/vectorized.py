@@ -20,9 +20,14 @@ quadratic penalties and proximal steps are stacked once per task. The replay mem
 draw per seed from their own generators and copy rows in and out at once
 (the memory's stacked form, :meth:`lifelong.Memory.stacked`).
 
-Supported (:func:`vectorizable`): ``naive`` and plain composites whose learner is
-``sgd`` and whose memory, if any, is ``replay``, e.g. ``er``, ``ewc``, ``er+ewc``, ``si``,
-``lwf``, ``der++``.
+The runner's loop (:func:`lifelong.runner.train`) trains the stack as it trains one
+seed: this module is only the stacked :class:`lifelong.runner.Trainer`.
+
+Supported (:func:`vectorizable`): strategies whose parts declare it, never named here: a
+plain composite (:meth:`lifelong.Strategy.as_composite`; ``naive`` is the ``sgd`` one)
+whose learner's step stacks (:meth:`lifelong.parts.Learner.stacked_sgd`: ``sgd``) and
+whose memory, if any, offers a stacked form (:attr:`lifelong.Memory.stackable`:
+``replay``), e.g. ``er``, ``ewc``, ``er+ewc``, ``si``, ``lwf``, ``der++``.
 """
 
 from __future__ import annotations
