@@ -257,7 +257,8 @@ def suites() -> None:
     print("|---|---|---:|---:|---:|---:|")
     for path in sorted(SUITES.glob("*.toml")):
         scenario, settings = suite_protocol(path)
-        common = [scenario, "-s", SUITE_STRATEGY, "--seeds", "0-7", "--set", *settings]
+        sets = [part for setting in settings for part in ("--set", setting)]
+        common = [scenario, "-s", SUITE_STRATEGY, "--seeds", "0-7", *sets]
         jobs = wall([*common, "--jobs", "2"])
         vectorized = wall([*common, "--vectorize", "--jobs", "2"])
         one = wall([*common, "--vectorize", "--jobs", "1"])
