@@ -154,7 +154,8 @@ class OneSeed:
     def __init__(
         self, spec: RunSpec, stream: Stream, device: torch.device, data_dir: str | None
     ) -> None:
-        self.stream, self.device, self.protocol = stream, str(device), spec.protocol
+        self.stream, self.protocol = stream, spec.protocol
+        self.device = str(torch.empty(0, device=device).device)  # "cuda:0" for "cuda"
         torch.manual_seed(spec.seed)
         hidden = self.protocol.hidden
         self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
