@@ -241,7 +241,8 @@ def wall(args: list[str]) -> float:
 
 
 def suites() -> None:
-    """The table over the built-in suites' protocols: ``--vectorize`` against ``--jobs 2``."""
+    """The table over the built-in suites' protocols: ``--vectorize`` (one stack, and two
+    with ``--jobs 2``) against ``--jobs 2``."""
     print(
         f"\n## The suites' protocols, curves on: {SUITE_STRATEGY}, seeds 0-7\n\n"
         "Regenerate with: `python reports/vectorize.py suites`. Each cell is one "
@@ -251,8 +252,8 @@ def suites() -> None:
         f"torch {torch.__version__}.\n"
     )
     print(
-        "| suite | settings | --jobs 2 s | --vectorize (--jobs 2: two stacks of 4) s | "
-        "vectorize / jobs 2 | --vectorize --jobs 1 (one stack of 8) s |"
+        "| suite | settings | --jobs 2 s | --vectorize --jobs 2 (two stacks of 4) s | "
+        "two stacks / jobs 2 | --vectorize (one stack of 8) s |"
     )
     print("|---|---|---:|---:|---:|---:|")
     for path in sorted(SUITES.glob("*.toml")):
