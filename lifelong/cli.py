@@ -295,9 +295,8 @@ def _execute(
         raise UserError("--out is empty; give a directory path")
     if args.report and not out:
         raise UserError("--report needs --out DIR (the report goes to DIR/report)")
-    if args.jobs and (args.vectorize or args.executor == "ray"):
-        why = "--vectorize trains in this process" if args.vectorize else "Ray schedules runs"
-        _say(args, f"note: --jobs has no effect here ({why})")
+    if args.jobs and args.executor == "ray":
+        _say(args, "note: --jobs has no effect here (Ray schedules runs)")
     target = check_out_dir(out) if out else None  # before any download or run
     trackers = _open_trackers(args, target)
     _check_size(len(points), strategies, seeds)

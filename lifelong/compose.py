@@ -41,6 +41,7 @@ __all__ = [
     "shortcuts",
 ]
 
+
 def shortcuts() -> dict[str, tuple[str, ...]]:
     """Named classics and the parts they stand for (the learner defaults to ``sgd``), each
     declared by the part that owns it (its ``shortcuts``), by name.
@@ -235,6 +236,9 @@ class Composite(Strategy):
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
         return self.model(x, task_ids)
+
+    def as_composite(self) -> Composite:
+        return self
 
     @torch.no_grad()
     def _logits(self, batch: Batch) -> Tensor:

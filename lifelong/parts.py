@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -27,6 +27,8 @@ from lifelong.strategy import Batch, StreamInfo
 from lifelong.stream import TrainingData
 
 if TYPE_CHECKING:
+    from typing_extensions import Self
+
     from lifelong.fast.closed_form import ClosedForm
 
 __all__ = [
@@ -36,6 +38,7 @@ __all__ = [
     "Quadratic",
     "Regularizer",
     "Replay",
+    "StackedMemory",
     "Step",
     "apply_gradients",
     "detached",
@@ -190,10 +193,22 @@ class Learner(abc.ABC):
         """
         return None
 
+    def stacked_sgd(self) -> tuple[float, float] | None:
+        """``(lr, momentum)`` when this rule's step is plain SGD on the objective (then
+        followed by :meth:`proximal_rate`'s step, if any), which seeds stacked along a
+        leading dimension take as one batched SGD step (``--vectorize``); None (the
+        default): the rule cannot be stacked over seeds."""
+        return None
+
 
 @dataclass
 class Memory(abc.ABC):
-    """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch."""
+    """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch.
+
+    Attributes:
+        stackable: :meth:`stacked` joins several seeds' memories of this kind into one
+            (seeds trained as one batched model, ``--vectorize``).
+    """
 
     name: ClassVar[str]
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
@@ -202,6 +217,7 @@ class Memory(abc.ABC):
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
     "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    stackable: ClassVar[bool] = False
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
@@ -218,6 +234,24 @@ class Memory(abc.ABC):
     @abc.abstractmethod
     def __len__(self) -> int:
         """Number of samples stored."""
+
+    @classmethod
+    def stacked(cls, memories: list[Self]) -> StackedMemory:
+        """One memory for several seeds' ``memories`` (``--vectorize``), each seed's draws
+        its own; offered when :attr:`stackable` says so."""
+        raise NotImplementedError(f"memory '{cls.name}' offers no stacked form")
+
+
+class StackedMemory(Protocol):
+    """The memories of stacked seeds (:meth:`Memory.stacked`): every seed's batch at once,
+    stacked along a leading dimension ``[S, ...]``."""
+
+    def sample(self) -> tuple[Batch, Tensor] | None:
+        """Every seed's replay batch stacked and its stored logits ``[S, R, C]``; None
+        while the memories are empty."""
+
+    def add(self, stacked: Batch, logits: Tensor | None) -> None:
+        """Offer row ``s`` of ``stacked`` (and of ``logits``) to seed ``s``'s memory."""
 
 
 @dataclass

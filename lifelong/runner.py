@@ -8,11 +8,14 @@ import os
 import pickle
 import sys
 import time
+import typing
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from lifelong import metrics
@@ -28,7 +31,16 @@ from lifelong.scenario import ScenarioFamily
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
-__all__ = ["RunSpec", "evaluate", "execute", "resolve_device"]
+__all__ = [
+    "OneSeed",
+    "RunSpec",
+    "Trainer",
+    "evaluate",
+    "execute",
+    "generator",
+    "resolve_device",
+    "train",
+]
 
 
 @dataclass(frozen=True)
@@ -96,10 +108,115 @@ def execute(
     that becomes NaN or infinite stops the run at the end of that task; the result then
     has ``status == "diverged"`` and says where.
     """
-    pin_mmap_threshold()
     if not spec.strategy.resumable:
         checkpoint = None
-    run = _Run(spec, stream.to(device), device, data_dir)
+    stream = stream.to(device)
+    (result,) = train(
+        [spec],
+        [stream],
+        lambda: OneSeed(spec, stream, device, data_dir),
+        progress=progress,
+        checkpoint=checkpoint,
+    )
+    return result
+
+
+class Trainer(typing.Protocol):
+    """What the loop of :func:`train` trains: ``S`` seeds of one configuration, each with
+    its own stream, weights and draws (:class:`OneSeed`, or seeds stacked into one batched
+    model, :mod:`lifelong.vectorized`)."""
+
+    device: str  # as the results name it
+
+    def batches(self, task_id: int) -> Iterator[Batch]:
+        """One epoch's batches of task ``task_id`` (each seed's, stacked when ``S > 1``)."""
+
+    def before_task(self, task_id: int) -> None: ...
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        """One step on ``batch``; every seed's loss ``[S]``."""
+
+    def after_task(self, task_id: int, alive: list[bool]) -> None:
+        """Consolidate the seeds still ``alive`` (a diverged seed stops before this)."""
+
+    def evaluate(self) -> torch.Tensor:
+        """Accuracy ``[S, T]`` of every seed on every task of its stream (no host sync)."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the trained state (tensors, numbers, strings)."""
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+class OneSeed:
+    """One seed's strategy on its own model: an ordinary run."""
+
+    def __init__(
+        self, spec: RunSpec, stream: Stream, device: torch.device, data_dir: str | None
+    ) -> None:
+        self.stream, self.protocol = stream, spec.protocol
+        self.device = str(torch.empty(0, device=device).device)  # "cuda:0" for "cuda"
+        torch.manual_seed(spec.seed)
+        hidden = self.protocol.hidden
+        self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
+        self.strategy = dataclasses.replace(spec.strategy)
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
+        self.sampling = generator(device, spec.seed, 1)
+        self.order = generator(device, spec.seed, 2)
+        self.strategy.setup(self.model, info, self.sampling)
+        self.inputs = InputBuffer()
+
+    def batches(self, task_id: int) -> Iterator[Batch]:
+        seen = self.strategy.trains_on == "seen"
+        data = _union(self.stream, task_id) if seen else training_data(self.stream.tasks[task_id])
+        return _batches(data, self.protocol.batch_size, self.order)
+
+    def before_task(self, task_id: int) -> None:
+        self.strategy.before_task(training_data(self.stream.tasks[task_id]))
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        loss = self.strategy.train_step(batch)
+        check_loss(self.strategy, loss)
+        return loss.reshape(1)
+
+    def after_task(self, task_id: int, alive: list[bool]) -> None:
+        self.strategy.after_task(training_data(self.stream.tasks[task_id]))
+
+    def evaluate(self) -> torch.Tensor:
+        batch_size = self.protocol.eval_batch_size
+        return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "strategy": capture(self.strategy),
+            "model": capture(self.model),
+            "order": self.order.get_state(),
+            "sampling": self.sampling.get_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        restore(self.model, state["model"])
+        restore(self.strategy, state["strategy"])
+        self.order.set_state(state["order"])
+        self.sampling.set_state(state["sampling"])
+
+
+def train(
+    specs: Sequence[RunSpec],
+    streams: Sequence[Stream],
+    trainer: Callable[[], Trainer],
+    *,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+    label: str = "",
+) -> list[RunResult]:
+    """The loop over tasks, epochs, batches and glances of the seeds ``specs`` (one
+    configuration; ``streams`` on the trainer's device) that ``trainer()`` builds; one
+    result per seed. See :func:`execute` for the schedule, checkpoints and divergence."""
+    pin_mmap_threshold(len(specs) * 512 * 1024)  # stacked buffers are S times larger
+    run = _Run(specs, streams, trainer())
     if checkpoint is not None and checkpoint.exists():
         try:
             run.load(checkpoint)
@@ -109,103 +226,104 @@ def execute(
                 f"{checkpoint} cannot be resumed from ({_why_not_loaded(error)}); "
                 f"set aside as {aside.name}, the run starts afresh",
                 RuntimeWarning,
-                stacklevel=2,
+                stacklevel=3,
             )
-            run = _Run(spec, stream.to(device), device, data_dir)
-    bar = _progress_bar(spec, stream, run.next_task, enabled=progress)
-    for task in stream.tasks[run.next_task :]:
-        run.train_task(task.id, bar)
-        if run.diverged:
-            break
-        if checkpoint is not None and task.id + 1 < stream.n_tasks:
-            try:
-                run.save(checkpoint)
-            except (TypeError, OSError) as error:  # a plug-in's own types; a full disk
-                warnings.warn(
-                    f"{spec.strategy.name} cannot be checkpointed ({error}); "
-                    "it runs on without checkpoints",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                checkpoint = None
-    if bar is not None:
-        bar.close()
-    return run.result()
+            run = _Run(specs, streams, trainer())
+    bar = _progress_bar(specs[0], streams[0], run.next_task, enabled=progress, label=label)
+    try:
+        for task in streams[0].tasks[run.next_task :]:
+            run.train_task(task.id, bar)
+            if not any(run.alive):
+                break
+            if checkpoint is not None and task.id + 1 < streams[0].n_tasks:
+                checkpoint = _save_or_warn(run, checkpoint)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [run.result(s) for s in range(len(specs))]
+
+
+def _save_or_warn(run: _Run, checkpoint: Path) -> Path | None:
+    """Save a checkpoint; None (no more checkpoints) when the state cannot be saved."""
+    try:
+        run.save(checkpoint)
+    except (TypeError, OSError) as error:  # a plug-in's own types; a full disk
+        warnings.warn(
+            f"{run.specs[0].strategy.name} cannot be checkpointed ({error}); "
+            "it runs on without checkpoints",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+    return checkpoint
 
 
 class _Run:
-    """The state of one run between task boundaries (what a checkpoint holds)."""
+    """The state of one run of ``S`` seeds between task boundaries (what a checkpoint holds)."""
 
-    def __init__(
-        self, spec: RunSpec, stream: Stream, device: torch.device, data_dir: str | None
-    ) -> None:
-        self.spec, self.stream, self.protocol = spec, stream, spec.protocol
+    def __init__(self, specs: Sequence[RunSpec], streams: Sequence[Stream], trainer: Trainer):
+        self.specs, self.streams, self.protocol = specs, streams, specs[0].protocol
+        self.trainer = trainer
         self.started = time.perf_counter()
         self.elapsed_before = 0.0
-        torch.manual_seed(spec.seed)
-        hidden = self.protocol.hidden
-        self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
-        self.strategy = dataclasses.replace(spec.strategy)
-        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
-        self.sampling = _generator(device, spec.seed, 1)
-        self.order = _generator(device, spec.seed, 2)
-        self.strategy.setup(self.model, info, self.sampling)
-        self.inputs = InputBuffer()
-        self.init = self.evaluate()
+        self.init = trainer.evaluate()
         self.rows: list[torch.Tensor] = []
         self.curves: list[tuple[int, int, torch.Tensor]] = [(0, -1, self.init)]
         self.step = 0
         self.next_task = 0
-        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)
-        self.diverged = ""
+        device = self.init.device
+        self.bad_step = torch.full((len(specs),), -1, dtype=torch.long, device=device)
+        self.alive = [True] * len(specs)
+        self.stops: list[tuple[int, int, str]] = [(1 << 62, 1 << 62, "")] * len(specs)
 
-    def evaluate(self) -> torch.Tensor:
-        return evaluate(self.strategy, self.stream, self.protocol.eval_batch_size, self.inputs)
+    @property
+    def key(self) -> str:
+        if len(self.specs) == 1:
+            return run_key(self.specs[0].config())
+        return run_key({"seeds stacked": [spec.config() for spec in self.specs]})
 
     def train_task(self, task_id: int, bar: Any) -> None:
         """Train one task, evaluate on the schedule, and check the losses stayed finite."""
-        protocol, strategy = self.protocol, self.strategy
-        data = training_data(self.stream.tasks[task_id])
-        strategy.before_task(data)
-        train = _union(self.stream, task_id) if strategy.trains_on == "seen" else data
+        protocol, trainer = self.protocol, self.trainer
+        trainer.before_task(task_id)
         for _epoch in range(protocol.epochs):
-            for batch in _batches(train, protocol.batch_size, self.order):
+            for batch in trainer.batches(task_id):
                 for glance in range(protocol.glances):
-                    loss = strategy.train_step(dataclasses.replace(batch, glance=glance))
-                    check_loss(strategy, loss)
+                    loss = trainer.step(dataclasses.replace(batch, glance=glance))
                 self.step += 1
                 first_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
                 self.bad_step = torch.where(first_bad, self.step, self.bad_step)
                 if protocol.eval_every and self.step % protocol.eval_every == 0:
-                    self.curves.append((self.step, task_id, self.evaluate()))
+                    self.curves.append((self.step, task_id, trainer.evaluate()))
                 if bar is not None:
                     bar.update(1)
-                    if self.step % 25 == 0:
+                    if self.step % 25 == 0 and len(self.specs) == 1:
                         bar.set_postfix(task=task_id, loss=f"{float(loss):.3f}")
-        bad_step = int(self.bad_step)  # one host sync per task
-        if bad_step >= 0:
-            self.diverged = f"loss became NaN or infinite at task {task_id}, step {bad_step}"
-            self.curves = [c for c in self.curves if c[0] < bad_step]  # not the broken model
+        for s, bad in enumerate(self.bad_step.tolist()):  # one host sync per task
+            if self.alive[s] and bad >= 0:  # not the broken model's curve points
+                self.alive[s] = False
+                curves = sum(1 for c in self.curves if c[0] < bad)
+                why = f"loss became NaN or infinite at task {task_id}, step {bad}"
+                self.stops[s] = (len(self.rows), curves, why)
+        if not any(self.alive):
             return
-        strategy.after_task(data)
-        self.rows.append(self.evaluate())
+        trainer.after_task(task_id, self.alive)
+        self.rows.append(trainer.evaluate())
         self.curves.append((self.step, task_id, self.rows[-1]))
         self.next_task = task_id + 1
 
     def save(self, path: Path) -> None:
         """Write the state after the last completed task, atomically."""
         state = {
-            "key": run_key(self.spec.config()),
+            "key": self.key,
             "next_task": self.next_task,
             "step": self.step,
             "init": self.init.cpu(),
             "rows": [row.cpu() for row in self.rows],
             "curves": [[s, t, a.cpu()] for s, t, a in self.curves],
-            "torch_rng": torch.get_rng_state(),
-            "strategy": capture(self.strategy),
-            "model": capture(self.model),
-            "order": self.order.get_state(),
-            "sampling": self.sampling.get_state(),
+            "alive": list(self.alive),
+            "stops": [list(stop) for stop in self.stops],
+            "trainer": self.trainer.state(),
             "elapsed": self.elapsed_before + time.perf_counter() - self.started,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,30 +337,34 @@ class _Run:
     def load(self, path: Path) -> None:
         """Continue from a checkpoint written by :meth:`save` for the same configuration."""
         state = torch.load(path, map_location=self.init.device, weights_only=True)
-        if state["key"] != run_key(self.spec.config()):
+        if state["key"] != self.key:
             return  # another configuration's checkpoint: start afresh
-        _check_state(state, self.stream.n_tasks)
+        _check_state(state, self.streams[0].n_tasks, tuple(self.init.shape))
         device = self.init.device
         self.next_task, self.step = state["next_task"], state["step"]
         self.init = state["init"].to(device)
         self.rows = [row.to(device) for row in state["rows"]]
         self.curves = [(s, t, a.to(device)) for s, t, a in state["curves"]]
-        torch.set_rng_state(state["torch_rng"])
-        restore(self.model, state["model"])
-        restore(self.strategy, state["strategy"])
-        self.order.set_state(state["order"])
-        self.sampling.set_state(state["sampling"])
+        self.alive = list(state["alive"])
+        self.stops = [(int(r), int(c), str(w)) for r, c, w in state["stops"]]
+        self.bad_step = torch.tensor(
+            [-1 if alive else 0 for alive in self.alive], device=self.bad_step.device
+        )
+        self.trainer.load_state(state["trainer"])
         self.elapsed_before = state["elapsed"]
 
-    def result(self) -> RunResult:
-        """The run's result (partial rows, NaN metrics and a status when it diverged)."""
-        stream, spec = self.stream, self.spec
-        b = self.init.cpu().double().numpy()
-        matrix = [row.cpu().double().tolist() for row in self.rows]
-        if self.diverged:
+    def result(self, s: int) -> RunResult:
+        """Seed ``s``'s result (partial rows, NaN metrics and a status when it diverged);
+        ``wall_s`` is its share of the run's time."""
+        stream, spec = self.streams[s], self.specs[s]
+        rows, curves, why = self.stops[s]
+        b = self.init[s].cpu().double().numpy()
+        matrix = [row[s].cpu().double().tolist() for row in self.rows[:rows]]
+        if why:
             scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
         else:
-            scores = metrics.summarize(torch.stack(self.rows).cpu().double().numpy(), b)
+            scores = metrics.summarize(np.array(matrix), b)
+        wall = self.elapsed_before + time.perf_counter() - self.started
         return RunResult(
             scenario=spec.scenario.name,
             strategy=spec.strategy.name,
@@ -253,16 +375,16 @@ class _Run:
             matrix=matrix,
             init=b.tolist(),
             metrics=scores,
-            curves=[Curve(s, t, a.tolist()) for s, t, a in _to_host(self.curves)],
-            wall_s=self.elapsed_before + time.perf_counter() - self.started,
-            device=str(self.init.device),
-            status="diverged" if self.diverged else "ok",
-            error=self.diverged,
+            curves=[Curve(st, t, a[s].tolist()) for st, t, a in _to_host(self.curves[:curves])],
+            wall_s=wall / len(self.specs),
+            device=self.trainer.device,
+            status="diverged" if why else "ok",
+            error=why,
             chance=1 / stream.n_outputs,
         )
 
 
-def _check_state(state: dict[str, Any], n_tasks: int) -> None:
+def _check_state(state: dict[str, Any], n_tasks: int, shape: tuple[int, ...]) -> None:
     """Refuse a checkpoint whose progress does not fit the stream (a checkpoint is written
     after task ``next_task - 1`` of ``n_tasks``, never after the last)."""
     next_task, rows = state["next_task"], state["rows"]
@@ -273,7 +395,7 @@ def _check_state(state: dict[str, Any], n_tasks: int) -> None:
     if len(rows) != next_task:
         raise CheckpointMismatch(f"{len(rows)} rows of R for {next_task} tasks trained")
     for vector in (state["init"], *rows, *(c[2] for c in state["curves"])):
-        if tuple(vector.shape) != (n_tasks,):
+        if tuple(vector.shape) != shape:
             raise CheckpointMismatch(f"an evaluation of shape {tuple(vector.shape)}")
 
 
@@ -385,7 +507,9 @@ def _union(stream: Stream, upto: int) -> TrainingData:
     )
 
 
-def _generator(device: torch.device, seed: int, stream_id: int) -> torch.Generator:
+def generator(device: torch.device, seed: int, stream_id: int) -> torch.Generator:
+    """Seed ``seed``'s generator number ``stream_id`` (1: the strategy's draws, 2: the
+    data order)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream_id)
 
 

@@ -15,6 +15,7 @@ from lifelong.optim import Stepper
 from lifelong.stream import Setting, Stream, TrainingData
 
 if TYPE_CHECKING:
+    from lifelong.compose import Composite
     from lifelong.scenario import ScenarioFamily
 
 __all__ = ["Batch", "Strategy", "StreamInfo", "supervised_step"]
@@ -140,6 +141,12 @@ class Strategy(abc.ABC):
     @abc.abstractmethod
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, n_outputs]`` for inputs ``x [B, D]``."""
+
+    def as_composite(self) -> Composite | None:
+        """The composite of parts this strategy is, step for step, or None (the default: a
+        step of its own). Seeds stacked into one batched model (``--vectorize``) run the
+        composite's parts."""
+        return None
 
 
 def supervised_step(

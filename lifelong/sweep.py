@@ -275,8 +275,13 @@ def _sweep(
         raise UserError(f"unknown executor '{executor}'; use local or ray")
     try:
         if vectorize:
-            for group in _seed_groups(todo):
-                land(*_run_vectorized(group, progress=progress))
+            workers = jobs or 1  # one stack: fastest on the loaded 2-core machine measured
+            stacks = _vectorized_stacks(todo, workers)
+            if workers <= 1 or len(stacks) == 1:
+                for stack in stacks:
+                    land(*_run_vectorized(stack, checkpoints, progress=progress))
+            else:
+                _run_stacks_on_pool(stacks, checkpoints, workers, land)
         elif executor == "ray":
             _run_on_ray(todo, checkpoints, address, land)
         elif (jobs or _default_jobs(len(todo))) <= 1:
@@ -476,9 +481,63 @@ def _seed_groups(requests: list[RunRequest]) -> list[list[RunRequest]]:
     return list(groups.values())
 
 
-def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResult]:
+def _vectorized_stacks(todo: list[RunRequest], jobs: int) -> list[list[RunRequest]]:
+    """Each configuration's seeds split into ``jobs`` stacks of near-equal size, one per
+    process (``--vectorize --jobs N``): on an idle machine a curve protocol's evaluation is
+    matmul-bound, so one process cannot beat ``N`` processes of single runs there."""
+    stacks = []
+    for group in _seed_groups(todo):
+        size = -(-len(group) // max(1, min(jobs, len(group))))
+        stacks += [group[i : i + size] for i in range(0, len(group), size)]
+    return stacks
+
+
+def _run_stacks_on_pool(
+    stacks: list[list[RunRequest]],
+    checkpoints: str | None,
+    jobs: int,
+    land: Callable[..., None],
+) -> None:
+    """Run the vectorized ``stacks`` on a pool of ``jobs`` processes, landing each stack's
+    results as they come; a stack whose process dies is recorded ``failed``."""
+    pool = ProcessPoolExecutor(
+        max_workers=jobs,
+        mp_context=get_context("spawn"),
+        initializer=_start_worker,
+        initargs=(os.getpid(),),
+    )
+    pending = {pool.submit(_run_vectorized, s, checkpoints, progress=False): s for s in stacks}
+    try:
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                stack = pending.pop(future)
+                try:
+                    land(*future.result())
+                except BrokenProcessPool:
+                    why = "its worker process died (killed, or out of memory?)"
+                    land(*(_failed(r, why) for r in stack))
+    except BaseException:
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            process.terminate()  # stop at once: checkpoints keep their progress
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _failed(request: RunRequest, why: str) -> RunResult:
+    spec = request.spec()
+    return RunResult.failed(
+        spec.scenario.name, spec.strategy.name, request.seed, spec.config(), why
+    )
+
+
+def _run_vectorized(
+    group: list[RunRequest], checkpoints: str | None, *, progress: bool
+) -> list[RunResult]:
     """Run a group of seeds as one batched model; an exception inside a strategy's part
-    becomes a ``failed`` result for every seed of the group (they train together)."""
+    becomes a ``failed`` result for every seed of the group (they train together). The
+    group's checkpoint is named after its first seed's run (``--force`` removes it)."""
     import torch
 
     from lifelong.runner import resolve_device
@@ -486,12 +545,17 @@ def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResul
 
     torch.set_num_threads(group[0].threads)
     specs = [r.spec() for r in group]
+    checkpoint = None
     try:
         streams = [
             spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
         ]
         device = resolve_device(group[0].device)
-        return run_vectorized(specs, streams, device, group[0].data_dir, progress=progress)
+        if checkpoints is not None and specs[0].strategy.resumable:
+            checkpoint = Path(checkpoints) / f"{run_key(specs[0].config())}.pt"
+        results = run_vectorized(
+            specs, streams, device, group[0].data_dir, progress=progress, checkpoint=checkpoint
+        )
     except UserError:
         raise
     except Exception:
@@ -500,6 +564,9 @@ def _run_vectorized(group: list[RunRequest], *, progress: bool) -> list[RunResul
             RunResult.failed(spec.scenario.name, spec.strategy.name, r.seed, spec.config(), error)
             for spec, r in zip(specs, group, strict=True)
         ]
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
+    return results
 
 
 def _runs_bar(total: int, *, enabled: bool) -> Any:

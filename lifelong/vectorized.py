@@ -18,35 +18,37 @@ a leading dimension, and SGD, being elementwise, updates the stack as it would e
 Regularizers are the seeds' own objects, called per seed on views of the stack; their
 quadratic penalties and proximal steps are stacked once per task. The replay memories
 draw per seed from their own generators and copy rows in and out at once
-(:class:`lifelong.strategies.replay.StackedReservoirs`).
+(the memory's stacked form, :meth:`lifelong.Memory.stacked`).
 
-Supported (:func:`vectorizable`): ``naive`` and plain composites whose learner is
-``sgd`` and whose memory, if any, is ``replay``, e.g. ``er``, ``ewc``, ``er+ewc``, ``si``,
-``lwf``, ``der++``.
+The runner's loop (:func:`lifelong.runner.train`) trains the stack as it trains one
+seed: this module is only the stacked :class:`lifelong.runner.Trainer`.
+
+Supported (:func:`vectorizable`): strategies whose parts declare it, never named here: a
+plain composite (:meth:`lifelong.Strategy.as_composite`; ``naive`` is the ``sgd`` one)
+whose learner's step stacks (:meth:`lifelong.parts.Learner.stacked_sgd`: ``sgd``) and
+whose memory, if any, offers a stacked form (:attr:`lifelong.Memory.stackable`:
+``replay``), e.g. ``er``, ``ewc``, ``er+ewc``, ``si``, ``lwf``, ``der++``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from lifelong import metrics
-from lifelong.allocator import pin_mmap_threshold
+from lifelong.checkpoint import capture, restore
 from lifelong.errors import UserError
 from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.optim import SGD
 from lifelong.parts import Regularizer, Replay
-from lifelong.result import Curve, RunResult, run_key
-from lifelong.runner import InputBuffer, RunSpec, _generator, _progress_bar
+from lifelong.result import RunResult
+from lifelong.runner import InputBuffer, RunSpec, generator, train
 from lifelong.strategy import Batch, Strategy, StreamInfo
 from lifelong.stream import Stream, TrainingData, training_data
 
@@ -59,26 +61,23 @@ __all__ = ["run_vectorized", "vectorizable"]
 def vectorizable(spec: RunSpec) -> str:
     """Why ``spec`` cannot run vectorized ("" when it can).
 
-    The batched run re-implements what :class:`Composite` does around its parts, so it
-    takes ``naive`` and plain composites whose learner is ``sgd`` and whose memory, if
-    any, is the built-in ``replay``; their regularizers may be any (they read the weights
-    they are passed, as every part does)."""
+    The batched run does what :class:`Composite` does around its parts, so it takes a
+    strategy that is a plain composite (:meth:`Strategy.as_composite`) whose learner's
+    step stacks over seeds (:meth:`Learner.stacked_sgd`) and whose memory, if any, offers
+    a stacked form (:meth:`Memory.stacked`); its regularizers may be any (they read the
+    weights they are passed, as every part does)."""
     from lifelong.compose import Composite
-    from lifelong.strategies.naive import Naive
-    from lifelong.strategies.replay import Reservoir
-    from lifelong.strategies.sgd import Sgd
 
-    strategy = spec.strategy
-    if type(strategy) is Naive:
-        return ""
-    if not isinstance(strategy, Composite):
-        return f"'{strategy.name}' is not a composite of parts"
+    strategy = spec.strategy.as_composite()
+    if strategy is None:
+        return f"'{spec.strategy.name}' is not a composite of parts"
     if type(strategy) is not Composite:
         return f"'{strategy.name}' is a subclass of Composite, whose own methods it would skip"
-    if type(strategy.learner) is not Sgd:
-        return f"its learner is '{strategy.learner.name}'; --vectorize supports sgd"
-    if strategy.memory is not None and type(strategy.memory) is not Reservoir:
-        return f"its memory is '{strategy.memory.name}'; --vectorize supports replay"
+    if strategy.learner.stacked_sgd() is None:
+        return f"its learner is '{strategy.learner.name}', whose step does not stack over seeds"
+    memory = strategy.memory
+    if memory is not None and not memory.stackable:
+        return f"its memory is '{memory.name}', which offers no stacked form"
     return ""
 
 
@@ -89,10 +88,13 @@ def run_vectorized(
     data_dir: str | None = None,
     *,
     progress: bool = False,
+    checkpoint: Path | None = None,
 ) -> list[RunResult]:
     """Train ``specs`` (one strategy, several seeds) together; one result per seed.
 
-    With ``progress``, a bar on a terminal counts the batches.
+    The runner's loop trains them (:func:`lifelong.runner.train`): the same schedule,
+    evaluation, divergence handling, checkpoints (``checkpoint``: the whole group's) and
+    results as a run of one seed. With ``progress``, a bar on a terminal counts the batches.
 
     Raises:
         UserError: a strategy that cannot be vectorized, or specs that differ in more
@@ -106,75 +108,16 @@ def run_vectorized(
             "--vectorize: the runs differ in more than their seed; group them by "
             "configuration (lifelong run and sweep do)"
         )
-    pin_mmap_threshold(len(specs) * 512 * 1024)  # the stacked buffers are S times larger
-    start = time.perf_counter()
-    seeds = _Seeds(specs, [s.to(device) for s in streams], device, data_dir)
-    init = seeds.evaluate()
-    rows: list[Tensor] = []
-    curves, step = [(0, -1, init)], 0
-    protocol = specs[0].protocol
-    # As a sequential run: a seed whose loss turns NaN or infinite stops at the end of that
-    # task (no consolidation, no row); the others go on. One host sync per task.
-    bad_step = torch.full((len(specs),), -1, dtype=torch.long, device=device)
-    stopped = [_Stop() for _ in specs]
-    alive = [True] * len(specs)
-    seed_list = ",".join(str(spec.seed) for spec in specs)
-    label = f"{specs[0].strategy.name} seeds {seed_list} vectorized"
-    bar = _progress_bar(specs[0], seeds.streams[0], 0, enabled=progress, label=label)
-    try:
-        for t in range(seeds.n_tasks):
-            data = [training_data(stream.tasks[t]) for stream in seeds.streams]
-            for _epoch in range(protocol.epochs):
-                for batch in _stacked_batches(data, protocol.batch_size, seeds.orders):
-                    for glance in range(protocol.glances):
-                        loss = seeds.step(batch, glance)
-                    step += 1
-                    first_bad = (bad_step < 0) & ~torch.isfinite(loss)
-                    bad_step = torch.where(first_bad, step, bad_step)
-                    if protocol.eval_every and step % protocol.eval_every == 0:
-                        curves.append((step, t, seeds.evaluate()))
-                    if bar is not None:
-                        bar.update(1)
-            for s, bad in enumerate(bad_step.tolist()):
-                if alive[s] and bad >= 0:
-                    alive[s] = False
-                    stopped[s] = _Stop(
-                        len(rows),
-                        sum(1 for c in curves if c[0] < bad),  # not the broken model
-                        f"loss became NaN or infinite at task {t}, step {bad}",
-                    )
-            if not any(alive):
-                break
-            seeds.after_task(data, alive)
-            rows.append(seeds.evaluate())
-            curves.append((step, t, rows[-1]))
-    finally:
-        if bar is not None:
-            bar.close()
-    wall = (time.perf_counter() - start) / len(specs)
-    return [
-        _result(
-            spec,
-            stream,
-            s,
-            rows,
-            curves,
-            init,
-            wall,
-            f"{device} (vectorized x{len(specs)})",
-            stopped[s],
-        )
-        for s, (spec, stream) in enumerate(zip(specs, streams, strict=True))
-    ]
-
-
-@dataclasses.dataclass(frozen=True)
-class _Stop:
-    """Where a seed's result ends: its rows and curve points, and why ("": it finished)."""
-
-    rows: int = 1 << 62
-    curves: int = 1 << 62
-    why: str = ""
+    on_device = [s.to(device) for s in streams]
+    seeds = ",".join(str(spec.seed) for spec in specs)
+    return train(
+        specs,
+        on_device,
+        lambda: _Seeds(specs, on_device, device, data_dir),
+        progress=progress,
+        checkpoint=checkpoint,
+        label=f"{specs[0].strategy.name} seeds {seeds} vectorized",
+    )
 
 
 class _Seeds:
@@ -188,6 +131,8 @@ class _Seeds:
         data_dir: str | None,
     ):
         self.streams, self.n_tasks = streams, streams[0].n_tasks
+        self.device = f"{device} (vectorized x{len(specs)})"
+        self.batch_size = specs[0].protocol.batch_size
         sizes = {tuple((len(t.y_train), len(t.y_test)) for t in s.tasks) for s in streams}
         if len(sizes) > 1:
             raise UserError(
@@ -201,8 +146,8 @@ class _Seeds:
             hidden = spec.protocol.hidden
             model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
             strategy = dataclasses.replace(_as_composite(spec.strategy))
-            info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
-            strategy.setup(model, info, _generator(device, spec.seed, 1))
+            info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, spec.protocol.fast)
+            strategy.setup(model, info, generator(device, spec.seed, 1))
             if len(strategy.params) != len(list(model.parameters())):
                 raise UserError(
                     f"--vectorize: '{strategy.name}' trains only part of the network "
@@ -210,9 +155,8 @@ class _Seeds:
                 )
             self.strategies.append(strategy)
             models.append(model)
-        self.orders = [_generator(device, spec.seed, 2) for spec in specs]
-        self.eval_batch = specs[0].protocol.eval_batch_size
-        self.inputs = InputBuffer()
+        self.orders = [generator(device, spec.seed, 2) for spec in specs]
+        self.tests = StackedTests(streams, specs[0].protocol.eval_batch_size)
         self.model = models[0]
         self.stack = {
             name: torch.stack(
@@ -221,16 +165,15 @@ class _Seeds:
             for name, _ in models[0].named_parameters()
         }
         self.stack_list = list(self.stack.values())
-        learner: Any = self.strategies[0].learner  # an Sgd (checked by vectorizable)
+        learner = self.strategies[0].learner
+        lr, momentum = learner.stacked_sgd() or (0.0, 0.0)  # not None: vectorizable
         # As the sgd learner: bare one-head MLPs (and quadratic penalties) by hand.
         self.closed_form = all(c.plain_mlp(quadratic_penalties=True) for c in self.strategies)
-        self.optimizer = SGD(self.stack.values(), lr=learner.lr, momentum=learner.momentum)
-        self.proximal = self._proximal_terms()
-        self.quadratics = self._quadratic_terms() if self.closed_form else []
-        from lifelong.strategies.replay import StackedReservoirs
-
-        memories: list[Any] = [c.memory for c in self.strategies]  # replay (vectorizable)
-        self.reservoirs = StackedReservoirs(memories) if memories[0] is not None else None
+        self.optimizer = SGD(self.stack.values(), lr=lr, momentum=momentum)
+        self._stack_penalties()
+        memories: list[Any] = [c.memory for c in self.strategies]
+        first = memories[0]
+        self.reservoirs = type(first).stacked(memories) if first is not None else None
         # Each seed's own Batch is built only for the parts that read one (penalties).
         self.per_seed_batches = not self.closed_form
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
@@ -238,11 +181,18 @@ class _Seeds:
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
 
-    def step(self, batch: Batch, glance: int) -> Tensor:
+    def batches(self, task_id: int) -> Iterator[Batch]:
+        data = [training_data(stream.tasks[task_id]) for stream in self.streams]
+        return _stacked_batches(data, self.batch_size, self.orders)
+
+    def before_task(self, task_id: int) -> None:
+        """Nothing: a composite's parts act at the end of a task."""
+
+    def step(self, batch: Batch) -> Tensor:
         """One SGD step of every seed, with its own replay and penalties; each seed's loss.
 
         ``batch`` holds every seed's incoming batch stacked (:func:`_stacked_batches`)."""
-        batch = dataclasses.replace(batch, glance=glance)
+        glance = batch.glance
         batches = _per_seed(batch) if self.per_seed_batches else []
         x, y, task_ids, replays = self._with_replay(batch)
         kept = None  # the logits stored with the batch: before the update, as in train_step
@@ -310,15 +260,39 @@ class _Seeds:
             loss = loss + lam * value
         return loss
 
-    def after_task(self, data: list[TrainingData], alive: list[bool]) -> None:
+    def after_task(self, task_id: int, alive: list[bool]) -> None:
         """Consolidate every seed still training (a diverged run stops before this)."""
         for s, c in enumerate(self.strategies):
             if not alive[s]:
                 continue
+            data = training_data(self.streams[s].tasks[task_id])
             for reg in c.regularizers:
-                reg.after_task(self.views(s), data[s])
+                reg.after_task(self.views(s), data)
+        self._stack_penalties()
+
+    def _stack_penalties(self) -> None:
         self.proximal = self._proximal_terms()
         self.quadratics = self._quadratic_terms() if self.closed_form else []
+
+    def state(self) -> dict[str, Any]:
+        """The stacked weights and optimiser, and every seed's parts (its memory's rows
+        are views of the stacked memory, restored in place) and generators."""
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "stack": capture(self.stack),
+            "optimizer": capture(self.optimizer),
+            "strategies": capture(self.strategies),
+            "orders": [order.get_state() for order in self.orders],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        restore(self.stack, state["stack"])
+        restore(self.optimizer, state["optimizer"])
+        restore(self.strategies, state["strategies"])
+        for order, saved in zip(self.orders, state["orders"], strict=True):
+            order.set_state(saved)
+        self._stack_penalties()
 
     def _quadratic_terms(
         self,
@@ -397,24 +371,49 @@ class _Seeds:
     def evaluate(self) -> Tensor:
         """Accuracy ``[S, T]`` of every seed on every task of its own stream.
 
-        The test sets go through in chunks of the protocol's evaluation batch, turned to
-        float in one buffer kept across evaluations (:class:`runner.InputBuffer`)."""
-        out = []
-        for t in range(self.n_tasks):
-            tests = [stream.tasks[t] for stream in self.streams]
-            n = len(tests[0].y_test)
-            correct = torch.zeros(len(tests), dtype=torch.long, device=tests[0].y_test.device)
-            for start in range(0, n, self.eval_batch):
-                raw = torch.stack([task.x_test[start : start + self.eval_batch] for task in tests])
-                x = self.inputs.floats(raw)
-                y = torch.stack([task.y_test[start : start + self.eval_batch] for task in tests])
-                if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
-                    logits = stacked_mlp_logits(list(self.stack.values()), x)
-                else:
-                    logits = self.forward(self.stack, x, torch.full_like(y, t))
-                correct += (logits.argmax(-1) == y).sum(1)
-            out.append(correct.double() / max(n, 1))
-        return torch.stack(out, 1)
+        All tasks' test sets go through together (:class:`StackedTests`), in chunks of the
+        protocol's evaluation batch per seed, one batched product per layer."""
+        if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
+            weights = list(self.stack.values())
+            return self.tests.accuracy(lambda x, _ids: stacked_mlp_logits(weights, x))
+        return self.tests.accuracy(lambda x, ids: self.forward(self.stack, x, ids))
+
+
+FLOAT_TESTS_BYTES = 1 << 30
+"""Test inputs are kept as float up to this size (else turned to float chunk by chunk)."""
+
+
+class StackedTests:
+    """Every seed's test sets of all tasks, concatenated once: ``x [S, N, D]``, ``y [S, N]``.
+
+    The inputs are turned from uint8 to float once and kept when they fit in
+    :data:`FLOAT_TESTS_BYTES`; otherwise each chunk is turned in one reused buffer. Each
+    evaluation is then one pass over the rows, whichever task they belong to."""
+
+    def __init__(self, streams: Sequence[Stream], chunk: int) -> None:
+        tasks = streams[0].tasks
+        device = tasks[0].y_test.device
+        raw = torch.stack([torch.cat([t.x_test for t in s.tasks]) for s in streams])
+        self.y = torch.stack([torch.cat([t.y_test for t in s.tasks]) for s in streams])
+        self.task_ids = torch.cat(
+            [torch.full((len(t.y_test),), t.id, dtype=torch.long, device=device) for t in tasks]
+        )
+        self.sizes = torch.tensor([len(t.y_test) for t in tasks], device=device).clamp(min=1)
+        self.floats = raw.numel() * 4 <= FLOAT_TESTS_BYTES
+        self.x = raw.float().div_(255) if self.floats else raw
+        self.chunk, self.buffer = chunk, InputBuffer()
+
+    def accuracy(self, logits: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+        """Accuracy ``[S, T]`` of ``logits(x [S, n, D], task_ids [S, n]) -> [S, n, C]``."""
+        stacks, n = self.y.shape
+        correct = torch.zeros(stacks, len(self.sizes), dtype=torch.long, device=self.y.device)
+        for start in range(0, n, self.chunk):
+            rows = slice(start, start + self.chunk)
+            x = self.x[:, rows] if self.floats else self.buffer.floats(self.x[:, rows])
+            ids = self.task_ids[rows].expand(stacks, -1)
+            hits = logits(x, ids).argmax(-1) == self.y[:, rows]
+            correct.index_add_(1, self.task_ids[rows], hits.long())
+        return correct.double() / self.sizes
 
 
 def _per_seed(stacked: Batch) -> list[Batch]:
@@ -456,58 +455,6 @@ def _stacked_batches(
 
 
 def _as_composite(strategy: Strategy) -> Composite:
-    """``naive`` is the ``sgd`` composite with the same learning rate and momentum."""
-    from lifelong.compose import Composite, configure
-
-    if isinstance(strategy, Composite):
-        return strategy
-    naive: Any = strategy
-    settings = {"lr": naive.lr, "momentum": naive.momentum}
-    return configure("sgd", settings)[0]
-
-
-def _join(a: Batch, b: Batch) -> Batch:
-    return Batch(
-        torch.cat([a.x, b.x]),
-        torch.cat([a.y, b.y]),
-        torch.cat([a.task_ids, b.task_ids]),
-        a.task,
-        a.glance,
-    )
-
-
-def _result(
-    spec: RunSpec,
-    stream: Stream,
-    s: int,
-    rows: list[Tensor],
-    curves: list[tuple[int, int, Tensor]],
-    init: Tensor,
-    wall: float,
-    device: str,
-    stop: _Stop,
-) -> RunResult:
-    """Seed ``s``'s result, shaped as a sequential run's (a diverged one included)."""
-    matrix = [row[s].cpu().double().tolist() for row in rows[: stop.rows]]
-    b = init[s].cpu().double().numpy()
-    if stop.why:
-        scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
-    else:
-        scores = metrics.summarize(np.array(matrix), b)
-    return RunResult(
-        scenario=spec.scenario.name,
-        strategy=spec.strategy.name,
-        seed=spec.seed,
-        config=spec.config(),
-        key=run_key(spec.config()),
-        task_names=[task.name for task in stream.tasks],
-        matrix=matrix,
-        init=b.tolist(),
-        metrics=scores,
-        curves=[Curve(step, t, acc[s].cpu().tolist()) for step, t, acc in curves[: stop.curves]],
-        wall_s=wall,
-        device=device,
-        status="diverged" if stop.why else "ok",
-        error=stop.why,
-        chance=1 / stream.n_outputs,
-    )
+    composite = strategy.as_composite()
+    assert composite is not None  # checked by vectorizable
+    return composite

@@ -2,6 +2,7 @@
 
 Usage (from the repository root):
     python reports/vectorize.py > reports/vectorize.md
+    python reports/vectorize.py suites   # only the table over the suites' protocols
 """
 
 from __future__ import annotations
@@ -10,10 +11,18 @@ import itertools
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from lifelong.plan import plan_runs
 from lifelong.runner import RunSpec, execute
@@ -202,5 +211,68 @@ def main() -> None:
     )
 
 
+SUITES = Path(__file__).resolve().parent.parent / "scenarios" / "suites"
+SUITE_STRATEGY = "er"
+MAX_TASKS = 5  # this shared 2-core machine's time; the suites' own task counts are larger
+
+
+def suite_protocol(path: Path) -> tuple[str, list[str]]:
+    """A suite's first scenario and its settings as ``--set`` arguments, for ``er``:
+    the keys of no part or of er's parts, the first value of a grid, curves on (the suite's
+    ``eval_every``, else 5, or 25 with batches of its own size) and at most
+    :data:`MAX_TASKS` tasks."""
+    suite = tomllib.loads(path.read_text())
+    settings = dict(suite.get("settings", {}))
+    settings.update({k: v[0] for k, v in suite.get("grid", {}).items()})
+    keep = {k: v for k, v in settings.items() if k.split(".")[0] in (k, "er", "replay")}
+    if not keep.get("eval_every"):  # La-MAML's batches of 10: its sibling suites' 25
+        keep["eval_every"] = 25 if "batch_size" in keep else 5
+    keep["n_tasks"] = min(int(keep.get("n_tasks", MAX_TASKS)), MAX_TASKS)
+    if suite["suite"]["scenarios"][0] == "split-mnist":
+        del keep["n_tasks"]  # five tasks by construction
+    return suite["suite"]["scenarios"][0], [f"{k}={v}" for k, v in keep.items()]
+
+
+def wall(args: list[str]) -> float:
+    """Seconds of ``lifelong run ARGS -q`` in a process of its own (start-up included)."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "lifelong", "run", *args, "-q"], check=True)
+    return time.perf_counter() - start
+
+
+def suites() -> None:
+    """The table over the built-in suites' protocols: ``--vectorize`` (one stack, and two
+    with ``--jobs 2``) against ``--jobs 2``."""
+    print(
+        f"\n## The suites' protocols, curves on: {SUITE_STRATEGY}, seeds 0-7\n\n"
+        "Regenerate with: `python reports/vectorize.py suites`. Each cell is one "
+        "`lifelong run SCENARIO -s er --seeds 0-7 --set ...` in its own process, "
+        "start-up and stream building included, run one after the other in one sitting "
+        f"(compare ratios, not seconds, across sittings); at most {MAX_TASKS} tasks. "
+        f"torch {torch.__version__}.\n"
+    )
+    print(
+        "| suite | settings | --jobs 2 s | --vectorize --jobs 2 (two stacks of 4) s | "
+        "two stacks / jobs 2 | --vectorize (one stack of 8) s |"
+    )
+    print("|---|---|---:|---:|---:|---:|")
+    for path in sorted(SUITES.glob("*.toml")):
+        scenario, settings = suite_protocol(path)
+        sets = [part for setting in settings for part in ("--set", setting)]
+        common = [scenario, "-s", SUITE_STRATEGY, "--seeds", "0-7", *sets]
+        jobs = wall([*common, "--jobs", "2"])
+        vectorized = wall([*common, "--vectorize", "--jobs", "2"])
+        one = wall([*common, "--vectorize", "--jobs", "1"])
+        print(
+            f"| {path.stem} | `{' '.join(settings)}` | {jobs:.1f} | {vectorized:.1f} | "
+            f"**{vectorized / jobs:.2f}** | {one:.1f} |",
+            flush=True,
+        )
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["suites"]:
+        suites()
+    else:
+        main()
+        suites()

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
 
-from lifelong import SGD, Batch, Strategy, StreamInfo, param, supervised_step
+from lifelong import (
+    SGD,
+    Batch,
+    Composite,
+    Strategy,
+    StreamInfo,
+    compose,
+    param,
+    supervised_step,
+)
 
 
 @final
@@ -36,3 +46,10 @@ class Naive(Strategy):
 
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         return self.model(x, task_ids)
+
+    def as_composite(self) -> Composite:
+        """The ``sgd`` composite with this learning rate and momentum: the same steps."""
+        sgd = compose("sgd")
+        settings: dict[str, Any] = {"lr": self.lr, "momentum": self.momentum}
+        learner = dataclasses.replace(sgd.learner, **settings)
+        return dataclasses.replace(sgd, learner=learner)

@@ -38,6 +38,7 @@ class Reservoir(Memory):
     name: ClassVar[str] = "replay"
     # ER: Chaudhry et al. 2019, "On tiny episodic memories" (the sgd learner + this memory)
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"er": ("replay",)}
+    stackable: ClassVar[bool] = True
     size: int = param(200, "samples the memory holds", ge=1)
     batch: int = param(32, "samples replayed with every incoming batch", ge=1)
     balanced: bool = param(False, "keep classes balanced instead of a uniform sample")
@@ -64,6 +65,10 @@ class Reservoir(Memory):
 
     def __len__(self) -> int:
         return min(self.seen, self.size)
+
+    @classmethod
+    def stacked(cls, memories: list[Reservoir]) -> StackedReservoirs:
+        return StackedReservoirs(memories)
 
     def sample(self) -> Replay | None:
         pick = self._sample_rows()

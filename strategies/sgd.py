@@ -69,6 +69,9 @@ class Sgd(Learner):
     def proximal_rate(self) -> float | None:
         return self.lr if self.proximal else None
 
+    def stacked_sgd(self) -> tuple[float, float]:
+        return self.lr, self.momentum
+
     def step(
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:

@@ -232,7 +232,7 @@ def test_vectorized_group_that_raises_is_recorded_as_failed_and_the_sweep_goes_o
         "run_vectorized",
         lambda specs, *a, **k: broken() if specs[0].strategy.name == "er" else real(specs, *a, **k),
     )
-    results = sweep(requests, tmp_path, vectorize=True)
+    results = sweep(requests, tmp_path, vectorize=True, jobs=1)  # the patch is in this process
     assert [(r.strategy, r.seed, r.status) for r in results] == [
         ("er", 0, "failed"),
         ("er", 1, "failed"),

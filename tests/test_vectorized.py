@@ -57,7 +57,7 @@ def test_unsupported_strategies_are_refused_with_one_line() -> None:
     with pytest.raises(UserError, match="not a composite of parts"):
         run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
     specs = plan_runs("split-mnist", ["agem"], [0, 1], {})
-    with pytest.raises(UserError, match="supports sgd"):
+    with pytest.raises(UserError, match="does not stack over seeds"):
         run_vectorized(specs, [s.scenario.build(s.seed) for s in specs], CPU)
 
 
@@ -121,15 +121,15 @@ def test_vectorize_uses_one_thread_unless_threads_are_given() -> None:
 
 
 def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> None:
-    from lifelong.runner import _batches, _generator
+    from lifelong.runner import _batches, generator
     from lifelong.stream import training_data
     from lifelong.vectorized import _per_seed, _stacked_batches
 
     specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 100})
     data = [training_data(spec.scenario.build(spec.seed).tasks[1]) for spec in specs]
-    expected = [list(_batches(d, 32, _generator(CPU, s, 2))) for s, d in enumerate(data)]
+    expected = [list(_batches(d, 32, generator(CPU, s, 2))) for s, d in enumerate(data)]
     for span in (32, 64, 4096):  # one batch, two batches, the whole task per gathering
-        stacked = list(_stacked_batches(data, 32, [_generator(CPU, s, 2) for s in (0, 1)], span))
+        stacked = list(_stacked_batches(data, 32, [generator(CPU, s, 2) for s in (0, 1)], span))
         assert [len(b.y[0]) for b in stacked] == [32, 32, 32, 4]
         for step, batch in enumerate(stacked):
             for s, seed_batch in enumerate(_per_seed(batch)):
@@ -186,7 +186,7 @@ def test_strategies_whose_parts_it_would_not_honour_are_refused() -> None:
     assert "subclass of Composite" in vectorizable(subclass)
     other_memory = dataclasses.replace(sgd, memory=_Latest(), spec="sgd+latest")
     (spec,) = plan_runs("split-mnist", [other_memory], [0])
-    assert vectorizable(spec) == "its memory is 'latest'; --vectorize supports replay"
+    assert vectorizable(spec) == "its memory is 'latest', which offers no stacked form"
     (plain,) = plan_runs("split-mnist", ["naive"], [0])
     assert vectorizable(plain) == ""
 
@@ -250,3 +250,101 @@ def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
         np.testing.assert_allclose(
             [list(a.metrics.values())], [list(b.metrics.values())], atol=1e-6
         )
+
+
+@pytest.mark.parametrize(
+    ("strategy", "settings"),
+    [
+        ("er+ewc", {"replay.size": 50, "ewc.fisher_samples": 64, "momentum": 0.9}),
+        ("der++", {"replay.size": 50}),  # stored logits, the vmap path
+    ],
+)
+def test_a_vectorized_group_resumes_after_its_last_completed_task_with_identical_numbers(
+    tmp_path, monkeypatch, strategy: str, settings: dict
+) -> None:
+    from lifelong.runner import _Run
+
+    common = {"samples_per_task": 96, "eval_every": 2, **settings}
+    specs = plan_runs("split-mnist", [strategy], [0, 1], common)
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    whole = run_vectorized(specs, streams, CPU)
+    checkpoint = tmp_path / "group.pt"
+    original = _Run.train_task
+
+    def crash_at_task_3(self, task_id, bar):  # type: ignore[no-untyped-def]
+        if task_id == 3:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
+    with pytest.raises(KeyboardInterrupt):
+        run_vectorized(specs, streams, CPU, checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["next_task"] == 3
+    monkeypatch.setattr(_Run, "train_task", original)
+    resumed = run_vectorized(specs, streams, CPU, checkpoint=checkpoint)
+    for a, b in zip(whole, resumed, strict=True):
+        assert a.matrix == b.matrix and a.init == b.init
+        assert [(c.step, c.task, c.accuracies) for c in a.curves] == [
+            (c.step, c.task, c.accuracies) for c in b.curves
+        ]
+    other = plan_runs("split-mnist", [strategy], [0, 2], common)  # another group's checkpoint
+    fresh = run_vectorized(
+        other, [s.scenario.build(s.seed) for s in other], CPU, checkpoint=checkpoint
+    )
+    np.testing.assert_allclose(fresh[0].matrix, whole[0].matrix, atol=1e-6)
+
+
+def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
+    tmp_path, monkeypatch
+) -> None:
+    from lifelong.results_dir import load_runs
+    from lifelong.runner import _Run
+
+    out = tmp_path / "vec"
+    args = ["run", "split-mnist", "-s", "er", "--seeds", "0,1", "--vectorize", "-q", "-j", "1"]
+    args += ["--set", "samples_per_task=64", "--out", str(out)]
+    original = _Run.train_task
+
+    def crash_at_task_3(self, task_id, bar):  # type: ignore[no-untyped-def]
+        if task_id == 3:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
+    assert main(args) != 0  # interrupted: the completed tasks are in the checkpoint
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 1
+    monkeypatch.setattr(_Run, "train_task", original)
+    assert main(args) == 0
+    assert not (out / "checkpoints").exists()
+    whole = tmp_path / "whole"
+    assert main([a if a != str(out) else str(whole) for a in args]) == 0
+    assert [r.matrix for r in load_runs(out)] == [r.matrix for r in load_runs(whole)]
+
+
+def test_vectorize_splits_each_configuration_over_the_jobs() -> None:
+    from lifelong.sweep import _vectorized_stacks, plan_requests
+
+    requests = plan_requests("split-mnist", ["naive", "er"], [0, 1, 2], {})
+    stacks = _vectorized_stacks(requests, 2)
+    assert [[(r.strategy, r.seed) for r in s] for s in stacks] == [
+        [("naive", 0), ("naive", 1)],
+        [("naive", 2)],
+        [("er", 0), ("er", 1)],
+        [("er", 2)],
+    ]
+    assert [len(s) for s in _vectorized_stacks(requests, 1)] == [3, 3]
+    assert [len(s) for s in _vectorized_stacks(requests, 8)] == [1] * 6
+
+
+def test_cli_vectorize_with_two_jobs_runs_two_stacks_with_the_same_numbers(tmp_path) -> None:
+    from lifelong.results_dir import load_runs
+
+    common = ["run", "split-mnist", "-s", "er", "--seeds", "0-3", "-q"]
+    common += ["--set", "samples_per_task=64"]
+    assert main([*common, "--vectorize", "--jobs", "2", "--out", str(tmp_path / "v")]) == 0
+    assert main([*common, "--jobs", "1", "--out", str(tmp_path / "s")]) == 0
+    vec, seq = load_runs(tmp_path / "v"), load_runs(tmp_path / "s")
+    assert [r.seed for r in vec] == [0, 1, 2, 3]
+    assert {r.device for r in vec} == {"cpu (vectorized x2)"}
+    for a, b in zip(vec, seq, strict=True):
+        np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
