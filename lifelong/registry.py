@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib
 import importlib.util
 import inspect
@@ -174,10 +175,18 @@ def _import_file(path_text: str) -> ModuleType:
     return _import_resolved(path, path.stat().st_mtime_ns)
 
 
+def plugin_module_name(path: Path) -> str:
+    """The module name a plug-in file is imported under: its stem and a digest of its
+    resolved path, so that two files of the same name in different folders never share
+    one ``sys.modules`` entry."""
+    digest = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+    return f"lifelong_plugin_{path.stem}_{digest}"
+
+
 @functools.cache
 def _import_resolved(path: Path, mtime_ns: int) -> ModuleType:
     """Import a plug-in file once per process and version, so its classes keep one identity."""
-    module_name = f"lifelong_plugin_{path.stem}"
+    module_name = plugin_module_name(path)
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise UserError(f"cannot import {path}: not a Python file")

@@ -554,3 +554,18 @@ def test_a_killed_sweep_leaves_no_worker_running(tmp_path) -> None:
         for pid in workers:
             if _running(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_two_plugin_files_of_the_same_name_are_two_modules(tmp_path) -> None:
+    """Issue 17: plug-ins were registered as ``lifelong_plugin_<stem>``, so two files named
+    mine.py in two folders shared one ``sys.modules`` entry."""
+    from lifelong.registry import find_strategy
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = plugin(tmp_path / "a" / "mine.py", name="first")
+    second = plugin(tmp_path / "b" / "mine.py", name="second")
+    one, two = find_strategy(first), find_strategy(second)
+    assert one.__module__ != two.__module__
+    assert sys.modules[one.__module__] is not sys.modules[two.__module__]
+    assert (one.name, two.name) == ("first", "second")
