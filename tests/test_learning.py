@@ -3,10 +3,12 @@
 The contract tests (``test_conformance.py``) check that runs complete and reproduce; these
 check that they *learn*: at their defaults, no divergence and, right after training task
 k, an accuracy on task k well above chance. Every two- and three-part composition runs
-in the slow set (``pytest -m slow tests/test_learning.py``); the default run takes a fixed
-sample of them. The real-data tests pin the failures issue 16 reported (Split-MNIST
-class-incremental: La-MAML and C-MAML learning no task after the first, regularizers
-stopping the last task, ``agem+si`` and ``la-maml+ewc`` diverging).
+in the slow set (``pytest -m slow tests/test_learning.py``), with every whole strategy on
+small versions of the real scenarios in each setting; the default run takes a fixed sample
+of the compositions, CI another (``.ci/run``). The real-data tests pin the failures
+issue 16 reported (Split-MNIST class-incremental: La-MAML and C-MAML learning no task
+after the first, regularizers stopping the last task, ``agem+si`` and ``la-maml+ewc``
+diverging).
 """
 
 from __future__ import annotations
