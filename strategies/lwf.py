@@ -16,7 +16,7 @@ from lifelong import Batch, Regularizer, Replay, StreamInfo, TrainingData, detac
 @final
 @dataclass
 class Lwf(Regularizer):
-    """LwF: the new model's softened outputs on the incoming inputs follow the old model's.
+    """LwF: the new model's softened outputs on the inputs (and replayed ones) follow the old's.
 
     The old model is the weights as they were at the end of the previous task.
     ``penalty = T^2 KL(softmax(old / T) || softmax(new / T))`` averaged over the batch,
