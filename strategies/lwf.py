@@ -16,13 +16,21 @@ from lifelong import Batch, Regularizer, Replay, StreamInfo, TrainingData, detac
 @final
 @dataclass
 class Lwf(Regularizer):
-    """LwF: the new model's softened outputs on the incoming inputs follow the old model's.
+    """LwF: the new model's softened outputs on the inputs (and replayed ones) follow the old's.
 
     The old model is the weights as they were at the end of the previous task.
     ``penalty = T^2 KL(softmax(old / T) || softmax(new / T))`` averaged over the batch,
     over the outputs trained so far (in class-incremental streams the classes of earlier
     tasks) and, with one head per task, over every earlier task's head. ``T^2`` keeps the
     gradient's scale independent of the temperature (Hinton et al. 2015).
+
+    With a memory the batch is the incoming batch joined with the replayed one, the samples
+    the cross-entropy averages over (as Avalanche's LwF does, distilling on the whole
+    mini-batch a replay plug-in fills). Averaged over the incoming samples alone, the
+    distillation kept its full weight while their cross-entropy's shrank to
+    ``batch / (batch + replay.batch)``; in domain-incremental streams, where the old
+    model's targets sit on the very units the new labels train, it then outweighed the
+    new task (batch 8, replay 32: the third task stayed at chance).
 
     References: Li & Hoiem 2016, "Learning without forgetting" (ECCV); Hinton, Vinyals &
     Dean 2015 (distillation).
@@ -49,9 +57,11 @@ class Lwf(Regularizer):
         if not self.old:
             return batch.x.new_zeros(())
         x, ids = batch.x, batch.task_ids
-        if self.multi_head:  # every earlier head, on every incoming input
+        if replay is not None:  # the samples the cross-entropy averages over
+            x, ids = torch.cat([x, replay.batch.x]), torch.cat([ids, replay.batch.task_ids])
+        if self.multi_head:  # every earlier head, on every input
             heads = self.old_tasks
-            x, ids = x.repeat(len(heads), 1), heads.repeat_interleave(len(batch.x))
+            x, ids = x.repeat(len(heads), 1), heads.repeat_interleave(len(x))
         with torch.no_grad():
             old = functional_call(self.model, self.old, (x, ids)).index_select(1, self.columns)
         new = functional_call(self.model, params, (x, ids)).index_select(1, self.columns)

@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from lifelong import (
     Batch,
+    Replay,
     StreamInfo,
     TrainingData,
     detached,
@@ -320,6 +321,28 @@ def test_lwf_penalty_is_zero_for_the_old_model_itself(setting: str) -> None:
     lwf.after_task(params, data)
     assert lwf.penalty(params, batch, None).abs() < 1e-6
     assert lwf.penalty(shifted(params), batch, None) > 1e-4
+
+
+@pytest.mark.parametrize("setting", ["domain", "task"])
+def test_lwf_distils_over_the_samples_the_cross_entropy_averages(setting: str) -> None:
+    """With a memory the distillation averages over the incoming and the replayed samples,
+    as the cross-entropy does (was: over the incoming ones alone, so that in domain-IL it
+    outweighed the new task's labels on the same units)."""
+    n_heads = 3 if setting == "task" else 1
+    model, params = small_model(n_heads)
+    lwf = parts()["lwf"]()
+    info = dataclasses.replace(INFO, setting=setting, n_heads=n_heads, n_outputs=4)
+    lwf.setup(model, info, torch.Generator())
+    data = task_data()
+    lwf.after_task(params, data)
+    x, y = data.x.float() / 255, data.y
+    ids = torch.ones_like(y) if n_heads > 1 else torch.zeros_like(y)
+    incoming, replayed = Batch(x[:4], y[:4], ids[:4], 1), Batch(x[4:], y[4:], ids[4:], 0)
+    joined = Batch(x, y, ids, 1)
+    moved = shifted(params)
+    with_replay = lwf.penalty(moved, incoming, Replay(replayed, torch.zeros(len(y) - 4, 4)))
+    assert torch.allclose(with_replay, lwf.penalty(moved, joined, None))
+    assert not torch.allclose(with_replay, lwf.penalty(moved, incoming, None))
 
 
 def test_der_penalty_is_zero_when_logits_match() -> None:
