@@ -24,7 +24,6 @@ import torch
 import lifelong
 from lifelong import Regularizer, UserError, compose
 from lifelong.compose import SHORTCUTS, configure, partner_defaults
-from lifelong.model import MLP
 from lifelong.plan import plan_runs
 from lifelong.registry import parts, strategies
 from lifelong.runner import execute
@@ -52,22 +51,6 @@ LONGER = {"adam": {"epochs": "20"}}
 # 225 miss the 0.8 floor at 80 steps (class 26, domain 75 of 75, task 7): open, no floor
 # holds for a 2-step meta-init (its real 500-step default takes minutes a run).
 NO_LEARNING_FLOOR = {"oml"}
-# Open (measured after la-maml's look_ahead=auto became "sum" outside class-IL, 066b467):
-# in domain-IL the per-sample look-ahead learns the later tasks only partly, or not at all
-# with a distillation in the meta-loss (la-maml+lwf [1.0, 0.5, 0.5], der+la-maml
-# [0.5, 0.5, 1.0]; small Split-MNIST domain-IL, sync-la-maml [0.995, 0.78, 0.67, 0.64,
-# 0.66]); look_ahead=mean learns every task in each (1.0s; 0.94-0.99).
-LOOK_AHEAD_SUM = "la-maml family, look_ahead=sum in domain-IL: open (see LOOK_AHEAD_SUM)"
-
-
-def mark_look_ahead_sum(spec: str, setting: str, request: pytest.FixtureRequest) -> None:
-    """Mark the open LOOK_AHEAD_SUM cases: measured, 46 of these 83 compositions fail in
-    the synthetic domain-IL set, and der+replay+sync-la-maml in task-IL."""
-    used = set(spec.split("+"))
-    if setting != "class" and (
-        "sync-la-maml" in used or ("la-maml" in used and used & {"der", "lwf"})
-    ):
-        request.applymarker(pytest.mark.xfail(reason=LOOK_AHEAD_SUM, strict=False))
 
 
 def composable(names: tuple[str, ...]) -> bool:
@@ -136,9 +119,8 @@ def test_lwf_with_replay_learns_every_domain_incremental_task(spec: str, make_st
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", singles() + compositions(2) + compositions(3))
 def test_every_part_and_composition_learns_every_task(
-    spec: str, any_setting: str, make_stream, request: pytest.FixtureRequest
+    spec: str, any_setting: str, make_stream
 ) -> None:
-    mark_look_ahead_sum(spec, any_setting, request)
     check_learns(spec, make_stream(any_setting, per_class=16))
 
 
@@ -152,9 +134,8 @@ CI_SAMPLE = random.Random(17).sample(compositions(2), 8) + random.Random(17).sam
 @pytest.mark.slow
 @pytest.mark.parametrize("spec", CI_SAMPLE)
 def test_ci_sample_of_compositions_learns_every_task(
-    spec: str, any_setting: str, make_stream, request: pytest.FixtureRequest
+    spec: str, any_setting: str, make_stream
 ) -> None:
-    mark_look_ahead_sum(spec, any_setting, request)
     check_learns(spec, make_stream(any_setting, per_class=16))
 
 
@@ -189,25 +170,13 @@ def test_la_maml_declares_the_papers_replay_batch() -> None:
     assert configured.memory is not None and configured.memory.batch == 4  # --set wins
 
 
-@pytest.mark.parametrize(
-    ("look_ahead", "setting", "scaling"),
-    [
-        ("auto", "domain", "sum"),  # the paper's per-sample rate where the paper runs it
-        ("auto", "task", "sum"),
-        ("auto", "class", "mean"),  # where sum learns no task after the first
-        ("sum", "class", "sum"),
-        ("mean", "domain", "mean"),
-    ],
-)
-def test_la_maml_takes_the_papers_inner_step_where_the_paper_runs(
-    look_ahead: str, setting: str, scaling: str, make_stream
-) -> None:
-    stream = make_stream(setting)
-    composite, _ = configure("la-maml", {"la-maml.look_ahead": look_ahead})
-    model = MLP(stream.input_dim, (8,), stream.n_outputs, stream.n_heads)
-    info = lifelong.StreamInfo.of(stream)
-    composite.setup(model, info, torch.Generator().manual_seed(0))
-    assert composite.learner.scaling == scaling
+def test_la_maml_family_defaults_to_the_mean_look_ahead() -> None:
+    """The per-sample step of the paper (``sum``) learns no class-IL task after the first
+    and only part of short domain-IL streams; ``mean`` is the default, ``sum`` a setting."""
+    for spec in ("la-maml", "c-maml", "sync-la-maml"):
+        assert compose(spec).learner.look_ahead == "mean"
+    configured, _ = configure("la-maml", {"la-maml.look_ahead": "sum"})
+    assert configured.learner.look_ahead == "sum"
 
 
 def test_partner_defaults_that_disagree_are_refused() -> None:
@@ -274,10 +243,8 @@ def real_diagonal(spec: str, scenario: str, setting: str) -> tuple[str, list[flo
 @pytest.mark.parametrize("scenario", sorted(REAL_SCENARIOS))
 @pytest.mark.parametrize("spec", whole_strategies())
 def test_every_strategy_learns_every_task_of_the_real_scenarios(
-    spec: str, scenario: str, setting: str, request: pytest.FixtureRequest
+    spec: str, scenario: str, setting: str
 ) -> None:
-    if (spec, scenario, setting) == ("sync-la-maml", "split-mnist", "domain"):
-        request.applymarker(pytest.mark.xfail(reason=LOOK_AHEAD_SUM, strict=False))
     status, diagonal, chance = real_diagonal(spec, scenario, setting)
     assert status == "ok", f"{spec} on {scenario}/{setting}: {status}"
     # Well above chance: a third of the way from chance to every answer right, after one
