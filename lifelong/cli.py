@@ -160,7 +160,8 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
         "-j",
         type=_positive_int,
         metavar="N",
-        help="parallel runs on the local pool (default: one per core; 1 runs in-process)",
+        help="parallel runs on the local pool (default: one per core; 1 runs in-process); "
+        "with --vectorize, the number of seed stacks (default: one, in this process)",
     )
     command.add_argument(
         "--executor",
@@ -286,7 +287,7 @@ def _execute(
     from lifelong.scenario import ImageScenario
     from lifelong.sweep import plan_requests, sweep
 
-    resolve_device(args.device)
+    device = resolve_device(args.device)
     if args.vectorize and args.executor != "local":
         raise UserError("--vectorize runs in this process; drop --executor ray")
     if args.address and args.executor != "ray":
@@ -300,7 +301,6 @@ def _execute(
     target = check_out_dir(out) if out else None  # before any download or run
     trackers = _open_trackers(args, target)
     _check_size(len(points), strategies, seeds)
-    device = resolve_device(args.device)
     requests = []
     streams: dict[str, Stream] = {}  # one per scenario configuration, not one per point
     for scenario, settings in _planning(args, points):

@@ -85,8 +85,8 @@ class RunResult:
         too (:func:`lifelong.metrics.near_chance`)."""
         from lifelong import metrics
 
-        if math.isnan(self.chance) or not self.matrix:
-            return ""
+        if math.isnan(self.chance) or self.chance >= 1 or not self.matrix:
+            return ""  # one output per head: every answer is right, nothing to learn
         tasks = metrics.unlearned_tasks(self.matrix, self.chance)
         la = self.metrics.get("la", math.nan)
         la_low = not math.isnan(la) and metrics.near_chance(la, self.chance)

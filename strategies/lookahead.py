@@ -229,7 +229,7 @@ def la_maml_update(
     opt_wt: float | None,
     clip: float,
     second_order: bool,
-    look_ahead_scale: str = "sum",
+    look_ahead_scale: str,
 ) -> Step:
     """One glance of La-MAML (``opt_wt=None``), Sync-La-MAML, or C-MAML (``opt_lr=None``).
 
@@ -242,6 +242,8 @@ def la_maml_update(
     Returns:
         ``Step(meta-loss, dL/dtheta)``: the gradient the weights follow (before clipping).
     """
+    if look_ahead_scale not in ("mean", "sum"):
+        raise ValueError(f"look_ahead_scale must be 'mean' or 'sum', not {look_ahead_scale!r}")
     loss, g_theta, g_alpha = look_ahead(
         objective,
         params,

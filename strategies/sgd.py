@@ -56,7 +56,7 @@ class Sgd(Learner):
     lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
     proximal: bool = param(
-        True, "apply quadratic penalties (ewc, si, mas) as an exact implicit step"
+        True, "apply quadratic penalties (ewc, online-ewc, si, mas) as an exact implicit step"
     )
 
     optimizer: SGD = field(init=False, repr=False, compare=False)

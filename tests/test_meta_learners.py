@@ -527,6 +527,7 @@ def test_variants_update_rules(cls: Any) -> None:
         opt_wt=getattr(learner, "opt_wt", None),
         clip=0.5,
         second_order=False,
+        look_ahead_scale="sum",  # as look_ahead above, whose inner steps take relu(alpha)
     )
     new_alpha = learner.alpha
     if cls is CMaml:

@@ -248,3 +248,28 @@ def test_tasks_near_chance_right_after_training() -> None:
     assert not metrics.near_chance(0.199, 0.1) and metrics.near_chance(0.19, 0.1)
     assert metrics.near_chance(0.55, 0.5) and not metrics.near_chance(0.56, 0.5)
     assert metrics.unlearned_tasks(np.eye(3) * 0.9, 0.5) == []
+
+
+def test_a_head_with_one_output_is_never_flagged_as_unlearned() -> None:
+    """With one output per head every answer is right (chance 1.0): no "did not learn"
+    warning (it said "LA 1.000; chance is 1.000")."""
+    from lifelong.result import RunResult
+
+    run = RunResult(
+        scenario="own-data",
+        strategy="naive",
+        seed=0,
+        config={},
+        key="k",
+        task_names=["a", "b"],
+        matrix=[[1.0, 1.0], [1.0, 1.0]],
+        init=[1.0, 1.0],
+        metrics={"la": 1.0},
+        curves=[],
+        wall_s=0.0,
+        chance=1.0,
+    )
+    assert run.not_learned() == ""
+    assert RunResult(
+        **{**run.__dict__, "chance": 0.5, "matrix": [[0.5, 0], [0, 0.5]]}
+    ).not_learned()
