@@ -74,7 +74,9 @@ class OwnDataScenario(ScenarioFamily):
         n_outputs = _n_outputs(setting, tasks, len(order), transformed=bool(data.transforms))
         n_heads = len(tasks) if setting == "task" else 1
         input_dim = int(torch.tensor(data.shape).prod())
-        return Stream(self.name, setting, tuple(tasks), n_outputs, n_heads, input_dim)
+        return Stream(
+            self.name, setting, tuple(tasks), n_outputs, n_heads, input_dim, tuple(data.shape)
+        )
 
     def _order(self, data: OwnData) -> list[int]:
         labels = data.labels

@@ -193,7 +193,7 @@ def transformed_stream(
         tasks.append(make_task(t, name, images, labels, classes, offset, setting))
     n_outputs = data.n_classes * (len(tasks) if setting == "class" else 1)
     n_heads = len(tasks) if setting == "task" else 1
-    return Stream(scenario.name, setting, tuple(tasks), n_outputs, n_heads, 784)
+    return Stream(scenario.name, setting, tuple(tasks), n_outputs, n_heads, 784, (1, 28, 28))
 
 
 def transformed_footprint(scenario: ImageScenario, data_dir: str | None) -> int:

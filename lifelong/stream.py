@@ -71,6 +71,10 @@ class Stream:
         n_outputs: outputs per head.
         n_heads: number of heads (the number of tasks when ``setting == "task"``, else 1).
         input_dim: length of a flattened input.
+        input_shape: the shape of one input before flattening, e.g. ``(1, 28, 28)`` or
+            ``(3, 32, 32)``; ``()`` when the inputs have no image shape (then a model
+            treats them as ``(input_dim,)``). Task tensors hold ``[N, input_dim]`` or
+            ``[N, *input_shape]``; a model accepts either and reshapes.
     """
 
     name: str
@@ -79,6 +83,12 @@ class Stream:
     n_outputs: int
     n_heads: int
     input_dim: int
+    input_shape: tuple[int, ...] = ()
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """One input's shape: ``input_shape``, or ``(input_dim,)`` for flat inputs."""
+        return self.input_shape or (self.input_dim,)
 
     @property
     def n_tasks(self) -> int:

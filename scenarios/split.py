@@ -55,7 +55,8 @@ class SplitScenario(ImageScenario):
             tasks.append(make_task(t, name, images, labels, classes, t * per_task, setting))
         n_outputs = data.n_classes if self.setting == "class" else per_task
         n_heads = self.n_tasks if self.setting == "task" else 1
-        return Stream(self.name, cast(Setting, self.setting), tuple(tasks), n_outputs, n_heads, 784)
+        setting = cast(Setting, self.setting)
+        return Stream(self.name, setting, tuple(tasks), n_outputs, n_heads, 784, (1, 28, 28))
 
     def _classes_per_task(self, n_classes: int) -> int:
         if self.n_tasks > n_classes:
