@@ -1,5 +1,5 @@
-"""lifelong.save: the CLI's results directory from Python (lifelong.report runs in the README
-study script's test, tests/test_readme_own_data.py)."""
+"""lifelong.save: the CLI's results directory from Python (lifelong.evaluation.report runs in
+the README study script's test, tests/test_readme_own_data.py)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from helpers import tiny_factory
 
 import lifelong
 from lifelong.cli import main
-from lifelong.results_dir import load_runs
+from lifelong.evaluation.results_dir import load_runs
 
 SETTINGS = {"batch_size": 4, "eval_every": 3}
 
@@ -71,5 +71,5 @@ def test_save_refuses_what_is_not_a_result_and_a_file_as_directory(tmp_path: Pat
 
 
 def test_lifelong_report_stays_the_function_after_importing_the_module() -> None:
-    importlib.import_module("lifelong.report")
+    importlib.import_module("lifelong.evaluation.report")
     assert callable(lifelong.report) and lifelong.report.__module__ == "lifelong.api"

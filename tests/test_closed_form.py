@@ -11,7 +11,7 @@ from helpers import run_one
 from lifelong.strategies.sgd import Sgd
 
 from lifelong import Batch, Objective, Replay, StreamInfo
-from lifelong.compose import configure
+from lifelong.composition.compose import configure
 from lifelong.fast import cross_entropy_grads
 from lifelong.model import MLP
 

@@ -86,3 +86,19 @@ def test_built_in_strategies_use_only_the_public_api() -> None:
                 f"{path.name}: {m}" for m in modules if m.startswith("lifelong") and m not in public
             ]
     assert offenders == []
+
+
+TOP_LEVEL = {  # the modules that sit at lifelong/'s top, each with its reason
+    "__init__.py": "the public API",
+    "__main__.py": "python -m lifelong",
+    "api.py": "the Python entry points",
+    "cli.py": "the command line",
+    "errors.py": "the user-error type every layer raises",
+    "cache_dir.py": "where data, inits and meta-tasks are cached (data and meta share it)",
+    "model.py": "the default network",
+}
+
+
+def test_the_top_level_holds_only_entry_points_and_foundations() -> None:
+    """The architecture shows in ``ls lifelong``: everything else lives in its subpackage."""
+    assert {path.name for path in ENGINE.glob("*.py")} <= set(TOP_LEVEL)
