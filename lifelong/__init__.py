@@ -10,6 +10,7 @@ from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import ContractError, UserError
 from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
+from lifelong.inputs import InputTransform, to_floats
 from lifelong.meta_tasks import MetaTaskSource, concat_batches
 from lifelong.metatrain import MetaInit, MetaStart
 from lifelong.model import MLP, ClosedFormModel
@@ -61,6 +62,7 @@ __all__ = [
     "DrawnTransform",
     "ImageScenario",
     "Init",
+    "InputTransform",
     "Learner",
     "Memory",
     "MetaInit",
@@ -108,6 +110,7 @@ __all__ = [
     "subsample",
     "supervised_step",
     "task_sample",
+    "to_floats",
     "transformed_footprint",
     "transformed_stream",
 ]
