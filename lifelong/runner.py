@@ -494,10 +494,13 @@ def check_scores(strategy: Strategy, scores: object, shape: tuple[int, int]) -> 
 
 
 def _batches(
-    data: TrainingData, batch_size: int, generator: torch.Generator, augment: torch.Generator
+    data: TrainingData,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: torch.Generator | None = None,
 ):
     """Shuffled index-slice batches of ``data`` (no DataLoader), turned to floats by
-    ``data.inputs`` (its random crops and flips drawn from ``augment``)."""
+    ``data.inputs`` (its random crops and flips drawn from ``augment``; None: none)."""
     order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]

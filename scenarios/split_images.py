@@ -130,16 +130,18 @@ class SplitCifar10(SplitImages):
 
 @dataclass
 class SplitCifar100(SplitImages):
-    """CIFAR-100 in 10 tasks of 10 classes (``n_tasks=20``: 20 x 5), or with ``superclass``
-    in tasks of whole superclasses (20 tasks, one coarse label's 5 classes each).
+    """CIFAR-100 in 10 tasks of 10 classes (n_tasks=20: 20 x 5; superclass: 20 coarse labels).
+
+    With ``superclass`` a task holds whole superclasses (by default 20 tasks, one coarse
+    label's 5 classes each; ``n_tasks`` must divide the 20 superclasses).
 
     References: Krizhevsky 2009; Lopez-Paz & Ranzato 2017 (GEM's 20 x 5); Gupta et al. 2020.
     """
 
     name: ClassVar[str] = "split-cifar100"
     dataset: ClassVar[str] = "cifar100"
-    mean: ClassVar[tuple[float, float, float]] = (0.5071, 0.4865, 0.4409)  # Mammoth's
-    std: ClassVar[tuple[float, float, float]] = (0.2673, 0.2564, 0.2762)
+    mean: ClassVar[tuple[float, float, float]] = (0.5071, 0.4867, 0.4408)  # Mammoth's
+    std: ClassVar[tuple[float, float, float]] = (0.2675, 0.2565, 0.2761)
     n_tasks: int | None = param(
         None, "number of tasks; must divide the 100 classes (none: 10, or 20 with superclass)", ge=1
     )
