@@ -15,7 +15,7 @@ def class_colours(labels: np.ndarray, size: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     k = labels.astype(np.float64)[:, None, None, None] % 10
     colour = np.concatenate([20 + 22 * k, 230 - 22 * k, 128 + 60 * (k % 2)], axis=1)
-    noise = rng.normal(0, 8, (len(labels), 3, size, size))
+    noise = rng.normal(0, 30, (len(labels), 3, size, size))
     return np.clip(colour + noise, 0, 255).astype(np.uint8)
 
 

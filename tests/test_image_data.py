@@ -10,8 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from image_files import class_colours, write_batch, write_cifar10, write_cifar100
-from image_files import write_tiny_imagenet
+from image_files import (
+    class_colours,
+    write_batch,
+    write_cifar10,
+    write_cifar100,
+    write_tiny_imagenet,
+)
 
 from lifelong import UserError
 from lifelong.cli import main
@@ -58,8 +63,8 @@ def test_tinyimagenet_tree_decodes_to_sorted_wnid_labels_and_is_cached(
     assert data.x_train.shape == (12, 3, 64, 64) and data.x_test.shape == (9, 3, 64, 64)
     assert data.y_train.tolist() == [0] * 4 + [1] * 4 + [2] * 4  # wnids.txt is not sorted
     assert data.y_test.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
-    red = data.x_train[:, 0].float().mean((1, 2))  # JPEG is lossy; the colour survives
-    assert torch.allclose(red, 20 + 22 * data.y_train.float(), atol=3)
+    red = data.x_train[:, 0].float().mean((1, 2)).view(3, 4)  # JPEG is lossy; colour stays
+    assert (red.min(1).values[1:] - red.max(1).values[:-1] > 10).all()  # 22 a class apart
     _CACHE.clear()
     import lifelong.tiny_imagenet
 
@@ -124,7 +129,7 @@ def test_a_pickle_that_would_run_code_is_refused_unrun(tmp_path: Path) -> None:
 
     batch = _bad_cifar(tmp_path, "none")
     batch.write_bytes(pickle.dumps({"data": Calls(), "labels": []}, protocol=2))
-    with pytest.raises(UserError, match="asks for posix.mkdir, which a CIFAR batch never"):
+    with pytest.raises(UserError, match=r"asks for posix\.mkdir, which a CIFAR batch never"):
         load_image_dataset("cifar10", tmp_path)
     assert not (tmp_path / "ran").exists()
 
