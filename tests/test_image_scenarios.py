@@ -181,3 +181,17 @@ def test_vectorize_refuses_an_augmenting_stream_in_one_line(
     err = capsys.readouterr().err.strip()
     assert "split-cifar10 augments its training images (add --set augment=false)" in err
     assert len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_split_fashion_mnist_full_data_learns() -> None:
+    from lifelong.data import DEBIAN_FASHION_MNIST_DIR
+
+    if not Path(DEBIAN_FASHION_MNIST_DIR).is_dir():
+        pytest.skip("apt-get install dataset-fashion-mnist")
+    settings = {"dataset": "fashion-mnist", "setting": "task", "eval_every": 0}
+    spec = plan_one("naive", settings)
+    stream = spec.scenario.build(0)
+    assert sum(len(t.y_train) for t in stream.tasks) == 60_000
+    result = execute(spec, stream, CPU)
+    assert result.metrics["acc"] > 0.85 and min(result.init) < 0.7  # chance 0.5
