@@ -101,6 +101,29 @@ def test_a_short_tinyimagenet_run_learns(tmp_path: Path) -> None:
     assert result.matrix[0][0] > 0.8 and result.matrix[1][1] > 0.8
 
 
+def test_a_resumed_augmenting_run_draws_the_same_crops(
+    cifar10: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lifelong.runner import _Run
+
+    spec = plan_one("er", {"setting": "task", "er.lr": 0.01}, scenario="split-cifar10")
+    stream = spec.scenario.build(0, cifar10)
+    whole = execute(spec, stream, CPU)
+    original = _Run.train_task
+
+    def crash_at_task_2(self: _Run, task_id: int, bar: object) -> None:
+        if task_id == 2:
+            raise KeyboardInterrupt
+        original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_2)
+    with pytest.raises(KeyboardInterrupt):
+        execute(spec, stream, CPU, checkpoint=tmp_path / "run.pt")
+    monkeypatch.setattr(_Run, "train_task", original)
+    resumed = execute(spec, stream, CPU, checkpoint=tmp_path / "run.pt")
+    assert resumed.matrix == whole.matrix and resumed.curves == whole.curves
+
+
 def _transform(pad: int = 4, flip: bool = True) -> InputTransform:
     return InputTransform((3, 4, 5), (0.5, 0.25, 0.75), (0.2, 0.4, 0.1), pad, flip)
 
@@ -162,6 +185,24 @@ def test_training_batches_are_augmented_from_the_augment_generator(cifar10: str)
     assert torch.equal(first(1), first(1)) and not torch.equal(first(1), first(2))
     plain = training_data(family(augment=False).build(0, cifar10).tasks[0])
     assert torch.equal(first(None), next(_batches(plain, 8, order.manual_seed(0))).x)
+
+
+def test_fisher_and_importance_samples_are_normalised_not_augmented(cifar10: str) -> None:
+    from lifelong import task_sample
+
+    data = training_data(find_scenario("split-cifar10")().build(0, cifar10).tasks[0])
+    sample = task_sample(data, 500, torch.Generator().manual_seed(0))
+    assert data.inputs is not None and len(sample.y) == len(data.y)
+    order = torch.randperm(len(data.y), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(sample.x, data.inputs.test(data.x[order]))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_augmentation_runs_on_the_device_seeded() -> None:
+    raw, transform = _images(64).cuda(), _transform()
+    draws = [transform.train(raw, torch.Generator("cuda").manual_seed(7)) for _ in range(2)]
+    assert draws[0].is_cuda and torch.equal(draws[0], draws[1])
+    assert torch.allclose(transform.test(raw).cpu(), transform.test(raw.cpu()), atol=1e-6)
 
 
 def test_mnist_inputs_are_still_exactly_x_over_255() -> None:
