@@ -201,3 +201,48 @@ def test_download_of_tinyimagenet_says_where_to_get_it(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="torchvision has no downloader for tinyimagenet; downl"):
         load_image_dataset("tinyimagenet", tmp_path, download=True)
     assert list(tmp_path.iterdir()) == []
+
+
+def _fake_torchvision(monkeypatch: pytest.MonkeyPatch, **classes: type) -> None:
+    """Make ``import torchvision.datasets`` give a module holding ``classes``."""
+    import importlib.machinery
+    import sys
+    import types
+
+    vision = types.ModuleType("torchvision")
+    vision.__spec__ = importlib.machinery.ModuleSpec("torchvision", None)
+    datasets = types.ModuleType("torchvision.datasets")
+    for name, cls in classes.items():
+        setattr(datasets, name, cls)
+    vision.datasets = datasets  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchvision", vision)
+    monkeypatch.setitem(sys.modules, "torchvision.datasets", datasets)
+
+
+class OnlineCIFAR10:  # torchvision online: the archive unpacked into root/cifar-10-batches-py
+    def __init__(self, root: str, download: bool) -> None:
+        write_cifar10(Path(root), per_class=1)
+
+
+class OfflineCIFAR10:  # torchvision offline: the folder made, then a multi-line error
+    def __init__(self, root: str, download: bool) -> None:
+        (Path(root) / "cifar-10-batches-py").mkdir()
+        raise RuntimeError("Error downloading cifar-10-python.tar.gz:\n<urlopen error>\n")
+
+
+def test_download_fetches_cifar_with_torchvision_into_a_new_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_torchvision(monkeypatch, CIFAR10=OnlineCIFAR10)
+    data = load_image_dataset("cifar10", tmp_path / "new", download=True)
+    assert data.x_train.shape == (50, 3, 32, 32)
+
+
+def test_a_failed_cifar_download_is_one_line_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_torchvision(monkeypatch, CIFAR10=OfflineCIFAR10)
+    with pytest.raises(UserError) as info:
+        load_image_dataset("cifar10", tmp_path / "new", download=True)
+    assert "\n" not in str(info.value) and "downloading 'cifar10' into" in str(info.value)
+    assert list(tmp_path.iterdir()) == []
