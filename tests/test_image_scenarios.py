@@ -236,3 +236,18 @@ def test_split_fashion_mnist_full_data_learns() -> None:
     assert sum(len(t.y_train) for t in stream.tasks) == 60_000
     result = execute(spec, stream, CPU)
     assert result.metrics["acc"] > 0.85 and min(result.init) < 0.7  # chance 0.5
+
+
+def test_vectorized_seeds_match_one_by_one_on_normalised_images(cifar10: str) -> None:
+    import numpy as np
+
+    from lifelong.plan import plan_runs
+    from lifelong.vectorized import run_vectorized
+
+    settings = {"augment": False, "setting": "task", "er.lr": 0.01, "samples_per_task": 60}
+    specs = plan_runs("split-cifar10", ["er"], [0, 1], settings)
+    streams = [spec.scenario.build(spec.seed, cifar10) for spec in specs]
+    together = run_vectorized(specs, streams, CPU, cifar10)
+    for spec, stream, batched in zip(specs, streams, together, strict=True):
+        alone = execute(spec, stream, CPU, data_dir=cifar10)
+        np.testing.assert_allclose(batched.matrix, alone.matrix, atol=1e-6)
