@@ -37,6 +37,7 @@ from lifelong.contracts.scenario import (
 )
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo, supervised_step
 from lifelong.contracts.stream import Stream, Task, TrainingData
+from lifelong.data.inputs import InputTransform, to_floats
 from lifelong.data.own_data import OwnData, from_arrays
 from lifelong.data.own_scenario import OwnDataScenario, scenario_from
 from lifelong.data.own_sources import from_folder, from_torch
@@ -61,6 +62,7 @@ __all__ = [
     "DrawnTransform",
     "ImageScenario",
     "Init",
+    "InputTransform",
     "Learner",
     "Memory",
     "MetaInit",
@@ -108,6 +110,7 @@ __all__ = [
     "subsample",
     "supervised_step",
     "task_sample",
+    "to_floats",
     "transformed_footprint",
     "transformed_stream",
 ]

@@ -148,12 +148,16 @@ def _add_execution_options(command: argparse.ArgumentParser) -> None:
     command.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     command.add_argument("--out", metavar="DIR", help="write summary.json and results.csv here")
     command.add_argument(
-        "--data-dir", metavar="DIR", help="directory with MNIST/Fashion-MNIST IDX files"
+        "--data-dir",
+        metavar="DIR",
+        help="directory with MNIST/Fashion-MNIST IDX files, or torchvision's"
+        " cifar-10-batches-py/, cifar-100-python/ or tiny-imagenet-200/",
     )
     command.add_argument(
         "--download",
         action="store_true",
-        help="fetch full MNIST/Fashion-MNIST into --data-dir with torchvision (needs a network)",
+        help="fetch full MNIST, Fashion-MNIST or CIFAR into --data-dir with torchvision"
+        " (needs a network)",
     )
     command.add_argument(
         "--jobs",
@@ -282,6 +286,7 @@ def _execute(
 ) -> int:
     from lifelong.composition.plan import check_memory
     from lifelong.contracts.scenario import ImageScenario
+    from lifelong.data.images import IMAGE_DATASETS, load_image_dataset
     from lifelong.data.mnist import DOWNLOADABLE, load_dataset
     from lifelong.evaluation.results_dir import check_out_dir
     from lifelong.execution.runner import resolve_device
@@ -316,6 +321,8 @@ def _execute(
         family = batch[0].spec().scenario
         if args.download and isinstance(family, ImageScenario) and family.dataset in DOWNLOADABLE:
             load_dataset(family.dataset, args.data_dir, download=True)
+        elif args.download and (image_data := getattr(family, "dataset", None)) in IMAGE_DATASETS:
+            load_image_dataset(image_data, args.data_dir, download=True)
         elif args.download:
             dataset = getattr(family, "dataset", family.name)
             _say(args, f"note: --download: {dataset} needs no download")
@@ -325,7 +332,7 @@ def _execute(
             streams[built] = family.build(seeds[0], args.data_dir)
         _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
-            _check_vectorizable(batch)
+            _check_vectorizable(batch, streams[built])
         requests += batch
     if args.data_dir is not None and not any(_may_read_data_dir(r) for r in requests):
         print(_unread_data_dir(args.data_dir, requests), file=sys.stderr)  # even with --quiet
@@ -445,10 +452,11 @@ def _may_read_data_dir(request: RunRequest) -> bool:
     is a plug-in or has a meta-learned init (either may load data through StreamInfo)."""
     from lifelong.composition.compose import Composite
     from lifelong.composition.registry import strategies
+    from lifelong.data.images import IMAGE_DATASETS
     from lifelong.data.mnist import DOWNLOADABLE
 
     spec = request.spec()
-    if getattr(spec.scenario, "dataset", None) in DOWNLOADABLE:
+    if getattr(spec.scenario, "dataset", None) in DOWNLOADABLE + IMAGE_DATASETS:
         return True
     if isinstance(spec.strategy, Composite):
         return spec.strategy.init is not None
@@ -466,10 +474,12 @@ def _unread_data_dir(data_dir: str, requests: list[RunRequest]) -> str:
     )
 
 
-def _check_vectorizable(requests: list[RunRequest]) -> None:
-    """Refuse ``--vectorize`` for a strategy it cannot batch, before any run starts."""
-    from lifelong.execution.vectorized import vectorizable
+def _check_vectorizable(requests: list[RunRequest], stream: Stream) -> None:
+    """Refuse ``--vectorize`` for a strategy or stream it cannot batch, before any run starts."""
+    from lifelong.execution.vectorized import augments, vectorizable
 
+    if augments(stream):
+        raise UserError(f"--vectorize: {augments(stream)}, or run without --vectorize")
     for request in requests:
         why = vectorizable(request.spec())
         if why:

@@ -66,13 +66,13 @@ class MLP(nn.Module, ClosedFormModel):
         """Logits of the head each sample belongs to.
 
         Args:
-            x: float ``[B, input_dim]``.
+            x: float ``[B, input_dim]`` or ``[B, *input_shape]`` (flattened here).
             task_ids: int64 ``[B]``; required when the model has several heads.
 
         Returns:
             float ``[B, n_outputs]``.
         """
-        logits = self.head(self.body(x))
+        logits = self.head(self.body(x.flatten(1)))
         if self.n_heads == 1:
             return logits
         if task_ids is None:

@@ -24,6 +24,7 @@ from torch.func import functional_call, grad, vmap
 from lifelong.contracts.params import param
 from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.contracts.stream import TrainingData
+from lifelong.data.inputs import to_floats
 from lifelong.training.optim import Stepper
 
 if TYPE_CHECKING:
@@ -332,7 +333,8 @@ def quadratic_penalty(params: Params, weights: Params, anchor: Params) -> Tensor
 def task_sample(data: TrainingData, n: int, generator: torch.Generator) -> Batch:
     """Up to ``n`` training samples of a task, drawn without replacement, as a model-ready batch."""
     take = torch.randperm(len(data.y), generator=generator, device=data.y.device)[:n]
-    return Batch(data.x[take].float().div_(255), data.y[take], data.task_ids[take], data.id)
+    x = to_floats(data.x[take], data.inputs)  # normalised, never augmented
+    return Batch(x, data.y[take], data.task_ids[take], data.id)
 
 
 def gradient_importance(

@@ -11,6 +11,7 @@ import torch
 
 from lifelong.contracts.params import param
 from lifelong.contracts.stream import SETTINGS, Setting, Stream, Task
+from lifelong.data.inputs import InputTransform
 from lifelong.data.mnist import DATASETS, Dataset, load_dataset
 from lifelong.errors import UserError
 
@@ -132,6 +133,7 @@ def make_task(
     classes: tuple[int, ...],
     class_offset: int,
     setting: Setting,
+    inputs: InputTransform | None = None,
 ) -> Task:
     """Assemble a task and map its labels to model targets for the setting.
 
@@ -143,6 +145,7 @@ def make_task(
             ``class_offset + position`` for families whose tasks reuse the same labels).
         setting: ``"class"`` gives global class ids; ``"domain"`` and ``"task"`` give the
             position of the label within ``classes``.
+        inputs: how the task's uint8 inputs become floats (None: ``x / 255``).
     """
     lookup = torch.full((int(max(classes)) + 1,), -1, dtype=torch.long)
     lookup[list(classes)] = torch.arange(len(classes))
@@ -158,6 +161,7 @@ def make_task(
         y_test=lookup[labels[1]],
         classes=classes,
         targets=targets,
+        inputs=inputs,
     )
 
 

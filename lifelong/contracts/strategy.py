@@ -26,7 +26,8 @@ class Batch:
     """One incoming training batch.
 
     Attributes:
-        x: float ``[B, D]`` inputs scaled to [0, 1].
+        x: float ``[B, D]`` inputs: scaled to [0, 1], or normalised (and, in training,
+            augmented) by the stream's :class:`lifelong.InputTransform`.
         y: int64 ``[B]`` targets.
         task_ids: int64 ``[B]`` task of each sample (use it only when ``uses_task_id``).
         task: the task being trained.

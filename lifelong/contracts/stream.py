@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from lifelong.data.inputs import InputTransform
 from lifelong.errors import UserError
 
 __all__ = ["SETTINGS", "Setting", "Stream", "Task", "TrainingData", "training_data"]
@@ -28,6 +29,8 @@ class Task:
         y_test: int64 ``[M]``.
         classes: the original dataset labels present in the task.
         targets: the model target each of ``classes`` maps to (same order).
+        inputs: how the uint8 inputs become floats (normalisation, and augmentation of
+            training batches); None: ``x / 255``.
     """
 
     id: int
@@ -38,6 +41,7 @@ class Task:
     y_test: torch.Tensor
     classes: tuple[int, ...]
     targets: tuple[int, ...]
+    inputs: InputTransform | None = None
 
     def __post_init__(self) -> None:
         for split, y in (("training", self.y_train), ("test", self.y_test)):
@@ -95,6 +99,11 @@ class Stream:
         return len(self.tasks)
 
     @property
+    def inputs(self) -> InputTransform | None:
+        """How the stream's uint8 inputs become floats (its tasks share one); None: x / 255."""
+        return self.tasks[0].inputs if self.tasks else None
+
+    @property
     def uses_task_id(self) -> bool:
         """Whether the model is told the task id (task-incremental)."""
         return self.setting == "task"
@@ -109,9 +118,11 @@ class TrainingData:
     """What a strategy may see of a task: its id, name and training tensors, never its test set.
 
     Attributes:
-        x: uint8 ``[N, D]`` flattened images (divide by 255 for the model's input scale).
+        x: uint8 ``[N, D]`` flattened images (:func:`lifelong.to_floats` with ``inputs``
+            gives the model's floats: ``x / 255`` when ``inputs`` is None).
         y: int64 ``[N]`` model targets.
         task_ids: int64 ``[N]`` the task each sample came from.
+        inputs: the task's :class:`lifelong.InputTransform`, or None.
     """
 
     id: int
@@ -119,9 +130,10 @@ class TrainingData:
     x: torch.Tensor
     y: torch.Tensor
     task_ids: torch.Tensor
+    inputs: InputTransform | None = None
 
 
 def training_data(task: Task) -> TrainingData:
     """The training view of ``task``."""
     ids = torch.full_like(task.y_train, task.id)
-    return TrainingData(task.id, task.name, task.x_train, task.y_train, ids)
+    return TrainingData(task.id, task.name, task.x_train, task.y_train, ids, task.inputs)

@@ -29,9 +29,11 @@ __all__ = [
     "DEBIAN_FASHION_MNIST_DIR",
     "DOWNLOADABLE",
     "Dataset",
+    "check_dir",
     "load_dataset",
     "load_uci_digits",
     "read_idx",
+    "torchvision_download",
     "write_idx",
 ]
 
@@ -94,7 +96,7 @@ def load_dataset(
         raise UserError(f"unknown dataset '{name}'{hint}: choose one of {', '.join(DATASETS)}")
     root = None if data_dir is None else Path(data_dir).expanduser().resolve()
     if root is not None and not (download and name in DOWNLOADABLE and not root.exists()):
-        root = _check_dir(root)  # a missing folder is left to the download to create
+        root = check_dir(root)  # a missing folder is left to the download to create
     key = (name, None if root is None else str(root))
     if key not in _CACHE:
         _CACHE[key] = _load_uncached(name, root, download)
@@ -120,7 +122,7 @@ def _load_uncached(name: str, root: Path | None, download: bool) -> Dataset:
     return _make_dataset(name, x_train, y_train, x_test, y_test)
 
 
-def _check_dir(data_dir: str | os.PathLike[str]) -> Path:
+def check_dir(data_dir: str | os.PathLike[str]) -> Path:
     """Return ``data_dir`` resolved, or raise UserError if it is not a readable directory."""
     path = check_path(data_dir, "--data-dir").expanduser().resolve()
     if not path.is_dir():
@@ -165,19 +167,37 @@ def _not_found_message(name: str, root: Path | None, dirs: list[Path]) -> str:
 
 def _download(name: str, root: Path | None) -> None:
     """Fetch the IDX files with torchvision into ``root``/<Class>/raw."""
+    cls = "MNIST" if name == "mnist" else "FashionMNIST"
+    folders = () if root is None else (root / cls, root / cls / "raw")
+    torchvision_download(name, cls, root, folders, "the four IDX files")
+
+
+def torchvision_download(
+    name: str, cls_name: str, root: Path | None, folders: tuple[Path, ...], files: str
+) -> None:
+    """Fetch ``name`` with ``torchvision.datasets.<cls_name>(root, download=True)``.
+
+    Args:
+        root: the folder to save into (created, and removed again when the download fails
+            and it was created here).
+        folders: the subfolders the download creates, removed again (when empty) if it fails.
+        files: what the user may put into ``root`` instead, for the messages.
+
+    Raises:
+        UserError: without ``root``, without torchvision, or when the download fails.
+    """
     if root is None:
         raise UserError(f"--download of '{name}' needs --data-dir DIR to save the files into")
     if importlib.util.find_spec("torchvision") is None:
         raise UserError(
             f"--download of '{name}' needs torchvision: pip install torchvision,"
-            f" or put the four IDX files in {root} yourself"
+            f" or put {files} in {root} yourself"
         )
     import torchvision.datasets  # lazy: slow to import and optional
 
-    cls = torchvision.datasets.MNIST if name == "mnist" else torchvision.datasets.FashionMNIST
+    cls = getattr(torchvision.datasets, cls_name)
     new_root = [p for p in (*reversed(root.parents), root) if not p.exists()]
-    subfolders = (root / cls.__name__, root / cls.__name__ / "raw")
-    created = new_root + [p for p in subfolders if not p.exists()]
+    created = new_root + [p for p in folders if not p.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
         cls(root=str(root), download=True)
@@ -189,7 +209,7 @@ def _download(name: str, root: Path | None) -> None:
         why = " ".join(lines[:1] + lines[1:][-1:]) or type(e).__name__  # first and last
         raise UserError(
             f"downloading '{name}' into {root} failed ({why}): check the network,"
-            " or put the four IDX files there yourself"
+            f" or put {files} there yourself"
         ) from e
 
 

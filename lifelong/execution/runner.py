@@ -22,6 +22,7 @@ from lifelong.contracts.params import as_config
 from lifelong.contracts.scenario import ScenarioFamily
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
 from lifelong.contracts.stream import Stream, TrainingData, training_data
+from lifelong.data.inputs import InputTransform, to_floats
 from lifelong.errors import ContractError, UserError
 from lifelong.evaluation import metrics
 from lifelong.evaluation.result import Curve, RunResult, code_hash, run_key
@@ -163,13 +164,14 @@ class OneSeed:
         info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
         self.sampling = generator(device, spec.seed, 1)
         self.order = generator(device, spec.seed, 2)
+        self.augment = generator(device, spec.seed, 3)
         self.strategy.setup(self.model, info, self.sampling)
         self.inputs = InputBuffer()
 
     def batches(self, task_id: int) -> Iterator[Batch]:
         seen = self.strategy.trains_on == "seen"
         data = _union(self.stream, task_id) if seen else training_data(self.stream.tasks[task_id])
-        return _batches(data, self.protocol.batch_size, self.order)
+        return _batches(data, self.protocol.batch_size, self.order, self.augment)
 
     def before_task(self, task_id: int) -> None:
         self.strategy.before_task(training_data(self.stream.tasks[task_id]))
@@ -193,6 +195,7 @@ class OneSeed:
             "model": capture(self.model),
             "order": self.order.get_state(),
             "sampling": self.sampling.get_state(),
+            "augment": self.augment.get_state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -201,6 +204,8 @@ class OneSeed:
         restore(self.strategy, state["strategy"])
         self.order.set_state(state["order"])
         self.sampling.set_state(state["sampling"])
+        if "augment" in state:  # a checkpoint of before augmentation existed: none drawn
+            self.augment.set_state(state["augment"])
 
 
 def train(
@@ -419,12 +424,14 @@ class InputBuffer:
     def __init__(self) -> None:
         self.data: torch.Tensor | None = None
 
-    def floats(self, raw: torch.Tensor) -> torch.Tensor:
-        """``raw.float() / 255`` in the buffer (grown when ``raw`` does not fit)."""
+    def floats(self, raw: torch.Tensor, inputs: InputTransform | None = None) -> torch.Tensor:
+        """``raw.float() / 255``, or ``inputs``' test conversion of ``raw``, in the buffer
+        (grown when ``raw`` does not fit)."""
         size = raw.numel()
         if self.data is None or self.data.numel() < size or self.data.device != raw.device:
             self.data = torch.empty(size, device=raw.device)
-        return self.data[:size].view(raw.shape).copy_(raw).div_(255)
+        floats = self.data[:size].view(raw.shape).copy_(raw)
+        return floats.div_(255) if inputs is None else inputs.normalise_(floats)
 
 
 @torch.inference_mode()
@@ -437,7 +444,7 @@ def evaluate(
     for task in stream.tasks:
         correct = torch.zeros((), dtype=torch.long, device=task.y_test.device)
         for start in range(0, len(task.y_test), batch_size):
-            x = inputs.floats(task.x_test[start : start + batch_size])
+            x = inputs.floats(task.x_test[start : start + batch_size], task.inputs)
             y = task.y_test[start : start + batch_size]
             ids = torch.full_like(y, task.id)
             scores = strategy.predict(x, ids)
@@ -486,12 +493,18 @@ def check_scores(strategy: Strategy, scores: object, shape: tuple[int, int]) -> 
         )
 
 
-def _batches(data: TrainingData, batch_size: int, generator: torch.Generator):
-    """Shuffled index-slice batches of ``data`` (no DataLoader)."""
+def _batches(
+    data: TrainingData,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: torch.Generator | None = None,
+):
+    """Shuffled index-slice batches of ``data`` (no DataLoader), turned to floats by
+    ``data.inputs`` (its random crops and flips drawn from ``augment``; None: none)."""
     order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
-        x = data.x.index_select(0, idx).float().div_(255)  # index_select: ~7x x[idx]
+        x = to_floats(data.x.index_select(0, idx), data.inputs, augment)  # index_select: ~7x
         yield Batch(x, data.y.index_select(0, idx), data.task_ids.index_select(0, idx), data.id)
 
 
@@ -504,12 +517,13 @@ def _union(stream: Stream, upto: int) -> TrainingData:
         x=torch.cat([p.x for p in parts]),
         y=torch.cat([p.y for p in parts]),
         task_ids=torch.cat([p.task_ids for p in parts]),
+        inputs=parts[-1].inputs,
     )
 
 
 def generator(device: torch.device, seed: int, stream_id: int) -> torch.Generator:
     """Seed ``seed``'s generator number ``stream_id`` (1: the strategy's draws, 2: the
-    data order)."""
+    data order, 3: the augmentation of training batches)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream_id)
 
 

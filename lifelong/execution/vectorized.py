@@ -45,6 +45,7 @@ from torch.func import functional_call, vmap
 from lifelong.contracts.parts import Regularizer, Replay
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
 from lifelong.contracts.stream import Stream, TrainingData, training_data
+from lifelong.data.inputs import to_floats
 from lifelong.errors import UserError
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.checkpoint import capture, restore
@@ -55,7 +56,7 @@ from lifelong.training.optim import SGD
 if TYPE_CHECKING:
     from lifelong.composition.compose import Composite
 
-__all__ = ["run_vectorized", "vectorizable"]
+__all__ = ["augments", "run_vectorized", "vectorizable"]
 
 
 def vectorizable(spec: RunSpec) -> str:
@@ -81,6 +82,14 @@ def vectorizable(spec: RunSpec) -> str:
     return ""
 
 
+def augments(stream: Stream) -> str:
+    """Why ``stream`` cannot run vectorized ("" when it can): its training batches are
+    augmented at random, which the stacked batches do not do (yet)."""
+    if stream.inputs is not None and stream.inputs.augments:
+        return f"{stream.name} augments its training images (add --set augment=false)"
+    return ""
+
+
 def run_vectorized(
     specs: Sequence[RunSpec],
     streams: Sequence[Stream],
@@ -100,7 +109,8 @@ def run_vectorized(
         UserError: a strategy that cannot be vectorized, or specs that differ in more
             than the seed.
     """
-    reasons = {vectorizable(spec) for spec in specs} - {""}
+    reasons = {vectorizable(spec) for spec in specs} | {augments(s) for s in streams}
+    reasons -= {""}
     if reasons:
         raise UserError(f"--vectorize: {reasons.pop()}; run without --vectorize")
     if len({repr({**spec.config(), "seed": None}) for spec in specs}) > 1:
@@ -400,7 +410,8 @@ class StackedTests:
         )
         self.sizes = torch.tensor([len(t.y_test) for t in tasks], device=device).clamp(min=1)
         self.floats = raw.numel() * 4 <= FLOAT_TESTS_BYTES
-        self.x = raw.float().div_(255) if self.floats else raw
+        self.inputs = streams[0].inputs
+        self.x = to_floats(raw, self.inputs) if self.floats else raw
         self.chunk, self.buffer = chunk, InputBuffer()
 
     def accuracy(self, logits: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
@@ -409,7 +420,8 @@ class StackedTests:
         correct = torch.zeros(stacks, len(self.sizes), dtype=torch.long, device=self.y.device)
         for start in range(0, n, self.chunk):
             rows = slice(start, start + self.chunk)
-            x = self.x[:, rows] if self.floats else self.buffer.floats(self.x[:, rows])
+            raw = self.x[:, rows]
+            x = raw if self.floats else self.buffer.floats(raw, self.inputs)
             ids = self.task_ids[rows].expand(stacks, -1)
             hits = logits(x, ids).argmax(-1) == self.y[:, rows]
             correct.index_add_(1, self.task_ids[rows], hits.long())
@@ -451,7 +463,8 @@ def _stacked_batches(
         )
         for start in range(0, len(picks[0]), batch_size):
             rows = slice(start, start + batch_size)
-            yield Batch(x[:, rows].float().div_(255), y[:, rows], task_ids[:, rows], data[0].id)
+            floats = to_floats(x[:, rows], data[0].inputs)  # augmenting streams are refused
+            yield Batch(floats, y[:, rows], task_ids[:, rows], data[0].id)
 
 
 def _as_composite(strategy: Strategy) -> Composite:
