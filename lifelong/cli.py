@@ -433,7 +433,7 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
     (:meth:`lifelong.Init.check`), before any run starts."""
     from lifelong.composition.compose import Composite
     from lifelong.contracts.strategy import StreamInfo
-    from lifelong.model import MLP
+    from lifelong.models.mlp import MLP
 
     checked = set()
     for request in requests:

@@ -11,7 +11,7 @@ import torch
 from lifelong import RunResult, Strategy, Stream
 from lifelong.composition.plan import plan_runs
 from lifelong.execution.runner import RunSpec, execute
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 from lifelong.training.functional import load_params
 
 CPU = torch.device("cpu")

@@ -13,7 +13,7 @@ from lifelong import Batch, Composite, Objective, StreamInfo, UserError, compose
 from lifelong.composition.compose import configure, shortcuts
 from lifelong.composition.plan import plan_runs
 from lifelong.composition.registry import parts
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 
 def names(composite: Composite) -> list[str]:

@@ -20,7 +20,7 @@ from lifelong.composition.compose import shortcuts
 from lifelong.composition.registry import parts, strategies
 from lifelong.contracts.stream import Stream, training_data
 from lifelong.execution.runner import execute
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 SMALL = {"batch_size": 8, "eval_every": 2, "hidden": "16"}

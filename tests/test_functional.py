@@ -12,7 +12,7 @@ from helpers import tiny_mlp
 from torch import Tensor
 
 from lifelong import Batch
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 from lifelong.training.functional import (
     Params,
     forward,

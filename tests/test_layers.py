@@ -95,7 +95,6 @@ TOP_LEVEL = {  # the modules that sit at lifelong/'s top, each with its reason
     "cli.py": "the command line",
     "errors.py": "the user-error type every layer raises",
     "cache_dir.py": "where data, inits and meta-tasks are cached (data and meta share it)",
-    "model.py": "the default network",
 }
 
 

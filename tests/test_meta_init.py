@@ -24,7 +24,7 @@ from lifelong.execution.runner import execute
 from lifelong.execution.suite import find_suite, load_suite
 from lifelong.meta.meta_tasks import meta_tasks
 from lifelong.meta.metatrain import cache_root
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 TINY = {"hidden": "16", "samples_per_task": 40, "batch_size": 10}

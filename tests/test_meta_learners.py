@@ -24,7 +24,7 @@ from lifelong.composition.compose import configure
 from lifelong.composition.plan import plan_runs
 from lifelong.contracts.stream import Stream
 from lifelong.execution.runner import execute
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 from lifelong.training.functional import load_params, meta_gradient, sgd_inner_loop
 
 Params = dict[str, torch.Tensor]

@@ -26,7 +26,7 @@ from lifelong.contracts.strategy import StreamInfo
 from lifelong.data.mnist import load_dataset, load_uci_digits
 from lifelong.meta.meta_tasks import MetaTask, MetaTaskSource, meta_tasks
 from lifelong.meta.metatrain import cache_root, cached_init, model_shape
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 from lifelong.training.functional import Params, forward, loss_fn, params_of, sgd_inner_loop
 
 HEAD = ("head.weight", "head.bias")

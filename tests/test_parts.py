@@ -22,7 +22,7 @@ from lifelong import (
     quadratic_penalty,
 )
 from lifelong.composition.registry import parts
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 INFO = StreamInfo(n_tasks=5, setting="class", n_outputs=10, n_heads=1, input_dim=3)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lifelong.contracts.stream import Stream
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 __all__ = ["avalanche_available", "avalanche_loop"]
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
 from lifelong.contracts.stream import Stream
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 __all__ = ["hand_la_maml", "hand_loop"]
 

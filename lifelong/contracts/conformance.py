@@ -30,7 +30,7 @@ from lifelong.data.own_data import from_arrays
 from lifelong.data.own_scenario import scenario_from
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.runner import RunSpec, execute
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 __all__ = ["ConformanceError", "check_strategy"]
 

@@ -30,7 +30,7 @@ from lifelong.evaluation.results_dir import set_aside
 from lifelong.execution.allocator import pin_mmap_threshold
 from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.execution.protocol import Protocol
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 __all__ = [
     "OneSeed",

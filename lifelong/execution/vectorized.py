@@ -8,7 +8,7 @@ a leading dimension, and SGD, being elementwise, updates the stack as it would e
 - A one-head MLP whose objective has no penalty or only quadratic ones (naive, er, ewc,
   si, mas, online-ewc, with or without the sgd learner's proximal step) takes the
   hand-written gradients of the ``sgd`` learner, batched over seeds
-  (:func:`lifelong.model.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
+  (:func:`lifelong.models.mlp.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
   its sequential run's exactly.
 - Other objectives (lwf, der, several heads) go through ``vmap`` of ``functional_call``
   and one backward pass of the summed per-seed losses, which gives every seed its own
@@ -50,7 +50,7 @@ from lifelong.errors import UserError
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.checkpoint import capture, restore
 from lifelong.execution.runner import InputBuffer, RunSpec, generator, train
-from lifelong.model import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
+from lifelong.models.mlp import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
 from lifelong.training.optim import SGD
 
 if TYPE_CHECKING:

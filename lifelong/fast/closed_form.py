@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.model import ClosedFormModel
+from lifelong.models.mlp import ClosedFormModel
 
 if TYPE_CHECKING:
     from lifelong.contracts.parts import Regularizer, Replay
