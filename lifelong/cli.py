@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from lifelong.params import ParamSpec
     from lifelong.result import RunResult
+    from lifelong.runner import RunSpec
     from lifelong.stream import Stream
     from lifelong.sweep import RunRequest
     from lifelong.trackers import Trackers
@@ -323,9 +326,10 @@ def _execute(
         built = json.dumps(batch[0].spec().config()["scenario"], sort_keys=True)
         if built not in streams:  # the data exist, the settings are possible
             streams[built] = family.build(seeds[0], args.data_dir)
+        model = _check_model(batch[0].spec(), streams[built])
         _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
-            _check_vectorizable(batch)
+            _check_vectorizable(batch, model)
         requests += batch
     if args.data_dir is not None and not any(_may_read_data_dir(r) for r in requests):
         print(_unread_data_dir(args.data_dir, requests), file=sys.stderr)  # even with --quiet
@@ -421,11 +425,19 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
     return tqdm(points, desc="planning", unit="point", leave=False, file=sys.stderr)
 
 
+def _check_model(spec: RunSpec, stream: Stream) -> nn.Module:
+    """The configuration's model, built once before any run starts: a model that cannot be
+    built or does not fit the stream is refused here (:func:`lifelong.model_axis.build_model`)."""
+    from lifelong.model_axis import build_model
+
+    return build_model(spec.protocol, stream)
+
+
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
     """Each configuration's init checks its settings against the model and the stream
     (:meth:`lifelong.Init.check`), before any run starts."""
     from lifelong.compose import Composite
-    from lifelong.model import MLP
+    from lifelong.model_axis import build_model
     from lifelong.strategy import StreamInfo
 
     checked = set()
@@ -435,8 +447,7 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
         if init is None or request.strategy in checked:
             continue
         checked.add(request.strategy)
-        hidden = spec.protocol.hidden
-        model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+        model = build_model(spec.protocol, stream)
         init.check(model, StreamInfo.of(stream, spec.scenario, spec.seed, data_dir))
 
 
@@ -466,12 +477,12 @@ def _unread_data_dir(data_dir: str, requests: list[RunRequest]) -> str:
     )
 
 
-def _check_vectorizable(requests: list[RunRequest]) -> None:
-    """Refuse ``--vectorize`` for a strategy it cannot batch, before any run starts."""
+def _check_vectorizable(requests: list[RunRequest], model: nn.Module) -> None:
+    """Refuse ``--vectorize`` for a strategy or model it cannot batch, before any run."""
     from lifelong.vectorized import vectorizable
 
     for request in requests:
-        why = vectorizable(request.spec())
+        why = vectorizable(request.spec(), model)
         if why:
             raise UserError(
                 f"--vectorize cannot batch '{request.strategy}': {why}; "

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifelong.model import MLP
+from lifelong.model_axis import build_model
 from lifelong.own_data import from_arrays
 from lifelong.own_scenario import scenario_from
 from lifelong.plan import plan_runs
@@ -127,7 +127,7 @@ def _quiet(spec: RunSpec, stream: Stream, where: str, checkpoint: Path | None = 
 
 def _check_hooks(spec: RunSpec, stream: Stream, where: str) -> None:
     strategy = dataclasses.replace(spec.strategy)
-    model = MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
+    model = build_model(spec.protocol, stream)
     strategy.setup(model, StreamInfo.of(stream, spec.scenario), torch.Generator().manual_seed(0))
     for task in stream.tasks:
         data = training_data(task)
