@@ -12,7 +12,7 @@ from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.init_axis import Init
 from lifelong.meta_tasks import MetaTaskSource, concat_batches
 from lifelong.metatrain import MetaInit, MetaStart
-from lifelong.model import MLP, ClosedFormModel
+from lifelong.model import MLP, ClosedFormModel, head_logits
 from lifelong.optim import SGD
 from lifelong.own_data import OwnData, from_arrays
 from lifelong.own_scenario import OwnDataScenario, scenario_from
@@ -95,6 +95,7 @@ __all__ = [
     "from_torch",
     "gradient_importance",
     "gradients",
+    "head_logits",
     "loss_fn",
     "make_task",
     "meta_gradient",

@@ -132,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="scenarios, suites, strategies and parameters")
     listing.add_argument(
-        "what", nargs="?", choices=("scenarios", "strategies", "protocol", "suites")
+        "what", nargs="?", choices=("scenarios", "strategies", "protocol", "models", "suites")
     )
     listing.add_argument("--strategy", metavar="SPEC", help="show one strategy, e.g. my.py:Mine")
     listing.set_defaults(handler=_list)
@@ -607,6 +607,8 @@ def _list(args: argparse.Namespace) -> int:
         sections.append(
             "Protocol (any scenario):\n" + _describe("protocol", Protocol, param_specs(Protocol))
         )
+    if args.what in (None, "models"):
+        sections.append(_models_section())
     if args.what in (None, "suites"):
         from lifelong.suite import load_suite, suite_dir, suite_names
 
@@ -636,6 +638,22 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_section() -> str:
+    """The built-in models with their fields (``--set model=NAME``, ``model.KEY=V``)."""
+    from lifelong.model_axis import models
+
+    entries = []
+    for name, entry in models().items():
+        lines = [f"  {name}: {entry.summary}"]
+        lines += [f"      {key:<18} protocol setting `{key}`" for key in entry.from_protocol]
+        lines += [_spec_line(spec) for spec in entry.fields.values()]
+        entries.append("\n".join(lines))
+    return (
+        "Models (--set model=NAME, its fields model.KEY=V; or path/to/file.py:factory; "
+        "default: resnet18-reduced for colour images, else mlp):\n" + "\n".join(entries)
+    )
+
+
 def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
     """``part``'s parameters with the defaults its partners declared for it (and who did)."""
     from lifelong.params import param_specs
@@ -652,14 +670,17 @@ def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
 def _describe(name: str, cls: type, specs: Mapping[str, ParamSpec]) -> str:
     summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
     lines = [f"  {name}: {summary}"]
-    for spec in specs.values():
-        default = spec.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kind = spec.type_name
-        if spec.choices:  # the values a string option takes are part of its type
-            kind = f"{kind}: {'|'.join('none' if c is None else str(c) for c in spec.choices)}"
-        lines.append(f"      {spec.name:<18} {kind:<28} default {shown!s:<10} {spec.doc}")
+    lines += [_spec_line(spec) for spec in specs.values()]
     return "\n".join(lines)
+
+
+def _spec_line(spec: ParamSpec) -> str:
+    default = spec.default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    kind = spec.type_name
+    if spec.choices:  # the values a string option takes are part of its type
+        kind = f"{kind}: {'|'.join('none' if c is None else str(c) for c in spec.choices)}"
+    return f"      {spec.name:<18} {kind:<28} default {shown!s:<10} {spec.doc}"
 
 
 if __name__ == "__main__":

@@ -141,6 +141,12 @@ class MetaInit(Init):
         check_meta_source(self._scenario(info), self.source, info.data_dir)
 
     def _scenario(self, info: StreamInfo) -> ImageScenario:
+        if info.input_dim != META_INPUT_DIM:  # the pools hold 28x28 grey images
+            raise UserError(
+                f"the '{self.name}' init meta-trains on 28x28 grey images (its sources: "
+                f"{', '.join(META_SOURCES)}), and this stream's inputs hold {info.input_dim} "
+                "values; use it on a 28x28 stream, or an init that is not meta-learned"
+            )
         if not isinstance(info.scenario, ImageScenario):
             raise UserError(
                 f"the '{self.name}' init is meta-learned and needs a scenario to draw disjoint "
@@ -148,6 +154,10 @@ class MetaInit(Init):
                 "split-mnist, not on a hand-built stream"
             )
         return info.scenario
+
+
+META_INPUT_DIM = 28 * 28
+"""The input size of every meta-training pool (:mod:`lifelong.meta_tasks`)."""
 
 
 def _start(model: nn.Module, seed: int) -> tuple[torch.Generator, Params]:

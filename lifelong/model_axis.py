@@ -55,7 +55,7 @@ def mlp(
     *,
     hidden: tuple[int, ...] = (100, 100),
 ) -> MLP:
-    """A ReLU MLP on the flattened input (:class:`lifelong.MLP`); the default for 28x28 digits.
+    """A ReLU MLP on the flattened input (lifelong.MLP); the default for 28x28 digits.
 
     Args:
         hidden: widths of the hidden layers: the protocol's ``hidden`` (``--set hidden=...``)
