@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -253,6 +254,16 @@ def test_a_users_factory_trains_and_its_fields_are_typed(tmp_path, capsys) -> No
     assert (out / "summary.json").exists()
     spec = plan_one("naive", {"model": f"{path}:Net"})
     assert "code" in spec.config()  # editing the file makes new runs
+
+
+def test_the_documented_factory_runs(tmp_path) -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "models.md").read_text()
+    code = docs.split("```python\n# my_nets.py\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "my_nets.py").write_text(code)
+    settings = {"model": f"{tmp_path / 'my_nets.py'}:Net", "model.width": "8", "setting": "task"}
+    spec = plan_one("naive", settings)
+    result = execute(spec, image_stream((1, 28, 28), "task"), CPU)
+    assert result.ok and find_model(settings["model"]).fields["width"].doc == "hidden units"
 
 
 @pytest.mark.parametrize(
