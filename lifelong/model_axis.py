@@ -194,7 +194,7 @@ def _entry(
 
 def _fields(name: str, factory: Callable[..., Any]) -> dict[str, ParamSpec]:
     """The typed fields of ``factory``: its parameters after the first three."""
-    target = factory.__init__ if inspect.isclass(factory) else factory  # type: ignore[misc]
+    target = factory.__init__ if inspect.isclass(factory) else factory
     try:
         signature = inspect.signature(factory)
         hints = typing.get_type_hints(target)
@@ -290,7 +290,7 @@ def build_model(
     if device is not None:
         model = model.to(device)
     if protocol.channels_last:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-arg]
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return model
 
 

@@ -167,7 +167,8 @@ class OneSeed:
         self.model = build_model(self.protocol, stream, device)
         self.device_type = device.type
         self.strategy = dataclasses.replace(spec.strategy)
-        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
+        fast = self.protocol.fast and self.protocol.amp == "none"  # accelerations are float32
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, fast)
         self.sampling = generator(device, spec.seed, 1)
         self.order = generator(device, spec.seed, 2)
         self.strategy.setup(self.model, info, self.sampling)
