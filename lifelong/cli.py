@@ -19,11 +19,11 @@ from lifelong.errors import UserError, check_path, closest, one_line_warnings
 if TYPE_CHECKING:
     from torch import nn
 
-    from lifelong.params import ParamSpec
-    from lifelong.result import RunResult
-    from lifelong.runner import RunSpec
-    from lifelong.stream import Stream
-    from lifelong.sweep import RunRequest
+    from lifelong.contracts.params import ParamSpec
+    from lifelong.contracts.stream import Stream
+    from lifelong.evaluation.result import RunResult
+    from lifelong.execution.runner import RunSpec
+    from lifelong.execution.sweep import RunRequest
     from lifelong.trackers import Trackers
 
 __all__ = ["main"]
@@ -235,9 +235,9 @@ def _positive_int(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lifelong.plan import parse_seeds, parse_settings
-    from lifelong.registry import scenarios
-    from lifelong.suite import find_suite
+    from lifelong.composition.plan import parse_seeds, parse_settings
+    from lifelong.composition.registry import scenarios
+    from lifelong.execution.suite import find_suite
 
     if args.scenario not in scenarios() and find_suite(args.scenario) is not None:
         if args.strategy:
@@ -254,8 +254,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from lifelong.plan import parse_seeds, parse_settings
-    from lifelong.suite import find_suite, load_suite, suite_names
+    from lifelong.composition.plan import parse_seeds, parse_settings
+    from lifelong.execution.suite import find_suite, load_suite, suite_names
 
     path = find_suite(args.suite)
     if path is None:
@@ -283,12 +283,12 @@ def _execute(
     out: str | None,
     header: str = "",
 ) -> int:
-    from lifelong.data import DOWNLOADABLE, load_dataset
-    from lifelong.plan import check_memory
-    from lifelong.results_dir import check_out_dir
-    from lifelong.runner import resolve_device
-    from lifelong.scenario import ImageScenario
-    from lifelong.sweep import plan_requests, sweep
+    from lifelong.composition.plan import check_memory
+    from lifelong.contracts.scenario import ImageScenario
+    from lifelong.data.mnist import DOWNLOADABLE, load_dataset
+    from lifelong.evaluation.results_dir import check_out_dir
+    from lifelong.execution.runner import resolve_device
+    from lifelong.execution.sweep import plan_requests, sweep
 
     device = resolve_device(args.device)
     if args.vectorize and args.executor != "local":
@@ -350,7 +350,7 @@ def _execute(
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
     if args.report and target is not None and any(r.ok for r in results):
-        from lifelong.report import make_report
+        from lifelong.evaluation.report import make_report
 
         report = make_report(target, command=args.command_line, band=args.band)
         _say(args, f"report: {report}")
@@ -376,7 +376,7 @@ def _warn_not_learned(results: Sequence[RunResult]) -> None:
 def _tell_unfinished(results: Sequence[RunResult], target: Path | None) -> None:
     """One line per diverged or failed run; a failed run's line says where its traceback is
     (printed above it when there is no results directory to keep it)."""
-    from lifelong.results_dir import SUMMARY
+    from lifelong.evaluation.results_dir import SUMMARY
 
     for r in results:
         if r.ok:
@@ -427,8 +427,8 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
 
 def _check_model(spec: RunSpec, stream: Stream) -> nn.Module:
     """The configuration's model, built once before any run starts: a model that cannot be
-    built or does not fit the stream is refused here (:func:`lifelong.model_axis.build_model`)."""
-    from lifelong.model_axis import build_model
+    built or does not fit the stream is refused here (:func:`lifelong.models.axis.build_model`)."""
+    from lifelong.models.axis import build_model
 
     return build_model(spec.protocol, stream)
 
@@ -436,9 +436,9 @@ def _check_model(spec: RunSpec, stream: Stream) -> nn.Module:
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
     """Each configuration's init checks its settings against the model and the stream
     (:meth:`lifelong.Init.check`), before any run starts."""
-    from lifelong.compose import Composite
-    from lifelong.model_axis import build_model
-    from lifelong.strategy import StreamInfo
+    from lifelong.composition.compose import Composite
+    from lifelong.contracts.strategy import StreamInfo
+    from lifelong.models.axis import build_model
 
     checked = set()
     for request in requests:
@@ -454,9 +454,9 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
 def _may_read_data_dir(request: RunRequest) -> bool:
     """Whether a run may read ``--data-dir``: its scenario reads IDX files, or its strategy
     is a plug-in or has a meta-learned init (either may load data through StreamInfo)."""
-    from lifelong.compose import Composite
-    from lifelong.data import DOWNLOADABLE
-    from lifelong.registry import strategies
+    from lifelong.composition.compose import Composite
+    from lifelong.composition.registry import strategies
+    from lifelong.data.mnist import DOWNLOADABLE
 
     spec = request.spec()
     if getattr(spec.scenario, "dataset", None) in DOWNLOADABLE:
@@ -479,7 +479,7 @@ def _unread_data_dir(data_dir: str, requests: list[RunRequest]) -> str:
 
 def _check_vectorizable(requests: list[RunRequest], model: nn.Module) -> None:
     """Refuse ``--vectorize`` for a strategy or model it cannot batch, before any run."""
-    from lifelong.vectorized import vectorizable
+    from lifelong.execution.vectorized import vectorizable
 
     for request in requests:
         why = vectorizable(request.spec(), model)
@@ -491,7 +491,7 @@ def _check_vectorizable(requests: list[RunRequest], model: nn.Module) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lifelong.report import make_report
+    from lifelong.evaluation.report import make_report
 
     if args.out == "":
         raise UserError("--out is empty; give a directory path")
@@ -555,8 +555,8 @@ def format_results(results: Sequence[RunResult]) -> str:
 def _metrics_table(results: Sequence[RunResult]) -> str:
     """Means over seeds per setup: a strategy, with the settings that tell its setups apart
     (as the report labels them), so a suite's class- and task-IL runs are not averaged."""
-    from lifelong.report import setup_labels
-    from lifelong.spread import band, describe, format_spread
+    from lifelong.evaluation.report import setup_labels
+    from lifelong.evaluation.spread import band, describe, format_spread
 
     by_setup: dict[str, list[dict[str, float]]] = {}
     for r, label in zip(results, setup_labels(results), strict=True):
@@ -578,12 +578,12 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lifelong.params import param_specs
-    from lifelong.protocol import Protocol
-    from lifelong.registry import find_strategy, scenarios, strategies
+    from lifelong.composition.registry import find_strategy, scenarios, strategies
+    from lifelong.contracts.params import param_specs
+    from lifelong.execution.protocol import Protocol
 
     if args.strategy:
-        from lifelong.compose import compose, is_composite
+        from lifelong.composition.compose import compose, is_composite
 
         if is_composite(args.strategy):
             members = compose(args.strategy).parts()
@@ -610,7 +610,7 @@ def _list(args: argparse.Namespace) -> int:
     if args.what in (None, "models"):
         sections.append(_models_section())
     if args.what in (None, "suites"):
-        from lifelong.suite import load_suite, suite_dir, suite_names
+        from lifelong.execution.suite import load_suite, suite_dir, suite_names
 
         entries = []
         for name in suite_names():
@@ -618,7 +618,7 @@ def _list(args: argparse.Namespace) -> int:
             entries.append(f"  {name}: {suite.description}\n      run: {suite.command}")
         sections.append("Suites (scenarios/suites/*.toml):\n" + "\n".join(entries))
     if args.what in (None, "strategies"):
-        from lifelong.compose import parts_by_axis, shortcuts
+        from lifelong.composition.compose import parts_by_axis, shortcuts
         from lifelong.interop import avalanche_strategies
 
         whole = sorted(strategies().items())
@@ -640,7 +640,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _models_section() -> str:
     """The built-in models with their fields (``--set model=NAME``, ``model.KEY=V``)."""
-    from lifelong.model_axis import models
+    from lifelong.models.axis import models
 
     entries = []
     for name, entry in models().items():
@@ -656,7 +656,7 @@ def _models_section() -> str:
 
 def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
     """``part``'s parameters with the defaults its partners declared for it (and who did)."""
-    from lifelong.params import param_specs
+    from lifelong.contracts.params import param_specs
 
     specs = dict(param_specs(type(part)))
     for other in members:

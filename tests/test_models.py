@@ -16,14 +16,14 @@ from test_conformance import CASES, LIGHTER
 
 from lifelong import UserError
 from lifelong.cli import main
-from lifelong.convnets import CNN, LaMAMLConv, ResNet18Reduced
-from lifelong.model import MLP
-from lifelong.model_axis import build_model, default_model, find_model, models
-from lifelong.protocol import Protocol
-from lifelong.result import run_key
-from lifelong.runner import OneSeed, execute
-from lifelong.stream import training_data
-from lifelong.vectorized import vectorizable
+from lifelong.contracts.stream import training_data
+from lifelong.evaluation.result import run_key
+from lifelong.execution.protocol import Protocol
+from lifelong.execution.runner import OneSeed, execute
+from lifelong.execution.vectorized import vectorizable
+from lifelong.models.axis import build_model, default_model, find_model, models
+from lifelong.models.convnets import CNN, LaMAMLConv, ResNet18Reduced
+from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]

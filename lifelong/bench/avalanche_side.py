@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.model_axis import build_model
-from lifelong.protocol import Protocol
-from lifelong.stream import Stream
+from lifelong.contracts.stream import Stream
+from lifelong.execution.protocol import Protocol
+from lifelong.models.axis import build_model
 
 __all__ = ["avalanche_available", "avalanche_loop"]
 

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong.model_axis import build_model
-from lifelong.protocol import Protocol
-from lifelong.stream import Stream
+from lifelong.contracts.stream import Stream
+from lifelong.execution.protocol import Protocol
+from lifelong.models.axis import build_model
 
 __all__ = ["hand_la_maml", "hand_loop"]
 
