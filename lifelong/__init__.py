@@ -46,7 +46,7 @@ from lifelong.evaluation.result import Curve, RunResult
 from lifelong.execution.protocol import Protocol
 from lifelong.meta.meta_tasks import MetaTaskSource, concat_batches
 from lifelong.meta.metatrain import MetaInit, MetaStart
-from lifelong.models.mlp import MLP, ClosedFormModel
+from lifelong.models.mlp import MLP, ClosedFormModel, head_logits
 from lifelong.training.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
 from lifelong.training.optim import SGD
 
@@ -97,6 +97,7 @@ __all__ = [
     "from_torch",
     "gradient_importance",
     "gradients",
+    "head_logits",
     "loss_fn",
     "make_task",
     "meta_gradient",

@@ -15,7 +15,7 @@ from lifelong.contracts.scenario import ScenarioFamily
 from lifelong.contracts.strategy import Strategy
 from lifelong.errors import UserError
 from lifelong.evaluation.report import (
-    make_report,  # imported here, so that lifelong.evaluation.report stays report()
+    make_report,  # imported here, so that lifelong.report stays report()
 )
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.runner import execute, resolve_device

@@ -17,9 +17,12 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from lifelong.contracts.params import ParamSpec
     from lifelong.contracts.stream import Stream
     from lifelong.evaluation.result import RunResult
+    from lifelong.execution.runner import RunSpec
     from lifelong.execution.sweep import RunRequest
     from lifelong.trackers import Trackers
 
@@ -129,7 +132,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = commands.add_parser("list", help="scenarios, suites, strategies and parameters")
     listing.add_argument(
-        "what", nargs="?", choices=("scenarios", "strategies", "protocol", "suites")
+        "what", nargs="?", choices=("scenarios", "strategies", "protocol", "models", "suites")
     )
     listing.add_argument("--strategy", metavar="SPEC", help="show one strategy, e.g. my.py:Mine")
     listing.set_defaults(handler=_list)
@@ -330,9 +333,10 @@ def _execute(
         built = json.dumps(batch[0].spec().config()["scenario"], sort_keys=True)
         if built not in streams:  # the data exist, the settings are possible
             streams[built] = family.build(seeds[0], args.data_dir)
+        model = _check_model(batch[0].spec(), streams[built])
         _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
-            _check_vectorizable(batch, streams[built])
+            _check_vectorizable(batch, streams[built], model)
         requests += batch
     if args.data_dir is not None and not any(_may_read_data_dir(r) for r in requests):
         print(_unread_data_dir(args.data_dir, requests), file=sys.stderr)  # even with --quiet
@@ -428,12 +432,20 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
     return tqdm(points, desc="planning", unit="point", leave=False, file=sys.stderr)
 
 
+def _check_model(spec: RunSpec, stream: Stream) -> nn.Module:
+    """The configuration's model, built once before any run starts: a model that cannot be
+    built or does not fit the stream is refused here (:func:`lifelong.models.axis.build_model`)."""
+    from lifelong.models.axis import build_model
+
+    return build_model(spec.protocol, stream)
+
+
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
     """Each configuration's init checks its settings against the model and the stream
     (:meth:`lifelong.Init.check`), before any run starts."""
     from lifelong.composition.compose import Composite
     from lifelong.contracts.strategy import StreamInfo
-    from lifelong.models.mlp import MLP
+    from lifelong.models.axis import build_model
 
     checked = set()
     for request in requests:
@@ -442,8 +454,7 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
         if init is None or request.strategy in checked:
             continue
         checked.add(request.strategy)
-        hidden = spec.protocol.hidden
-        model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+        model = build_model(spec.protocol, stream)
         init.check(model, StreamInfo.of(stream, spec.scenario, spec.seed, data_dir))
 
 
@@ -474,14 +485,14 @@ def _unread_data_dir(data_dir: str, requests: list[RunRequest]) -> str:
     )
 
 
-def _check_vectorizable(requests: list[RunRequest], stream: Stream) -> None:
-    """Refuse ``--vectorize`` for a strategy or stream it cannot batch, before any run starts."""
+def _check_vectorizable(requests: list[RunRequest], stream: Stream, model: nn.Module) -> None:
+    """Refuse ``--vectorize`` for a strategy, stream or model it cannot batch, before any run."""
     from lifelong.execution.vectorized import augments, vectorizable
 
     if augments(stream):
         raise UserError(f"--vectorize: {augments(stream)}, or run without --vectorize")
     for request in requests:
-        why = vectorizable(request.spec())
+        why = vectorizable(request.spec(), model)
         if why:
             raise UserError(
                 f"--vectorize cannot batch '{request.strategy}': {why}; "
@@ -606,6 +617,8 @@ def _list(args: argparse.Namespace) -> int:
         sections.append(
             "Protocol (any scenario):\n" + _describe("protocol", Protocol, param_specs(Protocol))
         )
+    if args.what in (None, "models"):
+        sections.append(_models_section())
     if args.what in (None, "suites"):
         from lifelong.execution.suite import load_suite, suite_dir, suite_names
 
@@ -635,6 +648,22 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _models_section() -> str:
+    """The built-in models with their fields (``--set model=NAME``, ``model.KEY=V``)."""
+    from lifelong.models.axis import models
+
+    entries = []
+    for name, entry in models().items():
+        lines = [f"  {name}: {entry.summary}"]
+        lines += [f"      {key:<18} protocol setting `{key}`" for key in entry.from_protocol]
+        lines += [_spec_line(spec) for spec in entry.fields.values()]
+        entries.append("\n".join(lines))
+    return (
+        "Models (--set model=NAME, its fields model.KEY=V; or path/to/file.py:factory; "
+        "default: resnet18-reduced for colour images, else mlp):\n" + "\n".join(entries)
+    )
+
+
 def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
     """``part``'s parameters with the defaults its partners declared for it (and who did)."""
     from lifelong.contracts.params import param_specs
@@ -651,14 +680,17 @@ def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
 def _describe(name: str, cls: type, specs: Mapping[str, ParamSpec]) -> str:
     summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
     lines = [f"  {name}: {summary}"]
-    for spec in specs.values():
-        default = spec.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        kind = spec.type_name
-        if spec.choices:  # the values a string option takes are part of its type
-            kind = f"{kind}: {'|'.join('none' if c is None else str(c) for c in spec.choices)}"
-        lines.append(f"      {spec.name:<18} {kind:<28} default {shown!s:<10} {spec.doc}")
+    lines += [_spec_line(spec) for spec in specs.values()]
     return "\n".join(lines)
+
+
+def _spec_line(spec: ParamSpec) -> str:
+    default = spec.default
+    shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+    kind = spec.type_name
+    if spec.choices:  # the values a string option takes are part of its type
+        kind = f"{kind}: {'|'.join('none' if c is None else str(c) for c in spec.choices)}"
+    return f"      {spec.name:<18} {kind:<28} default {shown!s:<10} {spec.doc}"
 
 
 if __name__ == "__main__":

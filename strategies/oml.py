@@ -72,7 +72,10 @@ class OmlInit(MetaInit):
     pln_layers: int = param(1, "final Linear layers that form the PLN; the rest is the RLN", ge=1)
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:
-        pln_names(model, self.pln_layers)
+        try:
+            pln_names(model, self.pln_layers)
+        except ValueError as error:  # a plug-in model without the contract's Linear head
+            raise UserError(f"oml: {error} (see docs/models.md)") from None
         super().check(model, info)
 
     def prepare(
@@ -120,10 +123,12 @@ def pln_names(model: nn.Module, layers: int) -> list[str]:
 
     The Linear modules are taken in module order (``model.named_modules()``; for
     :class:`lifelong.MLP` ``body.0``, ``body.2``, ..., ``head``); the last must be the
-    output layer ``head``. Everything else is the representation (RLN).
+    output layer ``head``. Everything else is the representation (RLN): with one layer,
+    the PLN is the model's head and the RLN its body (a conv body, say), as the model
+    contract splits them.
 
     Raises:
-        UserError: when ``layers`` would leave the RLN without a Linear layer.
+        UserError: when ``layers`` would leave the RLN without a parameter.
         ValueError: when the model's last Linear layer is not ``head``.
     """
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -132,17 +137,24 @@ def pln_names(model: nn.Module, layers: int) -> list[str]:
             f"OML needs a prediction network ending with the output layer {PLN_PREFIX!r}; "
             f"the model's Linear layers are {linear}"
         )
-    if layers >= len(linear):
-        raise UserError(
-            f"oml: pln_layers={layers} leaves no representation (RLN) to meta-learn: the "
-            f"model has {len(linear)} Linear layers, so pln_layers must be at most "
-            f"{len(linear) - 1}"
-        )
-    return [
+    names = [
         f"{owner}.{name}"
         for owner in linear[-layers:]
         for name, _ in model.get_submodule(owner).named_parameters(recurse=False)
     ]
+    owned = {
+        f"{owner}.{name}"
+        for owner in linear
+        for name, _ in model.get_submodule(owner).named_parameters(recurse=False)
+    }
+    others = any(n not in owned for n, _ in model.named_parameters())
+    most = len(linear) if others else len(linear) - 1
+    if layers > most:
+        raise UserError(
+            f"oml: pln_layers={layers} leaves no representation (RLN) to meta-learn: the "
+            f"model has {len(linear)} Linear layers, so pln_layers must be at most {most}"
+        )
+    return names
 
 
 def episode_classes(

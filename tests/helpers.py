@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from lifelong import RunResult, Strategy, Stream
+from lifelong import RunResult, Strategy, Stream, make_task
 from lifelong.composition.plan import plan_runs
 from lifelong.execution.runner import RunSpec, execute
 from lifelong.models.mlp import MLP
@@ -79,3 +79,53 @@ def tiny_factory(folder: Path) -> str:
     path = folder / "tiny.py"
     path.write_text(TINY_FACTORY)
     return f"{path}:make_dataset"
+
+
+def image_stream(
+    shape: tuple[int, int, int], setting: str = "class", n_tasks: int = 2, per_class: int = 6
+) -> Stream:
+    """A tiny stream of uint8 images ``[N, C, H, W]``, 2 classes per task, each class
+    brightening its own half of one channel (learnable by any model)."""
+    generator = torch.Generator().manual_seed(1)
+    channels, height = shape[0], shape[1]
+    tasks = []
+    for t in range(n_tasks):
+        classes = (2 * t, 2 * t + 1)
+        images, labels = [], []
+        for split in (per_class, per_class // 2):
+            y = torch.tensor(classes).repeat_interleave(split)
+            x = torch.randint(0, 60, (len(y), *shape), generator=generator, dtype=torch.uint8)
+            for c in classes:
+                half = slice(0, height // 2) if c % 2 else slice(height // 2, height)
+                x[y == c, c % channels, half] += 150
+            images.append(x)
+            labels.append(y)
+        tasks.append(
+            make_task(
+                t,
+                f"{classes[0]}/{classes[1]}",
+                (images[0], images[1]),
+                (labels[0], labels[1]),
+                classes,
+                2 * t,
+                setting,
+            )  # type: ignore[arg-type]
+        )
+    n_outputs = 2 * n_tasks if setting == "class" else 2
+    n_heads = n_tasks if setting == "task" else 1
+    dim = shape[0] * shape[1] * shape[2]
+    return Stream("images", setting, tuple(tasks), n_outputs, n_heads, dim, shape)  # type: ignore[arg-type]
+
+
+SMALL_MODELS: dict[str, dict[str, str]] = {
+    "mlp": {"hidden": "16"},
+    "cnn": {"model.channels": "2,4", "model.hidden": "8"},
+    "resnet18-reduced": {"model.nf": "2"},
+    "lamaml-conv": {"model.channels": "4", "model.hidden": "8"},
+}
+"""Settings that make each built-in model small enough for quick tests."""
+
+
+def model_settings(model: str) -> dict[str, str]:
+    """``--set`` settings of ``model`` at its small test width."""
+    return {"model": model, **SMALL_MODELS[model]}

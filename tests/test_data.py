@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from lifelong.data import mnist as data
 from lifelong.data.mnist import (
     DEBIAN_FASHION_MNIST_DIR,
     IDX_FILES,
@@ -17,7 +18,6 @@ from lifelong.data.mnist import (
     read_idx,
     write_idx,
 )
-from lifelong.data.mnist import mnist as data
 from lifelong.errors import UserError
 
 

@@ -82,7 +82,7 @@ def test_split_tinyimagenet_from_its_folder_tree(tmp_path: Path) -> None:
 
 # Without augmentation: an MLP on flat-coloured images learns from the crops' black borders
 # a rule that fails on the uncropped test images (a conv net does not; models' tests).
-LEARNS = {"setting": "task", "naive.lr": 0.01, "augment": False}
+LEARNS = {"setting": "task", "naive.lr": 0.01, "augment": False, "model": "mlp"}
 
 
 def test_a_short_run_learns_the_class_colours(cifar10: str, tmp_path: Path) -> None:
@@ -245,6 +245,7 @@ def test_vectorized_seeds_match_one_by_one_on_normalised_images(cifar10: str) ->
     from lifelong.execution.vectorized import run_vectorized
 
     settings = {"augment": False, "setting": "task", "er.lr": 0.01, "samples_per_task": 60}
+    settings["model"] = "mlp"  # the stacked path needs a closed-form model
     specs = plan_runs("split-cifar10", ["er"], [0, 1], settings)
     streams = [spec.scenario.build(spec.seed, cifar10) for spec in specs]
     together = run_vectorized(specs, streams, CPU, cifar10)

@@ -179,7 +179,7 @@ def test_split_auto_source_falls_back_without_scikit_learn(
 ) -> None:
     import sys
 
-    from lifelong.data.mnist import mnist as data
+    from lifelong.data import mnist as data
 
     monkeypatch.setattr(data, "_UCI_CACHE", [])
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
@@ -524,7 +524,7 @@ def test_uci_digits_source_without_scikit_learn_fails_in_one_line(
 ) -> None:
     import sys
 
-    from lifelong.data.mnist import mnist as data
+    from lifelong.data import mnist as data
 
     monkeypatch.setattr(data, "_UCI_CACHE", [])
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)

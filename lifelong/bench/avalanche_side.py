@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from lifelong.contracts.stream import Stream
-from lifelong.models.mlp import MLP
+from lifelong.execution.protocol import Protocol
+from lifelong.models.axis import build_model
 
 __all__ = ["avalanche_available", "avalanche_loop"]
 
@@ -31,7 +32,7 @@ def avalanche_available() -> bool:
 class _Flat(nn.Module):
     """Avalanche calls ``model(x)``; lifelong's MLP takes ``(x, task_ids)``."""
 
-    def __init__(self, net: MLP) -> None:
+    def __init__(self, net: nn.Module) -> None:
         super().__init__()
         self.net = net
 
@@ -71,7 +72,7 @@ def avalanche_loop(
 
     benchmark = benchmark_from_stream(stream)
     torch.manual_seed(seed)
-    net = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+    net = build_model(Protocol(hidden=hidden), stream)
     model: nn.Module = net if strategy == "la-maml+replay" else _Flat(net)  # LaMAML: model(x, t)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr if lr is not None else 0.1)
     common: dict[str, Any] = {

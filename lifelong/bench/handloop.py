@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from lifelong.contracts.stream import Stream
-from lifelong.models.mlp import MLP
+from lifelong.execution.protocol import Protocol
+from lifelong.models.axis import build_model
 
 __all__ = ["hand_la_maml", "hand_loop"]
 
@@ -33,7 +35,7 @@ def hand_loop(
 ) -> list[list[float]]:
     """Train ``naive``, ``er`` or ``ewc`` written out by hand; return the accuracy matrix R."""
     torch.manual_seed(seed)
-    model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+    model = build_model(Protocol(hidden=hidden), stream)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     order = torch.Generator().manual_seed(seed)
     mem_x = torch.zeros(memory_size, stream.input_dim)
@@ -84,7 +86,7 @@ def hand_loop(
 
 
 def _fisher(
-    model: MLP, x: torch.Tensor, y: torch.Tensor, task_id: int
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, task_id: int
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Empirical diagonal Fisher: the mean of per-sample squared gradients."""
     params = {n: p.detach() for n, p in model.named_parameters()}
@@ -99,7 +101,7 @@ def _fisher(
 
 
 @torch.inference_mode()
-def evaluate(model: MLP, stream: Stream) -> list[float]:
+def evaluate(model: nn.Module, stream: Stream) -> list[float]:
     """Accuracy on every task's test set."""
     out = []
     for task in stream.tasks:
@@ -137,7 +139,7 @@ def hand_la_maml(
     if stream.n_heads != 1:
         raise ValueError("hand_la_maml runs single-head streams (its net takes no task ids)")
     torch.manual_seed(seed)
-    model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
+    model = build_model(Protocol(hidden=hidden), stream)
     evaluate(model, stream)
     weights = [p.detach().clone().requires_grad_() for p in model.parameters()]
     rates = [torch.full_like(w, alpha_init).requires_grad_() for w in weights]

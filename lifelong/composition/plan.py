@@ -17,6 +17,7 @@ from lifelong.contracts.strategy import Strategy
 from lifelong.errors import UserError, closest
 from lifelong.execution.protocol import Protocol
 from lifelong.execution.runner import RunSpec
+from lifelong.models.axis import configure_model
 
 __all__ = ["check_memory", "parse_seeds", "parse_settings", "plan_runs"]
 
@@ -69,7 +70,8 @@ def plan_runs(
 ) -> list[RunSpec]:
     """One checked :class:`RunSpec` per strategy and seed.
 
-    A setting goes to the scenario, the protocol or the strategies that declare it; a key
+    A setting goes to the scenario, the protocol (``model.KEY``: the model's fields) or the
+    strategies that declare it; a key
     prefixed with a strategy name (``naive.lr``) goes to that strategy alone, and one
     prefixed with a part name (``ewc.lam``, ``replay.size``) to that part of every
     composite (``er+ewc``) that has it. A key that nothing declares is an error, with the
@@ -81,7 +83,9 @@ def plan_runs(
     family = find_scenario(scenario) if isinstance(scenario, str) else type(scenario)
     used: set[str] = set()
     scenario_obj = _configure(family, scenario, settings, used, prefix=None)
-    protocol = _configure(Protocol, None, settings, used, prefix=None)
+    protocol = configure_model(
+        _configure(Protocol, None, settings, used, prefix=None), settings, used
+    )
     built = [_strategy(given, settings, used) for given in strategies]
     unused = [key for key in settings if key not in used]
     if unused:
@@ -142,6 +146,8 @@ def check_memory(spec: RunSpec, data_dir: str | None, device: torch.device) -> N
     data = spec.scenario.footprint(data_dir)
     widths = [784 if isinstance(spec.scenario, ImageScenario) else 1, *spec.protocol.hidden, 1]
     model = 2 * 4 * sum(a * b for a, b in itertools.pairwise(widths))  # float32 weights, grads
+    if spec.protocol.model not in ("", "mlp"):  # another network: not known before it is built
+        model = 0
     for where, need, have in (
         ("memory", data + (model if device.type == "cpu" else 0), _ram()),
         ("GPU memory", model + data, _gpu_memory(device)),

@@ -23,6 +23,7 @@ __all__ = [
     "check_strategy_class",
     "find_scenario",
     "find_strategy",
+    "import_plugin",
     "parts",
     "scenarios",
     "strategies",
@@ -168,10 +169,16 @@ def _import_module(name: str) -> ModuleType:
         raise UserError(_import_failure(name, error)) from None
 
 
-def _import_file(path_text: str) -> ModuleType:
-    path = check_path(path_text, "strategy file").resolve()
+def import_plugin(where: str, what: str) -> ModuleType:
+    """The module of a plug-in: ``path/to/file.py`` (imported once per version of the
+    file) or ``package.module``; ``what`` names it in errors (``"model file"``)."""
+    return _import_file(where, what) if where.endswith(".py") else _import_module(where)
+
+
+def _import_file(path_text: str, what: str = "strategy file") -> ModuleType:
+    path = check_path(path_text, what).resolve()
     if not path.is_file():
-        raise UserError(f"strategy file {path_text} does not exist")
+        raise UserError(f"{what} {path_text} does not exist")
     return _import_resolved(path, path.stat().st_mtime_ns)
 
 

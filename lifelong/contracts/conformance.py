@@ -30,7 +30,7 @@ from lifelong.data.own_data import from_arrays
 from lifelong.data.own_scenario import scenario_from
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.runner import RunSpec, execute
-from lifelong.models.mlp import MLP
+from lifelong.models.axis import build_model
 
 __all__ = ["ConformanceError", "check_strategy"]
 
@@ -127,7 +127,7 @@ def _quiet(spec: RunSpec, stream: Stream, where: str, checkpoint: Path | None = 
 
 def _check_hooks(spec: RunSpec, stream: Stream, where: str) -> None:
     strategy = dataclasses.replace(spec.strategy)
-    model = MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
+    model = build_model(spec.protocol, stream)
     strategy.setup(model, StreamInfo.of(stream, spec.scenario), torch.Generator().manual_seed(0))
     for task in stream.tasks:
         data = training_data(task)

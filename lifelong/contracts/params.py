@@ -80,7 +80,7 @@ def _param_specs(cls: type) -> dict[str, ParamSpec]:
     hints = typing.get_type_hints(cls)
     specs = {}
     for f in dataclasses.fields(cls):
-        if not f.init or f.name.startswith("_"):
+        if not f.init or f.name.startswith("_") or f.metadata.get("setting") is False:
             continue
         meta = f.metadata
         specs[f.name] = ParamSpec(

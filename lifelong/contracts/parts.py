@@ -12,7 +12,8 @@ forward pass is ``torch.func.functional_call(model, params, (x, task_ids))``.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
 
@@ -370,11 +371,28 @@ def gradient_importance(
     frozen = detached(params)
     layers = _linear_layers(model, frozen) if summed_loss is not None and len(batch.y) else None
     total = None
-    if layers is not None and summed_loss is not None:
-        total = _linear_importance(model, layers, frozen, batch, summed_loss, kind)
-    if total is None:
-        total = _vmap_importance(model, frozen, batch, sample_loss, kind, chunk)
+    with eval_mode(model):
+        if layers is not None and summed_loss is not None:
+            total = _linear_importance(model, layers, frozen, batch, summed_loss, kind)
+        if total is None:
+            total = _vmap_importance(model, frozen, batch, sample_loss, kind, chunk)
     return {name: t / max(len(batch.y), 1) for name, t in total.items()}
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode inside the block, in its former mode after.
+
+    Per-sample quantities (EWC's Fisher, MAS's importance) take the network as it
+    predicts: batch norm with its running statistics, which one sample's gradient can be
+    taken through (batch statistics would mix the samples of a batch, and updating them
+    inside ``vmap`` is not possible)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _linear_layers(model: nn.Module, params: Params) -> dict[str, nn.Linear] | None:
@@ -474,7 +492,7 @@ def fisher_diagonal(
     if kind not in ("empirical", "true"):
         raise ValueError(f"fisher kind must be 'empirical' or 'true', not {kind!r}")
     if kind == "true":
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(model):
             probs = functional_call(model, params, (batch.x, batch.task_ids)).softmax(1)
         labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
         batch = Batch(batch.x, labels, batch.task_ids, batch.task)

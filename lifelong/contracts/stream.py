@@ -134,6 +134,8 @@ class TrainingData:
 
 
 def training_data(task: Task) -> TrainingData:
-    """The training view of ``task``."""
+    """The training view of ``task``, its inputs as flat rows ``[N, D]`` whatever the
+    task's layout (images ``[N, C, H, W]``): memories and parts hold one layout, and a
+    model reshapes its input itself."""
     ids = torch.full_like(task.y_train, task.id)
     return TrainingData(task.id, task.name, task.x_train, task.y_train, ids, task.inputs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -30,12 +31,13 @@ from lifelong.evaluation.results_dir import set_aside
 from lifelong.execution.allocator import pin_mmap_threshold
 from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.execution.protocol import Protocol
-from lifelong.models.mlp import MLP
+from lifelong.models.axis import build_model, model_code
 
 __all__ = [
     "OneSeed",
     "RunSpec",
     "Trainer",
+    "autocast",
     "evaluate",
     "execute",
     "generator",
@@ -56,18 +58,23 @@ class RunSpec:
     def config(self) -> dict[str, object]:
         """The full configuration, as saved in ``summary.json`` and hashed for the run key.
 
-        A plug-in strategy (a class from outside lifelong) adds ``code``, a hash of its
-        file's source and its class name, so that editing the file makes new runs.
+        A plug-in strategy (a class from outside lifelong) or model factory adds ``code``, a
+        hash of its file's source and its name, so that editing the file makes new runs.
         """
+        protocol = as_config(self.protocol)
+        if self.protocol.model_fields:
+            protocol["model_fields"] = {
+                k: list(v) if isinstance(v, tuple) else v for k, v in self.protocol.model_fields
+            }
         config: dict[str, object] = {
             "scenario": {"name": self.scenario.name, **as_config(self.scenario)},
             "strategy": {"name": self.strategy.name, **as_config(self.strategy)},
-            "protocol": as_config(self.protocol),
+            "protocol": protocol,
             "seed": self.seed,
         }
-        code = code_hash(type(self.strategy))
-        if code:
-            config["code"] = code
+        codes = [c for c in (code_hash(type(self.strategy)), model_code(self.protocol)) if c]
+        if codes:
+            config["code"] = "+".join(codes)
         return config
 
 
@@ -158,10 +165,11 @@ class OneSeed:
         self.stream, self.protocol = stream, spec.protocol
         self.device = str(torch.empty(0, device=device).device)  # "cuda:0" for "cuda"
         torch.manual_seed(spec.seed)
-        hidden = self.protocol.hidden
-        self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
+        self.model = build_model(self.protocol, stream, device)
+        self.device_type = device.type
         self.strategy = dataclasses.replace(spec.strategy)
-        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
+        fast = self.protocol.fast and self.protocol.amp == "none"  # accelerations are float32
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, fast)
         self.sampling = generator(device, spec.seed, 1)
         self.order = generator(device, spec.seed, 2)
         self.augment = generator(device, spec.seed, 3)
@@ -177,7 +185,8 @@ class OneSeed:
         self.strategy.before_task(training_data(self.stream.tasks[task_id]))
 
     def step(self, batch: Batch) -> torch.Tensor:
-        loss = self.strategy.train_step(batch)
+        with autocast(self.protocol, self.device_type):
+            loss = self.strategy.train_step(batch)
         check_loss(self.strategy, loss)
         return loss.reshape(1)
 
@@ -185,8 +194,15 @@ class OneSeed:
         self.strategy.after_task(training_data(self.stream.tasks[task_id]))
 
     def evaluate(self) -> torch.Tensor:
+        """Every task's accuracy with the model in eval mode (batch norm's running
+        statistics, no dropout), back in training mode after."""
         batch_size = self.protocol.eval_batch_size
-        return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
+        self.model.eval()
+        try:
+            with autocast(self.protocol, self.device_type):
+                return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
+        finally:
+            self.model.train()
 
     def state(self) -> dict[str, Any]:
         return {
@@ -206,6 +222,13 @@ class OneSeed:
         self.sampling.set_state(state["sampling"])
         if "augment" in state:  # a checkpoint of before augmentation existed: none drawn
             self.augment.set_state(state["augment"])
+
+
+def autocast(protocol: Protocol, device_type: str) -> Any:
+    """The context of a step and an evaluation: bf16 autocast with ``amp=bf16``, else none."""
+    if protocol.amp == "bf16":
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def train(

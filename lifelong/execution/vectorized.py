@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from lifelong.contracts.parts import Regularizer, Replay
@@ -50,7 +50,12 @@ from lifelong.errors import UserError
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.checkpoint import capture, restore
 from lifelong.execution.runner import InputBuffer, RunSpec, generator, train
-from lifelong.models.mlp import MLP, stacked_mlp_cross_entropy_grads, stacked_mlp_logits
+from lifelong.models.axis import build_model
+from lifelong.models.mlp import (
+    ClosedFormModel,
+    stacked_mlp_cross_entropy_grads,
+    stacked_mlp_logits,
+)
 from lifelong.training.optim import SGD
 
 if TYPE_CHECKING:
@@ -59,16 +64,26 @@ if TYPE_CHECKING:
 __all__ = ["augments", "run_vectorized", "vectorizable"]
 
 
-def vectorizable(spec: RunSpec) -> str:
-    """Why ``spec`` cannot run vectorized ("" when it can).
+def vectorizable(spec: RunSpec, model: nn.Module | None = None) -> str:
+    """Why ``spec`` (with ``model``, its network, when known) cannot run vectorized ("" when
+    it can).
 
     The batched run does what :class:`Composite` does around its parts, so it takes a
     strategy that is a plain composite (:meth:`Strategy.as_composite`) whose learner's
     step stacks over seeds (:meth:`Learner.stacked_sgd`) and whose memory, if any, offers
     a stacked form (:meth:`Memory.stacked`); its regularizers may be any (they read the
-    weights they are passed, as every part does)."""
+    weights they are passed, as every part does). The model must declare
+    :class:`lifelong.ClosedFormModel` (the ``mlp``: no buffers, a forward that ``vmap``
+    batches over stacked weights), and the run be in float32 (``amp=none``)."""
     from lifelong.composition.compose import Composite
 
+    if model is not None and not isinstance(model, ClosedFormModel):
+        return (
+            f"its model ({spec.protocol.model}) does not declare lifelong.ClosedFormModel "
+            "(only such models, e.g. mlp, stack over seeds)"
+        )
+    if spec.protocol.amp != "none":
+        return f"it runs with amp={spec.protocol.amp}; vectorized runs are float32"
     strategy = spec.strategy.as_composite()
     if strategy is None:
         return f"'{spec.strategy.name}' is not a composite of parts"
@@ -153,8 +168,10 @@ class _Seeds:
         models = []
         for spec, stream in zip(specs, streams, strict=True):
             torch.manual_seed(spec.seed)
-            hidden = spec.protocol.hidden
-            model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
+            model = build_model(spec.protocol, stream, device)
+            why = vectorizable(spec, model)
+            if why:
+                raise UserError(f"--vectorize: {why}; run without --vectorize")
             strategy = dataclasses.replace(_as_composite(spec.strategy))
             info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, spec.protocol.fast)
             strategy.setup(model, info, generator(device, spec.seed, 1))
@@ -403,7 +420,8 @@ class StackedTests:
     def __init__(self, streams: Sequence[Stream], chunk: int) -> None:
         tasks = streams[0].tasks
         device = tasks[0].y_test.device
-        raw = torch.stack([torch.cat([t.x_test for t in s.tasks]) for s in streams])
+        # flat rows ``[S, N, D]`` whatever the tasks' layout (images ``[N, C, H, W]``)
+        raw = torch.stack([torch.cat([t.x_test.flatten(1) for t in s.tasks]) for s in streams])
         self.y = torch.stack([torch.cat([t.y_test for t in s.tasks]) for s in streams])
         self.task_ids = torch.cat(
             [torch.full((len(t.y_test),), t.id, dtype=torch.long, device=device) for t in tasks]
@@ -456,7 +474,9 @@ def _stacked_batches(
     span = max(rows_at_once // batch_size, 1) * batch_size
     for first in range(0, n, span):
         picks = [o[first : first + span] for o in orders]
-        x = torch.stack([d.x.index_select(0, i) for d, i in zip(data, picks, strict=True)])
+        x = torch.stack(
+            [d.x.index_select(0, i).flatten(1) for d, i in zip(data, picks, strict=True)]
+        )
         y = torch.stack([d.y.index_select(0, i) for d, i in zip(data, picks, strict=True)])
         task_ids = torch.stack(
             [d.task_ids.index_select(0, i) for d, i in zip(data, picks, strict=True)]

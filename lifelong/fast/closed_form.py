@@ -61,9 +61,9 @@ class ClosedForm:
         self, params: Params, batch: Batch, replay: Replay | None
     ) -> tuple[Tensor, Params]:
         """The objective on ``batch`` joined with the replay batch, and its gradient by name."""
-        x, y = batch.x, batch.y
+        x, y = batch.x.flatten(1), batch.y  # images [B, C, H, W]: the MLP's flat rows
         if replay is not None:
-            x, y = torch.cat([x, replay.batch.x]), torch.cat([y, replay.batch.y])
+            x, y = torch.cat([x, replay.batch.x.flatten(1)]), torch.cat([y, replay.batch.y])
         loss, by_hand = cross_entropy_grads(list(params.values()), x, y)
         grads = dict(zip(params, by_hand, strict=True))
         for reg in self.quadratics:
@@ -129,7 +129,7 @@ def sample_step(weights: tuple[Tensor, ...], x: Tensor, y: Tensor, lr: float) ->
     Returns:
         The sample's loss at the weights before the step (0-d).
     """
-    acts = [x]
+    acts = [x.flatten()]
     n_layers = len(weights) // 2
     for layer in range(n_layers):
         out = torch.addmv(weights[2 * layer + 1], weights[2 * layer], acts[-1])

@@ -78,7 +78,8 @@ def mlp_look_ahead(
         gradients as lists in ``weights`` order.
     """
     steps, later = len(x), weights[1:]  # later: b_1, W_2, b_2, ..., W_L, b_L
-    meta_x = x if replay_x is None else torch.cat([x, replay_x])
+    x = x.flatten(1)  # images [B, C, H, W]: the MLP's flat rows
+    meta_x = x if replay_x is None else torch.cat([x, replay_x.flatten(1)])
     meta_y = y if replay_y is None else torch.cat([y, replay_y])
     m, scale = len(meta_x), 1 / (steps * len(meta_x))
     first = _FirstLayerPairs(meta_x, steps, alpha[0])

@@ -106,14 +106,23 @@ class MetaInit(Init):
     ) -> Params:
         """Run :meth:`meta_train` from weights and a generator drawn from ``seed``.
 
-        The model's own weights are ignored (the start is a function of the cache key).
+        The model's own weights are ignored (the start is a function of the cache key), and
+        its buffers (batch norm's running statistics, which meta-training's forwards move)
+        are as before after it, so a run starts alike whether it meta-trains or loads the
+        cached weights.
 
         Returns:
             Detached weights by name, on the model's device.
         """
         generator, theta = _start(model, seed)
         start = MetaStart(theta, generator, _steps(self.meta_steps, self.name, progress))
-        trained = self.meta_train(model, tasks.to(next(model.parameters()).device), start)
+        buffers = {n: b.clone() for n, b in model.named_buffers()}
+        try:
+            trained = self.meta_train(model, tasks.to(next(model.parameters()).device), start)
+        finally:
+            with torch.no_grad():
+                for n, b in model.named_buffers():
+                    b.copy_(buffers[n])
         return {n: p.detach().clone() for n, p in trained.items()}
 
     def load_meta_trained(self, model: nn.Module, info: StreamInfo) -> Params:
@@ -141,6 +150,12 @@ class MetaInit(Init):
         check_meta_source(self._scenario(info), self.source, info.data_dir)
 
     def _scenario(self, info: StreamInfo) -> ImageScenario:
+        if info.input_dim != META_INPUT_DIM:  # the pools hold 28x28 grey images
+            raise UserError(
+                f"the '{self.name}' init meta-trains on 28x28 grey images (its sources: "
+                f"{', '.join(META_SOURCES)}), and this stream's inputs hold {info.input_dim} "
+                "values; use it on a 28x28 stream, or an init that is not meta-learned"
+            )
         if not isinstance(info.scenario, ImageScenario):
             raise UserError(
                 f"the '{self.name}' init is meta-learned and needs a scenario to draw disjoint "
@@ -150,15 +165,24 @@ class MetaInit(Init):
         return info.scenario
 
 
+META_INPUT_DIM = 28 * 28
+"""The input size of every meta-training pool (:mod:`lifelong.meta.meta_tasks`)."""
+
+
 def _start(model: nn.Module, seed: int) -> tuple[torch.Generator, Params]:
-    """The meta-training generator and starting weights drawn from it (nn.Linear's default:
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for a layer's weight and bias)."""
+    """The meta-training generator and starting weights drawn from it: nn.Linear's and
+    nn.Conv2d's default, U(-1/sqrt(fan_in), 1/sqrt(fan_in)), for a layer's weight and bias
+    (``fan_in``: the inputs of one output unit); a norm layer's (1-D) weight 1, bias 0."""
     g = torch.Generator().manual_seed(seed + TRAIN_SEED_OFFSET)
     params: Params = {}
     named = dict(model.named_parameters())
     for name, p in named.items():
-        owner = name.rsplit(".", 1)[0]
-        fan_in = named[f"{owner}.weight"].shape[1] if f"{owner}.weight" in named else p.shape[-1]
+        weight = named.get(f"{name.rsplit('.', 1)[0]}.weight")
+        if weight is not None and weight.dim() == 1:  # batch norm and the like
+            value = torch.ones_like(p) if p is weight else torch.zeros_like(p)
+            params[name] = value.detach().requires_grad_(True)
+            continue
+        fan_in = weight[0].numel() if weight is not None else p.shape[-1]
         bound = 1.0 / math.sqrt(fan_in)
         value = (torch.rand(p.shape, generator=g, dtype=p.dtype) * 2 - 1) * bound
         params[name] = value.to(p.device).requires_grad_(True)

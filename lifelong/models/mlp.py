@@ -1,4 +1,12 @@
-"""The default network: an MLP whose output layer holds one head per task when needed."""
+"""The model contract's shared pieces and the default network, an MLP whose output layer
+holds one head per task when needed.
+
+A model (see docs/models.md) is an ``nn.Module`` with ``forward(x, task_ids=None) ->
+[B, n_outputs]``, a ``body`` (``[B, ...] -> [B, feature_dim]`` features) and a ``head``
+(``[B, feature_dim] -> [B, n_outputs * n_heads]``); its parameter names start with ``body.``
+or ``head.``. The convolutional built-ins live in :mod:`lifelong.models.convnets`, the model axis
+(names, fields, the one builder) in :mod:`lifelong.models.axis`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from torch import Tensor, nn
 __all__ = [
     "MLP",
     "ClosedFormModel",
+    "head_logits",
     "stacked_mlp_cross_entropy_grads",
     "stacked_mlp_logits",
 ]
@@ -57,6 +66,7 @@ class MLP(nn.Module, ClosedFormModel):
         self.head = nn.Linear(widths[-1], n_outputs * n_heads)
         self.n_outputs = n_outputs
         self.n_heads = n_heads
+        self.feature_dim = widths[-1]
 
     def closed_form_grads(self) -> bool:
         """One head: the logits are the last layer's output (several heads slice it)."""
@@ -72,13 +82,26 @@ class MLP(nn.Module, ClosedFormModel):
         Returns:
             float ``[B, n_outputs]``.
         """
-        logits = self.head(self.body(x.flatten(1)))
-        if self.n_heads == 1:
-            return logits
-        if task_ids is None:
-            raise ValueError("a multi-head model needs the task id of every sample")
-        heads = logits.view(len(x), self.n_heads, self.n_outputs)
-        return heads[torch.arange(len(x), device=x.device), task_ids]
+        if x.dim() > 2:
+            x = x.flatten(1)
+        return head_logits(self.head(self.body(x)), task_ids, self.n_heads, self.n_outputs)
+
+
+def head_logits(
+    logits: torch.Tensor, task_ids: torch.Tensor | None, n_heads: int, n_outputs: int
+) -> torch.Tensor:
+    """The slice of each sample's own head: ``[B, n_heads * n_outputs] -> [B, n_outputs]``
+    (the logits themselves for one head).
+
+    Raises:
+        ValueError: several heads and no ``task_ids``.
+    """
+    if n_heads == 1:
+        return logits
+    if task_ids is None:
+        raise ValueError("a multi-head model needs the task id of every sample")
+    heads = logits.view(len(logits), n_heads, n_outputs)
+    return heads[torch.arange(len(logits), device=logits.device), task_ids]
 
 
 def stacked_mlp_logits(weights: Sequence[Tensor], x: Tensor) -> Tensor:
