@@ -295,4 +295,6 @@ def keep_arrays(name: str, key: str, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **
         os.replace(partial, path)
     except OSError:
+        pass
+    finally:  # an interrupted write leaves no partial file behind
         partial.unlink(missing_ok=True)
