@@ -10,6 +10,7 @@ and times, and load from there in about a second afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -297,4 +298,5 @@ def keep_arrays(name: str, key: str, arrays: dict[str, np.ndarray]) -> None:
     except OSError:
         pass
     finally:  # an interrupted write leaves no partial file behind
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
