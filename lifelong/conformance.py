@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lifelong.inputs import to_floats
 from lifelong.model import MLP
 from lifelong.own_data import from_arrays
 from lifelong.own_scenario import scenario_from
@@ -132,7 +133,7 @@ def _check_hooks(spec: RunSpec, stream: Stream, where: str) -> None:
     for task in stream.tasks:
         data = training_data(task)
         strategy.before_task(data)
-        batch = Batch(data.x[:8].float() / 255, data.y[:8], data.task_ids[:8], task.id)
+        batch = Batch(to_floats(data.x[:8], data.inputs), data.y[:8], data.task_ids[:8], task.id)
         loss = strategy.train_step(batch)
         ok = isinstance(loss, torch.Tensor) and loss.shape == () and not loss.requires_grad
         _require(ok, where, "train_step must return the loss as a detached 0-d tensor")
