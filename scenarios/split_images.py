@@ -15,9 +15,9 @@ from typing import ClassVar, cast
 import torch
 
 from lifelong import InputTransform, ScenarioFamily, Stream, UserError, make_task, param, subsample
-from lifelong.image_data import ImageDataset, load_image_dataset
-from lifelong.params import MAX_SEED
-from lifelong.stream import SETTINGS, Setting
+from lifelong.contracts.params import MAX_SEED
+from lifelong.contracts.stream import SETTINGS, Setting
+from lifelong.data.images import ImageDataset, load_image_dataset
 
 CROP_PADDING = 4  # RandomCrop(32, padding=4) of DER / Mammoth's Seq-CIFAR-10
 

@@ -20,7 +20,7 @@ from image_files import (
 
 from lifelong import UserError
 from lifelong.cli import main
-from lifelong.image_data import _CACHE, load_image_dataset
+from lifelong.data.images import _CACHE, load_image_dataset
 
 
 @pytest.fixture(autouse=True)
@@ -66,12 +66,12 @@ def test_tinyimagenet_tree_decodes_to_sorted_wnid_labels_and_is_cached(
     red = data.x_train[:, 0].float().mean((1, 2)).view(3, 4)  # JPEG is lossy; colour stays
     assert (red.min(1).values[1:] - red.max(1).values[:-1] > 10).all()  # 22 a class apart
     _CACHE.clear()
-    import lifelong.tiny_imagenet
+    import lifelong.data.tiny_imagenet
 
     def no_decoding(*args: object) -> None:
         raise AssertionError("decoded again instead of read from the cache")
 
-    monkeypatch.setattr(lifelong.tiny_imagenet, "_decoded", no_decoding)
+    monkeypatch.setattr(lifelong.data.tiny_imagenet, "_decoded", no_decoding)
     again = load_image_dataset("tinyimagenet", tmp_path)
     assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)
 

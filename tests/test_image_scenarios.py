@@ -12,10 +12,10 @@ from image_files import write_cifar10, write_cifar100, write_tiny_imagenet
 
 from lifelong import InputTransform, UserError, to_floats
 from lifelong.cli import main
-from lifelong.image_data import _CACHE
-from lifelong.registry import find_scenario
-from lifelong.runner import _batches, execute
-from lifelong.stream import training_data
+from lifelong.composition.registry import find_scenario
+from lifelong.contracts.stream import training_data
+from lifelong.data.images import _CACHE
+from lifelong.execution.runner import _batches, execute
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_a_short_tinyimagenet_run_learns(tmp_path: Path) -> None:
 def test_a_resumed_augmenting_run_draws_the_same_crops(
     cifar10: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from lifelong.runner import _Run
+    from lifelong.execution.runner import _Run
 
     spec = plan_one("er", {"setting": "task", "er.lr": 0.01}, scenario="split-cifar10")
     stream = spec.scenario.build(0, cifar10)
@@ -226,7 +226,7 @@ def test_vectorize_refuses_an_augmenting_stream_in_one_line(
 
 @pytest.mark.slow
 def test_split_fashion_mnist_full_data_learns() -> None:
-    from lifelong.data import DEBIAN_FASHION_MNIST_DIR
+    from lifelong.data.mnist import DEBIAN_FASHION_MNIST_DIR
 
     if not Path(DEBIAN_FASHION_MNIST_DIR).is_dir():
         pytest.skip("apt-get install dataset-fashion-mnist")
@@ -241,8 +241,8 @@ def test_split_fashion_mnist_full_data_learns() -> None:
 def test_vectorized_seeds_match_one_by_one_on_normalised_images(cifar10: str) -> None:
     import numpy as np
 
-    from lifelong.plan import plan_runs
-    from lifelong.vectorized import run_vectorized
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.vectorized import run_vectorized
 
     settings = {"augment": False, "setting": "task", "er.lr": 0.01, "samples_per_task": 60}
     specs = plan_runs("split-cifar10", ["er"], [0, 1], settings)

@@ -1,0 +1,59 @@
+"""The init axis of a strategy: the weights the stream starts from (DESIGN.md, "The four axes").
+
+An :class:`Init` part runs once, before any other part of a :class:`lifelong.Composite` is
+set up: it writes the starting weights into the freshly built model and says which of the
+model's parameters learn during the stream. The learner, the memory and the regularizers
+then see only those parameters, so ``oml+er`` replays and updates the prediction network
+alone while the meta-learned representation stays fixed.
+
+A meta-learned init (``maml``, ``reptile``, ``oml``) is a :class:`lifelong.MetaInit`
+(lifelong/meta/metatrain.py), meta-trained on a pool of tasks from lifelong/meta/meta_tasks.py.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from lifelong.contracts.strategy import StreamInfo
+
+__all__ = ["Init"]
+
+
+@dataclass
+class Init(abc.ABC):
+    """The weights the stream starts from, and which of them learn during the stream."""
+
+    name: ClassVar[str]
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    """Defaults this part sets on the parts it is composed with, by their name and key
+    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
+
+    @abc.abstractmethod
+    def prepare(
+        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
+    ) -> set[str] | None:
+        """Set the model's starting weights in place; return the names of the parameters
+        that learn during the stream (None: all).
+
+        Args:
+            model: the freshly initialised network of the run (on the run's device).
+            info: the stream's layout, scenario, seed and data directory.
+            generator: the run's sampling generator (the only randomness a part may use).
+
+        Returns:
+            Names as ``model.named_parameters()`` gives them, or None when every parameter
+            learns. A part that freezes parameters also sets their ``requires_grad`` to
+            False, so that no gradient flows into them.
+        """
+
+    def check(self, model: nn.Module, info: StreamInfo) -> None:  # noqa: B027 - optional
+        """Raise :class:`lifelong.UserError` for settings that cannot work with this model
+        and stream, without training anything: the CLI calls it for every configuration
+        before the first run starts, so a mistake stops a sweep before it spends time."""

@@ -1,0 +1,552 @@
+"""The loop over tasks, epochs and batches, with the evaluation schedule and seeding."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import pickle
+import sys
+import time
+import typing
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lifelong.contracts.params import as_config
+from lifelong.contracts.scenario import ScenarioFamily
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
+from lifelong.contracts.stream import Stream, TrainingData, training_data
+from lifelong.data.inputs import InputTransform, to_floats
+from lifelong.errors import ContractError, UserError
+from lifelong.evaluation import metrics
+from lifelong.evaluation.result import Curve, RunResult, code_hash, run_key
+from lifelong.evaluation.results_dir import set_aside
+from lifelong.execution.allocator import pin_mmap_threshold
+from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
+from lifelong.execution.protocol import Protocol
+from lifelong.models.mlp import MLP
+
+__all__ = [
+    "OneSeed",
+    "RunSpec",
+    "Trainer",
+    "evaluate",
+    "execute",
+    "generator",
+    "resolve_device",
+    "train",
+]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that determines one run's numbers."""
+
+    scenario: ScenarioFamily
+    strategy: Strategy
+    protocol: Protocol
+    seed: int
+
+    def config(self) -> dict[str, object]:
+        """The full configuration, as saved in ``summary.json`` and hashed for the run key.
+
+        A plug-in strategy (a class from outside lifelong) adds ``code``, a hash of its
+        file's source and its class name, so that editing the file makes new runs.
+        """
+        config: dict[str, object] = {
+            "scenario": {"name": self.scenario.name, **as_config(self.scenario)},
+            "strategy": {"name": self.strategy.name, **as_config(self.strategy)},
+            "protocol": as_config(self.protocol),
+            "seed": self.seed,
+        }
+        code = code_hash(type(self.strategy))
+        if code:
+            config["code"] = code
+        return config
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without one is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'; use auto, cpu or cuda") from None
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device {name}: lifelong runs on cpu or cuda; use auto, cpu or cuda")
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise UserError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+            "use cuda or cuda:0"
+        )
+    return device
+
+
+def execute(
+    spec: RunSpec,
+    stream: Stream,
+    device: torch.device,
+    *,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+    data_dir: str | None = None,
+) -> RunResult:
+    """Train ``spec.strategy`` (a fresh copy) on ``stream`` and evaluate it.
+
+    Evaluates every task before training (the init row b), after each task (the rows of
+    R) and every ``eval_every`` batches (the curves). With ``checkpoint``, the state is
+    saved there after every task and a run that finds a checkpoint of the same
+    configuration resumes after its last completed task, with identical results. A loss
+    that becomes NaN or infinite stops the run at the end of that task; the result then
+    has ``status == "diverged"`` and says where.
+    """
+    if not spec.strategy.resumable:
+        checkpoint = None
+    stream = stream.to(device)
+    (result,) = train(
+        [spec],
+        [stream],
+        lambda: OneSeed(spec, stream, device, data_dir),
+        progress=progress,
+        checkpoint=checkpoint,
+    )
+    return result
+
+
+class Trainer(typing.Protocol):
+    """What the loop of :func:`train` trains: ``S`` seeds of one configuration, each with
+    its own stream, weights and draws (:class:`OneSeed`, or seeds stacked into one batched
+    model, :mod:`lifelong.execution.vectorized`)."""
+
+    device: str  # as the results name it
+
+    def batches(self, task_id: int) -> Iterator[Batch]:
+        """One epoch's batches of task ``task_id`` (each seed's, stacked when ``S > 1``)."""
+
+    def before_task(self, task_id: int) -> None: ...
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        """One step on ``batch``; every seed's loss ``[S]``."""
+
+    def after_task(self, task_id: int, alive: list[bool]) -> None:
+        """Consolidate the seeds still ``alive`` (a diverged seed stops before this)."""
+
+    def evaluate(self) -> torch.Tensor:
+        """Accuracy ``[S, T]`` of every seed on every task of its stream (no host sync)."""
+
+    def state(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the trained state (tensors, numbers, strings)."""
+
+    def load_state(self, state: dict[str, Any]) -> None: ...
+
+
+class OneSeed:
+    """One seed's strategy on its own model: an ordinary run."""
+
+    def __init__(
+        self, spec: RunSpec, stream: Stream, device: torch.device, data_dir: str | None
+    ) -> None:
+        self.stream, self.protocol = stream, spec.protocol
+        self.device = str(torch.empty(0, device=device).device)  # "cuda:0" for "cuda"
+        torch.manual_seed(spec.seed)
+        hidden = self.protocol.hidden
+        self.model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads).to(device)
+        self.strategy = dataclasses.replace(spec.strategy)
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, self.protocol.fast)
+        self.sampling = generator(device, spec.seed, 1)
+        self.order = generator(device, spec.seed, 2)
+        self.augment = generator(device, spec.seed, 3)
+        self.strategy.setup(self.model, info, self.sampling)
+        self.inputs = InputBuffer()
+
+    def batches(self, task_id: int) -> Iterator[Batch]:
+        seen = self.strategy.trains_on == "seen"
+        data = _union(self.stream, task_id) if seen else training_data(self.stream.tasks[task_id])
+        return _batches(data, self.protocol.batch_size, self.order, self.augment)
+
+    def before_task(self, task_id: int) -> None:
+        self.strategy.before_task(training_data(self.stream.tasks[task_id]))
+
+    def step(self, batch: Batch) -> torch.Tensor:
+        loss = self.strategy.train_step(batch)
+        check_loss(self.strategy, loss)
+        return loss.reshape(1)
+
+    def after_task(self, task_id: int, alive: list[bool]) -> None:
+        self.strategy.after_task(training_data(self.stream.tasks[task_id]))
+
+    def evaluate(self) -> torch.Tensor:
+        batch_size = self.protocol.eval_batch_size
+        return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "torch_rng": torch.get_rng_state(),
+            "strategy": capture(self.strategy),
+            "model": capture(self.model),
+            "order": self.order.get_state(),
+            "sampling": self.sampling.get_state(),
+            "augment": self.augment.get_state(),
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        torch.set_rng_state(state["torch_rng"])
+        restore(self.model, state["model"])
+        restore(self.strategy, state["strategy"])
+        self.order.set_state(state["order"])
+        self.sampling.set_state(state["sampling"])
+        if "augment" in state:  # a checkpoint of before augmentation existed: none drawn
+            self.augment.set_state(state["augment"])
+
+
+def train(
+    specs: Sequence[RunSpec],
+    streams: Sequence[Stream],
+    trainer: Callable[[], Trainer],
+    *,
+    progress: bool = False,
+    checkpoint: Path | None = None,
+    label: str = "",
+) -> list[RunResult]:
+    """The loop over tasks, epochs, batches and glances of the seeds ``specs`` (one
+    configuration; ``streams`` on the trainer's device) that ``trainer()`` builds; one
+    result per seed. See :func:`execute` for the schedule, checkpoints and divergence."""
+    pin_mmap_threshold(len(specs) * 512 * 1024)  # stacked buffers are S times larger
+    run = _Run(specs, streams, trainer())
+    if checkpoint is not None and checkpoint.exists():
+        try:
+            run.load(checkpoint)
+        except Exception as error:  # damaged, or state this setup cannot take: start afresh
+            aside = set_aside(checkpoint)
+            warnings.warn(
+                f"{checkpoint} cannot be resumed from ({_why_not_loaded(error)}); "
+                f"set aside as {aside.name}, the run starts afresh",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            run = _Run(specs, streams, trainer())
+    bar = _progress_bar(specs[0], streams[0], run.next_task, enabled=progress, label=label)
+    try:
+        for task in streams[0].tasks[run.next_task :]:
+            run.train_task(task.id, bar)
+            if not any(run.alive):
+                break
+            if checkpoint is not None and task.id + 1 < streams[0].n_tasks:
+                checkpoint = _save_or_warn(run, checkpoint)
+    finally:
+        if bar is not None:
+            bar.close()
+    return [run.result(s) for s in range(len(specs))]
+
+
+def _save_or_warn(run: _Run, checkpoint: Path) -> Path | None:
+    """Save a checkpoint; None (no more checkpoints) when the state cannot be saved."""
+    try:
+        run.save(checkpoint)
+    except (TypeError, OSError) as error:  # a plug-in's own types; a full disk
+        warnings.warn(
+            f"{run.specs[0].strategy.name} cannot be checkpointed ({error}); "
+            "it runs on without checkpoints",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+        return None
+    return checkpoint
+
+
+class _Run:
+    """The state of one run of ``S`` seeds between task boundaries (what a checkpoint holds)."""
+
+    def __init__(self, specs: Sequence[RunSpec], streams: Sequence[Stream], trainer: Trainer):
+        self.specs, self.streams, self.protocol = specs, streams, specs[0].protocol
+        self.trainer = trainer
+        self.started = time.perf_counter()
+        self.elapsed_before = 0.0
+        self.init = trainer.evaluate()
+        self.rows: list[torch.Tensor] = []
+        self.curves: list[tuple[int, int, torch.Tensor]] = [(0, -1, self.init)]
+        self.step = 0
+        self.next_task = 0
+        device = self.init.device
+        self.bad_step = torch.full((len(specs),), -1, dtype=torch.long, device=device)
+        self.alive = [True] * len(specs)
+        self.stops: list[tuple[int, int, str]] = [(1 << 62, 1 << 62, "")] * len(specs)
+
+    @property
+    def key(self) -> str:
+        if len(self.specs) == 1:
+            return run_key(self.specs[0].config())
+        return run_key({"seeds stacked": [spec.config() for spec in self.specs]})
+
+    def train_task(self, task_id: int, bar: Any) -> None:
+        """Train one task, evaluate on the schedule, and check the losses stayed finite."""
+        protocol, trainer = self.protocol, self.trainer
+        trainer.before_task(task_id)
+        for _epoch in range(protocol.epochs):
+            for batch in trainer.batches(task_id):
+                for glance in range(protocol.glances):
+                    loss = trainer.step(dataclasses.replace(batch, glance=glance))
+                self.step += 1
+                first_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
+                self.bad_step = torch.where(first_bad, self.step, self.bad_step)
+                if protocol.eval_every and self.step % protocol.eval_every == 0:
+                    self.curves.append((self.step, task_id, trainer.evaluate()))
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 25 == 0 and len(self.specs) == 1:
+                        bar.set_postfix(task=task_id, loss=f"{float(loss):.3f}")
+        for s, bad in enumerate(self.bad_step.tolist()):  # one host sync per task
+            if self.alive[s] and bad >= 0:  # not the broken model's curve points
+                self.alive[s] = False
+                curves = sum(1 for c in self.curves if c[0] < bad)
+                why = f"loss became NaN or infinite at task {task_id}, step {bad}"
+                self.stops[s] = (len(self.rows), curves, why)
+        if not any(self.alive):
+            return
+        trainer.after_task(task_id, self.alive)
+        self.rows.append(trainer.evaluate())
+        self.curves.append((self.step, task_id, self.rows[-1]))
+        self.next_task = task_id + 1
+
+    def save(self, path: Path) -> None:
+        """Write the state after the last completed task, atomically."""
+        state = {
+            "key": self.key,
+            "next_task": self.next_task,
+            "step": self.step,
+            "init": self.init.cpu(),
+            "rows": [row.cpu() for row in self.rows],
+            "curves": [[s, t, a.cpu()] for s, t, a in self.curves],
+            "alive": list(self.alive),
+            "stops": [list(stop) for stop in self.stops],
+            "trainer": self.trainer.state(),
+            "elapsed": self.elapsed_before + time.perf_counter() - self.started,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # one per writing process
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def load(self, path: Path) -> None:
+        """Continue from a checkpoint written by :meth:`save` for the same configuration."""
+        state = torch.load(path, map_location=self.init.device, weights_only=True)
+        if state["key"] != self.key:
+            return  # another configuration's checkpoint: start afresh
+        _check_state(state, self.streams[0].n_tasks, tuple(self.init.shape))
+        device = self.init.device
+        self.next_task, self.step = state["next_task"], state["step"]
+        self.init = state["init"].to(device)
+        self.rows = [row.to(device) for row in state["rows"]]
+        self.curves = [(s, t, a.to(device)) for s, t, a in state["curves"]]
+        self.alive = list(state["alive"])
+        self.stops = [(int(r), int(c), str(w)) for r, c, w in state["stops"]]
+        self.bad_step = torch.tensor(
+            [-1 if alive else 0 for alive in self.alive], device=self.bad_step.device
+        )
+        self.trainer.load_state(state["trainer"])
+        self.elapsed_before = state["elapsed"]
+
+    def result(self, s: int) -> RunResult:
+        """Seed ``s``'s result (partial rows, NaN metrics and a status when it diverged);
+        ``wall_s`` is its share of the run's time."""
+        stream, spec = self.streams[s], self.specs[s]
+        rows, curves, why = self.stops[s]
+        b = self.init[s].cpu().double().numpy()
+        matrix = [row[s].cpu().double().tolist() for row in self.rows[:rows]]
+        if why:
+            scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
+        else:
+            scores = metrics.summarize(np.array(matrix), b)
+        wall = self.elapsed_before + time.perf_counter() - self.started
+        return RunResult(
+            scenario=spec.scenario.name,
+            strategy=spec.strategy.name,
+            seed=spec.seed,
+            config=spec.config(),
+            key=run_key(spec.config()),
+            task_names=[task.name for task in stream.tasks],
+            matrix=matrix,
+            init=b.tolist(),
+            metrics=scores,
+            curves=[Curve(st, t, a[s].tolist()) for st, t, a in _to_host(self.curves[:curves])],
+            wall_s=wall / len(self.specs),
+            device=self.trainer.device,
+            status="diverged" if why else "ok",
+            error=why,
+            chance=1 / stream.n_outputs,
+        )
+
+
+def _check_state(state: dict[str, Any], n_tasks: int, shape: tuple[int, ...]) -> None:
+    """Refuse a checkpoint whose progress does not fit the stream (a checkpoint is written
+    after task ``next_task - 1`` of ``n_tasks``, never after the last)."""
+    next_task, rows = state["next_task"], state["rows"]
+    if not isinstance(next_task, int) or not 1 <= next_task < n_tasks:
+        raise CheckpointMismatch(f"next_task {next_task!r} is not in 1..{n_tasks - 1}")
+    if not isinstance(state["step"], int) or state["step"] < 0:
+        raise CheckpointMismatch(f"step {state['step']!r} is not a count of batches")
+    if len(rows) != next_task:
+        raise CheckpointMismatch(f"{len(rows)} rows of R for {next_task} tasks trained")
+    for vector in (state["init"], *rows, *(c[2] for c in state["curves"])):
+        if tuple(vector.shape) != shape:
+            raise CheckpointMismatch(f"an evaluation of shape {tuple(vector.shape)}")
+
+
+def _why_not_loaded(error: Exception) -> str:
+    """One line on why a checkpoint was not loaded (never torch's advice to unpickle it)."""
+    if isinstance(error, pickle.UnpicklingError):
+        return "it holds objects other than tensors and numbers, which are never loaded"
+    if isinstance(error, OSError):
+        return error.strerror or type(error).__name__
+    first = next((line for line in str(error).splitlines() if line.strip()), "")
+    return f"{type(error).__name__}: {first.strip()}" if first else type(error).__name__
+
+
+class InputBuffer:
+    """Test inputs turned from uint8 to float in one buffer kept across evaluations.
+
+    A fresh float tensor per evaluation chunk (megabytes, above the pinned mmap
+    threshold) would be mapped and page-faulted anew every time. A view it returns is
+    valid until the next call."""
+
+    def __init__(self) -> None:
+        self.data: torch.Tensor | None = None
+
+    def floats(self, raw: torch.Tensor, inputs: InputTransform | None = None) -> torch.Tensor:
+        """``raw.float() / 255``, or ``inputs``' test conversion of ``raw``, in the buffer
+        (grown when ``raw`` does not fit)."""
+        size = raw.numel()
+        if self.data is None or self.data.numel() < size or self.data.device != raw.device:
+            self.data = torch.empty(size, device=raw.device)
+        floats = self.data[:size].view(raw.shape).copy_(raw)
+        return floats.div_(255) if inputs is None else inputs.normalise_(floats)
+
+
+@torch.inference_mode()
+def evaluate(
+    strategy: Strategy, stream: Stream, batch_size: int, inputs: InputBuffer | None = None
+) -> torch.Tensor:
+    """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync)."""
+    inputs = inputs or InputBuffer()
+    accuracies = []
+    for task in stream.tasks:
+        correct = torch.zeros((), dtype=torch.long, device=task.y_test.device)
+        for start in range(0, len(task.y_test), batch_size):
+            x = inputs.floats(task.x_test[start : start + batch_size], task.inputs)
+            y = task.y_test[start : start + batch_size]
+            ids = torch.full_like(y, task.id)
+            scores = strategy.predict(x, ids)
+            check_scores(strategy, scores, (len(y), stream.n_outputs))
+            correct += (scores.argmax(1) == y).sum()
+        accuracies.append(correct.double() / max(len(task.y_test), 1))
+    return torch.stack(accuracies)
+
+
+def check_loss(strategy: Strategy, loss: object) -> None:
+    """``train_step`` returns a 0-d loss tensor (checked without a host sync).
+
+    Raises:
+        ContractError: naming the rule and what came instead.
+    """
+    if not isinstance(loss, torch.Tensor):
+        hint = (
+            " (return the tensor, e.g. loss.detach(), not loss.item())"
+            if isinstance(loss, float)
+            else ""
+        )
+        raise ContractError(
+            f"{strategy.name}: train_step must return a scalar loss tensor; "
+            f"got {type(loss).__name__}{hint}"
+        )
+    if loss.ndim != 0:
+        raise ContractError(
+            f"{strategy.name}: train_step must return a scalar loss tensor; got shape "
+            f"{list(loss.shape)} (reduce per-sample losses, e.g. with .mean())"
+        )
+
+
+def check_scores(strategy: Strategy, scores: object, shape: tuple[int, int]) -> None:
+    """``predict`` returns one score per sample and output, float ``[B, n_outputs]``.
+
+    Raises:
+        ContractError: naming the rule and what came instead.
+    """
+    rule = f"{strategy.name}: predict must return float scores of shape {list(shape)}"
+    if not isinstance(scores, torch.Tensor):
+        raise ContractError(f"{rule} (batch, outputs); got {type(scores).__name__}")
+    if tuple(scores.shape) != shape or not scores.is_floating_point():
+        raise ContractError(
+            f"{rule} (batch, outputs; lifelong takes the argmax), not labels; "
+            f"got {scores.dtype} of shape {list(scores.shape)}"
+        )
+
+
+def _batches(
+    data: TrainingData,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: torch.Generator | None = None,
+):
+    """Shuffled index-slice batches of ``data`` (no DataLoader), turned to floats by
+    ``data.inputs`` (its random crops and flips drawn from ``augment``; None: none)."""
+    order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        x = to_floats(data.x.index_select(0, idx), data.inputs, augment)  # index_select: ~7x
+        yield Batch(x, data.y.index_select(0, idx), data.task_ids.index_select(0, idx), data.id)
+
+
+def _union(stream: Stream, upto: int) -> TrainingData:
+    """The training data of tasks 0..upto together (for ``trains_on = "seen"``)."""
+    parts = [training_data(task) for task in stream.tasks[: upto + 1]]
+    return TrainingData(
+        id=upto,
+        name=parts[-1].name,
+        x=torch.cat([p.x for p in parts]),
+        y=torch.cat([p.y for p in parts]),
+        task_ids=torch.cat([p.task_ids for p in parts]),
+        inputs=parts[-1].inputs,
+    )
+
+
+def generator(device: torch.device, seed: int, stream_id: int) -> torch.Generator:
+    """Seed ``seed``'s generator number ``stream_id`` (1: the strategy's draws, 2: the
+    data order, 3: the augmentation of training batches)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream_id)
+
+
+def _to_host(curves: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int, torch.Tensor]]:
+    if not curves:
+        return []
+    stacked = torch.stack([c[2] for c in curves]).cpu()
+    return [(s, t, stacked[i]) for i, (s, t, _) in enumerate(curves)]
+
+
+def _progress_bar(
+    spec: RunSpec, stream: Stream, first_task: int, *, enabled: bool, label: str = ""
+) -> Any:
+    """A bar over the run's batches on a terminal (None otherwise); ``label`` names it
+    (default: the strategy and seed)."""
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    total = 0
+    for task in stream.tasks[first_task:]:
+        tasks = stream.tasks[: task.id + 1] if spec.strategy.trains_on == "seen" else [task]
+        n = sum(len(t.y_train) for t in tasks)
+        total += -(-n // spec.protocol.batch_size) * spec.protocol.epochs
+    label = label or f"{spec.strategy.name} seed {spec.seed}"
+    return tqdm(total=total, desc=label, unit="batch", leave=False, file=sys.stderr)
