@@ -246,3 +246,18 @@ def test_a_failed_cifar_download_is_one_line_and_leaves_nothing(
         load_image_dataset("cifar10", tmp_path / "new", download=True)
     assert "\n" not in str(info.value) and "downloading 'cifar10' into" in str(info.value)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_or_unwritable_cache_is_decoded_around(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_tiny_imagenet(tmp_path, n_classes=2, per_class=2)
+    first = load_image_dataset("tinyimagenet", tmp_path)
+    (kept,) = (tmp_path / "cache" / "data").glob("tinyimagenet-*.npz")
+    kept.write_bytes(b"damaged")
+    _CACHE.clear()
+    assert torch.equal(load_image_dataset("tinyimagenet", tmp_path).x_train, first.x_train)
+    assert kept.stat().st_size > 1000  # written again
+    monkeypatch.setenv("LIFELONG_CACHE", str(kept))  # a file: no folder can be made there
+    _CACHE.clear()
+    assert torch.equal(load_image_dataset("tinyimagenet", tmp_path).x_test, first.x_test)

@@ -26,6 +26,7 @@ import torch
 from lifelong.composition.plan import plan_runs
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
 from lifelong.contracts.stream import SETTINGS, Stream, training_data
+from lifelong.data.inputs import to_floats
 from lifelong.data.own_data import from_arrays
 from lifelong.data.own_scenario import scenario_from
 from lifelong.evaluation.result import RunResult
@@ -132,7 +133,7 @@ def _check_hooks(spec: RunSpec, stream: Stream, where: str) -> None:
     for task in stream.tasks:
         data = training_data(task)
         strategy.before_task(data)
-        batch = Batch(data.x[:8].float() / 255, data.y[:8], data.task_ids[:8], task.id)
+        batch = Batch(to_floats(data.x[:8], data.inputs), data.y[:8], data.task_ids[:8], task.id)
         loss = strategy.train_step(batch)
         ok = isinstance(loss, torch.Tensor) and loss.shape == () and not loss.requires_grad
         _require(ok, where, "train_step must return the loss as a detached 0-d tensor")

@@ -10,6 +10,7 @@ and times, and load from there in about a second afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import os
@@ -295,4 +296,7 @@ def keep_arrays(name: str, key: str, arrays: dict[str, np.ndarray]) -> None:
             np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **
         os.replace(partial, path)
     except OSError:
-        partial.unlink(missing_ok=True)
+        pass
+    finally:  # an interrupted write leaves no partial file behind
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)
