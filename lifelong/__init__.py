@@ -9,6 +9,7 @@ from lifelong.compose import Composite, compose
 from lifelong.conformance import ConformanceError, check_strategy
 from lifelong.errors import ContractError, UserError
 from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
+from lifelong.head_axis import Head, class_means, feature_dim, features
 from lifelong.init_axis import Init
 from lifelong.meta_tasks import MetaTaskSource, concat_batches
 from lifelong.metatrain import MetaInit, MetaStart
@@ -59,6 +60,7 @@ __all__ = [
     "ContractError",
     "Curve",
     "DrawnTransform",
+    "Head",
     "ImageScenario",
     "Init",
     "Learner",
@@ -86,9 +88,12 @@ __all__ = [
     "UserError",
     "apply_gradients",
     "check_strategy",
+    "class_means",
     "compose",
     "concat_batches",
     "detached",
+    "feature_dim",
+    "features",
     "fisher_diagonal",
     "from_arrays",
     "from_folder",

@@ -422,8 +422,8 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
-    """Each configuration's init checks its settings against the model and the stream
-    (:meth:`lifelong.Init.check`), before any run starts."""
+    """Each configuration's init and head check its settings against the model and the
+    stream (:meth:`lifelong.Init.check`, :meth:`lifelong.Head.check`), before any run starts."""
     from lifelong.compose import Composite
     from lifelong.model import MLP
     from lifelong.strategy import StreamInfo
@@ -431,13 +431,16 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
     checked = set()
     for request in requests:
         spec = request.spec()
-        init = spec.strategy.init if isinstance(spec.strategy, Composite) else None
-        if init is None or request.strategy in checked:
+        composite = spec.strategy if isinstance(spec.strategy, Composite) else None
+        if composite is None or request.strategy in checked:
             continue
         checked.add(request.strategy)
         hidden = spec.protocol.hidden
         model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
-        init.check(model, StreamInfo.of(stream, spec.scenario, spec.seed, data_dir))
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
+        for part in (composite.init, composite.head):
+            if part is not None:
+                part.check(model, info)
 
 
 def _may_read_data_dir(request: RunRequest) -> bool:

@@ -14,6 +14,7 @@ from types import ModuleType
 from typing import Any
 
 from lifelong.errors import UserError, check_path, closest, failure
+from lifelong.head_axis import Head
 from lifelong.init_axis import Init
 from lifelong.parts import Learner, Memory, Regularizer
 from lifelong.scenario import ScenarioFamily
@@ -46,10 +47,10 @@ def strategies() -> dict[str, type[Strategy]]:
 
 
 @functools.cache
-def parts() -> dict[str, type[Init | Learner | Memory | Regularizer]]:
-    """Every built-in part (init, learner, memory, regularizer) in ``lifelong.strategies``."""
-    found: dict[str, type[Init | Learner | Memory | Regularizer]] = {}
-    for base in (Init, Learner, Memory, Regularizer):
+def parts() -> dict[str, type[Init | Learner | Memory | Regularizer | Head]]:
+    """Every built-in part (init, learner, memory, regularizer, head) in ``lifelong.strategies``."""
+    found: dict[str, type[Init | Learner | Memory | Regularizer | Head]] = {}
+    for base in (Init, Learner, Memory, Regularizer, Head):
         for name, cls in _collect("lifelong.strategies", base).items():
             if name in found:
                 raise TypeError(f"part name '{name}' is used by {found[name]} and {cls}")
