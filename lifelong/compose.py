@@ -240,7 +240,7 @@ class Composite(Strategy):
         self.apply_proximal(self.params)
         if stores and self.memory is not None:
             self.memory.add(batch, kept)
-        if stores and self.head is not None:
+        if self.head is not None and batch.glance == 0:
             self.head.observe(self.model, batch)
         for regularizer in self.regularizers:
             regularizer.observe(self.params, step.grads)

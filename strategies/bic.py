@@ -43,7 +43,9 @@ class BiC(Strategy):
              + lam * T^2 KL(softmax(old(x) / T) || softmax(f(x) / T)) over the old classes
         lam = |old classes| / |classes seen|
 
-    where ``old`` is the network (with its corrections) at the end of the previous task.
+    where ``f`` and ``old`` are the network with the corrections of earlier tasks (fixed)
+    applied to its logits, ``old`` as it was at the end of the previous task (as the
+    paper's and PyCIL's networks carry every earlier bias layer in their forward).
     Stage 2, after each task but the first: the exemplar set (herding, ``size // classes``
     per class) holds out the last ``val_fraction`` of every class's exemplars, which are
     never replayed; on them, with the network frozen, ``alpha`` and ``beta`` of the new
@@ -94,7 +96,8 @@ class BiC(Strategy):
 
     def train_step(self, batch: Batch) -> Tensor:
         data = self._joined(batch)
-        logits = self.model(data.x, data.task_ids).masked_fill(~self.seen, float("-inf"))
+        logits = bias_corrected(self.model(data.x, data.task_ids), self.stages)
+        logits = logits.masked_fill(~self.seen, float("-inf"))
         loss = F.cross_entropy(logits, data.y)
         if self.old:
             lam = float(self.learned.sum()) / float(self.seen.sum())
