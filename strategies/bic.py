@@ -117,6 +117,8 @@ class BiC(Strategy):
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
         logits = bias_corrected(self.model(x, task_ids), self.stages)
+        if not bool(self.seen.any()):  # before the first task (the init row)
+            return logits
         return logits.masked_fill(~self.seen, torch.finfo(logits.dtype).min)
 
     def _distillation(self, logits: Tensor, data: Batch) -> Tensor:

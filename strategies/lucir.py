@@ -86,7 +86,7 @@ class LUCIR(Strategy):
         self.new[data.y] = True
         self.new &= ~self.learned
         self.seen |= self.new
-        if self.old:
+        if self.old and self.n_heads == 1:  # one head: a class is one row of the weights
             self._imprint(data)
 
     def train_step(self, batch: Batch) -> Tensor:
@@ -108,6 +108,8 @@ class LUCIR(Strategy):
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
         logits = self._logits(features(self.model, x), task_ids)
+        if not bool(self.seen.any()):  # before the first task (the init row)
+            return logits
         return logits.masked_fill(~self.seen, torch.finfo(logits.dtype).min)
 
     def _logits(self, f: Tensor, task_ids: Tensor) -> Tensor:
@@ -149,6 +151,6 @@ class LUCIR(Strategy):
         f = F.normalize(features(self.model, x), dim=1)
         for c in self.new.nonzero().flatten().tolist():
             mine = f[y == c]
-            if len(mine) and self.n_heads == 1:
+            if len(mine):
                 head.weight[c] = F.normalize(mine.mean(0), dim=0) * norm
 

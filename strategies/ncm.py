@@ -23,7 +23,7 @@ class NearestMean(Head):
     prototype, kept online). Features are L2-normalised before averaging and the mean
     again after, as iCaRL does (``normalize=false``: raw features and squared Euclidean
     distance, as ProtoNets). The score of class c is ``-||f(x) - mu_c||^2``; a class with
-    no prototype yet scores the lowest float. Training is left to the other parts (the
+    no prototype yet scores the lowest float (before any sample, the model's own logits). Training is left to the other parts (the
     model's linear head trains the features); only the prediction changes. A class is
     (head, target): one set per task with several heads, one shared otherwise.
 
@@ -63,6 +63,8 @@ class NearestMean(Head):
         self, model: nn.Module, x: Tensor, task_ids: Tensor, stored: Batch | None
     ) -> Tensor:
         means, known = self.prototypes(model, stored)
+        if not bool(known.any()):  # nothing seen yet (the init row): the model's own guess
+            return model(x, task_ids)
         scores = -torch.cdist(self._embed(model, x), means).pow(2)
         scores = scores.masked_fill(~known, torch.finfo(scores.dtype).min)
         if self.n_heads == 1:
