@@ -54,9 +54,7 @@ class Head(abc.ABC):
         if self.needs_features:
             feature_dim(model, f"the '{self.name}' head")
 
-    def prepare(
-        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
-    ) -> set[str]:
+    def prepare(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> set[str]:
         """Change the model's output layer in place, if this head has its own; return the
         names of parameters it adds (they learn). Called after the init, before the other
         parts are set up. The default changes nothing."""
@@ -110,5 +108,7 @@ def class_means(feats: Tensor, keys: Tensor, n_classes: int) -> tuple[Tensor, Te
         mean and ``held`` False.
     """
     sums = feats.new_zeros(n_classes, feats.shape[1]).index_add_(0, keys, feats)
-    counts = feats.new_zeros(n_classes).index_add_(0, keys, torch.ones_like(keys, dtype=feats.dtype))
+    counts = feats.new_zeros(n_classes).index_add_(
+        0, keys, torch.ones_like(keys, dtype=feats.dtype)
+    )
     return sums / counts.clamp(min=1)[:, None], counts > 0

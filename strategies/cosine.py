@@ -56,9 +56,7 @@ class CosineHead(Head):
     scale: float = param(1.0, "starting value of the learned scale sigma (LUCIR: 1)", gt=0)
     learn_scale: bool = param(True, "learn sigma (false: keep it fixed at scale)")
 
-    def prepare(
-        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
-    ) -> set[str]:
+    def prepare(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> set[str]:
         width = feature_dim(model, "the 'cosine' head")
         device = next(model.parameters()).device
         bound = 1.0 / math.sqrt(width)

@@ -108,4 +108,3 @@ class ICaRL(Strategy):
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
         stored = self.exemplars.batch() if len(self.exemplars) else None
         return self.ncm.predict(self.model, x, task_ids, stored)
-

@@ -15,10 +15,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong import SGD, Batch, Params, Strategy, StreamInfo, TrainingData, detached
-from lifelong import features, param
+from lifelong import (
+    SGD,
+    Batch,
+    Params,
+    Strategy,
+    StreamInfo,
+    TrainingData,
+    detached,
+    features,
+    param,
+)
 
-from .cosine import CosineHead
+from .cosine import CosineHead, CosineLinear
 from .herding import Exemplars
 
 
@@ -61,6 +70,7 @@ class LUCIR(Strategy):
     top_k: int = param(2, "hard negative new classes per old sample (the paper's)", ge=1)
 
     model: nn.Module = field(init=False, repr=False)
+    head: CosineLinear = field(init=False, repr=False)
     generator: torch.Generator = field(init=False, repr=False)
     optimizer: SGD = field(init=False, repr=False)
     exemplars: Exemplars = field(init=False, repr=False)
@@ -72,6 +82,8 @@ class LUCIR(Strategy):
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         CosineHead().prepare(model, info, generator)
+        assert isinstance(model.head, CosineLinear)
+        self.head = model.head
         self.model, self.generator, self.n_heads = model, generator, info.n_heads
         self.optimizer = SGD(model.parameters(), lr=self.lr)
         device = next(model.parameters()).device
@@ -114,7 +126,7 @@ class LUCIR(Strategy):
 
     def _logits(self, f: Tensor, task_ids: Tensor) -> Tensor:
         """The head's logits of features ``f`` (each sample's head when there are several)."""
-        logits = self.model.head(f)  # type: ignore[operator]
+        logits = self.head(f)
         if self.n_heads == 1:
             return logits
         rows = logits.view(len(f), self.n_heads, -1)
@@ -131,7 +143,7 @@ class LUCIR(Strategy):
 
     def _ranking(self, logits: Tensor, y: Tensor) -> Tensor:
         """Margin ranking (Eq. 8): an old class's cosine above its ``top_k`` new-class rivals."""
-        cos = logits / self.model.head.sigma  # type: ignore[union-attr]
+        cos = logits / self.head.sigma
         old_samples = self.learned[y]
         if not bool(old_samples.any()) or not bool(self.new.any()):
             return logits.new_zeros(())
@@ -144,7 +156,7 @@ class LUCIR(Strategy):
     @torch.no_grad()
     def _imprint(self, data: TrainingData) -> None:
         """New classes' weights: their mean normalised feature, at the old weights' mean norm."""
-        head: nn.Module = self.model.head  # type: ignore[assignment]
+        head = self.head
         norm = head.weight[self.learned].norm(dim=1).mean()
         take = torch.randperm(len(data.y), generator=self.generator, device=data.y.device)[:1000]
         x, y = data.x[take].float().div_(255), data.y[take]
@@ -153,4 +165,3 @@ class LUCIR(Strategy):
             mine = f[y == c]
             if len(mine):
                 head.weight[c] = F.normalize(mine.mean(0), dim=0) * norm
-

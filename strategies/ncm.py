@@ -23,9 +23,10 @@ class NearestMean(Head):
     prototype, kept online). Features are L2-normalised before averaging and the mean
     again after, as iCaRL does (``normalize=false``: raw features and squared Euclidean
     distance, as ProtoNets). The score of class c is ``-||f(x) - mu_c||^2``; a class with
-    no prototype yet scores the lowest float (before any sample, the model's own logits). Training is left to the other parts (the
-    model's linear head trains the features); only the prediction changes. A class is
-    (head, target): one set per task with several heads, one shared otherwise.
+    no prototype yet scores the lowest float (before any sample, the model's own logits).
+    Training is left to the other parts (the model's linear head trains the features);
+    only the prediction changes. A class is (head, target): one set per task with
+    several heads, one shared otherwise.
 
     References: Rebuffi et al. 2017, "iCaRL: Incremental Classifier and Representation
     Learning" (CVPR), Algorithm 1; Snell et al. 2017, "Prototypical Networks for Few-shot
@@ -41,9 +42,7 @@ class NearestMean(Head):
     n_outputs: int = field(init=False, repr=False, compare=False)
     n_heads: int = field(init=False, repr=False, compare=False)
 
-    def prepare(
-        self, model: nn.Module, info: StreamInfo, generator: torch.Generator
-    ) -> set[str]:
+    def prepare(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> set[str]:
         width = feature_dim(model, "the 'ncm' head")
         device = next(model.parameters()).device
         self.n_outputs, self.n_heads = info.n_outputs, info.n_heads

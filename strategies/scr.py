@@ -133,10 +133,10 @@ class SCR(Strategy):
 def _mlp(width: int, out: int, generator: torch.Generator, device: torch.device) -> nn.Module:
     """SCR's projection ``Linear(F, F) - ReLU - Linear(F, out)``, drawn from ``generator``
     (PyTorch's default ranges: uniform in ``+-1/sqrt(fan_in)``)."""
-    layers = [nn.Linear(width, width, device=device), nn.ReLU(), nn.Linear(width, out, device=device)]
+    first, last = nn.Linear(width, width, device=device), nn.Linear(width, out, device=device)
     with torch.no_grad():
-        for layer in (layers[0], layers[2]):
+        for layer in (first, last):
             bound = 1 / math.sqrt(layer.in_features)
             for p in layer.parameters():
                 p.copy_(torch.rand(p.shape, generator=generator, device=device) * 2 * bound - bound)
-    return nn.Sequential(*layers)
+    return nn.Sequential(first, nn.ReLU(), last)

@@ -10,17 +10,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 from helpers import plan_one, run_one
-from torch import nn
-
-from lifelong import Batch, Composite, StreamInfo, UserError, compose
-from lifelong.model import MLP
-from lifelong.runner import execute
 from lifelong.strategies.bic import bias_corrected
 from lifelong.strategies.cosine import CosineHead
 from lifelong.strategies.herding import Exemplars, herding
 from lifelong.strategies.ncm import NearestMean
 from lifelong.strategies.protonet import prototypical_loss
 from lifelong.strategies.scr import supcon_loss
+from torch import nn
+
+from lifelong import Batch, Composite, StreamInfo, UserError, compose
+from lifelong.model import MLP
+from lifelong.runner import execute
 from lifelong.stream import training_data
 from lifelong.vectorized import vectorizable
 
@@ -101,7 +101,9 @@ def test_exemplars_keep_an_equal_share_per_class_in_herding_order() -> None:
 def test_the_ncm_head_predicts_the_nearest_prototype() -> None:
     model, head = Identity(), NearestMean(normalize=False)
     head.prepare(model, info(), torch.Generator())
-    head.observe(model, batch([[0, 0], [0, 2], [10, 0], [10, 2]], [0, 0, 1, 1]))  # means (0,1), (10,1)
+    head.observe(
+        model, batch([[0, 0], [0, 2], [10, 0], [10, 2]], [0, 0, 1, 1])
+    )  # means (0,1), (10,1)
     scores = head.predict(model, torch.tensor([[1.0, 1.0], [8.0, 0.0]]), torch.zeros(2), None)
     assert scores.argmax(1).tolist() == [0, 1]
     assert scores[0, 0].item() == pytest.approx(-1.0)  # -||(1,1) - (0,1)||^2
@@ -133,7 +135,10 @@ def test_ncm_reads_only_the_sample_s_own_head_with_several_heads() -> None:
     model, head = Identity(), NearestMean(normalize=False)
     head.prepare(model, StreamInfo(2, "task", 2, 2, 2), torch.Generator())
     ids = torch.tensor([0, 0, 1, 1])
-    head.observe(model, Batch(torch.tensor([[0.0, 0], [5, 0], [1, 0], [6, 0]]), torch.tensor([0, 1, 0, 1]), ids, 0))
+    head.observe(
+        model,
+        Batch(torch.tensor([[0.0, 0], [5, 0], [1, 0], [6, 0]]), torch.tensor([0, 1, 0, 1]), ids, 0),
+    )
     scores = head.predict(model, torch.tensor([[4.0, 0.0], [4.0, 0.0]]), torch.tensor([0, 1]), None)
     assert scores.shape == (2, 2)
     assert scores[0].tolist() == [-16.0, -1.0] and scores[1].tolist() == [-9.0, -4.0]
