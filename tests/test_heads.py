@@ -280,3 +280,29 @@ def test_each_method_beats_naive_on_split_mnist_class_il(spec: str) -> None:
 def _acc(result) -> float:
     last = result.matrix[-1]
     return sum(last) / len(last)
+
+
+@pytest.mark.parametrize("spec", ["icarl", "lucir", "bic", "scr", "er+ncm", "er+cosine"])
+def test_a_resumed_run_gives_the_uninterrupted_result(tmp_path, monkeypatch, spec: str) -> None:
+    """Exemplars, prototypes, bias stages and a replaced output layer all reach the
+    checkpoint (taken at task boundaries) and come back."""
+    import warnings
+
+    from lifelong.runner import _Run
+
+    warnings.simplefilter("error")  # a resume that fell back to a fresh start would warn
+    plan = plan_one(spec, {"samples_per_task": "64", "eval_every": "0", "hidden": "16"}, seed=3)
+    stream = plan.scenario.build(3)
+    whole = execute(plan, stream, CPU)
+    checkpoint, original = tmp_path / "run.pt", _Run.train_task
+
+    def crash_at_task_3(self, task_id, bar):
+        if task_id == 3:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan, stream, CPU, checkpoint=checkpoint)
+    monkeypatch.setattr(_Run, "train_task", original)
+    assert execute(plan, stream, CPU, checkpoint=checkpoint).matrix == whole.matrix
