@@ -47,8 +47,8 @@ class BiC(Strategy):
     applied to its logits, ``old`` as it was at the end of the previous task (as the
     paper's and PyCIL's networks carry every earlier bias layer in their forward).
     Stage 2, after each task but the first: the exemplar set (herding, ``size // classes``
-    per class) holds out the last ``val_fraction`` of every class's exemplars, which are
-    never replayed; on them, with the network frozen, ``alpha`` and ``beta`` of the new
+    per class) holds out a random ``val_fraction`` of every class's exemplars, which are
+    not replayed; on them, with the network frozen, ``alpha`` and ``beta`` of the new
     classes' logits are fit by ``bias_steps`` full-batch SGD steps on the cross-entropy
     (Eq. 4-5). The correction touches only the classes that task added; those of earlier
     tasks keep theirs. The prediction is the corrected logits over the classes seen.
@@ -80,6 +80,7 @@ class BiC(Strategy):
     stages: list[tuple[Tensor, Tensor, Tensor]] = field(init=False, repr=False)
     seen: Tensor = field(init=False, repr=False)
     learned: Tensor = field(init=False, repr=False)
+    held: Tensor = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator = model, generator
@@ -90,6 +91,7 @@ class BiC(Strategy):
         self.old, self.old_stages, self.stages = {}, [], []
         self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
         self.learned = torch.zeros_like(self.seen)
+        self.held = torch.zeros(0, dtype=torch.bool, device=device)
 
     def before_task(self, data: TrainingData) -> None:
         self.seen[data.y] = True
@@ -109,6 +111,7 @@ class BiC(Strategy):
 
     def after_task(self, data: TrainingData) -> None:
         self.exemplars.update(self.model, data)
+        self.held = self._hold_out()
         new = self.seen & ~self.learned
         if bool(self.learned.any()) and bool(new.any()):
             self.stages.append(self._fit_correction(new))
@@ -133,7 +136,7 @@ class BiC(Strategy):
 
     def _joined(self, batch: Batch) -> Batch:
         """``batch`` and replayed exemplars from the part that is not held out."""
-        train = ~self._held_out()
+        train = ~self.held
         if not bool(train.any()):
             return batch
         rows = train.nonzero().flatten()
@@ -147,21 +150,22 @@ class BiC(Strategy):
             batch.task,
         )
 
-    def _held_out(self) -> Tensor:
-        """Which exemplars are held out: the last ``val_fraction`` (at least one) of each
-        class's, in herding order (the least representative)."""
+    def _hold_out(self) -> Tensor:
+        """A random ``val_fraction`` (at least one) of each class's exemplars, drawn anew
+        after each exemplar update (the paper splits at random)."""
         e = self.exemplars
         keys = e.task_ids * 1_000_003 + e.y
         held = torch.zeros_like(keys, dtype=torch.bool)
         for c in keys.unique():
             rows = (keys == c).nonzero().flatten()
             n = max(round(len(rows) * self.val_fraction), 1) if len(rows) > 1 else 0
-            held[rows[len(rows) - n :]] = True
+            order = torch.randperm(len(rows), generator=self.generator, device=rows.device)
+            held[rows[order[:n]]] = True
         return held
 
     def _fit_correction(self, new: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``(new, alpha, beta)`` fit on the held-out exemplars with the network frozen."""
-        e, held = self.exemplars, self._held_out()
+        e, held = self.exemplars, self.held
         with torch.no_grad():
             logits = bias_corrected(self.model(e.x[held], e.task_ids[held]), self.stages)
         alpha = torch.ones((), device=logits.device, requires_grad=True)

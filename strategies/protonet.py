@@ -69,6 +69,7 @@ class ProtoNetInit(MetaInit):
     """
 
     name: ClassVar[str] = "protonet"
+    stream_fields: ClassVar[tuple[str, ...]] = ("source", "freeze")  # one cached init for both
     tasks_per_batch: int = param(4, "episodes averaged in one meta update", ge=1)
     support: int = param(10, "support samples per class of an episode", ge=1)
     query: int = param(15, "query samples per class of an episode", ge=1)
