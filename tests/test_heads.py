@@ -306,3 +306,11 @@ def test_a_resumed_run_gives_the_uninterrupted_result(tmp_path, monkeypatch, spe
         execute(plan, stream, CPU, checkpoint=checkpoint)
     monkeypatch.setattr(_Run, "train_task", original)
     assert execute(plan, stream, CPU, checkpoint=checkpoint).matrix == whole.matrix
+
+
+def test_the_command_line_refuses_two_heads_in_one_line(capsys) -> None:
+    from lifelong.cli import main
+
+    assert main(["run", "split-mnist", "-s", "er+ncm+cosine"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "two heads (ncm and cosine)" in err
