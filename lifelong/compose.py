@@ -253,7 +253,8 @@ class Composite(Strategy):
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
         if self.head is None:
             return self.model(x, task_ids)
-        stored = self.memory.stored() if self.memory is not None else None
+        reads = self.memory is not None and self.head.reads_stored
+        stored = self.memory.stored() if reads and self.memory is not None else None
         return self.head.predict(self.model, x, task_ids, stored)
 
     def as_composite(self) -> Composite:
