@@ -43,6 +43,9 @@ class BiC(Strategy):
              + lam * T^2 KL(softmax(old(x) / T) || softmax(f(x) / T)) over the old classes
         lam = |old classes| / |classes seen|
 
+    (old classes: learned before and not in this task; where labels repeat, domain- and
+    task-IL, none, so only the cross-entropy trains and nothing is corrected)
+
     where ``f`` and ``old`` are the network with the corrections of earlier tasks (fixed)
     applied to its logits, ``old`` as it was at the end of the previous task (as the
     paper's and PyCIL's networks carry every earlier bias layer in their forward).
@@ -80,6 +83,9 @@ class BiC(Strategy):
     stages: list[tuple[Tensor, Tensor, Tensor]] = field(init=False, repr=False)
     seen: Tensor = field(init=False, repr=False)
     learned: Tensor = field(init=False, repr=False)
+    current: Tensor = field(init=False, repr=False)
+    distilled: Tensor = field(init=False, repr=False)
+    lam: float = field(init=False, repr=False)
     held: Tensor = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
@@ -91,19 +97,25 @@ class BiC(Strategy):
         self.old, self.old_stages, self.stages = {}, [], []
         self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
         self.learned = torch.zeros_like(self.seen)
+        # own tensors each: a checkpoint restores them in place, so none may alias another
+        self.current, self.distilled = torch.zeros_like(self.seen), torch.zeros_like(self.seen)
+        self.lam = 0.0
         self.held = torch.zeros(0, dtype=torch.bool, device=device)
 
     def before_task(self, data: TrainingData) -> None:
-        self.seen[data.y] = True
+        self.current = torch.zeros_like(self.seen)
+        self.current[data.y] = True
+        self.seen |= self.current
+        self.distilled = self.learned & ~self.current
+        self.lam = float(self.distilled.sum()) / float(self.seen.sum())  # one sync a task
 
     def train_step(self, batch: Batch) -> Tensor:
         data = self._joined(batch)
         logits = bias_corrected(self.model(data.x, data.task_ids), self.stages)
         logits = logits.masked_fill(~self.seen, float("-inf"))
         loss = F.cross_entropy(logits, data.y)
-        if self.old:
-            lam = float(self.learned.sum()) / float(self.seen.sum())
-            loss = (1 - lam) * loss + lam * self._distillation(logits, data)
+        if self.old and self.lam > 0:
+            loss = (1 - self.lam) * loss + self.lam * self._distillation(logits, data)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -112,7 +124,7 @@ class BiC(Strategy):
     def after_task(self, data: TrainingData) -> None:
         self.exemplars.update(self.model, data)
         self.held = self._hold_out()
-        new = self.seen & ~self.learned
+        new = self.current & ~self.learned
         if bool(self.learned.any()) and bool(new.any()):
             self.stages.append(self._fit_correction(new))
         self.old, self.old_stages = detached(dict(self.model.named_parameters())), list(self.stages)
@@ -128,9 +140,9 @@ class BiC(Strategy):
         """``T^2 KL`` of the new logits from the old (corrected) ones, over the old classes."""
         with torch.no_grad():
             old = functional_call(self.model, self.old, (data.x, data.task_ids))
-            old = bias_corrected(old, self.old_stages)[:, self.learned]
+            old = bias_corrected(old, self.old_stages)[:, self.distilled]
         t = self.temperature
-        log_new = F.log_softmax(logits[:, self.learned] / t, 1)
+        log_new = F.log_softmax(logits[:, self.distilled] / t, 1)
         log_old = F.log_softmax(old / t, 1)
         return F.kl_div(log_new, log_old, reduction="batchmean", log_target=True) * t * t
 

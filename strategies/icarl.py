@@ -30,8 +30,8 @@ class ICaRL(Strategy):
     One step (Rebuffi et al. 2017, Algorithm 3, online over the task's batches)::
 
         x, y = [batch; exemplars.sample(batch)]              # new data with exemplars
-        target_c = 1[y = c]           for the task's new classes c
-        target_c = sigmoid(old(x)_c)  for the classes learned before (distillation)
+        target_c = 1[y = c]           for the task's classes c
+        target_c = sigmoid(old(x)_c)  for the classes learned before, not in this task
         loss = BCE(sigmoid(f(x)_c), target_c) over the classes seen so far
         theta -= lr * (grad(loss) + weight_decay * theta)
 
@@ -65,6 +65,7 @@ class ICaRL(Strategy):
     old: Params = field(init=False, repr=False)
     seen: Tensor = field(init=False, repr=False)
     learned: Tensor = field(init=False, repr=False)
+    distilled: Tensor = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator = model, generator
@@ -77,9 +78,15 @@ class ICaRL(Strategy):
         self.old = {}
         self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
         self.learned = torch.zeros_like(self.seen)  # the classes the old network knows
+        self.distilled = torch.zeros_like(self.seen)
 
     def before_task(self, data: TrainingData) -> None:
-        self.seen[data.y] = True
+        current = torch.zeros_like(self.seen)
+        current[data.y] = True
+        self.seen |= current
+        # Learned before and not in this task. In class-IL every learned class; where labels
+        # repeat (domain-, task-IL) the task's own labels are trained on their targets.
+        self.distilled = self.learned & ~current
 
     def train_step(self, batch: Batch) -> Tensor:
         data = self.exemplars.joined(batch, self.batch, self.generator)
@@ -88,7 +95,7 @@ class ICaRL(Strategy):
         if self.old:
             with torch.no_grad():
                 old = functional_call(self.model, self.old, (data.x, data.task_ids)).sigmoid()
-            target = torch.where(self.learned, old, target)
+            target = torch.where(self.distilled, old, target)
         loss = F.binary_cross_entropy_with_logits(logits[:, self.seen], target[:, self.seen])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -46,7 +46,9 @@ class LUCIR(Strategy):
 
     ``f_old`` are the features of the network at the end of the previous task; the
     margin ranking applies to samples of old classes, ``cos_k`` their ``top_k`` highest
-    cosines among the new classes. At a task's start, the new classes' weights are
+    cosines among the new classes. New classes are the task's, old ones those learned
+    before and not in this task (where labels repeat, domain- and task-IL, none: both
+    terms then vanish). At a task's start, the new classes' weights are
     imprinted with the mean normalised feature of their samples (Sec. 3.2); after it the
     exemplar set keeps ``size // classes`` samples per class chosen by herding. The
     prediction is the cosine classifier over the classes seen (the paper's "CNN" output).
@@ -78,6 +80,8 @@ class LUCIR(Strategy):
     seen: Tensor = field(init=False, repr=False)
     learned: Tensor = field(init=False, repr=False)
     new: Tensor = field(init=False, repr=False)
+    old_classes: Tensor = field(init=False, repr=False)
+    lam: float = field(init=False, repr=False)
     n_heads: int = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
@@ -92,21 +96,24 @@ class LUCIR(Strategy):
         self.old = {}
         self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
         self.learned, self.new = torch.zeros_like(self.seen), torch.zeros_like(self.seen)
+        self.old_classes, self.lam = torch.zeros_like(self.seen), 0.0  # no alias: restored in place
 
     def before_task(self, data: TrainingData) -> None:
         self.new = torch.zeros_like(self.seen)
         self.new[data.y] = True
-        self.new &= ~self.learned
         self.seen |= self.new
+        self.old_classes = self.learned & ~self.new
+        n_old, n_new = int(self.old_classes.sum()), int(self.new.sum())  # one sync a task
+        self.lam = self.lam_base * math.sqrt(n_old / n_new)  # Eq. 7
         if self.old and self.n_heads == 1:  # one head: a class is one row of the weights
-            self._imprint(data)
+            self._imprint(data, self.new & ~self.learned)
 
     def train_step(self, batch: Batch) -> Tensor:
         data = self.exemplars.joined(batch, self.batch, self.generator)
         f = features(self.model, data.x)
         logits = self._logits(f, data.task_ids)
         loss = F.cross_entropy(logits.masked_fill(~self.seen, float("-inf")), data.y)
-        if self.old:
+        if self.old and self.lam > 0:
             loss = loss + self._less_forget(f, data) + self.lam_mr * self._ranking(logits, data.y)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -137,15 +144,13 @@ class LUCIR(Strategy):
         body = {k.removeprefix("body."): v for k, v in self.old.items() if k.startswith("body.")}
         with torch.no_grad():
             old = functional_call(self.model.body, body, (data.x,)).flatten(1)  # type: ignore[arg-type]
-        n_old, n_new = int(self.learned.sum()), max(int(self.new.sum()), 1)
-        lam = self.lam_base * math.sqrt(n_old / n_new)
-        return lam * (1 - F.cosine_similarity(f, old, dim=1)).mean()
+        return self.lam * (1 - F.cosine_similarity(f, old, dim=1)).mean()
 
     def _ranking(self, logits: Tensor, y: Tensor) -> Tensor:
         """Margin ranking (Eq. 8): an old class's cosine above its ``top_k`` new-class rivals."""
         cos = logits / self.head.sigma
-        old_samples = self.learned[y]
-        if not bool(old_samples.any()) or not bool(self.new.any()):
+        old_samples = self.old_classes[y]
+        if not bool(old_samples.any()):
             return logits.new_zeros(())
         cos = cos[old_samples]
         truth = cos.gather(1, y[old_samples][:, None])
@@ -154,14 +159,14 @@ class LUCIR(Strategy):
         return F.relu(self.margin - truth + rivals).mean()
 
     @torch.no_grad()
-    def _imprint(self, data: TrainingData) -> None:
+    def _imprint(self, data: TrainingData, classes: Tensor) -> None:
         """New classes' weights: their mean normalised feature, at the old weights' mean norm."""
         head = self.head
         norm = head.weight[self.learned].norm(dim=1).mean()
         take = torch.randperm(len(data.y), generator=self.generator, device=data.y.device)[:1000]
         x, y = data.x[take].float().div_(255), data.y[take]
         f = F.normalize(features(self.model, x), dim=1)
-        for c in self.new.nonzero().flatten().tolist():
+        for c in classes.nonzero().flatten().tolist():
             mine = f[y == c]
             if len(mine):
                 head.weight[c] = F.normalize(mine.mean(0), dim=0) * norm
