@@ -314,3 +314,56 @@ def test_the_command_line_refuses_two_heads_in_one_line(capsys) -> None:
     assert main(["run", "split-mnist", "-s", "er+ncm+cosine"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "two heads (ncm and cosine)" in err
+
+
+# protonet
+
+
+def _protonet_setup(**fields):
+    from lifelong.scenarios.split import SplitScenario
+    from lifelong.strategies.protonet import ProtoNetInit
+
+    scenario = SplitScenario(samples_per_task=40)
+    stream = scenario.build(0)
+    info = StreamInfo.of(stream, scenario, 0)
+    torch.manual_seed(0)
+    model = MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
+    return ProtoNetInit(source="permuted", **fields), model, info
+
+
+def test_protonet_freezes_its_meta_trained_body_and_caches_it_once(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path))
+    init, model, info = _protonet_setup(meta_steps=3)
+    learns = init.prepare(model, info, torch.Generator())
+    assert learns == {"head.weight", "head.bias"}
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == learns
+    free, other, _ = _protonet_setup(meta_steps=3, freeze=False)
+    assert free.prepare(other, info, torch.Generator()) is None  # every weight learns
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True))
+    assert len(list(tmp_path.rglob("*.pt"))) == 1  # freeze acts on the stream only
+
+
+def test_protonet_meta_training_lowers_the_prototypical_loss() -> None:
+    from lifelong.strategies.protonet import _embed
+
+    from lifelong.meta_tasks import meta_tasks
+
+    init, model, info = _protonet_setup(meta_steps=60)
+    tasks = meta_tasks(info.scenario, info, 0, None, source="permuted")
+
+    def loss(params) -> float:
+        body = {n: p for n, p in params.items() if n.startswith("body.")}
+        g = torch.Generator().manual_seed(5)
+        total = 0.0
+        for task in range(len(tasks.tasks)):
+            s, q = tasks.sample(task, 40, g), tasks.sample(task, 40, g)
+            with torch.no_grad():
+                total += prototypical_loss(
+                    _embed(model, body, s.x), s.y, _embed(model, body, q.x), q.y
+                ).item()
+        return total
+
+    one_step, _, _ = _protonet_setup(meta_steps=1)  # (nearly) the seeded start
+    start = one_step.meta_trained_weights(model, tasks, seed=0)
+    trained = init.meta_trained_weights(model, tasks, seed=0)
+    assert loss(trained) < 0.8 * loss(start)
