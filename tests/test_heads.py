@@ -339,7 +339,8 @@ def test_protonet_freezes_its_meta_trained_body_and_caches_it_once(tmp_path, mon
     assert {n for n, p in model.named_parameters() if p.requires_grad} == learns
     free, other, _ = _protonet_setup(meta_steps=3, freeze=False)
     assert free.prepare(other, info, torch.Generator()) is None  # every weight learns
-    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True))
+    pairs = zip(model.parameters(), other.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
     assert len(list(tmp_path.rglob("*.pt"))) == 1  # freeze acts on the stream only
 
 
