@@ -20,7 +20,8 @@ class NearestMean(Head):
     A class's prototype is the mean of the model's ``body`` features over the memory's
     samples of that class when a memory holds some (iCaRL's nearest-mean-of-exemplars),
     else the running mean over every sample of it seen in the stream (ProtoNets'
-    prototype, kept online). Features are L2-normalised before averaging and the mean
+    prototype, kept online; always with ``from_memory=false``, for a body that does not
+    change). Features are L2-normalised before averaging and the mean
     again after, as iCaRL does (``normalize=false``: raw features and squared Euclidean
     distance, as ProtoNets). The score of class c is ``-||f(x) - mu_c||^2``; a class with
     no prototype yet scores the lowest float (before any sample, the model's own logits).
@@ -36,6 +37,9 @@ class NearestMean(Head):
     name: ClassVar[str] = "ncm"
     reads_stored: ClassVar[bool] = True
     normalize: bool = param(True, "L2-normalise features and means (iCaRL); false: ProtoNets")
+    from_memory: bool = param(
+        True, "prototypes from the memory where it holds the class (false: running means)"
+    )
 
     sums: Tensor = field(init=False, repr=False, compare=False)
     counts: Tensor = field(init=False, repr=False, compare=False)
@@ -75,7 +79,7 @@ class NearestMean(Head):
         """Each class's prototype ``[K, F]`` (K = heads x outputs) and whether it has one ``[K]``:
         the memory's class means where the memory holds the class, else the running means."""
         means, known = self.sums / self.counts.clamp(min=1)[:, None], self.counts > 0
-        if stored is not None:
+        if stored is not None and self.from_memory:
             kept, held = class_means(
                 self._embed(model, stored.x), self._keys(stored.y, stored.task_ids), len(means)
             )

@@ -11,8 +11,9 @@ References: Snell, Swersky & Zemel 2017, "Prototypical Networks for Few-shot Lea
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +61,10 @@ class ProtoNetInit(MetaInit):
     the support's class means of the ``body`` features (:func:`prototypical_loss`); one
     Adam step on the body. With ``freeze`` (the default) the body stays fixed in the
     stream, as a ProtoNet's embedding is at test time, so the ``ncm`` head's running
-    means never go stale; the output layer (unused by ``ncm``) learns.
+    means never go stale; the output layer (unused by ``ncm``) learns. It sets the ``ncm``
+    head's ``from_memory`` to false: running means are the exact means of the frozen
+    features, where a memory's few samples per class would only estimate them (``--set
+    ncm.from_memory=true`` gives those back).
 
     Defaults: Adam at 1e-3 (the paper's); 10 support and 15 query samples per class of a
     task (the paper's 5-shot training used 15 queries per class).
@@ -70,6 +74,8 @@ class ProtoNetInit(MetaInit):
 
     name: ClassVar[str] = "protonet"
     stream_fields: ClassVar[tuple[str, ...]] = ("source", "freeze")  # one cached init for both
+    # A frozen body's running class means are exact; a memory's few samples only estimate them.
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"ncm": {"from_memory": False}}
     tasks_per_batch: int = param(4, "episodes averaged in one meta update", ge=1)
     support: int = param(10, "support samples per class of an episode", ge=1)
     query: int = param(15, "query samples per class of an episode", ge=1)

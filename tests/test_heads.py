@@ -368,3 +368,14 @@ def test_protonet_meta_training_lowers_the_prototypical_loss() -> None:
     start = one_step.meta_trained_weights(model, tasks, seed=0)
     trained = init.meta_trained_weights(model, tasks, seed=0)
     assert loss(trained) < 0.8 * loss(start)
+
+
+def test_running_means_are_kept_when_the_memory_is_not_asked_and_protonet_says_so() -> None:
+    model, head = Identity(), NearestMean(normalize=False, from_memory=False)
+    head.prepare(model, info(), torch.Generator())
+    head.observe(model, batch([[0, 0], [10, 0]], [0, 1]))
+    means, _ = head.prototypes(model, batch([[9, 0], [11, 0]], [0, 0]))
+    assert means[0].tolist() == [0.0, 0.0]  # the memory's samples are not read
+    composed = compose("protonet+er+ncm").head
+    assert isinstance(composed, NearestMean) and not composed.from_memory
+    assert compose("er+ncm").head.from_memory  # type: ignore[union-attr]
