@@ -19,10 +19,10 @@ from lifelong.strategies.scr import supcon_loss
 from torch import nn
 
 from lifelong import Batch, Composite, StreamInfo, UserError, compose
-from lifelong.model import MLP
-from lifelong.runner import execute
-from lifelong.stream import training_data
-from lifelong.vectorized import vectorizable
+from lifelong.contracts.stream import training_data
+from lifelong.execution.runner import execute
+from lifelong.execution.vectorized import vectorizable
+from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 SMALL = {"batch_size": "8", "eval_every": "0", "hidden": "16"}
@@ -288,7 +288,7 @@ def test_a_resumed_run_gives_the_uninterrupted_result(tmp_path, monkeypatch, spe
     checkpoint (taken at task boundaries) and come back."""
     import warnings
 
-    from lifelong.runner import _Run
+    from lifelong.execution.runner import _Run
 
     warnings.simplefilter("error")  # a resume that fell back to a fresh start would warn
     plan = plan_one(spec, {"samples_per_task": "64", "eval_every": "0", "hidden": "16"}, seed=3)
@@ -347,7 +347,7 @@ def test_protonet_freezes_its_meta_trained_body_and_caches_it_once(tmp_path, mon
 def test_protonet_meta_training_lowers_the_prototypical_loss() -> None:
     from lifelong.strategies.protonet import _embed
 
-    from lifelong.meta_tasks import meta_tasks
+    from lifelong.meta.meta_tasks import meta_tasks
 
     init, model, info = _protonet_setup(meta_steps=60)
     tasks = meta_tasks(info.scenario, info, 0, None, source="permuted")

@@ -21,8 +21,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.errors import UserError
-from lifelong.strategy import Batch, StreamInfo
 
 __all__ = ["Head", "class_means", "feature_dim", "features"]
 
