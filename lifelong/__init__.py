@@ -7,6 +7,7 @@ init row b, curves and the metrics derived from them.
 from lifelong.api import report, run, save
 from lifelong.composition.compose import Composite, compose
 from lifelong.contracts.conformance import ConformanceError, check_strategy
+from lifelong.contracts.head_axis import Head, class_means, feature_dim, features
 from lifelong.contracts.init_axis import Init
 from lifelong.contracts.params import param
 from lifelong.contracts.parts import (
@@ -60,6 +61,7 @@ __all__ = [
     "ContractError",
     "Curve",
     "DrawnTransform",
+    "Head",
     "ImageScenario",
     "Init",
     "InputTransform",
@@ -88,9 +90,12 @@ __all__ = [
     "UserError",
     "apply_gradients",
     "check_strategy",
+    "class_means",
     "compose",
     "concat_batches",
     "detached",
+    "feature_dim",
+    "features",
     "fisher_diagonal",
     "from_arrays",
     "from_folder",

@@ -441,8 +441,8 @@ def _check_model(spec: RunSpec, stream: Stream) -> nn.Module:
 
 
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
-    """Each configuration's init checks its settings against the model and the stream
-    (:meth:`lifelong.Init.check`), before any run starts."""
+    """Each configuration's init and head check its settings against the model and the
+    stream (:meth:`lifelong.Init.check`, :meth:`lifelong.Head.check`), before any run starts."""
     from lifelong.composition.compose import Composite
     from lifelong.contracts.strategy import StreamInfo
     from lifelong.models.axis import build_model
@@ -450,12 +450,15 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
     checked = set()
     for request in requests:
         spec = request.spec()
-        init = spec.strategy.init if isinstance(spec.strategy, Composite) else None
-        if init is None or request.strategy in checked:
+        composite = spec.strategy if isinstance(spec.strategy, Composite) else None
+        if composite is None or request.strategy in checked:
             continue
         checked.add(request.strategy)
         model = build_model(spec.protocol, stream)
-        init.check(model, StreamInfo.of(stream, spec.scenario, spec.seed, data_dir))
+        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
+        for part in (composite.init, composite.head):
+            if part is not None:
+                part.check(model, info)
 
 
 def _may_read_data_dir(request: RunRequest) -> bool:

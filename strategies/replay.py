@@ -70,6 +70,12 @@ class Reservoir(Memory):
     def stacked(cls, memories: list[Reservoir]) -> StackedReservoirs:
         return StackedReservoirs(memories)
 
+    def stored(self) -> Batch | None:
+        n = len(self)
+        if n == 0:
+            return None
+        return Batch(self.x[:n], self.y[:n], self.task_ids[:n], self.task)
+
     def sample(self) -> Replay | None:
         pick = self._sample_rows()
         if pick is None:

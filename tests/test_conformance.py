@@ -29,10 +29,21 @@ LIGHTER = {
     "mer": {"mer.batches_per_example": "1", "mer.memory_batch": "2"},
     **{
         init: {f"{init}.meta_steps": "2", f"{init}.source": "permuted"}
-        for init in ("maml", "oml", "reptile")
+        for init in ("maml", "oml", "reptile", "protonet")
     },
 }
-COMPOSITIONS = ["er+ewc", "agem+si", "er+lwf", "adam+replay+mas", "sgd+online-ewc+si"]
+COMPOSITIONS = [
+    "er+ewc",
+    "agem+si",
+    "er+lwf",
+    "adam+replay+mas",
+    "sgd+online-ewc+si",
+    "er+ncm",
+    "oml+er+ncm",
+    "la-maml+ncm",
+    "der+++cosine",
+    "protonet+er+ncm",
+]
 
 
 def every_part() -> list[str]:
@@ -58,7 +69,7 @@ CASES = [
 
 
 def run(name: str, stream: Stream, seed: int = 0, **settings: str):
-    parts_used = name.split("+")
+    parts_used = name.replace("++", "").split("+")
     lighter = {
         k: v for part, extra in LIGHTER.items() if part in parts_used for k, v in extra.items()
     }

@@ -14,8 +14,9 @@ from helpers import SMALL_MODELS, image_stream, model_settings, plan_one
 from lifelong.strategies.oml import pln_names
 from test_conformance import CASES, LIGHTER
 
-from lifelong import UserError
+from lifelong import MetaInit, UserError
 from lifelong.cli import main
+from lifelong.composition.registry import parts
 from lifelong.contracts.stream import training_data
 from lifelong.evaluation.result import run_key
 from lifelong.execution.protocol import Protocol
@@ -27,7 +28,7 @@ from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 SHAPES = [(1, 28, 28), (3, 32, 32), (3, 64, 64)]
-META_INITS = ("maml", "oml", "reptile")
+META_INITS = tuple(name for name, cls in parts().items() if issubclass(cls, MetaInit))
 # Each case runs with one conv model and shape here, in turn (every model on every shape,
 # 64x64 included, in every setting: the slow test).
 COMBOS = [(m, s) for s in SHAPES[:2] for m in ("cnn", "resnet18-reduced", "lamaml-conv")]
@@ -338,7 +339,7 @@ def test_oml_splits_any_model_into_body_and_head() -> None:
     with pytest.raises(UserError, match="pln_layers must be at most 1"):
         pln_names(model, 2)
     conv = LaMAMLConv((3, 32, 32), 4, channels=4, hidden=8)
-    assert pln_names(conv, 2) == ["body.9.weight", "body.9.bias", "head.weight", "head.bias"]
+    assert pln_names(conv, 2) == ["body.10.weight", "body.10.bias", "head.weight", "head.bias"]
 
 
 def test_explicit_mlp_is_the_default_bit_for_bit() -> None:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lifelong.composition.registry import parts, strategies
+from lifelong.contracts.head_axis import Head
 from lifelong.contracts.init_axis import Init
 from lifelong.contracts.params import build, param_specs
 from lifelong.contracts.parts import Learner, Memory, Objective, Params, Regularizer, Replay
@@ -98,13 +99,16 @@ class Composite(Strategy):
     step instead (:meth:`apply_proximal`).
     Build it with :func:`compose` (``compose("er+ewc")``) or directly from part instances.
     An ``init`` part, when given, sets the starting weights first and says which
-    parameters learn; the other parts see only those.
+    parameters learn; the other parts see only those. A ``head`` part (None: the model's
+    own linear output layer) may then replace the output layer (``cosine``) or the
+    prediction (``ncm``: the nearest class mean of the features).
     """
 
     learner: Learner = field(default_factory=_default_learner, metadata=_doc("update rule"))
     memory: Memory | None = field(default=None, metadata=_doc("what is kept and replayed"))
     regularizers: tuple[Regularizer, ...] = field(default=(), metadata=_doc("the penalties"))
     init: Init | None = field(default=None, metadata=_doc("the starting weights (random)"))
+    head: Head | None = field(default=None, metadata=_doc("how features become a prediction"))
     spec: str = field(default="", metadata=_doc("the line it was composed from, e.g. er+ewc"))
 
     model: nn.Module = field(init=False, repr=False, compare=False)
@@ -125,11 +129,13 @@ class Composite(Strategy):
         """The spec it was composed from (``er+ewc``), else its parts joined by ``+``."""
         return self.spec or "+".join(p.name for p in self.parts())
 
-    def parts(self) -> list[Init | Learner | Memory | Regularizer]:
-        """The init (if any), the learner, the memory (if any) and the regularizers."""
+    def parts(self) -> list[Init | Learner | Memory | Regularizer | Head]:
+        """The init (if any), the learner, the memory (if any), the regularizers and the head
+        (if any)."""
         init = [self.init] if self.init is not None else []
         memory = [self.memory] if self.memory is not None else []
-        return [*init, self.learner, *memory, *self.regularizers]
+        head = [self.head] if self.head is not None else []
+        return [*init, self.learner, *memory, *self.regularizers, *head]
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         # Fresh part instances: a run never sees state left by an earlier run of the same spec.
@@ -137,7 +143,14 @@ class Composite(Strategy):
         self.learner = dataclasses.replace(self.learner)
         self.memory = dataclasses.replace(self.memory) if self.memory is not None else None
         self.regularizers = tuple(dataclasses.replace(r) for r in self.regularizers)
+        self.head = dataclasses.replace(self.head) if self.head is not None else None
+        if self.head is not None:
+            self.head.check(model, info)
         learns = self.init.prepare(model, info, generator) if self.init is not None else None
+        if self.head is not None and learns is not None:
+            learns = learns | self.head.prepare(model, info, generator)
+        elif self.head is not None:
+            self.head.prepare(model, info, generator)
         self.model = model
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.keep_logits = any(r.needs_logits for r in self.regularizers)
@@ -159,7 +172,8 @@ class Composite(Strategy):
         learn and every penalty in the objective is quadratic."""
         quadratic = all(map(_is_quadratic, self.explicit))
         every_weight = len(self.params) == len(list(self.model.parameters()))
-        if not (fast and quadratic and every_weight and has_closed_form(self.model)):
+        own_head = self.head is None or self.head.model_forward
+        if not (fast and quadratic and every_weight and own_head and has_closed_form(self.model)):
             return None
         return ClosedForm(tuple(self.params), self.explicit)
 
@@ -226,6 +240,8 @@ class Composite(Strategy):
         self.apply_proximal(self.params)
         if stores and self.memory is not None:
             self.memory.add(batch, kept)
+        if self.head is not None and batch.glance == 0:
+            self.head.observe(self.model, batch)
         for regularizer in self.regularizers:
             regularizer.observe(self.params, step.grads)
         return step.loss
@@ -235,7 +251,11 @@ class Composite(Strategy):
             regularizer.after_task(self.params, data)
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
-        return self.model(x, task_ids)
+        if self.head is None:
+            return self.model(x, task_ids)
+        reads = self.memory is not None and self.head.reads_stored
+        stored = self.memory.stored() if reads and self.memory is not None else None
+        return self.head.predict(self.model, x, task_ids, stored)
 
     def as_composite(self) -> Composite:
         return self
@@ -284,7 +304,8 @@ def compose(spec: str) -> Composite:
     names: list[str] = []
     for token in tokens:
         names += [n for n in named.get(token, (token,)) if n not in names]
-    for axis, base in (("inits", Init), ("learners", Learner), ("memories", Memory)):
+    axes = (("inits", Init), ("learners", Learner), ("memories", Memory), ("heads", Head))
+    for axis, base in axes:
         clash = [n for n in names if issubclass(found[n], base)]
         if len(clash) > 1:
             raise UserError(
@@ -401,23 +422,24 @@ def configure(strategy: str | Composite, settings: Mapping[str, Any]) -> tuple[C
     rebuilt = [_rebuild(p, values.get(i, {})) for i, p in enumerate(members)]
     assembled = _assemble(rebuilt, spec=composite.spec)
     if type(composite) is not Composite:  # a subclass keeps its class, and so its own hooks
-        parts = ("learner", "memory", "regularizers", "init")
+        parts = ("learner", "memory", "regularizers", "init", "head")
         assembled = dataclasses.replace(
             composite, **{name: getattr(assembled, name) for name in parts}
         )
     return assembled, used
 
 
-def _assemble(members: list[Init | Learner | Memory | Regularizer], spec: str) -> Composite:
-    """The composite of ``members``: its init, first learner, memory and regularizers."""
+def _assemble(members: list[Init | Learner | Memory | Regularizer | Head], spec: str) -> Composite:
+    """The composite of ``members``: its init, first learner, memory, regularizers, head."""
     learner = next(p for p in members if isinstance(p, Learner))
     memory = next((p for p in members if isinstance(p, Memory)), None)
     regularizers = tuple(p for p in members if isinstance(p, Regularizer))
     init = next((p for p in members if isinstance(p, Init)), None)
-    return Composite(learner, memory, regularizers, init=init, spec=spec)
+    head = next((p for p in members if isinstance(p, Head)), None)
+    return Composite(learner, memory, regularizers, init=init, head=head, spec=spec)
 
 
-def _check_key(part: Init | Learner | Memory | Regularizer, name: str) -> None:
+def _check_key(part: Init | Learner | Memory | Regularizer | Head, name: str) -> None:
     specs = param_specs(type(part))
     if name not in specs:
         raise UserError(
@@ -442,12 +464,14 @@ def setting_keys(composite: Composite) -> list[str]:
 
 
 def parts_by_axis() -> dict[str, dict[str, type]]:
-    """The registered parts grouped by axis (learners, memories, regularizers), for listings."""
+    """The registered parts grouped by axis (inits, learners, memories, regularizers, heads),
+    for listings."""
     axes: dict[str, type] = {
         "inits": Init,
         "learners": Learner,
         "memories": Memory,
         "regularizers": Regularizer,
+        "heads": Head,
     }
     return {
         axis: {name: cls for name, cls in sorted(parts().items()) if issubclass(cls, base)}

@@ -104,20 +104,27 @@ def _strategy(given: str | Strategy, settings: dict[str, Any], used: set[str]) -
         used |= keys
         return composite
     cls = find_strategy(given) if isinstance(given, str) else type(given)
-    return _configure(cls, given, settings, used, prefix=cls.name)
+    return _configure(cls, given, settings, used, prefix=cls.name, also=cls.setting_prefixes)
 
 
 def _configure(
-    cls: type, given: object, settings: dict[str, Any], used: set[str], prefix: str | None
+    cls: type,
+    given: object,
+    settings: dict[str, Any],
+    used: set[str],
+    prefix: str | None,
+    also: tuple[str, ...] = (),
 ) -> Any:
     specs = param_specs(cls)
     values: dict[str, Any] = {}
     if given is not None and not isinstance(given, str):
         values = {name: getattr(given, name) for name in specs}
+    prefixes = [p + "." for p in ([] if prefix is None else [prefix, *also])]
     for key, value in settings.items():
         name = key
-        if prefix is not None and key.startswith(prefix + "."):
-            name = key[len(prefix) + 1 :]
+        matched = next((p for p in prefixes if key.startswith(p)), None)
+        if matched is not None:
+            name = key[len(matched) :]
         elif "." in key:
             continue
         if name in specs:

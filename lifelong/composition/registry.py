@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lifelong.contracts.head_axis import Head
 from lifelong.contracts.init_axis import Init
 from lifelong.contracts.parts import Learner, Memory, Regularizer
 from lifelong.contracts.scenario import ScenarioFamily
@@ -47,10 +48,10 @@ def strategies() -> dict[str, type[Strategy]]:
 
 
 @functools.cache
-def parts() -> dict[str, type[Init | Learner | Memory | Regularizer]]:
-    """Every built-in part (init, learner, memory, regularizer) in ``lifelong.strategies``."""
-    found: dict[str, type[Init | Learner | Memory | Regularizer]] = {}
-    for base in (Init, Learner, Memory, Regularizer):
+def parts() -> dict[str, type[Init | Learner | Memory | Regularizer | Head]]:
+    """Every built-in part (init, learner, memory, regularizer, head) in ``lifelong.strategies``."""
+    found: dict[str, type[Init | Learner | Memory | Regularizer | Head]] = {}
+    for base in (Init, Learner, Memory, Regularizer, Head):
         for name, cls in _collect("lifelong.strategies", base).items():
             if name in found:
                 raise TypeError(f"part name '{name}' is used by {found[name]} and {cls}")

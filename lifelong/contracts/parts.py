@@ -239,6 +239,12 @@ class Memory(abc.ABC):
     def __len__(self) -> int:
         """Number of samples stored."""
 
+    def stored(self) -> Batch | None:
+        """Every sample held (``x [N, D]``, ``y``, ``task_ids``), for heads that read the
+        memory (the ``ncm`` head's prototypes); None when empty or when this memory does
+        not expose its samples (the default)."""
+        return None
+
     @classmethod
     def stacked(cls, memories: list[Self]) -> StackedMemory:
         """One memory for several seeds' ``memories`` (``--vectorize``), each seed's draws

@@ -118,6 +118,9 @@ class Strategy(abc.ABC):
     name: ClassVar[str]
     trains_on: ClassVar[Literal["task", "seen"]] = "task"
     resumable: ClassVar[bool] = True
+    setting_prefixes: ClassVar[tuple[str, ...]] = ()
+    """Part names whose ``--set`` keys this strategy also takes as its own (``("replay",)``:
+    a whole strategy with a memory of its own takes ``replay.size`` as its ``size``)."""
 
     @abc.abstractmethod
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:

@@ -138,4 +138,4 @@ def training_data(task: Task) -> TrainingData:
     task's layout (images ``[N, C, H, W]``): memories and parts hold one layout, and a
     model reshapes its input itself."""
     ids = torch.full_like(task.y_train, task.id)
-    return TrainingData(task.id, task.name, task.x_train, task.y_train, ids, task.inputs)
+    return TrainingData(task.id, task.name, task.x_train.flatten(1), task.y_train, ids, task.inputs)

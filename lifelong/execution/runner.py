@@ -467,7 +467,7 @@ def evaluate(
     for task in stream.tasks:
         correct = torch.zeros((), dtype=torch.long, device=task.y_test.device)
         for start in range(0, len(task.y_test), batch_size):
-            x = inputs.floats(task.x_test[start : start + batch_size], task.inputs)
+            x = inputs.floats(task.x_test[start : start + batch_size].flatten(1), task.inputs)
             y = task.y_test[start : start + batch_size]
             ids = torch.full_like(y, task.id)
             scores = strategy.predict(x, ids)

@@ -91,6 +91,8 @@ def vectorizable(spec: RunSpec, model: nn.Module | None = None) -> str:
         return f"'{strategy.name}' is a subclass of Composite, whose own methods it would skip"
     if strategy.learner.stacked_sgd() is None:
         return f"its learner is '{strategy.learner.name}', whose step does not stack over seeds"
+    if strategy.head is not None and not strategy.head.model_forward:
+        return f"its head is '{strategy.head.name}', which is not the model's own forward"
     memory = strategy.memory
     if memory is not None and not memory.stackable:
         return f"its memory is '{memory.name}', which offers no stacked form"

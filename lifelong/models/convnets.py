@@ -29,6 +29,18 @@ def image_shape(input_shape: tuple[int, ...], model: str) -> tuple[int, int, int
     return channels, height, width
 
 
+class ToImage(nn.Module):
+    """Rows ``[B, C*H*W]`` (or images ``[B, C, H, W]``) as images ``[B, C, H, W]``: a conv
+    body's first step, so that ``body`` takes the inputs the model takes (the contract)."""
+
+    def __init__(self, input_shape: tuple[int, int, int]) -> None:
+        super().__init__()
+        self.input_shape = input_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.reshape(len(x), *self.input_shape)
+
+
 class _Classifier(nn.Module):
     """``head(body(x))``, per head; the shared forward of the convolutional models."""
 
@@ -56,7 +68,6 @@ class _Classifier(nn.Module):
         Returns:
             float ``[B, n_outputs]``.
         """
-        x = x.reshape(len(x), *self.input_shape)
         return head_logits(self.head(self.body(x)), task_ids, self.n_heads, self.n_outputs)
 
 
@@ -91,6 +102,7 @@ class CNN(_Classifier):
         if spatial < 1:
             raise ValueError(f"cnn needs images of at least 4x4 pixels; these are {h}x{w}")
         body = nn.Sequential(
+            ToImage((c, h, w)),
             nn.Conv2d(c, channels[0], 3, padding=1),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -130,9 +142,10 @@ class _ResNetBody(nn.Module):
     """The reduced ResNet-18 up to its features: a 3x3 stem, four stages of two basic
     blocks (``nf``, 2, 4, 8 times ``nf`` filters; strides 1, 2, 2, 2), global average pool."""
 
-    def __init__(self, in_channels: int, nf: int) -> None:
+    def __init__(self, shape: tuple[int, int, int], nf: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, nf, 3, stride=1, padding=1, bias=False)
+        self.to_image = ToImage(shape)
+        self.conv1 = nn.Conv2d(shape[0], nf, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(nf)
         stages, planes = [], nf
         for stage, stride in enumerate((1, 2, 2, 2)):
@@ -143,7 +156,7 @@ class _ResNetBody(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = stages
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x)))
+        out = F.relu(self.bn1(self.conv1(self.to_image(x))))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
         return F.adaptive_avg_pool2d(out, 1).flatten(1)
 
@@ -175,7 +188,7 @@ class ResNet18Reduced(_Classifier):
         c, h, w = image_shape(input_shape, "resnet18-reduced")
         if nf < 1:
             raise ValueError(f"resnet18-reduced needs nf >= 1 (got nf={nf})")
-        super().__init__((c, h, w), _ResNetBody(c, nf), 8 * nf, n_outputs, n_heads)
+        super().__init__((c, h, w), _ResNetBody((c, h, w), nf), 8 * nf, n_outputs, n_heads)
 
 
 class LaMAMLConv(_Classifier):
@@ -220,6 +233,7 @@ class LaMAMLConv(_Classifier):
             c, h, w = channels, (h + 1) // 2, (w + 1) // 2
         width = hidden if hidden is not None else (320 if len(layers) <= 6 else 640)
         body = nn.Sequential(
+            ToImage(shape),
             *layers,
             nn.Flatten(),
             nn.Linear(channels * h * w, width),

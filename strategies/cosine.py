@@ -1,0 +1,71 @@
+"""The ``cosine`` head: normalised weights and features times a learned scale (LUCIR)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar, final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong import Batch, Head, StreamInfo, feature_dim, param
+
+
+class CosineLinear(nn.Module):
+    """``logits = sigma * cos(w_c, f)``: the cosine of the features and each class's weight
+    vector, times one learned scale ``sigma`` (LUCIR's ``CosineLinear``).
+
+    Attributes:
+        weight: float ``[C, F]``; only its direction matters.
+        sigma: float ``[]`` (a parameter when it learns, a buffer otherwise).
+    """
+
+    def __init__(self, weight: Tensor, sigma: float, learn_sigma: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)
+        scale = torch.tensor(float(sigma), device=weight.device)
+        if learn_sigma:
+            self.sigma = nn.Parameter(scale)
+        else:
+            self.register_buffer("sigma", scale)
+
+    def forward(self, features: Tensor) -> Tensor:
+        """``[B, F]`` features -> ``[B, C]`` logits."""
+        return self.sigma * F.linear(F.normalize(features, dim=1), F.normalize(self.weight, dim=1))
+
+
+@final
+@dataclass
+class CosineHead(Head):
+    """Cosine classifier: normalised weights and features with a learned scale (LUCIR).
+
+    Replaces the model's output layer (``head``) by :class:`CosineLinear`, whose weights
+    are drawn as LUCIR's (uniform in ``+-1/sqrt(F)``) from the run's generator and whose
+    scale ``sigma`` starts at ``scale`` (LUCIR: 1, learned). Every other part then trains
+    it as the model's head; the prediction is the model's forward. Normalising removes the
+    norm of the newest classes' weights, the bias towards them that a linear head learns
+    in class-incremental streams (Hou et al. 2019, Sec. 3.2).
+
+    References: Hou et al. 2019, "Learning a Unified Classifier Incrementally via
+    Rebalancing" (CVPR; official code hshustc/CVPR19_Incremental_Learning).
+    """
+
+    name: ClassVar[str] = "cosine"
+    scale: float = param(1.0, "starting value of the learned scale sigma (LUCIR: 1)", gt=0)
+    learn_scale: bool = param(True, "learn sigma (false: keep it fixed at scale)")
+
+    def prepare(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> set[str]:
+        width = feature_dim(model, "the 'cosine' head")
+        device = next(model.parameters()).device
+        bound = 1.0 / math.sqrt(width)
+        shape = (info.n_outputs * info.n_heads, width)
+        weight = torch.rand(shape, generator=generator, device=device) * (2 * bound) - bound
+        model.head = CosineLinear(weight, self.scale, self.learn_scale)
+        return {name for name, _ in model.named_parameters() if name.startswith("head.")}
+
+    def predict(
+        self, model: nn.Module, x: Tensor, task_ids: Tensor, stored: Batch | None
+    ) -> Tensor:
+        return model(x, task_ids)

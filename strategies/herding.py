@@ -1,0 +1,118 @@
+"""Herding: exemplars whose running mean stays closest to their class's mean feature.
+
+A memory-selection function (any memory may call it with the features it has) and the
+class-balanced exemplar set that iCaRL, LUCIR and BiC keep with it.
+
+References: Welling 2009, "Herding dynamical weights to learn" (ICML); Rebuffi et al.
+2017, "iCaRL", Algorithm 4 (ConstructExemplarSet) and Algorithm 5 (ReduceExemplarSet).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong import Batch, TrainingData, features, to_floats
+
+
+def herding(feats: Tensor, m: int) -> Tensor:
+    """The indices of ``m`` rows of ``feats [N, F]``, in the order herding picks them.
+
+    Step k picks, among the rows not yet picked, the one that brings the mean of the k
+    picked rows closest (Euclidean) to the mean of all rows (iCaRL, Algorithm 4); ties go
+    to the lowest index. A prefix of the result is the herding choice of that size, so
+    dropping the tail reduces an exemplar set (Algorithm 5).
+
+    Returns:
+        int64 ``[min(m, N)]``.
+    """
+    m = min(m, len(feats))
+    target = feats.mean(0)
+    picked = torch.zeros(len(feats), dtype=torch.bool, device=feats.device)
+    total = torch.zeros_like(target)
+    order = []
+    for k in range(1, m + 1):
+        gap = (target - (total + feats) / k).norm(dim=1).masked_fill(picked, float("inf"))
+        i = int(gap.argmin())
+        order.append(i)
+        picked[i] = True
+        total += feats[i]
+    return torch.tensor(order, dtype=torch.long, device=feats.device)
+
+
+@dataclass
+class Exemplars:
+    """A class-balanced exemplar set of at most ``size`` samples, chosen by herding.
+
+    After each task every class seen keeps ``size // classes`` exemplars: the old classes
+    their first ones (herding's order), the new classes a herding choice over the
+    L2-normalised features of all their training samples. A class is (task id, target).
+
+    Attributes:
+        x: float ``[N, D]`` in [0, 1]; y, task_ids: int64 ``[N]``, grouped by class.
+    """
+
+    size: int
+    x: Tensor = field(init=False)
+    y: Tensor = field(init=False)
+    task_ids: Tensor = field(init=False)
+
+    def setup(self, input_dim: int, device: torch.device) -> None:
+        self.x = torch.zeros(0, input_dim, device=device)
+        self.y = torch.zeros(0, dtype=torch.long, device=device)
+        self.task_ids = torch.zeros(0, dtype=torch.long, device=device)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self) -> Batch:
+        """Every exemplar as one batch."""
+        return Batch(self.x, self.y, self.task_ids, -1)
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch | None:
+        """``n`` exemplars drawn without replacement (None while empty)."""
+        if not len(self):
+            return None
+        pick = torch.randperm(len(self), generator=generator, device=self.y.device)[:n]
+        return Batch(self.x[pick], self.y[pick], self.task_ids[pick], -1)
+
+    def joined(self, batch: Batch, n: int, generator: torch.Generator) -> Batch:
+        """``batch`` followed by ``n`` exemplars drawn without replacement (``batch`` alone
+        while the set is empty)."""
+        replay = self.sample(n, generator)
+        if replay is None:
+            return batch
+        return Batch(
+            torch.cat([batch.x, replay.x]),
+            torch.cat([batch.y, replay.y]),
+            torch.cat([batch.task_ids, replay.task_ids]),
+            batch.task,
+        )
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, data: TrainingData) -> None:
+        """Shrink the old classes and add herding exemplars of ``data``'s classes."""
+        keys, new_keys = self._keys(self.y, self.task_ids), self._keys(data.y, data.task_ids)
+        classes = torch.unique(torch.cat([keys, new_keys]))
+        per_class = max(self.size // len(classes), 1)
+        kept = [torch.nonzero(keys == c).flatten()[:per_class] for c in keys.unique()]
+        keep = torch.cat(kept) if kept else keys.new_zeros(0)
+        parts = [(self.x[keep], self.y[keep], self.task_ids[keep])]
+        for c in new_keys.unique():
+            rows = torch.nonzero(new_keys == c).flatten()
+            x = to_floats(data.x[rows].flatten(1), data.inputs)  # the test view: no augmentation
+            picked = herding(_embedded(model, x), per_class)
+            parts.append((x[picked], data.y[rows[picked]], data.task_ids[rows[picked]]))
+        self.x, self.y, self.task_ids = (torch.cat(t) for t in zip(*parts, strict=True))
+
+    @staticmethod
+    def _keys(y: Tensor, task_ids: Tensor) -> Tensor:
+        return task_ids * 1_000_003 + y  # (task, target), distinct for any label below that
+
+
+def _embedded(model: nn.Module, x: Tensor, chunk: int = 1024) -> Tensor:
+    """L2-normalised ``body`` features of ``x``, ``chunk`` rows at a time."""
+    return torch.cat([F.normalize(features(model, part), dim=1) for part in x.split(chunk)])

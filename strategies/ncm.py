@@ -1,0 +1,94 @@
+"""The ``ncm`` head: predict the class whose mean feature (prototype) is nearest."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, final
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lifelong import Batch, Head, StreamInfo, class_means, feature_dim, features, param
+
+
+@final
+@dataclass
+class NearestMean(Head):
+    """Nearest class mean: the class whose prototype is closest to the sample's features.
+
+    A class's prototype is the mean of the model's ``body`` features over the memory's
+    samples of that class when a memory holds some (iCaRL's nearest-mean-of-exemplars),
+    else the running mean over every sample of it seen in the stream (ProtoNets'
+    prototype, kept online; always with ``from_memory=false``, for a body that does not
+    change). Features are L2-normalised before averaging and the mean
+    again after, as iCaRL does (``normalize=false``: raw features and squared Euclidean
+    distance, as ProtoNets). The score of class c is ``-||f(x) - mu_c||^2``; a class with
+    no prototype yet scores the lowest float (before any sample, the model's own logits).
+    Training is left to the other parts (the model's linear head trains the features);
+    only the prediction changes. A class is (head, target): one set per task with
+    several heads, one shared otherwise.
+
+    References: Rebuffi et al. 2017, "iCaRL: Incremental Classifier and Representation
+    Learning" (CVPR), Algorithm 1; Snell et al. 2017, "Prototypical Networks for Few-shot
+    Learning" (NeurIPS).
+    """
+
+    name: ClassVar[str] = "ncm"
+    reads_stored: ClassVar[bool] = True
+    normalize: bool = param(True, "L2-normalise features and means (iCaRL); false: ProtoNets")
+    from_memory: bool = param(
+        True, "prototypes from the memory where it holds the class (false: running means)"
+    )
+
+    sums: Tensor = field(init=False, repr=False, compare=False)
+    counts: Tensor = field(init=False, repr=False, compare=False)
+    n_outputs: int = field(init=False, repr=False, compare=False)
+    n_heads: int = field(init=False, repr=False, compare=False)
+
+    def prepare(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> set[str]:
+        width = feature_dim(model, "the 'ncm' head")
+        device = next(model.parameters()).device
+        self.n_outputs, self.n_heads = info.n_outputs, info.n_heads
+        self.sums = torch.zeros(info.n_outputs * info.n_heads, width, device=device)
+        self.counts = torch.zeros(info.n_outputs * info.n_heads, device=device)
+        return set()
+
+    def observe(self, model: nn.Module, batch: Batch) -> None:
+        with torch.no_grad():
+            f = self._embed(model, batch.x)
+        keys = self._keys(batch.y, batch.task_ids)
+        self.sums.index_add_(0, keys, f)
+        self.counts.index_add_(0, keys, torch.ones_like(keys, dtype=f.dtype))
+
+    @torch.no_grad()
+    def predict(
+        self, model: nn.Module, x: Tensor, task_ids: Tensor, stored: Batch | None
+    ) -> Tensor:
+        means, known = self.prototypes(model, stored)
+        if not bool(known.any()):  # nothing seen yet (the init row): the model's own guess
+            return model(x, task_ids)
+        scores = -torch.cdist(self._embed(model, x), means).pow(2)
+        scores = scores.masked_fill(~known, torch.finfo(scores.dtype).min)
+        if self.n_heads == 1:
+            return scores
+        heads = scores.view(len(x), self.n_heads, self.n_outputs)
+        return heads[torch.arange(len(x), device=x.device), task_ids]
+
+    def prototypes(self, model: nn.Module, stored: Batch | None) -> tuple[Tensor, Tensor]:
+        """Each class's prototype ``[K, F]`` (K = heads x outputs) and whether it has one ``[K]``:
+        the memory's class means where the memory holds the class, else the running means."""
+        means, known = self.sums / self.counts.clamp(min=1)[:, None], self.counts > 0
+        if stored is not None and self.from_memory:
+            kept, held = class_means(
+                self._embed(model, stored.x), self._keys(stored.y, stored.task_ids), len(means)
+            )
+            means, known = torch.where(held[:, None], kept, means), known | held
+        return (F.normalize(means, dim=1) if self.normalize else means), known
+
+    def _embed(self, model: nn.Module, x: Tensor) -> Tensor:
+        f = features(model, x)
+        return F.normalize(f, dim=1) if self.normalize else f
+
+    def _keys(self, y: Tensor, task_ids: Tensor) -> Tensor:
+        return y if self.n_heads == 1 else task_ids * self.n_outputs + y
