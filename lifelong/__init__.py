@@ -17,7 +17,7 @@ from lifelong.optim import SGD
 from lifelong.own_data import OwnData, from_arrays
 from lifelong.own_scenario import OwnDataScenario, scenario_from
 from lifelong.own_sources import from_folder, from_torch
-from lifelong.params import param
+from lifelong.params import MAX_SEED, param
 from lifelong.parts import (
     Learner,
     Memory,
@@ -47,9 +47,10 @@ from lifelong.scenario import (
     transformed_stream,
 )
 from lifelong.strategy import Batch, Strategy, StreamInfo, supervised_step
-from lifelong.stream import Stream, Task, TrainingData
+from lifelong.stream import Setting, Stream, Task, TrainingData
 
 __all__ = [
+    "MAX_SEED",
     "MLP",
     "SGD",
     "Batch",
@@ -76,6 +77,7 @@ __all__ = [
     "Replay",
     "RunResult",
     "ScenarioFamily",
+    "Setting",
     "Step",
     "Strategy",
     "Stream",

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lifelong.checkpoint import Checkpointed
 from lifelong.optim import Stepper
 from lifelong.params import param
 from lifelong.strategy import Batch, StreamInfo
@@ -151,7 +152,7 @@ class Step:
 
 
 @dataclass
-class Learner(abc.ABC):
+class Learner(Checkpointed, abc.ABC):
     """The update rule: how one incoming batch (and a replayed one) changes the weights.
 
     Attributes:
@@ -202,7 +203,7 @@ class Learner(abc.ABC):
 
 
 @dataclass
-class Memory(abc.ABC):
+class Memory(Checkpointed, abc.ABC):
     """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch.
 
     Attributes:
@@ -255,7 +256,7 @@ class StackedMemory(Protocol):
 
 
 @dataclass
-class Regularizer(abc.ABC):
+class Regularizer(Checkpointed, abc.ABC):
     """A penalty that protects old knowledge; the strategy adds ``lam * penalty(...)``.
 
     Attributes:
@@ -296,10 +297,10 @@ class Regularizer(abc.ABC):
         """
         return None
 
-    def observe(self, params: Params, grads: Params) -> None:  # noqa: B027 - optional hook
+    def observe(self, params: Params, grads: Params) -> None:
         """Called by the strategy after every update with the step's gradients (SI)."""
 
-    def after_task(self, params: Params, data: TrainingData) -> None:  # noqa: B027
+    def after_task(self, params: Params, data: TrainingData) -> None:
         """Consolidate at the end of a task (importance, anchors, old model)."""
 
 

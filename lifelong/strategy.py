@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.checkpoint import Checkpointed
 from lifelong.fast import closed_form
 from lifelong.optim import Stepper
 from lifelong.stream import Setting, Stream, TrainingData
@@ -93,7 +94,7 @@ class StreamInfo:
 
 
 @dataclass
-class Strategy(abc.ABC):
+class Strategy(Checkpointed, abc.ABC):
     """A continual learner: hyperparameters as dataclass fields, state built in ``setup``.
 
     The runner calls, for every run on a fresh copy of the strategy::
@@ -128,14 +129,14 @@ class Strategy(abc.ABC):
             generator: the only source of randomness the strategy may use.
         """
 
-    def before_task(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+    def before_task(self, data: TrainingData) -> None:
         """Called before the first batch of a task."""
 
     @abc.abstractmethod
     def train_step(self, batch: Batch) -> torch.Tensor:
         """Learn from one batch; return the loss as a 0-d tensor (not synchronised)."""
 
-    def after_task(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+    def after_task(self, data: TrainingData) -> None:
         """Called after the last batch of a task (consolidation, memory updates, ...)."""
 
     @abc.abstractmethod
