@@ -233,6 +233,11 @@ class Memory(Checkpointed, abc.ABC):
         """A replay batch drawn with the run's generator, or None while the memory is empty."""
 
     @abc.abstractmethod
+    def joined(self, batch: Batch, replay: Replay) -> Batch:
+        """The batch the objective's cross-entropy runs on, from the incoming ``batch`` and
+        the ``replay`` drawn for it (ER's: the incoming samples, then the replayed ones)."""
+
+    @abc.abstractmethod
     def __len__(self) -> int:
         """Number of samples stored."""
 
@@ -296,6 +301,11 @@ class Regularizer(Checkpointed, abc.ABC):
         reads it once per task).
         """
         return None
+
+    def logits_to_store(self, batch: Batch) -> Tensor:
+        """The logits ``[B, n_outputs]`` the memory keeps with ``batch``'s samples, asked
+        for before the learner's step (only of a part that declares ``needs_logits``)."""
+        raise NotImplementedError(f"{self.name} declares no logits to store")
 
     def observe(self, params: Params, grads: Params) -> None:
         """Called by the strategy after every update with the step's gradients (SI)."""
