@@ -361,9 +361,9 @@ def test_er_and_der_plus_plus_equal_their_steps_written_out_by_hand(spec: str, m
     import copy
 
     import torch.nn.functional as F
+    from lifelong.strategies.replay import Reservoir
 
     from lifelong.stream import training_data
-    from lifelong.strategies.replay import Reservoir
 
     stream = make_stream("class", per_class=12)
     info = StreamInfo(3, "class", 6, 1, 784, fast=False)  # autograd, as the hand steps
