@@ -17,10 +17,10 @@ regularizer. A quadratic penalty (``la-maml+ewc``) is applied after each update 
 exact proximal step at the rate each weight moved at (``relu(alpha)``, or ``opt_wt``), as
 under ``sgd``; as a term of the meta-loss it diverged at its defaults. Other penalties
 (``lwf``, ``der``) enter the objective, so the inner steps and the meta-loss see them.
-This code is the reference. On a one-head ``lifelong.MLP`` with no penalty, the
-first-order look-ahead is computed in closed form (``lifelong/fast/lookahead_mlp.py``:
-the same values as autograd's up to float rounding, about twice as fast; ``--set
-fast=false`` turns it off); anything else goes through autograd.
+``lookahead.py`` is the reference (``torch.func``). At first order the look-ahead runs
+in place (``lifelong/fast/lookahead_inplace.py``), and on a one-head ``lifelong.MLP`` with
+no penalty in closed form (``lifelong/fast/lookahead_mlp.py``, about twice as fast), both
+equal to the reference up to float rounding; ``--set fast=false`` runs the reference.
 
 References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
 learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).
@@ -80,9 +80,11 @@ class _LookAheadLearner(Learner):
 
     alpha: Params = field(init=False, repr=False, compare=False)
     generator: torch.Generator = field(init=False, repr=False, compare=False)
+    fast: bool = field(init=False, repr=False, compare=False, default=True)  # the run's
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.alpha, self.generator = _rates(params, self.alpha_init), generator
+        self.fast = info.fast
 
     def proximal_rate(self) -> float | Params:
         """The rate each weight just moved at: ``opt_wt``, or La-MAML's ``relu(alpha)``."""
@@ -105,6 +107,7 @@ class _LookAheadLearner(Learner):
             clip=self.clip,
             second_order=self.second_order,
             look_ahead_scale=self.look_ahead,
+            fast=self.fast,
         )
 
 
