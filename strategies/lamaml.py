@@ -55,7 +55,8 @@ def _rates(params: Params, value: float) -> Params:
 class _LookAheadLearner(Learner):
     """What the three learners share: the rates alpha, a reshuffle per glance, the update.
 
-    Each learner declares the official code's two switches: ``learns_rates``
+    Their shared fields (the clip, the order, the look-ahead's scale) are declared here;
+    each learner declares its rates and the official code's two switches: ``learns_rates``
     (``--learn_lr``: the rates alpha learn at its ``opt_lr``) and ``sync_update``
     (``--sync_update``: the weights move by SGD at its ``opt_wt``, else by ``relu(alpha)``).
     """
@@ -74,9 +75,14 @@ class _LookAheadLearner(Learner):
         def opt_wt(self) -> float: ...  # the learners with sync_update
 
         alpha_init: float
-        clip: float
-        second_order: bool
-        look_ahead: str
+
+    clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
+    second_order: bool = param(False, "differentiate through the inner-loop gradients")
+    look_ahead: str = param(
+        "mean",
+        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
+        choices=LOOK_AHEADS,
+    )
 
     alpha: Params = field(init=False, repr=False, compare=False)
     generator: torch.Generator = field(init=False, repr=False, compare=False)
@@ -159,13 +165,6 @@ class LaMaml(_LookAheadLearner):
     sync_update: ClassVar[bool] = False
     opt_lr: float = param(0.3, "learning rate of the learned rates alpha", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
-    clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
-    second_order: bool = param(False, "differentiate through the inner-loop gradients")
-    look_ahead: str = param(
-        "mean",
-        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
-        choices=LOOK_AHEADS,
-    )
 
 
 @final
@@ -188,13 +187,6 @@ class SyncLaMaml(_LookAheadLearner):
     opt_lr: float = param(0.1, "learning rate of the learned rates alpha", gt=0)
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
-    clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
-    second_order: bool = param(False, "differentiate through the inner-loop gradients")
-    look_ahead: str = param(
-        "mean",
-        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
-        choices=LOOK_AHEADS,
-    )
 
 
 @final
@@ -216,10 +208,3 @@ class CMaml(_LookAheadLearner):
     sync_update: ClassVar[bool] = True
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.03, "the fixed inner-loop learning rate")
-    clip: float = param(2.0, "joint-norm clip of the meta-gradient (0: none)", ge=0)
-    second_order: bool = param(False, "differentiate through the inner-loop gradients")
-    look_ahead: str = param(
-        "mean",
-        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
-        choices=LOOK_AHEADS,
-    )
