@@ -37,6 +37,7 @@ __all__ = [
     "Memory",
     "Objective",
     "Quadratic",
+    "QuadraticRegularizer",
     "Regularizer",
     "Replay",
     "StackedMemory",
@@ -103,6 +104,10 @@ class Quadratic:
         ``theta <- (theta + k c) / (k + 1)``."""
         k = self.weights[name] * (2 * self.scale) * rate
         return k * self.center[name], k + 1
+
+    def value(self, params: Params) -> Tensor:
+        """The penalty at ``params``, 0-d and differentiable: the regularizer's ``penalty``."""
+        return self.scale * quadratic_penalty(params, self.weights, self.center) + self.offset
 
     def value_and_gradient(self, params: Params) -> tuple[Tensor, Params]:
         """The penalty at ``params`` and its gradient ``2 scale w (theta - c)``, no graph.
@@ -312,6 +317,23 @@ class Regularizer(Checkpointed, abc.ABC):
 
     def after_task(self, params: Params, data: TrainingData) -> None:
         """Consolidate at the end of a task (importance, anchors, old model)."""
+
+
+@dataclass
+class QuadraticRegularizer(Regularizer):
+    """A regularizer whose penalty is the :class:`Quadratic` its :meth:`quadratic` states
+    (EWC, online EWC, SI, MAS): it declares ``is_quadratic`` and its penalty is that
+    quadratic's value (0 while it states none), so the two never disagree."""
+
+    is_quadratic: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def quadratic(self) -> Quadratic | None:
+        """The penalty as a :class:`Quadratic`, or None before the first consolidation."""
+
+    def penalty(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
+        quadratic = self.quadratic()
+        return batch.x.new_zeros(()) if quadratic is None else quadratic.value(params)
 
 
 def gradients(loss: Tensor, params: Params) -> Params:
