@@ -70,8 +70,8 @@ def test_the_known_exceptions_still_import_built_ins() -> None:
 def test_built_ins_use_only_the_public_api(package: str) -> None:
     """A built-in strategy or scenario has no privilege a plug-in lacks: it imports
     ``lifelong`` (its ``__all__``) and the accelerations' ``lifelong.fast``, and its own
-    package, nothing else (scenarios imported ``lifelong.stream.Setting`` and
-    ``lifelong.params.MAX_SEED``)."""
+    package, nothing else (scenarios imported ``lifelong.contracts.stream.Setting`` and
+    ``lifelong.contracts.params.MAX_SEED``)."""
     import importlib
 
     folder = Path(next(iter(importlib.import_module(f"lifelong.{package}").__path__)))

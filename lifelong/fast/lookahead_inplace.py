@@ -22,8 +22,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor
 
-from lifelong.parts import Objective, Replay
-from lifelong.strategy import Batch
+from lifelong.contracts.parts import Objective, Replay
+from lifelong.contracts.strategy import Batch
 
 __all__ = ["in_place_look_ahead", "in_place_update"]
 

@@ -21,11 +21,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong.checkpoint import Checkpointed
-from lifelong.optim import Stepper
-from lifelong.params import param
-from lifelong.strategy import Batch, StreamInfo
-from lifelong.stream import TrainingData
+from lifelong.contracts.params import param
+from lifelong.contracts.strategy import Batch, StreamInfo
+from lifelong.contracts.stream import TrainingData
+from lifelong.execution.checkpoint import Checkpointed
+from lifelong.training.optim import Stepper
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -174,7 +174,7 @@ class Learner(Checkpointed, abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -222,7 +222,7 @@ class Memory(Checkpointed, abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     stackable: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -282,7 +282,7 @@ class Regularizer(Checkpointed, abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     is_quadratic: ClassVar[bool] = False
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""
