@@ -9,12 +9,13 @@ from lifelong.composition.compose import Composite, compose
 from lifelong.contracts.conformance import ConformanceError, check_strategy
 from lifelong.contracts.head_axis import Head, class_means, feature_dim, features
 from lifelong.contracts.init_axis import Init
-from lifelong.contracts.params import param
+from lifelong.contracts.params import MAX_SEED, param
 from lifelong.contracts.parts import (
     Learner,
     Memory,
     Objective,
     Quadratic,
+    QuadraticRegularizer,
     Regularizer,
     Replay,
     Step,
@@ -37,7 +38,8 @@ from lifelong.contracts.scenario import (
     transformed_stream,
 )
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo, supervised_step
-from lifelong.contracts.stream import Stream, Task, TrainingData
+from lifelong.contracts.stream import SETTINGS, Setting, Stream, Task, TrainingData
+from lifelong.data.images import ImageDataset, load_image_dataset
 from lifelong.data.inputs import InputTransform, to_floats
 from lifelong.data.own_data import OwnData, from_arrays
 from lifelong.data.own_scenario import OwnDataScenario, scenario_from
@@ -52,7 +54,9 @@ from lifelong.training.functional import Params, loss_fn, meta_gradient, sgd_inn
 from lifelong.training.optim import SGD
 
 __all__ = [
+    "MAX_SEED",
     "MLP",
+    "SETTINGS",
     "SGD",
     "Batch",
     "ClosedFormModel",
@@ -62,6 +66,7 @@ __all__ = [
     "Curve",
     "DrawnTransform",
     "Head",
+    "ImageDataset",
     "ImageScenario",
     "Init",
     "InputTransform",
@@ -76,10 +81,12 @@ __all__ = [
     "Params",
     "Protocol",
     "Quadratic",
+    "QuadraticRegularizer",
     "Regularizer",
     "Replay",
     "RunResult",
     "ScenarioFamily",
+    "Setting",
     "Step",
     "Strategy",
     "Stream",
@@ -103,6 +110,7 @@ __all__ = [
     "gradient_importance",
     "gradients",
     "head_logits",
+    "load_image_dataset",
     "loss_fn",
     "make_task",
     "meta_gradient",

@@ -7,9 +7,16 @@ from typing import ClassVar, cast
 
 import torch
 
-from lifelong import ImageScenario, Stream, UserError, make_task, param, subsample
-from lifelong.contracts.params import MAX_SEED
-from lifelong.contracts.stream import Setting
+from lifelong import (
+    MAX_SEED,
+    ImageScenario,
+    Setting,
+    Stream,
+    UserError,
+    make_task,
+    param,
+    subsample,
+)
 
 
 @dataclass

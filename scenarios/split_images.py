@@ -14,10 +14,20 @@ from typing import ClassVar, cast
 
 import torch
 
-from lifelong import InputTransform, ScenarioFamily, Stream, UserError, make_task, param, subsample
-from lifelong.contracts.params import MAX_SEED
-from lifelong.contracts.stream import SETTINGS, Setting
-from lifelong.data.images import ImageDataset, load_image_dataset
+from lifelong import (
+    MAX_SEED,
+    SETTINGS,
+    ImageDataset,
+    InputTransform,
+    ScenarioFamily,
+    Setting,
+    Stream,
+    UserError,
+    load_image_dataset,
+    make_task,
+    param,
+    subsample,
+)
 
 CROP_PADDING = 4  # RandomCrop(32, padding=4) of DER / Mammoth's Seq-CIFAR-10
 

@@ -23,12 +23,12 @@ class Der(Regularizer):
     error), ``z`` the logits the model gave ``x`` when it entered the memory. Used with
     ``sgd`` and ``replay`` (the shortcut ``der++``), whose cross-entropy on the joined
     batch supplies DER++'s label term; ``lam`` is DER's alpha. One ``der++`` step (the
-    paper's algorithm 1), and where each line runs::
+    paper's algorithm 1), each line as the composite runs it::
 
-        x_r, y_r, z_r = memory.sample()              # Composite.train_step
-        z = f(x)                                     # kept before the update (train_step)
-        loss = CE(f([x; x_r]), [y; y_r])             # Composite.objective: the label term
-             + lam * mean ||f(x_r) - z_r||^2 / C     # this penalty: the logit term
+        x_r, y_r, z_r = memory.sample()              # the replay memory
+        z = f(x)                                     # logits_to_store(), before the step
+        loss = CE(f([x; x_r]), [y; y_r])             # label term: CE on the memory's joined()
+             + lam * mean ||f(x_r) - z_r||^2 / C     # logit term: penalty() below
         theta -= lr * grad(loss)                     # the sgd learner
         memory.add(x, y, z)                          # reservoir sampling (replay.py)
 
@@ -51,7 +51,15 @@ class Der(Regularizer):
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model = model
 
+    @torch.no_grad()
+    def logits_to_store(self, batch: Batch) -> Tensor:
+        """``z = f(x)``, kept with the incoming samples: the outputs the model trains them
+        at, taken before the step updates the weights (algorithm 1: z = h(x); step; store z)."""
+        return self.model(batch.x, batch.task_ids)
+
     def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
+        """The logit term: MSE between the model's logits on the replayed samples and the
+        logits stored with them (0 while the memory is empty)."""
         if replay is None:
             return batch.x.new_zeros(())
         stored = replay.batch

@@ -9,23 +9,20 @@ import torch
 from torch import Tensor, nn
 
 from lifelong import (
-    Batch,
     Quadratic,
-    Regularizer,
-    Replay,
+    QuadraticRegularizer,
     StreamInfo,
     TrainingData,
     detached,
     fisher_diagonal,
     param,
-    quadratic_penalty,
     task_sample,
 )
 
 
 @final
 @dataclass
-class Ewc(Regularizer):
+class Ewc(QuadraticRegularizer):
     """EWC: keep each weight near its value after every past task, in proportion to its Fisher.
 
     ``penalty = sum_t 1/2 sum_i F_t,i (theta_i - theta*_t,i)^2``, with ``theta*_t`` the
@@ -53,7 +50,6 @@ class Ewc(Regularizer):
     """
 
     name: ClassVar[str] = "ewc"
-    is_quadratic: ClassVar[bool] = True
     lam: float = param(5.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     fisher: str = param(
         "empirical", "Fisher from the labels or sampled", choices=("empirical", "true")
@@ -73,11 +69,6 @@ class Ewc(Regularizer):
         self.weight, self.first, self.center = {}, {}, {}
         device = next(model.parameters()).device
         self.second = torch.zeros((), dtype=torch.float64, device=device)
-
-    def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
-        if not self.weight:
-            return batch.x.new_zeros(())
-        return (quadratic_penalty(params, self.weight, self.center) + self.offset) / 2
 
     def quadratic(self) -> Quadratic | None:
         if not self.weight:

@@ -8,16 +8,19 @@ from typing import ClassVar, final
 import torch
 from torch import nn
 
-from lifelong import SGD, Batch, Strategy, StreamInfo, param, supervised_step
+from lifelong import Batch, Strategy, StreamInfo, param
+
+from .naive import Naive
 
 
 @final
 @dataclass
 class Joint(Strategy):
-    """SGD on batches drawn from every task seen so far (``trains_on = "seen"``).
+    """Naive's SGD step on batches drawn from every task seen so far (``trains_on = "seen"``).
 
     Not a continual learner: it keeps all past data, and serves as the upper bound that
-    the continual strategies are measured against.
+    the continual strategies are measured against. Its step is :class:`Naive`'s, the
+    runner feeding it the seen tasks' data instead of the current task's.
     """
 
     name: ClassVar[str] = "joint"
@@ -25,16 +28,14 @@ class Joint(Strategy):
     lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
 
-    model: nn.Module = field(init=False, repr=False)
-    optimizer: SGD = field(init=False, repr=False)
-    fast: bool = field(init=False, repr=False, default=True)  # the run's accelerations on
+    step: Naive = field(init=False, repr=False)  # the same update, on other batches
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
-        self.model, self.fast = model, info.fast
-        self.optimizer = SGD(model.parameters(), lr=self.lr, momentum=self.momentum)
+        self.step = Naive(lr=self.lr, momentum=self.momentum)
+        self.step.setup(model, info, generator)
 
     def train_step(self, batch: Batch) -> torch.Tensor:
-        return supervised_step(self.model, self.optimizer, batch, fast=self.fast)
+        return self.step.train_step(batch)
 
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        return self.model(x, task_ids)
+        return self.step.predict(x, task_ids)

@@ -17,10 +17,10 @@ regularizer. A quadratic penalty (``la-maml+ewc``) is applied after each update 
 exact proximal step at the rate each weight moved at (``relu(alpha)``, or ``opt_wt``), as
 under ``sgd``; as a term of the meta-loss it diverged at its defaults. Other penalties
 (``lwf``, ``der``) enter the objective, so the inner steps and the meta-loss see them.
-This code is the reference. On a one-head ``lifelong.MLP`` with no penalty, the
-first-order look-ahead is computed in closed form (``lifelong/fast/lookahead_mlp.py``:
-the same values as autograd's up to float rounding, about twice as fast; ``--set
-fast=false`` turns it off); anything else goes through autograd.
+``lookahead.py`` is the reference (``torch.func``). At first order the look-ahead runs
+in place (``lifelong/fast/lookahead_inplace.py``), and on a one-head ``lifelong.MLP`` with
+no penalty in closed form (``lifelong/fast/lookahead_mlp.py``, about twice as fast), both
+equal to the reference up to float rounding; ``--set fast=false`` runs the reference.
 
 References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
 learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).
@@ -55,7 +55,8 @@ def _rates(params: Params, value: float) -> Params:
 class _LookAheadLearner(Learner):
     """What the three learners share: the rates alpha, a reshuffle per glance, the update.
 
-    Each learner declares the official code's two switches: ``learns_rates``
+    Their shared fields (the clip, the order, the look-ahead's scale) are declared here;
+    each learner declares its rates and the official code's two switches: ``learns_rates``
     (``--learn_lr``: the rates alpha learn at its ``opt_lr``) and ``sync_update``
     (``--sync_update``: the weights move by SGD at its ``opt_wt``, else by ``relu(alpha)``).
     """
@@ -74,15 +75,22 @@ class _LookAheadLearner(Learner):
         def opt_wt(self) -> float: ...  # the learners with sync_update
 
         alpha_init: float
-        clip: float
-        second_order: bool
-        look_ahead: str
+
+    clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
+    second_order: bool = param(False, "differentiate through the inner-loop gradients")
+    look_ahead: str = param(
+        "mean",
+        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
+        choices=LOOK_AHEADS,
+    )
 
     alpha: Params = field(init=False, repr=False, compare=False)
     generator: torch.Generator = field(init=False, repr=False, compare=False)
+    fast: bool = field(init=False, repr=False, compare=False, default=True)  # the run's
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.alpha, self.generator = _rates(params, self.alpha_init), generator
+        self.fast = info.fast
 
     def proximal_rate(self) -> float | Params:
         """The rate each weight just moved at: ``opt_wt``, or La-MAML's ``relu(alpha)``."""
@@ -105,6 +113,7 @@ class _LookAheadLearner(Learner):
             clip=self.clip,
             second_order=self.second_order,
             look_ahead_scale=self.look_ahead,
+            fast=self.fast,
         )
 
 
@@ -156,13 +165,6 @@ class LaMaml(_LookAheadLearner):
     sync_update: ClassVar[bool] = False
     opt_lr: float = param(0.3, "learning rate of the learned rates alpha", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
-    clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
-    second_order: bool = param(False, "differentiate through the inner-loop gradients")
-    look_ahead: str = param(
-        "mean",
-        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
-        choices=LOOK_AHEADS,
-    )
 
 
 @final
@@ -185,13 +187,6 @@ class SyncLaMaml(_LookAheadLearner):
     opt_lr: float = param(0.1, "learning rate of the learned rates alpha", gt=0)
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.15, "initial value of every learned rate")
-    clip: float = param(2.0, "joint-norm clip of each meta-gradient (0: none)", ge=0)
-    second_order: bool = param(False, "differentiate through the inner-loop gradients")
-    look_ahead: str = param(
-        "mean",
-        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
-        choices=LOOK_AHEADS,
-    )
 
 
 @final
@@ -213,10 +208,3 @@ class CMaml(_LookAheadLearner):
     sync_update: ClassVar[bool] = True
     opt_wt: float = param(0.1, "SGD learning rate of the weights", gt=0)
     alpha_init: float = param(0.03, "the fixed inner-loop learning rate")
-    clip: float = param(2.0, "joint-norm clip of the meta-gradient (0: none)", ge=0)
-    second_order: bool = param(False, "differentiate through the inner-loop gradients")
-    look_ahead: str = param(
-        "mean",
-        "inner step per sample: relu(alpha)/B (mean) or relu(alpha) (sum, the paper's)",
-        choices=LOOK_AHEADS,
-    )

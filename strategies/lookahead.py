@@ -14,20 +14,25 @@ steps' scale ``s`` is their ``look_ahead``: ``1/B`` for ``mean`` (the look-ahead
 as far as one SGD step at rate ``alpha`` on the batch's mean loss, whatever ``B``) and ``1``
 for ``sum`` (the paper's and official code's: its length grows with the batch).
 
+This file is the reference: the look-ahead as a function of the weights and rates,
+differentiated with ``torch.func``. Two accelerations declare themselves in
+:mod:`lifelong.fast` and replace it where they apply (``--set fast=false`` turns both
+off): at first order, the fast weights stepped in place (``lookahead_inplace.py``, any
+objective) and, on a model with closed-form gradients and no penalty, the gradients
+written out by hand (``lookahead_mlp.py``).
+
 References: Gupta, Yadav & Paull 2020, "La-MAML: Look-ahead meta learning for continual
 learning" (NeurIPS); official code montrealrobotics/La-MAML (``model/lamaml.py``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 from torch import Tensor
+from torch.func import grad_and_value
 
-from lifelong import Batch, Objective, Replay, Step, meta_gradient, sgd_inner_loop
-from lifelong.fast import mlp_look_ahead
+from lifelong import Batch, Objective, Replay, Step
+from lifelong.fast import in_place_look_ahead, in_place_update, mlp_look_ahead
 
 __all__ = ["clip_by_norm", "glance_order", "la_maml_update", "look_ahead"]
 
@@ -43,29 +48,26 @@ def look_ahead(
     *,
     second_order: bool = False,
     rate_grads: bool = True,
-    closed_form: bool = True,
+    fast: bool = True,
     scale: float = 1.0,
 ) -> tuple[Tensor, Params, Params]:
     """La-MAML's meta-loss and its gradients w.r.t. the weights and the learned rates.
 
     The inner loop takes one SGD step per sample of ``batch``, in order, each with the
-    rates ``scale * relu(alpha)``; the meta-loss is the objective on ``batch`` + ``replay`` at the
-    weights after every inner step, averaged over the steps.
+    rates ``scale * relu(alpha)``; the meta-loss is the objective on ``batch`` + ``replay``
+    at the weights after every inner step, averaged over the steps.
 
     Args:
         objective: ``objective(params, batch, replay) -> 0-d`` (cross-entropy + penalties).
-        params: the weights ``theta`` by name; unchanged on return (first order steps
-            live weights in place and puts them back, see :func:`_fast_weights`).
+        params: the weights ``theta`` by name; unchanged on return.
         alpha: one learned rate per weight, same names and shapes (not modified).
         batch: the ``B`` incoming samples, ``x [B, D]``, in inner-loop order.
         second_order: differentiate through the inner gradients (MAML). First order keeps
             them constant, as the official MNIST runs do: ``d theta_k / d theta = I`` and
             ``d theta_k / d alpha = -relu'(alpha) * sum_{j<=k} g_j``.
         rate_grads: also return ``dL/dalpha`` (C-MAML does not need it: ``{}``).
-        closed_form: at first order, when the objective declares a closed form with no
-            penalty (:class:`lifelong.fast.ClosedForm`), take the gradients written out by
-            hand (``lifelong/fast/lookahead_mlp.py``, about 2x faster on the La-MAML MNIST
-            protocol); ``False`` always differentiates the objective (the reference).
+        fast: take an acceleration of :mod:`lifelong.fast` where one applies (see the
+            module docstring); ``False`` always runs the reference below.
         scale: the factor ``s > 0`` of every inner step's rates (``1/B``: ``mean``).
 
     Returns:
@@ -81,111 +83,54 @@ def look_ahead(
             replay,
             second_order=second_order,
             rate_grads=rate_grads,
-            closed_form=closed_form,
+            fast=fast,
         )
         return loss, g_theta, {n: g * scale for n, g in g_scaled.items()}
-    declared = objective.closed_form
-    if closed_form and not second_order and declared and declared.covers(params, penalties=False):
-        loss, grads, by_rate = mlp_look_ahead(
-            list(params.values()),
-            [alpha[n] for n in params],
-            batch.x,
-            batch.y,
-            None if replay is None else replay.batch.x,
-            None if replay is None else replay.batch.y,
-            rate_grads=rate_grads,
-        )
-        names = list(params)
-        return loss, dict(zip(names, grads, strict=True)), dict(zip(names, by_rate, strict=False))
     samples = [
         Batch(x, y, t, batch.task)
         for x, y, t in zip(batch.x.split(1), batch.y.split(1), batch.task_ids.split(1), strict=True)
     ]
-    if second_order:
-        theta = {n: p.detach().requires_grad_() for n, p in params.items()}
-        a = {n: r.detach().requires_grad_(rate_grads) for n, r in alpha.items()}
-        rates = {n: r.relu() for n, r in a.items()}
-        inner = sgd_inner_loop(
-            lambda p, b: objective(p, b, None), theta, samples, rates, create_graph=True
-        )
-        loss = torch.stack([objective(p, batch, replay) for p in inner]).mean()
-        g_theta, g_alpha = meta_gradient(loss, theta, a if rate_grads else None)
-        return loss.detach(), g_theta, g_alpha
-    return _first_order(objective, params, alpha, samples, batch, replay, rate_grads)
+    declared = objective.closed_form
+    if fast and not second_order and declared and declared.covers(params, penalties=False):
+        return _closed_form(params, alpha, batch, replay, rate_grads)  # lifelong.fast
+    if fast and not second_order:  # acceleration: lifelong.fast.lookahead_inplace
+        return in_place_look_ahead(objective, params, alpha, samples, batch, replay, rate_grads)
+
+    def meta_loss(theta: Params, rates: Params) -> Tensor:
+        """``L = 1/B sum_k objective(theta_k, batch + replay)``, the inner steps unrolled."""
+        losses = []
+        for sample in samples:  # theta_k = theta_{k-1} - relu(alpha) * grad l(theta_{k-1}, x_k)
+            g = torch.func.grad(lambda p, s=sample: objective(p, s, None))(theta)
+            if not second_order:  # first order: the inner gradients are constants
+                g = {n: v.detach() for n, v in g.items()}
+            theta = {n: w - rates[n].relu() * g[n] for n, w in theta.items()}
+            losses.append(objective(theta, batch, replay))
+        return torch.stack(losses).mean()
+
+    theta = {n: p.detach() for n, p in params.items()}
+    rates = {n: a.detach() for n, a in alpha.items()}
+    if not rate_grads:
+        g_theta, loss = grad_and_value(meta_loss)(theta, rates)
+        return loss.detach(), g_theta, {}
+    (g_theta, g_alpha), loss = grad_and_value(meta_loss, argnums=(0, 1))(theta, rates)
+    return loss.detach(), g_theta, g_alpha
 
 
-def _first_order(
-    objective: Objective,
-    params: Params,
-    alpha: Params,
-    samples: list[Batch],
-    batch: Batch,
-    replay: Replay | None,
-    rate_grads: bool,
+def _closed_form(
+    params: Params, alpha: Params, batch: Batch, replay: Replay | None, rate_grads: bool
 ) -> tuple[Tensor, Params, Params]:
-    """The first-order look-ahead, the weights stepped in place, two backward passes a step.
-
-    With constant inner gradients ``g_k``, ``d_k = dL_k/dtheta_k`` at ``theta_k`` gives
-    ``dL/dtheta = mean_k d_k`` and ``dL/dalpha = -relu'(alpha) * mean_k G_k * d_k`` with
-    ``G_k = sum_{j<=k} g_j``: running sums, kept in the gradients autograd hands back, so
-    nothing is stacked over ``k`` and no buffer is zeroed.
-    """
+    """:func:`lifelong.fast.mlp_look_ahead`'s lists, by name."""
+    loss, grads, by_rate = mlp_look_ahead(
+        list(params.values()),
+        [alpha[n] for n in params],
+        batch.x,
+        batch.y,
+        None if replay is None else replay.batch.x,
+        None if replay is None else replay.batch.y,
+        rate_grads=rate_grads,
+    )
     names = list(params)
-    rates = [alpha[n].detach().relu() for n in names]
-    g_theta: list[Tensor] = []  # sum_k d_k
-    sums: list[Tensor] = []  # G_k
-    g_alpha: list[Tensor] = []  # sum_k G_k * d_k
-    losses = []
-    with _fast_weights(params) as (weights, at):
-        one = torch.ones((), dtype=weights[0].dtype, device=weights[0].device)  # dloss/dloss
-        for k in range(len(samples) + 1):  # at theta_k
-            if k > 0:  # the meta-loss
-                outer = objective(at, batch, replay)
-                d = list(torch.autograd.grad(outer, weights, one))
-                losses.append(outer.detach())
-                if k == 1:  # the sums start at their first terms
-                    g_alpha = list(torch._foreach_mul(sums, d)) if rate_grads else []
-                    g_theta = d
-                else:
-                    torch._foreach_add_(g_theta, d)
-                    if rate_grads:
-                        torch._foreach_addcmul_(g_alpha, sums, d)
-            if k < len(samples):  # the inner step on sample k+1
-                g = list(torch.autograd.grad(objective(at, samples[k], None), weights, one))
-                with torch.no_grad():
-                    torch._foreach_addcmul_(weights, rates, g, value=-1)  # theta_{k+1}
-                if rate_grads and k == 0:
-                    sums = g
-                elif rate_grads:
-                    torch._foreach_add_(sums, g)
-    torch._foreach_div_(g_theta, len(samples))
-    for rate, total in zip(rates if rate_grads else [], g_alpha, strict=True):
-        total.mul_(-1 / len(samples)).mul_(rate > 0)  # relu'(alpha)
-    by_name = dict(zip(names, g_alpha, strict=True)) if rate_grads else {}
-    return torch.stack(losses).mean(), dict(zip(names, g_theta, strict=True)), by_name
-
-
-@contextmanager
-def _fast_weights(params: Params) -> Iterator[tuple[tuple[Tensor, ...], Params]]:
-    """Leaves that hold the fast weights ``theta_k``, and the dict the objective reads.
-
-    Live weights (leaves that require grad, as a composite's are) are those leaves
-    themselves and get their values back, bit for bit, on exit (an error included): the
-    objective then sees the caller's own dict, which a composite runs through its module
-    as it is, without ``functional_call`` re-registering every parameter twice per sample.
-    Other weights are cloned into private leaves.
-    """
-    if not all(p.is_leaf and p.requires_grad for p in params.values()):
-        private = tuple(p.detach().clone().requires_grad_() for p in params.values())
-        yield private, dict(zip(params, private, strict=True))
-        return
-    live = tuple(params.values())
-    theta = [w.detach().clone() for w in live]
-    try:
-        yield live, params
-    finally:
-        with torch.no_grad():
-            torch._foreach_copy_(live, theta)
+    return loss, dict(zip(names, grads, strict=True)), dict(zip(names, by_rate, strict=False))
 
 
 def clip_by_norm(grads: Params, max_norm: float) -> Params:
@@ -196,26 +141,9 @@ def clip_by_norm(grads: Params, max_norm: float) -> Params:
     """
     if max_norm <= 0 or not grads:
         return grads
-    norm = _joint_norm(list(grads.values()))
+    norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads.values()))))
     scale = (max_norm / (norm + 1e-6)).clamp(max=1.0)
-    return dict(zip(grads, torch._foreach_mul(list(grads.values()), scale), strict=True))
-
-
-def _joint_norm(grads: list[Tensor]) -> Tensor:
-    """The L2 norm of all of ``grads`` together, 0-d on their device."""
-    return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-
-
-def _clipped(grads: list[Tensor], max_norm: float) -> tuple[list[Tensor], float]:
-    """``(g, s)`` with ``s * g`` the gradients clipped as :func:`clip_by_norm` clips them.
-
-    On the CPU the norm is read as a host number (there is no device to wait for) and the
-    factor folds into the update that follows, two tensor operators instead of seven;
-    elsewhere the clipped tensors themselves come back, with ``s = 1``."""
-    if max_norm <= 0 or not grads or grads[0].device.type != "cpu":
-        return list(clip_by_norm({str(i): g for i, g in enumerate(grads)}, max_norm).values()), 1.0
-    norm = _joint_norm(grads).item()
-    return grads, min(max_norm / (norm + 1e-6), 1.0)
+    return {n: g * scale for n, g in grads.items()}
 
 
 def la_maml_update(
@@ -230,6 +158,7 @@ def la_maml_update(
     clip: float,
     second_order: bool,
     look_ahead_scale: str,
+    fast: bool = True,
 ) -> Step:
     """One glance of La-MAML (``opt_wt=None``), Sync-La-MAML, or C-MAML (``opt_lr=None``).
 
@@ -237,13 +166,15 @@ def la_maml_update(
     learned, then the weights by ``relu(alpha) * grad`` (with the updated rates, as in the
     official code) or, synchronously, by SGD at ``opt_wt``. Both meta-gradients are clipped
     to a joint norm of ``clip`` first. ``look_ahead_scale`` ``mean`` scales the inner
-    steps' rates by ``1/B``; ``sum`` takes them as they are (the paper's).
+    steps' rates by ``1/B``; ``sum`` takes them as they are (the paper's). ``fast``: take
+    the accelerations of :mod:`lifelong.fast` where they apply.
 
     Returns:
         ``Step(meta-loss, dL/dtheta)``: the gradient the weights follow (before clipping).
     """
     if look_ahead_scale not in ("mean", "sum"):
         raise ValueError(f"look_ahead_scale must be 'mean' or 'sum', not {look_ahead_scale!r}")
+    steps = 1 / len(batch.y) if look_ahead_scale == "mean" else 1.0
     loss, g_theta, g_alpha = look_ahead(
         objective,
         params,
@@ -252,20 +183,19 @@ def la_maml_update(
         replay,
         second_order=second_order,
         rate_grads=opt_lr is not None,
-        scale=1 / len(batch.y) if look_ahead_scale == "mean" else 1.0,
+        fast=fast,
+        scale=steps,
     )
-    names = list(params)
-    weights, rates = list(params.values()), [alpha[n] for n in names]
-    update, scale = _clipped([g_theta[n] for n in names], clip)
+    if fast:  # acceleration: lifelong.fast.lookahead_inplace
+        in_place_update(params, alpha, g_theta, g_alpha, opt_lr=opt_lr, opt_wt=opt_wt, clip=clip)
+        return Step(loss, g_theta)
     with torch.no_grad():
-        if opt_lr is not None:
-            by_rate, rate_scale = _clipped([g_alpha[n] for n in names], clip)
-            torch._foreach_add_(rates, by_rate, alpha=-opt_lr * rate_scale)
-        if opt_wt is None:
-            relu = torch._foreach_clamp_min(rates, 0.0)
-            torch._foreach_addcmul_(weights, relu, update, value=-scale)
-        else:
-            torch._foreach_add_(weights, update, alpha=-opt_wt * scale)
+        if opt_lr is not None:  # alpha <- alpha - opt_lr * clip(dL/dalpha)
+            for n, g in clip_by_norm(g_alpha, clip).items():
+                alpha[n].sub_(opt_lr * g)
+        update = clip_by_norm(g_theta, clip)
+        for n, w in params.items():  # theta <- theta - relu(alpha) (or opt_wt) * clip(dL/dtheta)
+            w.sub_((alpha[n].relu() if opt_wt is None else opt_wt) * update[n])
     return Step(loss, g_theta)
 
 

@@ -9,16 +9,13 @@ import torch
 from torch import Tensor, nn
 
 from lifelong import (
-    Batch,
     Quadratic,
-    Regularizer,
-    Replay,
+    QuadraticRegularizer,
     StreamInfo,
     TrainingData,
     detached,
     gradient_importance,
     param,
-    quadratic_penalty,
     task_sample,
 )
 
@@ -30,7 +27,7 @@ def _squared_norm(logits: Tensor, y: Tensor) -> Tensor:
 
 @final
 @dataclass
-class Mas(Regularizer):
+class Mas(QuadraticRegularizer):
     """MAS: a weight's importance is how much the output's squared norm moves with it.
 
     At the end of each task ``Omega += mean_x |d ||f(x)||^2 / d theta|`` over ``samples``
@@ -47,7 +44,6 @@ class Mas(Regularizer):
     """
 
     name: ClassVar[str] = "mas"
-    is_quadratic: ClassVar[bool] = True
     lam: float = param(0.05, "strength of the penalty (Split-MNIST domain-IL: about 3)", ge=0)
     samples: int = param(500, "training samples of a task used for its importance", ge=1)
 
@@ -58,11 +54,6 @@ class Mas(Regularizer):
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator, self.importance, self.anchor = model, generator, {}, {}
-
-    def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
-        if not self.anchor:
-            return batch.x.new_zeros(())
-        return quadratic_penalty(params, self.importance, self.anchor)
 
     def quadratic(self) -> Quadratic | None:
         if not self.anchor:

@@ -57,13 +57,24 @@ def mer_update(
         The loss of every incoming example at the weights it arrived to, averaged (0-d).
     """
     examples = _replayed(batch, pool, generator, batches_per_example, memory_batch)
-    arrived = []
     weights = tuple(params.values())
     one = torch.ones((), dtype=weights[0].dtype, device=weights[0].device)  # dloss/dloss
-    before = [p.detach().clone() for p in weights]  # buffers, refilled by copy: no new memory
-    start = [p.detach().clone() for p in weights]
     declared = objective.closed_form
     closed = closed_form and declared is not None and declared.covers(params, penalties=False)
+
+    def sgd_step(x: Tensor, y: Tensor, task_ids: Tensor) -> Tensor:
+        """``theta -= lr * grad l(theta, (x, y))`` on one sample; the loss before the step."""
+        if closed:  # acceleration: lifelong.fast.sample_step, the same step by hand
+            return sample_step(weights, x[0], y[0], lr)
+        loss = objective(params, Batch(x, y, task_ids, batch.task), None)
+        grads = torch.autograd.grad(loss, weights, one)
+        with torch.no_grad():
+            torch._foreach_sub_(weights, grads, alpha=lr)
+        return loss
+
+    arrived = []
+    before = [p.detach().clone() for p in weights]  # buffers, refilled by copy: no new memory
+    start = [p.detach().clone() for p in weights]
     for i in range(len(batch.y)):
         with torch.no_grad():
             torch._foreach_copy_(before, weights)
@@ -77,13 +88,7 @@ def mer_update(
                 strict=True,
             )
             for s, (x, y, task_ids) in enumerate(rows):  # the example first, then the replayed
-                if closed:  # acceleration: lifelong.fast.closed_form
-                    loss = sample_step(weights, x[0], y[0], lr)
-                else:
-                    loss = objective(params, Batch(x, y, task_ids, batch.task), None)
-                    grads = torch.autograd.grad(loss, weights, one)
-                    with torch.no_grad():
-                        torch._foreach_sub_(weights, grads, alpha=lr)
+                loss = sgd_step(x, y, task_ids)
                 if b == 0 and s == 0:
                     arrived.append(loss.detach())
             with torch.no_grad():

@@ -9,23 +9,20 @@ import torch
 from torch import Tensor, nn
 
 from lifelong import (
-    Batch,
     Quadratic,
-    Regularizer,
-    Replay,
+    QuadraticRegularizer,
     StreamInfo,
     TrainingData,
     detached,
     fisher_diagonal,
     param,
-    quadratic_penalty,
     task_sample,
 )
 
 
 @final
 @dataclass
-class OnlineEwc(Regularizer):
+class OnlineEwc(QuadraticRegularizer):
     """Online EWC: a decayed running Fisher ``F <- gamma F + F_t`` anchored at the latest weights.
 
     ``penalty = 1/2 sum_i F_i (theta_i - theta*_i)^2`` with ``theta*`` the weights after
@@ -39,7 +36,6 @@ class OnlineEwc(Regularizer):
     """
 
     name: ClassVar[str] = "online-ewc"
-    is_quadratic: ClassVar[bool] = True
     lam: float = param(10.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     gamma: float = param(1.0, "decay of the running Fisher at each task boundary", ge=0, le=1)
     fisher: str = param(
@@ -54,11 +50,6 @@ class OnlineEwc(Regularizer):
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator, self.running, self.anchor = model, generator, {}, {}
-
-    def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
-        if not self.anchor:
-            return batch.x.new_zeros(())
-        return quadratic_penalty(params, self.running, self.anchor) / 2
 
     def quadratic(self) -> Quadratic | None:
         if not self.anchor:

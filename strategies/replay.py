@@ -31,6 +31,15 @@ class Reservoir(Memory):
     Inputs, targets, task ids (and, when asked, logits) live in tensors preallocated on
     the model's device; the replay batch is drawn without replacement.
 
+    With the ``sgd`` learner this memory is ER (the shortcut ``er``). One step, each line
+    as the composite runs it (``lifelong.Composite.train_step``, generic over parts)::
+
+        replay = memory.sample()                     # x_r, y_r: sample() below
+        data = memory.joined(batch, replay)          # [x; x_r], [y; y_r]: joined() below
+        loss = CE(f(data.x), data.y) + penalties     # the composite's objective
+        theta -= lr * grad(loss)                     # the learner's step (sgd.py)
+        memory.add(batch)                            # reservoir sampling: add() below
+
     References: Vitter 1985 (reservoir sampling); Chaudhry et al. 2019, "On tiny episodic
     memories in continual learning"; Chrysakis & Moens 2020 (class-balancing reservoir).
     """
@@ -83,6 +92,12 @@ class Reservoir(Memory):
         x, logits = self.x.index_select(0, pick), self.logits.index_select(0, pick)
         y, task_ids = self.y.index_select(0, pick), self.task_ids.index_select(0, pick)
         return Replay(Batch(x, y, task_ids, self.task), logits)
+
+    def joined(self, batch: Batch, replay: Replay) -> Batch:
+        """ER's training batch: the incoming samples followed by the replayed ones."""
+        stored = replay.batch
+        x, y = torch.cat([batch.x, stored.x]), torch.cat([batch.y, stored.y])
+        return Batch(x, y, torch.cat([batch.task_ids, stored.task_ids]), batch.task)
 
     def add(self, batch: Batch, logits: Tensor | None) -> None:
         slots = self._slots(batch)

@@ -30,10 +30,11 @@ class Sgd(Learner):
     With no memory and no regularizer it is the ``naive`` baseline, step for step. With
     the ``replay`` memory it is ER (the shortcut ``er``), one step of which reads::
 
-        x_r, y_r = memory.sample()                   # Composite.train_step
-        loss = CE(f([x; x_r]), [y; y_r])             # Composite.objective: the joined batch
-        theta -= lr * grad(loss)                     # this learner's step
-        memory.add(x, y)                             # reservoir sampling (replay.py)
+        replay = memory.sample()                     # x_r, y_r (replay.py)
+        data = memory.joined(batch, replay)          # [x; x_r], [y; y_r] (replay.py)
+        loss = CE(f(data.x), data.y)                 # the composite's objective
+        theta -= lr * grad(loss)                     # this learner's step, below
+        memory.add(batch)                            # reservoir sampling (replay.py)
 
     Quadratic penalties (``ewc``, ``online-ewc``, ``si``, ``mas``) are applied as a
     proximal step by default: the gradient step sees only the loss (and any other

@@ -9,21 +9,18 @@ import torch
 from torch import Tensor, nn
 
 from lifelong import (
-    Batch,
     Quadratic,
-    Regularizer,
-    Replay,
+    QuadraticRegularizer,
     StreamInfo,
     TrainingData,
     detached,
     param,
-    quadratic_penalty,
 )
 
 
 @final
 @dataclass
-class Si(Regularizer):
+class Si(QuadraticRegularizer):
     """SI: a weight's importance is its share of the loss decrease along the training path.
 
     During a task ``omega_i += -g_i * delta_i`` after every update (``g`` the step's
@@ -45,7 +42,6 @@ class Si(Regularizer):
     """
 
     name: ClassVar[str] = "si"
-    is_quadratic: ClassVar[bool] = True
     lam: float = param(
         1.0, "strength of the penalty, c in the paper (Split-MNIST domain-IL: about 300)", ge=0
     )
@@ -61,9 +57,6 @@ class Si(Regularizer):
         self.anchor, self.previous = detached(params), detached(params)
         self.omega = {n: torch.zeros_like(p) for n, p in self.anchor.items()}
         self.importance = {n: torch.zeros_like(p) for n, p in self.anchor.items()}
-
-    def penalty(self, params: dict[str, Tensor], batch: Batch, replay: Replay | None) -> Tensor:
-        return quadratic_penalty(params, self.importance, self.anchor)
 
     def quadratic(self) -> Quadratic | None:
         return Quadratic(self.importance, self.anchor)

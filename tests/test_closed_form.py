@@ -133,8 +133,8 @@ def test_stacked_gradients_equal_each_networks_own() -> None:
 @pytest.mark.parametrize("fast", [True, False])
 def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) -> None:
     """``--set fast=false`` runs the reference everywhere: no function of lifelong.fast is
-    called by naive, er, ewc (penalty in the loss), mer or la-maml; with ``fast`` on (the
-    default) each of them is."""
+    called by naive, er, ewc (penalty in the loss), mer, la-maml or la-maml+lwf; with
+    ``fast`` on (the default) each of them is."""
     import lifelong.strategies.lookahead as lookahead
     import lifelong.strategies.mer as mer
 
@@ -145,6 +145,8 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
         (closed_form, "cross_entropy_grads"),
         (mer, "sample_step"),
         (lookahead, "mlp_look_ahead"),
+        (lookahead, "in_place_look_ahead"),
+        (lookahead, "in_place_update"),
     ]:
         real = getattr(module, name)
 
@@ -161,7 +163,9 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
         ("ewc", {"proximal": "false"}),
         ("mer", {"batches_per_example": "1"}),
         ("la-maml", {}),
+        ("la-maml+lwf", {}),  # a penalty: no closed form, the look-ahead in place
     ]:
         run_one(spec, {**small, **settings}, stream=stream)
     everything = {"cross_entropy_grads", "sample_step", "mlp_look_ahead"}
+    everything |= {"in_place_look_ahead", "in_place_update"}
     assert taken == (everything if fast else set())

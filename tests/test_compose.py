@@ -353,3 +353,51 @@ def test_a_composite_subclass_keeps_its_own_hooks_through_settings() -> None:
     assert spec.strategy.learner.lr == 0.05 and spec.strategy.memory.size == 40
     execute(spec, spec.scenario.build(0), torch.device("cpu"))
     assert calls == [32] * 5
+
+
+@pytest.mark.parametrize("spec", ["er", "der++"])
+def test_er_and_der_plus_plus_equal_their_steps_written_out_by_hand(spec: str, make_stream) -> None:
+    """The composite's ER and DER++ take, bit for bit, the steps of the papers written out
+    plainly: sample, (DER++: z = f(x) before the step), CE on [x; x_r] (+ alpha * MSE on
+    the stored logits), one SGD step, reservoir update."""
+    import copy
+
+    import torch.nn.functional as F
+    from lifelong.strategies.replay import Reservoir
+
+    from lifelong.contracts.stream import training_data
+
+    stream = make_stream("class", per_class=12)
+    info = StreamInfo(3, "class", 6, 1, 784, fast=False)  # autograd, as the hand steps
+    torch.manual_seed(0)
+    model = MLP(784, (16,), 6)
+    by_hand = copy.deepcopy(model)
+    composite, _ = configure(spec, {"replay.size": 20})  # full after the first task
+    composite.setup(model, info, torch.Generator().manual_seed(1))
+    memory = Reservoir(size=20, batch=32)  # a reservoir of its own, drawing the same numbers
+    memory.setup(info, torch.device("cpu"), torch.Generator().manual_seed(1))
+    sgd = torch.optim.SGD(by_hand.parameters(), lr=0.1)
+    alpha = 0.5 if spec == "der++" else 0.0
+    for task in stream.tasks:
+        data = training_data(task)
+        for start in range(0, len(data.y), 8):
+            rows = slice(start, start + 8)
+            x, y, t = data.x[rows].float() / 255, data.y[rows], data.task_ids[rows]
+            batch = Batch(x, y, t, task.id)
+            composite.train_step(batch)
+            replay = memory.sample()
+            z = by_hand(x, t).detach() if alpha else None
+            if replay is None:
+                loss = F.cross_entropy(by_hand(x, t), y)
+            else:
+                r = replay.batch
+                logits = by_hand(torch.cat([x, r.x]), torch.cat([t, r.task_ids]))
+                loss = F.cross_entropy(logits, torch.cat([y, r.y]))
+                if alpha:
+                    loss = loss + alpha * F.mse_loss(by_hand(r.x, r.task_ids), replay.logits)
+            sgd.zero_grad()
+            loss.backward()
+            sgd.step()
+            memory.add(batch, z)
+    for (name, got), want in zip(model.named_parameters(), by_hand.parameters(), strict=True):
+        assert torch.equal(got, want), name

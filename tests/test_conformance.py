@@ -32,6 +32,7 @@ LIGHTER = {
         for init in ("maml", "oml", "reptile", "protonet")
     },
 }
+LIGHTER["oml"]["hidden"] = "16,16"  # its PLN is the last two layers: an RLN before them
 COMPOSITIONS = [
     "er+ewc",
     "agem+si",
@@ -89,12 +90,14 @@ def test_strategy_conforms(name: str, any_setting: str, make_stream) -> None:
     assert all(math.isfinite(v) for row in first.matrix for v in row)
     assert first.matrix == again.matrix == fresh.matrix and first.curves == again.curves
     assert first.init != other.init  # the seed reaches the initial weights
-    check_predict(spec.strategy, stream, spec.scenario)
+    check_predict(spec.strategy, stream, spec.scenario, spec.protocol.hidden)
 
 
-def check_predict(prototype: object, stream: Stream, scenario: ScenarioFamily) -> None:
+def check_predict(
+    prototype: object, stream: Stream, scenario: ScenarioFamily, hidden: tuple[int, ...]
+) -> None:
     strategy = dataclasses.replace(prototype)  # type: ignore[type-var]
-    model = MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
+    model = MLP(stream.input_dim, hidden, stream.n_outputs, stream.n_heads)
     info = StreamInfo.of(stream, scenario)
     strategy.setup(model, info, torch.Generator().manual_seed(0))
     for task in stream.tasks[:2]:

@@ -66,12 +66,15 @@ def test_the_known_exceptions_still_import_built_ins() -> None:
         assert built_ins_imported(ENGINE / name), f"{name} imports no built-in: drop it"
 
 
-def test_built_in_strategies_use_only_the_public_api() -> None:
-    """A built-in has no privilege a plug-in lacks: it imports ``lifelong`` (its ``__all__``)
-    and the accelerations' ``lifelong.fast``, and its own package, nothing else."""
-    import lifelong.strategies
+@pytest.mark.parametrize("package", ["strategies", "scenarios"])
+def test_built_ins_use_only_the_public_api(package: str) -> None:
+    """A built-in strategy or scenario has no privilege a plug-in lacks: it imports
+    ``lifelong`` (its ``__all__``) and the accelerations' ``lifelong.fast``, and its own
+    package, nothing else (scenarios imported ``lifelong.contracts.stream.Setting`` and
+    ``lifelong.contracts.params.MAX_SEED``)."""
+    import importlib
 
-    folder = Path(next(iter(lifelong.strategies.__path__)))
+    folder = Path(next(iter(importlib.import_module(f"lifelong.{package}").__path__)))
     public = {"lifelong", "lifelong.fast"}
     offenders = []
     for path in sorted(folder.glob("*.py")):

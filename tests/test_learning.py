@@ -38,19 +38,32 @@ LIGHTER = {
     "mer": {"mer.batches_per_example": "2"},
     **{
         init: {f"{init}.meta_steps": "2", f"{init}.source": "permuted"}
-        for init in ("maml", "oml", "reptile", "protonet")
+        for init in ("maml", "reptile", "protonet")
     },
+    # OML freezes its RLN: it is meta-trained for 20 steps (2 leave it a random projection
+    # under which oml+replay missed class-IL's later tasks, [1, 0.5, 0.44]) on the default
+    # model, whose two hidden layers leave an RLN before OML's two-layer PLN.
+    "oml": {"oml.meta_steps": "20", "oml.source": "permuted", "hidden": "100,100"},
 }
 # Adam at its lr 0.001 learns these tasks only partly in 20 steps (adam+replay, class-IL:
 # [1.0, 0.5, 0.5]); in 80 (20 epochs) it learns every one, so it runs longer.
 LONGER = {"adam": {"epochs": "20"}}
-# Checked for divergence only: OML's frozen representation, here meta-trained for 2 steps
-# (its 500 take minutes), leaves only the PLN to learn. Measured with 80 steps, class-IL:
-# oml [1.0, 1.0, 0.94], oml+ewc [1.0, 1.0, 0.94], but oml+replay [1.0, 0.19, 0.0] and
-# oml+si [1.0, 0.5, 0.0]. Over the slow set's 75 OML compositions x 3 settings, 108 of
-# 225 miss the 0.8 floor at 80 steps (class 26, domain 75 of 75, task 7): open, no floor
-# holds for a 2-step meta-init (its real 500-step default takes minutes a run).
-NO_LEARNING_FLOOR = {"oml"}
+# Open: with OML's frozen RLN (meta-trained 20 steps here), the PLN at the learner's
+# default rate learns class-IL's third task only partly when DER's logit term or a
+# quadratic penalty under MER holds it (measured, the last task: der+oml+replay 0.5,
+# der+la-maml+oml 0.69, der+oml+sync-la-maml 0.38, {ewc,mas,online-ewc,si}+mer+oml 0.5).
+# They learn it with a faster PLN or a weaker hold (der.lam=0.1 or sgd.lr=0.3; mer.lr=0.1
+# or 100 meta steps), which OML picks per setting by a sweep; the other 218 of the 225
+# OML cases (75 compositions x 3 settings) pass the floor.
+OPEN = {
+    ("der+la-maml+oml", "class"),
+    ("der+oml+replay", "class"),
+    ("der+oml+sync-la-maml", "class"),
+    ("ewc+mer+oml", "class"),
+    ("mas+mer+oml", "class"),
+    ("mer+oml+online-ewc", "class"),
+    ("mer+oml+si", "class"),
+}
 # ProtoNets' frozen body is meant for the ncm head, with which it learns every task here in
 # each setting ([1.0, 1.0, 1.0], also with replay). With the linear head on its 2-step
 # meta-init it learns the later class-IL tasks only partly: protonet [0.5, 0.62, 0.94],
@@ -98,9 +111,12 @@ def check_learns(spec: str, stream: Stream) -> None:
     assert all(math.isfinite(v) for v in diagonal)
     # Two classes a task: chance is 0.5 (a model that picks one of the task's classes).
     used = set(spec.split("+"))
-    exempt = any(part in used and head not in used for part, head in FLOOR_ONLY_WITH.items())
-    if not NO_LEARNING_FLOOR & used and not exempt:
-        assert min(diagonal) >= 0.8, f"{spec} on {stream.setting}: {diagonal}"
+    if any(part in used and head not in used for part, head in FLOOR_ONLY_WITH.items()):
+        return
+    if (spec, stream.setting) in OPEN:
+        assert min(diagonal) < 0.8, f"{spec} on {stream.setting} learns now: drop it from OPEN"
+        pytest.xfail(f"open (see OPEN): {diagonal}")
+    assert min(diagonal) >= 0.8, f"{spec} on {stream.setting}: {diagonal}"
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +130,14 @@ SAMPLE = random.Random(16).sample(compositions(2), 4) + random.Random(16).sample
 @pytest.mark.parametrize("spec", ["agem+si", "la-maml+ewc", "mer+ewc", *SAMPLE])
 def test_sampled_compositions_learn_every_task(spec: str, any_setting: str, make_stream) -> None:
     check_learns(spec, make_stream(any_setting, per_class=16))
+
+
+@pytest.mark.parametrize("spec", ["oml", "oml+replay", "oml+si"])
+def test_oml_learns_every_class_incremental_task(spec: str, make_stream) -> None:
+    """Was (here, 20 meta steps): oml+replay [0.62, 0, 0] and oml+si [0.94, 0.88, 0.75]
+    with a PLN of the output layer alone, which learns new classes only slowly from a
+    frozen RLN; OML's PLN is its two final layers."""
+    check_learns(spec, make_stream("class", per_class=16))
 
 
 @pytest.mark.parametrize("spec", ["lwf+replay", "er+lwf"])

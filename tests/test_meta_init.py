@@ -27,7 +27,7 @@ from lifelong.meta.metatrain import cache_root
 from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
-TINY = {"hidden": "16", "samples_per_task": 40, "batch_size": 10}
+TINY = {"hidden": "16,16", "samples_per_task": 40, "batch_size": 10}
 META: dict[str, Any] = {"meta_steps": 3, "source": "permuted"}  # permuted: no Fashion-MNIST to load
 HEAD = {"head.weight", "head.bias"}
 INITS: dict[str, type[MamlInit | ReptileInit | OmlInit]] = {
@@ -44,7 +44,7 @@ def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
 
 
 def run(spec: str, seed: int = 0, **settings: Any) -> RunResult:
-    """One run on a tiny split-mnist stream (40 digits a task, hidden width 16)."""
+    """One run on a tiny split-mnist stream (40 digits a task, hidden widths 16, 16)."""
     meta = META if spec.split("+")[0] in ("oml", "maml", "reptile") else {}
     (plan,) = plan_runs("split-mnist", [spec], [seed], {**TINY, **meta, **settings})
     return execute(plan, plan.scenario.build(seed), CPU)
@@ -55,7 +55,7 @@ def info_for(seed: int = 0) -> tuple[StreamInfo, MLP]:
     stream: Stream = scenario.build(seed)
     info = StreamInfo.of(stream, scenario, seed)
     torch.manual_seed(seed)
-    return info, MLP(stream.input_dim, (16,), stream.n_outputs, stream.n_heads)
+    return info, MLP(stream.input_dim, (16, 16), stream.n_outputs, stream.n_heads)
 
 
 def test_init_parts_are_registered_and_compose_with_any_axis() -> None:
@@ -95,10 +95,10 @@ def test_settings_reach_the_init_whose_fields_are_its_config() -> None:
 @pytest.mark.parametrize("reset_head", [True, False])
 def test_oml_freezes_the_meta_trained_representation(reset_head: bool) -> None:
     info, model = info_for()
-    oml = OmlInit(**META, reset_head=reset_head)
+    oml = OmlInit(**META, reset_head=reset_head, pln_layers=1)
     trainable = oml.prepare(model, info, torch.Generator().manual_seed(0))
     assert trainable == HEAD
-    meta = oml.load_meta_trained(MLP(784, (16,), 10), info)
+    meta = oml.load_meta_trained(MLP(784, (16, 16), 10), info)
     for name, p in model.named_parameters():
         assert p.requires_grad == (name in HEAD)
         if name not in HEAD:
@@ -129,8 +129,10 @@ def trained_by_the_stream(
     return learned, moved
 
 
-def test_oml_stream_changes_only_the_head(monkeypatch: pytest.MonkeyPatch) -> None:
-    learned, moved = trained_by_the_stream(monkeypatch, "oml+er")
+def test_oml_stream_with_a_one_layer_pln_changes_only_the_head(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    learned, moved = trained_by_the_stream(monkeypatch, "oml+er", **{"oml.pln_layers": 1})
     assert learned == HEAD
     for name, changed in moved.items():
         assert changed == (name in HEAD), name
@@ -214,22 +216,24 @@ def test_oml_with_a_two_layer_pln_freezes_only_the_first_layer(reset_head: bool)
         assert torch.count_nonzero(model.head.bias) == 0
 
 
-def test_oml_stream_with_a_two_layer_pln_trains_the_last_hidden_layer_and_the_head(
+def test_oml_stream_trains_the_last_hidden_layer_and_the_head_by_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings = {"hidden": "16,16", "oml.pln_layers": 2}
-    learned, moved = trained_by_the_stream(monkeypatch, "oml+er", **settings)
+    """OML's PLN is its two final Linear layers (the official networks' two after the
+    representation); the default is the same."""
+    assert OmlInit().pln_layers == 2
+    learned, moved = trained_by_the_stream(monkeypatch, "oml+er")
     assert learned == TWO
     for name, changed in moved.items():
         assert changed == (name in TWO), name
 
 
-@pytest.mark.parametrize("layers", [2, 5])
+@pytest.mark.parametrize("layers", [3, 5])
 def test_oml_refuses_a_pln_that_leaves_no_rln_in_one_line(layers: int) -> None:
-    info, model = info_for()  # MLP(784, (16,), 10): two Linear layers
+    info, model = info_for()  # MLP(784, (16, 16), 10): three Linear layers
     with pytest.raises(UserError, match=f"pln_layers={layers} leaves no representation") as error:
         OmlInit(**META, pln_layers=layers).prepare(model, info, torch.Generator())
-    assert "\n" not in str(error.value) and "at most 1" in str(error.value)
+    assert "\n" not in str(error.value) and "at most 2" in str(error.value)
 
 
 def test_oml_meta_trains_on_the_uci_digits() -> None:

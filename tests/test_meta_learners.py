@@ -22,7 +22,7 @@ from torch.func import functional_call
 from lifelong import Batch, Composite, Objective, Replay, StreamInfo, compose
 from lifelong.composition.compose import configure
 from lifelong.composition.plan import plan_runs
-from lifelong.contracts.stream import Stream
+from lifelong.contracts.stream import Stream, TrainingData
 from lifelong.execution.runner import execute
 from lifelong.models.mlp import MLP
 from lifelong.training.functional import load_params, meta_gradient, sgd_inner_loop
@@ -33,16 +33,20 @@ EPS = 1e-6
 
 
 def tiny_composite(
-    spec: str = "la-maml+replay", dtype: torch.dtype = torch.float64, **settings: float
+    spec: str = "la-maml+replay",
+    dtype: torch.dtype = torch.float64,
+    fast: bool = True,
+    **settings: float,
 ) -> Composite:
     """A composite set up on an MLP 3-4-2 with N(0, 1) weights and biases 0.5.
 
     float64 for gradient checks; float32 where the step runs through the memory (which
-    stores float32 inputs).
+    stores float32 inputs). ``fast=False``: the run's accelerations off.
     """
     composite, _ = configure(spec, settings)
     model = tiny_mlp(dtype=dtype)
-    composite.setup(model, StreamInfo(2, "domain", 2, 1, 3), torch.Generator().manual_seed(1))
+    info = StreamInfo(2, "domain", 2, 1, 3, fast=fast)
+    composite.setup(model, info, torch.Generator().manual_seed(1))
     return composite
 
 
@@ -230,7 +234,7 @@ def test_closed_form_look_ahead_matches_autograd(
     batch, replay = data(n_samples, 10), REPLAY if replayed else None
     got = look_ahead(composite.minimised, theta, alpha, batch, replay, rate_grads=rate_grads)
     want = look_ahead(
-        composite.minimised, theta, alpha, batch, replay, rate_grads=rate_grads, closed_form=False
+        composite.minimised, theta, alpha, batch, replay, rate_grads=rate_grads, fast=False
     )
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     assert_close(got[1], want[1], 1e-12)
@@ -249,7 +253,7 @@ def test_closed_form_look_ahead_with_blank_input_columns_matches_autograd() -> N
     for x in (batch.x, replay.batch.x):
         x[:, 1] = 0
     got = look_ahead(composite.minimised, theta, alpha, batch, replay)
-    want = look_ahead(composite.minimised, theta, alpha, batch, replay, closed_form=False)
+    want = look_ahead(composite.minimised, theta, alpha, batch, replay, fast=False)
     torch.testing.assert_close(got[0], want[0], rtol=1e-12, atol=1e-12)
     assert_close(got[1], want[1], 1e-12)
     assert_close(got[2], want[2], 1e-12)
@@ -748,3 +752,39 @@ def test_la_maml_beats_naive_on_permuted_mnist() -> None:
     naive, la_maml = (execute(spec, stream, CPU).metrics for spec in specs)
     assert la_maml["acc"] > naive["acc"] + 0.02
     assert la_maml["bwt"] > naive["bwt"]
+
+
+@pytest.mark.parametrize(
+    "spec", ["la-maml+replay", "sync-la-maml+replay", "c-maml+replay", "la-maml+replay+lwf"]
+)
+def test_accelerated_steps_equal_the_torch_func_reference(spec: str) -> None:
+    """fast=false runs lookahead.py's torch.func look-ahead and plain update; the default
+    takes lifelong.fast's (in place; closed form for the bare MLP). After six steps over
+    two tasks (lwf's penalty live on the second) the weights and learned rates agree to
+    float32 rounding (1e-5 relative)."""
+    runs = [tiny_composite(spec, torch.float32, fast=fast) for fast in (True, False)]
+    for composite in runs:
+        for step in range(6):
+            batch = data(4, 20 + step, torch.float32)
+            composite.train_step(dataclasses.replace(batch, task=step // 3))
+            if step == 2:
+                composite.after_task(_training_data(data(8, 40, torch.float32)))
+    (accelerated, reference) = runs
+    assert reference.minimised.closed_form is None
+    assert (accelerated.minimised.closed_form is None) is ("lwf" in spec)
+    pairs = [(accelerated.params, reference.params), (_alpha(accelerated), _alpha(reference))]
+    for got, want in pairs:
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-5, atol=1e-6)
+    moved = tiny_composite(spec, torch.float32).params
+    assert any(not torch.equal(moved[n], p) for n, p in reference.params.items())
+
+
+def _alpha(composite: Composite) -> Params:
+    learner: Any = composite.learner  # a look-ahead learner: its learned rates
+    return learner.alpha
+
+
+def _training_data(batch: Batch) -> TrainingData:
+    x = (batch.x.abs() * 100).clamp(0, 255).to(torch.uint8)
+    return TrainingData(batch.task, "t", x, batch.y, batch.task_ids)

@@ -207,7 +207,7 @@ TINY: dict[str, MetaInit] = {
 def test_meta_training_is_deterministic(kind: str) -> None:
     _, _, source = setup("permuted-mnist", n_tasks=3, samples_per_task=10)
     init = TINY[kind]
-    model = MLP(784, (16,), 10)
+    model = MLP(784, (16, 16), 10)  # OML's PLN is two layers: one before them is its RLN
     before = params_of(model)
     a = init.meta_trained_weights(model, source, seed=0)
     b = init.meta_trained_weights(model, source, seed=0)
@@ -364,8 +364,8 @@ def cached_runs(
 def test_oml_pln_layers_are_part_of_the_cache_key(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    one = OmlInit(meta_steps=2, samples_per_class=1, random_batch=4, source="permuted")
-    two = OmlInit(meta_steps=2, samples_per_class=1, random_batch=4, pln_layers=2)
+    one = OmlInit(meta_steps=2, samples_per_class=1, random_batch=4, pln_layers=1)
+    two = OmlInit(meta_steps=2, samples_per_class=1, random_batch=4, source="permuted")
     (a, b), keys = cached_runs(monkeypatch, tmp_path, one, two, hidden=(16, 16))
     assert len(keys) == 2 and ['"pln_layers": 1' in k for k in keys].count(True) == 1
     assert not torch.equal(a["body.2.weight"], b["body.2.weight"])
@@ -378,9 +378,9 @@ def test_settings_that_do_not_change_meta_training_share_one_cached_init(
     after meta-training: none of them meta-trains again."""
     tiny = {"meta_steps": 2, "samples_per_class": 1, "random_batch": 4}
     inits = (OmlInit(**tiny), OmlInit(**tiny, source="permuted"), OmlInit(**tiny, reset_head=False))
-    weights, keys = cached_runs(monkeypatch, tmp_path, *inits, hidden=(16,))
+    weights, keys = cached_runs(monkeypatch, tmp_path, *inits, hidden=(16, 16))
     assert len(keys) == 1 and '"source": "' in keys[0]
-    assert "reset_head" not in keys[0] and '"pln_layers": 1' in keys[0]
+    assert "reset_head" not in keys[0] and '"pln_layers": 2' in keys[0]
     assert all(torch.equal(w[n], weights[0][n]) for w in weights for n in w)
 
 

@@ -378,3 +378,15 @@ def test_der_keeps_the_logits_of_the_forward_pass_before_the_update() -> None:
     stored = strategy.memory.logits[: len(batch.y)]  # type: ignore[union-attr]
     torch.testing.assert_close(stored, before)
     assert not torch.allclose(stored, after)
+
+
+@pytest.mark.parametrize("name", ["ewc", "online-ewc", "si", "mas"])
+def test_quadratic_penalties_are_declared_by_their_base(name: str) -> None:
+    """The four quadratic penalties derive from QuadraticRegularizer: their penalty is the
+    quadratic they state (written once), and proximal learners see them as quadratic."""
+    from lifelong import QuadraticRegularizer
+    from lifelong.composition.registry import parts
+
+    cls = parts()[name]
+    assert issubclass(cls, QuadraticRegularizer) and cls.is_quadratic
+    assert "penalty" not in vars(cls)  # not a second statement of the same quadratic

@@ -569,3 +569,24 @@ def test_two_plugin_files_of_the_same_name_are_two_modules(tmp_path) -> None:
     assert one.__module__ != two.__module__
     assert sys.modules[one.__module__] is not sys.modules[two.__module__]
     assert (one.name, two.name) == ("first", "second")
+
+
+def test_a_snapshot_leaves_out_only_the_caches_a_checkpointed_class_declares() -> None:
+    """Declared, not probed: a class derived from Checkpointed names its caches; any other
+    object's attributes are all kept, whatever class attributes it happens to carry."""
+    from lifelong.execution.checkpoint import Checkpointed, capture
+
+    class Declared(Checkpointed):
+        not_checkpointed = ("cache",)
+
+        def __init__(self) -> None:
+            self.weights, self.cache = torch.ones(2), torch.zeros(2)
+
+    class Undeclared:
+        not_checkpointed = ("cache",)  # not a Checkpointed: the name means nothing here
+
+        def __init__(self) -> None:
+            self.weights, self.cache = torch.ones(2), torch.zeros(2)
+
+    assert set(capture(Declared())["__attrs__"]) == {"weights"}
+    assert set(capture(Undeclared())["__attrs__"]) == {"weights", "cache"}

@@ -160,6 +160,11 @@ class _Latest(Memory):
         self.task_ids = torch.cat([self.task_ids, batch.task_ids])[-self.size :]
         self.task = batch.task
 
+    def joined(self, batch: Batch, replay: Replay) -> Batch:
+        stored = replay.batch
+        x, y = torch.cat([batch.x, stored.x]), torch.cat([batch.y, stored.y])
+        return Batch(x, y, torch.cat([batch.task_ids, stored.task_ids]), batch.task)
+
     def sample(self) -> Replay | None:
         if not len(self):
             return None

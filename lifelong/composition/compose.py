@@ -114,6 +114,7 @@ class Composite(Strategy):
     model: nn.Module = field(init=False, repr=False, compare=False)
     params: Params = field(init=False, repr=False, compare=False)
     keep_logits: bool = field(init=False, repr=False, compare=False)
+    logits_from: Regularizer | None = field(init=False, repr=False, compare=False)
     tied: bool = field(init=False, repr=False, compare=False)
     explicit: tuple[Regularizer, ...] = field(init=False, repr=False, compare=False)
     proximal: tuple[Regularizer, ...] = field(init=False, repr=False, compare=False)
@@ -122,7 +123,7 @@ class Composite(Strategy):
     )
     minimised: Objective = field(init=False, repr=False, compare=False)
     # a cache, and what setup builds again
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join", "minimised")
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("last_join", "minimised", "logits_from")
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -153,7 +154,8 @@ class Composite(Strategy):
             self.head.prepare(model, info, generator)
         self.model = model
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
-        self.keep_logits = any(r.needs_logits for r in self.regularizers)
+        self.logits_from = next((r for r in self.regularizers if r.needs_logits), None)
+        self.keep_logits = self.logits_from is not None
         self.tied, self.last_join = _has_tied_tensors(model), None
         device = next(iter(self.params.values())).device
         self.learner.setup(self.params, info, generator)
@@ -178,14 +180,14 @@ class Composite(Strategy):
         return ClosedForm(tuple(self.params), self.explicit)
 
     def objective(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
-        """Cross-entropy on the batch joined with the replay batch, plus each weighted penalty.
+        """Cross-entropy on the batch the memory joins with its replay, plus each weighted penalty.
 
         Meta-learners call this once per sample and weight set, so it is lean: the live
         weights run the module as it is, other weights go through ``functional_call``
         (which checks for tied tensors only when the model has some), and the last
         joined batch is reused while the same batch and replay come back.
         """
-        data = batch if replay is None else self._joined(batch, replay.batch)
+        data = batch if replay is None else self._joined(batch, replay)
         if params is self.params:
             logits = self.model(data.x, data.task_ids)
         else:
@@ -222,20 +224,21 @@ class Composite(Strategy):
             else:
                 quadratic.proximal_step(params, rate * reg.lam)
 
-    def _joined(self, batch: Batch, replayed: Batch) -> Batch:
+    def _joined(self, batch: Batch, replay: Replay) -> Batch:
+        """The memory's :meth:`Memory.joined`, kept while the same batch and replay return."""
         cached = self.last_join
-        if cached is not None and cached[0] is batch and cached[1] is replayed:
+        if cached is not None and cached[0] is batch and cached[1] is replay.batch:
             return cached[2]
-        joined = _join(batch, replayed)
-        self.last_join = (batch, replayed, joined)
+        assert self.memory is not None  # a replay comes from the memory
+        joined = self.memory.joined(batch, replay)
+        self.last_join = (batch, replay.batch, joined)
         return joined
 
     def train_step(self, batch: Batch) -> Tensor:
         replay = self.memory.sample() if self.memory is not None else None
         stores = self.memory is not None and batch.glance == 0  # a repeated glance: no new sample
-        # The logits kept with a sample are the model's outputs as it trains on the batch,
-        # before the update (DER, Buzzega et al. 2020, Algorithm 1: z = h(x); step; store z).
-        kept = self._logits(batch) if stores and self.keep_logits else None
+        keeper = self.logits_from if stores else None  # asked before the step changes the weights
+        kept = keeper.logits_to_store(batch) if keeper is not None else None
         step = self.learner.step(self.params, batch, replay, self.minimised)
         self.apply_proximal(self.params)
         if stores and self.memory is not None:
@@ -260,10 +263,6 @@ class Composite(Strategy):
     def as_composite(self) -> Composite:
         return self
 
-    @torch.no_grad()
-    def _logits(self, batch: Batch) -> Tensor:
-        return self.model(batch.x, batch.task_ids)
-
 
 def _is_quadratic(regularizer: Regularizer) -> bool:
     """Whether the regularizer declares its penalty a :class:`Quadratic` (``is_quadratic``)."""
@@ -277,12 +276,6 @@ def _has_tied_tensors(model: nn.Module) -> bool:
         *model.named_buffers(remove_duplicate=False),
     ]
     return len({id(t) for _, t in named}) < len(named)
-
-
-def _join(a: Batch, b: Batch) -> Batch:
-    return Batch(
-        torch.cat([a.x, b.x]), torch.cat([a.y, b.y]), torch.cat([a.task_ids, b.task_ids]), a.task
-    )
 
 
 def is_composite(strategy: object) -> bool:

@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from lifelong.contracts.strategy import StreamInfo
+from lifelong.execution.checkpoint import Checkpointed
 
 __all__ = ["Init"]
 
 
 @dataclass
-class Init(abc.ABC):
+class Init(Checkpointed, abc.ABC):
     """The weights the stream starts from, and which of them learn during the stream."""
 
     name: ClassVar[str]
@@ -53,7 +54,7 @@ class Init(abc.ABC):
             False, so that no gradient flows into them.
         """
 
-    def check(self, model: nn.Module, info: StreamInfo) -> None:  # noqa: B027 - optional
+    def check(self, model: nn.Module, info: StreamInfo) -> None:
         """Raise :class:`lifelong.UserError` for settings that cannot work with this model
         and stream, without training anything: the CLI calls it for every configuration
         before the first run starts, so a mistake stops a sweep before it spends time."""

@@ -26,6 +26,7 @@ from lifelong.contracts.params import param
 from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.contracts.stream import TrainingData
 from lifelong.data.inputs import to_floats
+from lifelong.execution.checkpoint import Checkpointed
 from lifelong.training.optim import Stepper
 
 if TYPE_CHECKING:
@@ -38,6 +39,7 @@ __all__ = [
     "Memory",
     "Objective",
     "Quadratic",
+    "QuadraticRegularizer",
     "Regularizer",
     "Replay",
     "StackedMemory",
@@ -105,6 +107,10 @@ class Quadratic:
         k = self.weights[name] * (2 * self.scale) * rate
         return k * self.center[name], k + 1
 
+    def value(self, params: Params) -> Tensor:
+        """The penalty at ``params``, 0-d and differentiable: the regularizer's ``penalty``."""
+        return self.scale * quadratic_penalty(params, self.weights, self.center) + self.offset
+
     def value_and_gradient(self, params: Params) -> tuple[Tensor, Params]:
         """The penalty at ``params`` and its gradient ``2 scale w (theta - c)``, no graph.
 
@@ -153,7 +159,7 @@ class Step:
 
 
 @dataclass
-class Learner(abc.ABC):
+class Learner(Checkpointed, abc.ABC):
     """The update rule: how one incoming batch (and a replayed one) changes the weights.
 
     Attributes:
@@ -205,7 +211,7 @@ class Learner(abc.ABC):
 
 
 @dataclass
-class Memory(abc.ABC):
+class Memory(Checkpointed, abc.ABC):
     """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch.
 
     Attributes:
@@ -234,6 +240,11 @@ class Memory(abc.ABC):
     @abc.abstractmethod
     def sample(self) -> Replay | None:
         """A replay batch drawn with the run's generator, or None while the memory is empty."""
+
+    @abc.abstractmethod
+    def joined(self, batch: Batch, replay: Replay) -> Batch:
+        """The batch the objective's cross-entropy runs on, from the incoming ``batch`` and
+        the ``replay`` drawn for it (ER's: the incoming samples, then the replayed ones)."""
 
     @abc.abstractmethod
     def __len__(self) -> int:
@@ -265,7 +276,7 @@ class StackedMemory(Protocol):
 
 
 @dataclass
-class Regularizer(abc.ABC):
+class Regularizer(Checkpointed, abc.ABC):
     """A penalty that protects old knowledge; the strategy adds ``lam * penalty(...)``.
 
     Attributes:
@@ -307,11 +318,33 @@ class Regularizer(abc.ABC):
         """
         return None
 
-    def observe(self, params: Params, grads: Params) -> None:  # noqa: B027 - optional hook
+    def logits_to_store(self, batch: Batch) -> Tensor:
+        """The logits ``[B, n_outputs]`` the memory keeps with ``batch``'s samples, asked
+        for before the learner's step (only of a part that declares ``needs_logits``)."""
+        raise NotImplementedError(f"{self.name} declares no logits to store")
+
+    def observe(self, params: Params, grads: Params) -> None:
         """Called by the strategy after every update with the step's gradients (SI)."""
 
-    def after_task(self, params: Params, data: TrainingData) -> None:  # noqa: B027
+    def after_task(self, params: Params, data: TrainingData) -> None:
         """Consolidate at the end of a task (importance, anchors, old model)."""
+
+
+@dataclass
+class QuadraticRegularizer(Regularizer):
+    """A regularizer whose penalty is the :class:`Quadratic` its :meth:`quadratic` states
+    (EWC, online EWC, SI, MAS): it declares ``is_quadratic`` and its penalty is that
+    quadratic's value (0 while it states none), so the two never disagree."""
+
+    is_quadratic: ClassVar[bool] = True
+
+    @abc.abstractmethod
+    def quadratic(self) -> Quadratic | None:
+        """The penalty as a :class:`Quadratic`, or None before the first consolidation."""
+
+    def penalty(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
+        quadratic = self.quadratic()
+        return batch.x.new_zeros(()) if quadratic is None else quadratic.value(params)
 
 
 def gradients(loss: Tensor, params: Params) -> Params:

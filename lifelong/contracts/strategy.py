@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong.contracts.stream import Setting, Stream, TrainingData
+from lifelong.execution.checkpoint import Checkpointed
 from lifelong.fast import closed_form
 from lifelong.training.optim import Stepper
 
@@ -94,7 +95,7 @@ class StreamInfo:
 
 
 @dataclass
-class Strategy(abc.ABC):
+class Strategy(Checkpointed, abc.ABC):
     """A continual learner: hyperparameters as dataclass fields, state built in ``setup``.
 
     The runner calls, for every run on a fresh copy of the strategy::
@@ -132,14 +133,14 @@ class Strategy(abc.ABC):
             generator: the only source of randomness the strategy may use.
         """
 
-    def before_task(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+    def before_task(self, data: TrainingData) -> None:
         """Called before the first batch of a task."""
 
     @abc.abstractmethod
     def train_step(self, batch: Batch) -> torch.Tensor:
         """Learn from one batch; return the loss as a 0-d tensor (not synchronised)."""
 
-    def after_task(self, data: TrainingData) -> None:  # noqa: B027 - optional hook
+    def after_task(self, data: TrainingData) -> None:
         """Called after the last batch of a task (consolidation, memory updates, ...)."""
 
     @abc.abstractmethod

@@ -4,22 +4,34 @@ A strategy builds its state in ``setup`` (model, optimisers, memories, penalties
 snapshot walks that state and keeps what ``torch.load(..., weights_only=True)`` can read
 back: tensors, numbers, strings, and the ``state_dict`` of modules and optimisers. Restoring
 walks a freshly set-up strategy the same way and loads the values in place, so a resumed
-run continues exactly where the interrupted one stopped. A class lists attributes that are
-caches, rebuilt on use, in ``not_checkpointed``.
+run continues exactly where the interrupted one stopped. A class that holds caches, rebuilt
+on use, declares them by deriving from :class:`Checkpointed` (strategies and parts do) and
+naming them in ``not_checkpointed``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import random
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-__all__ = ["CheckpointMismatch", "capture", "restore"]
+__all__ = ["CheckpointMismatch", "Checkpointed", "capture", "restore"]
 
 _LEAF = (int, float, bool, str, type(None))
+
+
+class Checkpointed:
+    """A class whose snapshots leave out the attributes it declares as caches.
+
+    Attributes:
+        not_checkpointed: attribute names that are caches or are rebuilt by ``setup``;
+            a snapshot skips them and a restore leaves them as ``setup`` built them.
+    """
+
+    not_checkpointed: ClassVar[tuple[str, ...]] = ()
 
 
 def capture(obj: Any) -> Any:
@@ -41,7 +53,7 @@ def capture(obj: Any) -> Any:
     if isinstance(obj, random.Random):  # its state is not in its __dict__
         raise TypeError("cannot checkpoint a random.Random; use a torch.Generator")
     if dataclasses.is_dataclass(obj) or hasattr(obj, "__dict__"):
-        skip = getattr(type(obj), "not_checkpointed", ())
+        skip = obj.not_checkpointed if isinstance(obj, Checkpointed) else ()
         return {"__attrs__": {k: capture(v) for k, v in vars(obj).items() if k not in skip}}
     raise TypeError(f"cannot checkpoint a {type(obj).__name__}")
 

@@ -10,6 +10,9 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
   ``sgd`` learner, :func:`lifelong.supervised_step` and MER's single-sample steps, when the
   objective declares a :class:`ClosedForm`.
+- :mod:`lifelong.fast.lookahead_inplace`: La-MAML's first-order look-ahead on any objective,
+  the fast weights stepped in place and the meta-gradients kept as running sums, and its
+  ``foreach`` update.
 - :mod:`lifelong.fast.lookahead_mlp`: La-MAML's first-order look-ahead on such a model,
   with CPU kernels in :mod:`lifelong.fast.lookahead_kernel` (numba, when installed).
 """
@@ -20,6 +23,15 @@ from lifelong.fast.closed_form import (
     has_closed_form,
     sample_step,
 )
+from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
 
-__all__ = ["ClosedForm", "cross_entropy_grads", "has_closed_form", "mlp_look_ahead", "sample_step"]
+__all__ = [
+    "ClosedForm",
+    "cross_entropy_grads",
+    "has_closed_form",
+    "in_place_look_ahead",
+    "in_place_update",
+    "mlp_look_ahead",
+    "sample_step",
+]
