@@ -75,6 +75,8 @@ def vectorizable(spec: RunSpec) -> str:
         return f"'{strategy.name}' is a subclass of Composite, whose own methods it would skip"
     if strategy.learner.stacked_sgd() is None:
         return f"its learner is '{strategy.learner.name}', whose step does not stack over seeds"
+    if strategy.init is not None and strategy.init.gives_rates():
+        return f"its init '{strategy.init.name}' gives per-parameter rates, which do not stack"
     memory = strategy.memory
     if memory is not None and not memory.stackable:
         return f"its memory is '{memory.name}', which offers no stacked form"

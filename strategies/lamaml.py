@@ -81,8 +81,15 @@ class _LookAheadLearner(Learner):
     alpha: Params = field(init=False, repr=False, compare=False)
     generator: torch.Generator = field(init=False, repr=False, compare=False)
 
+    takes_rates: ClassVar[bool] = True
+
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.alpha, self.generator = _rates(params, self.alpha_init), generator
+
+    def use_rates(self, rates: Params) -> None:
+        """Start the rates alpha at an init's learned ones (``meta-sgd``) instead of
+        ``alpha_init``."""
+        self.alpha = {n: r.detach().clone() for n, r in rates.items()}
 
     def proximal_rate(self) -> float | Params:
         """The rate each weight just moved at: ``opt_wt``, or La-MAML's ``relu(alpha)``."""
