@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import plan_one
 
-from lifelong import Batch, ScenarioFamily, StreamInfo, UserError, compose
+from lifelong import Batch, MetaInit, ScenarioFamily, StreamInfo, UserError, compose
 from lifelong.compose import shortcuts
 from lifelong.model import MLP
 from lifelong.registry import parts, strategies
@@ -29,7 +29,8 @@ LIGHTER = {
     "mer": {"mer.batches_per_example": "1", "mer.memory_batch": "2"},
     **{
         init: {f"{init}.meta_steps": "2", f"{init}.source": "permuted"}
-        for init in ("maml", "oml", "reptile")
+        for init, cls in parts().items()
+        if issubclass(cls, MetaInit)
     },
 }
 COMPOSITIONS = ["er+ewc", "agem+si", "er+lwf", "adam+replay+mas", "sgd+online-ewc+si"]

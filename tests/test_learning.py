@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import lifelong
-from lifelong import Regularizer, UserError, compose
+from lifelong import MetaInit, Regularizer, UserError, compose
 from lifelong.compose import SHORTCUTS, configure, partner_defaults
 from lifelong.plan import plan_runs
 from lifelong.registry import parts, strategies
@@ -38,7 +38,8 @@ LIGHTER = {
     "mer": {"mer.batches_per_example": "2"},
     **{
         init: {f"{init}.meta_steps": "2", f"{init}.source": "permuted"}
-        for init in ("maml", "oml", "reptile")
+        for init, cls in parts().items()
+        if issubclass(cls, MetaInit)
     },
 }
 # Adam at its lr 0.001 learns these tasks only partly in 20 steps (adam+replay, class-IL:
