@@ -9,6 +9,8 @@ reference).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -123,7 +125,7 @@ def hand_canon(
     return rows
 
 
-def _set_grads(params: list[Tensor], flat: Tensor) -> None:
+def _set_grads(params: Sequence[Tensor], flat: Tensor) -> None:
     start = 0
     for p in params:
         p.grad = flat[start : start + p.numel()].view_as(p).clone()
@@ -141,7 +143,7 @@ def _gem_project(g: Tensor, G: Tensor, margin: float) -> Tensor:
     return torch.from_numpy(v @ M + h).float()
 
 
-def _mir_top(model, params, x, y, t, cx, cy, lr, k) -> Tensor:  # type: ignore[no-untyped-def]
+def _mir_top(model, params, x, y, t, cx, cy, lr, k) -> Tensor:
     grads = torch.autograd.grad(F.cross_entropy(model(x, t), y), params)
     ct = torch.zeros_like(cy)
     with torch.no_grad():
@@ -154,7 +156,7 @@ def _mir_top(model, params, x, y, t, cx, cy, lr, k) -> Tensor:  # type: ignore[n
     return (after - before).topk(min(k, len(cy))).indices
 
 
-def _gss_add(model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, k) -> int:  # type: ignore[no-untyped-def]
+def _gss_add(model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, k) -> int:
     size = len(mem_y)
     n = min(seen, size)
     if n:
@@ -191,6 +193,6 @@ def _gss_add(model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, k) ->
     return seen
 
 
-def _grad(model, params, x, y, t) -> Tensor:  # type: ignore[no-untyped-def]
+def _grad(model, params, x, y, t) -> Tensor:
     grads = torch.autograd.grad(F.cross_entropy(model(x, t), y), params)
     return torch.cat([q.reshape(-1) for q in grads])
