@@ -85,6 +85,8 @@ class Reservoir(Memory):
     n_outputs: int = field(init=False, repr=False, compare=False)
     class_seen: Tensor = field(init=False, repr=False, compare=False)
     scores: Tensor = field(init=False, repr=False, compare=False)
+    # bind() gives them again on every setup; they are the composite's, checkpointed there
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params")
     model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
     params: dict[str, Tensor] = field(init=False, repr=False, compare=False, default_factory=dict)
 
