@@ -58,10 +58,11 @@ def project(g: Tensor, memories: Tensor, margin: float, solver: str = "auto") ->
 
     Returns:
         ``G^T v + g`` with ``v`` the dual solution (:func:`solve_dual`), float like ``g``.
+        Only the ``[t, t]`` program is solved in float64 (the official code converts the
+        ``[t, P]`` gradients too; here that copy took most of the projection's time).
     """
-    G, h = memories.double(), g.double()
-    v = solve_dual(G @ G.T, G @ h, margin, solver)
-    return (G.T @ v + h).to(g.dtype)
+    v = solve_dual(memories @ memories.T, memories @ g, margin, solver)
+    return memories.T @ v.to(g.dtype) + g
 
 
 def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> Tensor:
