@@ -60,7 +60,9 @@ def batch_gradient(model: nn.Module, params: Params, batch: Batch) -> Tensor:
 def similarity_scores(gradients: Tensor, stored: Tensor) -> Tensor:
     """GSS's score of each row of ``gradients [N, P]``: ``max_j cos(g, stored_j) + 1``,
     in [0, 2] (0: opposite to every stored gradient; 2: parallel to one)."""
-    cos = F.cosine_similarity(gradients[:, None, :], stored[None, :, :], dim=2)
+    # Unit rows and one matrix product: broadcasting cosine_similarity over [N, M, P]
+    # took 96% of a GSS run.
+    cos = F.normalize(gradients, dim=1, eps=1e-8) @ F.normalize(stored, dim=1, eps=1e-8).T
     return cos.max(dim=1).values + 1
 
 
