@@ -15,6 +15,13 @@ task switch); the replayed samples still train every logit. The mask applies fro
 second task on, and only in class-incremental streams: in task- and domain-incremental
 ones the logits are not classes of earlier tasks, and the step is ER's.
 
+Since the incoming batch competes only with its own classes, a new class rises above the
+old ones only through its replayed samples, of which a reservoir holds few early in a task:
+with few steps per task the last task may stay unlearnt (Split-MNIST class-IL at the
+default batch 32, 25 steps a task: last task 0.10-0.42 over seeds 0-2; at the paper's batch
+10, 80 steps, 0.49-0.84 and ACC 0.823 against ER's 0.747). Avalanche's ``ER_ACE`` puts a new
+task's samples in its class-balanced memory at the task's start instead.
+
 Defaults: SGD at 0.1 (the ``er`` baseline's here), memory 200, incoming and replay
 batches of 10 as the paper's online protocol (Mammoth ships lr 0.03 for Seq-CIFAR-100).
 
