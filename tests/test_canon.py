@@ -302,3 +302,17 @@ def test_each_beats_naive_on_small_split_mnist_class_il(strategy: str) -> None:
     naive = run_one("naive", SMALL)
     other = run_one(strategy, SMALL)
     assert other.metrics["acc"] > naive.metrics["acc"] + 0.1, (other.metrics, naive.metrics)
+
+
+def test_shortcuts_carry_their_memory_settings_and_a_set_wins() -> None:
+    mir_memory = compose("mir").memory
+    assert isinstance(mir_memory, Reservoir)
+    assert (mir_memory.retrieve, mir_memory.batch, mir_memory.select) == ("mir", 10, "reservoir")
+    both = compose("mir+gss").memory
+    assert isinstance(both, Reservoir) and (both.retrieve, both.select) == ("mir", "gss")
+    configured, _ = configure("mir", {"replay.batch": "32"})
+    assert isinstance(configured.memory, Reservoir)
+    assert (configured.memory.retrieve, configured.memory.batch) == ("mir", 32)
+    la_maml, _ = configure("la-maml", {"replay.retrieve": "mir"})  # one line
+    assert isinstance(la_maml.memory, Reservoir) and la_maml.memory.retrieve == "mir"
+    assert la_maml.memory.batch == 10  # La-MAML's declared replay batch
