@@ -19,10 +19,10 @@ from lifelong.strategies.xder import rewrite
 from torch import Tensor, nn
 
 from lifelong import Batch, Composite, Init, Replay, StreamInfo, UserError, compose
-from lifelong.compose import configure
-from lifelong.functional import Params, loss_fn, params_of
-from lifelong.model import MLP
-from lifelong.parts import Objective
+from lifelong.composition.compose import configure
+from lifelong.contracts.parts import Objective
+from lifelong.models.mlp import MLP
+from lifelong.training.functional import Params, loss_fn, params_of
 
 EPS = 1e-6
 

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lifelong.bench.handloop import evaluate
-from lifelong.model import MLP
-from lifelong.stream import Stream
+from lifelong.contracts.stream import Stream
+from lifelong.models.mlp import MLP
 
 __all__ = ["CANON", "hand_canon"]
 

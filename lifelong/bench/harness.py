@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from lifelong.params import param_specs
-from lifelong.registry import parts
-from lifelong.stream import Stream
+from lifelong.composition.registry import parts
+from lifelong.contracts.params import param_specs
+from lifelong.contracts.stream import Stream
 
 __all__ = [
     "WORKLOADS",
@@ -176,8 +176,8 @@ def measure(
     """Time lifelong, the hand loop (``hand``) and Avalanche (``avalanche``) ``repeat`` times
     each, interleaved, after one untimed run of each (``warm_up``). With ``evaluations``,
     lifelong's evaluations are timed too (:attr:`Timing.training` is the rest)."""
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)
@@ -210,7 +210,7 @@ def _evaluations_timed(on: bool) -> Iterator[list[float] | None]:
     if not on:
         yield None
         return
-    from lifelong import runner
+    from lifelong.execution import runner
 
     spent: list[float] = []
     evaluate = runner.evaluate
@@ -348,8 +348,8 @@ def end_to_end(
 def part_seconds(workload: Workload) -> dict[str, tuple[float, int, float]]:
     """``{function: (cumulative seconds, calls, run seconds)}`` of ``workload.measured``
     in one lifelong run under cProfile (so the times include its overhead)."""
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)
@@ -370,8 +370,8 @@ def part_seconds(workload: Workload) -> dict[str, tuple[float, int, float]]:
 
 def profile_top(workload: Workload, n: int = 8) -> str:
     """The ``n`` functions with the most own time in one lifelong run (cProfile)."""
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)

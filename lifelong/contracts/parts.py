@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong.optim import Stepper
-from lifelong.params import param
-from lifelong.strategy import Batch, StreamInfo
-from lifelong.stream import TrainingData
+from lifelong.contracts.params import param
+from lifelong.contracts.strategy import Batch, StreamInfo
+from lifelong.contracts.stream import TrainingData
+from lifelong.training.optim import Stepper
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -170,7 +170,7 @@ class Learner(abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     """As :attr:`Memory.shortcut_settings`."""
 
@@ -226,7 +226,7 @@ class Memory(abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     """Settings a shortcut of this part gives its members, by shortcut and part name
     (``{"mir": {"replay": {"retrieve": "mir"}}}``); a ``--set`` still wins."""
@@ -294,7 +294,7 @@ class Regularizer(abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     """As :attr:`Memory.shortcut_settings`."""
     is_quadratic: ClassVar[bool] = False
