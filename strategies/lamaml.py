@@ -88,9 +88,16 @@ class _LookAheadLearner(Learner):
     generator: torch.Generator = field(init=False, repr=False, compare=False)
     fast: bool = field(init=False, repr=False, compare=False, default=True)  # the run's
 
+    takes_rates: ClassVar[bool] = True
+
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.alpha, self.generator = _rates(params, self.alpha_init), generator
         self.fast = info.fast
+
+    def use_rates(self, rates: Params) -> None:
+        """Start the rates alpha at an init's learned ones (``meta-sgd``) instead of
+        ``alpha_init``."""
+        self.alpha = {n: r.detach().clone() for n, r in rates.items()}
 
     def proximal_rate(self) -> float | Params:
         """The rate each weight just moved at: ``opt_wt``, or La-MAML's ``relu(alpha)``."""

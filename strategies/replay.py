@@ -1,15 +1,22 @@
-"""The ``replay`` memory: a reservoir sample of the whole stream, optionally class-balanced."""
+"""The ``replay`` memory: a reservoir sample of the whole stream, optionally class-balanced,
+with MIR's retrieval (``retrieve=mir``, strategies/mir.py) and GSS's selection
+(``select=gss``, strategies/gss.py) as options."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from lifelong import Batch, Memory, Replay, StreamInfo, param
+from lifelong import Batch, Memory, Replay, StreamInfo, UserError, param
+
+from . import gss, mir
+
+RETRIEVALS = ("random", "mir")
+SELECTIONS = ("reservoir", "gss")
 
 
 @final
@@ -40,17 +47,42 @@ class Reservoir(Memory):
         theta -= lr * grad(loss)                     # the learner's step (sgd.py)
         memory.add(batch)                            # reservoir sampling: add() below
 
+    Two policies read the model: ``retrieve=mir`` replays, of ``candidates`` random stored
+    samples, the ``batch`` whose loss a virtual SGD step at ``virtual_lr`` on the incoming
+    batch raises most (MIR, :mod:`strategies.mir`; shortcut ``mir``); ``select=gss`` keeps
+    the most gradient-diverse samples instead of a uniform sample (GSS-Greedy,
+    :mod:`strategies.gss`, comparing with ``candidates`` stored samples; shortcut ``gss``).
+
     References: Vitter 1985 (reservoir sampling); Chaudhry et al. 2019, "On tiny episodic
-    memories in continual learning"; Chrysakis & Moens 2020 (class-balancing reservoir).
+    memories in continual learning"; Chrysakis & Moens 2020 (class-balancing reservoir);
+    Aljundi et al. 2019 (MIR; GSS).
     """
 
     name: ClassVar[str] = "replay"
     # ER: Chaudhry et al. 2019, "On tiny episodic memories" (the sgd learner + this memory)
-    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"er": ("replay",)}
-    stackable: ClassVar[bool] = True
+    # MIR (Aljundi et al. 2019, NeurIPS): ER with maximally interfered retrieval, its
+    # official MNIST memory batch of 10; GSS (Aljundi et al. 2019): GSS-Greedy selection,
+    # batch 10 as Mammoth's gss_minibatch_size.
+    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "er": ("replay",),
+        "mir": ("replay",),
+        "gss": ("replay",),
+    }
+    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {
+        "mir": {"replay": {"retrieve": "mir", "batch": 10}},
+        "gss": {"replay": {"select": "gss", "batch": 10, "candidates": 10}},
+    }
     size: int = param(200, "samples the memory holds", ge=1)
     batch: int = param(32, "samples replayed with every incoming batch", ge=1)
     balanced: bool = param(False, "keep classes balanced instead of a uniform sample")
+    retrieve: str = param(
+        "random", "which stored samples are replayed (mir: most interfered)", choices=RETRIEVALS
+    )
+    select: str = param(
+        "reservoir", "which samples are kept (gss: most gradient-diverse)", choices=SELECTIONS
+    )
+    candidates: int = param(50, "stored samples MIR scores, or GSS compares with", ge=1)
+    virtual_lr: float = param(0.1, "learning rate of MIR's virtual step (the learner's)", gt=0)
 
     x: Tensor = field(init=False, repr=False, compare=False)
     y: Tensor = field(init=False, repr=False, compare=False)
@@ -61,6 +93,25 @@ class Reservoir(Memory):
     generator: torch.Generator = field(init=False, repr=False, compare=False)
     n_outputs: int = field(init=False, repr=False, compare=False)
     class_seen: Tensor = field(init=False, repr=False, compare=False)
+    scores: Tensor = field(init=False, repr=False, compare=False)
+    # bind() gives them again on every setup; they are the composite's, checkpointed there
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params")
+    model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
+    params: dict[str, Tensor] = field(init=False, repr=False, compare=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.balanced and self.select == "gss":
+            raise UserError(
+                "replay: balanced=true and select=gss are two selection rules; choose one"
+            )
+
+    @property
+    def stackable(self) -> bool:  # type: ignore[override]
+        """Only the plain policies stack over seeds; MIR and GSS read each seed's model."""
+        return self.retrieve == "random" and self.select == "reservoir"
+
+    def bind(self, model: nn.Module, params: dict[str, Tensor]) -> None:
+        self.model, self.params = model, params
 
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
         rows = self.size + 1  # the last row is scratch space that absorbs discarded writes
@@ -71,6 +122,7 @@ class Reservoir(Memory):
         self.seen, self.task, self.generator = 0, 0, generator
         self.n_outputs = info.n_outputs
         self.class_seen = torch.zeros(info.n_tasks * info.n_outputs, device=device)
+        self.scores = torch.zeros(rows, device=device)
 
     def __len__(self) -> int:
         return min(self.seen, self.size)
@@ -99,6 +151,22 @@ class Reservoir(Memory):
         x, y = torch.cat([batch.x, stored.x]), torch.cat([batch.y, stored.y])
         return Batch(x, y, torch.cat([batch.task_ids, stored.task_ids]), batch.task)
 
+    def sample_for(self, batch: Batch) -> Replay | None:
+        """:meth:`sample`, or with ``retrieve=mir`` the ``batch`` most interfered of
+        ``candidates`` random stored samples (:func:`strategies.mir.interference`)."""
+        if self.retrieve == "random" or self.model is None or len(self) == 0:
+            return self.sample()
+        rows = torch.randperm(len(self), generator=self.generator, device=self.y.device)
+        rows = rows[: self.candidates]
+        scores = mir.interference(self.model, self.params, batch, self.at(rows), self.virtual_lr)
+        pick = rows[mir.most_interfered(scores, self.batch)]
+        return Replay(self.at(pick), self.logits.index_select(0, pick))
+
+    def at(self, rows: Tensor) -> Batch:
+        """The stored samples at ``rows`` (int64 ``[R]``) as a batch."""
+        x, y = self.x.index_select(0, rows), self.y.index_select(0, rows)
+        return Batch(x, y, self.task_ids.index_select(0, rows), self.task)
+
     def add(self, batch: Batch, logits: Tensor | None) -> None:
         slots = self._slots(batch)
         self.x.index_copy_(0, slots, batch.x)
@@ -107,6 +175,11 @@ class Reservoir(Memory):
         if logits is not None:
             self.logits.index_copy_(0, slots, logits)
         self._count(len(batch.y), batch.task)
+
+    def draw(self) -> Tensor | None:
+        """The rows of a replay batch (``batch`` of them, without replacement), for a
+        strategy that reads or rewrites what is stored there (X-DER); None while empty."""
+        return self._sample_rows()
 
     def _sample_rows(self) -> Tensor | None:
         """The rows :meth:`sample` replays, drawn without replacement; None while empty."""
@@ -117,7 +190,33 @@ class Reservoir(Memory):
 
     def _slots(self, batch: Batch) -> Tensor:
         """The slot :meth:`add` writes each sample of ``batch`` to (``size``: dropped)."""
+        if self.select == "gss" and self.model is not None:
+            return self._gss_slots(batch)
         return self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
+
+    def _gss_slots(self, batch: Batch) -> Tensor:
+        """GSS-Greedy (:mod:`strategies.gss`): fill while there is room, then replace
+        slots drawn by score with samples whose gradients differ from the memory's."""
+        assert self.model is not None
+        n, device = len(batch.y), batch.y.device
+        slots = torch.full((n,), self.size, dtype=torch.long, device=device)
+        stored = None
+        if len(self):
+            rows = torch.randperm(len(self), generator=self.generator, device=device)
+            stored = gss.sample_gradients(self.model, self.params, self.at(rows[: self.candidates]))
+        c_batch = torch.tensor(gss.EMPTY_SCORE, device=device)
+        if stored is not None:
+            g = gss.batch_gradient(self.model, self.params, batch)
+            c_batch = gss.similarity_scores(g, stored)[0]
+        room = max(self.size - self.seen, 0)
+        slots[:room] = torch.arange(self.seen, self.seen + min(room, n), device=device)
+        self.scores[slots[:room]] = c_batch
+        if room < n and stored is not None and c_batch < 1:
+            rest = Batch(batch.x[room:], batch.y[room:], batch.task_ids[room:], batch.task)
+            c = gss.similarity_scores(gss.sample_gradients(self.model, self.params, rest), stored)
+            chosen, scores = gss.greedy_slots(c, self.scores[: self.size], self.generator)
+            slots[room:], self.scores[: self.size] = chosen, scores
+        return slots
 
     def _count(self, n: int, task: int) -> None:
         self.seen += n

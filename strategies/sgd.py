@@ -46,6 +46,11 @@ class Sgd(Learner):
     and MAS's importances reach 1e1-1e3 on single weights); the proximal step is stable
     at any ``lam``. ``proximal=false`` gives plain gradient descent on the penalty.
 
+    After an init that learned a rate per weight (``meta-sgd``, Li et al. 2017), every
+    weight steps at its own rate, ``theta -= alpha * grad`` elementwise (momentum, when
+    set, applies to the gradient first), and the proximal step uses those rates
+    (clipped at 0).
+
     The gradient is autograd's. An objective that declares a closed form (the default
     one-head MLP's cross-entropy, alone or with quadratic penalties in it) has it written
     out by hand instead (:class:`lifelong.fast.ClosedForm`, equal up to float rounding).
@@ -54,6 +59,7 @@ class Sgd(Learner):
     """
 
     name: ClassVar[str] = "sgd"
+    takes_rates: ClassVar[bool] = True
     lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)
     proximal: bool = param(
@@ -61,14 +67,24 @@ class Sgd(Learner):
     )
 
     optimizer: SGD = field(init=False, repr=False, compare=False)
+    rates: dict[str, Tensor] | None = field(init=False, repr=False, compare=False, default=None)
 
     def setup(
         self, params: dict[str, Tensor], info: StreamInfo, generator: torch.Generator
     ) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr, momentum=self.momentum)
 
-    def proximal_rate(self) -> float | None:
-        return self.lr if self.proximal else None
+    def use_rates(self, rates: dict[str, Tensor]) -> None:
+        self.rates = rates
+        # The optimiser steps at rate 1 a direction already scaled by each weight's rate.
+        self.optimizer = SGD(self.optimizer.params, lr=1.0, momentum=self.momentum)
+
+    def proximal_rate(self) -> float | dict[str, Tensor] | None:
+        if not self.proximal:
+            return None
+        if self.rates is not None:
+            return {n: r.clamp_min(0.0) for n, r in self.rates.items()}
+        return self.lr
 
     def stacked_sgd(self) -> tuple[float, float]:
         return self.lr, self.momentum
@@ -82,5 +98,10 @@ class Sgd(Learner):
         else:
             loss = objective(params, batch, replay)
             grads = gradients(loss, params)
-        apply_gradients(self.optimizer, params, grads)
+        if self.rates is None:
+            apply_gradients(self.optimizer, params, grads)
+        else:
+            apply_gradients(
+                self.optimizer, params, {n: self.rates[n] * g for n, g in grads.items()}
+            )
         return Step(loss.detach(), grads)

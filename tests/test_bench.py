@@ -182,3 +182,38 @@ def test_measure_times_lifelong_evaluations_within_its_loop() -> None:
     assert timing.training is not None and 0 < timing.training < timing.median
     plain = measure(workload, 1, avalanche=False, hand=False)["lifelong"]
     assert plain.evaluation == [] and plain.training is None
+
+
+def test_report_lists_the_known_slow_parts_with_their_share() -> None:
+    workload = next(w for w in WORKLOADS if w.strategy == "gem")
+    loop = {"lifelong": Timing([2.0], [0.7]), "hand loop": Timing([1.9], [0.7])}
+    row = BenchRow(workload, 4000, loop, {"lifelong": 9.0, "hand loop": 8.0})
+    parts = {workload.name: {"solve_dual": (0.5, 40, 2.0)}}
+    text = render([row], command="c", repeat=1, profile="p", threads=1, parts=parts)
+    assert "## Known slow parts" in text
+    assert f"| {workload.name} | `solve_dual` | 40 | 0.50 | 25% |" in text
+
+
+def test_part_seconds_times_gem_quadratic_program() -> None:
+    from lifelong.bench.harness import Workload, part_seconds
+
+    tiny = {"samples_per_task": 60, "n_tasks": 5, "replay.size": 30}
+    found = part_seconds(Workload("tiny gem", "split-mnist", "gem", tiny, measured=("solve_dual",)))
+    seconds, calls, total = found["solve_dual"]
+    assert calls > 0 and 0 < seconds < total
+
+
+@pytest.mark.slow  # trains 4 strategies x 2 implementations
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+def test_hand_canon_loops_learn_like_lifelong(strategy: str) -> None:
+    """The hand loops of the canon workloads do the same work: similar ACC (one seed)."""
+    from lifelong.bench.canon_loops import hand_canon
+    from lifelong.bench.harness import Workload
+
+    workload = next(w for w in WORKLOADS if w.strategy == strategy)
+    assert isinstance(workload, Workload)
+    (spec,) = plan_runs("split-mnist", [strategy], [0], workload.lifelong_settings())
+    stream = spec.scenario.build(0)
+    hand = hand_canon(stream, strategy=strategy, seed=0, lr=0.1, batch_size=32)
+    ours = execute(spec, stream, torch.device("cpu")).matrix
+    assert abs(statistics.fmean(hand[-1]) - statistics.fmean(ours[-1])) < 0.15

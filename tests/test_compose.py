@@ -75,6 +75,9 @@ def test_shortcuts_are_declared_by_the_parts_that_own_them(monkeypatch) -> None:
         "la-maml": "la-maml",
         "c-maml": "c-maml",
         "sync-la-maml": "sync-la-maml",
+        "gem": "gem",
+        "mir": "replay",
+        "gss": "replay",
     }
     both = {**parts(), "copy": type("Copy", (parts()["replay"],), {"name": "copy"})}
     monkeypatch.setattr(compose_module, "parts", lambda: both)

@@ -15,7 +15,7 @@ import pytest
 import torch
 from helpers import plan_one
 
-from lifelong import Batch, ScenarioFamily, StreamInfo, UserError, compose
+from lifelong import Batch, MetaInit, ScenarioFamily, StreamInfo, UserError, compose
 from lifelong.composition.compose import shortcuts
 from lifelong.composition.registry import parts, strategies
 from lifelong.contracts.stream import Stream, training_data
@@ -29,7 +29,8 @@ LIGHTER = {
     "mer": {"mer.batches_per_example": "1", "mer.memory_batch": "2"},
     **{
         init: {f"{init}.meta_steps": "2", f"{init}.source": "permuted"}
-        for init in ("maml", "oml", "reptile", "protonet")
+        for init, cls in parts().items()
+        if issubclass(cls, MetaInit)
     },
 }
 LIGHTER["oml"]["hidden"] = "16,16"  # its PLN is the last two layers: an RLN before them

@@ -83,6 +83,12 @@ def comparable(results: list) -> list:
         ("der++", {}),  # replay through the objective: its joined-batch cache is not state
         ("er", {"setting": "task"}),
         ("er+lwf", {}),
+        ("mir", {}),  # the memory reads the model it is bound to again on resume
+        ("gss", {}),  # and its per-slot scores are state
+        ("gem", {}),
+        ("er-ace", {}),
+        ("x-der", {}),  # rewritten stored logits and update counters are state
+        ("meta-sgd+er", {"meta-sgd.meta_steps": 2, "meta-sgd.source": "permuted"}),
     ],
 )
 def test_checkpoint_resume_gives_the_uninterrupted_result(

@@ -30,6 +30,7 @@ def run_bench(
         WORKLOADS,
         end_to_end,
         measure,
+        part_seconds,
         profile_top,
     )
     from lifelong.bench.report import BenchRow, check_writable, render, write
@@ -71,6 +72,7 @@ def run_bench(
     classic = [w for w in workloads if not w.meta]
     profiled = [*classic[min(1, len(classic) - 1) :][:1], *(w for w in workloads if w.meta)]
     profile = [(f": {w.name}", profile_top(w)) for w in profiled]
+    parts = {w.name: part_seconds(w) for w in workloads if w.measured}
     memory = None
     if with_memory:
         from lifelong.bench.memory import memory_profile
@@ -85,6 +87,7 @@ def run_bench(
         threads=threads,
         memory=memory,
         issue_run=issue_run,
+        parts=parts,
     )
     write(out, text)
     return out

@@ -107,6 +107,8 @@ def avalanche_loop(
             buffer_mb_size=replay_batch,
             **common,
         )
+    elif strategy in CANON:
+        learner = _canon(strategy, model, optimizer, criterion, memory_size, stream, common)
     else:
         raise ValueError(f"no Avalanche counterpart for {strategy!r}")
     rows = []
@@ -115,6 +117,35 @@ def avalanche_loop(
         learner.train(experience)
         rows.append(_row(learner.eval(benchmark.test_stream), stream.n_tasks))
     return rows
+
+
+CANON = ("gem", "er-ace", "mir", "gss")
+
+
+def _canon(
+    strategy: str,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    criterion: nn.Module,
+    memory_size: int,
+    stream: Stream,
+    common: dict[str, Any],
+) -> Any:
+    """Avalanche 0.6's GEM, ER_ACE, MIR and GSS_greedy at lifelong's sizes: GEM keeps
+    ``memory_size / n_tasks`` samples per experience (its memory is per task) at
+    memory_strength 0.5; the others a memory of ``memory_size`` replayed 10 at a time
+    (MIR from 50 candidates, GSS comparing with 10 stored samples)."""
+    from avalanche.training.supervised import ER_ACE, GEM, MIR, GSS_greedy
+
+    base = {"model": model, "optimizer": optimizer, "criterion": criterion, **common}
+    if strategy == "gem":
+        per_task = memory_size // stream.n_tasks
+        return GEM(patterns_per_exp=per_task, memory_strength=0.5, **base)
+    if strategy == "er-ace":
+        return ER_ACE(mem_size=memory_size, batch_size_mem=10, **base)
+    if strategy == "mir":
+        return MIR(mem_size=memory_size, subsample=50, batch_size_mem=10, **base)
+    return GSS_greedy(mem_size=memory_size, mem_strength=10, input_size=[stream.input_dim], **base)
 
 
 def _row(results: dict[str, Any], n_tasks: int) -> list[float]:

@@ -53,6 +53,7 @@ class Workload:
     settings: dict[str, Any] = field(default_factory=dict)
     lr: float | None = 0.1  # None: the strategy has no such parameter (la-maml)
     batch_size: int = 32
+    measured: tuple[str, ...] = ()  # functions whose own share of a run is reported (GEM's QP)
 
     def lifelong_settings(self) -> dict[str, Any]:
         lr = {} if self.lr is None else {"lr": self.lr}
@@ -106,6 +107,30 @@ WORKLOADS = (
     # proximal step, which would be a different update).
     Workload(
         "split-mnist class-IL, ewc", "split-mnist", "ewc", {"ewc.lam": 10.0, "sgd.proximal": False}
+    ),
+    # The class-incremental canon that Avalanche 0.6 also ships (GEM, ER_ACE, MIR,
+    # GSS_greedy), memory 200, each at its paper's replay batch (strategies/).
+    Workload(
+        "split-mnist class-IL, gem (memory 200)",
+        "split-mnist",
+        "gem",
+        {"replay.size": 200},
+        measured=("solve_dual", "_past_gradients"),
+    ),
+    Workload("split-mnist class-IL, er-ace (memory 200)", "split-mnist", "er-ace", {"size": 200}),
+    Workload(
+        "split-mnist class-IL, mir (memory 200)",
+        "split-mnist",
+        "mir",
+        {"replay.size": 200},
+        measured=("interference",),
+    ),
+    Workload(
+        "split-mnist class-IL, gss (memory 200)",
+        "split-mnist",
+        "gss",
+        {"replay.size": 200},
+        measured=("_gss_slots", "greedy_slots"),
     ),
     Workload("permuted-mnist 10 tasks, naive", "permuted-mnist", "naive", PERMUTED),
     Workload(
@@ -206,8 +231,18 @@ def _evaluations_timed(on: bool) -> Iterator[list[float] | None]:
 
 def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
     """The hand-written loop of ``workload`` on ``stream``; returns R."""
+    from lifelong.bench.canon_loops import CANON, hand_canon
     from lifelong.bench.handloop import hand_la_maml, hand_loop
 
+    if workload.strategy in CANON:
+        assert workload.lr is not None
+        return hand_canon(
+            stream,
+            strategy=workload.strategy,
+            seed=0,
+            lr=workload.lr,
+            batch_size=workload.batch_size,
+        )
     if workload.meta:
         return hand_la_maml(stream, seed=0, batch_size=workload.batch_size, **_meta(workload))
     assert workload.lr is not None
@@ -308,6 +343,29 @@ def end_to_end(
             times.append(time.perf_counter() - start)
         out[name] = statistics.median(times)
     return out
+
+
+def part_seconds(workload: Workload) -> dict[str, tuple[float, int, float]]:
+    """``{function: (cumulative seconds, calls, run seconds)}`` of ``workload.measured``
+    in one lifelong run under cProfile (so the times include its overhead)."""
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
+
+    (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
+    stream = spec.scenario.build(0)
+    profiler = cProfile.Profile()
+    start = time.perf_counter()
+    profiler.enable()
+    execute(spec, stream, torch.device("cpu"))
+    profiler.disable()
+    total = time.perf_counter() - start
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    found: dict[str, tuple[float, int, float]] = {}
+    for (_, _, name), (_, calls, _, cumulative, _) in stats.items():
+        if name in workload.measured:
+            seconds, n, _ = found.get(name, (0.0, 0, total))
+            found[name] = (seconds + cumulative, n + calls, total)
+    return found
 
 
 def profile_top(workload: Workload, n: int = 8) -> str:

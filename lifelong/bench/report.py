@@ -74,6 +74,7 @@ def render(
     threads: int,
     memory: list[tuple[float, float]] | None = None,
     issue_run: BenchRow | None = None,
+    parts: dict[str, dict[str, tuple[float, int, float]]] | None = None,
 ) -> str:
     """The whole report as Markdown.
 
@@ -131,6 +132,7 @@ def render(
     if any(row.workload.strategy == "ewc" for row in rows):
         lines += EWC_NOTE
     lines += _memory(memory)
+    lines += _parts(parts or {})
     profiles = [("", profile)] if isinstance(profile, str) else profile
     for name, text in profiles:
         lines += [
@@ -142,6 +144,24 @@ def render(
             "```",
         ]
     return "\n".join([*lines, ""])
+
+
+def _parts(parts: dict[str, dict[str, tuple[float, int, float]]]) -> list[str]:
+    """The known slow parts (GEM's QP, GSS's selection): their share of one run."""
+    if not parts:
+        return []
+    lines = [
+        "",
+        "## Known slow parts (one lifelong run under cProfile, cumulative time)",
+        "",
+        "| workload | function | calls | seconds | share of the run |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for workload, found in parts.items():
+        for name, (seconds, calls, total) in found.items():
+            share = seconds / total if total else float("nan")
+            lines.append(f"| {workload} | `{name}` | {calls} | {seconds:.2f} | {share:.0%} |")
+    return lines
 
 
 def _memory(memory: list[tuple[float, float]] | None) -> list[str]:

@@ -164,6 +164,10 @@ class Composite(Strategy):
         self.explicit = tuple(r for r in self.regularizers if r not in self.proximal)
         if self.memory is not None:
             self.memory.setup(info, device, generator)
+            self.memory.bind(model, self.params)
+        rates = self.init.learning_rates() if self.init is not None else None
+        if rates is not None:
+            self.learner.use_rates({n: r.to(device) for n, r in rates.items() if n in self.params})
         for regularizer in self.regularizers:
             regularizer.setup(model, info, generator)
         self.minimised = Objective(self.objective, self._closed_form(info.fast))
@@ -235,7 +239,7 @@ class Composite(Strategy):
         return joined
 
     def train_step(self, batch: Batch) -> Tensor:
-        replay = self.memory.sample() if self.memory is not None else None
+        replay = self.memory.sample_for(batch) if self.memory is not None else None
         stores = self.memory is not None and batch.glance == 0  # a repeated glance: no new sample
         keeper = self.logits_from if stores else None  # asked before the step changes the weights
         kept = keeper.logits_to_store(batch) if keeper is not None else None
@@ -308,7 +312,8 @@ def compose(spec: str) -> Composite:
     learners = [n for n in names if issubclass(found[n], Learner)]
     learner = learners[0] if learners else DEFAULT_LEARNER
     built = [found[n]() for n in [learner, *(n for n in names if n != learner)]]
-    composite = _assemble(partner_defaults(built, spec), spec="+".join(tokens))
+    built = _shortcut_settings(partner_defaults(built, spec), tokens, spec)
+    composite = _assemble(built, spec="+".join(tokens))
     _check_memory(composite)
     return composite
 
@@ -339,6 +344,29 @@ def partner_defaults(members: list[Any], spec: str) -> list[Any]:
                         f"choose one with --set {target}.{key}=VALUE"
                     )
                 by_name[target][key], declared_by[target, key] = value, part.name
+    return [_rebuild(p, by_name[p.name]) if p.name in by_name else p for p in members]
+
+
+def _shortcut_settings(members: list[Any], tokens: list[str], spec: str) -> list[Any]:
+    """``members`` with the settings that the shortcuts among ``tokens`` give them
+    (:attr:`lifelong.Memory.shortcut_settings`: ``mir`` is ``replay`` with
+    ``retrieve=mir``). Raises UserError when two shortcuts set one key differently."""
+    declared = {
+        name: settings
+        for cls in parts().values()
+        for name, settings in cls.shortcut_settings.items()
+        if name in tokens
+    }
+    by_name: dict[str, dict[str, Any]] = {}
+    for _, settings in sorted(declared.items()):
+        for target, values in settings.items():
+            for key, value in values.items():
+                earlier = by_name.setdefault(target, {}).setdefault(key, value)
+                if earlier != value:
+                    raise UserError(
+                        f"'{spec}': two shortcuts set {target}.{key} ({earlier} and {value}); "
+                        f"keep one, or choose with --set {target}.{key}=VALUE"
+                    )
     return [_rebuild(p, by_name[p.name]) if p.name in by_name else p for p in members]
 
 
@@ -428,6 +456,12 @@ def _assemble(members: list[Init | Learner | Memory | Regularizer | Head], spec:
     memory = next((p for p in members if isinstance(p, Memory)), None)
     regularizers = tuple(p for p in members if isinstance(p, Regularizer))
     init = next((p for p in members if isinstance(p, Init)), None)
+    if init is not None and init.gives_rates() and not learner.takes_rates:
+        raise UserError(
+            f"'{spec}': the '{init.name}' init gives per-parameter learning rates, which the "
+            f"learner '{learner.name}' does not take; use sgd or la-maml, or "
+            f"--set {init.name}.rates=false"
+        )
     head = next((p for p in members if isinstance(p, Head)), None)
     return Composite(learner, memory, regularizers, init=init, head=head, spec=spec)
 

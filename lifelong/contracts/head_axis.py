@@ -47,6 +47,7 @@ class Head(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with (as :class:`lifelong.Learner`'s)."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
+    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}  # as Memory's
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:
         """Raise :class:`lifelong.UserError` when the model cannot serve this head (no

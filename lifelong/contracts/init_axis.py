@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from lifelong.contracts.strategy import StreamInfo
 from lifelong.execution.checkpoint import Checkpointed
@@ -35,6 +35,7 @@ class Init(Checkpointed, abc.ABC):
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
+    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}  # likewise
 
     @abc.abstractmethod
     def prepare(
@@ -53,6 +54,16 @@ class Init(Checkpointed, abc.ABC):
             learns. A part that freezes parameters also sets their ``requires_grad`` to
             False, so that no gradient flows into them.
         """
+
+    def gives_rates(self) -> bool:
+        """Whether :meth:`learning_rates` gives rates (Meta-SGD's), which the learner must
+        take (:attr:`lifelong.Learner.takes_rates`); the default: no."""
+        return False
+
+    def learning_rates(self) -> dict[str, Tensor] | None:
+        """Per-parameter learning rates learned with the starting weights, by name, read
+        after :meth:`prepare`; the learner steps with them (None, the default: its own)."""
+        return None
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:
         """Raise :class:`lifelong.UserError` for settings that cannot work with this model

@@ -171,6 +171,8 @@ class Learner(Checkpointed, abc.ABC):
     name: ClassVar[str]
     needs_memory: ClassVar[bool] = False
     passes_replay: ClassVar[bool] = True
+    takes_rates: ClassVar[bool] = False
+    """The rule can step with per-parameter rates an init learned (:meth:`use_rates`)."""
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
@@ -178,6 +180,8 @@ class Learner(Checkpointed, abc.ABC):
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
     "replay")}``); ``compose("agem")`` builds them
     (:func:`lifelong.composition.compose.shortcuts`)."""
+    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    """As :attr:`Memory.shortcut_settings`."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -188,6 +192,12 @@ class Learner(Checkpointed, abc.ABC):
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
         """Update ``params`` in place from ``batch`` (and ``replay``), minimising ``objective``."""
+
+    def use_rates(self, rates: Params) -> None:
+        """Step with these per-parameter learning rates (by name, shaped like the weights;
+        Meta-SGD's, from the init) instead of one rate; called after :meth:`setup`, only
+        on a learner that declares :attr:`takes_rates`."""
+        raise NotImplementedError(f"learner '{self.name}' takes no per-parameter rates")
 
     def proximal_rate(self) -> float | Params | None:
         """The step size of an exact proximal step for quadratic penalties, or None.
@@ -227,11 +237,24 @@ class Memory(Checkpointed, abc.ABC):
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
     "replay")}``); ``compose("agem")`` builds them
     (:func:`lifelong.composition.compose.shortcuts`)."""
+    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    """Settings a shortcut of this part gives its members, by shortcut and part name
+    (``{"mir": {"replay": {"retrieve": "mir"}}}``); a ``--set`` still wins."""
     stackable: ClassVar[bool] = False
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
         """Allocate the (empty) storage on ``device``."""
+
+    def bind(self, model: nn.Module, params: Params) -> None:
+        """Called once after :meth:`setup` with the network and its live weights by name
+        (used only through ``functional_call``): a policy that reads the model, MIR's
+        retrieval or GSS's selection, keeps them. The default ignores them."""
+
+    def sample_for(self, batch: Batch) -> Replay | None:
+        """The replay batch that goes with the incoming ``batch`` (MIR's retrieval reads
+        it); the default is :meth:`sample`."""
+        return self.sample()
 
     @abc.abstractmethod
     def add(self, batch: Batch, logits: Tensor | None) -> None:
@@ -294,6 +317,8 @@ class Regularizer(Checkpointed, abc.ABC):
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
     "replay")}``); ``compose("agem")`` builds them
     (:func:`lifelong.composition.compose.shortcuts`)."""
+    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
+    """As :attr:`Memory.shortcut_settings`."""
     is_quadratic: ClassVar[bool] = False
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""

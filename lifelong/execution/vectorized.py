@@ -93,6 +93,8 @@ def vectorizable(spec: RunSpec, model: nn.Module | None = None) -> str:
         return f"its learner is '{strategy.learner.name}', whose step does not stack over seeds"
     if strategy.head is not None and not strategy.head.model_forward:
         return f"its head is '{strategy.head.name}', which is not the model's own forward"
+    if strategy.init is not None and strategy.init.gives_rates():
+        return f"its init '{strategy.init.name}' gives per-parameter rates, which do not stack"
     memory = strategy.memory
     if memory is not None and not memory.stackable:
         return f"its memory is '{memory.name}', which offers no stacked form"

@@ -41,6 +41,7 @@ from lifelong.training.functional import Params, load_params
 
 __all__ = ["MetaInit", "MetaStart", "cache_root", "cached_init", "model_shape"]
 
+EXTRA = "rates/"  # meta-trained values that are not the model's weights (Meta-SGD's rates)
 TRAIN_SEED_OFFSET = 2_000_000  # sampling and initial weights of meta-training
 _CACHE_VERSION = 3  # bump when an algorithm or the key changes, so stale inits are not reused
 SOURCE_DOC = (
@@ -129,7 +130,9 @@ class MetaInit(Init):
         """Meta-train (or load from the cache) for the run's stream; copy into ``model``.
 
         Returns:
-            The weights by name, as loaded into ``model`` (on the CPU).
+            The weights by name, as loaded into ``model`` (on the CPU), and whatever else
+            :meth:`meta_train` returned under names that start with ``rates/`` (Meta-SGD's
+            learned rates: cached with the weights, not loaded into the model).
         """
         scenario = self._scenario(info)
         tasks = meta_tasks(scenario, info, info.seed, info.data_dir, source=self.source)
@@ -143,7 +146,7 @@ class MetaInit(Init):
             seed=info.seed,
             device=next(model.parameters()).device.type,
         )
-        load_params(model, params)
+        load_params(model, {n: p for n, p in params.items() if not n.startswith(EXTRA)})
         return params
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:
