@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from lifelong import metrics
-from lifelong.allocator import pin_mmap_threshold
 from lifelong.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.errors import ContractError, UserError
 from lifelong.model import MLP
@@ -140,7 +139,11 @@ class Trainer(typing.Protocol):
         """Consolidate the seeds still ``alive`` (a diverged seed stops before this)."""
 
     def evaluate(self) -> torch.Tensor:
-        """Accuracy ``[S, T]`` of every seed on every task of its stream (no host sync)."""
+        """Accuracy ``[S, T]`` of every seed on every task of its stream (no host sync;
+        its numbers may be computed later, up to :meth:`settle`)."""
+
+    def settle(self) -> None:
+        """Finish the evaluations still under way (before their numbers are read)."""
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the trained state (tensors, numbers, strings)."""
@@ -186,6 +189,9 @@ class OneSeed:
         batch_size = self.protocol.eval_batch_size
         return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
 
+    def settle(self) -> None:
+        """Nothing: the evaluations are done in place."""
+
     def state(self) -> dict[str, Any]:
         return {
             "torch_rng": torch.get_rng_state(),
@@ -215,12 +221,12 @@ def train(
     """The loop over tasks, epochs, batches and glances of the seeds ``specs`` (one
     configuration; ``streams`` on the trainer's device) that ``trainer()`` builds; one
     result per seed. See :func:`execute` for the schedule, checkpoints and divergence."""
-    pin_mmap_threshold(len(specs) * 512 * 1024)  # stacked buffers are S times larger
     run = _Run(specs, streams, trainer())
     if checkpoint is not None and checkpoint.exists():
         try:
             run.load(checkpoint)
         except Exception as error:  # damaged, or state this setup cannot take: start afresh
+            run.trainer.settle()
             aside = set_aside(checkpoint)
             warnings.warn(
                 f"{checkpoint} cannot be resumed from ({_why_not_loaded(error)}); "
@@ -240,6 +246,7 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        run.trainer.settle()
     return [run.result(s) for s in range(len(specs))]
 
 
@@ -314,6 +321,7 @@ class _Run:
 
     def save(self, path: Path) -> None:
         """Write the state after the last completed task, atomically."""
+        self.trainer.settle()
         state = {
             "key": self.key,
             "next_task": self.next_task,
