@@ -20,6 +20,12 @@ quadratic penalties and proximal steps are stacked once per task. The replay mem
 draw per seed from their own generators and copy rows in and out at once
 (the memory's stacked form, :meth:`lifelong.Memory.stacked`).
 
+Evaluation is where curves spend their time (every few batches, every task's test set,
+every seed): all tasks' test sets of all seeds are held as one ``[S, N, D]`` float tensor,
+an evaluation is one batched product per layer into reused buffers, and for bare
+one-head MLPs it runs on a spare core beside training, on a copy of the weights
+(:class:`Evaluations`): the same products as in place, so the same numbers.
+
 The runner's loop (:func:`lifelong.runner.train`) trains the stack as it trains one
 seed: this module is only the stacked :class:`lifelong.runner.Trainer`.
 
