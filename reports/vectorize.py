@@ -2,7 +2,9 @@
 
 Usage (from the repository root):
     python reports/vectorize.py > reports/vectorize.md
-    python reports/vectorize.py suites   # only the table over the suites' protocols
+    python reports/vectorize.py suites [--no-issue] [--repeat N]
+        # only the table over the suites' protocols (and issue 17's command), each
+        # --jobs 2 / --vectorize pair alternated N times (default 2)
 """
 
 from __future__ import annotations
@@ -290,12 +292,12 @@ def suites(issue: bool = True) -> None:
         )
     if issue:
         cells.append(("issue 17's command", "n_tasks=10", ISSUE_COMMAND))
-    for name, settings, common in cells:
+    for name, shown, common in cells:
         jw, jc, vw, vc = compare(common)
         ratios = [v / j for v, j in zip(vw, jw, strict=True)]
         cpu_ratios = [v / j for v, j in zip(vc, jc, strict=True)]
         print(
-            f"| {name} | `{settings}` | {_span(jw)} | {_span(vw)} | **{_span(ratios, 2)}** | "
+            f"| {name} | `{shown}` | {_span(jw)} | {_span(vw)} | **{_span(ratios, 2)}** | "
             f"{_span(jc)} | {_span(vc)} | {_span(cpu_ratios, 2)} |",
             flush=True,
         )
@@ -313,6 +315,8 @@ def _span(values: list[float], digits: int = 1) -> str:
 
 if __name__ == "__main__":
     if sys.argv[1:2] == ["suites"]:
+        if "--repeat" in sys.argv:
+            REPEAT_SUITES = int(sys.argv[sys.argv.index("--repeat") + 1])
         suites(issue="--no-issue" not in sys.argv)
     else:
         main()
