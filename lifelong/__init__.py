@@ -5,20 +5,11 @@ init row b, curves and the metrics derived from them.
 """
 
 from lifelong.api import report, run, save
-from lifelong.compose import Composite, compose
-from lifelong.conformance import ConformanceError, check_strategy
-from lifelong.errors import ContractError, UserError
-from lifelong.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
-from lifelong.init_axis import Init
-from lifelong.meta_tasks import MetaTaskSource, concat_batches
-from lifelong.metatrain import MetaInit, MetaStart
-from lifelong.model import MLP, ClosedFormModel
-from lifelong.optim import SGD
-from lifelong.own_data import OwnData, from_arrays
-from lifelong.own_scenario import OwnDataScenario, scenario_from
-from lifelong.own_sources import from_folder, from_torch
-from lifelong.params import param
-from lifelong.parts import (
+from lifelong.composition.compose import Composite, compose
+from lifelong.contracts.conformance import ConformanceError, check_strategy
+from lifelong.contracts.init_axis import Init
+from lifelong.contracts.params import param
+from lifelong.contracts.parts import (
     Learner,
     Memory,
     Objective,
@@ -34,9 +25,7 @@ from lifelong.parts import (
     quadratic_penalty,
     task_sample,
 )
-from lifelong.protocol import Protocol
-from lifelong.result import Curve, RunResult
-from lifelong.scenario import (
+from lifelong.contracts.scenario import (
     DrawnTransform,
     ImageScenario,
     ScenarioFamily,
@@ -46,8 +35,19 @@ from lifelong.scenario import (
     transformed_footprint,
     transformed_stream,
 )
-from lifelong.strategy import Batch, Strategy, StreamInfo, supervised_step
-from lifelong.stream import Stream, Task, TrainingData
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo, supervised_step
+from lifelong.contracts.stream import Stream, Task, TrainingData
+from lifelong.data.own_data import OwnData, from_arrays
+from lifelong.data.own_scenario import OwnDataScenario, scenario_from
+from lifelong.data.own_sources import from_folder, from_torch
+from lifelong.errors import ContractError, UserError
+from lifelong.evaluation.result import Curve, RunResult
+from lifelong.execution.protocol import Protocol
+from lifelong.meta.meta_tasks import MetaTaskSource, concat_batches
+from lifelong.meta.metatrain import MetaInit, MetaStart
+from lifelong.models.mlp import MLP, ClosedFormModel
+from lifelong.training.functional import Params, loss_fn, meta_gradient, sgd_inner_loop
+from lifelong.training.optim import SGD
 
 __all__ = [
     "MLP",

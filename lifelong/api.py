@@ -10,13 +10,15 @@ from typing import Any
 
 import torch
 
+from lifelong.composition.plan import check_memory, plan_runs
+from lifelong.contracts.scenario import ScenarioFamily
+from lifelong.contracts.strategy import Strategy
 from lifelong.errors import UserError
-from lifelong.plan import check_memory, plan_runs
-from lifelong.report import make_report  # imported here, so that lifelong.report stays report()
-from lifelong.result import RunResult
-from lifelong.runner import execute, resolve_device
-from lifelong.scenario import ScenarioFamily
-from lifelong.strategy import Strategy
+from lifelong.evaluation.report import (
+    make_report,  # imported here, so that lifelong.report stays report()
+)
+from lifelong.evaluation.result import RunResult
+from lifelong.execution.runner import execute, resolve_device
 
 __all__ = ["report", "run", "save"]
 
@@ -97,7 +99,7 @@ def save(
     Returns:
         ``out_dir`` as a Path.
     """
-    from lifelong.results_dir import check_out_dir, load_runs, save_runs
+    from lifelong.evaluation.results_dir import check_out_dir, load_runs, save_runs
     from lifelong.trackers import open_trackers
 
     runs = [results] if isinstance(results, RunResult) else list(results)

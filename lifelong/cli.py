@@ -14,14 +14,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from lifelong.allocator import MMAP_THRESHOLD, pin_for_processes
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
+from lifelong.execution.allocator import MMAP_THRESHOLD, pin_for_processes
 
 if TYPE_CHECKING:
-    from lifelong.params import ParamSpec
-    from lifelong.result import RunResult
-    from lifelong.stream import Stream
-    from lifelong.sweep import RunRequest
+    from lifelong.contracts.params import ParamSpec
+    from lifelong.contracts.stream import Stream
+    from lifelong.evaluation.result import RunResult
+    from lifelong.execution.sweep import RunRequest
     from lifelong.trackers import Trackers
 
 __all__ = ["main"]
@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
 def entry() -> int:
     """The ``lifelong`` command's process (console script, ``python -m lifelong``):
     :func:`main`, with glibc's malloc tuned for the runs it makes, in this process and
-    the ones it starts (:func:`lifelong.allocator.pin_for_processes`). :func:`main`
+    the ones it starts (:func:`lifelong.execution.allocator.pin_for_processes`). :func:`main`
     alone, called in a caller's process, leaves its allocator as it is."""
     return main(tune_malloc=True)
 
@@ -243,9 +243,9 @@ def _positive_int(text: str) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from lifelong.plan import parse_seeds, parse_settings
-    from lifelong.registry import scenarios
-    from lifelong.suite import find_suite
+    from lifelong.composition.plan import parse_seeds, parse_settings
+    from lifelong.composition.registry import scenarios
+    from lifelong.execution.suite import find_suite
 
     if args.scenario not in scenarios() and find_suite(args.scenario) is not None:
         if args.strategy:
@@ -262,8 +262,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from lifelong.plan import parse_seeds, parse_settings
-    from lifelong.suite import find_suite, load_suite, suite_names
+    from lifelong.composition.plan import parse_seeds, parse_settings
+    from lifelong.execution.suite import find_suite, load_suite, suite_names
 
     path = find_suite(args.suite)
     if path is None:
@@ -291,12 +291,12 @@ def _execute(
     out: str | None,
     header: str = "",
 ) -> int:
-    from lifelong.data import DOWNLOADABLE, load_dataset
-    from lifelong.plan import check_memory
-    from lifelong.results_dir import check_out_dir
-    from lifelong.runner import resolve_device
-    from lifelong.scenario import ImageScenario
-    from lifelong.sweep import plan_requests, sweep
+    from lifelong.composition.plan import check_memory
+    from lifelong.contracts.scenario import ImageScenario
+    from lifelong.data.mnist import DOWNLOADABLE, load_dataset
+    from lifelong.evaluation.results_dir import check_out_dir
+    from lifelong.execution.runner import resolve_device
+    from lifelong.execution.sweep import plan_requests, sweep
 
     device = resolve_device(args.device)
     if args.vectorize and args.executor != "local":
@@ -360,7 +360,7 @@ def _execute(
     if not args.quiet:
         print(format_results([r for r in results if r.ok]))
     if args.report and target is not None and any(r.ok for r in results):
-        from lifelong.report import make_report
+        from lifelong.evaluation.report import make_report
 
         report = make_report(target, command=args.command_line, band=args.band)
         _say(args, f"report: {report}")
@@ -386,7 +386,7 @@ def _warn_not_learned(results: Sequence[RunResult]) -> None:
 def _tell_unfinished(results: Sequence[RunResult], target: Path | None) -> None:
     """One line per diverged or failed run; a failed run's line says where its traceback is
     (printed above it when there is no results directory to keep it)."""
-    from lifelong.results_dir import SUMMARY
+    from lifelong.evaluation.results_dir import SUMMARY
 
     for r in results:
         if r.ok:
@@ -438,9 +438,9 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
 def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | None) -> None:
     """Each configuration's init checks its settings against the model and the stream
     (:meth:`lifelong.Init.check`), before any run starts."""
-    from lifelong.compose import Composite
-    from lifelong.model import MLP
-    from lifelong.strategy import StreamInfo
+    from lifelong.composition.compose import Composite
+    from lifelong.contracts.strategy import StreamInfo
+    from lifelong.models.mlp import MLP
 
     checked = set()
     for request in requests:
@@ -457,9 +457,9 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
 def _may_read_data_dir(request: RunRequest) -> bool:
     """Whether a run may read ``--data-dir``: its scenario reads IDX files, or its strategy
     is a plug-in or has a meta-learned init (either may load data through StreamInfo)."""
-    from lifelong.compose import Composite
-    from lifelong.data import DOWNLOADABLE
-    from lifelong.registry import strategies
+    from lifelong.composition.compose import Composite
+    from lifelong.composition.registry import strategies
+    from lifelong.data.mnist import DOWNLOADABLE
 
     spec = request.spec()
     if getattr(spec.scenario, "dataset", None) in DOWNLOADABLE:
@@ -482,7 +482,7 @@ def _unread_data_dir(data_dir: str, requests: list[RunRequest]) -> str:
 
 def _check_vectorizable(requests: list[RunRequest]) -> None:
     """Refuse ``--vectorize`` for a strategy it cannot batch, before any run starts."""
-    from lifelong.vectorized import vectorizable
+    from lifelong.execution.vectorized import vectorizable
 
     for request in requests:
         why = vectorizable(request.spec())
@@ -494,7 +494,7 @@ def _check_vectorizable(requests: list[RunRequest]) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from lifelong.report import make_report
+    from lifelong.evaluation.report import make_report
 
     if args.out == "":
         raise UserError("--out is empty; give a directory path")
@@ -560,8 +560,8 @@ def format_results(results: Sequence[RunResult]) -> str:
 def _metrics_table(results: Sequence[RunResult]) -> str:
     """Means over seeds per setup: a strategy, with the settings that tell its setups apart
     (as the report labels them), so a suite's class- and task-IL runs are not averaged."""
-    from lifelong.report import setup_labels
-    from lifelong.spread import band, describe, format_spread
+    from lifelong.evaluation.report import setup_labels
+    from lifelong.evaluation.spread import band, describe, format_spread
 
     by_setup: dict[str, list[dict[str, float]]] = {}
     for r, label in zip(results, setup_labels(results), strict=True):
@@ -583,12 +583,12 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from lifelong.params import param_specs
-    from lifelong.protocol import Protocol
-    from lifelong.registry import find_strategy, scenarios, strategies
+    from lifelong.composition.registry import find_strategy, scenarios, strategies
+    from lifelong.contracts.params import param_specs
+    from lifelong.execution.protocol import Protocol
 
     if args.strategy:
-        from lifelong.compose import compose, is_composite
+        from lifelong.composition.compose import compose, is_composite
 
         if is_composite(args.strategy):
             members = compose(args.strategy).parts()
@@ -613,7 +613,7 @@ def _list(args: argparse.Namespace) -> int:
             "Protocol (any scenario):\n" + _describe("protocol", Protocol, param_specs(Protocol))
         )
     if args.what in (None, "suites"):
-        from lifelong.suite import load_suite, suite_dir, suite_names
+        from lifelong.execution.suite import load_suite, suite_dir, suite_names
 
         entries = []
         for name in suite_names():
@@ -621,7 +621,7 @@ def _list(args: argparse.Namespace) -> int:
             entries.append(f"  {name}: {suite.description}\n      run: {suite.command}")
         sections.append("Suites (scenarios/suites/*.toml):\n" + "\n".join(entries))
     if args.what in (None, "strategies"):
-        from lifelong.compose import parts_by_axis, shortcuts
+        from lifelong.composition.compose import parts_by_axis, shortcuts
         from lifelong.interop import avalanche_strategies
 
         whole = sorted(strategies().items())
@@ -643,7 +643,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
     """``part``'s parameters with the defaults its partners declared for it (and who did)."""
-    from lifelong.params import param_specs
+    from lifelong.contracts.params import param_specs
 
     specs = dict(param_specs(type(part)))
     for other in members:

@@ -28,10 +28,10 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
-from lifelong.plan import plan_runs
-from lifelong.runner import RunSpec, execute
-from lifelong.stream import Stream
-from lifelong.vectorized import run_vectorized, vectorizable
+from lifelong.composition.plan import plan_runs
+from lifelong.contracts.stream import Stream
+from lifelong.execution.runner import RunSpec, execute
+from lifelong.execution.vectorized import run_vectorized, vectorizable
 
 SEEDS = list(range(8))
 STRATEGIES = ["naive", "er", "ewc", "la-maml"]

@@ -8,8 +8,8 @@ from typing import ClassVar, cast
 import torch
 
 from lifelong import ImageScenario, Stream, UserError, make_task, param, subsample
-from lifelong.params import MAX_SEED
-from lifelong.stream import Setting
+from lifelong.contracts.params import MAX_SEED
+from lifelong.contracts.stream import Setting
 
 
 @dataclass

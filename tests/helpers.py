@@ -9,10 +9,10 @@ from typing import Any
 import torch
 
 from lifelong import RunResult, Strategy, Stream
-from lifelong.functional import load_params
-from lifelong.model import MLP
-from lifelong.plan import plan_runs
-from lifelong.runner import RunSpec, execute
+from lifelong.composition.plan import plan_runs
+from lifelong.execution.runner import RunSpec, execute
+from lifelong.models.mlp import MLP
+from lifelong.training.functional import load_params
 
 CPU = torch.device("cpu")
 

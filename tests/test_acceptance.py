@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import lifelong
-from lifelong.data import DEBIAN_FASHION_MNIST_DIR
+from lifelong.data.mnist import DEBIAN_FASHION_MNIST_DIR
 
 pytestmark = pytest.mark.slow
 

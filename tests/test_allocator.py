@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lifelong import allocator
-from lifelong.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
 from lifelong.cli import main
-from lifelong.plan import plan_runs
-from lifelong.runner import execute
-from lifelong.vectorized import run_vectorized
+from lifelong.composition.plan import plan_runs
+from lifelong.execution import allocator
+from lifelong.execution.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+from lifelong.execution.runner import execute
+from lifelong.execution.vectorized import run_vectorized
 
 CPU = torch.device("cpu")
 RUN = ["run", "split-mnist", "-s", "naive", "--set", "samples_per_task=32", "-q"]

@@ -24,7 +24,9 @@ from avalanche.benchmarks.utils import (
 from conftest import synthetic_stream
 
 from lifelong import Stream, UserError
-from lifelong.data import IDX_FILES, load_dataset, write_idx
+from lifelong.composition.plan import plan_runs
+from lifelong.data.mnist import IDX_FILES, load_dataset, write_idx
+from lifelong.execution.runner import execute
 from lifelong.interop import (
     ALGORITHMS,
     AvalancheScenario,
@@ -34,8 +36,6 @@ from lifelong.interop import (
     stream_from_avalanche,
 )
 from lifelong.interop.avalanche_baselines import AvalancheEWC, AvalancheLaMAML
-from lifelong.plan import plan_runs
-from lifelong.runner import execute
 
 CPU = torch.device("cpu")
 

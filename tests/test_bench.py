@@ -13,8 +13,8 @@ from lifelong.bench.avalanche_side import avalanche_available
 from lifelong.bench.handloop import hand_la_maml, hand_loop
 from lifelong.bench.harness import WORKLOADS, Timing
 from lifelong.bench.report import BenchRow, render
-from lifelong.plan import plan_runs
-from lifelong.runner import execute
+from lifelong.composition.plan import plan_runs
+from lifelong.execution.runner import execute
 
 
 @pytest.mark.slow  # trains 2 x 3 seeds

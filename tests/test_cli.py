@@ -233,7 +233,7 @@ def test_a_data_dir_that_no_run_reads_is_a_warning(tmp_path: Path, capsys) -> No
 
 def write_fake_mnist(directory: Path) -> None:
     """The four IDX files of a 10-class data set with 40 train and 20 test images per class."""
-    from lifelong.data import IDX_FILES, write_idx
+    from lifelong.data.mnist import IDX_FILES, write_idx
 
     g = torch.Generator().manual_seed(0)
     for (images, labels), n in zip((IDX_FILES[:2], IDX_FILES[2:]), (400, 200), strict=True):
@@ -242,12 +242,12 @@ def write_fake_mnist(directory: Path) -> None:
 
 
 def test_out_is_checked_before_any_download(tmp_path: Path, capsys, monkeypatch) -> None:
-    import lifelong.data
+    import lifelong.data.mnist
 
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("downloaded before --out was checked")
 
-    monkeypatch.setattr(lifelong.data, "load_dataset", must_not_run)
+    monkeypatch.setattr(lifelong.data.mnist, "load_dataset", must_not_run)
     target = tmp_path / "file.txt"
     target.write_text("keep me")
     args = ["run", "split-mnist", "-s", "naive", "--set", "dataset=mnist", "--download"]

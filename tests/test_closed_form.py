@@ -11,9 +11,9 @@ from helpers import run_one
 from lifelong.strategies.sgd import Sgd
 
 from lifelong import Batch, Objective, Replay, StreamInfo
-from lifelong.compose import configure
+from lifelong.composition.compose import configure
 from lifelong.fast import cross_entropy_grads
-from lifelong.model import MLP
+from lifelong.models.mlp import MLP
 
 
 def model(hidden: tuple[int, ...], heads: int = 1) -> MLP:
@@ -112,7 +112,7 @@ def test_supervised_step_by_hand_matches_autograd(momentum: float) -> None:
 
 def test_stacked_gradients_equal_each_networks_own() -> None:
     """``--vectorize``'s batched form gives every stacked MLP its own loss and gradient."""
-    from lifelong.model import stacked_mlp_cross_entropy_grads
+    from lifelong.models.mlp import stacked_mlp_cross_entropy_grads
 
     nets = [model((5, 4)) for _ in range(3)]
     for k, net in enumerate(nets):

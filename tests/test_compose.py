@@ -10,10 +10,10 @@ import torch
 
 import lifelong
 from lifelong import Batch, Composite, Objective, StreamInfo, UserError, compose
-from lifelong.compose import configure, shortcuts
-from lifelong.model import MLP
-from lifelong.plan import plan_runs
-from lifelong.registry import parts
+from lifelong.composition.compose import configure, shortcuts
+from lifelong.composition.plan import plan_runs
+from lifelong.composition.registry import parts
+from lifelong.models.mlp import MLP
 
 
 def names(composite: Composite) -> list[str]:
@@ -184,7 +184,9 @@ def test_config_is_nested_and_json_ready() -> None:
 
 def test_different_parts_give_different_run_keys() -> None:
     a, b = (plan_runs("split-mnist", ["er"], [0], {"replay.size": n})[0] for n in ("10", "20"))
-    assert lifelong.result.run_key(a.config()) != lifelong.result.run_key(b.config())
+    assert lifelong.evaluation.result.run_key(a.config()) != lifelong.evaluation.result.run_key(
+        b.config()
+    )
 
 
 def make_composite(spec: str, setting: str = "class") -> tuple[Composite, Batch]:
@@ -333,7 +335,7 @@ def test_setup_gives_fresh_parts() -> None:
 
 
 def test_a_composite_subclass_keeps_its_own_hooks_through_settings() -> None:
-    from lifelong.runner import execute
+    from lifelong.execution.runner import execute
 
     calls: list[int] = []
 

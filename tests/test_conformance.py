@@ -16,11 +16,11 @@ import torch
 from helpers import plan_one
 
 from lifelong import Batch, ScenarioFamily, StreamInfo, UserError, compose
-from lifelong.compose import shortcuts
-from lifelong.model import MLP
-from lifelong.registry import parts, strategies
-from lifelong.runner import execute
-from lifelong.stream import Stream, training_data
+from lifelong.composition.compose import shortcuts
+from lifelong.composition.registry import parts, strategies
+from lifelong.contracts.stream import Stream, training_data
+from lifelong.execution.runner import execute
+from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 SMALL = {"batch_size": 8, "eval_every": 2, "hidden": "16"}

@@ -1,4 +1,4 @@
-"""Tests for lifelong.data: IDX round trips, directory layouts, errors, and the mnist5k split."""
+"""Tests for lifelong.data.mnist: IDX round trips, directory layouts, errors, and the mnist5k split."""
 
 from __future__ import annotations
 
@@ -10,8 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from lifelong import data
-from lifelong.data import DEBIAN_FASHION_MNIST_DIR, IDX_FILES, load_dataset, read_idx, write_idx
+from lifelong.data import mnist as data
+from lifelong.data.mnist import (
+    DEBIAN_FASHION_MNIST_DIR,
+    IDX_FILES,
+    load_dataset,
+    read_idx,
+    write_idx,
+)
 from lifelong.errors import UserError
 
 

@@ -12,7 +12,8 @@ from helpers import tiny_mlp
 from torch import Tensor
 
 from lifelong import Batch
-from lifelong.functional import (
+from lifelong.models.mlp import MLP
+from lifelong.training.functional import (
     Params,
     forward,
     load_params,
@@ -22,7 +23,6 @@ from lifelong.functional import (
     sgd_inner_loop,
     sgd_step,
 )
-from lifelong.model import MLP
 
 EPS = 1e-6
 

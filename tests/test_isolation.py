@@ -23,7 +23,7 @@ def test_the_session_caches_under_its_temp_dir(
 def test_a_process_a_test_starts_writes_its_data_cache_there(session_cache: Path) -> None:
     script = (
         "from lifelong.cache_dir import cache_home\n"
-        "from lifelong.data import load_dataset\n"
+        "from lifelong.data.mnist import load_dataset\n"
         "load_dataset('mnist5k')\n"
         "print(cache_home())\n"
     )

@@ -23,11 +23,11 @@ import torch
 
 import lifelong
 from lifelong import Regularizer, UserError, compose
-from lifelong.compose import SHORTCUTS, configure, partner_defaults
-from lifelong.plan import plan_runs
-from lifelong.registry import parts, strategies
-from lifelong.runner import execute
-from lifelong.stream import Stream
+from lifelong.composition.compose import SHORTCUTS, configure, partner_defaults
+from lifelong.composition.plan import plan_runs
+from lifelong.composition.registry import parts, strategies
+from lifelong.contracts.stream import Stream
+from lifelong.execution.runner import execute
 
 CPU = torch.device("cpu")
 # A small protocol in which a tiny separable stream is learnt: 20 steps per task.

@@ -15,16 +15,16 @@ from lifelong.strategies.random_init import RandomInit
 from lifelong.strategies.reptile import ReptileInit
 
 from lifelong import MetaInit, RunResult, Stream, StreamInfo, UserError, compose
-from lifelong.compose import Composite, configure
-from lifelong.init_axis import Init
-from lifelong.meta_tasks import meta_tasks
-from lifelong.metatrain import cache_root
-from lifelong.model import MLP
-from lifelong.params import as_config
-from lifelong.plan import plan_runs
-from lifelong.registry import parts
-from lifelong.runner import execute
-from lifelong.suite import find_suite, load_suite
+from lifelong.composition.compose import Composite, configure
+from lifelong.composition.plan import plan_runs
+from lifelong.composition.registry import parts
+from lifelong.contracts.init_axis import Init
+from lifelong.contracts.params import as_config
+from lifelong.execution.runner import execute
+from lifelong.execution.suite import find_suite, load_suite
+from lifelong.meta.meta_tasks import meta_tasks
+from lifelong.meta.metatrain import cache_root
+from lifelong.models.mlp import MLP
 
 CPU = torch.device("cpu")
 TINY = {"hidden": "16", "samples_per_task": 40, "batch_size": 10}
@@ -145,7 +145,7 @@ def test_oml_combines_with_every_regularizer(regularizer: str) -> None:
 
 
 def test_vectorize_refuses_an_init_that_freezes_part_of_the_network() -> None:
-    from lifelong.vectorized import run_vectorized
+    from lifelong.execution.vectorized import run_vectorized
 
     specs = plan_runs("split-mnist", ["oml+er"], [0, 1], {**TINY, **META})
     with pytest.raises(UserError, match="trains only part of the network"):

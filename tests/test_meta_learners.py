@@ -20,12 +20,12 @@ from lifelong.strategies.mer import Mer, mer_update
 from torch.func import functional_call
 
 from lifelong import Batch, Composite, Objective, Replay, StreamInfo, compose
-from lifelong.compose import configure
-from lifelong.functional import load_params, meta_gradient, sgd_inner_loop
-from lifelong.model import MLP
-from lifelong.plan import plan_runs
-from lifelong.runner import execute
-from lifelong.stream import Stream
+from lifelong.composition.compose import configure
+from lifelong.composition.plan import plan_runs
+from lifelong.contracts.stream import Stream
+from lifelong.execution.runner import execute
+from lifelong.models.mlp import MLP
+from lifelong.training.functional import load_params, meta_gradient, sgd_inner_loop
 
 Params = dict[str, torch.Tensor]
 CPU = torch.device("cpu")

@@ -1,7 +1,7 @@
-"""Meta-training: task pools disjoint from the stream (lifelong.meta_tasks, drawing the
+"""Meta-training: task pools disjoint from the stream (lifelong.meta.meta_tasks, drawing the
 transforms that scenario families declare), determinism, bit-for-bit parity with the
 implementation before the split into strategies/maml.py, reptile.py and oml.py, the disk
-cache (lifelong.metatrain), and whether a meta-trained init adapts faster than a random one."""
+cache (lifelong.meta.metatrain), and whether a meta-trained init adapts faster than a random one."""
 
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from lifelong.strategies.reptile import ReptileInit
 
 import lifelong
 from lifelong import DrawnTransform, ImageScenario, MetaInit, Stream, UserError
-from lifelong.data import load_dataset, load_uci_digits
-from lifelong.functional import Params, forward, loss_fn, params_of, sgd_inner_loop
-from lifelong.meta_tasks import MetaTask, MetaTaskSource, meta_tasks
-from lifelong.metatrain import cache_root, cached_init, model_shape
-from lifelong.model import MLP
-from lifelong.registry import find_scenario
-from lifelong.strategy import StreamInfo
+from lifelong.composition.registry import find_scenario
+from lifelong.contracts.strategy import StreamInfo
+from lifelong.data.mnist import load_dataset, load_uci_digits
+from lifelong.meta.meta_tasks import MetaTask, MetaTaskSource, meta_tasks
+from lifelong.meta.metatrain import cache_root, cached_init, model_shape
+from lifelong.models.mlp import MLP
+from lifelong.training.functional import Params, forward, loss_fn, params_of, sgd_inner_loop
 
 HEAD = ("head.weight", "head.bias")
 
@@ -179,7 +179,7 @@ def test_split_auto_source_falls_back_without_scikit_learn(
 ) -> None:
     import sys
 
-    from lifelong import data
+    from lifelong.data import mnist as data
 
     monkeypatch.setattr(data, "_UCI_CACHE", [])
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)
@@ -226,7 +226,7 @@ def digest(params: Params) -> str:
     return h.hexdigest()[:16]
 
 
-# Digests of the weights that lifelong/metatrain.py's meta_train_maml, meta_train_reptile
+# Digests of the weights that lifelong/meta/metatrain.py's meta_train_maml, meta_train_reptile
 # and meta_train_oml gave before they moved into strategies/ (main at 190ab1d, torch
 # 2.13.0 CPU, one thread): the move must not change a number. Seed i is the case's index.
 PARITY: list[tuple[str, dict[str, Any], str, str, str]] = [
@@ -519,7 +519,7 @@ def test_uci_digits_source_without_scikit_learn_fails_in_one_line(
 ) -> None:
     import sys
 
-    from lifelong import data
+    from lifelong.data import mnist as data
 
     monkeypatch.setattr(data, "_UCI_CACHE", [])
     monkeypatch.setitem(sys.modules, "sklearn.datasets", None)

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from lifelong import metrics
-from lifelong.metrics import (
+from lifelong.evaluation import metrics
+from lifelong.evaluation.metrics import (
     UNDEFINED_FOR_ONE_TASK,
     acc,
     average_accuracy_curve,
@@ -253,7 +253,7 @@ def test_tasks_near_chance_right_after_training() -> None:
 def test_a_head_with_one_output_is_never_flagged_as_unlearned() -> None:
     """With one output per head every answer is right (chance 1.0): no "did not learn"
     warning (it said "LA 1.000; chance is 1.000")."""
-    from lifelong.result import RunResult
+    from lifelong.evaluation.result import RunResult
 
     run = RunResult(
         scenario="own-data",

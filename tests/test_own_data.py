@@ -220,7 +220,7 @@ def test_cli_runs_own_data_from_a_factory_file(factory: Path, tmp_path: Path, ca
     out = tmp_path / "out"
     argv = ["run", "own-data", "--set", f"dataset={factory}:make_dataset", "-s", "naive"]
     assert main([*argv, "--set", "batch_size=4", "--out", str(out), "-q", "--jobs", "1"]) == 0
-    (run,) = lifelong.results_dir.load_runs(out)
+    (run,) = lifelong.evaluation.results_dir.load_runs(out)
     assert run.task_names == ["0/1", "2/3"] and run.config["scenario"]["increment"] == 2
     argv = ["run", "own-data", "--set", f"dataset={factory}:as_tuple", "-s", "naive"]
     assert main([*argv, "--set", "setting=task", "-q", "--jobs", "1"]) == 0
@@ -236,7 +236,7 @@ def test_a_suite_names_own_data(factory: Path, tmp_path: Path) -> None:
     )
     out = tmp_path / "out"
     assert main(["sweep", str(suite), "--out", str(out), "-q", "--jobs", "1"]) == 0
-    assert len(lifelong.results_dir.load_runs(out)) == 2
+    assert len(lifelong.evaluation.results_dir.load_runs(out)) == 2
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pytest
 
 from lifelong import UserError, param
-from lifelong.params import as_config, build, param_specs
+from lifelong.contracts.params import as_config, build, param_specs
 
 
 @dataclass

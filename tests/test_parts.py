@@ -21,8 +21,8 @@ from lifelong import (
     gradient_importance,
     quadratic_penalty,
 )
-from lifelong.model import MLP
-from lifelong.registry import parts
+from lifelong.composition.registry import parts
+from lifelong.models.mlp import MLP
 
 INFO = StreamInfo(n_tasks=5, setting="class", n_outputs=10, n_heads=1, input_dim=3)
 
@@ -362,7 +362,7 @@ def test_der_penalty_is_zero_when_logits_match() -> None:
 
 def test_der_keeps_the_logits_of_the_forward_pass_before_the_update() -> None:
     """Buzzega et al. 2020, Algorithm 1: z = h(x) on the batch trained on; step; store z."""
-    from lifelong.compose import configure
+    from lifelong.composition.compose import configure
 
     strategy, _ = configure("der++", {"replay.size": 20})
     model = MLP(3, [8], 4)

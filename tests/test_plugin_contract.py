@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lifelong.cli import EXIT_UNFINISHED, main
-from lifelong.plan import plan_runs
-from lifelong.runner import execute
+from lifelong.composition.plan import plan_runs
+from lifelong.execution.runner import execute
 
 SMALL = {"samples_per_task": 64, "n_tasks": 2, "eval_every": 0}
 

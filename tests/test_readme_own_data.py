@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lifelong.cli import main
-from lifelong.results_dir import load_runs
+from lifelong.evaluation.results_dir import load_runs
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

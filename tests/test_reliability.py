@@ -13,10 +13,10 @@ import torch
 
 from lifelong import UserError
 from lifelong.cli import main
-from lifelong.plan import plan_runs
-from lifelong.results_dir import load_runs
-from lifelong.runner import OneSeed, _Run, execute
-from lifelong.sweep import plan_requests, sweep
+from lifelong.composition.plan import plan_runs
+from lifelong.evaluation.results_dir import load_runs
+from lifelong.execution.runner import OneSeed, _Run, execute
+from lifelong.execution.sweep import plan_requests, sweep
 
 CPU = torch.device("cpu")
 SMALL = {"samples_per_task": 96, "eval_every": 0}
@@ -166,7 +166,7 @@ def test_a_results_file_that_is_a_directory_is_refused_before_any_run(tmp_path, 
 def test_a_finished_run_that_cannot_be_saved_is_kept_elsewhere(tmp_path, monkeypatch) -> None:
     import errno
 
-    import lifelong.results_dir as results_dir
+    import lifelong.evaluation.results_dir as results_dir
 
     monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "R"
@@ -312,7 +312,7 @@ def test_a_suite_imports_nothing_for_a_name_that_is_not_a_plugin(tmp_path) -> No
 
 
 def test_a_dataset_without_images_is_refused(tmp_path, capsys) -> None:
-    from lifelong.data import write_idx
+    from lifelong.data.mnist import write_idx
 
     for split in ("train", "t10k"):
         write_idx(
@@ -372,7 +372,7 @@ def test_a_huge_class_seed_is_refused_on_the_command_line_and_in_a_suite(tmp_pat
 def test_an_idx_header_whose_size_overflows_is_refused(tmp_path) -> None:
     import struct
 
-    from lifelong.data import read_idx
+    from lifelong.data.mnist import read_idx
 
     path = tmp_path / "train-images-idx3-ubyte"
     path.write_bytes(bytes([0, 0, 8, 4]) + struct.pack(">4I", 65536, 65536, 65536, 65536))
@@ -459,14 +459,14 @@ def test_a_run_larger_than_memory_is_refused_before_allocating(capsys, setting) 
 
 
 def test_planning_a_grid_builds_each_scenario_once_and_counts_points(tmp_path, capsys, monkeypatch):
-    import lifelong.sweep
-    from lifelong.registry import find_scenario
+    import lifelong.execution.sweep
+    from lifelong.composition.registry import find_scenario
 
     family = find_scenario("permuted-mnist")
     builds = []
     real = family.build
     monkeypatch.setattr(family, "build", lambda self, *a: builds.append(1) or real(self, *a))
-    monkeypatch.setattr(lifelong.sweep, "sweep", lambda requests, *a, **k: [])
+    monkeypatch.setattr(lifelong.execution.sweep, "sweep", lambda requests, *a, **k: [])
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     suite = tmp_path / "grid.toml"
     lrs = ", ".join(str(0.01 * (i + 1)) for i in range(25))
@@ -485,14 +485,14 @@ def test_planning_a_grid_builds_each_scenario_once_and_counts_points(tmp_path, c
 def test_a_second_sigterm_while_stopping_still_exits_130(tmp_path) -> None:
     code = f"""
 import os, signal, sys
-import lifelong.sweep
+import lifelong.execution.sweep
 from lifelong.cli import main
 
 def stopped(*args, **kwargs):
     os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's stop
     signal.raise_signal(signal.SIGTERM)  # sent again while the cleanup runs
 
-lifelong.sweep.sweep = stopped
+lifelong.execution.sweep.sweep = stopped
 status = main({[*B, "--out", str(tmp_path / "R")]!r})
 os.kill(os.getpid(), signal.SIGTERM)  # and again while Python shuts down
 sys.exit(status)
@@ -559,7 +559,7 @@ def test_a_killed_sweep_leaves_no_worker_running(tmp_path) -> None:
 def test_two_plugin_files_of_the_same_name_are_two_modules(tmp_path) -> None:
     """Issue 17: plug-ins were registered as ``lifelong_plugin_<stem>``, so two files named
     mine.py in two folders shared one ``sys.modules`` entry."""
-    from lifelong.registry import find_strategy
+    from lifelong.composition.registry import find_strategy
 
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()

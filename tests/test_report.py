@@ -14,9 +14,10 @@ import pytest
 import torch
 from scipy import stats
 
-from lifelong import Curve, RunResult, UserError, metrics
-from lifelong.report import make_report, metrics_frame, runs_frame
-from lifelong.results_dir import SUMMARY, save_runs
+from lifelong import Curve, RunResult, UserError
+from lifelong.evaluation import metrics
+from lifelong.evaluation.report import make_report, metrics_frame, runs_frame
+from lifelong.evaluation.results_dir import SUMMARY, save_runs
 
 COLUMNS = ("acc", "bwt", "fwt", "forgetting", "la")
 
@@ -181,7 +182,7 @@ def test_a_report_with_only_diverged_runs_says_so(tmp_path: Path) -> None:
 
 
 def test_frame_is_one_row_per_evaluation_and_rebuilds_r_and_b() -> None:
-    from lifelong.plots import run_matrices
+    from lifelong.evaluation.plots import run_matrices
 
     runs = [synthetic_run("naive", seed, 4) for seed in range(2)]
     frame = runs_frame(runs)
@@ -241,8 +242,8 @@ def test_bad_inputs_fail_with_one_line(tmp_path: Path) -> None:
 
 
 def test_report_of_a_real_run(tmp_path: Path, make_stream) -> None:
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     (spec,) = plan_runs("split-mnist", ["naive"], [0], {"eval_every": 2, "batch_size": 8})
     runs = [execute(spec, make_stream("class"), torch.device("cpu"))]
@@ -254,7 +255,7 @@ def test_report_of_a_real_run(tmp_path: Path, make_stream) -> None:
 
 
 def test_task_names_that_differ_between_seeds_are_numbered() -> None:
-    from lifelong.plots import matrix_figure
+    from lifelong.evaluation.plots import matrix_figure
 
     runs = [synthetic_run("naive", seed, 2) for seed in range(2)]
     runs[1].task_names = ["rot 17", "rot 44"]  # e.g. angles drawn per seed
@@ -265,7 +266,7 @@ def test_task_names_that_differ_between_seeds_are_numbered() -> None:
 def test_a_many_task_matrix_keeps_a_bounded_figure_without_cell_labels() -> None:
     """A 100-task stream's heatmap stays near 10 inches, with no value per cell and a tick
     for every few tasks; a short stream keeps a label in every cell."""
-    from lifelong.plots import LABELLED_CELLS, matrix_figure
+    from lifelong.evaluation.plots import LABELLED_CELLS, matrix_figure
 
     many = matrix_figure(runs_frame([synthetic_run("naive", 0, 100)]), "naive", "accuracy")
     width, height = many.get_size_inches()
@@ -345,7 +346,7 @@ def gdumb_like(seed: int) -> RunResult:
 
 
 def test_curves_keep_both_evaluations_of_a_task_end_and_never_average_them() -> None:
-    from lifelong.plots import curve_table, curves_figure
+    from lifelong.evaluation.plots import curve_table, curves_figure
 
     runs = [gdumb_like(seed) for seed in range(2)]
     frame = runs_frame(runs)
@@ -360,7 +361,7 @@ def test_curves_keep_both_evaluations_of_a_task_end_and_never_average_them() -> 
 
 @pytest.mark.parametrize("band", ["se", "range"])
 def test_the_band_is_an_option_and_the_report_says_which(tmp_path: Path, band: str) -> None:
-    from lifelong.plots import curves_figure
+    from lifelong.evaluation.plots import curves_figure
 
     runs = [synthetic_run("naive", seed, 3) for seed in range(3)]
     report = make_report(save(tmp_path, runs), band=band)

@@ -13,9 +13,9 @@ from torch import nn
 
 import lifelong
 from lifelong import Batch, Strategy, StreamInfo, UserError
-from lifelong.plan import plan_runs
-from lifelong.results_dir import load_runs, save_runs
-from lifelong.runner import execute, resolve_device
+from lifelong.composition.plan import plan_runs
+from lifelong.evaluation.results_dir import load_runs, save_runs
+from lifelong.execution.runner import execute, resolve_device
 
 CPU = torch.device("cpu")
 
@@ -205,7 +205,7 @@ class Frozen(Strategy):
 
 
 def test_input_buffer_converts_like_float_div_and_grows_when_needed() -> None:
-    from lifelong.runner import InputBuffer
+    from lifelong.execution.runner import InputBuffer
 
     buffer = InputBuffer()
     small = torch.randint(0, 256, (3, 5), dtype=torch.uint8)
@@ -219,7 +219,7 @@ def test_input_buffer_converts_like_float_div_and_grows_when_needed() -> None:
 
 
 def test_a_diverged_tasks_last_curve_point_is_no_task_end() -> None:
-    from lifelong.result import Curve, RunResult
+    from lifelong.evaluation.result import Curve, RunResult
 
     run = RunResult(
         scenario="s",

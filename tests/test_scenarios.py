@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lifelong import UserError
-from lifelong.plan import plan_runs
+from lifelong.composition.plan import plan_runs
 
 
 def build(name: str, seed: int = 0, **settings: object):

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from lifelong.cli import main
-from lifelong.plan import plan_runs
-from lifelong.results_dir import load_runs
-from lifelong.runner import _Run, execute
-from lifelong.sweep import plan_requests, sweep
+from lifelong.composition.plan import plan_runs
+from lifelong.evaluation.results_dir import load_runs
+from lifelong.execution.runner import _Run, execute
+from lifelong.execution.sweep import plan_requests, sweep
 
 CPU = torch.device("cpu")
 SMALL = {"samples_per_task": 96, "eval_every": 2}
@@ -206,7 +206,7 @@ def test_sweep_command_runs_a_suite_and_skips_on_rerun(tmp_path: Path, capsys) -
 
 
 def test_builtin_suites_parse_and_plan() -> None:
-    from lifelong.suite import load_suite, suite_dir, suite_names
+    from lifelong.execution.suite import load_suite, suite_dir, suite_names
 
     assert {"split-mnist", "permuted-mnist", "rotated-mnist"} <= set(suite_names())
     for name in suite_names():
@@ -219,16 +219,16 @@ def test_builtin_suites_parse_and_plan() -> None:
 def test_vectorized_group_that_raises_is_recorded_as_failed_and_the_sweep_goes_on(
     tmp_path: Path, monkeypatch
 ) -> None:
-    import lifelong.vectorized
+    import lifelong.execution.vectorized
 
     def broken(*args: object, **kwargs: object) -> list:
         raise RuntimeError("a part broke on purpose")
 
     requests = plan_requests("split-mnist", ["er"], [0, 1], SMALL)
     requests += plan_requests("split-mnist", ["naive"], [0, 1], SMALL)
-    real = lifelong.vectorized.run_vectorized
+    real = lifelong.execution.vectorized.run_vectorized
     monkeypatch.setattr(
-        lifelong.vectorized,
+        lifelong.execution.vectorized,
         "run_vectorized",
         lambda specs, *a, **k: broken() if specs[0].strategy.name == "er" else real(specs, *a, **k),
     )
@@ -276,7 +276,7 @@ def test_a_checkpoint_that_cannot_be_resumed_restarts_the_run(tmp_path: Path) ->
 def test_state_a_checkpoint_cannot_hold_runs_on_without_checkpoints(tmp_path: Path) -> None:
     import random
 
-    from lifelong.checkpoint import capture
+    from lifelong.execution.checkpoint import capture
 
     with pytest.raises(TypeError, match="keys are not strings"):
         capture({0: torch.zeros(1)})

@@ -14,7 +14,7 @@ from helpers import tiny_factory
 
 import lifelong
 from lifelong.cli import main
-from lifelong.results_dir import load_runs
+from lifelong.evaluation.results_dir import load_runs
 
 SETTINGS = ["--set", "batch_size=4", "--set", "eval_every=2"]
 

@@ -12,10 +12,10 @@ import torch
 
 from lifelong import Batch, Memory, Replay, StreamInfo, UserError
 from lifelong.cli import main
-from lifelong.compose import configure
-from lifelong.plan import plan_runs
-from lifelong.runner import execute
-from lifelong.vectorized import run_vectorized
+from lifelong.composition.compose import configure
+from lifelong.composition.plan import plan_runs
+from lifelong.execution.runner import execute
+from lifelong.execution.vectorized import run_vectorized
 
 CPU = torch.device("cpu")
 
@@ -91,7 +91,7 @@ def test_cli_vectorize_writes_one_result_per_seed(tmp_path, capsys) -> None:
     sequential = tmp_path / "seq"
     args_seq = [a if a != str(out) else str(sequential) for a in args if a != "--vectorize"]
     assert main(args_seq) == 0
-    from lifelong.results_dir import load_runs
+    from lifelong.evaluation.results_dir import load_runs
 
     vec, seq = load_runs(out), load_runs(sequential)
     assert [r.key for r in vec] == [r.key for r in seq]
@@ -121,9 +121,9 @@ def test_vectorize_uses_one_thread_unless_threads_are_given() -> None:
 
 
 def test_stacked_batches_are_the_sequential_batches_in_any_gathering_span() -> None:
-    from lifelong.runner import _batches, generator
-    from lifelong.stream import training_data
-    from lifelong.vectorized import _per_seed, _stacked_batches
+    from lifelong.contracts.stream import training_data
+    from lifelong.execution.runner import _batches, generator
+    from lifelong.execution.vectorized import _per_seed, _stacked_batches
 
     specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 100})
     data = [training_data(spec.scenario.build(spec.seed).tasks[1]) for spec in specs]
@@ -171,8 +171,8 @@ class _Latest(Memory):
 
 
 def test_strategies_whose_parts_it_would_not_honour_are_refused() -> None:
-    from lifelong.compose import Composite
-    from lifelong.vectorized import vectorizable
+    from lifelong.composition.compose import Composite
+    from lifelong.execution.vectorized import vectorizable
 
     sgd, _ = configure("sgd", {})
     fields = {f.name: getattr(sgd, f.name) for f in dataclasses.fields(sgd) if f.init}
@@ -262,7 +262,7 @@ def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
 def test_a_vectorized_group_resumes_after_its_last_completed_task_with_identical_numbers(
     tmp_path, monkeypatch, strategy: str, settings: dict
 ) -> None:
-    from lifelong.runner import _Run
+    from lifelong.execution.runner import _Run
 
     common = {"samples_per_task": 96, "eval_every": 2, **settings}
     specs = plan_runs("split-mnist", [strategy], [0, 1], common)
@@ -297,8 +297,8 @@ def test_a_vectorized_group_resumes_after_its_last_completed_task_with_identical
 def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
     tmp_path, monkeypatch
 ) -> None:
-    from lifelong.results_dir import load_runs
-    from lifelong.runner import _Run
+    from lifelong.evaluation.results_dir import load_runs
+    from lifelong.execution.runner import _Run
 
     out = tmp_path / "vec"
     args = ["run", "split-mnist", "-s", "er", "--seeds", "0,1", "--vectorize", "-q", "-j", "1"]
@@ -322,7 +322,7 @@ def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
 
 
 def test_vectorize_splits_each_configuration_over_the_jobs() -> None:
-    from lifelong.sweep import _vectorized_stacks, plan_requests
+    from lifelong.execution.sweep import _vectorized_stacks, plan_requests
 
     requests = plan_requests("split-mnist", ["naive", "er"], [0, 1, 2], {})
     stacks = _vectorized_stacks(requests, 2)
@@ -337,7 +337,7 @@ def test_vectorize_splits_each_configuration_over_the_jobs() -> None:
 
 
 def test_cli_vectorize_with_two_jobs_runs_two_stacks_with_the_same_numbers(tmp_path) -> None:
-    from lifelong.results_dir import load_runs
+    from lifelong.evaluation.results_dir import load_runs
 
     common = ["run", "split-mnist", "-s", "er", "--seeds", "0-3", "-q"]
     common += ["--set", "samples_per_task=64"]
@@ -355,7 +355,7 @@ def test_stacked_evaluations_equal_the_sequential_curves_exactly(monkeypatch, ba
     """The stacked MLPs' evaluations (all tasks' test sets in one pass, on a spare core
     beside training or in place) give every seed the numbers of its own run, curves
     included, bit for bit."""
-    import lifelong.vectorized as vectorized
+    import lifelong.execution.vectorized as vectorized
 
     monkeypatch.setattr(vectorized, "spare_core", lambda device: background)
     specs = plan_runs(
@@ -374,7 +374,7 @@ def test_stacked_evaluations_equal_the_sequential_curves_exactly(monkeypatch, ba
 
 
 def test_an_evaluation_reuses_the_buffers_of_the_one_before() -> None:
-    from lifelong.vectorized import Scratch, StackedTests, mlp_logits
+    from lifelong.execution.vectorized import Scratch, StackedTests, mlp_logits
 
     specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 32})
     streams = [spec.scenario.build(spec.seed) for spec in specs]
@@ -390,7 +390,7 @@ def test_an_evaluation_reuses_the_buffers_of_the_one_before() -> None:
 
 
 def test_an_error_in_a_background_evaluation_reaches_the_run(monkeypatch) -> None:
-    import lifelong.vectorized as vectorized
+    import lifelong.execution.vectorized as vectorized
 
     monkeypatch.setattr(vectorized, "spare_core", lambda device: True)
 

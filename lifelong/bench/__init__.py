@@ -33,8 +33,8 @@ def run_bench(
         profile_top,
     )
     from lifelong.bench.report import BenchRow, check_writable, render, write
+    from lifelong.composition.plan import plan_runs
     from lifelong.errors import UserError
-    from lifelong.plan import plan_runs
 
     check_writable(out)
     torch.set_num_threads(threads)

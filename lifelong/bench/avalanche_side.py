@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from lifelong.model import MLP
-from lifelong.stream import Stream
+from lifelong.contracts.stream import Stream
+from lifelong.models.mlp import MLP
 
 __all__ = ["avalanche_available", "avalanche_loop"]
 

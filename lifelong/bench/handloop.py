@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, grad, vmap
 
-from lifelong.model import MLP
-from lifelong.stream import Stream
+from lifelong.contracts.stream import Stream
+from lifelong.models.mlp import MLP
 
 __all__ = ["hand_la_maml", "hand_loop"]
 

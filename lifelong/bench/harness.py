@@ -27,9 +27,9 @@ from typing import Any
 
 import torch
 
-from lifelong.params import param_specs
-from lifelong.registry import parts
-from lifelong.stream import Stream
+from lifelong.composition.registry import parts
+from lifelong.contracts.params import param_specs
+from lifelong.contracts.stream import Stream
 
 __all__ = [
     "WORKLOADS",
@@ -151,8 +151,8 @@ def measure(
     """Time lifelong, the hand loop (``hand``) and Avalanche (``avalanche``) ``repeat`` times
     each, interleaved, after one untimed run of each (``warm_up``). With ``evaluations``,
     lifelong's evaluations are timed too (:attr:`Timing.training` is the rest)."""
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)
@@ -185,7 +185,7 @@ def _evaluations_timed(on: bool) -> Iterator[list[float] | None]:
     if not on:
         yield None
         return
-    from lifelong import runner
+    from lifelong.execution import runner
 
     spent: list[float] = []
     evaluate = runner.evaluate
@@ -312,8 +312,8 @@ def end_to_end(
 
 def profile_top(workload: Workload, n: int = 8) -> str:
     """The ``n`` functions with the most own time in one lifelong run (cProfile)."""
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)

@@ -31,8 +31,8 @@ def memory_profile(
         ``(fraction of the run elapsed, RSS MiB)`` pairs; the stream is built first, so a
         flat profile means nothing grows with the tasks seen.
     """
-    from lifelong.plan import plan_runs
-    from lifelong.runner import execute
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution.runner import execute
 
     settings = {
         "n_tasks": n_tasks,

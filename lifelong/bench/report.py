@@ -368,7 +368,7 @@ def _cores() -> int:
 def check_writable(path: Path) -> None:
     """Fail before any measuring if the report cannot be written at ``path``."""
     from lifelong.errors import UserError
-    from lifelong.results_dir import check_out_dir
+    from lifelong.evaluation.results_dir import check_out_dir
 
     if path.is_dir():
         raise UserError(
@@ -380,7 +380,7 @@ def check_writable(path: Path) -> None:
 
 def write(path: Path, text: str) -> None:
     """Write the report atomically."""
-    from lifelong.results_dir import write_atomic
+    from lifelong.evaluation.results_dir import write_atomic
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, text)

@@ -15,7 +15,7 @@ def main(argv: list[str]) -> int:
     import torch
 
     from lifelong.bench.harness import WORKLOADS, avalanche_run, hand_run
-    from lifelong.plan import plan_runs
+    from lifelong.composition.plan import plan_runs
 
     torch.set_num_threads(int(threads))
     (workload,) = [w for w in WORKLOADS if w.name == name]

@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong.model import ClosedFormModel
+from lifelong.models.mlp import ClosedFormModel
 
 if TYPE_CHECKING:
-    from lifelong.parts import Regularizer, Replay
-    from lifelong.strategy import Batch
+    from lifelong.contracts.parts import Regularizer, Replay
+    from lifelong.contracts.strategy import Batch
 
 __all__ = ["ClosedForm", "cross_entropy_grads", "has_closed_form", "sample_step"]
 

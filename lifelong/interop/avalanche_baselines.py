@@ -15,11 +15,11 @@ from typing import Any, ClassVar, final
 import torch
 from torch import nn
 
+from lifelong.contracts.params import param
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
+from lifelong.contracts.stream import TrainingData
 from lifelong.errors import UserError, closest
 from lifelong.interop.avalanche_streams import avalanche_dataset, require_avalanche
-from lifelong.params import param
-from lifelong.strategy import Batch, Strategy, StreamInfo
-from lifelong.stream import TrainingData
 
 __all__ = [
     "ALGORITHMS",

@@ -18,10 +18,10 @@ from typing import Any, ClassVar, NamedTuple, cast
 import numpy as np
 import torch
 
+from lifelong.contracts.params import param
+from lifelong.contracts.scenario import ScenarioFamily, make_task
+from lifelong.contracts.stream import SETTINGS, Setting, Stream, Task
 from lifelong.errors import UserError, closest
-from lifelong.params import param
-from lifelong.scenario import ScenarioFamily, make_task
-from lifelong.stream import SETTINGS, Setting, Stream, Task
 
 __all__ = [
     "AvalancheScenario",

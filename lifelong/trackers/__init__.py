@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lifelong.errors import UserError, closest
-from lifelong.result import RunResult
+from lifelong.evaluation.result import RunResult
 from lifelong.trackers.record import RunRecord, run_record
 from lifelong.trackers.sinks import SINKS, Sink
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lifelong.result import RunResult
+from lifelong.evaluation.result import RunResult
 
 __all__ = ["RunRecord", "run_record"]
 
@@ -68,8 +68,8 @@ def run_record(run: RunResult) -> RunRecord:
 
 def _figures(run: RunResult) -> dict[str, bytes]:
     """The report's accuracy matrix (with the init row b) and curves, for this run alone."""
-    from lifelong import plots
-    from lifelong.report import runs_frame
+    from lifelong.evaluation import plots
+    from lifelong.evaluation.report import runs_frame
 
     frame = runs_frame([run])
     figures = {

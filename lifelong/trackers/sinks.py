@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from lifelong.errors import UserError
-from lifelong.results_dir import check_out_dir
+from lifelong.evaluation.results_dir import check_out_dir
 from lifelong.trackers.record import RunRecord
 
 __all__ = ["SINKS", "MlflowSink", "Sink", "TensorBoardSink", "WandbSink"]

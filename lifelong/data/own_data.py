@@ -1,11 +1,11 @@
 """Bring your own data: arrays, a torch Dataset or a folder of images as lifelong's tensors.
 
-:func:`from_arrays` (and ``from_torch``, ``from_folder`` in :mod:`lifelong.own_sources`)
+:func:`from_arrays` (and ``from_torch``, ``from_folder`` in :mod:`lifelong.data.own_sources`)
 check what they are given (shapes, dtypes, label ranges; one line per problem, all at once)
 and return
 :class:`OwnData`: uint8 inputs and int64 labels split into train and test, optionally with
 a task id per sample or a transform per task. The ``own-data`` scenario
-(:mod:`lifelong.own_scenario`) turns it into a stream.
+(:mod:`lifelong.data.own_scenario`) turns it into a stream.
 """
 
 from __future__ import annotations

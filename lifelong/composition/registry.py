@@ -13,11 +13,11 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from lifelong.contracts.init_axis import Init
+from lifelong.contracts.parts import Learner, Memory, Regularizer
+from lifelong.contracts.scenario import ScenarioFamily
+from lifelong.contracts.strategy import Strategy
 from lifelong.errors import UserError, check_path, closest, failure
-from lifelong.init_axis import Init
-from lifelong.parts import Learner, Memory, Regularizer
-from lifelong.scenario import ScenarioFamily
-from lifelong.strategy import Strategy
 
 __all__ = [
     "check_strategy_class",
@@ -32,8 +32,8 @@ __all__ = [
 @functools.cache
 def scenarios() -> dict[str, type[ScenarioFamily]]:
     """Every scenario family in ``lifelong.scenarios`` by name, ``avalanche`` and ``own-data``."""
+    from lifelong.data.own_scenario import OwnDataScenario
     from lifelong.interop import AvalancheScenario  # avalanche itself is imported only on use
-    from lifelong.own_scenario import OwnDataScenario
 
     found = _collect("lifelong.scenarios", ScenarioFamily)
     return {**found, "avalanche": AvalancheScenario, "own-data": OwnDataScenario}
@@ -114,7 +114,7 @@ def _check_form(spec: str, where: str, class_name: str) -> None:
 def _check_not_builtin(cls: type[Strategy], spec: str) -> type[Strategy]:
     """Refuse a plug-in named like a built-in strategy, part or shortcut: it would hide the
     built-in, and its runs would carry the built-in's label."""
-    from lifelong.compose import shortcuts
+    from lifelong.composition.compose import shortcuts
 
     if strategies().get(cls.name) is cls:  # a built-in named by its module
         return cls

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifelong.errors import UserError, closest
-from lifelong.result import CSV_COLUMNS, RunResult
-from lifelong.results_dir import RESULTS, SUMMARY, check_out_dir, load_runs, write_atomic
-from lifelong.spread import BANDS, DEFAULT_BAND, describe, format_spread
+from lifelong.evaluation.result import CSV_COLUMNS, RunResult
+from lifelong.evaluation.results_dir import RESULTS, SUMMARY, check_out_dir, load_runs, write_atomic
+from lifelong.evaluation.spread import BANDS, DEFAULT_BAND, describe, format_spread
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -48,7 +48,7 @@ def make_report(
         fmt: image format, ``"png"``, ``"svg"`` or ``"pdf"``.
         command: the command shown as the one that regenerates the report; defaults to
             ``lifelong report RESULTS_DIR --out OUT_DIR``.
-        band: the spread over seeds in tables and figures (:mod:`lifelong.spread`):
+        band: the spread over seeds in tables and figures (:mod:`lifelong.evaluation.spread`):
             ``"ci"`` (95% confidence interval), ``"se"`` (standard error) or ``"range"``.
 
     Returns:
@@ -74,7 +74,7 @@ def make_report(
         )
     out = check_out_dir(source / "report" if out_dir is None else out_dir)
     _require_packages()
-    from lifelong import plots
+    from lifelong.evaluation import plots
 
     frame = runs_frame(runs)
     table = metrics_frame(runs)
@@ -223,7 +223,7 @@ def _check_matrices(runs: Sequence[RunResult], frame: pd.DataFrame, source: Path
     """The frame's R and b must be the summary's, so that figures and tables agree."""
     import numpy as np
 
-    from lifelong.plots import run_matrices
+    from lifelong.evaluation.plots import run_matrices
 
     labels = frame.drop_duplicates("key").set_index("key")["label"]
     matrices = run_matrices(frame)
@@ -243,8 +243,8 @@ def _write_matrix_csvs(frame: pd.DataFrame, out: Path) -> None:
     import numpy as np
     import pandas as pd
 
-    from lifelong import metrics
-    from lifelong.plots import run_matrices
+    from lifelong.evaluation import metrics
+    from lifelong.evaluation.plots import run_matrices
 
     tables: dict[str, list[dict[str, Any]]] = {"forgetting": [], "forward_transfer": []}
     for (label, seed), (R, b) in run_matrices(frame).items():
@@ -393,7 +393,7 @@ def _names_note(frame: pd.DataFrame) -> str:
 
 
 def _metrics_table(table: pd.DataFrame, band: str) -> list[str]:
-    from lifelong.plots import band_table
+    from lifelong.evaluation.plots import band_table
 
     head = "| strategy | seeds | " + " | ".join(HEADINGS[c] for c in COLUMNS) + " | wall s / run |"
     lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1)]

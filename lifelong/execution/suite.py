@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lifelong.contracts.params import MAX_SEED
 from lifelong.errors import NAME_MAX, UserError, check_path, closest
-from lifelong.params import MAX_SEED
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -10,13 +10,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lifelong.contracts.stream import Setting, Stream, TrainingData
 from lifelong.fast import closed_form
-from lifelong.optim import Stepper
-from lifelong.stream import Setting, Stream, TrainingData
+from lifelong.training.optim import Stepper
 
 if TYPE_CHECKING:
-    from lifelong.compose import Composite
-    from lifelong.scenario import ScenarioFamily
+    from lifelong.composition.compose import Composite
+    from lifelong.contracts.scenario import ScenarioFamily
 
 __all__ = ["Batch", "Strategy", "StreamInfo", "supervised_step"]
 

@@ -23,14 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifelong.model import MLP
-from lifelong.own_data import from_arrays
-from lifelong.own_scenario import scenario_from
-from lifelong.plan import plan_runs
-from lifelong.result import RunResult
-from lifelong.runner import RunSpec, execute
-from lifelong.strategy import Batch, Strategy, StreamInfo
-from lifelong.stream import SETTINGS, Stream, training_data
+from lifelong.composition.plan import plan_runs
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
+from lifelong.contracts.stream import SETTINGS, Stream, training_data
+from lifelong.data.own_data import from_arrays
+from lifelong.data.own_scenario import scenario_from
+from lifelong.evaluation.result import RunResult
+from lifelong.execution.runner import RunSpec, execute
+from lifelong.models.mlp import MLP
 
 __all__ = ["ConformanceError", "check_strategy"]
 

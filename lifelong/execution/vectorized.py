@@ -8,7 +8,7 @@ a leading dimension, and SGD, being elementwise, updates the stack as it would e
 - A one-head MLP whose objective has no penalty or only quadratic ones (naive, er, ewc,
   si, mas, online-ewc, with or without the sgd learner's proximal step) takes the
   hand-written gradients of the ``sgd`` learner, batched over seeds
-  (:func:`lifelong.model.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
+  (:func:`lifelong.models.mlp.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
   its sequential run's exactly.
 - Other objectives (lwf, der, several heads) go through ``vmap`` of ``functional_call``
   and one backward pass of the summed per-seed losses, which gives every seed its own
@@ -26,12 +26,12 @@ an evaluation is one batched product per layer into reused buffers, and for bare
 one-head MLPs it runs on a spare core beside training, on a copy of the weights
 (:class:`Evaluations`): the same products as in place, so the same numbers.
 
-The runner's loop (:func:`lifelong.runner.train`) trains the stack as it trains one
-seed: this module is only the stacked :class:`lifelong.runner.Trainer`.
+The runner's loop (:func:`lifelong.execution.runner.train`) trains the stack as it trains one
+seed: this module is only the stacked :class:`lifelong.execution.runner.Trainer`.
 
 Supported (:func:`vectorizable`): strategies whose parts declare it, never named here: a
 plain composite (:meth:`lifelong.Strategy.as_composite`; ``naive`` is the ``sgd`` one)
-whose learner's step stacks (:meth:`lifelong.parts.Learner.stacked_sgd`: ``sgd``) and
+whose learner's step stacks (:meth:`lifelong.contracts.parts.Learner.stacked_sgd`: ``sgd``) and
 whose memory, if any, offers a stacked form (:attr:`lifelong.Memory.stackable`:
 ``replay``), e.g. ``er``, ``ewc``, ``er+ewc``, ``si``, ``lwf``, ``der++``.
 """
@@ -51,18 +51,18 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call, vmap
 
-from lifelong.checkpoint import capture, restore
+from lifelong.contracts.parts import Regularizer, Replay
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
+from lifelong.contracts.stream import Stream, TrainingData, training_data
 from lifelong.errors import UserError
-from lifelong.model import MLP, stacked_mlp_cross_entropy_grads
-from lifelong.optim import SGD
-from lifelong.parts import Regularizer, Replay
-from lifelong.result import RunResult
-from lifelong.runner import RunSpec, generator, train
-from lifelong.strategy import Batch, Strategy, StreamInfo
-from lifelong.stream import Stream, TrainingData, training_data
+from lifelong.evaluation.result import RunResult
+from lifelong.execution.checkpoint import capture, restore
+from lifelong.execution.runner import RunSpec, generator, train
+from lifelong.models.mlp import MLP, stacked_mlp_cross_entropy_grads
+from lifelong.training.optim import SGD
 
 if TYPE_CHECKING:
-    from lifelong.compose import Composite
+    from lifelong.composition.compose import Composite
 
 __all__ = ["run_vectorized", "vectorizable"]
 
@@ -75,7 +75,7 @@ def vectorizable(spec: RunSpec) -> str:
     step stacks over seeds (:meth:`Learner.stacked_sgd`) and whose memory, if any, offers
     a stacked form (:meth:`Memory.stacked`); its regularizers may be any (they read the
     weights they are passed, as every part does)."""
-    from lifelong.compose import Composite
+    from lifelong.composition.compose import Composite
 
     strategy = spec.strategy.as_composite()
     if strategy is None:
@@ -101,7 +101,7 @@ def run_vectorized(
 ) -> list[RunResult]:
     """Train ``specs`` (one strategy, several seeds) together; one result per seed.
 
-    The runner's loop trains them (:func:`lifelong.runner.train`): the same schedule,
+    The runner's loop trains them (:func:`lifelong.execution.runner.train`): the same schedule,
     evaluation, divergence handling, checkpoints (``checkpoint``: the whole group's) and
     results as a run of one seed. With ``progress``, a bar on a terminal counts the batches.
 
@@ -464,7 +464,7 @@ class StackedTests:
 
 
 def mlp_logits(weights: Sequence[Tensor], x: Tensor, scratch: Scratch) -> Tensor:
-    """:func:`lifelong.model.stacked_mlp_logits` into ``scratch``'s buffers (the same
+    """:func:`lifelong.models.mlp.stacked_mlp_logits` into ``scratch``'s buffers (the same
     products, so the same numbers): ``x [S, n, D]`` -> ``[S, n, C]``."""
     out = x
     for layer in range(len(weights) // 2):

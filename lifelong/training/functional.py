@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong.strategy import Batch
+from lifelong.contracts.strategy import Batch
 
 __all__ = [
     "LossFn",

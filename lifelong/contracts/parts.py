@@ -21,10 +21,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong.optim import Stepper
-from lifelong.params import param
-from lifelong.strategy import Batch, StreamInfo
-from lifelong.stream import TrainingData
+from lifelong.contracts.params import param
+from lifelong.contracts.strategy import Batch, StreamInfo
+from lifelong.contracts.stream import TrainingData
+from lifelong.training.optim import Stepper
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -168,7 +168,7 @@ class Learner(abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -216,7 +216,7 @@ class Memory(abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     stackable: ClassVar[bool] = False
 
     @abc.abstractmethod
@@ -271,7 +271,7 @@ class Regularizer(abc.ABC):
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
     """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.compose.shortcuts`)."""
+    "replay")}``); ``compose("agem")`` builds them (:func:`lifelong.composition.compose.shortcuts`)."""
     is_quadratic: ClassVar[bool] = False
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""

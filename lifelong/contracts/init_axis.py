@@ -7,7 +7,7 @@ then see only those parameters, so ``oml+er`` replays and updates the prediction
 alone while the meta-learned representation stays fixed.
 
 A meta-learned init (``maml``, ``reptile``, ``oml``) is a :class:`lifelong.MetaInit`
-(lifelong/metatrain.py), meta-trained on a pool of tasks from lifelong/meta_tasks.py.
+(lifelong/meta/metatrain.py), meta-trained on a pool of tasks from lifelong/meta/meta_tasks.py.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from lifelong.strategy import StreamInfo
+from lifelong.contracts.strategy import StreamInfo
 
 __all__ = ["Init"]
 

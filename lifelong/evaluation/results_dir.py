@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from lifelong.errors import UserError, check_path
-from lifelong.result import CSV_COLUMNS, RunResult
+from lifelong.evaluation.result import CSV_COLUMNS, RunResult
 
 __all__ = [
     "check_out_dir",
@@ -142,7 +142,7 @@ def remove_stale_temps(out: Path) -> list[Path]:
 
     A ``checkpoints`` that is not a directory is set aside (with a warning) first.
 
-    Called while holding ``out`` (:func:`lifelong.sweep.sweep`), so every temporary
+    Called while holding ``out`` (:func:`lifelong.execution.sweep.sweep`), so every temporary
     results file there is stale; a checkpoint's carries the pid of the process writing it
     (``.KEY.pt.PID.tmp``) and is stale when that process is gone.
     """

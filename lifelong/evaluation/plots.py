@@ -2,7 +2,7 @@
 
 Every figure is a matplotlib ``Figure`` built without pyplot, so nothing needs a display and a
 caller's own backend (a notebook's, say) is left alone. This module imports matplotlib and
-scipy; import it lazily, as :func:`lifelong.report.make_report` does.
+scipy; import it lazily, as :func:`lifelong.evaluation.report.make_report` does.
 
 Colours are Okabe & Ito's colour-blind-safe palette (strategies, tasks), ``cividis`` for
 accuracy and the diverging ``RdBu`` centred at 0 for forgetting and transfer.
@@ -19,8 +19,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
-from lifelong import metrics
-from lifelong.spread import BANDS, DEFAULT_BAND, SHORT
+from lifelong.evaluation import metrics
+from lifelong.evaluation.spread import BANDS, DEFAULT_BAND, SHORT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,7 +77,7 @@ _STYLE: dict[Any, Any] = {
 def band_table(
     frame: pd.DataFrame, by: list[str], value: str, band: str = DEFAULT_BAND
 ) -> pd.DataFrame:
-    """Mean and band (:mod:`lifelong.spread`) of ``value`` over the rows of each ``by`` group.
+    """Mean and band (:mod:`lifelong.evaluation.spread`) of ``value`` over the rows of each ``by`` group.
 
     Returns:
         ``by`` columns plus ``mean``, ``low`` and ``high`` (the band's edges: mean ± t_{0.975,
@@ -141,8 +141,8 @@ def matrix_figure(frame: pd.DataFrame, label: str, kind: str) -> Figure:
     """Heatmap of one setup's accuracy, forgetting or forward-transfer matrix, mean over seeds.
 
     ``kind`` is ``"accuracy"`` (R with the init row b on top), ``"forgetting"``
-    (:func:`lifelong.metrics.forgetting_matrix`) or ``"transfer"``
-    (:func:`lifelong.metrics.forward_transfer_matrix`); the per-seed matrices are averaged.
+    (:func:`lifelong.evaluation.metrics.forgetting_matrix`) or ``"transfer"``
+    (:func:`lifelong.evaluation.metrics.forward_transfer_matrix`); the per-seed matrices are averaged.
     Forgetting and transfer share one colour scale over every setup in ``frame``.
     """
     values, n_seeds = _mean_matrix(frame, label, kind)
@@ -190,7 +190,7 @@ def _mean_matrix(frame: pd.DataFrame, label: str, kind: str) -> tuple[NDArray, i
 def curves_figure(frame: pd.DataFrame, band: str = DEFAULT_BAND) -> Figure:
     """Accuracy of every task over training steps, one panel per setup, task ends dashed.
 
-    Several seeds are drawn as their mean with a shaded ``band`` (:mod:`lifelong.spread`,
+    Several seeds are drawn as their mean with a shaded ``band`` (:mod:`lifelong.evaluation.spread`,
     clipped to [0, 1]); the points are :func:`curve_table`'s.
     """
     labels = list(dict.fromkeys(frame["label"]))
@@ -272,7 +272,7 @@ def _name_spans(ax: Axes, ends: NDArray, names: list[str]) -> None:
 
 def average_accuracy_figure(frame: pd.DataFrame, band: str = DEFAULT_BAND) -> Figure:
     """Average accuracy over the tasks seen so far after each task, setups overlaid, with a
-    shaded ``band`` over seeds (:mod:`lifelong.spread`)."""
+    shaded ``band`` over seeds (:mod:`lifelong.evaluation.spread`)."""
     import pandas as pd
 
     rows = []
@@ -318,7 +318,7 @@ def metrics_figure(table: pd.DataFrame, band: str = DEFAULT_BAND) -> Figure:
 
     Args:
         table: one row per run with ``label``, ``seed`` and the keys of :data:`METRICS`.
-        band: the whiskers' spread (:mod:`lifelong.spread`).
+        band: the whiskers' spread (:mod:`lifelong.evaluation.spread`).
     """
     labels = list(dict.fromkeys(table["label"]))
     x = np.arange(len(labels))

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lifelong.errors import UserError, one_line_warnings
-from lifelong.result import RunResult, run_key, same_setup
+from lifelong.evaluation.result import RunResult, run_key, same_setup
 
 try:
     import fcntl  # advisory locks (POSIX)
@@ -46,7 +46,7 @@ class RunRequest:
     threads: int = 1
 
     def spec(self):
-        from lifelong.plan import plan_runs
+        from lifelong.composition.plan import plan_runs
 
         (spec,) = plan_runs(self.scenario, [self.strategy], [self.seed], dict(self.settings))
         return spec
@@ -67,7 +67,7 @@ def plan_requests(
     threads: int = 1,
 ) -> list[RunRequest]:
     """Requests for every strategy and seed, checked (names, keys, values, data) up front."""
-    from lifelong.plan import plan_runs
+    from lifelong.composition.plan import plan_runs
 
     specs = plan_runs(scenario, strategies, seeds, settings)  # UserError before any work
     _check_names(strategies, specs[:: len(seeds)])
@@ -101,7 +101,7 @@ def _settings_for(scenario: str, strategy: str, settings: dict[str, Any]) -> dic
     The settings were checked for all strategies together, so a key that one strategy
     rejects belongs to another.
     """
-    from lifelong.plan import plan_runs
+    from lifelong.composition.plan import plan_runs
 
     kept = {}
     for key, value in settings.items():
@@ -119,7 +119,7 @@ def run_request(
     """Run one request; a user strategy's exception becomes a ``failed`` result."""
     import torch
 
-    from lifelong.runner import execute, resolve_device
+    from lifelong.execution.runner import execute, resolve_device
 
     torch.set_num_threads(request.threads)
     spec = request.spec()
@@ -171,7 +171,7 @@ def sweep(
     atomically, so an interruption leaves only complete results. With ``progress``, a bar
     counts finished runs (and, in-process, the batches of the current run) on a terminal.
     With ``vectorize``, the seeds of each configuration train together as one batched
-    model in this process (:mod:`lifelong.vectorized`). With ``force``, completed runs
+    model in this process (:mod:`lifelong.execution.vectorized`). With ``force``, completed runs
     are run again from the start and replace the saved ones. A plug-in's run replaces a
     saved run of the same settings made with other code of the plug-in. ``on_result``
     sees each new result after it is saved (the trackers of ``--log``).
@@ -228,7 +228,7 @@ def _sweep(
     force: bool,
     on_result: Callable[[RunResult], None],
 ) -> list[RunResult]:
-    from lifelong.results_dir import load_runs, remove_stale_temps
+    from lifelong.evaluation.results_dir import load_runs, remove_stale_temps
 
     if out is not None:
         remove_stale_temps(out)
@@ -301,7 +301,7 @@ def _sweep(
 def _save_or_rescue(out: Path, runs: list[RunResult], rescued: list[Path]) -> None:
     """Save ``runs`` into ``out``; when that fails, keep them in a rescue folder and stop
     the sweep with one line saying where they are (later results join them there)."""
-    from lifelong.results_dir import rescue_runs, save_runs
+    from lifelong.evaluation.results_dir import rescue_runs, save_runs
 
     if rescued:
         save_runs(rescued[0], runs)
@@ -540,8 +540,8 @@ def _run_vectorized(
     group's checkpoint is named after its first seed's run (``--force`` removes it)."""
     import torch
 
-    from lifelong.runner import resolve_device
-    from lifelong.vectorized import run_vectorized
+    from lifelong.execution.runner import resolve_device
+    from lifelong.execution.vectorized import run_vectorized
 
     torch.set_num_threads(group[0].threads)
     specs = [r.spec() for r in group]

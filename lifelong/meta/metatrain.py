@@ -4,7 +4,7 @@ disk cache of meta-trained weights.
 A meta-learned init (``maml``, ``reptile``, ``oml`` in ``strategies/``) is a
 :class:`MetaInit`: its dataclass fields are its meta-training config, and its
 :meth:`MetaInit.meta_train` is the algorithm. The engine draws the pool of tasks
-(:func:`lifelong.meta_tasks.meta_tasks`), the starting weights and the generator from the
+(:func:`lifelong.meta.meta_tasks.meta_tasks`), the starting weights and the generator from the
 run seed, shows a bar on a terminal, caches the result on disk (``$LIFELONG_CACHE/inits``,
 else ``~/.cache/lifelong/inits``) under a key made of the config, the task pool, the
 model's shapes and the seed, so that a sweep meta-trains once per config and seed, whatever
@@ -31,13 +31,13 @@ import torch
 from torch import nn
 
 from lifelong.cache_dir import cache_home
+from lifelong.contracts.init_axis import Init
+from lifelong.contracts.params import as_config, param
+from lifelong.contracts.scenario import ImageScenario
+from lifelong.contracts.strategy import StreamInfo
 from lifelong.errors import UserError
-from lifelong.functional import Params, load_params
-from lifelong.init_axis import Init
-from lifelong.meta_tasks import META_SOURCES, MetaTaskSource, check_meta_source, meta_tasks
-from lifelong.params import as_config, param
-from lifelong.scenario import ImageScenario
-from lifelong.strategy import StreamInfo
+from lifelong.meta.meta_tasks import META_SOURCES, MetaTaskSource, check_meta_source, meta_tasks
+from lifelong.training.functional import Params, load_params
 
 __all__ = ["MetaInit", "MetaStart", "cache_root", "cached_init", "model_shape"]
 

@@ -1,4 +1,4 @@
-"""The ``own-data`` scenario: a stream from a user's data (:mod:`lifelong.own_data`).
+"""The ``own-data`` scenario: a stream from a user's data (:mod:`lifelong.data.own_data`).
 
 From the CLI the data come from a factory, ``--set dataset=path/to/file.py:make_dataset``
 (or ``module:function``), called once per process with no arguments; from Python,
@@ -15,12 +15,12 @@ from typing import Any, ClassVar, cast
 
 import torch
 
+from lifelong.contracts.params import build, param
+from lifelong.contracts.scenario import ScenarioFamily, subsample
+from lifelong.contracts.stream import SETTINGS, Setting, Stream, Task
+from lifelong.data.own_data import OwnData, from_arrays
+from lifelong.data.own_sources import from_torch
 from lifelong.errors import UserError
-from lifelong.own_data import OwnData, from_arrays
-from lifelong.own_sources import from_torch
-from lifelong.params import build, param
-from lifelong.scenario import ScenarioFamily, subsample
-from lifelong.stream import SETTINGS, Setting, Stream, Task
 
 __all__ = ["OwnDataScenario", "load_own_data", "scenario_from"]
 
@@ -148,7 +148,7 @@ def load_own_data(spec: str) -> OwnData:
 @functools.cache
 def _call_factory(spec: str, where: str, function: str, mtime_ns: int) -> OwnData:
     """Import the factory and call it, once per process and file version."""
-    from lifelong.registry import _import_file, _import_module
+    from lifelong.composition.registry import _import_file, _import_module
 
     module = _import_file(where) if where.endswith(".py") else _import_module(where)
     factory = getattr(module, function, None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lifelong.params import param
+from lifelong.contracts.params import param
 
 __all__ = ["Protocol"]
 

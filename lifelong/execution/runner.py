@@ -18,17 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from lifelong import metrics
-from lifelong.checkpoint import CheckpointMismatch, capture, restore
+from lifelong.contracts.params import as_config
+from lifelong.contracts.scenario import ScenarioFamily
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
+from lifelong.contracts.stream import Stream, TrainingData, training_data
 from lifelong.errors import ContractError, UserError
-from lifelong.model import MLP
-from lifelong.params import as_config
-from lifelong.protocol import Protocol
-from lifelong.result import Curve, RunResult, code_hash, run_key
-from lifelong.results_dir import set_aside
-from lifelong.scenario import ScenarioFamily
-from lifelong.strategy import Batch, Strategy, StreamInfo
-from lifelong.stream import Stream, TrainingData, training_data
+from lifelong.evaluation import metrics
+from lifelong.evaluation.result import Curve, RunResult, code_hash, run_key
+from lifelong.evaluation.results_dir import set_aside
+from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
+from lifelong.execution.protocol import Protocol
+from lifelong.models.mlp import MLP
 
 __all__ = [
     "OneSeed",
@@ -123,7 +123,7 @@ def execute(
 class Trainer(typing.Protocol):
     """What the loop of :func:`train` trains: ``S`` seeds of one configuration, each with
     its own stream, weights and draws (:class:`OneSeed`, or seeds stacked into one batched
-    model, :mod:`lifelong.vectorized`)."""
+    model, :mod:`lifelong.execution.vectorized`)."""
 
     device: str  # as the results name it
 

@@ -9,14 +9,14 @@ from typing import Any
 
 import torch
 
-from lifelong.compose import configure, is_composite, setting_keys
+from lifelong.composition.compose import configure, is_composite, setting_keys
+from lifelong.composition.registry import find_scenario, find_strategy
+from lifelong.contracts.params import MAX_SEED, build, param_specs
+from lifelong.contracts.scenario import ScenarioFamily
+from lifelong.contracts.strategy import Strategy
 from lifelong.errors import UserError, closest
-from lifelong.params import MAX_SEED, build, param_specs
-from lifelong.protocol import Protocol
-from lifelong.registry import find_scenario, find_strategy
-from lifelong.runner import RunSpec
-from lifelong.scenario import ScenarioFamily
-from lifelong.strategy import Strategy
+from lifelong.execution.protocol import Protocol
+from lifelong.execution.runner import RunSpec
 
 __all__ = ["check_memory", "parse_seeds", "parse_settings", "plan_runs"]
 
@@ -137,7 +137,7 @@ def _known_keys(family: type, built: Sequence[Strategy]) -> list[str]:
 def check_memory(spec: RunSpec, data_dir: str | None, device: torch.device) -> None:
     """Refuse, before anything is allocated, a run whose stream and model alone need more
     memory than the machine (or the GPU) has; the estimates are lower bounds."""
-    from lifelong.scenario import ImageScenario
+    from lifelong.contracts.scenario import ImageScenario
 
     data = spec.scenario.footprint(data_dir)
     widths = [784 if isinstance(spec.scenario, ImageScenario) else 1, *spec.protocol.hidden, 1]

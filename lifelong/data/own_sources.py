@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lifelong.data.own_data import OwnData, Part, Transform, checked, held_out
 from lifelong.errors import UserError
-from lifelong.own_data import OwnData, Part, Transform, checked, held_out
 
 __all__ = ["from_folder", "from_torch"]
 

@@ -9,10 +9,10 @@ from typing import Any, ClassVar, cast
 
 import torch
 
-from lifelong.data import DATASETS, Dataset, load_dataset
+from lifelong.contracts.params import param
+from lifelong.contracts.stream import SETTINGS, Setting, Stream, Task
+from lifelong.data.mnist import DATASETS, Dataset, load_dataset
 from lifelong.errors import UserError
-from lifelong.params import param
-from lifelong.stream import SETTINGS, Setting, Stream, Task
 
 __all__ = [
     "DrawnTransform",
@@ -64,7 +64,7 @@ class ImageScenario(ScenarioFamily):
 
     meta_source: ClassVar[str] = "permuted"
     """The meta-training source that ``source=auto`` of a meta-learned init picks for this
-    family (:mod:`lifelong.meta_tasks`): a transform kind (``permuted``, ``rotated``) or
+    family (:mod:`lifelong.meta.meta_tasks`): a transform kind (``permuted``, ``rotated``) or
     ``held-out`` (another dataset's images, for families whose tasks are class subsets)."""
 
     transform_kind: ClassVar[str | None] = None

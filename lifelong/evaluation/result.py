@@ -50,7 +50,7 @@ class RunResult:
     Attributes:
         matrix: R, ``T x T``; ``matrix[i][j]`` is the accuracy on task j after task i.
         init: b, length T: the accuracy of the untrained model on every task.
-        metrics: acc, bwt, fwt, forgetting, la, bti (see :mod:`lifelong.metrics`).
+        metrics: acc, bwt, fwt, forgetting, la, bti (see :mod:`lifelong.evaluation.metrics`).
         curves: evaluations in training order: before training, every ``eval_every``
             batches, and at the end of every task.
         chance: the accuracy of guessing, 1 / the outputs a head chooses among (NaN:
@@ -82,8 +82,8 @@ class RunResult:
     def not_learned(self) -> str:
         """Why this run looks like it learned nothing ("" when it does not): the tasks whose
         accuracy right after training them is near chance, and LA when it is near chance
-        too (:func:`lifelong.metrics.near_chance`)."""
-        from lifelong import metrics
+        too (:func:`lifelong.evaluation.metrics.near_chance`)."""
+        from lifelong.evaluation import metrics
 
         if math.isnan(self.chance) or self.chance >= 1 or not self.matrix:
             return ""  # one output per head: every answer is right, nothing to learn
@@ -268,7 +268,7 @@ def same_setup(a: dict[str, Any], b: dict[str, Any]) -> bool:
 def code_hash(cls: type) -> str | None:
     """A hash of a plug-in class's source file and its name; None for lifelong's own code
     (whose version each run records instead). Worked out once per class: an edited file
-    is imported anew (:func:`lifelong.registry.find_strategy`), as a new class."""
+    is imported anew (:func:`lifelong.composition.registry.find_strategy`), as a new class."""
     module = inspect.getmodule(cls)
     if module is None or module.__name__.split(".")[0] == "lifelong":
         return None

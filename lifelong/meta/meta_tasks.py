@@ -11,7 +11,7 @@ Where the tasks come from (an init's ``source``; only ever training-split images
 - ``uci-digits``, ``fashion-mnist``, ``mnist5k``, ``mnist``: another dataset's images.
   A family whose tasks are made by a transform still applies its own kind, drawn as above.
   ``uci-digits`` is a held-out digits dataset, the 1,797 UCI optical-recognition digits that
-  scikit-learn ships (:func:`lifelong.data.load_uci_digits`: other writers, scanner and
+  scikit-learn ships (:func:`lifelong.data.mnist.load_uci_digits`: other writers, scanner and
   preprocessing than MNIST's), rescaled to MNIST's 20x20 box centred by centre of mass in
   28x28: the ten digit classes of an MNIST stream, none of its images, training or test.
   For OML on Split-MNIST it meta-trains a far better representation than Fashion-MNIST
@@ -39,10 +39,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from lifelong.data import load_dataset, load_uci_digits
+from lifelong.contracts.scenario import ImageScenario, Transform
+from lifelong.contracts.strategy import Batch, StreamInfo
+from lifelong.data.mnist import load_dataset, load_uci_digits
 from lifelong.errors import UserError, closest
-from lifelong.scenario import ImageScenario, Transform
-from lifelong.strategy import Batch, StreamInfo
 
 __all__ = ["META_SOURCES", "MetaTask", "MetaTaskSource", "check_meta_source", "meta_tasks"]
 
@@ -263,7 +263,7 @@ def _training_split(dataset: str, data_dir: str | None) -> tuple[Tensor, Tensor,
 def _transform_families(scenario: ImageScenario) -> dict[str, type[ImageScenario]]:
     """The scenario families that draw transforms, by transform kind: the registered ones
     and the stream's own (a user's family need not be registered)."""
-    from lifelong.registry import scenarios  # lazy: the registry imports the init axis
+    from lifelong.composition.registry import scenarios  # lazy: the registry imports the init axis
 
     found = {
         family.transform_kind: family

@@ -21,14 +21,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lifelong.composition.registry import parts, strategies
+from lifelong.contracts.init_axis import Init
+from lifelong.contracts.params import build, param_specs
+from lifelong.contracts.parts import Learner, Memory, Objective, Params, Regularizer, Replay
+from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
+from lifelong.contracts.stream import TrainingData
 from lifelong.errors import ContractError, UserError, closest
 from lifelong.fast.closed_form import ClosedForm, has_closed_form
-from lifelong.init_axis import Init
-from lifelong.params import build, param_specs
-from lifelong.parts import Learner, Memory, Objective, Params, Regularizer, Replay
-from lifelong.registry import parts, strategies
-from lifelong.strategy import Batch, Strategy, StreamInfo
-from lifelong.stream import TrainingData
 
 __all__ = [
     "Composite",

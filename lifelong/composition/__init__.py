@@ -1,0 +1,3 @@
+"""Composition: spec strings such as ``la-maml+ewc`` into strategies, the registry of names and
+run plans.
+"""

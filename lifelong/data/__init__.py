@@ -1,0 +1,1 @@
+"""Data sources: the MNIST family's files and a user's own data."""

@@ -1,0 +1,3 @@
+"""Evaluation: metrics (pure functions of the accuracy matrix), run results, the results
+directory, reports and plots.
+"""

@@ -1,0 +1,3 @@
+"""Execution: the training loop (one seed or a stack), protocols, sweeps, suites, checkpoints
+and the process's resources.
+"""

@@ -1,0 +1,3 @@
+"""Meta-training of learned inits (MAML, Reptile, OML, ...): the engine side, task pools and
+caches.
+"""
