@@ -2,6 +2,6 @@
 
 import sys
 
-from lifelong.cli import main
+from lifelong.cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
+from lifelong.execution.allocator import MMAP_THRESHOLD, pin_for_processes
 
 if TYPE_CHECKING:
     from torch import nn
@@ -40,8 +41,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"lifelong: error: {message} (see `{self.prog} --help`)\n")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``lifelong`` command; returns the exit status."""
+def entry() -> int:
+    """The ``lifelong`` command's process (console script, ``python -m lifelong``):
+    :func:`main`, with glibc's malloc tuned for the runs it makes, in this process and
+    the ones it starts (:func:`lifelong.execution.allocator.pin_for_processes`). :func:`main`
+    alone, called in a caller's process, leaves its allocator as it is."""
+    return main(tune_malloc=True)
+
+
+def main(argv: Sequence[str] | None = None, *, tune_malloc: bool = False) -> int:
+    """Entry point of the ``lifelong`` command; returns the exit status. With
+    ``tune_malloc`` (:func:`entry`), runs and benchmarks pin glibc's malloc thresholds."""
     parser = _build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args, unknown = parser.parse_known_args(argv)
@@ -52,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(see `lifelong {args.command} --help`)\n",
         )
     args.command_line = shlex.join(["lifelong", *argv])
+    args.tune_malloc = tune_malloc
     one_line_warnings()
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's stop: as Ctrl-C, runs saved
     try:
@@ -342,6 +353,9 @@ def _execute(
         print(_unread_data_dir(args.data_dir, requests), file=sys.stderr)  # even with --quiet
     if header:
         _say(args, header)
+    if args.tune_malloc:  # stacked buffers are S times larger
+        stack = -(-len(seeds) // (args.jobs or 1)) if args.vectorize else 1
+        pin_for_processes(stack * MMAP_THRESHOLD)
     results = sweep(
         requests,
         target,
@@ -530,6 +544,8 @@ def _bench(args: argparse.Namespace) -> int:
     command = shlex.join(
         ["lifelong", "bench", *(str(p) for pair in options for p in pair if p is not None)]
     )
+    if args.tune_malloc:
+        pin_for_processes(MMAP_THRESHOLD)
     path = run_bench(
         Path(args.out),
         repeat=args.repeat,

@@ -2,7 +2,9 @@
 
 Usage (from the repository root):
     python reports/vectorize.py > reports/vectorize.md
-    python reports/vectorize.py suites   # only the table over the suites' protocols
+    python reports/vectorize.py suites [--no-issue] [--repeat N]
+        # only the table over the suites' protocols (and issue 17's command), each
+        # --jobs 2 / --vectorize pair alternated N times (default 2)
 """
 
 from __future__ import annotations
@@ -10,9 +12,11 @@ from __future__ import annotations
 import itertools
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -233,46 +237,86 @@ def suite_protocol(path: Path) -> tuple[str, list[str]]:
     return suite["suite"]["scenarios"][0], [f"{k}={v}" for k, v in keep.items()]
 
 
-def wall(args: list[str]) -> float:
-    """Seconds of ``lifelong run ARGS -q`` in a process of its own (start-up included)."""
+REPEAT_SUITES = 2
+ISSUE_COMMAND = ["permuted-mnist", "-s", "er", "--seeds", "0-7", "--set", "n_tasks=10"]
+"""Issue 17's own command (the default protocol, curves every 5 batches, ten tasks)."""
+
+
+def wall(args: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds (its processes' user + system time) of ``lifelong run ARGS
+    -q`` in a process of its own, start-up included."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "lifelong", "run", *args, "-q"], check=True)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, cpu
 
 
-def suites() -> None:
-    """The table over the built-in suites' protocols: ``--vectorize`` (one stack, and two
-    with ``--jobs 2``) against ``--jobs 2``."""
+def compare(common: list[str]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """``--jobs 2`` (one by one) and ``--vectorize`` on ``common``, alternated
+    :data:`REPEAT_SUITES` times: their wall and CPU seconds."""
+    jobs_wall, jobs_cpu, vec_wall, vec_cpu = [], [], [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        for i in range(REPEAT_SUITES):
+            out = ["--out", f"{scratch}/{i}"]
+            w, c = wall([*common, "--jobs", "2", *out, "--force"])
+            jobs_wall.append(w)
+            jobs_cpu.append(c)
+            w, c = wall([*common, "--vectorize", *out, "--force"])
+            vec_wall.append(w)
+            vec_cpu.append(c)
+    return jobs_wall, jobs_cpu, vec_wall, vec_cpu
+
+
+def suites(issue: bool = True) -> None:
+    """The table over the built-in suites' protocols, curves on: ``--vectorize`` (one
+    stack, the default) against the seeds one by one with ``--jobs 2``; with ``issue``,
+    a last row with issue 17's command."""
     print(
-        f"\n## The suites' protocols, curves on: {SUITE_STRATEGY}, seeds 0-7\n\n"
-        "Regenerate with: `python reports/vectorize.py suites`. Each cell is one "
-        "`lifelong run SCENARIO -s er --seeds 0-7 --set ...` in its own process, "
-        "start-up and stream building included, run one after the other in one sitting "
-        f"(compare ratios, not seconds, across sittings); at most {MAX_TASKS} tasks. "
-        f"torch {torch.__version__}.\n"
+        "| suite | settings (`--set`) | --jobs 2 s | --vectorize s | wall ratio | "
+        "--jobs 2 CPU s | --vectorize CPU s | CPU ratio |"
     )
-    print(
-        "| suite | settings | --jobs 2 s | --vectorize --jobs 2 (two stacks of 4) s | "
-        "two stacks / jobs 2 | --vectorize (one stack of 8) s |"
-    )
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    cells = []
     for path in sorted(SUITES.glob("*.toml")):
         scenario, settings = suite_protocol(path)
         sets = [part for setting in settings for part in ("--set", setting)]
-        common = [scenario, "-s", SUITE_STRATEGY, "--seeds", "0-7", *sets]
-        jobs = wall([*common, "--jobs", "2"])
-        vectorized = wall([*common, "--vectorize", "--jobs", "2"])
-        one = wall([*common, "--vectorize", "--jobs", "1"])
+        cells.append(
+            (
+                path.stem,
+                " ".join(settings),
+                [scenario, "-s", SUITE_STRATEGY, "--seeds", "0-7", *sets],
+            )
+        )
+    if issue:
+        cells.append(("issue 17's command", "n_tasks=10", ISSUE_COMMAND))
+    for name, shown, common in cells:
+        jw, jc, vw, vc = compare(common)
+        ratios = [v / j for v, j in zip(vw, jw, strict=True)]
+        cpu_ratios = [v / j for v, j in zip(vc, jc, strict=True)]
         print(
-            f"| {path.stem} | `{' '.join(settings)}` | {jobs:.1f} | {vectorized:.1f} | "
-            f"**{vectorized / jobs:.2f}** | {one:.1f} |",
+            f"| {name} | `{shown}` | {_span(jw)} | {_span(vw)} | **{_span(ratios, 2)}** | "
+            f"{_span(jc)} | {_span(vc)} | {_span(cpu_ratios, 2)} |",
             flush=True,
         )
 
 
+def _span(values: list[float], digits: int = 1) -> str:
+    """``a-b`` (the least and greatest of the repetitions, in the order measured: first)."""
+    low, high = min(values), max(values)
+    return (
+        f"{low:.{digits}f}"
+        if f"{low:.{digits}f}" == f"{high:.{digits}f}"
+        else (f"{low:.{digits}f}-{high:.{digits}f}")
+    )
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] == ["suites"]:
-        suites()
+    if sys.argv[1:2] == ["suites"]:
+        if "--repeat" in sys.argv:
+            REPEAT_SUITES = int(sys.argv[sys.argv.index("--repeat") + 1])
+        suites(issue="--no-issue" not in sys.argv)
     else:
         main()
-        suites()

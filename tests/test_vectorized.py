@@ -353,3 +353,57 @@ def test_cli_vectorize_with_two_jobs_runs_two_stacks_with_the_same_numbers(tmp_p
     assert {r.device for r in vec} == {"cpu (vectorized x2)"}
     for a, b in zip(vec, seq, strict=True):
         np.testing.assert_allclose(a.matrix, b.matrix, atol=1e-6)
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_stacked_evaluations_equal_the_sequential_curves_exactly(monkeypatch, background) -> None:
+    """The stacked MLPs' evaluations (all tasks' test sets in one pass, on a spare core
+    beside training or in place) give every seed the numbers of its own run, curves
+    included, bit for bit."""
+    import lifelong.execution.vectorized as vectorized
+
+    monkeypatch.setattr(vectorized, "spare_core", lambda device: background)
+    specs = plan_runs(
+        "permuted-mnist",
+        ["er"],
+        [0, 1, 2],
+        {"n_tasks": 3, "samples_per_task": 96, "eval_every": 1, "eval_batch_size": 50},
+    )
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    one_by_one = [execute(spec, stream, CPU) for spec, stream in zip(specs, streams, strict=True)]
+    for a, b in zip(one_by_one, run_vectorized(specs, streams, CPU), strict=True):
+        assert a.init == b.init and a.matrix == b.matrix
+        assert [(c.step, c.task, c.accuracies) for c in a.curves] == [
+            (c.step, c.task, c.accuracies) for c in b.curves
+        ]
+
+
+def test_an_evaluation_reuses_the_buffers_of_the_one_before() -> None:
+    from lifelong.execution.vectorized import Scratch, StackedTests, mlp_logits
+
+    specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 32})
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    tests = StackedTests(streams, chunk=100)
+    weights = [torch.randn(2, 100, 784), torch.randn(2, 100)]
+    weights += [torch.randn(2, 10, 100), torch.randn(2, 10)]
+    scratch = Scratch()
+    first = tests.accuracy(lambda x, _: mlp_logits(weights, x, scratch), scratch).clone()
+    held = {name: t.data_ptr() for name, t in scratch.held.items()}
+    second = tests.accuracy(lambda x, _: mlp_logits(weights, x, scratch), scratch)
+    assert {name: t.data_ptr() for name, t in scratch.held.items()} == held
+    assert torch.equal(first, second)
+
+
+def test_an_error_in_a_background_evaluation_reaches_the_run(monkeypatch) -> None:
+    import lifelong.execution.vectorized as vectorized
+
+    monkeypatch.setattr(vectorized, "spare_core", lambda device: True)
+
+    def broken(*args):
+        raise RuntimeError("evaluation failed")
+
+    monkeypatch.setattr(vectorized, "mlp_logits", broken)
+    specs = plan_runs("split-mnist", ["naive"], [0, 1], {"samples_per_task": 32})
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    with pytest.raises(RuntimeError, match="evaluation failed"):
+        run_vectorized(specs, streams, CPU)

@@ -1,21 +1,29 @@
-"""Keep resident memory flat on long streams (glibc's malloc tuning)."""
+"""Keep resident memory flat on long streams (glibc's malloc tuning).
+
+These settings are process-wide and cannot be undone (glibc has no way back to its own
+moving threshold), so only the ``lifelong`` command makes them, for its own process and
+the processes it starts (:func:`pin_for_processes`); the library never does.
+"""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import functools
+import os
 import sys
 
-__all__ = ["pin_mmap_threshold"]
+__all__ = ["MMAP_THRESHOLD", "pin_for_processes", "pin_mmap_threshold"]
 
 _M_TRIM_THRESHOLD = -1  # mallopt parameter numbers in glibc's malloc.h
 _M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 512 * 1024
+"""Buffers from this size up are mapped apart and given back when freed (bytes; one run's)."""
 TRIM_THRESHOLD = 64 * 1024 * 1024
 """Free memory glibc keeps at the top of the heap instead of returning it (bytes)."""
 
 
-def pin_mmap_threshold(size: int = 512 * 1024) -> bool:
+def pin_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     """Fix glibc's mmap threshold so that freed large buffers go back to the system.
 
     glibc raises the threshold every time a large mmapped buffer is freed; the evaluation's
@@ -27,8 +35,8 @@ def pin_mmap_threshold(size: int = 512 * 1024) -> bool:
     every allocation: measured on 2026-11-30 (torch 2.13, 100 permuted tasks with er), RSS
     369 to 374 MiB over the run at 512 KiB, 342 to 342 MiB at 128 KiB, 369 to 398 MiB at
     1 MiB, while a fresh La-MAML process (5 tasks x 500) trained in 5.2 s at 512 KiB and
-    7.8 s at 128 KiB. ``--vectorize`` scales it with the number of seeds, whose stacked
-    buffers are that many times larger (8 seeds of naive on Split-MNIST: 1.54 s at 512 KiB,
+    7.8 s at 128 KiB. ``--vectorize`` scales it with the number of seeds in a stack, whose
+    stacked buffers are that many times larger (8 seeds of naive on Split-MNIST: 1.54 s at 512 KiB,
     0.90 s at 32 MiB, 0.98 s with glibc's own rule; measured 2026-11-30). Each call sets
     it anew.
 
@@ -50,6 +58,16 @@ def pin_mmap_threshold(size: int = 512 * 1024) -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, size)) and bool(trimmed)
     except AttributeError:
         return False
+
+
+def pin_for_processes(size: int) -> bool:
+    """:func:`pin_mmap_threshold` in this process, and the same settings for the
+    processes it starts from now on (glibc reads ``MALLOC_MMAP_THRESHOLD_`` and
+    ``MALLOC_TRIM_THRESHOLD_`` from the environment when a process starts). For the
+    ``lifelong`` command's entry point only. Returns whether it was applied here."""
+    os.environ["MALLOC_MMAP_THRESHOLD_"] = str(size)
+    os.environ["MALLOC_TRIM_THRESHOLD_"] = str(TRIM_THRESHOLD)
+    return pin_mmap_threshold(size)
 
 
 @functools.cache

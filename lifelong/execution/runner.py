@@ -28,7 +28,6 @@ from lifelong.errors import ContractError, UserError
 from lifelong.evaluation import metrics
 from lifelong.evaluation.result import Curve, RunResult, code_hash, run_key
 from lifelong.evaluation.results_dir import set_aside
-from lifelong.execution.allocator import pin_mmap_threshold
 from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.execution.protocol import Protocol
 from lifelong.models.axis import build_model, model_code
@@ -148,7 +147,11 @@ class Trainer(typing.Protocol):
         """Consolidate the seeds still ``alive`` (a diverged seed stops before this)."""
 
     def evaluate(self) -> torch.Tensor:
-        """Accuracy ``[S, T]`` of every seed on every task of its stream (no host sync)."""
+        """Accuracy ``[S, T]`` of every seed on every task of its stream (no host sync;
+        its numbers may be computed later, up to :meth:`settle`)."""
+
+    def settle(self) -> None:
+        """Finish the evaluations still under way (before their numbers are read)."""
 
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the trained state (tensors, numbers, strings)."""
@@ -204,6 +207,9 @@ class OneSeed:
         finally:
             self.model.train()
 
+    def settle(self) -> None:
+        """Nothing: the evaluations are done in place."""
+
     def state(self) -> dict[str, Any]:
         return {
             "torch_rng": torch.get_rng_state(),
@@ -243,12 +249,12 @@ def train(
     """The loop over tasks, epochs, batches and glances of the seeds ``specs`` (one
     configuration; ``streams`` on the trainer's device) that ``trainer()`` builds; one
     result per seed. See :func:`execute` for the schedule, checkpoints and divergence."""
-    pin_mmap_threshold(len(specs) * 512 * 1024)  # stacked buffers are S times larger
     run = _Run(specs, streams, trainer())
     if checkpoint is not None and checkpoint.exists():
         try:
             run.load(checkpoint)
         except Exception as error:  # damaged, or state this setup cannot take: start afresh
+            run.trainer.settle()
             aside = set_aside(checkpoint)
             warnings.warn(
                 f"{checkpoint} cannot be resumed from ({_why_not_loaded(error)}); "
@@ -268,6 +274,7 @@ def train(
     finally:
         if bar is not None:
             bar.close()
+        run.trainer.settle()
     return [run.result(s) for s in range(len(specs))]
 
 
@@ -342,6 +349,7 @@ class _Run:
 
     def save(self, path: Path) -> None:
         """Write the state after the last completed task, atomically."""
+        self.trainer.settle()
         state = {
             "key": self.key,
             "next_task": self.next_task,

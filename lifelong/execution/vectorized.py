@@ -20,6 +20,12 @@ quadratic penalties and proximal steps are stacked once per task. The replay mem
 draw per seed from their own generators and copy rows in and out at once
 (the memory's stacked form, :meth:`lifelong.Memory.stacked`).
 
+Evaluation is where curves spend their time (every few batches, every task's test set,
+every seed): all tasks' test sets of all seeds are held as one ``[S, N, D]`` float tensor,
+an evaluation is one batched product per layer into reused buffers, and for bare
+one-head MLPs it runs on a spare core beside training, on a copy of the weights
+(:class:`Evaluations`): the same products as in place, so the same numbers.
+
 The runner's loop (:func:`lifelong.execution.runner.train`) trains the stack as it trains one
 seed: this module is only the stacked :class:`lifelong.execution.runner.Trainer`.
 
@@ -33,7 +39,10 @@ whose memory, if any, offers a stacked form (:attr:`lifelong.Memory.stackable`:
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,12 +58,11 @@ from lifelong.data.inputs import to_floats
 from lifelong.errors import UserError
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.checkpoint import capture, restore
-from lifelong.execution.runner import InputBuffer, RunSpec, generator, train
+from lifelong.execution.runner import RunSpec, generator, train
 from lifelong.models.axis import build_model
 from lifelong.models.mlp import (
     ClosedFormModel,
     stacked_mlp_cross_entropy_grads,
-    stacked_mlp_logits,
 )
 from lifelong.training.optim import SGD
 
@@ -188,6 +196,7 @@ class _Seeds:
             models.append(model)
         self.orders = [generator(device, spec.seed, 2) for spec in specs]
         self.tests = StackedTests(streams, specs[0].protocol.eval_batch_size)
+        self.scratch = Scratch()
         self.model = models[0]
         self.stack = {
             name: torch.stack(
@@ -208,6 +217,7 @@ class _Seeds:
         # Each seed's own Batch is built only for the parts that read one (penalties).
         self.per_seed_batches = not self.closed_form
         self.forward = vmap(lambda p, x, t: functional_call(self.model, p, (x, t)))
+        self.evaluations = Evaluations(self.tests, background=spare_core(device))
 
     def views(self, s: int) -> dict[str, Tensor]:
         return {name: p[s] for name, p in self.stack.items()}
@@ -403,22 +413,43 @@ class _Seeds:
         """Accuracy ``[S, T]`` of every seed on every task of its own stream.
 
         All tasks' test sets go through together (:class:`StackedTests`), in chunks of the
-        protocol's evaluation batch per seed, one batched product per layer."""
+        protocol's evaluation batch per seed, one batched product per layer. Bare one-head
+        MLPs are evaluated by :class:`Evaluations`, on a spare core when there is one (the
+        numbers are ready after :meth:`settle`)."""
         if self.closed_form:  # bare one-head MLPs: the batched forward itself, no vmap
-            weights = list(self.stack.values())
-            return self.tests.accuracy(lambda x, _ids: stacked_mlp_logits(weights, x))
-        return self.tests.accuracy(lambda x, ids: self.forward(self.stack, x, ids))
+            return self.evaluations.submit(self.stack_list)
+        return self.tests.accuracy(lambda x, ids: self.forward(self.stack, x, ids), self.scratch)
+
+    def settle(self) -> None:
+        """Wait for the evaluation still running on the spare core, if any."""
+        self.evaluations.settle()
 
 
 FLOAT_TESTS_BYTES = 1 << 30
 """Test inputs are kept as float up to this size (else turned to float chunk by chunk)."""
 
 
+class Scratch:
+    """Buffers kept from one evaluation to the next, by name (one set per thread that
+    evaluates): an evaluation allocates nothing once the first has run."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor, dtype: torch.dtype) -> Tensor:
+        """A ``shape`` tensor of ``dtype`` on ``like``'s device (contents undefined)."""
+        size = math.prod(shape)
+        data = self.held.get(name)
+        if data is None or data.numel() < size or data.dtype != dtype or data.device != like.device:
+            data = self.held[name] = torch.empty(size, dtype=dtype, device=like.device)
+        return data[:size].view(shape)
+
+
 class StackedTests:
     """Every seed's test sets of all tasks, concatenated once: ``x [S, N, D]``, ``y [S, N]``.
 
     The inputs are turned from uint8 to float once and kept when they fit in
-    :data:`FLOAT_TESTS_BYTES`; otherwise each chunk is turned in one reused buffer. Each
+    :data:`FLOAT_TESTS_BYTES`; otherwise each chunk is turned in a reused buffer. Each
     evaluation is then one pass over the rows, whichever task they belong to."""
 
     def __init__(self, streams: Sequence[Stream], chunk: int) -> None:
@@ -434,20 +465,111 @@ class StackedTests:
         self.floats = raw.numel() * 4 <= FLOAT_TESTS_BYTES
         self.inputs = streams[0].inputs
         self.x = to_floats(raw, self.inputs) if self.floats else raw
-        self.chunk, self.buffer = chunk, InputBuffer()
+        self.chunk = chunk
 
-    def accuracy(self, logits: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-        """Accuracy ``[S, T]`` of ``logits(x [S, n, D], task_ids [S, n]) -> [S, n, C]``."""
+    def accuracy(
+        self,
+        logits: Callable[[Tensor, Tensor], Tensor],
+        scratch: Scratch,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """Accuracy ``[S, T]`` (in ``out`` when given) of ``logits(x [S, n, D], task_ids
+        [S, n]) -> [S, n, C]``; the hits and counts go through ``scratch``."""
         stacks, n = self.y.shape
-        correct = torch.zeros(stacks, len(self.sizes), dtype=torch.long, device=self.y.device)
+        hits = scratch.get("hits", (stacks, n), self.y, torch.long)
         for start in range(0, n, self.chunk):
             rows = slice(start, start + self.chunk)
-            raw = self.x[:, rows]
-            x = raw if self.floats else self.buffer.floats(raw, self.inputs)
-            ids = self.task_ids[rows].expand(stacks, -1)
-            hits = logits(x, ids).argmax(-1) == self.y[:, rows]
-            correct.index_add_(1, self.task_ids[rows], hits.long())
-        return correct.double() / self.sizes
+            x = self.x[:, rows] if self.floats else self._floats(self.x[:, rows], scratch)
+            scores = logits(x, self.task_ids[rows].expand(stacks, -1))
+            guess = scratch.get("guess", tuple(scores.shape[:2]), self.y, torch.long)
+            torch.eq(torch.argmax(scores, -1, out=guess), self.y[:, rows], out=hits[:, rows])
+        correct = scratch.get("correct", (stacks, len(self.sizes)), self.y, torch.long)
+        correct.zero_().index_add_(1, self.task_ids, hits)
+        if out is None:
+            out = torch.empty(correct.shape, dtype=torch.float64, device=correct.device)
+        return out.copy_(correct).div_(self.sizes)  # in float64, as correct.double() / sizes
+
+    def _floats(self, raw: Tensor, scratch: Scratch) -> Tensor:
+        """The stream's test-time floats of ``raw`` (as :func:`lifelong.to_floats`), in a
+        reused buffer."""
+        x = scratch.get("inputs", tuple(raw.shape), raw, torch.float32).copy_(raw)
+        return x.div_(255) if self.inputs is None else self.inputs.normalise_(x)
+
+
+def mlp_logits(weights: Sequence[Tensor], x: Tensor, scratch: Scratch) -> Tensor:
+    """:func:`lifelong.models.mlp.stacked_mlp_logits` into ``scratch``'s buffers (the same
+    products, so the same numbers): ``x [S, n, D]`` -> ``[S, n, C]``."""
+    out = x
+    for layer in range(len(weights) // 2):
+        w, b = weights[2 * layer].detach(), weights[2 * layer + 1].detach()
+        if layer:
+            out = out.relu_()
+        shape = (len(w), x.shape[1], w.shape[1])
+        into = scratch.get(f"layer {layer}", shape, x, x.dtype)
+        out = torch.baddbmm(b[:, None, :], out, w.transpose(1, 2), out=into)
+    return out
+
+
+class Evaluations:
+    """The evaluations of ``S`` stacked one-head MLPs, on a spare core while the seeds
+    train on (``background``; else where they are asked for).
+
+    An evaluation in the background reads a copy of the weights taken when it was asked
+    for, so its numbers are those it would have had in place, and writes them into the
+    tensor :meth:`submit` returned. One runs in the background at a time; one asked for
+    while it runs is done at once in the calling thread, so that both cores work when
+    evaluation is most of the run (curves over many tasks). Reading a result before
+    :meth:`settle` reads an unfinished tensor.
+    """
+
+    def __init__(self, tests: StackedTests, *, background: bool) -> None:
+        self.tests, self.background = tests, background
+        self.here, self.there = Scratch(), Scratch()  # one set of buffers per thread
+        self.pool: ThreadPoolExecutor | None = None
+        self.running: Future[Tensor] | None = None
+        self.copies: list[Tensor] = []
+
+    def submit(self, weights: Sequence[Tensor]) -> Tensor:
+        """Accuracy ``[S, T]`` of the stacked MLP ``weights`` as they are now."""
+        stacks, tasks = len(self.tests.y), len(self.tests.sizes)
+        out = torch.empty(stacks, tasks, dtype=torch.float64, device=self.tests.y.device)
+        if not self.background or (self.running is not None and not self.running.done()):
+            return self._evaluate(weights, self.here, out)
+        if self.running is not None:
+            self.running.result()  # its error, if it failed
+        if not self.copies:
+            self.copies = [torch.empty_like(w, requires_grad=False) for w in weights]
+        for copy, w in zip(self.copies, weights, strict=True):
+            copy.copy_(w.detach())
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(1, thread_name_prefix="lifelong-evaluation")
+        self.running = self.pool.submit(self._evaluate, self.copies, self.there, out)
+        return out
+
+    def settle(self) -> None:
+        """Wait for the evaluation running in the background (raising its error) and
+        stop its thread."""
+        running, pool, self.running, self.pool = self.running, self.pool, None, None
+        try:
+            if running is not None:
+                running.result()
+        finally:
+            if pool is not None:
+                pool.shutdown()
+
+    def _evaluate(self, weights: Sequence[Tensor], scratch: Scratch, out: Tensor) -> Tensor:
+        with torch.inference_mode():  # per thread
+            forward = lambda x, _ids: mlp_logits(weights, x, scratch)  # noqa: E731
+            return self.tests.accuracy(forward, scratch, out)
+
+
+def spare_core(device: torch.device) -> bool:
+    """Whether evaluations can run beside training on a core of their own: on a CPU with
+    more usable cores than torch's threads (a GPU queues its work asynchronously anyway)."""
+    if device.type != "cpu":
+        return False
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (cores or 1) > torch.get_num_threads()
 
 
 def _per_seed(stacked: Batch) -> list[Batch]:

@@ -1,0 +1,64 @@
+"""glibc's malloc settings are the ``lifelong`` command's, never a library call's (issue 17:
+process-wide state)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lifelong.cli import main
+from lifelong.composition.plan import plan_runs
+from lifelong.execution import allocator
+from lifelong.execution.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+from lifelong.execution.runner import execute
+from lifelong.execution.vectorized import run_vectorized
+
+CPU = torch.device("cpu")
+RUN = ["run", "split-mnist", "-s", "naive", "--set", "samples_per_task=32", "-q"]
+
+
+class _Libc:
+    """A stand-in for glibc that records ``mallopt`` calls instead of making them."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+
+    def mallopt(self, parameter: int, value: int) -> int:
+        self.calls.append((parameter, value))
+        return 1
+
+
+@pytest.fixture
+def libc(monkeypatch) -> _Libc:
+    fake = _Libc()
+    monkeypatch.setattr(allocator, "_libc", lambda: fake)
+    for name in ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"):  # restored afterwards
+        monkeypatch.setenv(name, "unset by the test")
+    return fake
+
+
+def test_runs_from_the_library_leave_the_allocator_alone(libc, tmp_path) -> None:
+    specs = plan_runs("split-mnist", ["er"], [0, 1], {"samples_per_task": 32})
+    streams = [spec.scenario.build(spec.seed) for spec in specs]
+    execute(specs[0], streams[0], CPU)
+    run_vectorized(specs, streams, CPU)
+    assert main([*RUN, "--seeds", "0-1", "--vectorize", "--out", str(tmp_path / "v")]) == 0
+    assert libc.calls == []
+
+
+def test_the_command_pins_the_thresholds_for_itself_and_its_workers(libc, tmp_path) -> None:
+    import os
+
+    args = [*RUN, "--seeds", "0-3", "--vectorize", "-j", "1", "--out", str(tmp_path / "v")]
+    assert main(args, tune_malloc=True) == 0
+    stacked = 4 * MMAP_THRESHOLD  # four seeds in one stack
+    assert (allocator._M_MMAP_THRESHOLD, stacked) in libc.calls
+    assert (allocator._M_TRIM_THRESHOLD, TRIM_THRESHOLD) in libc.calls
+    assert os.environ["MALLOC_MMAP_THRESHOLD_"] == str(stacked)
+    assert os.environ["MALLOC_TRIM_THRESHOLD_"] == str(TRIM_THRESHOLD)
+    libc.calls.clear()
+    assert (
+        main([*RUN, "--seeds", "0-3", "-j", "1", "--out", str(tmp_path / "s")], tune_malloc=True)
+        == 0
+    )
+    assert (allocator._M_MMAP_THRESHOLD, MMAP_THRESHOLD) in libc.calls
