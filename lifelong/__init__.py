@@ -44,6 +44,7 @@ from lifelong.data.inputs import InputTransform, to_floats
 from lifelong.data.own_data import OwnData, from_arrays
 from lifelong.data.own_scenario import OwnDataScenario, scenario_from
 from lifelong.data.own_sources import from_folder, from_torch
+from lifelong.data.stream_options import StreamOptions
 from lifelong.errors import ContractError, UserError
 from lifelong.evaluation.result import Curve, RunResult
 from lifelong.execution.protocol import Protocol
@@ -91,6 +92,7 @@ __all__ = [
     "Strategy",
     "Stream",
     "StreamInfo",
+    "StreamOptions",
     "Task",
     "TrainingData",
     "Transform",

@@ -58,7 +58,7 @@ def run(
     (spec,) = plan_runs(scenario, [strategy], [seed], settings)
     target = resolve_device(device)
     check_memory(spec, data_dir, target)
-    stream = spec.scenario.build(seed, data_dir)
+    stream = spec.build_stream(data_dir)
     with torch_threads(threads):
         return execute(spec, stream, target, progress=progress, data_dir=data_dir)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
+from lifelong.evaluation.result import ONLINE_METRICS
 from lifelong.execution.allocator import MMAP_THRESHOLD, pin_for_processes
 
 if TYPE_CHECKING:
@@ -341,9 +342,10 @@ def _execute(
             dataset = getattr(family, "dataset", family.name)
             _say(args, f"note: --download: {dataset} needs no download")
         check_memory(batch[0].spec(), args.data_dir, device)
-        built = json.dumps(batch[0].spec().config()["scenario"], sort_keys=True)
-        if built not in streams:  # the data exist, the settings are possible
-            streams[built] = family.build(seeds[0], args.data_dir)
+        config = batch[0].spec().config()
+        built = json.dumps([config["scenario"], config.get("stream")], sort_keys=True)
+        if built not in streams:  # the data exist, the settings and stream options are possible
+            streams[built] = batch[0].spec().build_stream(args.data_dir)
         model = _check_model(batch[0].spec(), streams[built])
         _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
@@ -591,14 +593,16 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
     for r, label in zip(results, setup_labels(results), strict=True):
         by_setup.setdefault(label, []).append(r.metrics)
     width = max([16, *(len(label) + 2 for label in by_setup)])
-    header = f"{'strategy':<{width}}{'seeds':>6}" + "".join(f"{m:>18}" for m in METRIC_NAMES)
+    online = [m for m in ONLINE_METRICS if any(m in r.metrics for r in results)]
+    names = (*METRIC_NAMES, *online)  # the stream options' metrics, where measured
+    header = f"{'strategy':<{width}}{'seeds':>6}" + "".join(f"{m:>18}" for m in names)
     lines = [header]
     for name, runs in by_setup.items():
         cells = []
-        for metric in METRIC_NAMES:
-            values = [run[metric] for run in runs]
+        for metric in names:
+            values = [run.get(metric, math.nan) for run in runs]
             if all(math.isnan(v) for v in values):
-                cells.append(f"{'n/a (1 task)':>18}")
+                cells.append(f"{'n/a (1 task)' if metric in METRIC_NAMES else 'n/a':>18}")
                 continue
             cells.append(f"{format_spread(*band(values)):>18}")
         lines.append(f"{name:<{width}}{len(runs):>6}" + "".join(cells))
@@ -609,6 +613,7 @@ def _metrics_table(results: Sequence[RunResult]) -> str:
 def _list(args: argparse.Namespace) -> int:
     from lifelong.composition.registry import find_strategy, scenarios, strategies
     from lifelong.contracts.params import param_specs
+    from lifelong.data.stream_options import StreamOptions
     from lifelong.execution.protocol import Protocol
 
     if args.strategy:
@@ -635,6 +640,10 @@ def _list(args: argparse.Namespace) -> int:
     if args.what in (None, "protocol"):
         sections.append(
             "Protocol (any scenario):\n" + _describe("protocol", Protocol, param_specs(Protocol))
+        )
+        sections.append(
+            "Stream options (any scenario):\n"
+            + _describe("stream", StreamOptions, param_specs(StreamOptions))
         )
     if args.what in (None, "models"):
         sections.append(_models_section())

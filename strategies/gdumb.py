@@ -31,7 +31,9 @@ class GDumb(Strategy):
     class. A class is a (task, label) pair, so that the tasks of domain- and
     task-incremental streams, whose labels repeat, are balanced too. The stream itself is
     never trained on: after every task the network is reset to its initial weights and
-    trained on the memory alone. Its memory is its own, not the shared ``replay`` part,
+    trained on the memory alone. With hidden boundaries (``StreamInfo.boundaries`` false)
+    it retrains when asked to predict, if the memory changed since, as the paper does at
+    inference time. Its memory is its own, not the shared ``replay`` part,
     because the retraining needs all of it at once.
     """
 
@@ -48,9 +50,12 @@ class GDumb(Strategy):
     y: Tensor = field(init=False, repr=False)
     task_ids: Tensor = field(init=False, repr=False)
     n_outputs: int = field(init=False, repr=False)
+    at_predict: bool = field(init=False, repr=False)
+    changed: bool = field(init=False, repr=False, default=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator, self.n_outputs = model, generator, info.n_outputs
+        self.at_predict, self.changed = not info.boundaries, False
         self.start = {k: v.detach().clone() for k, v in model.state_dict().items()}
         device = next(model.parameters()).device
         self.x = torch.empty(0, info.input_dim, device=device)
@@ -61,6 +66,7 @@ class GDumb(Strategy):
         if batch.glance == 0:  # a repeated glance brings no new sample
             for i in range(len(batch.y)):
                 self._offer(batch.x[i], batch.y[i], batch.task_ids[i])
+            self.changed = True
         return torch.zeros((), device=batch.x.device)  # nothing is learned online
 
     def _offer(self, x: Tensor, y: Tensor, task_id: Tensor) -> None:
@@ -80,6 +86,10 @@ class GDumb(Strategy):
         self.x[slot], self.y[slot], self.task_ids[slot] = x, y, task_id
 
     def after_task(self, data: TrainingData) -> None:
+        self._retrain()
+
+    def _retrain(self) -> None:
+        self.changed = False
         self.model.load_state_dict(self.start)
         optimizer = torch.optim.SGD(self.model.parameters(), lr=self.lr)
         for _ in range(self.epochs):
@@ -93,4 +103,7 @@ class GDumb(Strategy):
                 optimizer.step()
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
+        if self.at_predict and self.changed:
+            with torch.inference_mode(False), torch.enable_grad():
+                self._retrain()
         return self.model(x, task_ids)

@@ -24,6 +24,7 @@ class Joint(Strategy):
     """
 
     name: ClassVar[str] = "joint"
+    needs_boundaries: ClassVar[bool] = True  # it trains on the tasks seen, by task
     trains_on: ClassVar = "seen"
     lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)

@@ -37,6 +37,7 @@ class Lwf(Regularizer):
     """
 
     name: ClassVar[str] = "lwf"
+    needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(1.0, "strength of the distillation", ge=0)
     temperature: float = param(2.0, "softmax temperature of the distillation", gt=0)
 

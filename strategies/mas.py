@@ -44,6 +44,7 @@ class Mas(QuadraticRegularizer):
     """
 
     name: ClassVar[str] = "mas"
+    needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(0.05, "strength of the penalty (Split-MNIST domain-IL: about 3)", ge=0)
     samples: int = param(500, "training samples of a task used for its importance", ge=1)
 

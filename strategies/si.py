@@ -42,6 +42,7 @@ class Si(QuadraticRegularizer):
     """
 
     name: ClassVar[str] = "si"
+    needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(
         1.0, "strength of the penalty, c in the paper (Split-MNIST domain-IL: about 300)", ge=0
     )

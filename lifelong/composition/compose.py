@@ -264,6 +264,10 @@ class Composite(Strategy):
         stored = self.memory.stored() if reads and self.memory is not None else None
         return self.head.predict(self.model, x, task_ids, stored)
 
+    def boundary_needs(self) -> list[str]:
+        """The names of its parts that need task boundaries."""
+        return [part.name for part in self.parts() if part.needs_boundaries]
+
     def as_composite(self) -> Composite:
         return self
 

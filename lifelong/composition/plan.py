@@ -14,6 +14,7 @@ from lifelong.composition.registry import find_scenario, find_strategy
 from lifelong.contracts.params import MAX_SEED, build, param_specs
 from lifelong.contracts.scenario import ScenarioFamily
 from lifelong.contracts.strategy import Strategy
+from lifelong.data.stream_options import StreamOptions
 from lifelong.errors import UserError, closest
 from lifelong.execution.protocol import Protocol
 from lifelong.execution.runner import RunSpec
@@ -86,6 +87,7 @@ def plan_runs(
     protocol = configure_model(
         _configure(Protocol, None, settings, used, prefix=None), settings, used
     )
+    options = _configure(StreamOptions, None, settings, used, prefix=None)
     built = [_strategy(given, settings, used) for given in strategies]
     unused = [key for key in settings if key not in used]
     if unused:
@@ -95,7 +97,22 @@ def plan_runs(
             f"--set {key}: no such parameter for {family.name} or "
             f"{', '.join(s.name for s in built)}{closest(key, known)}; see `lifelong list`"
         )
-    return [RunSpec(scenario_obj, s, protocol, seed) for s in built for seed in seeds]
+    _check_boundaries(built, options)
+    return [RunSpec(scenario_obj, s, protocol, seed, options) for s in built for seed in seeds]
+
+
+def _check_boundaries(strategies: Sequence[Strategy], options: StreamOptions) -> None:
+    """Refuse a strategy that needs task boundaries when they are hidden (not detected)."""
+    if options.boundaries != "hidden":
+        return
+    for strategy in strategies:
+        needs = strategy.boundary_needs()
+        if needs:
+            what = "it" if needs == [strategy.name] else f"its part {', '.join(needs)}"
+            raise UserError(
+                f"{strategy.name}: {what} needs the task boundaries that boundaries=hidden "
+                "withholds; use --set boundaries=detect (loss-plateau detection) or drop it"
+            )
 
 
 def _strategy(given: str | Strategy, settings: dict[str, Any], used: set[str]) -> Strategy:
@@ -135,7 +152,7 @@ def _configure(
 
 
 def _known_keys(family: type, built: Sequence[Strategy]) -> list[str]:
-    keys = list(param_specs(family)) + list(param_specs(Protocol))
+    keys = [*param_specs(family), *param_specs(Protocol), *param_specs(StreamOptions)]
     for strategy in built:
         if is_composite(strategy):
             keys += setting_keys(strategy)  # type: ignore[arg-type]

@@ -47,6 +47,7 @@ class Head(abc.ABC):
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with (as :class:`lifelong.Learner`'s)."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
+    needs_boundaries: ClassVar[bool] = False  # as Regularizer.needs_boundaries
     shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}  # as Memory's
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:

@@ -32,6 +32,7 @@ class Init(Checkpointed, abc.ABC):
 
     name: ClassVar[str]
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+    needs_boundaries: ClassVar[bool] = False  # as lifelong.Regularizer.needs_boundaries
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts

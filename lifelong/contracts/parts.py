@@ -173,6 +173,7 @@ class Learner(Checkpointed, abc.ABC):
     passes_replay: ClassVar[bool] = True
     takes_rates: ClassVar[bool] = False
     """The rule can step with per-parameter rates an init learned (:meth:`use_rates`)."""
+    needs_boundaries: ClassVar[bool] = False  # as Regularizer.needs_boundaries
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
     """Defaults this part sets on the parts it is composed with, by their name and key
     (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
@@ -241,6 +242,7 @@ class Memory(Checkpointed, abc.ABC):
     """Settings a shortcut of this part gives its members, by shortcut and part name
     (``{"mir": {"replay": {"retrieve": "mir"}}}``); a ``--set`` still wins."""
     stackable: ClassVar[bool] = False
+    needs_boundaries: ClassVar[bool] = False  # as Regularizer.needs_boundaries
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
@@ -320,6 +322,9 @@ class Regularizer(Checkpointed, abc.ABC):
     shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     """As :attr:`Memory.shortcut_settings`."""
     is_quadratic: ClassVar[bool] = False
+    needs_boundaries: ClassVar[bool] = False
+    """Whether it needs its ``after_task`` hook at task boundaries to work (EWC's
+    consolidation); with hidden boundaries such a part is refused or detected ones are used."""
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""
     lam: float = param(1.0, "strength of the penalty", ge=0)

@@ -55,6 +55,9 @@ class StreamInfo:
         data_dir: where the run's data source was read from (None: the embedded data).
         fast: whether accelerations (:mod:`lifelong.fast`) may replace the reference path
             where they declare that they apply (the protocol's ``fast``).
+        boundaries: whether ``before_task`` and ``after_task`` are called at the task
+            boundaries and batches carry task ids (False with ``boundaries=hidden``: a
+            strategy that learns at a boundary, such as GDumb, must then do it otherwise).
     """
 
     n_tasks: int
@@ -66,6 +69,7 @@ class StreamInfo:
     seed: int = 0
     data_dir: str | None = None
     fast: bool = True
+    boundaries: bool = True
 
     @classmethod
     def of(
@@ -114,6 +118,9 @@ class Strategy(Checkpointed, abc.ABC):
         resumable: whether the runner can checkpoint the strategy's state at task
             boundaries (False for strategies holding state it cannot snapshot, such as
             wrapped Avalanche strategies).
+        needs_boundaries: whether it cannot learn without its boundary hooks (it
+            consolidates at a task's end, as EWC does); with ``boundaries=hidden`` such a
+            strategy is refused, with ``boundaries=detect`` its hooks fire at detected ones.
     """
 
     name: ClassVar[str]
@@ -122,6 +129,7 @@ class Strategy(Checkpointed, abc.ABC):
     setting_prefixes: ClassVar[tuple[str, ...]] = ()
     """Part names whose ``--set`` keys this strategy also takes as its own (``("replay",)``:
     a whole strategy with a memory of its own takes ``replay.size`` as its ``size``)."""
+    needs_boundaries: ClassVar[bool] = False
 
     @abc.abstractmethod
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
@@ -146,6 +154,11 @@ class Strategy(Checkpointed, abc.ABC):
     @abc.abstractmethod
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, n_outputs]`` for inputs ``x [B, D]``."""
+
+    def boundary_needs(self) -> list[str]:
+        """The names of what in it needs task boundaries: itself when it declares
+        ``needs_boundaries``; a composite names its parts that do."""
+        return [self.name] if self.needs_boundaries else []
 
     def as_composite(self) -> Composite | None:
         """The composite of parts this strategy is, step for step, or None (the default: a

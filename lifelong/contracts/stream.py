@@ -31,6 +31,9 @@ class Task:
         targets: the model target each of ``classes`` maps to (same order).
         inputs: how the uint8 inputs become floats (normalisation, and augmentation of
             training batches); None: ``x / 255``.
+        train_task_ids: int64 ``[N]``, the task each training sample came from, when a
+            stream option moved samples between tasks (blurry, gradual, data-incremental);
+            None: all are this task's.
     """
 
     id: int
@@ -42,6 +45,7 @@ class Task:
     classes: tuple[int, ...]
     targets: tuple[int, ...]
     inputs: InputTransform | None = None
+    train_task_ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for split, y in (("training", self.y_train), ("test", self.y_test)):
@@ -59,6 +63,7 @@ class Task:
             y_train=self.y_train.to(device),
             x_test=self.x_test.to(device),
             y_test=self.y_test.to(device),
+            train_task_ids=None if self.train_task_ids is None else self.train_task_ids.to(device),
         )
 
 
@@ -79,6 +84,8 @@ class Stream:
             ``(3, 32, 32)``; ``()`` when the inputs have no image shape (then a model
             treats them as ``(input_dim,)``). Task tensors hold ``[N, input_dim]`` or
             ``[N, *input_shape]``; a model accepts either and reshapes.
+        ordered: whether the training samples of each task arrive in the order stored (a
+            gradual stream's blend); False: the runner shuffles each task's samples.
     """
 
     name: str
@@ -88,6 +95,7 @@ class Stream:
     n_heads: int
     input_dim: int
     input_shape: tuple[int, ...] = ()
+    ordered: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -137,5 +145,7 @@ def training_data(task: Task) -> TrainingData:
     """The training view of ``task``, its inputs as flat rows ``[N, D]`` whatever the
     task's layout (images ``[N, C, H, W]``): memories and parts hold one layout, and a
     model reshapes its input itself."""
-    ids = torch.full_like(task.y_train, task.id)
+    ids = task.train_task_ids
+    if ids is None:
+        ids = torch.full_like(task.y_train, task.id)
     return TrainingData(task.id, task.name, task.x_train.flatten(1), task.y_train, ids, task.inputs)

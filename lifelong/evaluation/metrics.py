@@ -9,21 +9,29 @@ superdiagonal). Every function copies its input and never modifies it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 __all__ = [
+    "FEW_SHOT_KEYS",
     "UNDEFINED_FOR_ONE_TASK",
+    "a_auc",
     "acc",
     "average_accuracy_curve",
     "bti",
     "bwt",
+    "few_shot",
     "forgetting",
     "forgetting_matrix",
     "forward_transfer_matrix",
     "fwt",
+    "lca",
     "learning_accuracy",
     "near_chance",
+    "online_summary",
     "summarize",
     "unlearned_tasks",
 ]
@@ -295,3 +303,111 @@ def summarize(R: ArrayLike, b: ArrayLike) -> dict[str, float]:
         "la": learning_accuracy(R),
         "bti": bti(R),
     }
+
+
+def a_auc(samples: ArrayLike, accuracies: ArrayLike) -> float:
+    """A_AUC: the area under the anytime accuracy curve over samples seen, normalised by the
+    samples seen at the last evaluation.
+
+    ``A_AUC = sum_i a_i (n_i - n_{i-1}) / n_k`` with ``n_0 = 0``: accuracy ``a_i`` evaluated
+    after ``n_i`` samples (the right Riemann sum of Koh et al., divided by ``n_k`` so it is an
+    accuracy in [0, 1]); with evaluations every ``dn`` samples it is their mean.
+
+    Args:
+        samples: ``[k]`` samples seen at each evaluation, strictly increasing, positive.
+        accuracies: ``[k]`` the accuracy at each.
+
+    Returns:
+        A_AUC, a fraction in [0, 1].
+
+    References: Koh et al. 2022, "Online Continual Learning on Class Incremental Blurry Task
+    Configuration with Anytime Inference" (ICLR), Sec. 3.
+    """
+    n = np.array(samples, dtype=np.float64)
+    a = np.array(accuracies, dtype=np.float64)
+    if n.ndim != 1 or n.shape != a.shape or len(n) == 0:
+        raise ValueError(
+            f"samples and accuracies must be equal non-empty lists: {n.shape}, {a.shape}"
+        )
+    if n[0] <= 0 or (np.diff(n) <= 0).any():
+        raise ValueError("samples must be positive and strictly increasing")
+    if np.isnan(a).any() or (a < 0).any() or (a > 1).any():
+        raise ValueError(f"anytime accuracies must lie in [0, 1]; {_PERCENT_HINT}")
+    widths = np.diff(n, prepend=0.0)
+    return float((a * widths).sum() / n[-1])
+
+
+def lca(curves: ArrayLike) -> float:
+    """LCA_beta, the learning curve area: how fast a learner learns a new task.
+
+    ``Z_b = mean_k a_{k,b,k}``, the accuracy on task ``k`` after ``b`` of its batches
+    (``b = 0`` before its first), averaged over tasks; ``LCA_beta = mean_{b=0..beta} Z_b``.
+
+    Args:
+        curves: ``[T, beta + 1]``, row ``k`` the accuracies on task ``k`` after 0..beta of
+            its batches.
+
+    Returns:
+        LCA_beta, a fraction in [0, 1].
+
+    References: Chaudhry, Ranzato, Rohrbach & Elhoseiny 2019, "Efficient Lifelong Learning
+    with A-GEM" (ICLR), Sec. 3 (Eq. 3).
+    """
+    z = _curves(curves, "LCA curves")
+    return float(z.mean(axis=0).mean())
+
+
+def few_shot(accuracies: ArrayLike) -> NDArray[np.float64]:
+    """Few-shot adaptation: per number of steps, the accuracy on a task after that many SGD
+    steps on its first samples, from the weights the stream reached just before it,
+    averaged over tasks.
+
+    Args:
+        accuracies: ``[T, K]``, row ``k`` the accuracies on task ``k`` after each of the
+            ``K`` step counts (lifelong measures 1, 5 and 10).
+
+    Returns:
+        ``[K]`` the mean over tasks.
+
+    References: the measure of learning to learn in Finn et al. 2017 (MAML) and Javed &
+    White 2019 (OML), taken here on every task of the stream before it is trained.
+    """
+    return _curves(accuracies, "few-shot accuracies").mean(axis=0)
+
+
+def _curves(values: ArrayLike, what: str) -> NDArray[np.float64]:
+    m = np.array(values, dtype=np.float64)
+    if m.ndim != 2 or 0 in m.shape:
+        raise ValueError(f"{what} must be a non-empty [T, n] table, got shape {m.shape}")
+    if np.isnan(m).any() or (m < 0).any() or (m > 1).any():
+        raise ValueError(f"{what} must lie in [0, 1]; {_PERCENT_HINT}")
+    return m
+
+
+FEW_SHOT_KEYS = ("few_shot_1", "few_shot_5", "few_shot_10")
+
+
+def online_summary(record: Mapping[str, Any]) -> dict[str, float]:
+    """The online metrics a run's record holds: only those that were measured.
+
+    Args:
+        record: :class:`lifelong.evaluation.anytime.OnlineRecorder`'s record: ``anytime`` pairs
+            ``[samples seen, accuracy]`` (NaN before anything was seen: left out), ``lca``
+            ``[T, beta + 1]``, ``few_shot`` ``[T, 3]``.
+
+    Returns:
+        ``a_auc`` (:func:`a_auc`) and ``a_last`` (the last anytime accuracy), ``lca``
+        (:func:`lca`), ``few_shot_1``, ``few_shot_5``, ``few_shot_10`` (:func:`few_shot`).
+
+    References: Koh et al. 2022 (ICLR); Chaudhry et al. 2019 (ICLR), as in each function.
+    """
+    out: dict[str, float] = {}
+    anytime = [(n, a) for n, a in record.get("anytime", []) if not np.isnan(a)]
+    if anytime:
+        out["a_auc"] = a_auc(*zip(*anytime, strict=True))
+        out["a_last"] = float(anytime[-1][1])
+    if record.get("lca"):
+        out["lca"] = lca(record["lca"])
+    if record.get("few_shot"):
+        out.update(zip(FEW_SHOT_KEYS, few_shot(record["few_shot"]).tolist(), strict=True))
+    return out

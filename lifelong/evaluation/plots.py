@@ -10,7 +10,9 @@ accuracy and the diverging ``RdBu`` centred at 0 for forgetting and transfer.
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,15 +28,21 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
 
+    from lifelong.evaluation.result import RunResult
+
 __all__ = [
     "METRICS",
     "PALETTE",
+    "anytime_figure",
     "average_accuracy_figure",
     "band_table",
     "curve_table",
     "curves_figure",
+    "few_shot_figure",
+    "lca_figure",
     "matrix_figure",
     "metrics_figure",
+    "online_figures",
     "run_matrices",
     "save_figure",
     "transfer_is_minus_b",
@@ -492,3 +500,164 @@ def _task_color(task: int, n_tasks: int) -> Any:
     if n_tasks <= len(PALETTE):
         return PALETTE[task]
     return _TASK_CMAP(task / max(n_tasks - 1, 1))
+
+
+# ---- online metrics (stream options; lifelong.evaluation.anytime) --------------------------------
+
+STREAM_KEYS = ("boundaries", "blurry", "gradual", "incremental", "imbalance")
+
+
+def online_figures(
+    runs: Sequence[RunResult], labels: Sequence[str], out: Path, fmt: str
+) -> dict[str, str]:
+    """Draw and save the figures of the online metrics the runs recorded: ``anytime``
+    (accuracy against samples seen), ``lca`` (accuracy on a new task over its first
+    batches) and ``few_shot`` (accuracy after 1, 5, 10 steps, per setup); only those
+    measured. Returns the file names by kind."""
+    names: dict[str, str] = {}
+    for kind, draw in (
+        ("anytime", anytime_figure),
+        ("lca", lca_figure),
+        ("few_shot", few_shot_figure),
+    ):
+        if any(r.online.get(kind) for r in runs):
+            names[kind] = _save(draw(runs, labels), out, f"{kind}.{fmt}", fmt)
+    return names
+
+
+def _by_stream(
+    runs: Sequence[RunResult], labels: Sequence[str]
+) -> dict[str, dict[str, list[RunResult]]]:
+    """Runs grouped by scenario and stream variant (a panel each), then by setup label."""
+    panels: dict[str, dict[str, list[RunResult]]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        stream = run.config.get("stream", {})
+        variant = ", ".join(f"{k}={stream[k]}" for k in STREAM_KEYS if k in stream)
+        panels.setdefault(f"{run.scenario} {variant}".strip(), {}).setdefault(label, []).append(run)
+    return panels
+
+
+def _panels(count: int, width: float = 5.6) -> tuple[Figure, list[Axes]]:
+    cols = min(count, 2)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(width * cols + 1.8, 3.4 * rows + 0.4), layout="constrained")
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes[:count]
+
+
+def anytime_figure(runs: Sequence[RunResult], labels: Sequence[str]) -> Figure:
+    """Anytime accuracy (Koh et al. 2022) against samples seen, mean over seeds, one panel
+    per stream variant; tasks shaded in turn, blends (``gradual``) hatched around each
+    true boundary."""
+    panels = _by_stream(runs, labels)
+    with mpl.rc_context(_STYLE):
+        fig, axes = _panels(len(panels))
+        for ax, (title, setups) in zip(axes, panels.items(), strict=True):
+            first = next(iter(setups.values()))[0]
+            ends = [0, *first.online.get("task_ends", [])]
+            width = first.config.get("stream", {}).get("gradual", 0)
+            for t, (lo, hi) in enumerate(itertools.pairwise(ends)):
+                ax.axvspan(lo, hi, color="0.93" if t % 2 else "white", lw=0)
+            for end in ends[1:-1]:
+                if width:
+                    ax.axvspan(
+                        end - width // 2,
+                        end + width - width // 2,
+                        fill=False,
+                        hatch="///",
+                        edgecolor="0.75",
+                        lw=0,
+                    )
+                ax.axvline(end, color="0.5", linestyle="--", linewidth=0.7)
+            for i, (label, group) in enumerate(setups.items()):
+                points = [
+                    np.array(r.online["anytime"], dtype=float)
+                    for r in group
+                    if r.online.get("anytime")
+                ]
+                if not points:
+                    continue
+                n = min(len(p) for p in points)
+                stack = np.stack([p[:n] for p in points])
+                ax.plot(
+                    stack[0, :, 0],
+                    np.nanmean(stack[:, :, 1], axis=0),
+                    color=PALETTE[i % len(PALETTE)],
+                    linewidth=1.3,
+                    label=label,
+                )
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(title)
+            ax.set_xlabel("samples seen (shaded: true tasks; dashed: true boundaries)")
+            ax.set_ylabel("anytime accuracy, seen classes")
+            ax.legend(fontsize=7, loc="lower left")
+    return fig
+
+
+def lca_figure(runs: Sequence[RunResult], labels: Sequence[str]) -> Figure:
+    """LCA's curve Z_b (Chaudhry et al. 2019): accuracy on a new task after b of its
+    batches, mean over tasks and seeds, one panel per stream variant."""
+    panels = _by_stream(runs, labels)
+    with mpl.rc_context(_STYLE):
+        fig, axes = _panels(len(panels), width=4.6)
+        for ax, (title, setups) in zip(axes, panels.items(), strict=True):
+            for i, (label, group) in enumerate(setups.items()):
+                curves = [
+                    np.array(r.online["lca"]).mean(axis=0) for r in group if r.online.get("lca")
+                ]
+                if curves:
+                    z = np.mean(curves, axis=0)
+                    ax.plot(
+                        np.arange(len(z)),
+                        z,
+                        marker=MARKERS[i % len(MARKERS)],
+                        markersize=3,
+                        color=PALETTE[i % len(PALETTE)],
+                        label=f"{label} (LCA {z.mean():.3f})",
+                    )
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_title(title)
+            ax.set_xlabel("batches of the new task trained (b)")
+            ax.set_ylabel("accuracy on the new task, Z_b")
+            ax.legend(fontsize=7, loc="upper left")
+    return fig
+
+
+def few_shot_figure(runs: Sequence[RunResult], labels: Sequence[str]) -> Figure:
+    """Few-shot adaptation: accuracy on each task after 1, 5 and 10 SGD steps on its first
+    samples from the weights reached before it, mean over tasks; bars per setup (init),
+    whiskers the range over seeds."""
+    from lifelong.evaluation.anytime import FEW_SHOT_STEPS
+
+    setups: dict[str, list[NDArray]] = {}
+    for run, label in zip(runs, labels, strict=True):
+        if run.online.get("few_shot"):
+            setups.setdefault(label, []).append(metrics.few_shot(run.online["few_shot"]))
+    with mpl.rc_context(_STYLE):
+        fig = Figure(
+            figsize=(1.6 + 1.1 * len(setups) * len(FEW_SHOT_STEPS) / 2, 3.6), layout="constrained"
+        )
+        ax = fig.subplots()
+        width = 0.8 / max(len(setups), 1)
+        x = np.arange(len(FEW_SHOT_STEPS))
+        for i, (label, values) in enumerate(setups.items()):
+            stack = np.stack(values)
+            mean = stack.mean(axis=0)
+            err = np.stack([mean - stack.min(axis=0), stack.max(axis=0) - mean])
+            ax.bar(
+                x + (i - (len(setups) - 1) / 2) * width,
+                mean,
+                width,
+                yerr=err,
+                capsize=2,
+                color=PALETTE[i % len(PALETTE)],
+                label=f"{label} ({len(values)} seeds)",
+            )
+        ax.set_xticks(x, [f"{k} step{'s' if k > 1 else ''}" for k in FEW_SHOT_STEPS])
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("accuracy on the task after k steps")
+        ax.set_title("few-shot adaptation before each task (mean over tasks)")
+        ax.legend(fontsize=7, loc="upper left")
+    return fig

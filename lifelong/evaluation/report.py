@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lifelong.errors import UserError, closest
-from lifelong.evaluation.result import CSV_COLUMNS, RunResult
+from lifelong.evaluation.result import CSV_COLUMNS, ONLINE_METRICS, RunResult
 from lifelong.evaluation.results_dir import RESULTS, SUMMARY, check_out_dir, load_runs, write_atomic
 from lifelong.evaluation.spread import BANDS, DEFAULT_BAND, describe, format_spread
 
@@ -27,7 +27,19 @@ __all__ = ["FORMATS", "make_report", "metrics_frame", "runs_frame", "setup_label
 
 FORMATS = ("png", "svg", "pdf")
 COLUMNS = ("acc", "bwt", "fwt", "forgetting", "la")
-HEADINGS = {"acc": "ACC", "bwt": "BWT", "fwt": "FWT", "forgetting": "forgetting", "la": "LA"}
+HEADINGS = {
+    "acc": "ACC",
+    "bwt": "BWT",
+    "fwt": "FWT",
+    "forgetting": "forgetting",
+    "la": "LA",
+    "a_auc": "A_AUC",
+    "a_last": "A_last",
+    "lca": "LCA",
+    "few_shot_1": "few-shot 1",
+    "few_shot_5": "few-shot 5",
+    "few_shot_10": "few-shot 10",
+}
 PACKAGES = ("lifelong", "torch", "numpy", "pandas", "matplotlib")
 NOT_LEARNED_MARK = "⚠"
 
@@ -85,6 +97,7 @@ def make_report(
     command = command or _report_command(source, out, fmt, band)
     data = [os.path.relpath(source / name, out) for name in (SUMMARY, RESULTS)]
     text = _markdown(runs, frame, table, images, command, data, band)
+    text += _online_section(plots.online_figures(runs, setup_labels(runs), out, fmt))
     text += _left_out([r for r in every if r.status != "ok"])
     write_atomic(out / "report.md", text)
     return out / "report.md"
@@ -369,6 +382,27 @@ the init row of its accuracy heatmap negated. FWT in the metrics table is -mean(
 same reason."""
 
 
+ONLINE_CAPTIONS = {
+    "anytime": "Anytime accuracy (Koh et al. 2022): accuracy on a fixed-size sample of the test "
+    "data of the classes seen so far, every `anytime_every` samples; A_AUC is its area over "
+    "samples seen, normalised (the mean when evenly spaced).",
+    "lca": "Learning curves of new tasks (Chaudhry et al. 2019): accuracy on a task after b of "
+    "its batches (b = 0 before its first), mean over tasks; LCA is its mean over b.",
+    "few_shot": "Few-shot adaptation: accuracy on each task after k SGD steps on its first "
+    "samples, on a copy of the weights the stream reached just before it.",
+}
+
+
+def _online_section(images: dict[str, str]) -> str:
+    """The report's section on the online metrics ("" when none was measured)."""
+    if not images:
+        return ""
+    lines = ["", "## Online metrics", ""]
+    for kind, name in images.items():
+        lines += [ONLINE_CAPTIONS[kind], "", f"![{kind}]({name})", ""]
+    return "\n".join(lines)
+
+
 def _left_out(runs: Sequence[RunResult]) -> str:
     """A section naming the runs that diverged or failed (they are in no figure or table)."""
     if not runs:
@@ -395,13 +429,14 @@ def _names_note(frame: pd.DataFrame) -> str:
 def _metrics_table(table: pd.DataFrame, band: str) -> list[str]:
     from lifelong.evaluation.plots import band_table
 
-    head = "| strategy | seeds | " + " | ".join(HEADINGS[c] for c in COLUMNS) + " | wall s / run |"
-    lines = [head, "|---|---:|" + "---:|" * (len(COLUMNS) + 1)]
-    stats = {c: band_table(table, ["label"], c, band).set_index("label") for c in COLUMNS}
+    columns = [*COLUMNS, *(c for c in ONLINE_METRICS if c in table)]  # online: where measured
+    head = "| strategy | seeds | " + " | ".join(HEADINGS[c] for c in columns) + " | wall s / run |"
+    lines = [head, "|---|---:|" + "---:|" * (len(columns) + 1)]
+    stats = {c: band_table(table, ["label"], c, band).set_index("label") for c in columns}
     for label, runs in table.groupby("label", sort=False):
         marked = f"{label} {NOT_LEARNED_MARK}" if runs["not_learned"].astype(bool).any() else label
         cells = []
-        for c in COLUMNS:
+        for c in columns:
             row = stats[c].loc[label]
             cells.append(format_spread(row["mean"], row["low"], row["high"], band))
         wall = runs["wall_s"].mean()

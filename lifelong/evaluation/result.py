@@ -28,6 +28,10 @@ CSV_COLUMNS = (
 )
 
 
+ONLINE_METRICS = ("a_auc", "a_last", "lca", "few_shot_1", "few_shot_5", "few_shot_10")
+"""The metrics of the stream options, in a run's metrics only when measured."""
+
+
 @dataclass(frozen=True)
 class Curve:
     """Accuracy on every task at one point of training.
@@ -55,6 +59,11 @@ class RunResult:
             batches, and at the end of every task.
         chance: the accuracy of guessing, 1 / the outputs a head chooses among (NaN:
             unknown, a summary written before lifelong recorded it).
+        online: what the stream options asked to measure (:mod:`lifelong.evaluation.anytime`):
+            ``anytime`` ``[[samples seen, accuracy], ...]``, ``task_ends`` (samples seen at
+            each true boundary), ``lca`` (``[T, beta + 1]``), ``few_shot`` (``[T, 3]``,
+            after 1, 5, 10 steps), ``detected`` (samples seen at detected boundaries);
+            only those measured. Their metrics are in ``metrics``.
     """
 
     scenario: str
@@ -72,6 +81,7 @@ class RunResult:
     status: str = "ok"
     error: str = ""
     chance: float = math.nan
+    online: dict[str, Any] = field(default_factory=dict)
     version: str = field(default_factory=lambda: _lifelong_version())
 
     @property
@@ -107,7 +117,7 @@ class RunResult:
     ) -> RunResult:
         """The record of a run whose strategy raised: no numbers, the traceback kept."""
         nan = math.nan
-        names = ("acc", "bwt", "fwt", "forgetting", "la", "bti")
+        names = ("acc", "bwt", "fwt", "forgetting", "la", "bti", *ONLINE_METRICS)
         return cls(
             scenario=scenario,
             strategy=strategy,
@@ -141,6 +151,7 @@ class RunResult:
             "chance": _json_number(self.chance),
             "lifelong": self.version,
             "curves": [[c.step, c.task, c.accuracies] for c in self.curves],
+            **({"online": self.online} if self.online else {}),
         }
 
     @classmethod
@@ -152,7 +163,7 @@ class RunResult:
                 of the wrong type, rows of the wrong length), saying which field.
         """
         _check_entry(entry)
-        names = ("acc", "bwt", "fwt", "forgetting", "la", "bti")
+        names = ("acc", "bwt", "fwt", "forgetting", "la", "bti", *ONLINE_METRICS)
         return cls(
             scenario=entry["scenario"],
             strategy=entry["strategy"],
@@ -162,7 +173,11 @@ class RunResult:
             task_names=entry["task_names"],
             matrix=entry["matrix"],
             init=entry["init"],
-            metrics={n: math.nan if entry.get(n) is None else entry[n] for n in names},
+            metrics={
+                n: math.nan if entry.get(n) is None else entry[n]
+                for n in names
+                if n in entry or n not in ONLINE_METRICS
+            },
             curves=[Curve(s, t, a) for s, t, a in entry.get("curves", [])],
             wall_s=entry.get("wall_s", 0.0),
             device=entry.get("device", "cpu"),
@@ -170,6 +185,7 @@ class RunResult:
             error=entry.get("error", ""),
             chance=math.nan if entry.get("chance") is None else entry["chance"],
             version=str(entry.get("lifelong", "unknown")),
+            online=entry.get("online", {}),
         )
 
     def rows(self) -> list[dict[str, Any]]:
@@ -238,7 +254,7 @@ def _check_entry(entry: Any) -> None:
             raise ValueError(f"'matrix' row {i} has no accuracy for a task already trained")
     if status != "failed":
         numbers(entry.get("init"), "'init'")
-    for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti", "chance"):
+    for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti", "chance", *ONLINE_METRICS):
         value = entry.get(name)
         if value is not None and (not isinstance(value, int | float) or isinstance(value, bool)):
             raise ValueError(f"'{name}' is {value!r}, not a number")

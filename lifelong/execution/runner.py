@@ -24,10 +24,13 @@ from lifelong.contracts.scenario import ScenarioFamily
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
 from lifelong.contracts.stream import Stream, TrainingData, training_data
 from lifelong.data.inputs import InputTransform, to_floats
+from lifelong.data.stream_options import StreamOptions, apply_options
 from lifelong.errors import ContractError, UserError
 from lifelong.evaluation import metrics
+from lifelong.evaluation.anytime import OnlineRecorder
 from lifelong.evaluation.result import Curve, RunResult, code_hash, run_key
 from lifelong.evaluation.results_dir import set_aside
+from lifelong.execution.boundaries import PlateauDetector, RecentSamples
 from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.execution.protocol import Protocol
 from lifelong.models.axis import build_model, model_code
@@ -53,6 +56,11 @@ class RunSpec:
     strategy: Strategy
     protocol: Protocol
     seed: int
+    options: StreamOptions = dataclasses.field(default_factory=StreamOptions)
+
+    def build_stream(self, data_dir: str | None = None) -> Stream:
+        """The scenario's stream for this seed, with the stream options applied (CPU)."""
+        return apply_options(self.scenario.build(self.seed, data_dir), self.options, self.seed)
 
     def config(self) -> dict[str, object]:
         """The full configuration, as saved in ``summary.json`` and hashed for the run key.
@@ -71,6 +79,8 @@ class RunSpec:
             "protocol": protocol,
             "seed": self.seed,
         }
+        if self.options.changed():  # absent when default, so older runs keep their keys
+            config["stream"] = self.options.changed()
         codes = [c for c in (code_hash(type(self.strategy)), model_code(self.protocol)) if c]
         if codes:
             config["code"] = "+".join(codes)
@@ -153,6 +163,10 @@ class Trainer(typing.Protocol):
     def settle(self) -> None:
         """Finish the evaluations still under way (before their numbers are read)."""
 
+    def online(self) -> list[dict[str, Any]]:
+        """Each seed's record of the online measurements (:mod:`lifelong.evaluation.anytime`; empty
+        lists when the stream options ask for none)."""
+
     def state(self) -> dict[str, Any]:
         """What a checkpoint keeps of the trained state (tensors, numbers, strings)."""
 
@@ -160,12 +174,19 @@ class Trainer(typing.Protocol):
 
 
 class OneSeed:
-    """One seed's strategy on its own model: an ordinary run."""
+    """One seed's strategy on its own model: an ordinary run.
+
+    With hidden boundaries (``boundaries=hidden`` or ``detect``) the strategy sees task
+    ids 0 and no boundary hooks; with ``detect`` the hooks fire where
+    :class:`lifelong.execution.boundaries.PlateauDetector` finds them, on the recent samples.
+    The online metrics (:class:`lifelong.evaluation.anytime.OnlineRecorder`) are taken on
+    their schedule.
+    """
 
     def __init__(
         self, spec: RunSpec, stream: Stream, device: torch.device, data_dir: str | None
     ) -> None:
-        self.stream, self.protocol = stream, spec.protocol
+        self.stream, self.protocol, self.options = stream, spec.protocol, spec.options
         self.device = str(torch.empty(0, device=device).device)  # "cuda:0" for "cuda"
         torch.manual_seed(spec.seed)
         self.model = build_model(self.protocol, stream, device)
@@ -173,28 +194,61 @@ class OneSeed:
         self.strategy = dataclasses.replace(spec.strategy)
         fast = self.protocol.fast and self.protocol.amp == "none"  # accelerations are float32
         info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, fast)
+        info = dataclasses.replace(info, boundaries=self.options.boundaries_given)
         self.sampling = generator(device, spec.seed, 1)
         self.order = generator(device, spec.seed, 2)
         self.augment = generator(device, spec.seed, 3)
         self.strategy.setup(self.model, info, self.sampling)
         self.inputs = InputBuffer()
+        online = generator(device, spec.seed, 3)  # its own draws: the run's stay as they were
+        self.recorder = OnlineRecorder(stream, self.options, self.protocol.batch_size, online)
+        detect = self.options.boundaries == "detect"
+        self.detector = PlateauDetector() if detect else None
+        self.recent = RecentSamples()
+        self.task = 0
 
     def batches(self, task_id: int) -> Iterator[Batch]:
         seen = self.strategy.trains_on == "seen"
         data = _union(self.stream, task_id) if seen else training_data(self.stream.tasks[task_id])
-        return _batches(data, self.protocol.batch_size, self.order, self.augment)
+        for batch in _batches(
+            data, self.protocol.batch_size, self.order, self.augment, self.stream.ordered
+        ):
+            self.recorder.observe(batch.task_ids, batch.y)
+            if not self.options.boundaries_given:  # no task id, no task
+                batch = Batch(batch.x, batch.y, torch.zeros_like(batch.task_ids), 0)
+            yield batch
 
     def before_task(self, task_id: int) -> None:
-        self.strategy.before_task(training_data(self.stream.tasks[task_id]))
+        self.task = task_id
+        self.recorder.start_task(self.stream.tasks[task_id], self.model, self.strategy.predict)
+        if self.options.boundaries_given:
+            self.strategy.before_task(training_data(self.stream.tasks[task_id]))
 
     def step(self, batch: Batch) -> torch.Tensor:
         with autocast(self.protocol, self.device_type):
             loss = self.strategy.train_step(batch)
         check_loss(self.strategy, loss)
+        if batch.glance == self.protocol.glances - 1:
+            task = self.stream.tasks[self.task]
+            self.recorder.after_batch(len(batch.y), task, self.strategy.predict)
+            if self.detector is not None:
+                self._detect(batch, float(loss))
         return loss.reshape(1)
 
+    def _detect(self, batch: Batch, loss: float) -> None:
+        """Feed the detector; at a detected boundary, the hooks run on the recent samples."""
+        assert self.detector is not None
+        self.recent.add(batch)
+        if self.detector.update(loss):
+            self.recorder.detected()
+            data = self.recent.data(len(self.recorder.record["detected"]))
+            self.strategy.after_task(data)
+            self.strategy.before_task(data)
+
     def after_task(self, task_id: int, alive: list[bool]) -> None:
-        self.strategy.after_task(training_data(self.stream.tasks[task_id]))
+        self.recorder.end_task()
+        if self.options.boundaries_given:
+            self.strategy.after_task(training_data(self.stream.tasks[task_id]))
 
     def evaluate(self) -> torch.Tensor:
         """Every task's accuracy with the model in eval mode (batch norm's running
@@ -210,6 +264,9 @@ class OneSeed:
     def settle(self) -> None:
         """Nothing: the evaluations are done in place."""
 
+    def online(self) -> list[dict[str, Any]]:
+        return [self.recorder.record]
+
     def state(self) -> dict[str, Any]:
         return {
             "torch_rng": torch.get_rng_state(),
@@ -218,6 +275,9 @@ class OneSeed:
             "order": self.order.get_state(),
             "sampling": self.sampling.get_state(),
             "augment": self.augment.get_state(),
+            "online": self.recorder.state(),
+            "detector": self.detector.state() if self.detector is not None else {},
+            "recent": self.recent.state(),
         }
 
     def load_state(self, state: dict[str, Any]) -> None:
@@ -226,6 +286,10 @@ class OneSeed:
         restore(self.strategy, state["strategy"])
         self.order.set_state(state["order"])
         self.sampling.set_state(state["sampling"])
+        self.recorder.load_state(state["online"])
+        if self.detector is not None:
+            self.detector.load_state(state["detector"])
+        self.recent.load_state(state["recent"])
         if "augment" in state:  # a checkpoint of before augmentation existed: none drawn
             self.augment.set_state(state["augment"])
 
@@ -396,10 +460,12 @@ class _Run:
         rows, curves, why = self.stops[s]
         b = self.init[s].cpu().double().numpy()
         matrix = [row[s].cpu().double().tolist() for row in self.rows[:rows]]
+        online = self.trainer.online()[s]
         if why:
             scores = {name: math.nan for name in ("acc", "bwt", "fwt", "forgetting", "la", "bti")}
         else:
             scores = metrics.summarize(np.array(matrix), b)
+            scores.update(metrics.online_summary(online))
         wall = self.elapsed_before + time.perf_counter() - self.started
         return RunResult(
             scenario=spec.scenario.name,
@@ -417,6 +483,7 @@ class _Run:
             status="diverged" if why else "ok",
             error=why,
             chance=1 / stream.n_outputs,
+            online={k: v for k, v in online.items() if v},
         )
 
 
@@ -529,10 +596,15 @@ def _batches(
     batch_size: int,
     generator: torch.Generator,
     augment: torch.Generator | None = None,
-):
-    """Shuffled index-slice batches of ``data`` (no DataLoader), turned to floats by
-    ``data.inputs`` (its random crops and flips drawn from ``augment``; None: none)."""
-    order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
+    ordered: bool = False,
+) -> Iterator[Batch]:
+    """Shuffled (or, when ``ordered``, in-order) index-slice batches of ``data`` (no
+    DataLoader), turned to floats by ``data.inputs`` (its random crops and flips drawn from
+    ``augment``; None: none)."""
+    if ordered:
+        order = torch.arange(len(data.y), device=data.y.device)
+    else:
+        order = torch.randperm(len(data.y), generator=generator, device=data.y.device)
     for start in range(0, len(order), batch_size):
         idx = order[start : start + batch_size]
         x = to_floats(data.x.index_select(0, idx), data.inputs, augment)  # index_select: ~7x

@@ -126,7 +126,7 @@ def run_request(
     key = run_key(spec.config())
     checkpoint = Path(checkpoint_dir) / f"{key}.pt" if checkpoint_dir else None
     try:
-        stream = spec.scenario.build(request.seed, request.data_dir)
+        stream = spec.build_stream(request.data_dir)
         device = resolve_device(request.device)
         result = execute(
             spec,
@@ -547,9 +547,7 @@ def _run_vectorized(
     specs = [r.spec() for r in group]
     checkpoint = None
     try:
-        streams = [
-            spec.scenario.build(r.seed, r.data_dir) for spec, r in zip(specs, group, strict=True)
-        ]
+        streams = [spec.build_stream(r.data_dir) for spec, r in zip(specs, group, strict=True)]
         device = resolve_device(group[0].device)
         if checkpoints is not None and specs[0].strategy.resumable:
             checkpoint = Path(checkpoints) / f"{run_key(specs[0].config())}.pt"

@@ -92,6 +92,8 @@ def vectorizable(spec: RunSpec, model: nn.Module | None = None) -> str:
         )
     if spec.protocol.amp != "none":
         return f"it runs with amp={spec.protocol.amp}; vectorized runs are float32"
+    if spec.options.changed():
+        return "stream options (boundaries, blurry, gradual, ...) run one seed at a time"
     strategy = spec.strategy.as_composite()
     if strategy is None:
         return f"'{spec.strategy.name}' is not a composite of parts"
@@ -225,6 +227,10 @@ class _Seeds:
     def batches(self, task_id: int) -> Iterator[Batch]:
         data = [training_data(stream.tasks[task_id]) for stream in self.streams]
         return _stacked_batches(data, self.batch_size, self.orders)
+
+    def online(self) -> list[dict[str, Any]]:
+        """Nothing recorded: stream options run one seed at a time (:func:`vectorizable`)."""
+        return [{} for _ in self.streams]
 
     def before_task(self, task_id: int) -> None:
         """Nothing: a composite's parts act at the end of a task."""

@@ -1,0 +1,173 @@
+"""The online measurements of one run: anytime accuracy, LCA's learning curves and few-shot
+adaptation, taken by the runner on the schedule the stream options set.
+
+The numbers recorded here become metrics through the pure functions of
+:mod:`lifelong.evaluation.metrics` (:func:`~lifelong.evaluation.metrics.a_auc`,
+:func:`~lifelong.evaluation.metrics.lca`, :func:`~lifelong.evaluation.metrics.few_shot`).
+Nothing here changes the run: evaluations are in inference mode, and few-shot adaptation
+trains a copy of the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from lifelong.contracts.stream import Stream, Task
+from lifelong.data.stream_options import StreamOptions
+
+__all__ = ["FEW_SHOT_STEPS", "OnlineRecorder", "few_shot_accuracy"]
+
+FEW_SHOT_STEPS = (1, 5, 10)
+
+Predict = Callable[[Tensor, Tensor], Tensor]
+
+
+class OnlineRecorder:
+    """What one seed's run records for the online metrics, and when.
+
+    Args:
+        stream: the run's stream (on its device).
+        options: the stream options (``anytime_every``, ``anytime_size``, ``lca_beta``,
+            ``few_shot``, ``few_shot_lr``).
+        batch_size: the protocol's batch size (few-shot adaptation's too).
+        generator: fixes the anytime sample's order and few-shot's batches (its own
+            stream of draws, so the run's are untouched).
+    """
+
+    def __init__(
+        self, stream: Stream, options: StreamOptions, batch_size: int, generator: torch.Generator
+    ) -> None:
+        self.stream, self.options, self.batch_size = stream, options, batch_size
+        self.generator = generator
+        device = stream.tasks[0].y_test.device
+        sizes = [len(t.y_test) for t in stream.tasks]
+        task_of = torch.repeat_interleave(
+            torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)
+        )
+        row_of = torch.cat([torch.arange(n, device=device) for n in sizes])
+        order = torch.randperm(len(row_of), generator=generator, device=device)
+        self.task_of, self.row_of = task_of[order], row_of[order]
+        self.y_of = torch.cat([t.y_test for t in stream.tasks])[order]
+        self.seen = torch.zeros(stream.n_tasks, stream.n_outputs, dtype=torch.bool, device=device)
+        self.samples, self.in_task = 0, 0
+        self.record: dict[str, Any] = {
+            "anytime": [],
+            "task_ends": [],
+            "lca": [],
+            "few_shot": [],
+            "detected": [],
+        }
+
+    def observe(self, task_ids: Tensor, y: Tensor) -> None:
+        """Mark the (task, class) pairs of an incoming batch as seen."""
+        if self.options.anytime_every:
+            self.seen[task_ids, y] = True
+
+    def start_task(self, task: Task, model: nn.Module, predict: Predict) -> None:
+        """Before training ``task``: few-shot adaptation, and LCA's point after 0 batches."""
+        self.in_task = 0
+        if self.options.few_shot:
+            first = task.x_train[: self.batch_size * max(FEW_SHOT_STEPS)]
+            labels = task.y_train[: len(first)]
+            ids = torch.full_like(labels, task.id)
+            row = few_shot_accuracy(
+                model, (first, labels, ids), task, self.options.few_shot_lr, self.batch_size
+            )
+            self.record["few_shot"].append(row)
+        if self.options.lca_beta:
+            self.record["lca"].append([task_accuracy(predict, task)])
+
+    def after_batch(self, n: int, task: Task, predict: Predict) -> None:
+        """After a batch of ``n`` samples of ``task``: LCA's point and, every
+        ``anytime_every`` samples, an anytime evaluation."""
+        self.in_task += 1
+        if self.in_task <= self.options.lca_beta:
+            self.record["lca"][-1].append(task_accuracy(predict, task))
+        every, before = self.options.anytime_every, self.samples
+        self.samples += n
+        if every and self.samples // every > before // every:
+            self.record["anytime"].append([self.samples, self.anytime_accuracy(predict)])
+
+    def end_task(self) -> None:
+        self.record["task_ends"].append(self.samples)
+
+    def detected(self) -> None:
+        self.record["detected"].append(self.samples)
+
+    @torch.inference_mode()
+    def anytime_accuracy(self, predict: Predict) -> float:
+        """Accuracy on the first ``anytime_size`` test samples, in the run's fixed random
+        order, of the (task, class) pairs seen so far: a constant cost per evaluation."""
+        eligible = self.seen[self.task_of, self.y_of].nonzero().squeeze(1)
+        pick = eligible[: self.options.anytime_size]
+        if len(pick) == 0:
+            return float("nan")
+        tasks, rows = self.task_of[pick], self.row_of[pick]
+        correct, total = 0, 0
+        for t in tasks.unique().tolist():
+            task = self.stream.tasks[t]
+            x = task.x_test[rows[tasks == t]].float().div_(255)
+            y = task.y_test[rows[tasks == t]]
+            correct += int((predict(x, torch.full_like(y, t)).argmax(1) == y).sum())
+            total += len(y)
+        return correct / total
+
+    def state(self) -> dict[str, Any]:
+        return {"seen": self.seen, "samples": self.samples, "record": self.record}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.seen.copy_(state["seen"])
+        self.samples, self.record = int(state["samples"]), state["record"]
+
+
+@torch.inference_mode()
+def task_accuracy(predict: Predict, task: Task, chunk: int = 2048) -> float:
+    """Accuracy of ``predict`` on ``task``'s test set."""
+    correct = 0
+    for start in range(0, len(task.y_test), chunk):
+        x = task.x_test[start : start + chunk].float().div_(255)
+        y = task.y_test[start : start + chunk]
+        correct += int((predict(x, torch.full_like(y, task.id)).argmax(1) == y).sum())
+    return correct / len(task.y_test)
+
+
+def few_shot_accuracy(
+    model: nn.Module,
+    first: tuple[Tensor, Tensor, Tensor],
+    task: Task,
+    lr: float,
+    batch_size: int,
+    steps: tuple[int, ...] = FEW_SHOT_STEPS,
+) -> list[float]:
+    """Accuracy on ``task``'s test set after each of ``steps`` plain SGD steps on a copy of
+    ``model``'s weights, step ``i`` on the ``i``-th batch of ``first`` (uint8 inputs,
+    targets, task ids: the task's first samples). The model itself is not changed.
+
+    Returns:
+        One accuracy per entry of ``steps``.
+    """
+    params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
+    x, y, ids = first
+
+    def predict(inputs: Tensor, task_ids: Tensor) -> Tensor:
+        return functional_call(model, params, (inputs, task_ids))
+
+    out = []
+    for step in range(1, max(steps) + 1):
+        chunk = slice(((step - 1) * batch_size) % len(y), None)
+        xb = x[chunk][:batch_size].float().div(255)
+        logits = functional_call(model, params, (xb, ids[chunk][:batch_size]))
+        loss = F.cross_entropy(logits, y[chunk][:batch_size])
+        grads = torch.autograd.grad(loss, list(params.values()))
+        with torch.no_grad():
+            for p, g in zip(params.values(), grads, strict=True):
+                p.sub_(lr * g)
+        if step in steps:
+            out.append(task_accuracy(predict, task))
+    return out
