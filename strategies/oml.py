@@ -125,7 +125,9 @@ class OmlInit(MetaInit):
 
 
 def pln_names(model: nn.Module, layers: int) -> list[str]:
-    """The parameter names of OML's prediction network: the last ``layers`` Linear layers.
+    """The parameter names of OML's prediction network: the last ``layers`` Linear layers
+    (every Linear layer when a model with other parameters, a conv body, has fewer: its
+    convolutions are then the RLN).
 
     The Linear modules are taken in module order (``model.named_modules()``; for
     :class:`lifelong.MLP` ``body.0``, ``body.2``, ..., ``head``); the last must be the
@@ -134,7 +136,8 @@ def pln_names(model: nn.Module, layers: int) -> list[str]:
     contract splits them.
 
     Raises:
-        UserError: when ``layers`` would leave the RLN without a parameter.
+        UserError: when ``layers`` would leave the RLN without a parameter (an MLP with
+            ``layers`` or fewer Linear layers).
         ValueError: when the model's last Linear layer is not ``head``.
     """
     linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
@@ -143,11 +146,6 @@ def pln_names(model: nn.Module, layers: int) -> list[str]:
             f"OML needs a prediction network ending with the output layer {PLN_PREFIX!r}; "
             f"the model's Linear layers are {linear}"
         )
-    names = [
-        f"{owner}.{name}"
-        for owner in linear[-layers:]
-        for name, _ in model.get_submodule(owner).named_parameters(recurse=False)
-    ]
     owned = {
         f"{owner}.{name}"
         for owner in linear
@@ -155,7 +153,12 @@ def pln_names(model: nn.Module, layers: int) -> list[str]:
     }
     others = any(n not in owned for n, _ in model.named_parameters())
     most = len(linear) if others else len(linear) - 1
-    if layers > most:
+    names = [
+        f"{owner}.{name}"
+        for owner in linear[-min(layers, most) :]  # a conv body with fewer Linear layers
+        for name, _ in model.get_submodule(owner).named_parameters(recurse=False)
+    ]
+    if layers > most and not others:
         raise UserError(
             f"oml: pln_layers={layers} leaves no representation (RLN) to meta-learn: the "
             f"model has {len(linear)} Linear layers, so pln_layers must be at most {most}"
