@@ -12,6 +12,7 @@ import pytest
 import torch
 from helpers import CPU, model_settings, plan_one
 from image_files import write_cifar10, write_cifar100, write_tiny_imagenet
+from lifelong.strategies.maml import MamlInit
 
 from lifelong import UserError
 from lifelong.composition.registry import find_scenario
@@ -21,7 +22,6 @@ from lifelong.execution.runner import execute
 from lifelong.meta.meta_tasks import MetaTaskSource, meta_tasks
 from lifelong.meta.metatrain import cache_root
 from lifelong.models.convnets import CNN
-from lifelong.strategies.maml import MamlInit
 from lifelong.training.functional import Params, forward, loss_fn, sgd_inner_loop
 
 META = {"meta_steps": "2"}
@@ -171,7 +171,31 @@ def test_maml_on_cifar10_classes_adapts_faster_on_held_out_tasks(data: str) -> N
     model = CNN((3, 32, 32), 5, channels=(4, 8), hidden=16)
     random = {n: p.detach().clone() for n, p in model.named_parameters()}
     meta = MamlInit(meta_steps=30).meta_trained_weights(model, source, seed=0)
-    before, after = few_step_accuracy(model, random, held_out), few_step_accuracy(
-        model, meta, held_out
+    before, after = (
+        few_step_accuracy(model, random, held_out),
+        few_step_accuracy(model, meta, held_out),
     )
     assert after > before + 0.05, (after, before)
+
+
+def test_n_classes_keeps_the_first_classes_of_the_order_in_the_stream(data: str) -> None:
+    scenario = find_scenario("split-cifar100")(n_classes=20, n_tasks=4, class_seed=3)
+    stream = scenario.build(0, data)
+    order = scenario.class_order(100)
+    assert [c for task in stream.tasks for c in task.classes] == order[:20]
+    assert stream.n_outputs == 20 and all(len(task.classes) == 5 for task in stream.tasks)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"n_classes": 101}, "n_classes=101, but cifar100 has 100; use at most 100"),
+        ({"n_classes": 50, "n_tasks": 3}, "n_tasks=3 does not divide the 50 classes"),
+        ({"n_classes": 50, "superclass": True}, "superclass=true takes whole superclasses"),
+    ],
+)
+def test_bad_n_classes_is_refused_in_one_line(
+    data: str, settings: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(UserError, match=message):
+        find_scenario("split-cifar100")(**settings).build(0, data)

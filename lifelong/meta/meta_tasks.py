@@ -141,7 +141,11 @@ class MetaTaskSource:
         if spec.transform is not None:
             x = spec.transform(x)
         y = spec.lookup[self.labels[idx]]
-        x = x.flatten(1).float().div_(255) if self.inputs is None else self.inputs.test(x.flatten(1))
+        x = (
+            x.flatten(1).float().div_(255)
+            if self.inputs is None
+            else self.inputs.test(x.flatten(1))
+        )
         return Batch(x, y, torch.full_like(y, spec.head), task)
 
     def sample_mixed(self, n: int, generator: torch.Generator) -> Batch:
