@@ -45,7 +45,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -192,11 +192,6 @@ def check_meta_source(
     ``(kind, dataset, transform kind)``; a UserError when it is unknown or would hold the
     stream's own classes. Loads no training data but what ``auto`` needs to decide (a
     colour stream: its own dataset, to know the classes it leaves out)."""
-    if source not in META_SOURCES and is_colour(scenario):
-        raise UserError(
-            f"source '{source}' of the meta-learned init is unknown{closest(source, META_SOURCES)};"
-            f" a colour stream meta-trains on auto, {', '.join(COLOUR_SOURCES)}"
-        )
     if is_colour(scenario):
         return _colour_source(scenario, source, data_dir)
     assert isinstance(scenario, ImageScenario)  # the init checks it (metatrain.py)
@@ -243,15 +238,17 @@ def _colour_source(scenario: Any, source: str, data_dir: str | None) -> tuple[st
     """``(kind, dataset, None)`` of a colour stream's source (module doc); a UserError
     for a source whose classes or image size cannot be disjoint from or fit the stream."""
     dataset, name = scenario.dataset, scenario.name
+    if source not in ("auto", *COLOUR_SOURCES):
+        what = "holds 28x28 grey images" if source in META_SOURCES else "is unknown"
+        raise UserError(
+            f"source '{source}' of the meta-learned init {what}{closest(source, META_SOURCES)};"
+            f" the {name} stream meta-trains on colour images: use source=auto, "
+            + ", ".join(COLOUR_SOURCES)
+        )
     left_out = bool(left_out_classes(scenario, data_dir))
     kind = source
     if source == "auto":
         kind = REST if left_out else _OTHER_CIFAR.get(dataset, REST)
-    if source not in ("auto", *COLOUR_SOURCES):
-        raise UserError(
-            f"source '{source}' of the meta-learned init holds 28x28 grey images; the {name}"
-            f" stream meta-trains on colour ones: use source=auto, {', '.join(COLOUR_SOURCES)}"
-        )
     if kind == REST and not left_out:
         raise UserError(
             f"the {name} stream holds every class of {dataset}, so no class is left for the "
@@ -299,9 +296,9 @@ def meta_tasks(
     kind, dataset, transform = check_meta_source(scenario, source, data_dir)
     images, labels, n_classes = _training_split(dataset, data_dir)
     available = torch.arange(n_classes)
-    inputs = None
-    if is_colour(scenario):
-        inputs = scenario.inputs(scenario.load(data_dir))  # type: ignore[attr-defined]
+    inputs, colour = None, cast(Any, scenario)
+    if is_colour(scenario):  # normalised as the stream is (split_images.py's ``inputs``)
+        inputs = colour.inputs(colour.load(data_dir))
         if kind == REST:
             available = torch.tensor(left_out_classes(scenario, data_dir))
     per_task, n_slots = _layout(info, len(available))
