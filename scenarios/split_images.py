@@ -17,9 +17,9 @@ import torch
 from lifelong import (
     MAX_SEED,
     SETTINGS,
+    ClassSplitImages,
     ImageDataset,
     InputTransform,
-    ScenarioFamily,
     Setting,
     Stream,
     UserError,
@@ -33,7 +33,7 @@ CROP_PADDING = 4  # RandomCrop(32, padding=4) of DER / Mammoth's Seq-CIFAR-10
 
 
 @dataclass
-class SplitImages(ScenarioFamily):
+class SplitImages(ClassSplitImages):
     """Classes partitioned into ``n_tasks`` tasks of equal size, in the class-, domain- or
     task-incremental form (van de Ven et al. 2019); a family fixes the dataset.
 

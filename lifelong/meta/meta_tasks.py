@@ -45,12 +45,12 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
 
-from lifelong.contracts.scenario import ImageScenario, ScenarioFamily, Transform
+from lifelong.contracts.scenario import ClassSplitImages, ImageScenario, ScenarioFamily, Transform
 from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.data.images import IMAGE_DATASETS, load_image_dataset
 from lifelong.data.inputs import InputTransform
@@ -62,7 +62,6 @@ __all__ = [
     "MetaTask",
     "MetaTaskSource",
     "check_meta_source",
-    "is_colour",
     "meta_tasks",
 ]
 
@@ -177,14 +176,6 @@ def concat_batches(batches: Sequence[Batch]) -> Batch:
     )
 
 
-def is_colour(scenario: object) -> bool:
-    """Whether ``scenario`` is a colour image family (split-cifar10 and kin): it names one
-    of :data:`IMAGE_DATASETS` and partitions its classes (``class_groups``)."""
-    return getattr(scenario, "dataset", None) in IMAGE_DATASETS and hasattr(
-        scenario, "class_groups"
-    )
-
-
 def check_meta_source(
     scenario: ScenarioFamily, source: str, data_dir: str | None = None
 ) -> tuple[str, str, str | None]:
@@ -192,7 +183,7 @@ def check_meta_source(
     ``(kind, dataset, transform kind)``; a UserError when it is unknown or would hold the
     stream's own classes. Loads no training data but what ``auto`` needs to decide (a
     colour stream: its own dataset, to know the classes it leaves out)."""
-    if is_colour(scenario):
+    if isinstance(scenario, ClassSplitImages):
         return _colour_source(scenario, source, data_dir)
     assert isinstance(scenario, ImageScenario)  # the init checks it (metatrain.py)
     if source in COLOUR_SOURCES:
@@ -224,7 +215,7 @@ def check_meta_source(
     return kind, dataset, transform
 
 
-def left_out_classes(scenario: Any, data_dir: str | None) -> list[int]:
+def left_out_classes(scenario: ClassSplitImages, data_dir: str | None) -> list[int]:
     """The dataset labels of a colour stream's dataset that no task of the stream holds."""
     data = scenario.load(data_dir)
     used = {c for group in scenario.class_groups(data) for c in group}
@@ -234,7 +225,9 @@ def left_out_classes(scenario: Any, data_dir: str | None) -> list[int]:
 _OTHER_CIFAR = {"cifar10": "cifar100", "cifar100": "cifar10"}
 
 
-def _colour_source(scenario: Any, source: str, data_dir: str | None) -> tuple[str, str, None]:
+def _colour_source(
+    scenario: ClassSplitImages, source: str, data_dir: str | None
+) -> tuple[str, str, None]:
     """``(kind, dataset, None)`` of a colour stream's source (module doc); a UserError
     for a source whose classes or image size cannot be disjoint from or fit the stream."""
     dataset, name = scenario.dataset, scenario.name
@@ -296,9 +289,9 @@ def meta_tasks(
     kind, dataset, transform = check_meta_source(scenario, source, data_dir)
     images, labels, n_classes = _training_split(dataset, data_dir)
     available = torch.arange(n_classes)
-    inputs, colour = None, cast(Any, scenario)
-    if is_colour(scenario):  # normalised as the stream is (split_images.py's ``inputs``)
-        inputs = colour.inputs(colour.load(data_dir))
+    inputs = None
+    if isinstance(scenario, ClassSplitImages):  # normalised as the stream is
+        inputs = scenario.inputs(scenario.load(data_dir))
         if kind == REST:
             available = torch.tensor(left_out_classes(scenario, data_dir))
     per_task, n_slots = _layout(info, len(available))

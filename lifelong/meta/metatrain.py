@@ -33,14 +33,13 @@ from torch import nn
 from lifelong.cache_dir import cache_home
 from lifelong.contracts.init_axis import Init
 from lifelong.contracts.params import as_config, param
-from lifelong.contracts.scenario import ImageScenario, ScenarioFamily
+from lifelong.contracts.scenario import ClassSplitImages, ImageScenario, ScenarioFamily
 from lifelong.contracts.strategy import StreamInfo
 from lifelong.errors import UserError
 from lifelong.meta.meta_tasks import (
     META_SOURCES,
     MetaTaskSource,
     check_meta_source,
-    is_colour,
     meta_tasks,
 )
 from lifelong.training.functional import Params, load_params
@@ -160,7 +159,7 @@ class MetaInit(Init):
         check_meta_source(self._scenario(info), self.source, info.data_dir)
 
     def _scenario(self, info: StreamInfo) -> ScenarioFamily:
-        if info.scenario is not None and is_colour(info.scenario):  # split-cifar10 and kin
+        if isinstance(info.scenario, ClassSplitImages):  # split-cifar10 and kin
             return info.scenario
         if info.input_dim != META_INPUT_DIM:  # the grey pools hold 28x28 images
             raise UserError(
