@@ -117,7 +117,7 @@ def test_a_grey_stream_refuses_a_colour_source_in_one_line() -> None:
     scenario = find_scenario("split-mnist")(samples_per_task=10)
     stream = scenario.build(0)
     info = StreamInfo.of(stream, scenario, 0)
-    with pytest.raises(UserError, match="holds colour images"):
+    with pytest.raises(UserError, match="is for colour image streams"):
         meta_tasks(scenario, info, 0, source="cifar10")
 
 

@@ -188,8 +188,8 @@ def check_meta_source(
     assert isinstance(scenario, ImageScenario)  # the init checks it (metatrain.py)
     if source in COLOUR_SOURCES:
         raise UserError(
-            f"source '{source}' of the meta-learned init holds colour images, and the "
-            f"{scenario.name} stream 28x28 grey ones; use source=auto or a grey source"
+            f"source '{source}' of the meta-learned init is for colour image streams, and "
+            f"the {scenario.name} stream holds 28x28 grey images; use source=auto or a grey one"
         )
     kinds = _transform_families(scenario)
     known = (*META_SOURCES, *(k for k in kinds if k not in META_SOURCES))
