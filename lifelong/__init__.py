@@ -28,6 +28,7 @@ from lifelong.contracts.parts import (
     task_sample,
 )
 from lifelong.contracts.scenario import (
+    ClassSplitImages,
     DrawnTransform,
     ImageScenario,
     ScenarioFamily,
@@ -60,6 +61,7 @@ __all__ = [
     "SETTINGS",
     "SGD",
     "Batch",
+    "ClassSplitImages",
     "ClosedFormModel",
     "Composite",
     "ConformanceError",

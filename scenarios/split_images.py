@@ -17,9 +17,9 @@ import torch
 from lifelong import (
     MAX_SEED,
     SETTINGS,
+    ClassSplitImages,
     ImageDataset,
     InputTransform,
-    ScenarioFamily,
     Setting,
     Stream,
     UserError,
@@ -33,7 +33,7 @@ CROP_PADDING = 4  # RandomCrop(32, padding=4) of DER / Mammoth's Seq-CIFAR-10
 
 
 @dataclass
-class SplitImages(ScenarioFamily):
+class SplitImages(ClassSplitImages):
     """Classes partitioned into ``n_tasks`` tasks of equal size, in the class-, domain- or
     task-incremental form (van de Ven et al. 2019); a family fixes the dataset.
 
@@ -54,6 +54,12 @@ class SplitImages(ScenarioFamily):
         None, "seed that shuffles the class order (none: 0, 1, 2, ...)", ge=0, le=MAX_SEED
     )
     augment: bool = param(True, "random crop (padding 4) and flip of training batches")
+    n_classes: int | None = param(
+        None,
+        "classes in the stream, the first of the class order (none: all); a meta-learned "
+        "init's source=rest meta-trains on the others",
+        ge=1,
+    )
 
     def load(self, data_dir: str | None) -> ImageDataset:
         """The dataset, loaded once per process."""
@@ -106,11 +112,20 @@ class SplitImages(ScenarioFamily):
         shuffle = torch.Generator().manual_seed(self.class_seed)
         return torch.randperm(n, generator=shuffle).tolist()
 
+    def used_classes(self, data: ImageDataset) -> int:
+        """The number of classes in the stream (``n_classes``, at most the dataset's)."""
+        if self.n_classes is not None and self.n_classes > data.n_classes:
+            raise UserError(
+                f"{self.name}: n_classes={self.n_classes}, but {data.name} has "
+                f"{data.n_classes}; use at most {data.n_classes}"
+            )
+        return self.n_classes or data.n_classes
+
     def class_groups(self, data: ImageDataset) -> list[tuple[int, ...]]:
         """The dataset labels of every task, in training order."""
-        n_tasks = self.tasks(data)
-        _check_divides(self.name, n_tasks, data.n_classes, "classes")
-        order, per_task = self.class_order(data.n_classes), data.n_classes // n_tasks
+        n_tasks, used = self.tasks(data), self.used_classes(data)
+        _check_divides(self.name, n_tasks, used, "classes")
+        order, per_task = self.class_order(data.n_classes), used // n_tasks
         return [tuple(order[t * per_task : (t + 1) * per_task]) for t in range(n_tasks)]
 
 
@@ -165,6 +180,10 @@ class SplitCifar100(SplitImages):
     def class_groups(self, data: ImageDataset) -> list[tuple[int, ...]]:
         if not self.superclass:
             return super().class_groups(data)
+        if self.n_classes is not None:
+            raise UserError(
+                f"{self.name}: superclass=true takes whole superclasses; leave n_classes unset"
+            )
         assert data.superclass_of is not None  # CIFAR-100's reader sets it
         n_super = max(data.superclass_of) + 1
         n_tasks = self.tasks(data)

@@ -11,11 +11,13 @@ import torch
 
 from lifelong.contracts.params import param
 from lifelong.contracts.stream import SETTINGS, Setting, Stream, Task
+from lifelong.data.images import ImageDataset
 from lifelong.data.inputs import InputTransform
 from lifelong.data.mnist import DATASETS, Dataset, load_dataset
 from lifelong.errors import UserError
 
 __all__ = [
+    "ClassSplitImages",
     "DrawnTransform",
     "ImageScenario",
     "ScenarioFamily",
@@ -95,6 +97,28 @@ class ImageScenario(ScenarioFamily):
         Only families that declare :attr:`transform_kind` implement it.
         """
         raise NotImplementedError(f"{cls.name} declares no transform_kind")
+
+
+class ClassSplitImages(ScenarioFamily):
+    """A family whose tasks partition the classes of a colour image dataset (split-cifar10
+    and kin). It declares what a meta-learned init needs to draw a pool of classes
+    disjoint from the stream (:mod:`lifelong.meta.meta_tasks`): the dataset, the classes
+    of each task, and the stream's input transform."""
+
+    dataset: ClassVar[str]
+    """One of :data:`lifelong.data.images.IMAGE_DATASETS`."""
+
+    @abc.abstractmethod
+    def load(self, data_dir: str | None) -> ImageDataset:
+        """The dataset, loaded once per process."""
+
+    @abc.abstractmethod
+    def class_groups(self, data: ImageDataset) -> list[tuple[int, ...]]:
+        """The dataset labels of every task, in training order."""
+
+    @abc.abstractmethod
+    def inputs(self, data: ImageDataset) -> InputTransform:
+        """The float conversion of the stream's uint8 images (normalisation, augmentation)."""
 
 
 @dataclass(frozen=True)

@@ -33,10 +33,15 @@ from torch import nn
 from lifelong.cache_dir import cache_home
 from lifelong.contracts.init_axis import Init
 from lifelong.contracts.params import as_config, param
-from lifelong.contracts.scenario import ImageScenario
+from lifelong.contracts.scenario import ClassSplitImages, ImageScenario, ScenarioFamily
 from lifelong.contracts.strategy import StreamInfo
 from lifelong.errors import UserError
-from lifelong.meta.meta_tasks import META_SOURCES, MetaTaskSource, check_meta_source, meta_tasks
+from lifelong.meta.meta_tasks import (
+    META_SOURCES,
+    MetaTaskSource,
+    check_meta_source,
+    meta_tasks,
+)
 from lifelong.training.functional import Params, load_params
 
 __all__ = ["MetaInit", "MetaStart", "cache_root", "cached_init", "model_shape"]
@@ -46,7 +51,8 @@ TRAIN_SEED_OFFSET = 2_000_000  # sampling and initial weights of meta-training
 _CACHE_VERSION = 3  # bump when an algorithm or the key changes, so stale inits are not reused
 SOURCE_DOC = (
     "where the disjoint meta-training tasks come from (auto: by scenario; uci-digits: "
-    "scikit-learn's held-out UCI handwritten digits in MNIST's format)"
+    "scikit-learn's held-out UCI handwritten digits in MNIST's format; colour streams: rest, "
+    "the classes the stream leaves out, or cifar10 / cifar100, the other CIFAR)"
 )
 
 
@@ -152,12 +158,15 @@ class MetaInit(Init):
     def check(self, model: nn.Module, info: StreamInfo) -> None:
         check_meta_source(self._scenario(info), self.source, info.data_dir)
 
-    def _scenario(self, info: StreamInfo) -> ImageScenario:
-        if info.input_dim != META_INPUT_DIM:  # the pools hold 28x28 grey images
+    def _scenario(self, info: StreamInfo) -> ScenarioFamily:
+        if isinstance(info.scenario, ClassSplitImages):  # split-cifar10 and kin
+            return info.scenario
+        if info.input_dim != META_INPUT_DIM:  # the grey pools hold 28x28 images
             raise UserError(
-                f"the '{self.name}' init meta-trains on 28x28 grey images (its sources: "
-                f"{', '.join(META_SOURCES)}), and this stream's inputs hold {info.input_dim} "
-                "values; use it on a 28x28 stream, or an init that is not meta-learned"
+                f"the '{self.name}' init meta-trains on 28x28 grey images or a colour "
+                f"scenario's (its sources: {', '.join(META_SOURCES)}), and this stream's "
+                f"inputs hold {info.input_dim} values; use it on a 28x28 stream, a "
+                "split-cifar10/cifar100/tinyimagenet one, or an init that is not meta-learned"
             )
         if not isinstance(info.scenario, ImageScenario):
             raise UserError(
@@ -169,7 +178,7 @@ class MetaInit(Init):
 
 
 META_INPUT_DIM = 28 * 28
-"""The input size of every meta-training pool (:mod:`lifelong.meta.meta_tasks`)."""
+"""The input size of every grey meta-training pool (:mod:`lifelong.meta.meta_tasks`)."""
 
 
 def _start(model: nn.Module, seed: int) -> tuple[torch.Generator, Params]:
