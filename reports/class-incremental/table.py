@@ -10,6 +10,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+METRICS = ("acc", "bwt", "forgetting", "la", "wall_s")
+
 
 def memory_size(strategy: dict) -> object:
     if "memory" in strategy and isinstance(strategy["memory"], dict):
@@ -32,21 +34,24 @@ def table(results: Path) -> None:
     order: list[str] = []
     with open(results / "runs.csv", "w", newline="") as f:
         out = csv.writer(f)
-        out.writerow(["strategy", "memory", "seed", "status", "acc", "bwt", "forgetting", "la", "wall_s"])
+        out.writerow(["strategy", "memory", "seed", "status", *METRICS])
         for r in runs:
             size = memory_size(r["config"]["strategy"])
-            out.writerow([r["strategy"], size, r["seed"], r["status"],
-                          *(round(r.get(k) or 0.0, 4) for k in ("acc", "bwt", "forgetting", "la", "wall_s"))])
+            values = (round(r.get(k) or 0.0, 4) for k in METRICS)
+            out.writerow([r["strategy"], size, r["seed"], r["status"], *values])
             groups[(r["strategy"], size)].append(r)
             if r["strategy"] not in order:
                 order.append(r["strategy"])
     print(f"\n{results}\n")
-    print("| strategy | memory | seeds | ACC % | BWT % | forgetting % | LA % | wall s / run | status |")
+    print("| strategy | memory | seeds | ACC % | BWT % | forgetting % | LA % "
+          "| wall s / run | status |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for (name, size), rs in sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), str(kv[0][1]))):
+    ranked = sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), str(kv[0][1])))
+    for (name, size), rs in ranked:
         ok = [r for r in rs if r["status"] == "ok"]
         status = ", ".join(sorted({r["status"] for r in rs}))
-        print(f"| {name} | {size} | {len(ok)} | {cell([r['acc'] for r in ok])} | {cell([r['bwt'] for r in ok])} "
+        print(f"| {name} | {size} | {len(ok)} | {cell([r['acc'] for r in ok])} "
+              f"| {cell([r['bwt'] for r in ok])} "
               f"| {cell([r['forgetting'] for r in ok])} | {cell([r['la'] for r in ok])} "
               f"| {statistics.mean(r['wall_s'] for r in rs):.1f} | {status} |")
 
