@@ -43,17 +43,21 @@ def table(results: Path) -> None:
             if r["strategy"] not in order:
                 order.append(r["strategy"])
     print(f"\n{results}\n")
-    print("| strategy | memory | seeds | ACC % | BWT % | forgetting % | LA % "
-          "| wall s / run | status |")
+    print(
+        "| strategy | memory | seeds | ACC % | BWT % | forgetting % | LA % "
+        "| wall s / run | status |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     ranked = sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), str(kv[0][1])))
     for (name, size), rs in ranked:
         ok = [r for r in rs if r["status"] == "ok"]
         status = ", ".join(sorted({r["status"] for r in rs}))
-        print(f"| {name} | {size} | {len(ok)} | {cell([r['acc'] for r in ok])} "
-              f"| {cell([r['bwt'] for r in ok])} "
-              f"| {cell([r['forgetting'] for r in ok])} | {cell([r['la'] for r in ok])} "
-              f"| {statistics.mean(r['wall_s'] for r in rs):.1f} | {status} |")
+        print(
+            f"| {name} | {size} | {len(ok)} | {cell([r['acc'] for r in ok])} "
+            f"| {cell([r['bwt'] for r in ok])} "
+            f"| {cell([r['forgetting'] for r in ok])} | {cell([r['la'] for r in ok])} "
+            f"| {statistics.mean(r['wall_s'] for r in rs):.1f} | {status} |"
+        )
 
 
 if __name__ == "__main__":
