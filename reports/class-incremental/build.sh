@@ -1,0 +1,13 @@
+#!/bin/sh
+# Assemble reports/class-incremental.md from its parts and the measured tables.
+cd "$(dirname "$0")/../.." || exit 1
+R=reports/class-incremental
+{
+  cat $R/head.md
+  echo; echo "## Split-MNIST class-IL (mnist5k), seeds 0-4"
+  python3 $R/table.py $R/split-mnist | tail -n +3
+  cat $R/order.md
+  if [ -f $R/split-fashion/summary.json ]; then cat $R/fashion-head.md; python3 $R/table.py $R/split-fashion | tail -n +3; [ -f $R/fashion-notes.md ] && cat $R/fashion-notes.md; fi
+  if [ -f $R/inits/summary.json ]; then cat $R/inits-head.md; python3 $R/table.py $R/inits | tail -n +3; [ -f $R/inits-notes.md ] && cat $R/inits-notes.md; fi
+  cat $R/findings.md
+} > reports/class-incremental.md
