@@ -93,8 +93,9 @@ def hand_conv(
         for start in range(0, len(perm), batch_size):
             idx = perm[start : start + batch_size]
             x, y = task.x_train[idx].float().div_(255), task.y_train[idx]
-            pick = torch.randint(min(seen, memory_size), (replay_batch,), generator=order)
             replay = strategy != "naive" and seen > 0
+            if replay:
+                pick = torch.randint(min(seen, memory_size), (replay_batch,), generator=order)
             bx = torch.cat([x, mem_x[pick]]) if replay else x
             by = torch.cat([y, mem_y[pick]]) if replay else y
             if strategy == "der++":

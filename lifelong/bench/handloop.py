@@ -102,12 +102,15 @@ def _fisher(
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, stream: Stream) -> list[float]:
-    """Accuracy on every task's test set."""
+    """Accuracy on every task's test set, the model in eval mode (batch norm's running
+    statistics, not the test batch's, and none of them updated)."""
     out = []
+    model.eval()
     for task in stream.tasks:
         x = task.x_test.float().div_(255)
         pred = model(x, torch.full_like(task.y_test, task.id)).argmax(1)
         out.append(float((pred == task.y_test).float().mean()))
+    model.train()
     return out
 
 
