@@ -237,9 +237,13 @@ def test_conv_workloads_take_the_hand_loops_step(monkeypatch, strategy: str) -> 
     built: dict[str, torch.nn.Module] = {}
     for module, name in ((runner, "lifelong"), (conv_loops, "hand")):
         build = module.build_model
-        monkeypatch.setattr(module, "build_model", lambda *a, b=build, n=name, **k: built.setdefault(n, b(*a, **k)))
+        monkeypatch.setattr(
+            module, "build_model", lambda *a, b=build, n=name, **k: built.setdefault(n, b(*a, **k))
+        )
     execute(spec, stream, torch.device("cpu"))
-    hand_conv(stream, strategy=strategy, protocol=conv_protocol(settings), seed=0, lr=0.1, batch_size=8)
+    hand_conv(
+        stream, strategy=strategy, protocol=conv_protocol(settings), seed=0, lr=0.1, batch_size=8
+    )
     ours, hand = built["lifelong"].state_dict(), built["hand"].state_dict()
     assert ours.keys() == hand.keys()
     for key in ours:
@@ -255,9 +259,13 @@ def test_conv_la_maml_workload_builds_for_both_loops() -> None:
     assert stream.shape == (3, 32, 32) and stream.tasks[0].x_train.dtype == torch.uint8
     assert spec.protocol.model == "lamaml-conv"
     tiny = type(workload)(
-        "tiny", workload.scenario, workload.strategy,
+        "tiny",
+        workload.scenario,
+        workload.strategy,
         {**workload.settings, "n_tasks": 1, "samples_per_task": 10, "model.channels": 2},
-        lr=None, batch_size=10, images=True,
+        lr=None,
+        batch_size=10,
+        images=True,
     )
     (spec,) = plan_runs(tiny.scenario, [tiny.strategy], [0], tiny.lifelong_settings())
     rows = hand_run(tiny, tiny.stream(spec))
@@ -270,11 +278,11 @@ def test_avalanche_runs_the_conv_workloads(strategy: str) -> None:
     from lifelong.bench.harness import Workload, avalanche_run
 
     workload = next(w for w in WORKLOADS if w.images and w.strategy == strategy)
-    small = {"n_tasks": 2, "samples_per_task": 20, "model.nf": 2, "model.channels": 2}
-    settings = {**workload.settings, **{k: v for k, v in small.items() if k.split(".")[-1] in
-                                          ("n_tasks", "samples_per_task") or k in workload.settings}}
-    tiny = Workload("tiny", workload.scenario, strategy, settings, lr=workload.lr,
-                    batch_size=workload.batch_size, images=True)
+    field = "model.channels" if workload.meta else "model.nf"
+    settings = {**workload.settings, "n_tasks": 2, "samples_per_task": 20, field: 2}
+    tiny = Workload(
+        "tiny", workload.scenario, strategy, settings, workload.lr, workload.batch_size, images=True
+    )
     (spec,) = plan_runs(tiny.scenario, [strategy], [0], tiny.lifelong_settings())
     rows = avalanche_run(tiny, tiny.stream(spec))
     assert len(rows) == 2 and all(len(r) == 2 for r in rows)
@@ -286,7 +294,9 @@ def test_avalanche_runs_the_canon_workloads(strategy: str) -> None:
     from lifelong.bench.harness import Workload, avalanche_run
 
     workload = next(w for w in WORKLOADS if w.strategy == strategy)
-    tiny = Workload("tiny", workload.scenario, strategy, {**workload.settings, "samples_per_task": 40})
+    tiny = Workload(
+        "tiny", workload.scenario, strategy, {**workload.settings, "samples_per_task": 40}
+    )
     (spec,) = plan_runs(tiny.scenario, [strategy], [0], tiny.lifelong_settings())
     stream = spec.scenario.build(0)
     rows = avalanche_run(tiny, stream)
