@@ -295,7 +295,7 @@ def test_avalanche_runs_the_canon_workloads(strategy: str) -> None:
 
     workload = next(w for w in WORKLOADS if w.strategy == strategy)
     tiny = Workload(
-        "tiny", workload.scenario, strategy, {**workload.settings, "samples_per_task": 40}
+        "tiny", workload.scenario, strategy, {**workload.settings, "samples_per_task": 64}
     )
     (spec,) = plan_runs(tiny.scenario, [strategy], [0], tiny.lifelong_settings())
     stream = spec.scenario.build(0)
