@@ -217,3 +217,87 @@ def test_hand_canon_loops_learn_like_lifelong(strategy: str) -> None:
     hand = hand_canon(stream, strategy=strategy, seed=0, lr=0.1, batch_size=32)
     ours = execute(spec, stream, torch.device("cpu")).matrix
     assert abs(statistics.fmean(hand[-1]) - statistics.fmean(ours[-1])) < 0.15
+
+
+@pytest.mark.parametrize("strategy", ["naive", "er", "der++"])
+def test_conv_workloads_take_the_hand_loops_step(monkeypatch, strategy: str) -> None:
+    """One batch of the conv workloads: lifelong and the hand loop start from the same
+    reduced ResNet-18 and end at the same weights and batch-norm statistics."""
+    from lifelong.bench import conv_loops
+    from lifelong.bench.conv_loops import cifar_shaped_stream, conv_protocol, hand_conv
+    from lifelong.bench.harness import Workload
+    from lifelong.execution import runner
+
+    workload = next(w for w in WORKLOADS if w.images and w.strategy == strategy)
+    assert isinstance(workload, Workload)
+    settings = {**workload.settings, "model.nf": 2, "n_tasks": 1, "samples_per_task": 8}
+    tiny = Workload("tiny", workload.scenario, strategy, settings, batch_size=8, images=True)
+    (spec,) = plan_runs(tiny.scenario, [strategy], [0], tiny.lifelong_settings())
+    stream = cifar_shaped_stream(1, 8, 4)
+    built: dict[str, torch.nn.Module] = {}
+    for module, name in ((runner, "lifelong"), (conv_loops, "hand")):
+        build = module.build_model
+        monkeypatch.setattr(
+            module, "build_model", lambda *a, b=build, n=name, **k: built.setdefault(n, b(*a, **k))
+        )
+    execute(spec, stream, torch.device("cpu"))
+    hand_conv(
+        stream, strategy=strategy, protocol=conv_protocol(settings), seed=0, lr=0.1, batch_size=8
+    )
+    ours, hand = built["lifelong"].state_dict(), built["hand"].state_dict()
+    assert ours.keys() == hand.keys()
+    for key in ours:
+        torch.testing.assert_close(ours[key], hand[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_conv_la_maml_workload_builds_for_both_loops() -> None:
+    from lifelong.bench.harness import hand_run
+
+    workload = next(w for w in WORKLOADS if w.images and w.meta)
+    (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
+    stream = workload.stream(spec)
+    assert stream.shape == (3, 32, 32) and stream.tasks[0].x_train.dtype == torch.uint8
+    assert spec.protocol.model == "lamaml-conv"
+    tiny = type(workload)(
+        "tiny",
+        workload.scenario,
+        workload.strategy,
+        {**workload.settings, "n_tasks": 1, "samples_per_task": 10, "model.channels": 2},
+        lr=None,
+        batch_size=10,
+        images=True,
+    )
+    (spec,) = plan_runs(tiny.scenario, [tiny.strategy], [0], tiny.lifelong_settings())
+    rows = hand_run(tiny, tiny.stream(spec))
+    assert len(rows) == 1 and len(rows[0]) == 1
+
+
+@pytest.mark.skipif(not avalanche_available(), reason="needs avalanche-lib")
+@pytest.mark.parametrize("strategy", ["naive", "er", "der++", "la-maml+replay"])
+def test_avalanche_runs_the_conv_workloads(strategy: str) -> None:
+    from lifelong.bench.harness import Workload, avalanche_run
+
+    workload = next(w for w in WORKLOADS if w.images and w.strategy == strategy)
+    field = "model.channels" if workload.meta else "model.nf"
+    settings = {**workload.settings, "n_tasks": 2, "samples_per_task": 20, field: 2}
+    tiny = Workload(
+        "tiny", workload.scenario, strategy, settings, workload.lr, workload.batch_size, images=True
+    )
+    (spec,) = plan_runs(tiny.scenario, [strategy], [0], tiny.lifelong_settings())
+    rows = avalanche_run(tiny, tiny.stream(spec))
+    assert len(rows) == 2 and all(len(r) == 2 for r in rows)
+
+
+@pytest.mark.skipif(not avalanche_available(), reason="needs avalanche-lib")
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+def test_avalanche_runs_the_canon_workloads(strategy: str) -> None:
+    from lifelong.bench.harness import Workload, avalanche_run
+
+    workload = next(w for w in WORKLOADS if w.strategy == strategy)
+    tiny = Workload(
+        "tiny", workload.scenario, strategy, {**workload.settings, "samples_per_task": 64}
+    )
+    (spec,) = plan_runs(tiny.scenario, [strategy], [0], tiny.lifelong_settings())
+    stream = spec.scenario.build(0)
+    rows = avalanche_run(tiny, stream)
+    assert len(rows) == stream.n_tasks and all(len(r) == stream.n_tasks for r in rows)

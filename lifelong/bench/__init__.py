@@ -55,10 +55,14 @@ def run_bench(
         (spec,) = plan_runs(
             workload.scenario, [workload.strategy], [0], workload.lifelong_settings()
         )
-        stream = spec.scenario.build(0)
+        stream = workload.stream(spec)
         samples = sum(len(t.y_train) for t in stream.tasks) * spec.protocol.epochs
         loop = measure(workload, repeat, avalanche=avalanche)
-        e2e = end_to_end(workload, e2e_repeat, avalanche=avalanche, threads=threads)
+        e2e = (
+            {}
+            if workload.images  # its data exist only in this process
+            else end_to_end(workload, e2e_repeat, avalanche=avalanche, threads=threads)
+        )
         rows.append(BenchRow(workload, samples, loop, e2e, spec.protocol.glances))
     issue_run = None
     if any(w.meta for w in workloads):
@@ -69,8 +73,12 @@ def run_bench(
         settings = ISSUE_LA_MAML.settings
         samples = settings["n_tasks"] * settings["samples_per_task"]
         issue_run = BenchRow(ISSUE_LA_MAML, samples, {"lifelong": timing}, {}, settings["glances"])
+    from lifelong.bench.memory import rss_per_task
+
+    task_memory = {w.name: rss_per_task(w) for w in workloads if w.images}
     classic = [w for w in workloads if not w.meta]
-    profiled = [*classic[min(1, len(classic) - 1) :][:1], *(w for w in workloads if w.meta)]
+    conv = [w for w in workloads if w.images and w.strategy == "der++"]
+    profiled = [*classic[min(1, len(classic) - 1) :][:1], *conv, *(w for w in workloads if w.meta)]
     profile = [(f": {w.name}", profile_top(w)) for w in profiled]
     parts = {w.name: part_seconds(w) for w in workloads if w.measured}
     memory = None
@@ -88,6 +96,7 @@ def run_bench(
         memory=memory,
         issue_run=issue_run,
         parts=parts,
+        task_memory=task_memory,
     )
     write(out, text)
     return out

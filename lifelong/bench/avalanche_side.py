@@ -55,8 +55,13 @@ def avalanche_loop(
     alpha_init: float = 0.15,
     opt_lr: float = 0.3,
     clip: float = 2.0,
+    der_alpha: float = 0.5,
+    protocol: Protocol | None = None,
 ) -> list[list[float]]:
-    """Run Avalanche's Naive, Replay, EWC or LaMAML; return the accuracy matrix R.
+    """Run Avalanche's Naive, Replay, EWC, DER or LaMAML; return the accuracy matrix R.
+
+    ``der++`` is ``DER`` with ``alpha = der_alpha``, ``beta = 1`` and ``replay_batch``
+    replayed samples; ``protocol`` names another model than the MLP (the conv workloads).
 
     ``la-maml+replay`` is ``lamaml_v2.LaMAML``, first order, one inner step per sample
     (``n_inner_updates = batch_size``), ``alpha_init``, ``lr_alpha = opt_lr``,
@@ -65,14 +70,14 @@ def avalanche_loop(
     """
     from avalanche.evaluation.metrics import accuracy_metrics
     from avalanche.training.plugins import EvaluationPlugin
-    from avalanche.training.supervised import EWC, Naive, Replay
+    from avalanche.training.supervised import DER, EWC, Naive, Replay
     from avalanche.training.supervised.lamaml_v2 import LaMAML
 
     from lifelong.interop import benchmark_from_stream
 
     benchmark = benchmark_from_stream(stream)
     torch.manual_seed(seed)
-    net = build_model(Protocol(hidden=hidden), stream)
+    net = build_model(protocol or Protocol(hidden=hidden), stream)
     model: nn.Module = net if strategy == "la-maml+replay" else _Flat(net)  # LaMAML: model(x, t)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr if lr is not None else 0.1)
     common: dict[str, Any] = {
@@ -88,6 +93,17 @@ def avalanche_loop(
     elif strategy == "er":
         learner = Replay(
             model=model, optimizer=optimizer, criterion=criterion, mem_size=memory_size, **common
+        )
+    elif strategy == "der++":
+        learner = DER(
+            model=model,
+            optimizer=optimizer,
+            criterion=criterion,
+            mem_size=memory_size,
+            batch_size_mem=replay_batch,
+            alpha=der_alpha,
+            beta=1.0,
+            **common,
         )
     elif strategy == "ewc":
         learner = EWC(

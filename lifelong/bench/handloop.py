@@ -102,12 +102,15 @@ def _fisher(
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, stream: Stream) -> list[float]:
-    """Accuracy on every task's test set."""
+    """Accuracy on every task's test set, the model in eval mode (batch norm's running
+    statistics, not the test batch's, and none of them updated)."""
     out = []
+    model.eval()
     for task in stream.tasks:
         x = task.x_test.float().div_(255)
         pred = model(x, torch.full_like(task.y_test, task.id)).argmax(1)
         out.append(float((pred == task.y_test).float().mean()))
+    model.train()
     return out
 
 
@@ -123,6 +126,7 @@ def hand_la_maml(
     alpha_init: float = 0.15,
     opt_lr: float = 0.3,
     clip: float = 2.0,
+    protocol: Protocol | None = None,
 ) -> list[list[float]]:
     """La-MAML as the official MNIST code writes it, on plain tensors; return R.
 
@@ -135,12 +139,16 @@ def hand_la_maml(
 
     References: Gupta, Yadav & Paull 2020 (La-MAML); montrealrobotics/La-MAML
     ``model/lamaml.py``.
+
+    ``protocol`` names another model (``lamaml-conv``): its forward then takes the fast
+    weights through ``torch.func.functional_call``.
     """
     if stream.n_heads != 1:
         raise ValueError("hand_la_maml runs single-head streams (its net takes no task ids)")
     torch.manual_seed(seed)
-    model = build_model(Protocol(hidden=hidden), stream)
+    model = build_model(protocol or Protocol(hidden=hidden), stream)
     evaluate(model, stream)
+    names = [n for n, _ in model.named_parameters()]
     weights = [p.detach().clone().requires_grad_() for p in model.parameters()]
     rates = [torch.full_like(w, alpha_init).requires_grad_() for w in weights]
     order = torch.Generator().manual_seed(seed)
@@ -149,6 +157,9 @@ def hand_la_maml(
     seen = 0
 
     def net(x: torch.Tensor, w: list[torch.Tensor]) -> torch.Tensor:
+        if protocol is not None:
+            ids = torch.zeros(len(x), dtype=torch.long)
+            return functional_call(model, dict(zip(names, w, strict=True)), (x, ids))
         for i in range(0, len(w) - 2, 2):
             x = F.linear(x, w[i], w[i + 1]).relu()
         return F.linear(x, w[-2], w[-1])

@@ -54,10 +54,21 @@ class Workload:
     lr: float | None = 0.1  # None: the strategy has no such parameter (la-maml)
     batch_size: int = 32
     measured: tuple[str, ...] = ()  # functions whose own share of a run is reported (GEM's QP)
+    images: bool = False  # on CIFAR-shaped random tensors (conv_loops), not the scenario's data
 
     def lifelong_settings(self) -> dict[str, Any]:
         lr = {} if self.lr is None else {"lr": self.lr}
         return {"eval_every": 0, "batch_size": self.batch_size, **lr, **self.settings}
+
+    def stream(self, spec: Any) -> Stream:
+        """The workload's stream: the scenario's, or CIFAR-shaped random tensors."""
+        from lifelong.bench.conv_loops import cifar_shaped_stream
+
+        if not self.images:
+            return spec.scenario.build(0)
+        return cifar_shaped_stream(
+            self.settings.get("n_tasks", 5), self.settings.get("samples_per_task", 200)
+        )
 
     @property
     def meta(self) -> bool:
@@ -91,6 +102,20 @@ ISSUE_LA_MAML = Workload(
 )
 """La-MAML on the protocol of the official code's measured ~1,050 sample-glances/s: the
 official MNIST permutations run (20 tasks x 1,000 digits, batch 10, 5 glances, memory 200)."""
+CONV_NF = 8
+"""The reduced ResNet-18's base filters in the conv workloads (the paper's 20 is about 6x
+the work per image; a 2-core CPU runs nf 8 in seconds)."""
+LAMAML_CHANNELS = 32
+"""lamaml-conv's filters in the conv workloads (the paper's 160: about 20x the work)."""
+CONV = {
+    "n_tasks": 5,
+    "samples_per_task": 200,
+    "augment": False,
+    "model": "resnet18-reduced",
+    "model.nf": CONV_NF,
+}
+"""Split-CIFAR-10's shape, a few hundred images per task, no augmentation (the hand loop
+and Avalanche feed the same x / 255 floats)."""
 WORKLOADS = (
     Workload("split-mnist class-IL, naive", "split-mnist", "naive"),
     Workload(
@@ -141,6 +166,36 @@ WORKLOADS = (
         lr=None,
         batch_size=10,
     ),
+    *(
+        Workload(
+            f"cifar-shaped random 5 x 200, resnet18-reduced nf {CONV_NF}, {name}",
+            "split-cifar10",
+            strategy,
+            {**CONV, **extra},
+            images=True,
+        )
+        for name, strategy, extra in (
+            ("naive", "naive", {}),
+            ("er (memory 200)", "er", {"replay.size": 200, "replay.batch": 32}),
+            ("der++ (memory 200)", "der++", {"replay.size": 200, "replay.batch": 32}),
+        )
+    ),
+    Workload(
+        f"cifar-shaped random 5 x 100, lamaml-conv {LAMAML_CHANNELS} channels, "
+        "la-maml (memory 200)",
+        "split-cifar10",
+        "la-maml+replay",
+        {
+            **LA_MAML,
+            "samples_per_task": 100,
+            "augment": False,
+            "model": "lamaml-conv",
+            "model.channels": LAMAML_CHANNELS,
+        },
+        lr=None,
+        batch_size=10,
+        images=True,
+    ),
 )
 
 
@@ -180,7 +235,7 @@ def measure(
     from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
-    stream = spec.scenario.build(0)
+    stream = workload.stream(spec)
     runners: dict[str, Callable[[], list[list[float]]]] = {
         "lifelong": lambda: execute(spec, stream, torch.device("cpu")).matrix
     }
@@ -232,8 +287,23 @@ def _evaluations_timed(on: bool) -> Iterator[list[float] | None]:
 def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
     """The hand-written loop of ``workload`` on ``stream``; returns R."""
     from lifelong.bench.canon_loops import CANON, hand_canon
+    from lifelong.bench.conv_loops import conv_protocol, hand_conv
     from lifelong.bench.handloop import hand_la_maml, hand_loop
 
+    protocol = conv_protocol(workload.settings) if workload.images else None
+    if protocol is not None and not workload.meta:
+        assert workload.lr is not None
+        return hand_conv(
+            stream,
+            strategy=workload.strategy,
+            protocol=protocol,
+            seed=0,
+            lr=workload.lr,
+            batch_size=workload.batch_size,
+            memory_size=workload.settings.get("replay.size", 200),
+            replay_batch=workload.settings.get("replay.batch", 32),
+            der_alpha=workload.settings.get("der.lam", 0.5),
+        )
     if workload.strategy in CANON:
         assert workload.lr is not None
         return hand_canon(
@@ -244,7 +314,9 @@ def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
             batch_size=workload.batch_size,
         )
     if workload.meta:
-        return hand_la_maml(stream, seed=0, batch_size=workload.batch_size, **_meta(workload))
+        return hand_la_maml(
+            stream, seed=0, batch_size=workload.batch_size, protocol=protocol, **_meta(workload)
+        )
     assert workload.lr is not None
     return hand_loop(
         stream,
@@ -259,8 +331,13 @@ def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
 def avalanche_run(workload: Workload, stream: Stream) -> list[list[float]]:
     """Avalanche's own strategy and loop for ``workload`` on ``stream``; returns R."""
     from lifelong.bench.avalanche_side import avalanche_loop
+    from lifelong.bench.conv_loops import conv_protocol
 
-    extra = _meta(workload) if workload.meta else {}
+    extra: dict[str, Any] = _meta(workload) if workload.meta else {}
+    if workload.images:
+        extra["protocol"] = conv_protocol(workload.settings)
+    if workload.strategy == "der++":
+        extra["replay_batch"] = workload.settings.get("replay.batch", 32)
     extra.pop("glances", None)  # none in Avalanche: one pass, as the workload asks
     if "ewc.lam" in workload.settings:
         extra["ewc_lambda"] = workload.settings["ewc.lam"]
@@ -352,7 +429,7 @@ def part_seconds(workload: Workload) -> dict[str, tuple[float, int, float]]:
     from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
-    stream = spec.scenario.build(0)
+    stream = workload.stream(spec)
     profiler = cProfile.Profile()
     start = time.perf_counter()
     profiler.enable()
@@ -374,7 +451,7 @@ def profile_top(workload: Workload, n: int = 8) -> str:
     from lifelong.execution.runner import execute
 
     (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
-    stream = spec.scenario.build(0)
+    stream = workload.stream(spec)
     profiler = cProfile.Profile()
     profiler.enable()
     execute(spec, stream, torch.device("cpu"))

@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["memory_profile", "rss_mib"]
+__all__ = ["memory_profile", "rss_mib", "rss_per_task"]
 
 
 def rss_mib() -> float:
@@ -62,3 +63,26 @@ def memory_profile(
     watcher.join()
     total = time.perf_counter() - start
     return [((t - start) / total, mib) for t, mib in samples]
+
+
+def rss_per_task(workload: Any) -> list[float]:
+    """RSS MiB at every evaluation of one lifelong run of ``workload`` (a
+    :class:`~lifelong.bench.harness.Workload`): before training, then after each task."""
+    from lifelong.composition.plan import plan_runs
+    from lifelong.execution import runner
+
+    (spec,) = plan_runs(workload.scenario, [workload.strategy], [0], workload.lifelong_settings())
+    stream = workload.stream(spec)
+    seen: list[float] = []
+    evaluate = runner.evaluate
+
+    def recorded(*args: Any, **kwargs: Any) -> torch.Tensor:
+        seen.append(rss_mib())
+        return evaluate(*args, **kwargs)
+
+    runner.evaluate = recorded
+    try:
+        runner.execute(spec, stream, torch.device("cpu"))
+    finally:
+        runner.evaluate = evaluate
+    return seen
