@@ -65,6 +65,8 @@ class BiC(Strategy):
     """
 
     name: ClassVar[str] = "bic"
+    # it herds exemplars and fits its correction at the end of a task
+    needs_boundaries: ClassVar[bool] = True
     setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
     size: int = param(200, "exemplars kept in all", ge=1)
     batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)

@@ -75,6 +75,8 @@ class ErAce(Strategy):
     """
 
     name: ClassVar[str] = "er-ace"
+    # it masks by the task index, which hidden boundaries withhold
+    needs_boundaries: ClassVar[bool] = True
     setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)  # --set replay.size reaches it
     lr: float = param(0.1, "SGD learning rate", gt=0)
     size: int = param(200, "samples the memory holds", ge=1)

@@ -115,6 +115,8 @@ class Gem(Learner):
     """
 
     name: ClassVar[str] = "gem"
+    # it constrains the step by each past task's gradient, by task id
+    needs_boundaries: ClassVar[bool] = True
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"gem": ("gem", "replay")}
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"replay": {"batch": 256}}
     needs_memory: ClassVar[bool] = True

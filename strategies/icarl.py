@@ -51,6 +51,8 @@ class ICaRL(Strategy):
     """
 
     name: ClassVar[str] = "icarl"
+    # it herds exemplars and keeps its distillation targets at the end of a task
+    needs_boundaries: ClassVar[bool] = True
     setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
     size: int = param(200, "exemplars kept in all (the paper: 2000 for 100 classes)", ge=1)
     batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)

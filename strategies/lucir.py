@@ -63,6 +63,8 @@ class LUCIR(Strategy):
     """
 
     name: ClassVar[str] = "lucir"
+    # it imprints new classes and herds exemplars at task boundaries
+    needs_boundaries: ClassVar[bool] = True
     setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
     size: int = param(200, "exemplars kept in all", ge=1)
     batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)

@@ -201,6 +201,12 @@ def test_hidden_boundaries_refuse_a_strategy_that_needs_them_naming_it() -> None
     plan_runs("split-mnist", ["ewc", "lwf", "mas", "er+si"], [0], {"boundaries": "detect"})
 
 
+@pytest.mark.parametrize("name", ["icarl", "bic", "lucir", "x-der", "er-ace", "gem"])
+def test_the_class_incremental_methods_that_read_boundaries_declare_it(name: str) -> None:
+    with pytest.raises(UserError, match=r"needs the task boundaries"):
+        plan_runs("split-mnist", [name], [0], {"boundaries": "hidden"})
+
+
 _LAST: dict[str, _Recorder] = {}
 
 
