@@ -4,6 +4,7 @@ synthetic images of each shape (28x28x1, 32x32x3, 64x64x3)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from pathlib import Path
@@ -252,7 +253,8 @@ def test_a_users_factory_trains_and_its_fields_are_typed(tmp_path, capsys) -> No
         )
         == 0
     )
-    assert (out / "summary.json").exists()
+    (run,) = json.loads((out / "summary.json").read_text())["runs"]
+    assert run["config"]["protocol"]["model_fields"] == {"width": 4}  # through the pool too
     spec = plan_one("naive", {"model": f"{path}:Net"})
     assert "code" in spec.config()  # editing the file makes new runs
 
@@ -324,6 +326,15 @@ def test_amp_bf16_autocasts_the_step_and_channels_last_formats_conv_weights() ->
     assert seen[-1] == torch.float32
 
 
+def test_amp_bf16_runs_the_default_mlp_through_the_reference_path() -> None:
+    """The closed-form gradients are float32: under autocast the reference path runs."""
+    stream = image_stream((1, 28, 28))
+    for name in ("naive", "er", "ewc", "la-maml", "mer"):
+        spec = plan_one(name, {"amp": "bf16", "hidden": "16", "batch_size": "4"})
+        result = execute(spec, stream, CPU)
+        assert result.ok, result.error
+
+
 def test_vectorize_takes_only_models_that_declare_closed_form(capsys) -> None:
     spec = plan_one("naive", model_settings("cnn"))
     model = build_model(spec.protocol, image_stream((1, 28, 28)))
@@ -364,3 +375,15 @@ def test_training_data_is_flat_whatever_the_task_layout() -> None:
     stream = image_stream((3, 32, 32))
     data = training_data(stream.tasks[0])
     assert data.x.shape == (len(data.y), 3 * 32 * 32)
+
+
+def test_a_run_with_batch_norm_resumes_from_its_checkpoint_exactly(tmp_path) -> None:
+    """The running statistics are part of the checkpoint (the module's state_dict)."""
+    stream = image_stream((3, 16, 16), n_tasks=3)
+    spec = plan_one("er", {"batch_size": "4", **model_settings("resnet18-reduced")})
+    whole = execute(spec, stream, CPU)
+    checkpoint = tmp_path / "run.pt"
+    execute(spec, stream, CPU, checkpoint=checkpoint)  # leaves the state after task 1
+    resumed = execute(spec, stream, CPU, checkpoint=checkpoint)
+    assert checkpoint.exists() and resumed.matrix == whole.matrix
+    assert resumed.curves == whole.curves

@@ -105,6 +105,9 @@ def _settings_for(scenario: str, strategy: str, settings: dict[str, Any]) -> dic
 
     kept = {}
     for key, value in settings.items():
+        if key.startswith("model."):  # the model's field: checked with its model, not alone
+            kept[key] = value
+            continue
         try:
             plan_runs(scenario, [strategy], [0], {key: value})
         except UserError:

@@ -29,7 +29,7 @@ from torch import nn
 
 from lifelong.contracts.params import ParamSpec, check_range, parse_value
 from lifelong.contracts.stream import Stream
-from lifelong.errors import UserError, closest, failure
+from lifelong.errors import UserError, check_path, closest, failure
 from lifelong.execution.protocol import Protocol
 from lifelong.models.convnets import CNN, LaMAMLConv, ResNet18Reduced
 from lifelong.models.mlp import MLP
@@ -158,8 +158,6 @@ def _plugin_at(name: str, mtime_ns: int) -> ModelEntry:
 
 
 def _plugin(name: str) -> ModelEntry:
-    from pathlib import Path
-
     where, _, attr = name.rpartition(":")
     module = where.split(".")
     ok = attr.isidentifier() and (
@@ -174,7 +172,7 @@ def _plugin(name: str) -> ModelEntry:
         raise UserError(f"model '{name}': {where} is part of Python's standard library")
     mtime = 0
     if where.endswith(".py"):
-        path = Path(where)
+        path = check_path(where, "model file")
         if not path.is_file():
             raise UserError(f"model file {where} does not exist")
         mtime = path.stat().st_mtime_ns
