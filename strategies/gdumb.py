@@ -38,6 +38,7 @@ class GDumb(Strategy):
     """
 
     name: ClassVar[str] = "gdumb"
+    setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)  # --set replay.size reaches it
     size: int = param(200, "samples the memory holds", ge=1)
     epochs: int = param(30, "epochs of retraining on the memory after each task", ge=1)
     lr: float = param(0.05, "SGD learning rate of the retraining", gt=0)

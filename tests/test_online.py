@@ -404,3 +404,18 @@ def test_hiding_boundaries_changes_nothing_for_a_class_il_strategy_without_hooks
     a = execute(shown, shown.build_stream(), CPU)
     b = execute(hidden, hidden.build_stream(), CPU)
     assert a.matrix == b.matrix
+
+
+def test_online_measurements_leave_batch_norm_statistics_alone() -> None:
+    """Few-shot adaptation and LCA's evaluations run in eval mode on a copy: a ResNet's
+    running statistics are those it had before (they moved in training mode before)."""
+    from helpers import image_stream, model_settings, plan_one
+
+    from lifelong.execution.runner import OneSeed
+
+    settings = {**model_settings("resnet18-reduced"), "few_shot": "true", "lca_beta": "2"}
+    trainer = OneSeed(plan_one("naive", settings), image_stream((3, 32, 32)), CPU, None)
+    before = {n: b.clone() for n, b in trainer.model.named_buffers()}
+    trainer.before_task(0)
+    assert trainer.model.training
+    assert all(torch.equal(b, before[n]) for n, b in trainer.model.named_buffers())

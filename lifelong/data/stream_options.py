@@ -50,13 +50,13 @@ class StreamOptions:
     )
     blurry: int = param(
         0,
-        "i-Blurry-N: percent of each task's samples from other tasks' blurry classes",
+        "i-Blurry-N-M's M: percent of each task's samples from other tasks' blurry classes",
         ge=0,
         le=100,
     )
     disjoint: int = param(
         50,
-        "with blurry: percent of each task's classes that never leave it (i-Blurry's N)",
+        "with blurry: percent of classes that never leave their task (i-Blurry-N-M's N)",
         ge=0,
         le=100,
     )

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lifelong.contracts.stream import Stream, Task
+from lifelong.data.inputs import to_floats
 from lifelong.data.stream_options import StreamOptions
 
 __all__ = ["FEW_SHOT_STEPS", "OnlineRecorder", "few_shot_accuracy"]
@@ -112,7 +113,7 @@ class OnlineRecorder:
         correct, total = 0, 0
         for t in tasks.unique().tolist():
             task = self.stream.tasks[t]
-            x = task.x_test[rows[tasks == t]].float().div_(255)
+            x = to_floats(task.x_test[rows[tasks == t]].flatten(1), task.inputs)
             y = task.y_test[rows[tasks == t]]
             correct += int((predict(x, torch.full_like(y, t)).argmax(1) == y).sum())
             total += len(y)
@@ -131,7 +132,7 @@ def task_accuracy(predict: Predict, task: Task, chunk: int = 2048) -> float:
     """Accuracy of ``predict`` on ``task``'s test set."""
     correct = 0
     for start in range(0, len(task.y_test), chunk):
-        x = task.x_test[start : start + chunk].float().div_(255)
+        x = to_floats(task.x_test[start : start + chunk].flatten(1), task.inputs)
         y = task.y_test[start : start + chunk]
         correct += int((predict(x, torch.full_like(y, task.id)).argmax(1) == y).sum())
     return correct / len(task.y_test)
@@ -161,7 +162,7 @@ def few_shot_accuracy(
     out = []
     for step in range(1, max(steps) + 1):
         chunk = slice(((step - 1) * batch_size) % len(y), None)
-        xb = x[chunk][:batch_size].float().div(255)
+        xb = to_floats(x[chunk][:batch_size].flatten(1), task.inputs)  # not augmented
         logits = functional_call(model, params, (xb, ids[chunk][:batch_size]))
         loss = F.cross_entropy(logits, y[chunk][:batch_size])
         grads = torch.autograd.grad(loss, list(params.values()))

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from lifelong.contracts.params import as_config
 from lifelong.contracts.scenario import ScenarioFamily
@@ -200,7 +201,7 @@ class OneSeed:
         self.augment = generator(device, spec.seed, 3)
         self.strategy.setup(self.model, info, self.sampling)
         self.inputs = InputBuffer()
-        online = generator(device, spec.seed, 3)  # its own draws: the run's stay as they were
+        online = generator(device, spec.seed, 4)  # its own draws: the run's stay as they were
         self.recorder = OnlineRecorder(stream, self.options, self.protocol.batch_size, online)
         detect = self.options.boundaries == "detect"
         self.detector = PlateauDetector() if detect else None
@@ -220,7 +221,8 @@ class OneSeed:
 
     def before_task(self, task_id: int) -> None:
         self.task = task_id
-        self.recorder.start_task(self.stream.tasks[task_id], self.model, self.strategy.predict)
+        with _eval_mode(self.model):  # the online measurements leave batch norm alone
+            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.strategy.predict)
         if self.options.boundaries_given:
             self.strategy.before_task(training_data(self.stream.tasks[task_id]))
 
@@ -230,7 +232,8 @@ class OneSeed:
         check_loss(self.strategy, loss)
         if batch.glance == self.protocol.glances - 1:
             task = self.stream.tasks[self.task]
-            self.recorder.after_batch(len(batch.y), task, self.strategy.predict)
+            with _eval_mode(self.model):
+                self.recorder.after_batch(len(batch.y), task, self.strategy.predict)
             if self.detector is not None:
                 self._detect(batch, float(loss))
         return loss.reshape(1)
@@ -254,12 +257,8 @@ class OneSeed:
         """Every task's accuracy with the model in eval mode (batch norm's running
         statistics, no dropout), back in training mode after."""
         batch_size = self.protocol.eval_batch_size
-        self.model.eval()
-        try:
-            with autocast(self.protocol, self.device_type):
-                return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
-        finally:
-            self.model.train()
+        with _eval_mode(self.model), autocast(self.protocol, self.device_type):
+            return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
 
     def settle(self) -> None:
         """Nothing: the evaluations are done in place."""
@@ -292,6 +291,17 @@ class OneSeed:
         self.recent.load_state(state["recent"])
         if "augment" in state:  # a checkpoint of before augmentation existed: none drawn
             self.augment.set_state(state["augment"])
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode (batch norm's running statistics, no dropout) for the block,
+    back in training mode after."""
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train()
 
 
 def autocast(protocol: Protocol, device_type: str) -> Any:
@@ -626,7 +636,8 @@ def _union(stream: Stream, upto: int) -> TrainingData:
 
 def generator(device: torch.device, seed: int, stream_id: int) -> torch.Generator:
     """Seed ``seed``'s generator number ``stream_id`` (1: the strategy's draws, 2: the
-    data order, 3: the augmentation of training batches)."""
+    data order, 3: the augmentation of training batches, 4: the online measurements'
+    sample order)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream_id)
 
 
