@@ -25,6 +25,9 @@ online continual learning" (NeurIPS); Mammoth ``utils/gss_buffer.py`` (defaults 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -36,6 +39,17 @@ Params = dict[str, Tensor]
 EMPTY_SCORE = 0.1  # the score of samples stored while the memory had nothing to compare with
 
 
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """``model`` in eval mode for the block, back in the mode it was in after."""
+    training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(training)
+
+
 def sample_gradients(model: nn.Module, params: Params, batch: Batch) -> Tensor:
     """Each sample's cross-entropy gradient, flattened over every parameter: ``[N, P]``."""
     frozen = {n: p.detach() for n, p in params.items()}
@@ -43,14 +57,18 @@ def sample_gradients(model: nn.Module, params: Params, batch: Batch) -> Tensor:
     def loss(p: Params, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(model, p, (x[None], t[None])), y[None])
 
-    per_sample = vmap(grad(loss), in_dims=(None, 0, 0, 0))(frozen, batch.x, batch.y, batch.task_ids)
+    with _eval_mode(model):  # one-sample forwards: batch norm's running statistics, untouched
+        per_sample = vmap(grad(loss), in_dims=(None, 0, 0, 0))(
+            frozen, batch.x, batch.y, batch.task_ids
+        )
     return torch.cat([g.flatten(1) for g in per_sample.values()], dim=1)
 
 
 def batch_gradient(model: nn.Module, params: Params, batch: Batch) -> Tensor:
     """The gradient of the batch's mean cross-entropy, flattened: ``[1, P]``."""
     live = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-    logits = functional_call(model, live, (batch.x, batch.task_ids))
+    with _eval_mode(model):  # a score, not a step: the running statistics stay
+        logits = functional_call(model, live, (batch.x, batch.task_ids))
     grads = torch.autograd.grad(
         F.cross_entropy(logits, batch.y), tuple(live.values()), materialize_grads=True
     )

@@ -118,7 +118,7 @@ def image_stream(
 
 
 SMALL_MODELS: dict[str, dict[str, str]] = {
-    "mlp": {"hidden": "16"},
+    "mlp": {"hidden": "16,16"},  # two hidden layers: an RLN before OML's two-layer PLN
     "cnn": {"model.channels": "2,4", "model.hidden": "8"},
     "resnet18-reduced": {"model.nf": "2"},
     "lamaml-conv": {"model.channels": "4", "model.hidden": "8"},
