@@ -116,14 +116,17 @@ class Quadratic:
 
         Names the penalty does not cover get no entry in the gradient.
         """
-        value = self.offset
-        grads = {}
-        for name, w in self.weights.items():
-            diff = params[name].detach() - self.center[name]
-            grads[name] = diff * w
-            value = value + self.scale * torch.dot(grads[name].reshape(-1), diff.reshape(-1))
-            grads[name].mul_(2 * self.scale)
-        return torch.as_tensor(value), grads
+        names = list(self.weights)
+        diffs = torch._foreach_sub(
+            [params[n].detach() for n in names], [self.center[n] for n in names]
+        )
+        slopes = torch._foreach_mul(diffs, [self.weights[n] for n in names])
+        terms = [
+            torch.dot(s.reshape(-1), d.reshape(-1)) for s, d in zip(slopes, diffs, strict=True)
+        ]
+        value = self.offset + self.scale * torch.stack(terms).sum()
+        torch._foreach_mul_(slopes, 2 * self.scale)  # one kernel per list, not per weight
+        return torch.as_tensor(value), dict(zip(names, slopes, strict=True))
 
 
 @dataclass(frozen=True)

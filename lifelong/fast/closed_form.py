@@ -73,8 +73,7 @@ class ClosedForm:
                 continue
             value, slope = quadratic.value_and_gradient(params)
             loss = loss + reg.lam * value
-            for name, g in slope.items():
-                grads[name].add_(g, alpha=reg.lam)
+            torch._foreach_add_([grads[n] for n in slope], list(slope.values()), alpha=reg.lam)
         return loss, grads
 
 
