@@ -7,38 +7,23 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import painted_stream
 
-from lifelong import Stream, make_task
+from lifelong import Stream
 
 
 def synthetic_stream(setting: str = "class", n_tasks: int = 3, per_class: int = 12) -> Stream:
-    """A small separable stream: 2 classes per task, 784-dim uint8 inputs."""
-    generator = torch.Generator().manual_seed(123)
-    tasks = []
-    for t in range(n_tasks):
-        classes = (2 * t, 2 * t + 1)
-        images, labels = [], []
-        for split in (per_class, per_class // 2):
-            y = torch.tensor(classes).repeat_interleave(split)
-            x = torch.randint(0, 60, (len(y), 784), generator=generator, dtype=torch.uint8)
-            for c in classes:  # each class lights up its own block of pixels
-                x[y == c, 40 * c : 40 * (c + 1)] += 150
-            images.append(x)
-            labels.append(y)
-        tasks.append(
-            make_task(
-                t,
-                f"{classes[0]}/{classes[1]}",
-                (images[0], images[1]),
-                (labels[0], labels[1]),
-                classes,
-                2 * t,
-                setting,
-            )  # type: ignore[arg-type]
-        )
-    n_outputs = 2 * n_tasks if setting == "class" else 2
-    n_heads = n_tasks if setting == "task" else 1
-    return Stream("synthetic", setting, tuple(tasks), n_outputs, n_heads, 784)  # type: ignore[arg-type]
+    """A small separable stream: 2 classes per task, 784-dim uint8 inputs, each class
+    lighting up its own block of 40 pixels."""
+    return painted_stream(
+        "synthetic",
+        (784,),
+        lambda c: (slice(40 * c, 40 * (c + 1)),),
+        setting,
+        n_tasks,
+        per_class,
+        seed=123,
+    )
 
 
 @pytest.fixture(params=["class", "domain", "task"])

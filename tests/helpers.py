@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,40 +82,54 @@ def tiny_factory(folder: Path) -> str:
     return f"{path}:make_dataset"
 
 
-def image_stream(
-    shape: tuple[int, int, int], setting: str = "class", n_tasks: int = 2, per_class: int = 6
+def painted_stream(
+    name: str,
+    sample_shape: tuple[int, ...],
+    region: Callable[[int], tuple[Any, ...]],
+    setting: str,
+    n_tasks: int,
+    per_class: int,
+    seed: int,
 ) -> Stream:
-    """A tiny stream of uint8 images ``[N, C, H, W]``, 2 classes per task, each class
-    brightening its own half of one channel (learnable by any model)."""
-    generator = torch.Generator().manual_seed(1)
-    channels, height = shape[0], shape[1]
+    """A tiny separable stream of uint8 samples shaped ``sample_shape`` (images when it has
+    three dimensions): 2 classes per task, noise in 0-59, class ``c`` brightened by 150 at
+    the index ``region(c)`` of a sample (learnable by any model)."""
+    generator = torch.Generator().manual_seed(seed)
     tasks = []
     for t in range(n_tasks):
         classes = (2 * t, 2 * t + 1)
         images, labels = [], []
         for split in (per_class, per_class // 2):
             y = torch.tensor(classes).repeat_interleave(split)
-            x = torch.randint(0, 60, (len(y), *shape), generator=generator, dtype=torch.uint8)
+            x = torch.randint(
+                0, 60, (len(y), *sample_shape), generator=generator, dtype=torch.uint8
+            )
             for c in classes:
-                half = slice(0, height // 2) if c % 2 else slice(height // 2, height)
-                x[y == c, c % channels, half] += 150
+                x[(y == c, *region(c))] += 150
             images.append(x)
             labels.append(y)
-        tasks.append(
-            make_task(
-                t,
-                f"{classes[0]}/{classes[1]}",
-                (images[0], images[1]),
-                (labels[0], labels[1]),
-                classes,
-                2 * t,
-                setting,
-            )  # type: ignore[arg-type]
-        )
+        train, test = (images[0], images[1]), (labels[0], labels[1])
+        name_t = f"{classes[0]}/{classes[1]}"
+        tasks.append(make_task(t, name_t, train, test, classes, 2 * t, setting))  # type: ignore[arg-type]
     n_outputs = 2 * n_tasks if setting == "class" else 2
     n_heads = n_tasks if setting == "task" else 1
-    dim = shape[0] * shape[1] * shape[2]
-    return Stream("images", setting, tuple(tasks), n_outputs, n_heads, dim, shape)  # type: ignore[arg-type]
+    shape = sample_shape if len(sample_shape) == 3 else ()
+    dim = math.prod(sample_shape)
+    return Stream(name, setting, tuple(tasks), n_outputs, n_heads, dim, shape)  # type: ignore[arg-type]
+
+
+def image_stream(
+    shape: tuple[int, int, int], setting: str = "class", n_tasks: int = 2, per_class: int = 6
+) -> Stream:
+    """A tiny stream of uint8 images ``[N, C, H, W]``, 2 classes per task, each class
+    brightening its own half of one channel (learnable by any model)."""
+    channels, height = shape[0], shape[1]
+
+    def region(c: int) -> tuple[Any, ...]:
+        half = slice(0, height // 2) if c % 2 else slice(height // 2, height)
+        return c % channels, half
+
+    return painted_stream("images", shape, region, setting, n_tasks, per_class, seed=1)
 
 
 SMALL_MODELS: dict[str, dict[str, str]] = {
