@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from lifelong import RunResult, Strategy, Stream, make_task
 from lifelong.composition.plan import plan_runs
@@ -144,3 +145,23 @@ SMALL_MODELS: dict[str, dict[str, str]] = {
 def model_settings(model: str) -> dict[str, str]:
     """``--set`` settings of ``model`` at its small test width."""
     return {"model": model, **SMALL_MODELS[model]}
+
+
+def finite_differences(
+    f: Callable[[], Tensor], tensors: dict[str, Tensor], eps: float = 1e-6
+) -> dict[str, Tensor]:
+    """Central differences of the scalar ``f()`` with respect to every element of ``tensors``."""
+    grads = {}
+    for name, t in tensors.items():
+        g = torch.zeros_like(t)
+        flat = t.data.view(-1)
+        for i in range(flat.numel()):
+            old = float(flat[i])
+            flat[i] = old + eps
+            up = f().item()
+            flat[i] = old - eps
+            down = f().item()
+            flat[i] = old
+            g.view(-1)[i] = (up - down) / (2 * eps)
+        grads[name] = g
+    return grads

@@ -3,12 +3,10 @@ against a first-order value derived by hand."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import tiny_mlp
+from helpers import finite_differences, tiny_mlp
 from torch import Tensor
 
 from lifelong import Batch
@@ -54,24 +52,6 @@ def outer_loss(
     loss = loss_fn(model)
     fast = sgd_inner_loop(loss, params, INNER, lr, only=only, create_graph=create_graph)[-1]
     return loss(fast, OUTER)
-
-
-def finite_differences(f: Callable[[], Tensor], tensors: Params) -> Params:
-    """Central differences of the scalar ``f()`` with respect to every element of ``tensors``."""
-    grads = {}
-    for name, t in tensors.items():
-        g = torch.zeros_like(t)
-        flat = t.data.view(-1)
-        for i in range(flat.numel()):
-            old = float(flat[i])
-            flat[i] = old + EPS
-            up = f().item()
-            flat[i] = old - EPS
-            down = f().item()
-            flat[i] = old
-            g.view(-1)[i] = (up - down) / (2 * EPS)
-        grads[name] = g
-    return grads
 
 
 def assert_close(actual: Params, expected: Params, rtol: float = 1e-5) -> None:
