@@ -353,7 +353,7 @@ def partner_defaults(members: list[Any], spec: str) -> list[Any]:
 
 def _shortcut_settings(members: list[Any], tokens: list[str], spec: str) -> list[Any]:
     """``members`` with the settings that the shortcuts among ``tokens`` give them
-    (:attr:`lifelong.Memory.shortcut_settings`: ``mir`` is ``replay`` with
+    (:attr:`lifelong.contracts.composable.Composable.shortcut_settings`: ``mir`` is ``replay`` with
     ``retrieve=mir``). Raises UserError when two shortcuts set one key differently."""
     declared = {
         name: settings

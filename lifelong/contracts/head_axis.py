@@ -14,13 +14,13 @@ refuses a model that lacks them before any run.
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from lifelong.contracts.composable import Composable
 from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.errors import UserError
 
@@ -28,7 +28,7 @@ __all__ = ["Head", "class_means", "feature_dim", "features"]
 
 
 @dataclass
-class Head(abc.ABC):
+class Head(Composable, abc.ABC):
     """How the model's features become a prediction.
 
     Attributes:
@@ -40,15 +40,9 @@ class Head(abc.ABC):
         reads_stored: prediction reads the memory's stored samples (:meth:`lifelong.Memory.stored`).
     """
 
-    name: ClassVar[str]
     needs_features: ClassVar[bool] = True
     model_forward: ClassVar[bool] = False
     reads_stored: ClassVar[bool] = False
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    """Defaults this part sets on the parts it is composed with (as :class:`lifelong.Learner`'s)."""
-    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
-    needs_boundaries: ClassVar[bool] = False  # as Regularizer.needs_boundaries
-    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}  # as Memory's
 
     def check(self, model: nn.Module, info: StreamInfo) -> None:
         """Raise :class:`lifelong.UserError` when the model cannot serve this head (no
@@ -62,7 +56,7 @@ class Head(abc.ABC):
         parts are set up. The default changes nothing."""
         return set()
 
-    def observe(self, model: nn.Module, batch: Batch) -> None:  # noqa: B027 - optional hook
+    def observe(self, model: nn.Module, batch: Batch) -> None:
         """Called after every update with the incoming batch (running class means)."""
 
     @abc.abstractmethod

@@ -13,13 +13,12 @@ A meta-learned init (``maml``, ``reptile``, ``oml``) is a :class:`lifelong.MetaI
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from lifelong.contracts.composable import Composable
 from lifelong.contracts.strategy import StreamInfo
 from lifelong.execution.checkpoint import Checkpointed
 
@@ -27,16 +26,8 @@ __all__ = ["Init"]
 
 
 @dataclass
-class Init(Checkpointed, abc.ABC):
+class Init(Composable, Checkpointed, abc.ABC):
     """The weights the stream starts from, and which of them learn during the stream."""
-
-    name: ClassVar[str]
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    needs_boundaries: ClassVar[bool] = False  # as lifelong.Regularizer.needs_boundaries
-    """Defaults this part sets on the parts it is composed with, by their name and key
-    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
-    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}  # as lifelong.Learner.shortcuts
-    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}  # likewise
 
     @abc.abstractmethod
     def prepare(

@@ -15,13 +15,14 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol
+from typing import TYPE_CHECKING, ClassVar, Literal, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lifelong.contracts.composable import Composable
 from lifelong.contracts.params import param
 from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.contracts.stream import TrainingData
@@ -162,7 +163,7 @@ class Step:
 
 
 @dataclass
-class Learner(Checkpointed, abc.ABC):
+class Learner(Composable, Checkpointed, abc.ABC):
     """The update rule: how one incoming batch (and a replayed one) changes the weights.
 
     Attributes:
@@ -171,21 +172,10 @@ class Learner(Checkpointed, abc.ABC):
             that read it (DER's) apply.
     """
 
-    name: ClassVar[str]
     needs_memory: ClassVar[bool] = False
     passes_replay: ClassVar[bool] = True
     takes_rates: ClassVar[bool] = False
     """The rule can step with per-parameter rates an init learned (:meth:`use_rates`)."""
-    needs_boundaries: ClassVar[bool] = False  # as Regularizer.needs_boundaries
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    """Defaults this part sets on the parts it is composed with, by their name and key
-    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
-    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them
-    (:func:`lifelong.composition.compose.shortcuts`)."""
-    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
-    """As :attr:`Memory.shortcut_settings`."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
@@ -225,7 +215,7 @@ class Learner(Checkpointed, abc.ABC):
 
 
 @dataclass
-class Memory(Checkpointed, abc.ABC):
+class Memory(Composable, Checkpointed, abc.ABC):
     """What is kept from the past: ``add`` incoming samples, ``sample`` a replay batch.
 
     Attributes:
@@ -233,19 +223,7 @@ class Memory(Checkpointed, abc.ABC):
             (seeds trained as one batched model, ``--vectorize``).
     """
 
-    name: ClassVar[str]
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    """Defaults this part sets on the parts it is composed with, by their name and key
-    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
-    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them
-    (:func:`lifelong.composition.compose.shortcuts`)."""
-    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
-    """Settings a shortcut of this part gives its members, by shortcut and part name
-    (``{"mir": {"replay": {"retrieve": "mir"}}}``); a ``--set`` still wins."""
     stackable: ClassVar[bool] = False
-    needs_boundaries: ClassVar[bool] = False  # as Regularizer.needs_boundaries
 
     @abc.abstractmethod
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
@@ -304,7 +282,7 @@ class StackedMemory(Protocol):
 
 
 @dataclass
-class Regularizer(Checkpointed, abc.ABC):
+class Regularizer(Composable, Checkpointed, abc.ABC):
     """A penalty that protects old knowledge; the strategy adds ``lam * penalty(...)``.
 
     Attributes:
@@ -312,22 +290,9 @@ class Regularizer(Checkpointed, abc.ABC):
         needs_logits: the memory must keep the model's logits of each stored sample.
     """
 
-    name: ClassVar[str]
     needs_memory: ClassVar[bool] = False
     needs_logits: ClassVar[bool] = False
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
-    """Defaults this part sets on the parts it is composed with, by their name and key
-    (``{"replay": {"batch": 10}}``); ``compose`` applies them and a ``--set`` still wins."""
-    shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {}
-    """Named classics this part owns, and the parts each stands for (``{"agem": ("agem",
-    "replay")}``); ``compose("agem")`` builds them
-    (:func:`lifelong.composition.compose.shortcuts`)."""
-    shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
-    """As :attr:`Memory.shortcut_settings`."""
     is_quadratic: ClassVar[bool] = False
-    needs_boundaries: ClassVar[bool] = False
-    """Whether it needs its ``after_task`` hook at task boundaries to work (EWC's
-    consolidation); with hidden boundaries such a part is refused or detected ones are used."""
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
