@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from lifelong.cache_dir import cache_home
-from lifelong.data.mnist import check_dir, torchvision_download
+from lifelong.data.mnist import Dataset, check_dir, torchvision_download
 from lifelong.errors import UserError
 
 __all__ = ["FOLDERS", "IMAGE_DATASETS", "ImageDataset", "load_image_dataset"]
@@ -47,25 +47,15 @@ _CACHE: dict[tuple[str, str], ImageDataset] = {}
 
 
 @dataclass(frozen=True)
-class ImageDataset:
-    """Colour images and labels of one source, split into train and test.
+class ImageDataset(Dataset):
+    """Colour images and labels of one source, split into train and test: a
+    :class:`lifelong.data.mnist.Dataset` whose images are ``[N, 3, H, W]`` uint8 and whose
+    ``name`` is one of ``IMAGE_DATASETS`` (``n_classes``: 10, 100 or TinyImageNet's wnids).
 
     Attributes:
-        name: One of ``IMAGE_DATASETS``.
-        x_train: uint8 images ``[N, 3, H, W]``.
-        y_train: int64 labels in [0, n_classes), ``[N]``.
-        x_test: uint8 images ``[M, 3, H, W]``.
-        y_test: int64 labels ``[M]``.
-        n_classes: number of classes (10, 100, or TinyImageNet's wnids).
         superclass_of: CIFAR-100's coarse label of every fine class (None elsewhere).
     """
 
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    n_classes: int
     superclass_of: tuple[int, ...] | None = None
 
 
