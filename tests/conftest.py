@@ -10,6 +10,7 @@ import torch
 from helpers import painted_stream
 
 from lifelong import Stream
+from lifelong.data.images import _CACHE as _IMAGE_CACHE
 
 
 def synthetic_stream(setting: str = "class", n_tasks: int = 3, per_class: int = 12) -> Stream:
@@ -59,3 +60,12 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def fresh_image_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A private cache for one test, and no image dataset kept in the process after it
+    (the loaders keep one parsed copy per folder: tests write new folders of the same name)."""
+    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
+    yield
+    _IMAGE_CACHE.clear()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from lifelong import RunResult, Strategy, Stream, make_task
 from lifelong.composition.plan import plan_runs
-from lifelong.execution.runner import RunSpec, execute
+from lifelong.execution.runner import RunSpec, _Run, execute
 from lifelong.models.mlp import MLP
 from lifelong.training.functional import load_params
 
@@ -165,3 +166,21 @@ def finite_differences(
             g.view(-1)[i] = (up - down) / (2 * eps)
         grads[name] = g
     return grads
+
+
+@contextlib.contextmanager
+def crashing_at_task(task: int = 3) -> Iterator[None]:
+    """Inside the block a run is interrupted (KeyboardInterrupt) as task ``task`` starts,
+    after the tasks before it have reached its checkpoint."""
+    original = _Run.train_task
+
+    def crash(self: _Run, task_id: int, bar: Any) -> Any:
+        if task_id == task:
+            raise KeyboardInterrupt
+        return original(self, task_id, bar)
+
+    _Run.train_task = crash  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        _Run.train_task = original  # type: ignore[method-assign]

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import plan_one, run_one
+from helpers import crashing_at_task, plan_one, run_one
 from lifelong.strategies.bic import bias_corrected
 from lifelong.strategies.cosine import CosineHead
 from lifelong.strategies.herding import Exemplars, herding
@@ -291,23 +291,13 @@ def test_a_resumed_run_gives_the_uninterrupted_result(tmp_path, monkeypatch, spe
     checkpoint (taken at task boundaries) and come back."""
     import warnings
 
-    from lifelong.execution.runner import _Run
-
     warnings.simplefilter("error")  # a resume that fell back to a fresh start would warn
     plan = plan_one(spec, {"samples_per_task": "64", "eval_every": "0", "hidden": "16"}, seed=3)
     stream = plan.scenario.build(3)
     whole = execute(plan, stream, CPU)
-    checkpoint, original = tmp_path / "run.pt", _Run.train_task
-
-    def crash_at_task_3(self, task_id, bar):
-        if task_id == 3:
-            raise KeyboardInterrupt
-        return original(self, task_id, bar)
-
-    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
-    with pytest.raises(KeyboardInterrupt):
+    checkpoint = tmp_path / "run.pt"
+    with crashing_at_task(3), pytest.raises(KeyboardInterrupt):
         execute(plan, stream, CPU, checkpoint=checkpoint)
-    monkeypatch.setattr(_Run, "train_task", original)
     assert execute(plan, stream, CPU, checkpoint=checkpoint).matrix == whole.matrix
 
 

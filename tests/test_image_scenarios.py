@@ -14,8 +14,9 @@ from lifelong import InputTransform, UserError, to_floats
 from lifelong.cli import main
 from lifelong.composition.registry import find_scenario
 from lifelong.contracts.stream import training_data
-from lifelong.data.images import _CACHE
 from lifelong.execution.runner import _batches, execute
+
+pytestmark = pytest.mark.usefixtures("fresh_image_data")
 
 
 @pytest.fixture(scope="module")
@@ -23,13 +24,6 @@ def cifar10(tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("cifar10")
     write_cifar10(root, per_class=40)
     return str(root)
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
-    yield
-    _CACHE.clear()
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ line where no disjoint source exists, and meta-training that helps few-step adap
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +16,6 @@ from lifelong.strategies.maml import MamlInit
 from lifelong import UserError
 from lifelong.composition.registry import find_scenario
 from lifelong.contracts.strategy import StreamInfo
-from lifelong.data.images import _CACHE
 from lifelong.execution.runner import execute
 from lifelong.meta.meta_tasks import MetaTaskSource, meta_tasks
 from lifelong.meta.metatrain import cache_root
@@ -25,6 +23,8 @@ from lifelong.models.convnets import CNN
 from lifelong.training.functional import Params, forward, loss_fn, sgd_inner_loop
 
 META = {"meta_steps": "2"}
+
+pytestmark = pytest.mark.usefixtures("fresh_image_data")
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +34,6 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> str:
     write_cifar100(root, per_class=2)
     write_tiny_imagenet(root, n_classes=8, per_class=6)
     return str(root)
-
-
-@pytest.fixture(autouse=True)
-def _private_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setenv("LIFELONG_CACHE", str(tmp_path / "cache"))
-    yield
-    _CACHE.clear()
 
 
 def pool(name: str, data: str, seed: int = 0, source: str = "auto", **settings: Any):

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import crashing_at_task
 
 from lifelong.cli import main
 from lifelong.composition.plan import plan_runs
 from lifelong.evaluation.results_dir import load_runs
-from lifelong.execution.runner import _Run, execute
+from lifelong.execution.runner import execute
 from lifelong.execution.sweep import plan_requests, sweep
 
 CPU = torch.device("cpu")
@@ -101,19 +102,10 @@ def test_checkpoint_resume_gives_the_uninterrupted_result(
     stream = spec.scenario.build(3)
     whole = execute(spec, stream, CPU)
     checkpoint = tmp_path / "run.pt"
-    original = _Run.train_task
-
-    def crash_at_task_3(self, task_id, bar):
-        if task_id == 3:
-            raise KeyboardInterrupt
-        return original(self, task_id, bar)
-
-    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
-    with pytest.raises(KeyboardInterrupt):
+    with crashing_at_task(3), pytest.raises(KeyboardInterrupt):
         execute(spec, stream, CPU, checkpoint=checkpoint)
     assert checkpoint.exists()
     assert torch.load(checkpoint, weights_only=True)["next_task"] == 3
-    monkeypatch.setattr(_Run, "train_task", original)
     resumed = execute(spec, stream, CPU, checkpoint=checkpoint)
     assert resumed.matrix == whole.matrix
     assert resumed.curves == whole.curves

@@ -9,6 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 import torch
+from helpers import crashing_at_task
 
 from lifelong import Batch, Memory, Replay, StreamInfo, UserError
 from lifelong.cli import main
@@ -267,25 +268,15 @@ def test_a_diverging_seed_stops_as_in_its_sequential_run(lr: float) -> None:
 def test_a_vectorized_group_resumes_after_its_last_completed_task_with_identical_numbers(
     tmp_path, monkeypatch, strategy: str, settings: dict
 ) -> None:
-    from lifelong.execution.runner import _Run
 
     common = {"samples_per_task": 96, "eval_every": 2, **settings}
     specs = plan_runs("split-mnist", [strategy], [0, 1], common)
     streams = [spec.scenario.build(spec.seed) for spec in specs]
     whole = run_vectorized(specs, streams, CPU)
     checkpoint = tmp_path / "group.pt"
-    original = _Run.train_task
-
-    def crash_at_task_3(self, task_id, bar):  # type: ignore[no-untyped-def]
-        if task_id == 3:
-            raise KeyboardInterrupt
-        return original(self, task_id, bar)
-
-    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
-    with pytest.raises(KeyboardInterrupt):
+    with crashing_at_task(3), pytest.raises(KeyboardInterrupt):
         run_vectorized(specs, streams, CPU, checkpoint=checkpoint)
     assert torch.load(checkpoint, weights_only=True)["next_task"] == 3
-    monkeypatch.setattr(_Run, "train_task", original)
     resumed = run_vectorized(specs, streams, CPU, checkpoint=checkpoint)
     for a, b in zip(whole, resumed, strict=True):
         assert a.matrix == b.matrix and a.init == b.init
@@ -303,22 +294,13 @@ def test_cli_vectorize_resumes_an_interrupted_group_from_its_checkpoint(
     tmp_path, monkeypatch
 ) -> None:
     from lifelong.evaluation.results_dir import load_runs
-    from lifelong.execution.runner import _Run
 
     out = tmp_path / "vec"
     args = ["run", "split-mnist", "-s", "er", "--seeds", "0,1", "--vectorize", "-q", "-j", "1"]
     args += ["--set", "samples_per_task=64", "--out", str(out)]
-    original = _Run.train_task
-
-    def crash_at_task_3(self, task_id, bar):  # type: ignore[no-untyped-def]
-        if task_id == 3:
-            raise KeyboardInterrupt
-        return original(self, task_id, bar)
-
-    monkeypatch.setattr(_Run, "train_task", crash_at_task_3)
-    assert main(args) != 0  # interrupted: the completed tasks are in the checkpoint
+    with crashing_at_task(3):
+        assert main(args) != 0  # interrupted: the completed tasks are in the checkpoint
     assert len(list((out / "checkpoints").glob("*.pt"))) == 1
-    monkeypatch.setattr(_Run, "train_task", original)
     assert main(args) == 0
     assert not (out / "checkpoints").exists()
     whole = tmp_path / "whole"
