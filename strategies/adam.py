@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor
@@ -33,6 +34,12 @@ class Adam(Learner):
     """
 
     name: ClassVar[str] = "adam"
+    # Adam moves every weight by about lr a step, the cosine head's one learned scale too:
+    # from LUCIR's sigma 1 it stays near 1 for hundreds of steps, the softmax over cosines
+    # in [-1, 1] stays flat and later class-IL tasks went unlearnt ([1, 1, 0] on the small
+    # check; SGD's large gradient on sigma grows it at once). Start it at 10 (Gidaris &
+    # Komodakis 2018's learned scale starts there).
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"cosine": {"scale": 10.0}}
     lr: float = param(0.001, "Adam learning rate", gt=0)
     beta1: float = param(0.9, "decay of the first-moment estimate", ge=0, le=1)
     beta2: float = param(0.999, "decay of the second-moment estimate", ge=0, le=1)

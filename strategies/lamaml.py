@@ -97,7 +97,9 @@ class _LookAheadLearner(Learner):
     def use_rates(self, rates: Params) -> None:
         """Start the rates alpha at an init's learned ones (``meta-sgd``) instead of
         ``alpha_init``."""
-        self.alpha = {n: r.detach().clone() for n, r in rates.items()}
+        self.alpha = {  # a weight without a learned rate (a head's own) keeps alpha_init
+            n: rates.get(n, a).detach().clone() for n, a in self.alpha.items()
+        }
 
     def proximal_rate(self) -> float | Params:
         """The rate each weight just moved at: ``opt_wt``, or La-MAML's ``relu(alpha)``."""

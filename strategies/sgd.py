@@ -66,16 +66,23 @@ class Sgd(Learner):
         True, "apply quadratic penalties (ewc, online-ewc, si, mas) as an exact implicit step"
     )
 
+    names: list[str] = field(init=False, repr=False, compare=False)
     optimizer: SGD = field(init=False, repr=False, compare=False)
     rates: dict[str, Tensor] | None = field(init=False, repr=False, compare=False, default=None)
 
     def setup(
         self, params: dict[str, Tensor], info: StreamInfo, generator: torch.Generator
     ) -> None:
+        self.names = list(params)
         self.optimizer = SGD(params.values(), lr=self.lr, momentum=self.momentum)
 
     def use_rates(self, rates: dict[str, Tensor]) -> None:
-        self.rates = rates
+        # A weight the init learned no rate for (a head's own, e.g. the cosine head's
+        # scale) keeps the learner's own rate.
+        self.rates = {
+            n: rates[n] if n in rates else torch.full_like(p, self.lr)
+            for n, p in zip(self.names, self.optimizer.params, strict=True)
+        }
         # The optimiser steps at rate 1 a direction already scaled by each weight's rate.
         self.optimizer = SGD(self.optimizer.params, lr=1.0, momentum=self.momentum)
 

@@ -372,3 +372,13 @@ def test_running_means_are_kept_when_the_memory_is_not_asked_and_protonet_says_s
     composed = compose("protonet+er+ncm").head
     assert isinstance(composed, NearestMean) and not composed.from_memory
     assert compose("er+ncm").head.from_memory  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("spec", ["cosine+meta-sgd", "cosine+la-maml+meta-sgd", "adam+cosine"])
+def test_cosine_head_composes_with_learned_rates_and_adam(spec: str, make_stream) -> None:
+    """Was: meta-sgd's rates cover the model's weights, not the cosine head's sigma (a
+    KeyError in sgd and la-maml); adam's lr-sized steps left sigma near 1 and the third
+    class-IL task at 0.0 (adam now starts the head's scale at 10)."""
+    from test_learning import check_learns
+
+    check_learns(spec, make_stream("class", per_class=16))
