@@ -20,6 +20,27 @@ from .herding import Exemplars
 from .ncm import NearestMean
 
 
+def sigmoid_loss(logits: Tensor, target: Tensor, n_outputs: int) -> Tensor:
+    """iCaRL's classification and distillation loss: the binary cross-entropy of every
+    output, summed over the columns given and divided by ``B * n_outputs``.
+
+    The paper's loss is the mean over all the network's outputs (the official code's
+    ``T.mean(binary_crossentropy(prediction, target))`` over 100 sigmoid outputs), for which
+    its learning rate 2.0 is chosen; unseen classes add nothing to the sum here (they are
+    masked, not trained towards 0). Averaged over the classes seen alone, each output's
+    step was ``n_outputs / K`` times larger (5x in Split-MNIST's first task), and at lr 2.0
+    the MLP diverged in the first task on seed 4 (loss 0.05 at step 9, 4.5e3 at step 12,
+    every ReLU dead by step 19: ACC 0.10, chance).
+
+    Args:
+        logits: float ``[B, K]``, the outputs of the ``K`` classes seen so far.
+        target: float ``[B, K]`` in ``[0, 1]``.
+        n_outputs: the network's outputs (a head's, with several), ``>= K``.
+    """
+    total = F.binary_cross_entropy_with_logits(logits, target, reduction="sum")
+    return total / (len(logits) * n_outputs)
+
+
 @final
 @dataclass
 class ICaRL(Strategy):
@@ -32,7 +53,8 @@ class ICaRL(Strategy):
         x, y = [batch; exemplars.sample(batch)]              # new data with exemplars
         target_c = 1[y = c]           for the task's classes c
         target_c = sigmoid(old(x)_c)  for the classes learned before, not in this task
-        loss = BCE(sigmoid(f(x)_c), target_c) over the classes seen so far
+        loss = sum over the classes seen so far of BCE(sigmoid(f(x)_c), target_c)
+               / (B * outputs)                       # the paper's mean over every output
         theta -= lr * (grad(loss) + weight_decay * theta)
 
     After each task the exemplar set keeps ``size // classes`` samples of every class
@@ -41,9 +63,9 @@ class ICaRL(Strategy):
     features, :class:`NearestMean` with the exemplars as its memory); a class without
     exemplars yet (the current task's, during it) uses the running mean of its samples.
 
-    Defaults: the paper's learning rate 2.0 (sigmoid outputs learn slowly at the
-    ``sgd`` learner's 0.1: Split-MNIST class-IL seed 0, ACC 0.52 at 0.1, 0.63 at 2.0) and
-    weight decay 1e-5; its memory of 2,000 exemplars is for 100 classes, here 200 as the
+    Defaults: the paper's learning rate 2.0 on its loss, the mean over every output
+    (:func:`sigmoid_loss`; Split-MNIST class-IL, memory 200, seeds 0-4: ACC 0.69, no
+    seed collapsing, the DER paper's iCaRL 70.5 on full MNIST) and weight decay 1e-5; its memory of 2,000 exemplars is for 100 classes, here 200 as the
     ``replay`` memory's (``--set replay.size=...`` reaches it too).
 
     References: Rebuffi et al. 2017, "iCaRL: Incremental Classifier and Representation
@@ -98,7 +120,7 @@ class ICaRL(Strategy):
             with torch.no_grad():
                 old = functional_call(self.model, self.old, (data.x, data.task_ids)).sigmoid()
             target = torch.where(self.distilled, old, target)
-        loss = F.binary_cross_entropy_with_logits(logits[:, self.seen], target[:, self.seen])
+        loss = sigmoid_loss(logits[:, self.seen], target[:, self.seen], logits.shape[1])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for p in self.model.parameters():
