@@ -313,8 +313,4 @@ OPEN_REAL = {
         "cosine logits at sigma near 1 learn the new classes slowly: "
         "[0.995, 0.35, 0.225, 0.165, 0.415], floor 0.37"
     ),
-    ("icarl", "split-mnist", "domain"): (
-        "iCaRL's sigmoid outputs at lr 2.0 learn the last domain-IL task to 0.5 "
-        "([0.995, 0.85, 0.875, 0.975, 0.5], floor 0.65)"
-    ),
 }
