@@ -41,19 +41,27 @@ LIGHTER = {
         for init, cls in parts().items()
         if issubclass(cls, MetaInit)
     },
-    # OML freezes its RLN, so it runs at its default 500 meta steps (about 15 s, trained
-    # once per setting: the inits' cache is shared by the module's tests), on the default
-    # model, whose two hidden layers leave an RLN before OML's two-layer PLN. An RLN of 20
-    # meta steps is near a random projection: under it the PLN learnt class-IL's third task
-    # only partly when a penalty or DER held it ({ewc,mas,online-ewc,si}+mer+oml 0.5,
-    # der+oml+replay 0.5; 2 steps: oml+replay 0.44), which no default runs.
-    "oml": {"oml.source": "permuted", "hidden": "100,100"},
+    # OML freezes its RLN: it is meta-trained for 20 steps (2 leave it a random projection
+    # under which oml+replay missed class-IL's later tasks, [1, 0.5, 0.44]) on the default
+    # model, whose two hidden layers leave an RLN before OML's two-layer PLN. (At its
+    # default 500 steps, meta-trained on permuted MNIST, the RLN suits these synthetic
+    # streams less: 22 domain-IL compositions, c-maml+oml [0.75, 1, 1], miss the floor.)
+    "oml": {"oml.meta_steps": "20", "oml.source": "permuted", "hidden": "100,100"},
 }
 # Adam at its lr 0.001 learns these tasks only partly in 20 steps (adam+replay, class-IL:
 # [1.0, 0.5, 0.5]); in 80 (20 epochs) it learns every one, so it runs longer.
 LONGER = {"adam": {"epochs": "20"}}
 # Open: none of the 2- and 3-part compositions with OML in any setting.
 OPEN: set[tuple[str, str]] = set()
+# MER's lighter 2 batches per example leave a penalty holding OML's PLN from class-IL's
+# third task ({ewc,mas,online-ewc,si}+mer+oml: [1, 1, 0.5]); at MER's default 10 they
+# learn every task (ewc+mer+oml [1, 1, 1]), so these run MER at its defaults (a minute).
+MER_AT_DEFAULTS = {
+    ("ewc+mer+oml", "class"),
+    ("mas+mer+oml", "class"),
+    ("mer+oml+online-ewc", "class"),
+    ("mer+oml+si", "class"),
+}
 # ProtoNets' frozen body is meant for the ncm head, with which it learns every task here in
 # each setting ([1.0, 1.0, 1.0], also with replay). With the linear head on its 2-step
 # meta-init it learns the later class-IL tasks only partly: protonet [0.5, 0.62, 0.94],
@@ -90,6 +98,8 @@ def learned(spec: str, stream: Stream) -> tuple[str, list[float]]:
         if part in used
         for k, v in extra.items()
     }
+    if (spec, stream.setting) in MER_AT_DEFAULTS:
+        del lighter["mer.batches_per_example"]
     (run,) = plan_runs("split-mnist", [spec], [0], {**PROTOCOL, **lighter})
     result = execute(run, stream, CPU)
     return result.status, [result.matrix[k][k] for k in range(len(result.matrix))]
@@ -126,18 +136,18 @@ def test_sampled_compositions_learn_every_task(spec: str, any_setting: str, make
     check_learns(spec, make_stream(any_setting, per_class=16))
 
 
-@pytest.mark.parametrize("spec", ["oml", "oml+replay", "oml+si", "der+oml+sync-la-maml"])
+@pytest.mark.parametrize("spec", ["oml", "oml+replay", "oml+si", "der+oml+replay"])
 def test_oml_learns_every_class_incremental_task(spec: str, make_stream) -> None:
     """Was (here, 20 meta steps): oml+replay [0.62, 0, 0] and oml+si [0.94, 0.88, 0.75]
     with a PLN of the output layer alone, which learns new classes only slowly from a
-    frozen RLN; OML's PLN is its two final layers. der+oml+sync-la-maml was [1, 0.31,
-    0.56] at OML's 500 meta steps, DER's logit term holding the PLN (OML declares der.lam)."""
+    frozen RLN; OML's PLN is its two final layers. der+oml+replay was [1, 1, 0.5], DER's
+    logit term holding the PLN (OML declares der.lam)."""
     check_learns(spec, make_stream("class", per_class=16))
 
 
 def test_oml_declares_a_weaker_der_hold() -> None:
     der = next(r for r in compose("der+oml+replay").regularizers if r.name == "der")
-    assert der.lam == 0.2
+    assert der.lam == 0.1
     alone = next(r for r in compose("der++").regularizers if r.name == "der")
     assert alone.lam == 0.5
 
