@@ -39,7 +39,7 @@ class BiC(Strategy):
 
     Stage 1, every step, on the batch joined with replayed exemplars (Eq. 1-3)::
 
-        loss = (1 - lam) * CE(f(x) over the classes seen, y)
+        loss = CE(f(x) over the classes seen, y)          # (1 - lam) * CE with convex
              + lam * T^2 KL(softmax(old(x) / T) || softmax(f(x) / T)) over the old classes
         lam = |old classes| / |classes seen|
 
@@ -58,6 +58,14 @@ class BiC(Strategy):
     The new classes' held-out samples were trained on once (a stream shows each sample
     once; the paper sets them aside before training).
 
+    The paper weighs the cross-entropy by ``1 - lam`` (Eq. 3, ``convex=true``), which
+    over its many epochs sets the balance the two terms converge to. In one pass it scales
+    the new classes' step down (by 0.2 at Split-MNIST's fifth task) while most of each
+    batch is replayed, and they were not learnt before the correction (accuracy on the
+    third task 0.0; the correction lifted it to 0.22): Split-MNIST class-IL, memory 200,
+    seeds 0-4, ACC 0.48 and LA 0.47 with ``convex``, 0.71 and 0.75 without (ER: 0.62).
+    So the cross-entropy keeps its full weight by default.
+
     Defaults: T = 2 and a 1:9 validation split (the paper's and PyCIL's), learning rate
     0.1, memory 200 as the ``replay`` memory's (``--set replay.size=...`` reaches it).
 
@@ -75,6 +83,7 @@ class BiC(Strategy):
     val_fraction: float = param(0.1, "share of each class's exemplars held out", gt=0, le=0.5)
     bias_steps: int = param(200, "full-batch SGD steps of the bias correction", ge=1)
     bias_lr: float = param(0.1, "learning rate of the bias correction", gt=0)
+    convex: bool = param(False, "weigh the cross-entropy by 1 - lam, as the paper (many epochs)")
 
     model: nn.Module = field(init=False, repr=False)
     generator: torch.Generator = field(init=False, repr=False)
@@ -117,7 +126,8 @@ class BiC(Strategy):
         logits = logits.masked_fill(~self.seen, float("-inf"))
         loss = F.cross_entropy(logits, data.y)
         if self.old and self.lam > 0:
-            loss = (1 - self.lam) * loss + self.lam * self._distillation(logits, data)
+            weight = 1 - self.lam if self.convex else 1.0
+            loss = weight * loss + self.lam * self._distillation(logits, data)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

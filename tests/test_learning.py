@@ -310,14 +310,12 @@ def test_every_strategy_learns_every_task_of_the_real_scenarios(
 
 # Open (issue 19): class-incremental methods built for many epochs, measured at this
 # protocol (one pass, batch 10), seed 0: the diagonal and its floor.
-_BIC = (
-    "BiC's cross-entropy weighs 1 - old/seen and its correction, fit on 1-5 held-out "
-    "exemplars per class that the network has partly seen, pulls the new classes down"
-)
 OPEN_REAL = {
-    ("bic", "split-mnist", "class"): f"{_BIC}: [0.995, 0.72, 0.225, 0.095, 0.24], floor 0.37",
-    ("bic", "permuted-mnist", "class"): f"{_BIC}: [0.682, 0.184, 0.344], floor 0.32",
-    ("bic", "rotated-mnist", "class"): f"{_BIC}: [0.679, 0.344, 0.224], floor 0.32",
+    ("bic", "permuted-mnist", "class"): (
+        "BiC's distillation of the old classes' outputs on the new permutation's inputs "
+        "holds the features: the second task's 10 classes reach 0.25 before the correction "
+        "(0.47 without distillation, ER 0.52): [0.682, 0.249, 0.511], floor 0.32"
+    ),
     ("lucir", "split-mnist", "class"): (
         "LUCIR's less-forget constraint (5 sqrt(old / new)) holds the features while the "
         "cosine logits at sigma near 1 learn the new classes slowly: "
