@@ -316,9 +316,4 @@ OPEN_REAL = {
         "holds the features: the second task's 10 classes reach 0.25 before the correction "
         "(0.47 without distillation, ER 0.52): [0.682, 0.249, 0.511], floor 0.32"
     ),
-    ("lucir", "split-mnist", "class"): (
-        "LUCIR's less-forget constraint (5 sqrt(old / new)) holds the features while the "
-        "cosine logits at sigma near 1 learn the new classes slowly: "
-        "[0.995, 0.35, 0.225, 0.165, 0.415], floor 0.37"
-    ),
 }
