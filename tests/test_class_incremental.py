@@ -8,7 +8,7 @@ import statistics
 
 import torch
 from helpers import plan_one
-from lifelong.strategies.icarl import sigmoid_loss
+from lifelong.strategies.icarl import ICaRL, sigmoid_loss
 from lifelong.strategies.xder import rewrite
 
 import lifelong
@@ -32,6 +32,7 @@ def test_icarl_steps_each_output_at_the_papers_rate() -> None:
     (grad,) = torch.autograd.grad(sigmoid_loss(logits, target), logits)
     torch.testing.assert_close(grad, (logits.detach().sigmoid() - target) / 2)
     icarl = plan_one("icarl").strategy
+    assert isinstance(icarl, ICaRL)
     assert icarl.lr * 100 == 2.0 and icarl.lr * icarl.weight_decay == 2.0 * 1e-5
 
 

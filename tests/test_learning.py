@@ -57,7 +57,7 @@ OPEN: set[tuple[str, str]] = set()
 # minute each): MER's 2 batches per example leave a penalty holding OML's PLN from
 # class-IL's third task ({ewc,mas,online-ewc,si}+mer+oml: [1, 1, 0.5]; at MER's default
 # 10, ewc+mer+oml [1, 1, 1]); OML's 20 meta steps leave cosine+oml+sync-la-maml's third
-# class-IL task at 0.69 (at its default 500 every class-IL composition with OML learns).
+# class-IL task at 0.69 (at its default 500 it learns every task).
 AT_DEFAULTS = {
     ("ewc+mer+oml", "class"): "mer.batches_per_example",
     ("mas+mer+oml", "class"): "mer.batches_per_example",
