@@ -14,7 +14,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong import SGD, Batch, Params, Strategy, StreamInfo, TrainingData, detached, param
+from lifelong import (
+    SGD,
+    Batch,
+    Params,
+    Strategy,
+    StreamInfo,
+    TrainingData,
+    detached,
+    param,
+    to_floats,
+)
 
 from .herding import Exemplars
 
@@ -39,7 +49,7 @@ class BiC(Strategy):
 
     Stage 1, every step, on the batch joined with replayed exemplars (Eq. 1-3)::
 
-        loss = (1 - lam) * CE(f(x) over the classes seen, y)
+        loss = CE(f(x) over the classes seen, y)          # (1 - lam) * CE with convex
              + lam * T^2 KL(softmax(old(x) / T) || softmax(f(x) / T)) over the old classes
         lam = |old classes| / |classes seen|
 
@@ -51,12 +61,23 @@ class BiC(Strategy):
     paper's and PyCIL's networks carry every earlier bias layer in their forward).
     Stage 2, after each task but the first: the exemplar set (herding, ``size // classes``
     per class) holds out a random ``val_fraction`` of every class's exemplars, which are
-    not replayed; on them, with the network frozen, ``alpha`` and ``beta`` of the new
-    classes' logits are fit by ``bias_steps`` full-batch SGD steps on the cross-entropy
-    (Eq. 4-5). The correction touches only the classes that task added; those of earlier
-    tasks keep theirs. The prediction is the corrected logits over the classes seen.
-    The new classes' held-out samples were trained on once (a stream shows each sample
-    once; the paper sets them aside before training).
+    not replayed; on the old classes' held-out exemplars and as many random samples of
+    each new class from the task (a balanced validation set, as the paper's), with the
+    network frozen, ``alpha`` and ``beta`` of the new classes' logits are fit by
+    ``bias_steps`` full-batch SGD steps on the cross-entropy (Eq. 4-5). The correction
+    touches only the classes that task added; those of earlier tasks keep theirs. The
+    prediction is the corrected logits over the classes seen. The new classes' samples
+    were trained on once (a stream shows each sample once; the paper sets them aside
+    before training); they are drawn at random, not herded (see ``_validation``).
+
+    The paper weighs the cross-entropy by ``1 - lam`` (Eq. 3, ``convex=true``), which
+    over its many epochs sets the balance the two terms converge to. In one pass it scales
+    the new classes' step down (by 0.2 at Split-MNIST's fifth task) while most of each
+    batch is replayed, and they were not learnt before the correction (accuracy on the
+    third task 0.0; the correction lifted it to 0.22): Split-MNIST class-IL, memory 200,
+    seeds 0-4, ACC 0.48 and LA 0.47 with ``convex``, 0.71 and 0.75 without (ER: 0.62),
+    0.74 and 0.76 with the new classes' validation samples drawn at random. So the
+    cross-entropy keeps its full weight by default.
 
     Defaults: T = 2 and a 1:9 validation split (the paper's and PyCIL's), learning rate
     0.1, memory 200 as the ``replay`` memory's (``--set replay.size=...`` reaches it).
@@ -75,6 +96,7 @@ class BiC(Strategy):
     val_fraction: float = param(0.1, "share of each class's exemplars held out", gt=0, le=0.5)
     bias_steps: int = param(200, "full-batch SGD steps of the bias correction", ge=1)
     bias_lr: float = param(0.1, "learning rate of the bias correction", gt=0)
+    convex: bool = param(False, "weigh the cross-entropy by 1 - lam, as the paper (many epochs)")
 
     model: nn.Module = field(init=False, repr=False)
     generator: torch.Generator = field(init=False, repr=False)
@@ -117,7 +139,8 @@ class BiC(Strategy):
         logits = logits.masked_fill(~self.seen, float("-inf"))
         loss = F.cross_entropy(logits, data.y)
         if self.old and self.lam > 0:
-            loss = (1 - self.lam) * loss + self.lam * self._distillation(logits, data)
+            weight = 1 - self.lam if self.convex else 1.0
+            loss = weight * loss + self.lam * self._distillation(logits, data)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -128,7 +151,7 @@ class BiC(Strategy):
         self.held = self._hold_out()
         new = self.current & ~self.learned
         if bool(self.learned.any()) and bool(new.any()):
-            self.stages.append(self._fit_correction(new))
+            self.stages.append(self._fit_correction(new, self._validation(data, new)))
         self.old, self.old_stages = detached(dict(self.model.named_parameters())), list(self.stages)
         self.learned = self.seen.clone()
 
@@ -177,17 +200,39 @@ class BiC(Strategy):
             held[rows[order[:n]]] = True
         return held
 
-    def _fit_correction(self, new: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``(new, alpha, beta)`` fit on the held-out exemplars with the network frozen."""
+    def _validation(self, data: TrainingData, new: Tensor) -> Batch:
+        """The held-out exemplars of the old classes, and as many random samples of each new
+        class from the task (at least one): herding picks a class's most typical samples,
+        on which the network that just learnt them is surest, so held-out exemplars of the
+        new classes made the correction pull them down (Split-MNIST class-IL seed 2, the
+        fifth task's training samples: 0.82 right before the correction, 0.51 after)."""
         e, held = self.exemplars, self.held
+        old = held & ~new[e.y]
+        per_class = max(int(held.sum()) // max(int(self.seen.sum()), 1), 1)
+        picked = []
+        for c in new.nonzero().flatten():
+            rows = (data.y == c).nonzero().flatten()
+            order = torch.randperm(len(rows), generator=self.generator, device=rows.device)
+            picked.append(rows[order[:per_class]])
+        rows = torch.cat(picked)
+        x = to_floats(data.x[rows].flatten(1), data.inputs)
+        return Batch(
+            torch.cat([e.x[old], x]),
+            torch.cat([e.y[old], data.y[rows]]),
+            torch.cat([e.task_ids[old], data.task_ids[rows]]),
+            data.id,
+        )
+
+    def _fit_correction(self, new: Tensor, val: Batch) -> tuple[Tensor, Tensor, Tensor]:
+        """``(new, alpha, beta)`` fit on the validation samples ``val`` with the network frozen."""
         with torch.no_grad():
-            logits = bias_corrected(self.model(e.x[held], e.task_ids[held]), self.stages)
+            logits = bias_corrected(self.model(val.x, val.task_ids), self.stages)
         alpha = torch.ones((), device=logits.device, requires_grad=True)
         beta = torch.zeros((), device=logits.device, requires_grad=True)
         optimizer = SGD([alpha, beta], lr=self.bias_lr)
         for _ in range(self.bias_steps):
             corrected = bias_corrected(logits, [(new, alpha, beta)])
-            loss = F.cross_entropy(corrected.masked_fill(~self.seen, float("-inf")), e.y[held])
+            loss = F.cross_entropy(corrected.masked_fill(~self.seen, float("-inf")), val.y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
