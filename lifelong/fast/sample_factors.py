@@ -14,7 +14,7 @@ Accelerates (each reference builds the same numbers with autograd):
 - GSS's cosine scores (``strategies/gss.py``: per-sample gradients under ``vmap``,
   flattened and normalised): :class:`MlpCosines`, from Gram matrices of the factors.
 - MIR's interference (``strategies/mir.py``: autograd's virtual step, two forwards):
-  :func:`interference`, the closed-form gradient and one stacked forward of both weight sets.
+  :func:`interference`, the stepped layers' outputs from the factors, no weights formed.
 - ER-ACE's step (``strategies/er_ace.py``: masked cross-entropy plus the replay's, autograd):
   :func:`ace_gradients`.
 
@@ -36,8 +36,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lifelong.fast.closed_form import cross_entropy_grads
-from lifelong.models.mlp import stacked_mlp_logits
 
 if TYPE_CHECKING:
     from lifelong.contracts.strategy import Batch
@@ -131,13 +129,20 @@ def group_gradients(weights: Sequence[Tensor], batch: Batch, groups: Sequence[in
     """GEM's ``[G, P]``: the mean cross-entropy gradient of the samples of each task in
     ``groups`` (task ids of ``batch``), flattened in the order of ``weights``.
 
-    The reference (``strategies/gem.py``) runs one backward per task.
+    The reference (``strategies/gem.py``) runs one backward per task; here one pass over
+    the groups' samples (in group order) gives every factor, and each group's gradient is
+    the product of its own rows, ``E_t^T A_t / n_t``.
     """
-    factors = sample_factors(weights, batch.x, batch.y)
-    ids = torch.tensor(list(groups), device=batch.task_ids.device)
-    member = (batch.task_ids[None] == ids[:, None]).to(factors.losses.dtype)
-    grads = factors.weighted(member / member.sum(1, keepdim=True))
-    return torch.cat([g.flatten(1) for g in grads], 1)
+    rows = [(batch.task_ids == t).nonzero().squeeze(1) for t in groups]
+    order = torch.cat(rows)
+    factors = sample_factors(weights, batch.x[order], batch.y[order])
+    bounds = torch.tensor([0, *(len(r) for r in rows)]).cumsum(0).tolist()
+    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    out = []
+    for a, d in zip(factors.inputs, factors.errors, strict=True):
+        out.append(torch.stack([(d[i:j].t() @ a[i:j]).flatten() / (j - i) for i, j in spans]))
+        out.append(torch.stack([d[i:j].mean(0) for i, j in spans]))
+    return torch.cat(out, 1)
 
 
 def ace_gradients(
@@ -163,14 +168,27 @@ def interference(
     weights: Sequence[Tensor], incoming: Batch, candidates: Batch, lr: float
 ) -> Tensor:
     """MIR's ``[C]``: each candidate's loss after a virtual SGD step on ``incoming`` at
-    ``lr`` less its loss before, both from one forward of the two weight sets stacked."""
-    _, grads = cross_entropy_grads(weights, incoming.x.flatten(1), incoming.y)
-    stacked = [torch.stack([w.detach(), w.detach() - lr * g]) for w, g in zip(weights, grads)]
-    x = candidates.x.flatten(1)
-    logits = stacked_mlp_logits(stacked, x.expand(2, *x.shape))
-    losses = F.cross_entropy(logits.flatten(0, 1), candidates.y.repeat(2), reduction="none")
-    before, after = losses.view(2, -1)
-    return after - before
+    ``lr`` less its loss before, with no virtual weights formed.
+
+    A layer's output at the stepped weights is its output at the old ones less
+    ``lr / N (a A^T E + sum E)`` (``A``, ``E``: the incoming samples' factors, ``a`` the
+    candidate's input there): the first layer's large product is taken once, for both.
+    """
+    weights = [w.detach() for w in weights]
+    factors = sample_factors(weights, incoming.x, incoming.y)
+    scale = lr / len(incoming.y)
+    now = virtual = candidates.x.flatten(1)
+    n_layers = len(weights) // 2
+    for layer in range(n_layers):
+        w, b = weights[2 * layer], weights[2 * layer + 1]
+        seen, error = factors.inputs[layer], factors.errors[layer]
+        out = torch.addmm(b, now, w.t())
+        moved = out if virtual is now else torch.addmm(b, virtual, w.t())
+        moved = moved - scale * torch.addmm(error.sum(0), virtual @ seen.t(), error)
+        if layer < n_layers - 1:
+            now, virtual = out.relu(), moved.relu()
+    before = F.cross_entropy(out, candidates.y, reduction="none")
+    return F.cross_entropy(moved, candidates.y, reduction="none") - before
 
 
 class MlpCosines:
