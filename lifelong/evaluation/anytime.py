@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lifelong.contracts.parts import eval_mode
 from lifelong.contracts.stream import Stream, Task
 from lifelong.data.inputs import to_floats
 from lifelong.data.stream_options import StreamOptions
@@ -84,16 +85,23 @@ class OnlineRecorder:
         if self.options.lca_beta:
             self.record["lca"].append([task_accuracy(predict, task)])
 
-    def after_batch(self, n: int, task: Task, predict: Predict) -> None:
+    def after_batch(self, n: int, task: Task, model: nn.Module, predict: Predict) -> None:
         """After a batch of ``n`` samples of ``task``: LCA's point and, every
-        ``anytime_every`` samples, an anytime evaluation."""
+        ``anytime_every`` samples, an anytime evaluation, with ``model`` in eval mode
+        while it measures (batch norm's running statistics stay as they were); a batch
+        with nothing to measure leaves the model's mode alone."""
         self.in_task += 1
-        if self.in_task <= self.options.lca_beta:
-            self.record["lca"][-1].append(task_accuracy(predict, task))
+        lca = self.in_task <= self.options.lca_beta
         every, before = self.options.anytime_every, self.samples
         self.samples += n
-        if every and self.samples // every > before // every:
-            self.record["anytime"].append([self.samples, self.anytime_accuracy(predict)])
+        anytime = bool(every) and self.samples // every > before // every
+        if not (lca or anytime):
+            return
+        with eval_mode(model):
+            if lca:
+                self.record["lca"][-1].append(task_accuracy(predict, task))
+            if anytime:
+                self.record["anytime"].append([self.samples, self.anytime_accuracy(predict)])
 
     def end_task(self) -> None:
         self.record["task_ends"].append(self.samples)

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from lifelong.contracts.params import as_config
+from lifelong.contracts.parts import eval_mode
 from lifelong.contracts.scenario import ScenarioFamily
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
 from lifelong.contracts.stream import Stream, TrainingData, training_data
@@ -221,7 +221,7 @@ class OneSeed:
 
     def before_task(self, task_id: int) -> None:
         self.task = task_id
-        with _eval_mode(self.model):  # the online measurements leave batch norm alone
+        with eval_mode(self.model):  # the online measurements leave batch norm alone
             self.recorder.start_task(self.stream.tasks[task_id], self.model, self.strategy.predict)
         if self.options.boundaries_given:
             self.strategy.before_task(training_data(self.stream.tasks[task_id]))
@@ -232,8 +232,7 @@ class OneSeed:
         check_loss(self.strategy, loss)
         if batch.glance == self.protocol.glances - 1:
             task = self.stream.tasks[self.task]
-            with _eval_mode(self.model):
-                self.recorder.after_batch(len(batch.y), task, self.strategy.predict)
+            self.recorder.after_batch(len(batch.y), task, self.model, self.strategy.predict)
             if self.detector is not None:
                 self._detect(batch, float(loss))
         return loss.reshape(1)
@@ -257,7 +256,7 @@ class OneSeed:
         """Every task's accuracy with the model in eval mode (batch norm's running
         statistics, no dropout), back in training mode after."""
         batch_size = self.protocol.eval_batch_size
-        with _eval_mode(self.model), autocast(self.protocol, self.device_type):
+        with eval_mode(self.model), autocast(self.protocol, self.device_type):
             return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
 
     def settle(self) -> None:
@@ -291,17 +290,6 @@ class OneSeed:
         self.recent.load_state(state["recent"])
         if "augment" in state:  # a checkpoint of before augmentation existed: none drawn
             self.augment.set_state(state["augment"])
-
-
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode (batch norm's running statistics, no dropout) for the block,
-    back in training mode after."""
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train()
 
 
 def autocast(protocol: Protocol, device_type: str) -> Any:
