@@ -93,6 +93,8 @@ class ErAce(Strategy):
     seen: Tensor = field(init=False, repr=False)
     class_il: bool = field(init=False, repr=False)
     closed_form: bool = field(init=False, repr=False)
+    weights: list[Tensor] = field(init=False, repr=False)  # the model's, for the fast path
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("weights",)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         device = next(model.parameters()).device
@@ -102,6 +104,7 @@ class ErAce(Strategy):
         self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
         self.class_il = info.setting == "class"
         self.closed_form = info.fast and has_closed_form(model)
+        self.weights = list(model.parameters())
 
     def train_step(self, batch: Batch) -> Tensor:
         present = torch.zeros_like(self.seen).index_fill_(0, batch.y, True)
@@ -126,9 +129,8 @@ class ErAce(Strategy):
 
     def _gradients_by_hand(self, batch: Batch, keep: Tensor, stored: Batch | None) -> Tensor:
         """The loss, its gradient set on the weights as ``backward`` would set it."""
-        weights = list(self.model.parameters())
-        loss, grads = ace_gradients(weights, batch, keep, stored)
-        for w, g in zip(weights, grads, strict=True):
+        loss, grads = ace_gradients(self.weights, batch, keep, stored)
+        for w, g in zip(self.weights, grads, strict=True):
             w.grad = g
         return loss
 

@@ -97,7 +97,7 @@ class Reservoir(Memory):
     class_seen: Tensor = field(init=False, repr=False, compare=False)
     scores: Tensor = field(init=False, repr=False, compare=False)
     # bind() gives them again on every setup; they are the composite's, checkpointed there
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params", "closed_form")
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params", "fast", "closed_form")
     model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
     params: dict[str, Tensor] = field(init=False, repr=False, compare=False, default_factory=dict)
     fast: bool = field(init=False, repr=False, compare=False, default=True)

@@ -73,8 +73,15 @@ def test_factors_give_each_samples_gradient_and_their_inner_products(
         keep = F.one_hot(data.y, 3).bool() | F.one_hot((data.y + 1) % 3, 3).bool()
     want = per_sample(net, data, keep)
     factors = sample_factors(list(net.parameters()), data.x, data.y, keep)
-    got = torch.cat([g.flatten(1) for g in factors.weighted(torch.eye(7, dtype=torch.float64))], 1)
+    layers = zip(factors.inputs, factors.errors, strict=True)
+    got = torch.cat(
+        [torch.cat([(d[:, :, None] * a[:, None]).flatten(1), d], 1) for a, d in layers], 1
+    )
     torch.testing.assert_close(got, want, **TOL)
+    shares = torch.linspace(0.1, 1.0, 7, dtype=torch.float64)
+    weighted = sample_factors(list(net.parameters()), data.x, data.y, keep, shares)
+    summed = torch.cat([g.flatten() for g in weighted.summed()])
+    torch.testing.assert_close(summed, shares @ want, **TOL)
     other = sample_factors(list(net.parameters()), batch(4, 2).x, batch(4, 2).y)
     want_other = per_sample(net, batch(4, 2))
     torch.testing.assert_close(factors.dots(other), want @ want_other.T, **TOL)

@@ -68,16 +68,11 @@ class Factors:
     inputs: tuple[Tensor, ...]
     errors: tuple[Tensor, ...]
 
-    def weighted(self, shares: Tensor) -> list[Tensor]:
-        """``G`` weighted sums of the samples' gradients, ``shares [G, N]``.
-
-        Returns:
-            ``[dW_1, db_1, ..., dW_L, db_L]``, each with a leading ``G`` dimension.
-        """
+    def summed(self) -> list[Tensor]:
+        """The sum of the samples' gradients, ``[dW_1, db_1, ..., dW_L, db_L]``."""
         grads: list[Tensor] = []
         for a, d in zip(self.inputs, self.errors, strict=True):
-            scaled = shares[:, :, None] * d[None]  # [G, N, out]
-            grads += [scaled.transpose(1, 2) @ a, scaled.sum(1)]
+            grads += [d.t() @ a, d.sum(0)]
         return grads
 
     def dots(self, other: Factors) -> Tensor:
@@ -93,15 +88,21 @@ class Factors:
 
 
 def sample_factors(
-    weights: Sequence[Tensor], x: Tensor, y: Tensor, keep: Tensor | None = None
+    weights: Sequence[Tensor],
+    x: Tensor,
+    y: Tensor,
+    keep: Tensor | None = None,
+    shares: Tensor | None = None,
 ) -> Factors:
     """The factors of each sample's cross-entropy gradient: one forward, one backward.
 
     Args:
         weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]`` (read only).
         x: float ``[N, ...]`` (flattened to the MLP's rows); y: int64 ``[N]``.
-        keep: bool ``[N, C]`` or ``[C]``: the logits each sample's softmax sees (the others
-            are set to the float minimum, ER-ACE's mask); None: all of them.
+        keep: bool ``[M, C]``: the logits each of the first ``M`` samples' softmax sees
+            (the others are set to the float minimum, ER-ACE's mask); None: all of them.
+        shares: float ``[N]``, each sample's weight in a loss: its errors are scaled by it
+            (None: 1), so that :meth:`Factors.summed` is that loss's gradient.
     """
     weights = [w.detach() for w in weights]
     n_layers = len(weights) // 2
@@ -111,12 +112,14 @@ def sample_factors(
         if layer < n_layers - 1:
             inputs.append(out.relu_())
     if keep is not None:
-        out = out.masked_fill(~keep, torch.finfo(out.dtype).min)
+        out[: len(keep)].masked_fill_(~keep, torch.finfo(out.dtype).min)
     log_p = F.log_softmax(out, 1)
     rows = torch.arange(len(y), device=y.device)
     losses = -log_p[rows, y]
     error = log_p.exp_()
     error[rows, y] -= 1
+    if shares is not None:
+        error.mul_(shares[:, None])
     errors = [error]
     for layer in range(n_layers - 1, 0, -1):
         below = inputs[layer]
@@ -151,16 +154,13 @@ def ace_gradients(
     """ER-ACE's loss, the incoming batch's cross-entropy over the ``keep [C]`` logits
     plus the replay's over all, and its gradient (``[dW_1, db_1, ...]``), without autograd."""
     x, y, n = batch.x.flatten(1), batch.y, len(batch.y)
-    rows = keep.expand(n, -1)
     shares = torch.full((n,), 1.0 / n, dtype=x.dtype, device=x.device)
     if replay is not None:
         r = len(replay.y)
         x, y = torch.cat([x, replay.x.flatten(1)]), torch.cat([y, replay.y])
-        rows = torch.cat([rows, keep.new_ones(r, len(keep))])
         shares = torch.cat([shares, shares.new_full((r,), 1.0 / r)])
-    factors = sample_factors(weights, x, y, rows)
-    grads = factors.weighted(shares[None])
-    return factors.losses @ shares, [g[0] for g in grads]
+    factors = sample_factors(weights, x, y, keep.expand(n, -1), shares)
+    return factors.losses @ shares, factors.summed()
 
 
 @torch.no_grad()
