@@ -183,8 +183,9 @@ def interference(
         w, b = weights[2 * layer], weights[2 * layer + 1]
         seen, error = factors.inputs[layer], factors.errors[layer]
         out = torch.addmm(b, now, w.t())
-        moved = out if virtual is now else torch.addmm(b, virtual, w.t())
-        moved = moved - scale * torch.addmm(error.sum(0), virtual @ seen.t(), error)
+        stepped = out if virtual is now else torch.addmm(b, virtual, w.t())
+        moved = torch.addmm(stepped, virtual @ seen.t(), error, alpha=-scale)
+        moved.sub_(error.sum(0), alpha=scale)
         if layer < n_layers - 1:
             now, virtual = out.relu(), moved.relu()
     before = F.cross_entropy(out, candidates.y, reduction="none")
