@@ -166,7 +166,7 @@ class Reservoir(Memory):
             return self.sample()
         rows = torch.randperm(len(self), generator=self.generator, device=self.y.device)
         rows = rows[: self.candidates]
-        if self.closed_form:  # acceleration: lifelong.fast.sample_factors, no virtual weights formed
+        if self.closed_form:  # acceleration: lifelong.fast.sample_factors, no weights formed
             weights = list(self.params.values())
             scores = fast_interference(weights, batch, self.at(rows), self.virtual_lr)
         else:

@@ -28,6 +28,7 @@ the references). Tested equal to the references in ``tests/test_fast_factors.py`
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -35,7 +36,6 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
 
 if TYPE_CHECKING:
     from lifelong.contracts.strategy import Batch
@@ -140,7 +140,7 @@ def group_gradients(weights: Sequence[Tensor], batch: Batch, groups: Sequence[in
     order = torch.cat(rows)
     factors = sample_factors(weights, batch.x[order], batch.y[order])
     bounds = torch.tensor([0, *(len(r) for r in rows)]).cumsum(0).tolist()
-    spans = list(zip(bounds[:-1], bounds[1:], strict=True))
+    spans = list(itertools.pairwise(bounds))
     out = []
     for a, d in zip(factors.inputs, factors.errors, strict=True):
         out.append(torch.stack([(d[i:j].t() @ a[i:j]).flatten() / (j - i) for i, j in spans]))
