@@ -194,6 +194,20 @@ def test_report_lists_the_known_slow_parts_with_their_share() -> None:
     assert f"| {workload.name} | `solve_dual` | 40 | 0.50 | 25% |" in text
 
 
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+def test_report_judges_the_canon_against_issue_19s_avalanche_target(strategy: str) -> None:
+    workload = next(w for w in WORKLOADS if w.strategy == strategy)
+    loop = {
+        "lifelong": Timing([1.0], [0.7]),
+        "hand loop": Timing([1.2], [0.7]),
+        "avalanche": Timing([2.5], [0.7]),
+    }
+    row = BenchRow(workload, 4000, loop, {"lifelong": 9.0, "hand loop": 8.0})
+    text = render([row], command="c", repeat=1, profile="p", threads=1)
+    assert f"| loop >= 3.0x faster than Avalanche | {workload.name} | 2.50x | **no** |" in text
+    assert "Why (avalanche-canon):" in text
+
+
 def test_part_seconds_times_gem_quadratic_program() -> None:
     from lifelong.bench.harness import Workload, part_seconds
 
