@@ -139,13 +139,17 @@ def group_gradients(weights: Sequence[Tensor], batch: Batch, groups: Sequence[in
     rows = [(batch.task_ids == t).nonzero().squeeze(1) for t in groups]
     order = torch.cat(rows)
     factors = sample_factors(weights, batch.x[order], batch.y[order])
-    bounds = torch.tensor([0, *(len(r) for r in rows)]).cumsum(0).tolist()
-    spans = list(itertools.pairwise(bounds))
-    out = []
-    for a, d in zip(factors.inputs, factors.errors, strict=True):
-        out.append(torch.stack([(d[i:j].t() @ a[i:j]).flatten() / (j - i) for i, j in spans]))
-        out.append(torch.stack([d[i:j].mean(0) for i, j in spans]))
-    return torch.cat(out, 1)
+    bounds = list(itertools.accumulate((len(r) for r in rows), initial=0))
+    sizes = [w.numel() for w in weights]
+    out = factors.losses.new_empty(len(rows), sum(sizes))
+    columns = list(itertools.accumulate(sizes, initial=0))
+    for group, (i, j) in enumerate(itertools.pairwise(bounds)):
+        for layer, (a, d) in enumerate(zip(factors.inputs, factors.errors, strict=True)):
+            start, middle, end = columns[2 * layer : 2 * layer + 3]
+            matrix = out[group, start:middle].view(d.shape[1], a.shape[1])
+            torch.mm(d[i:j].t(), a[i:j], out=matrix).div_(j - i)
+            torch.mean(d[i:j], 0, out=out[group, middle:end])
+    return out
 
 
 def ace_gradients(
