@@ -17,7 +17,10 @@ samples of each past task in the replay batch give that task's gradient, and GEM
 declares a replay batch of 256 so the whole memory (of up to 256 samples) takes part, as
 GEM's per-task memories do. The quadratic program is solved by ``quadprog`` (the official
 code's solver, a dependency), or by coordinate descent in torch (``solver=torch``, and
-wherever quadprog is not importable); both give the same solution to 1e-6.
+wherever quadprog is not importable); both give the same solution to 1e-6. On a model with
+closed-form gradients (the default MLP) the incoming gradient and the per-task ones (one
+pass over the memory) are written out by hand (:mod:`lifelong.fast`, equal up to float
+rounding; ``--set fast=false`` runs autograd).
 
 Defaults: the official MNIST runs (facebookresearch/GradientEpisodicMemory,
 ``run_experiments.sh``): lr 0.1, memory_strength 0.5.
@@ -47,6 +50,7 @@ from lifelong import (
     gradients,
     param,
 )
+from lifelong.fast import group_gradients
 
 Params = dict[str, Tensor]
 SOLVERS = ("auto", "quadprog", "torch")
@@ -136,8 +140,12 @@ class Gem(Learner):
     def step(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
-        loss = objective(params, batch, None)
-        grads = gradients(loss, params)
+        closed = objective.closed_form
+        if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
+            loss, grads = closed.loss_and_grads(params, batch, None)
+        else:
+            loss = objective(params, batch, None)
+            grads = gradients(loss, params)
         update = grads
         memories = self._past_gradients(params, batch, replay, objective)
         if memories is not None:
@@ -155,6 +163,10 @@ class Gem(Learner):
             return None
         stored = replay.batch
         tasks = [t for t in stored.task_ids.unique().tolist() if t != batch.task]
+        closed = objective.closed_form
+        if tasks and closed is not None and closed.covers(params, penalties=False):
+            # acceleration: lifelong.fast.sample_factors, one pass over the memory
+            return group_gradients(list(params.values()), stored, tasks)
         rows = []
         for t in tasks:
             mine = stored.task_ids == t

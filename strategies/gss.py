@@ -84,6 +84,27 @@ def similarity_scores(gradients: Tensor, stored: Tensor) -> Tensor:
     return cos.max(dim=1).values + 1
 
 
+class Cosines:
+    """GSS's scores against the per-sample gradients of ``stored`` samples (autograd):
+    ``max_j cos(g, G_j) + 1`` for a batch's mean gradient or for each of its samples.
+
+    On a model with closed-form gradients :class:`lifelong.fast.MlpCosines` gives the same
+    scores from Gram matrices of each layer's factors, with no per-sample gradient formed.
+    """
+
+    def __init__(self, model: nn.Module, params: Params, stored: Batch) -> None:
+        self.model, self.params = model, params
+        self.stored = sample_gradients(model, params, stored)
+
+    def batch_score(self, batch: Batch) -> Tensor:
+        """0-d: ``c_B``, the score of the gradient of ``batch``'s mean loss."""
+        return similarity_scores(batch_gradient(self.model, self.params, batch), self.stored)[0]
+
+    def sample_scores(self, batch: Batch) -> Tensor:
+        """``[N]``: ``c_i``, each sample's score."""
+        return similarity_scores(sample_gradients(self.model, self.params, batch), self.stored)
+
+
 def greedy_slots(
     sample_scores: Tensor, slot_scores: Tensor, generator: torch.Generator
 ) -> tuple[Tensor, Tensor]:

@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 
 from lifelong import Batch, Memory, Replay, StreamInfo, UserError, param
+from lifelong.fast import MlpCosines, has_closed_form
+from lifelong.fast import interference as fast_interference
 
 from . import gss, mir
 
@@ -95,9 +97,11 @@ class Reservoir(Memory):
     class_seen: Tensor = field(init=False, repr=False, compare=False)
     scores: Tensor = field(init=False, repr=False, compare=False)
     # bind() gives them again on every setup; they are the composite's, checkpointed there
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params")
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params", "fast", "closed_form")
     model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
     params: dict[str, Tensor] = field(init=False, repr=False, compare=False, default_factory=dict)
+    fast: bool = field(init=False, repr=False, compare=False, default=True)
+    closed_form: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
         if self.balanced and self.select == "gss":
@@ -112,6 +116,9 @@ class Reservoir(Memory):
 
     def bind(self, model: nn.Module, params: dict[str, Tensor]) -> None:
         self.model, self.params = model, params
+        # MIR's and GSS's scores by hand (lifelong.fast.sample_factors) where they apply
+        every_weight = len(params) == len(list(model.parameters()))
+        self.closed_form = self.fast and every_weight and has_closed_form(model)
 
     def setup(self, info: StreamInfo, device: torch.device, generator: torch.Generator) -> None:
         rows = self.size + 1  # the last row is scratch space that absorbs discarded writes
@@ -120,6 +127,7 @@ class Reservoir(Memory):
         self.task_ids = torch.zeros(rows, dtype=torch.long, device=device)
         self.logits = torch.zeros(rows, info.n_outputs, device=device)
         self.seen, self.task, self.generator = 0, 0, generator
+        self.fast = info.fast
         self.n_outputs = info.n_outputs
         self.class_seen = torch.zeros(info.n_tasks * info.n_outputs, device=device)
         self.scores = torch.zeros(rows, device=device)
@@ -158,7 +166,13 @@ class Reservoir(Memory):
             return self.sample()
         rows = torch.randperm(len(self), generator=self.generator, device=self.y.device)
         rows = rows[: self.candidates]
-        scores = mir.interference(self.model, self.params, batch, self.at(rows), self.virtual_lr)
+        if self.closed_form:  # acceleration: lifelong.fast.sample_factors, no weights formed
+            weights = list(self.params.values())
+            scores = fast_interference(weights, batch, self.at(rows), self.virtual_lr)
+        else:
+            scores = mir.interference(
+                self.model, self.params, batch, self.at(rows), self.virtual_lr
+            )
         pick = rows[mir.most_interfered(scores, self.batch)]
         return Replay(self.at(pick), self.logits.index_select(0, pick))
 
@@ -200,23 +214,29 @@ class Reservoir(Memory):
         assert self.model is not None
         n, device = len(batch.y), batch.y.device
         slots = torch.full((n,), self.size, dtype=torch.long, device=device)
-        stored = None
+        cosines = None
         if len(self):
             rows = torch.randperm(len(self), generator=self.generator, device=device)
-            stored = gss.sample_gradients(self.model, self.params, self.at(rows[: self.candidates]))
+            cosines = self._cosines(self.at(rows[: self.candidates]))
         c_batch = torch.tensor(gss.EMPTY_SCORE, device=device)
-        if stored is not None:
-            g = gss.batch_gradient(self.model, self.params, batch)
-            c_batch = gss.similarity_scores(g, stored)[0]
+        if cosines is not None:
+            c_batch = cosines.batch_score(batch)
         room = max(self.size - self.seen, 0)
         slots[:room] = torch.arange(self.seen, self.seen + min(room, n), device=device)
         self.scores[slots[:room]] = c_batch
-        if room < n and stored is not None and c_batch < 1:
+        if room < n and cosines is not None and c_batch < 1:
             rest = Batch(batch.x[room:], batch.y[room:], batch.task_ids[room:], batch.task)
-            c = gss.similarity_scores(gss.sample_gradients(self.model, self.params, rest), stored)
+            c = cosines.sample_scores(rest)
             chosen, scores = gss.greedy_slots(c, self.scores[: self.size], self.generator)
             slots[room:], self.scores[: self.size] = chosen, scores
         return slots
+
+    def _cosines(self, stored: Batch) -> gss.Cosines | MlpCosines:
+        """GSS's scores against the gradients of the ``stored`` samples."""
+        assert self.model is not None
+        if self.closed_form:  # acceleration: lifelong.fast.sample_factors, no [N, P] formed
+            return MlpCosines(list(self.params.values()), stored)
+        return gss.Cosines(self.model, self.params, stored)
 
     def _count(self, n: int, task: int) -> None:
         self.seen += n

@@ -194,6 +194,20 @@ def test_report_lists_the_known_slow_parts_with_their_share() -> None:
     assert f"| {workload.name} | `solve_dual` | 40 | 0.50 | 25% |" in text
 
 
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+def test_report_judges_the_canon_against_issue_19s_avalanche_target(strategy: str) -> None:
+    workload = next(w for w in WORKLOADS if w.strategy == strategy)
+    loop = {
+        "lifelong": Timing([1.0], [0.7]),
+        "hand loop": Timing([1.2], [0.7]),
+        "avalanche": Timing([2.5], [0.7]),
+    }
+    row = BenchRow(workload, 4000, loop, {"lifelong": 9.0, "hand loop": 8.0})
+    text = render([row], command="c", repeat=1, profile="p", threads=1)
+    assert f"| loop >= 3.0x faster than Avalanche | {workload.name} | 2.50x | **no** |" in text
+    assert "Why (avalanche-canon):" in text
+
+
 def test_part_seconds_times_gem_quadratic_program() -> None:
     from lifelong.bench.harness import Workload, part_seconds
 
@@ -207,16 +221,34 @@ def test_part_seconds_times_gem_quadratic_program() -> None:
 @pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
 def test_hand_canon_loops_learn_like_lifelong(strategy: str) -> None:
     """The hand loops of the canon workloads do the same work: similar ACC (one seed)."""
-    from lifelong.bench.canon_loops import hand_canon
-    from lifelong.bench.harness import Workload
+    from lifelong.bench.harness import Workload, hand_run
 
     workload = next(w for w in WORKLOADS if w.strategy == strategy)
     assert isinstance(workload, Workload)
     (spec,) = plan_runs("split-mnist", [strategy], [0], workload.lifelong_settings())
     stream = spec.scenario.build(0)
-    hand = hand_canon(stream, strategy=strategy, seed=0, lr=0.1, batch_size=32)
+    hand = hand_run(workload, stream)
     ours = execute(spec, stream, torch.device("cpu")).matrix
     assert abs(statistics.fmean(hand[-1]) - statistics.fmean(ours[-1])) < 0.15
+
+
+@pytest.mark.parametrize("strategy", ["mir", "gss"])
+def test_canon_hand_loops_replay_as_many_stored_samples_as_lifelong(
+    monkeypatch, strategy: str
+) -> None:
+    """The hand loop of a canon workload replays the batch lifelong's memory replays (gss:
+    32, Avalanche's ReplayDataLoader's, which its GSS_greedy does not expose)."""
+    import lifelong.bench.canon_loops as canon_loops
+    from lifelong.bench.harness import hand_run
+    from lifelong.composition.compose import configure
+
+    asked: dict[str, object] = {}
+    monkeypatch.setattr(canon_loops, "hand_canon", lambda stream, **kw: asked.update(kw))
+    workload = next(w for w in WORKLOADS if w.strategy == strategy)
+    hand_run(workload, stream=None)  # type: ignore[arg-type]
+    composite, _ = configure(strategy, {k: str(v) for k, v in workload.settings.items()})
+    assert composite.memory is not None
+    assert asked["replay_batch"] == composite.memory.batch == (32 if strategy == "gss" else 10)
 
 
 @pytest.mark.parametrize("strategy", ["naive", "er", "der++"])

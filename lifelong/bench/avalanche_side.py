@@ -149,8 +149,9 @@ def _canon(
 ) -> Any:
     """Avalanche 0.6's GEM, ER_ACE, MIR and GSS_greedy at lifelong's sizes: GEM keeps
     ``memory_size / n_tasks`` samples per experience (its memory is per task) at
-    memory_strength 0.5; the others a memory of ``memory_size`` replayed 10 at a time
-    (MIR from 50 candidates, GSS comparing with 10 stored samples)."""
+    memory_strength 0.5; ER_ACE and MIR a memory of ``memory_size`` replayed 10 at a time
+    (MIR from 50 candidates); GSS_greedy one replayed 32 at a time (its ReplayDataLoader's
+    default, which GSS_greedy does not expose) and compared with 10 stored gradients."""
     from avalanche.training.supervised import ER_ACE, GEM, MIR, GSS_greedy
 
     base = {"model": model, "optimizer": optimizer, "criterion": criterion, **common}

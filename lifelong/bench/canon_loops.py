@@ -34,9 +34,13 @@ def hand_canon(
     memory_size: int = 200,
     replay_batch: int = 10,
     candidates: int = 50,
+    gss_candidates: int = 10,
     margin: float = 0.5,
 ) -> list[list[float]]:
-    """Train ``gem``, ``er-ace``, ``mir`` or ``gss`` written out by hand; return R."""
+    """Train ``gem``, ``er-ace``, ``mir`` or ``gss`` written out by hand; return R.
+
+    ``replay_batch`` stored samples join each batch (er-ace, mir, gss); MIR picks them from
+    ``candidates``; GSS compares with ``gss_candidates`` stored samples' gradients."""
     torch.manual_seed(seed)
     model = MLP(stream.input_dim, (100, 100), stream.n_outputs, stream.n_heads)
     params = list(model.parameters())
@@ -111,7 +115,7 @@ def hand_canon(
             optimizer.step()
             if strategy == "gss":
                 seen = _gss_add(
-                    model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, replay_batch
+                    model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, gss_candidates
                 )
                 continue
             for i in range(len(y)):  # reservoir sampling

@@ -134,7 +134,9 @@ WORKLOADS = (
         "split-mnist class-IL, ewc", "split-mnist", "ewc", {"ewc.lam": 10.0, "sgd.proximal": False}
     ),
     # The class-incremental canon that Avalanche 0.6 also ships (GEM, ER_ACE, MIR,
-    # GSS_greedy), memory 200, each at its paper's replay batch (strategies/).
+    # GSS_greedy), memory 200, each at its paper's replay batch (strategies/), except GSS:
+    # Avalanche's GSS_greedy replays a ReplayDataLoader's 32 stored samples with every batch
+    # (not settable through it), so all three replay 32 there (10 stored gradients each).
     Workload(
         "split-mnist class-IL, gem (memory 200)",
         "split-mnist",
@@ -154,7 +156,7 @@ WORKLOADS = (
         "split-mnist class-IL, gss (memory 200)",
         "split-mnist",
         "gss",
-        {"replay.size": 200},
+        {"replay.size": 200, "replay.batch": 32},
         measured=("_gss_slots", "greedy_slots"),
     ),
     Workload("permuted-mnist 10 tasks, naive", "permuted-mnist", "naive", PERMUTED),
@@ -312,6 +314,7 @@ def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
             seed=0,
             lr=workload.lr,
             batch_size=workload.batch_size,
+            replay_batch=workload.settings.get("replay.batch", 10),
         )
     if workload.meta:
         return hand_la_maml(

@@ -4,12 +4,16 @@ Each module says what it accelerates and the capability that must hold; the code
 opens in ``strategies/`` is the reference (autograd, the paper's formulation) and runs
 wherever no acceleration applies. Every acceleration is switched off by the protocol's
 ``fast=false`` (``--set fast=false``, :attr:`lifelong.StreamInfo.fast`), and a test checks
-each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta_learners.py``).
+each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta_learners.py``,
+``tests/test_fast_factors.py``).
 
 - :mod:`lifelong.fast.closed_form`: the cross-entropy gradients of a model that declares
   them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
   ``sgd`` learner, :func:`lifelong.supervised_step` and MER's single-sample steps, when the
   objective declares a :class:`ClosedForm`.
+- :mod:`lifelong.fast.sample_factors`: per-sample gradients of such a model kept as each
+  layer's factors: GEM's per-task memory gradients, GSS's cosine scores, MIR's
+  interference and ER-ACE's step, with no per-sample gradient or autograd graph formed.
 - :mod:`lifelong.fast.lookahead_inplace`: La-MAML's first-order look-ahead on any objective,
   the fast weights stepped in place and the meta-gradients kept as running sums, and its
   ``foreach`` update.
@@ -25,13 +29,25 @@ from lifelong.fast.closed_form import (
 )
 from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
+from lifelong.fast.sample_factors import (
+    MlpCosines,
+    ace_gradients,
+    group_gradients,
+    interference,
+    sample_factors,
+)
 
 __all__ = [
     "ClosedForm",
+    "MlpCosines",
+    "ace_gradients",
     "cross_entropy_grads",
+    "group_gradients",
     "has_closed_form",
     "in_place_look_ahead",
     "in_place_update",
+    "interference",
     "mlp_look_ahead",
+    "sample_factors",
     "sample_step",
 ]

@@ -1,0 +1,225 @@
+"""Per-sample cross-entropy gradients of an MLP, kept as their layer factors and never formed.
+
+For a layer ``out = a W^T + b`` the gradient of one sample's loss is ``dW = d a^T`` and
+``db = d`` (``d``: the loss's derivative by the layer's output, ``a``: the layer's input). So
+a weighted sum of samples' gradients is ``D^T diag(w) A`` per layer, and the inner product
+of two samples' whole gradients is ``sum_l (d_i . d_j)(a_i . a_j + 1)``: a product of
+``[N, M]`` matrices, where autograd would form ``[N, P]`` per-sample gradients (P: 89,610
+weights on the default MLP). One forward and one backward pass give every factor.
+
+Accelerates (each reference builds the same numbers with autograd):
+
+- GEM's per-task memory gradients (``strategies/gem.py``: one backward per past task):
+  :func:`group_gradients`, one pass over the memory and one product per layer.
+- GSS's cosine scores (``strategies/gss.py``: per-sample gradients under ``vmap``,
+  flattened and normalised): :class:`MlpCosines`, from Gram matrices of the factors.
+- MIR's interference (``strategies/mir.py``: autograd's virtual step, two forwards):
+  :func:`interference`, the stepped layers' outputs from the factors, no weights formed.
+- ER-ACE's step (``strategies/er_ace.py``: masked cross-entropy plus the replay's, autograd):
+  :func:`ace_gradients`.
+
+Applies when: the model declares the capability (:class:`lifelong.ClosedFormModel` with
+``closed_form_grads()`` true: the one-head :class:`lifelong.MLP`), every one of its weights
+learns (:func:`lifelong.fast.has_closed_form`), the gradient taken is that of the
+cross-entropy alone (no penalty), and the run has ``fast`` on (``--set fast=false`` runs
+the references). Tested equal to the references in ``tests/test_fast_factors.py``
+(float64, within 1e-10); in float32 the bench's Split-MNIST runs of all four end with the
+references' accuracies.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from lifelong.contracts.strategy import Batch
+
+__all__ = [
+    "Factors",
+    "MlpCosines",
+    "ace_gradients",
+    "group_gradients",
+    "interference",
+    "sample_factors",
+]
+
+EPS = 1e-8  # F.normalize's, as GSS's reference normalises
+
+
+@dataclass(frozen=True)
+class Factors:
+    """Each sample's cross-entropy gradient of a one-head ReLU MLP, by layer.
+
+    Attributes:
+        losses: float ``[N]``, each sample's cross-entropy.
+        inputs: per layer, ``[N, in_l]``: what the layer read.
+        errors: per layer, ``[N, out_l]``: the sample's loss derivative by the layer's
+            output. Sample ``i``'s gradient is ``errors[l][i] inputs[l][i]^T`` for ``W_l``
+            and ``errors[l][i]`` for ``b_l``.
+    """
+
+    losses: Tensor
+    inputs: tuple[Tensor, ...]
+    errors: tuple[Tensor, ...]
+
+    def summed(self) -> list[Tensor]:
+        """The sum of the samples' gradients, ``[dW_1, db_1, ..., dW_L, db_L]``."""
+        grads: list[Tensor] = []
+        for a, d in zip(self.inputs, self.errors, strict=True):
+            grads += [d.t() @ a, d.sum(0)]
+        return grads
+
+    def dots(self, other: Factors) -> Tensor:
+        """``[N, M]``: the inner products of these samples' gradients with ``other``'s."""
+        layers = zip(self.inputs, self.errors, other.inputs, other.errors, strict=True)
+        return torch.stack([(d @ e.T) * (a @ b.T + 1) for a, d, b, e in layers]).sum(0)
+
+    def norms(self) -> Tensor:
+        """``[N]``: the norm of each sample's gradient."""
+        layers = zip(self.inputs, self.errors, strict=True)
+        squares = [d.square().sum(1) * (a.square().sum(1) + 1) for a, d in layers]
+        return torch.stack(squares).sum(0).sqrt()
+
+
+def sample_factors(
+    weights: Sequence[Tensor],
+    x: Tensor,
+    y: Tensor,
+    keep: Tensor | None = None,
+    shares: Tensor | None = None,
+) -> Factors:
+    """The factors of each sample's cross-entropy gradient: one forward, one backward.
+
+    Args:
+        weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]`` (read only).
+        x: float ``[N, ...]`` (flattened to the MLP's rows); y: int64 ``[N]``.
+        keep: bool ``[M, C]``: the logits each of the first ``M`` samples' softmax sees
+            (the others are set to the float minimum, ER-ACE's mask); None: all of them.
+        shares: float ``[N]``, each sample's weight in a loss: its errors are scaled by it
+            (None: 1), so that :meth:`Factors.summed` is that loss's gradient.
+    """
+    weights = [w.detach() for w in weights]
+    n_layers = len(weights) // 2
+    inputs = [x.flatten(1)]
+    for layer in range(n_layers):
+        out = torch.addmm(weights[2 * layer + 1], inputs[-1], weights[2 * layer].t())
+        if layer < n_layers - 1:
+            inputs.append(out.relu_())
+    if keep is not None:
+        out[: len(keep)].masked_fill_(~keep, torch.finfo(out.dtype).min)
+    log_p = F.log_softmax(out, 1)
+    rows = torch.arange(len(y), device=y.device)
+    losses = -log_p[rows, y]
+    error = log_p.exp_()
+    error[rows, y] -= 1
+    if shares is not None:
+        error.mul_(shares[:, None])
+    errors = [error]
+    for layer in range(n_layers - 1, 0, -1):
+        below = inputs[layer]
+        errors.append(torch.ops.aten.threshold_backward(errors[-1] @ weights[2 * layer], below, 0))
+    errors.reverse()
+    return Factors(losses, tuple(inputs), tuple(errors))
+
+
+def group_gradients(weights: Sequence[Tensor], batch: Batch, groups: Sequence[int]) -> Tensor:
+    """GEM's ``[G, P]``: the mean cross-entropy gradient of the samples of each task in
+    ``groups`` (task ids of ``batch``), flattened in the order of ``weights``.
+
+    The reference (``strategies/gem.py``) runs one backward per task; here one pass over
+    the groups' samples (in group order) gives every factor, and each group's gradient is
+    the product of its own rows, ``E_t^T A_t / n_t``.
+    """
+    rows = [(batch.task_ids == t).nonzero().squeeze(1) for t in groups]
+    order = torch.cat(rows)
+    factors = sample_factors(weights, batch.x[order], batch.y[order])
+    bounds = list(itertools.accumulate((len(r) for r in rows), initial=0))
+    sizes = [w.numel() for w in weights]
+    out = factors.losses.new_empty(len(rows), sum(sizes))
+    columns = list(itertools.accumulate(sizes, initial=0))
+    for group, (i, j) in enumerate(itertools.pairwise(bounds)):
+        for layer, (a, d) in enumerate(zip(factors.inputs, factors.errors, strict=True)):
+            start, middle, end = columns[2 * layer : 2 * layer + 3]
+            matrix = out[group, start:middle].view(d.shape[1], a.shape[1])
+            torch.mm(d[i:j].t(), a[i:j], out=matrix).div_(j - i)
+            torch.mean(d[i:j], 0, out=out[group, middle:end])
+    return out
+
+
+def ace_gradients(
+    weights: Sequence[Tensor], batch: Batch, keep: Tensor, replay: Batch | None
+) -> tuple[Tensor, list[Tensor]]:
+    """ER-ACE's loss, the incoming batch's cross-entropy over the ``keep [C]`` logits
+    plus the replay's over all, and its gradient (``[dW_1, db_1, ...]``), without autograd."""
+    x, y, n = batch.x.flatten(1), batch.y, len(batch.y)
+    shares = torch.full((n,), 1.0 / n, dtype=x.dtype, device=x.device)
+    if replay is not None:
+        r = len(replay.y)
+        x, y = torch.cat([x, replay.x.flatten(1)]), torch.cat([y, replay.y])
+        shares = torch.cat([shares, shares.new_full((r,), 1.0 / r)])
+    factors = sample_factors(weights, x, y, keep.expand(n, -1), shares)
+    return factors.losses @ shares, factors.summed()
+
+
+@torch.no_grad()
+def interference(
+    weights: Sequence[Tensor], incoming: Batch, candidates: Batch, lr: float
+) -> Tensor:
+    """MIR's ``[C]``: each candidate's loss after a virtual SGD step on ``incoming`` at
+    ``lr`` less its loss before, with no virtual weights formed.
+
+    A layer's output at the stepped weights is its output at the old ones less
+    ``lr / N (a A^T E + sum E)`` (``A``, ``E``: the incoming samples' factors, ``a`` the
+    candidate's input there): the first layer's large product is taken once, for both.
+    """
+    weights = [w.detach() for w in weights]
+    factors = sample_factors(weights, incoming.x, incoming.y)
+    scale = lr / len(incoming.y)
+    now = virtual = candidates.x.flatten(1)
+    n_layers = len(weights) // 2
+    for layer in range(n_layers):
+        w, b = weights[2 * layer], weights[2 * layer + 1]
+        seen, error = factors.inputs[layer], factors.errors[layer]
+        out = torch.addmm(b, now, w.t())
+        stepped = out if virtual is now else torch.addmm(b, virtual, w.t())
+        moved = torch.addmm(stepped, virtual @ seen.t(), error, alpha=-scale)
+        moved.sub_(error.sum(0), alpha=scale)
+        if layer < n_layers - 1:
+            now, virtual = out.relu(), moved.relu()
+    before = F.cross_entropy(out, candidates.y, reduction="none")
+    return F.cross_entropy(moved, candidates.y, reduction="none") - before
+
+
+class MlpCosines:
+    """GSS's scores against the gradients of ``stored`` samples, from the layer factors:
+    ``max_j cos(g, G_j) + 1`` for the batch's mean gradient or each sample's.
+
+    The reference (``strategies/gss.py``'s ``Cosines``) forms every per-sample gradient
+    under ``vmap`` and normalises ``[N, P]`` rows.
+    """
+
+    def __init__(self, weights: Sequence[Tensor], stored: Batch) -> None:
+        self.weights = weights
+        self.stored = sample_factors(weights, stored.x, stored.y)
+        self.stored_norms = self.stored.norms().clamp_min(EPS)
+
+    def batch_score(self, batch: Batch) -> Tensor:
+        """0-d: the score of the gradient of ``batch``'s mean loss."""
+        factors = sample_factors(self.weights, batch.x, batch.y)
+        dots = factors.dots(self.stored).mean(0)  # <mean_i g_i, G_j>
+        norm = factors.dots(factors).mean().clamp_min(0).sqrt().clamp_min(EPS)
+        return (dots / (norm * self.stored_norms)).max() + 1
+
+    def sample_scores(self, batch: Batch) -> Tensor:
+        """``[N]``: each sample's score."""
+        factors = sample_factors(self.weights, batch.x, batch.y)
+        norms = factors.norms().clamp_min(EPS)
+        cos = factors.dots(self.stored) / (norms[:, None] * self.stored_norms)
+        return cos.max(1).values + 1

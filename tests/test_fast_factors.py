@@ -1,0 +1,200 @@
+"""The acceleration ``lifelong.fast.sample_factors`` (per-sample gradients of the MLP kept as
+layer factors) against its references: GEM's per-task gradients, GSS's cosine scores, MIR's
+interference and ER-ACE's step, each equal to autograd's within 1e-10 in float64; and
+``fast=false`` takes none of them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import run_one
+from lifelong.strategies import gss, mir
+from lifelong.strategies.er_ace import ErAce
+from lifelong.strategies.gem import Gem
+
+from lifelong import Batch, Objective, Replay, StreamInfo
+from lifelong.composition.compose import configure
+from lifelong.fast import (
+    MlpCosines,
+    ace_gradients,
+    group_gradients,
+    interference,
+    sample_factors,
+)
+from lifelong.models.mlp import MLP
+
+TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def model(hidden: tuple[int, ...] = (5, 4)) -> MLP:
+    torch.manual_seed(0)
+    return MLP(6, hidden, 3).to(torch.float64)
+
+
+def batch(n: int, seed: int, tasks: int = 1) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 6, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return Batch(x, y, torch.randint(0, tasks, (n,), generator=g), tasks - 1)
+
+
+def per_sample(net: MLP, data: Batch, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Autograd, one sample at a time: ``[N, P]``."""
+    rows = []
+    for i in range(len(data.y)):
+        logits = net(data.x[i : i + 1])
+        if keep is not None:
+            logits = logits.masked_fill(~keep[i], torch.finfo(logits.dtype).min)
+        loss = F.cross_entropy(logits, data.y[i : i + 1])
+        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, net.parameters())]))
+    return torch.stack(rows)
+
+
+@pytest.fixture
+def float64_default() -> Iterator[None]:
+    """Float64 by default (the memory's buffers too) for the whole test."""
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(before)
+
+
+@pytest.mark.parametrize("hidden", [(), (5,), (5, 4)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_factors_give_each_samples_gradient_and_their_inner_products(
+    hidden: tuple[int, ...], masked: bool
+) -> None:
+    net, data = model(hidden), batch(7, 1)
+    keep = None
+    if masked:  # ER-ACE's mask: each sample keeps its own class and one other
+        keep = F.one_hot(data.y, 3).bool() | F.one_hot((data.y + 1) % 3, 3).bool()
+    want = per_sample(net, data, keep)
+    factors = sample_factors(list(net.parameters()), data.x, data.y, keep)
+    layers = zip(factors.inputs, factors.errors, strict=True)
+    got = torch.cat(
+        [torch.cat([(d[:, :, None] * a[:, None]).flatten(1), d], 1) for a, d in layers], 1
+    )
+    torch.testing.assert_close(got, want, **TOL)
+    shares = torch.linspace(0.1, 1.0, 7, dtype=torch.float64)
+    weighted = sample_factors(list(net.parameters()), data.x, data.y, keep, shares)
+    summed = torch.cat([g.flatten() for g in weighted.summed()])
+    torch.testing.assert_close(summed, shares @ want, **TOL)
+    other = sample_factors(list(net.parameters()), batch(4, 2).x, batch(4, 2).y)
+    want_other = per_sample(net, batch(4, 2))
+    torch.testing.assert_close(factors.dots(other), want @ want_other.T, **TOL)
+    torch.testing.assert_close(factors.norms(), want.norm(dim=1), **TOL)
+
+
+def test_gem_per_task_gradients_match_one_backward_per_task() -> None:
+    """GEM's past-task gradients by hand equal the reference's (the objective with no
+    closed form), and so do three projected steps."""
+    moved = []
+    for by_hand in (True, False):
+        composite, _ = configure("gem", {"lr": 0.3})
+        composite.setup(model(), StreamInfo(3, "class", 3, 1, 6), torch.Generator().manual_seed(1))
+        learner = composite.learner
+        assert isinstance(learner, Gem)
+        objective = composite.minimised if by_hand else Objective(composite.objective)
+        assert (objective.closed_form is not None) is by_hand
+        replay = Replay(batch(30, 5, tasks=3), torch.zeros(30, 3))  # the whole memory
+        for seed in range(3):
+            learner.step(composite.params, batch(5, seed, tasks=3), replay, objective)
+        moved.append({n: p.detach().clone() for n, p in composite.params.items()})
+    for name in moved[0]:
+        torch.testing.assert_close(moved[0][name], moved[1][name], **TOL)
+
+    net, memory = model(), batch(30, 5, tasks=3)
+    params = dict(net.named_parameters())
+    rows = []
+    for t in (0, 2):
+        mine = memory.task_ids == t
+        loss = F.cross_entropy(net(memory.x[mine]), memory.y[mine])
+        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, net.parameters())]))
+    got = group_gradients(list(params.values()), memory, [0, 2])
+    torch.testing.assert_close(got, torch.stack(rows), **TOL)
+
+
+def test_gss_cosines_by_hand_match_the_per_sample_gradients() -> None:
+    net = model()
+    params = dict(net.named_parameters())
+    stored, incoming = batch(10, 3), batch(9, 4)
+    reference = gss.Cosines(net, params, stored)
+    fast = MlpCosines(list(params.values()), stored)
+    torch.testing.assert_close(fast.batch_score(incoming), reference.batch_score(incoming), **TOL)
+    torch.testing.assert_close(
+        fast.sample_scores(incoming), reference.sample_scores(incoming), **TOL
+    )
+
+
+def test_mir_interference_by_hand_matches_the_virtual_step() -> None:
+    net = model()
+    params = dict(net.named_parameters())
+    incoming, candidates = batch(8, 6), batch(12, 7)
+    want = mir.interference(net, params, incoming, candidates, lr=0.5)
+    got = interference(list(params.values()), incoming, candidates, lr=0.5)
+    torch.testing.assert_close(got, want, **TOL)
+
+
+@pytest.mark.parametrize("replayed", [False, True])
+def test_er_ace_gradients_by_hand_match_autograd(replayed: bool) -> None:
+    net, data, stored = model(), batch(8, 8), batch(5, 9)
+    keep = torch.tensor([True, False, True])  # the batch shows classes 0 and 2
+    data = Batch(data.x, data.y.masked_fill(data.y == 1, 2), data.task_ids, data.task)
+    loss = F.cross_entropy(net(data.x).masked_fill(~keep, torch.finfo(torch.float64).min), data.y)
+    if replayed:
+        loss = loss + F.cross_entropy(net(stored.x), stored.y)
+    want = torch.autograd.grad(loss, list(net.parameters()))
+    got_loss, got = ace_gradients(list(net.parameters()), data, keep, stored if replayed else None)
+    torch.testing.assert_close(got_loss, loss.detach(), **TOL)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, **TOL)
+
+
+def test_er_ace_steps_by_hand_match_its_reference(float64_default: None) -> None:
+    """Steps across a task switch (the mask on) move the weights as autograd's do."""
+    nets = []
+    for fast in (True, False):
+        strategy, net = ErAce(lr=0.3, size=6, batch=3), model()
+        info = StreamInfo(2, "class", 3, 1, 6, fast=fast)
+        strategy.setup(net, info, torch.Generator().manual_seed(2))
+        assert strategy.closed_form is fast
+        for seed in range(4):
+            data = batch(5, seed)
+            task = int(seed >= 2)
+            strategy.train_step(Batch(data.x, data.y, torch.full_like(data.y, task), task))
+        nets.append(net)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        torch.testing.assert_close(a, b, **TOL)
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> None:
+    """``--set fast=false`` runs gem, er-ace, mir and gss on their references; with
+    ``fast`` on each takes its acceleration."""
+    import lifelong.strategies.er_ace as er_ace
+    import lifelong.strategies.gem as gem
+    import lifelong.strategies.replay as replay
+
+    taken: set[str] = set()
+    for module, name in [
+        (gem, "group_gradients"),
+        (er_ace, "ace_gradients"),
+        (replay, "fast_interference"),
+        (replay, "MlpCosines"),
+    ]:
+        real = getattr(module, name)
+
+        def recorded(*args, _real=real, _name=name, **kwargs):  # type: ignore[no-untyped-def]
+            taken.add(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, recorded)
+    stream = make_stream("class", n_tasks=2)
+    small = {"batch_size": "8", "hidden": "16", "fast": str(fast).lower()}
+    for spec in ("gem", "er-ace", "mir", "gss"):
+        run_one(spec, {**small, "replay.size": "20"} if spec != "er-ace" else small, stream=stream)
+    everything = {"group_gradients", "ace_gradients", "fast_interference", "MlpCosines"}
+    assert taken == (everything if fast else set())
