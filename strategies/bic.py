@@ -17,8 +17,6 @@ from torch.func import functional_call
 from lifelong import (
     SGD,
     Batch,
-    Params,
-    Strategy,
     StreamInfo,
     TrainingData,
     detached,
@@ -26,7 +24,7 @@ from lifelong import (
     to_floats,
 )
 
-from .herding import Exemplars
+from .herding import ExemplarStrategy
 
 
 def bias_corrected(logits: Tensor, stages: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
@@ -44,7 +42,7 @@ def bias_corrected(logits: Tensor, stages: list[tuple[Tensor, Tensor, Tensor]]) 
 
 @final
 @dataclass
-class BiC(Strategy):
+class BiC(ExemplarStrategy):
     """BiC: replay with distillation, then a bias correction learned on held-out exemplars.
 
     Stage 1, every step, on the batch joined with replayed exemplars (Eq. 1-3)::
@@ -86,45 +84,26 @@ class BiC(Strategy):
     """
 
     name: ClassVar[str] = "bic"
-    # it herds exemplars and fits its correction at the end of a task
-    needs_boundaries: ClassVar[bool] = True
-    setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
-    size: int = param(200, "exemplars kept in all", ge=1)
-    batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)
-    lr: float = param(0.1, "SGD learning rate", gt=0)
     temperature: float = param(2.0, "distillation temperature (the paper's)", gt=0)
     val_fraction: float = param(0.1, "share of each class's exemplars held out", gt=0, le=0.5)
     bias_steps: int = param(200, "full-batch SGD steps of the bias correction", ge=1)
     bias_lr: float = param(0.1, "learning rate of the bias correction", gt=0)
     convex: bool = param(False, "weigh the cross-entropy by 1 - lam, as the paper (many epochs)")
 
-    model: nn.Module = field(init=False, repr=False)
-    generator: torch.Generator = field(init=False, repr=False)
-    optimizer: SGD = field(init=False, repr=False)
-    exemplars: Exemplars = field(init=False, repr=False)
-    old: Params = field(init=False, repr=False)
     old_stages: list[tuple[Tensor, Tensor, Tensor]] = field(init=False, repr=False)
     stages: list[tuple[Tensor, Tensor, Tensor]] = field(init=False, repr=False)
-    seen: Tensor = field(init=False, repr=False)
-    learned: Tensor = field(init=False, repr=False)
     current: Tensor = field(init=False, repr=False)
     distilled: Tensor = field(init=False, repr=False)
     lam: float = field(init=False, repr=False)
     held: Tensor = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
-        self.model, self.generator = model, generator
-        self.optimizer = SGD(model.parameters(), lr=self.lr)
-        device = next(model.parameters()).device
-        self.exemplars = Exemplars(self.size)
-        self.exemplars.setup(info.input_dim, device)
-        self.old, self.old_stages, self.stages = {}, [], []
-        self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
-        self.learned = torch.zeros_like(self.seen)
+        super().setup(model, info, generator)
+        self.old_stages, self.stages = [], []
         # own tensors each: a checkpoint restores them in place, so none may alias another
         self.current, self.distilled = torch.zeros_like(self.seen), torch.zeros_like(self.seen)
         self.lam = 0.0
-        self.held = torch.zeros(0, dtype=torch.bool, device=device)
+        self.held = torch.zeros(0, dtype=torch.bool, device=self.seen.device)
 
     def before_task(self, data: TrainingData) -> None:
         self.current = torch.zeros_like(self.seen)

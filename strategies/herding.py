@@ -10,12 +10,23 @@ References: Welling 2009, "Herding dynamical weights to learn" (ICML); Rebuffi e
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lifelong import Batch, TrainingData, features, to_floats
+from lifelong import (
+    SGD,
+    Batch,
+    Params,
+    Strategy,
+    StreamInfo,
+    TrainingData,
+    features,
+    param,
+    to_floats,
+)
 
 
 def herding(feats: Tensor, m: int) -> Tensor:
@@ -116,3 +127,37 @@ class Exemplars:
 def _embedded(model: nn.Module, x: Tensor, chunk: int = 1024) -> Tensor:
     """L2-normalised ``body`` features of ``x``, ``chunk`` rows at a time."""
     return torch.cat([F.normalize(features(model, part), dim=1) for part in x.split(chunk)])
+
+
+@dataclass
+class ExemplarStrategy(Strategy):
+    """The plumbing iCaRL, BiC and LUCIR share (each holds its algorithm in its own file):
+    an exemplar set herded at the end of every task and replayed ``batch`` samples at a
+    time with each incoming batch, SGD on the whole network, the old network's weights
+    (empty before the first task ends) and masks of the classes seen and of those the old
+    network learnt."""
+
+    # it herds exemplars and keeps the old network at the end of a task
+    needs_boundaries: ClassVar[bool] = True
+    setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
+    size: int = param(200, "exemplars kept in all", ge=1)
+    batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)
+    lr: float = param(0.1, "SGD learning rate", gt=0)
+
+    model: nn.Module = field(init=False, repr=False)
+    generator: torch.Generator = field(init=False, repr=False)
+    optimizer: SGD = field(init=False, repr=False)
+    exemplars: Exemplars = field(init=False, repr=False)
+    old: Params = field(init=False, repr=False)
+    seen: Tensor = field(init=False, repr=False)
+    learned: Tensor = field(init=False, repr=False)
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        self.model, self.generator = model, generator
+        self.optimizer = SGD(model.parameters(), lr=self.lr)
+        device = next(model.parameters()).device
+        self.exemplars = Exemplars(self.size)
+        self.exemplars.setup(info.input_dim, device)
+        self.old = {}
+        self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
+        self.learned = torch.zeros_like(self.seen)  # the classes the old network knows

@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from lifelong import SGD, Batch, Params, Strategy, StreamInfo, TrainingData, detached, param
+from lifelong import Batch, StreamInfo, TrainingData, detached, param
 
-from .herding import Exemplars
+from .herding import ExemplarStrategy
 from .ncm import NearestMean
 
 
@@ -42,7 +42,7 @@ def sigmoid_loss(logits: Tensor, target: Tensor) -> Tensor:
 
 @final
 @dataclass
-class ICaRL(Strategy):
+class ICaRL(ExemplarStrategy):
     """iCaRL: herding exemplars, distillation to the old network, nearest mean of exemplars.
 
     Sigmoid outputs are trained on the new labels and on the old network's outputs.
@@ -74,39 +74,21 @@ class ICaRL(Strategy):
     """
 
     name: ClassVar[str] = "icarl"
-    # it herds exemplars and keeps its distillation targets at the end of a task
-    needs_boundaries: ClassVar[bool] = True
-    setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
     size: int = param(200, "exemplars kept in all (the paper: 2000 for 100 classes)", ge=1)
-    batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)
     lr: float = param(0.02, "SGD learning rate (the paper's 2.0 over its 100 outputs)", gt=0)
     weight_decay: float = param(1e-3, "L2 weight decay (the paper's 1e-5 at its rate)", ge=0)
 
-    model: nn.Module = field(init=False, repr=False)
-    generator: torch.Generator = field(init=False, repr=False)
-    optimizer: SGD = field(init=False, repr=False)
-    exemplars: Exemplars = field(init=False, repr=False)
     ncm: NearestMean = field(init=False, repr=False)
-    old: Params = field(init=False, repr=False)
-    seen: Tensor = field(init=False, repr=False)
-    learned: Tensor = field(init=False, repr=False)
     distilled: Tensor = field(init=False, repr=False)
     tasks_apart: int = field(init=False, repr=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
-        self.model, self.generator = model, generator
-        self.optimizer = SGD(model.parameters(), lr=self.lr)
-        device = next(model.parameters()).device
-        self.exemplars = Exemplars(self.size)
-        self.exemplars.setup(info.input_dim, device)
+        super().setup(model, info, generator)
         self.ncm = NearestMean()
         # domain-IL: a label is a different class in each task, herded apart (Exemplars keys
         # (task, target)), so the means are kept apart too: one "head" of means per task
         self.tasks_apart = info.n_tasks if info.setting == "domain" else 1
         self.ncm.prepare(model, replace(info, n_heads=info.n_heads * self.tasks_apart), generator)
-        self.old = {}
-        self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
-        self.learned = torch.zeros_like(self.seen)  # the classes the old network knows
         self.distilled = torch.zeros_like(self.seen)
 
     def before_task(self, data: TrainingData) -> None:

@@ -16,10 +16,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from lifelong import (
-    SGD,
     Batch,
-    Params,
-    Strategy,
     StreamInfo,
     TrainingData,
     detached,
@@ -29,12 +26,12 @@ from lifelong import (
 )
 
 from .cosine import CosineHead, CosineLinear
-from .herding import Exemplars
+from .herding import ExemplarStrategy
 
 
 @final
 @dataclass
-class LUCIR(Strategy):
+class LUCIR(ExemplarStrategy):
     """LUCIR: cosine-normalised classifier, feature distillation, margin ranking on exemplars.
 
     One step (Hou et al. 2019, Eq. 6-8), on the batch joined with replayed exemplars::
@@ -69,25 +66,12 @@ class LUCIR(Strategy):
     """
 
     name: ClassVar[str] = "lucir"
-    # it imprints new classes and herds exemplars at task boundaries
-    needs_boundaries: ClassVar[bool] = True
-    setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)
-    size: int = param(200, "exemplars kept in all", ge=1)
-    batch: int = param(32, "exemplars replayed with every incoming batch", ge=1)
-    lr: float = param(0.1, "SGD learning rate", gt=0)
     lam_base: float = param(1.0, "base strength of the less-forget constraint (paper: 5)", ge=0)
     lam_mr: float = param(1.0, "strength of the margin ranking loss (the paper's)", ge=0)
     margin: float = param(0.5, "margin of the ranking loss (the paper's)", ge=0)
     top_k: int = param(2, "hard negative new classes per old sample (the paper's)", ge=1)
 
-    model: nn.Module = field(init=False, repr=False)
     head: CosineLinear = field(init=False, repr=False)
-    generator: torch.Generator = field(init=False, repr=False)
-    optimizer: SGD = field(init=False, repr=False)
-    exemplars: Exemplars = field(init=False, repr=False)
-    old: Params = field(init=False, repr=False)
-    seen: Tensor = field(init=False, repr=False)
-    learned: Tensor = field(init=False, repr=False)
     new: Tensor = field(init=False, repr=False)
     old_classes: Tensor = field(init=False, repr=False)
     lam: float = field(init=False, repr=False)
@@ -97,14 +81,9 @@ class LUCIR(Strategy):
         CosineHead().prepare(model, info, generator)
         assert isinstance(model.head, CosineLinear)
         self.head = model.head
-        self.model, self.generator, self.n_heads = model, generator, info.n_heads
-        self.optimizer = SGD(model.parameters(), lr=self.lr)
-        device = next(model.parameters()).device
-        self.exemplars = Exemplars(self.size)
-        self.exemplars.setup(info.input_dim, device)
-        self.old = {}
-        self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
-        self.learned, self.new = torch.zeros_like(self.seen), torch.zeros_like(self.seen)
+        super().setup(model, info, generator)  # after the head is swapped: SGD takes its weights
+        self.n_heads = info.n_heads
+        self.new = torch.zeros_like(self.seen)
         self.old_classes, self.lam = torch.zeros_like(self.seen), 0.0  # no alias: restored in place
 
     def before_task(self, data: TrainingData) -> None:
