@@ -177,9 +177,10 @@ class Trainer(typing.Protocol):
 class OneSeed:
     """One seed's strategy on its own model: an ordinary run.
 
-    With hidden boundaries (``boundaries=hidden`` or ``detect``) the strategy sees task
-    ids 0 and no boundary hooks; with ``detect`` the hooks fire where
-    :class:`lifelong.execution.boundaries.PlateauDetector` finds them, on the recent samples.
+    With hidden boundaries (``boundaries=hidden``) the strategy sees task ids 0 and no
+    boundary hooks; with ``detect`` the hooks fire where
+    :class:`lifelong.execution.boundaries.PlateauDetector` finds them, on the recent samples,
+    and the task id it sees is the count of boundaries detected so far (0, 1, 2, ...).
     The online metrics (:class:`lifelong.evaluation.anytime.OnlineRecorder`) are taken on
     their schedule.
     """
@@ -215,9 +216,15 @@ class OneSeed:
             data, self.protocol.batch_size, self.order, self.augment, self.stream.ordered
         ):
             self.recorder.observe(batch.task_ids, batch.y)
-            if not self.options.boundaries_given:  # no task id, no task
-                batch = Batch(batch.x, batch.y, torch.zeros_like(batch.task_ids), 0)
+            if not self.options.boundaries_given:  # never the true task id
+                task = self.detected_task()
+                batch = Batch(batch.x, batch.y, torch.full_like(batch.task_ids, task), task)
             yield batch
+
+    def detected_task(self) -> int:
+        """The task id the strategy sees with hidden boundaries: 0, or with ``detect`` the
+        number of boundaries detected so far (a running count, never the true id)."""
+        return len(self.recorder.record["detected"]) if self.detector is not None else 0
 
     def before_task(self, task_id: int) -> None:
         self.task = task_id
@@ -243,10 +250,10 @@ class OneSeed:
         assert self.detector is not None
         self.recent.add(batch)
         if self.detector.update(loss):
+            ended = self.detected_task()
             self.recorder.detected()
-            data = self.recent.data(len(self.recorder.record["detected"]))
-            self.strategy.after_task(data)
-            self.strategy.before_task(data)
+            self.strategy.after_task(self.recent.data(ended))
+            self.strategy.before_task(self.recent.data(ended + 1))
 
     def after_task(self, task_id: int, alive: list[bool]) -> None:
         self.recorder.end_task()
