@@ -312,7 +312,10 @@ def test_detected_boundaries_number_the_tasks_the_strategy_sees() -> None:
     assert strategy.ids == [[0]] * 9 + [[1]] * 10 + [[2]] * 21  # the detected ids, not 0..4
     assert strategy.tasks == [0] * 9 + [1] * 10 + [2] * 21
     assert [(h, i) for h, i, _ in strategy.hooks] == [
-        ("after", 0), ("before", 1), ("after", 1), ("before", 2)
+        ("after", 0),
+        ("before", 1),
+        ("after", 1),
+        ("before", 2),
     ]
     assert all(ids == [i] for _, i, ids in strategy.hooks)
 

@@ -15,6 +15,8 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   ``foreach`` update.
 - :mod:`lifelong.fast.lookahead_mlp`: La-MAML's first-order look-ahead on such a model,
   with CPU kernels in :mod:`lifelong.fast.lookahead_kernel` (numba, when installed).
+- :mod:`lifelong.fast.mer_kernel`: MER's whole update on such a model, compiled (numba,
+  when installed).
 """
 
 from lifelong.fast.closed_form import (
@@ -25,9 +27,11 @@ from lifelong.fast.closed_form import (
 )
 from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
+from lifelong.fast.mer_kernel import compiled_mer_update
 
 __all__ = [
     "ClosedForm",
+    "compiled_mer_update",
     "cross_entropy_grads",
     "has_closed_form",
     "in_place_look_ahead",
