@@ -220,6 +220,7 @@ class _Recorder(Strategy):
     tasks: list[int] = field(default_factory=list, init=False)
     hooks: list[str] = field(default_factory=list, init=False)
     boundaries: bool = field(default=True, init=False)
+    predicted: set[int] = field(default_factory=set, init=False)  # ids shown to predict
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.boundaries = model, info.boundaries
@@ -237,6 +238,7 @@ class _Recorder(Strategy):
         self.hooks.append(f"after {data.id}")
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
+        self.predicted.update(task_ids.unique().tolist())
         return self.model(x, task_ids)
 
 
@@ -250,12 +252,14 @@ def _run_recorder(options: dict[str, object]) -> tuple[_Recorder, object]:
 
 
 def test_hidden_boundaries_withhold_task_ids_and_hooks_but_r_stays_defined() -> None:
-    strategy, result = _run_recorder({"boundaries": "hidden"})
+    strategy, result = _run_recorder({"boundaries": "hidden", "anytime_every": 20, "lca_beta": 2})
     assert set(strategy.ids) == {0} and set(strategy.tasks) == {0}
+    assert strategy.predicted == {0}  # evaluations and online measurements included
     assert strategy.hooks == [] and not strategy.boundaries
     assert len(result.matrix) == 5 and all(len(row) == 5 for row in result.matrix)
     shown, _ = _run_recorder({})
     assert set(shown.ids) == set(range(5)) and len(shown.hooks) == 10 and shown.boundaries
+    assert shown.predicted == set(range(5))
 
 
 def test_plateau_detector_fires_once_per_plateau_after_a_peak() -> None:
@@ -282,6 +286,7 @@ class _Scripted(Strategy):
     ids: list[list[int]] = field(default_factory=list, init=False)
     tasks: list[int] = field(default_factory=list, init=False)
     hooks: list[tuple[str, int, list[int]]] = field(default_factory=list, init=False)
+    predicted: set[int] = field(default_factory=set, init=False)  # ids shown to predict
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model = model
@@ -299,6 +304,7 @@ class _Scripted(Strategy):
         self.hooks.append(("after", data.id, data.task_ids.unique().tolist()))
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
+        self.predicted.update(task_ids.unique().tolist())
         return self.model(x, task_ids)
 
 
@@ -318,6 +324,7 @@ def test_detected_boundaries_number_the_tasks_the_strategy_sees() -> None:
         ("before", 2),
     ]
     assert all(ids == [i] for _, i, ids in strategy.hooks)
+    assert strategy.predicted == {0, 1, 2}  # evaluated at the true ends, shown detected ids
 
 
 def test_detected_boundaries_call_the_hooks_on_recent_samples() -> None:

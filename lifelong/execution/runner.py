@@ -226,10 +226,17 @@ class OneSeed:
         number of boundaries detected so far (a running count, never the true id)."""
         return len(self.recorder.record["detected"]) if self.detector is not None else 0
 
+    def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """The strategy's scores; with hidden boundaries the ids it is shown are the ones
+        it trains with (:meth:`detected_task`), not the evaluated task's."""
+        if not self.options.boundaries_given:
+            task_ids = torch.full_like(task_ids, self.detected_task())
+        return self.strategy.predict(x, task_ids)
+
     def before_task(self, task_id: int) -> None:
         self.task = task_id
         with _eval_mode(self.model):  # the online measurements leave batch norm alone
-            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.strategy.predict)
+            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.predict)
         if self.options.boundaries_given:
             self.strategy.before_task(training_data(self.stream.tasks[task_id]))
 
@@ -240,7 +247,7 @@ class OneSeed:
         if batch.glance == self.protocol.glances - 1:
             task = self.stream.tasks[self.task]
             with _eval_mode(self.model):
-                self.recorder.after_batch(len(batch.y), task, self.strategy.predict)
+                self.recorder.after_batch(len(batch.y), task, self.predict)
             if self.detector is not None:
                 self._detect(batch, float(loss))
         return loss.reshape(1)
@@ -265,7 +272,8 @@ class OneSeed:
         statistics, no dropout), back in training mode after."""
         batch_size = self.protocol.eval_batch_size
         with _eval_mode(self.model), autocast(self.protocol, self.device_type):
-            return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
+            shown = None if self.options.boundaries_given else self.detected_task()
+            return evaluate(self.strategy, self.stream, batch_size, self.inputs, shown)[None]
 
     def settle(self) -> None:
         """Nothing: the evaluations are done in place."""
@@ -551,9 +559,15 @@ class InputBuffer:
 
 @torch.inference_mode()
 def evaluate(
-    strategy: Strategy, stream: Stream, batch_size: int, inputs: InputBuffer | None = None
+    strategy: Strategy,
+    stream: Stream,
+    batch_size: int,
+    inputs: InputBuffer | None = None,
+    task_id: int | None = None,
 ) -> torch.Tensor:
-    """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync)."""
+    """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync).
+    ``strategy.predict`` is shown each task's id, or ``task_id`` for every task when given
+    (hidden boundaries: the id the strategy trains with, never the true one)."""
     inputs = inputs or InputBuffer()
     accuracies = []
     for task in stream.tasks:
@@ -561,7 +575,7 @@ def evaluate(
         for start in range(0, len(task.y_test), batch_size):
             x = inputs.floats(task.x_test[start : start + batch_size].flatten(1), task.inputs)
             y = task.y_test[start : start + batch_size]
-            ids = torch.full_like(y, task.id)
+            ids = torch.full_like(y, task.id if task_id is None else task_id)
             scores = strategy.predict(x, ids)
             check_scores(strategy, scores, (len(y), stream.n_outputs))
             correct += (scores.argmax(1) == y).sum()
