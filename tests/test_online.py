@@ -220,6 +220,7 @@ class _Recorder(Strategy):
     tasks: list[int] = field(default_factory=list, init=False)
     hooks: list[str] = field(default_factory=list, init=False)
     boundaries: bool = field(default=True, init=False)
+    predicted: set[int] = field(default_factory=set, init=False)  # ids shown to predict
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.boundaries = model, info.boundaries
@@ -237,6 +238,7 @@ class _Recorder(Strategy):
         self.hooks.append(f"after {data.id}")
 
     def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
+        self.predicted.update(task_ids.unique().tolist())
         return self.model(x, task_ids)
 
 
@@ -250,12 +252,14 @@ def _run_recorder(options: dict[str, object]) -> tuple[_Recorder, object]:
 
 
 def test_hidden_boundaries_withhold_task_ids_and_hooks_but_r_stays_defined() -> None:
-    strategy, result = _run_recorder({"boundaries": "hidden"})
+    strategy, result = _run_recorder({"boundaries": "hidden", "anytime_every": 20, "lca_beta": 2})
     assert set(strategy.ids) == {0} and set(strategy.tasks) == {0}
+    assert strategy.predicted == {0}  # evaluations and online measurements included
     assert strategy.hooks == [] and not strategy.boundaries
     assert len(result.matrix) == 5 and all(len(row) == 5 for row in result.matrix)
     shown, _ = _run_recorder({})
     assert set(shown.ids) == set(range(5)) and len(shown.hooks) == 10 and shown.boundaries
+    assert shown.predicted == set(range(5))
 
 
 def test_plateau_detector_fires_once_per_plateau_after_a_peak() -> None:
@@ -267,6 +271,60 @@ def test_plateau_detector_fires_once_per_plateau_after_a_peak() -> None:
     fired = [detector.update(v) for v in [2.0, 1.9, 1.8, 1.0, 0.5, *flat]]
     assert sum(fired) == 1  # a new task: the loss rose, then settled
     assert not any(detector.update(v) for v in flat)  # no peak, no boundary
+
+
+# two loss peaks, each settling into a plateau: the detector fires twice (after steps 9, 19)
+_SCRIPT = [2.0, 1.5, 1.0, 0.6, 0.4] + [0.3] * 5 + [2.0, 1.9, 1.8, 1.0, 0.5] + [0.3] * 25
+
+
+@dataclass
+class _Scripted(Strategy):
+    """Records the task ids and hooks the runner shows it; its loss follows ``_SCRIPT``."""
+
+    name: ClassVar[str] = "scripted"
+    model: nn.Module = field(init=False, repr=False)
+    ids: list[list[int]] = field(default_factory=list, init=False)
+    tasks: list[int] = field(default_factory=list, init=False)
+    hooks: list[tuple[str, int, list[int]]] = field(default_factory=list, init=False)
+    predicted: set[int] = field(default_factory=set, init=False)  # ids shown to predict
+
+    def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
+        self.model = model
+        _LAST["run"] = self  # type: ignore[assignment]
+
+    def before_task(self, data: TrainingData) -> None:
+        self.hooks.append(("before", data.id, data.task_ids.unique().tolist()))
+
+    def train_step(self, batch: Batch) -> Tensor:
+        self.ids.append(batch.task_ids.unique().tolist())
+        self.tasks.append(batch.task)
+        return torch.tensor(_SCRIPT[len(self.tasks) - 1])
+
+    def after_task(self, data: TrainingData) -> None:
+        self.hooks.append(("after", data.id, data.task_ids.unique().tolist()))
+
+    def predict(self, x: Tensor, task_ids: Tensor) -> Tensor:
+        self.predicted.update(task_ids.unique().tolist())
+        return self.model(x, task_ids)
+
+
+def test_detected_boundaries_number_the_tasks_the_strategy_sees() -> None:
+    # 5 true tasks of 8 batches of 10; two detected boundaries, neither a true one
+    spec = plan_one(_Scripted(), {**SMALL, "samples_per_task": 80, "boundaries": "detect"})
+    result = execute(spec, spec.build_stream(), CPU)
+    strategy = _LAST["run"]
+    assert isinstance(strategy, _Scripted)
+    assert result.online["detected"] == [90, 190]
+    assert strategy.ids == [[0]] * 9 + [[1]] * 10 + [[2]] * 21  # the detected ids, not 0..4
+    assert strategy.tasks == [0] * 9 + [1] * 10 + [2] * 21
+    assert [(h, i) for h, i, _ in strategy.hooks] == [
+        ("after", 0),
+        ("before", 1),
+        ("after", 1),
+        ("before", 2),
+    ]
+    assert all(ids == [i] for _, i, ids in strategy.hooks)
+    assert strategy.predicted == {0, 1, 2}  # evaluated at the true ends, shown detected ids
 
 
 def test_detected_boundaries_call_the_hooks_on_recent_samples() -> None:

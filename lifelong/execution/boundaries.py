@@ -15,7 +15,11 @@ window of recent losses:
   highest mean since the last boundary (the new data have been learned, not merely met).
 
 A detected boundary fires once per plateau that follows a peak. The strategy's boundary
-hooks then see the recent samples (the paper's "hard buffer"), not a task's whole data.
+hooks then see the recent samples (the paper's "hard buffer"), not a task's whole data:
+``after_task`` as detected task ``k`` and ``before_task`` as ``k + 1``. Between boundaries
+the strategy's batches carry the detected task's id ``k`` (the count of boundaries detected
+so far), never the true one, so that strategies which read task ids (GEM's per-task
+gradients, ER-ACE's and X-DER's past/present split) work on the detected tasks.
 """
 
 from __future__ import annotations
@@ -119,9 +123,9 @@ class RecentSamples:
             y = state["y"]
             self.add(Batch(state["x"], y, torch.zeros_like(y), 0))
 
-    def data(self, boundary: int) -> TrainingData:
-        """The recent samples as the training data of detected task ``boundary`` (uint8
-        inputs, task ids withheld as 0)."""
+    def data(self, task: int) -> TrainingData:
+        """The recent samples as the training data of detected task ``task`` (uint8 inputs;
+        every task id is ``task``, the detected one, never the true one)."""
         x = torch.cat([b.x for b in self.batches]).mul(255).round_().to(torch.uint8)
         y = torch.cat([b.y for b in self.batches])
-        return TrainingData(boundary, f"detected {boundary}", x, y, torch.zeros_like(y))
+        return TrainingData(task, f"detected {task}", x, y, torch.full_like(y, task))

@@ -177,9 +177,10 @@ class Trainer(typing.Protocol):
 class OneSeed:
     """One seed's strategy on its own model: an ordinary run.
 
-    With hidden boundaries (``boundaries=hidden`` or ``detect``) the strategy sees task
-    ids 0 and no boundary hooks; with ``detect`` the hooks fire where
-    :class:`lifelong.execution.boundaries.PlateauDetector` finds them, on the recent samples.
+    With hidden boundaries (``boundaries=hidden``) the strategy sees task ids 0 and no
+    boundary hooks; with ``detect`` the hooks fire where
+    :class:`lifelong.execution.boundaries.PlateauDetector` finds them, on the recent samples,
+    and the task id it sees is the count of boundaries detected so far (0, 1, 2, ...).
     The online metrics (:class:`lifelong.evaluation.anytime.OnlineRecorder`) are taken on
     their schedule.
     """
@@ -215,14 +216,27 @@ class OneSeed:
             data, self.protocol.batch_size, self.order, self.augment, self.stream.ordered
         ):
             self.recorder.observe(batch.task_ids, batch.y)
-            if not self.options.boundaries_given:  # no task id, no task
-                batch = Batch(batch.x, batch.y, torch.zeros_like(batch.task_ids), 0)
+            if not self.options.boundaries_given:  # never the true task id
+                task = self.detected_task()
+                batch = Batch(batch.x, batch.y, torch.full_like(batch.task_ids, task), task)
             yield batch
+
+    def detected_task(self) -> int:
+        """The task id the strategy sees with hidden boundaries: 0, or with ``detect`` the
+        number of boundaries detected so far (a running count, never the true id)."""
+        return len(self.recorder.record["detected"]) if self.detector is not None else 0
+
+    def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """The strategy's scores; with hidden boundaries the ids it is shown are the ones
+        it trains with (:meth:`detected_task`), not the evaluated task's."""
+        if not self.options.boundaries_given:
+            task_ids = torch.full_like(task_ids, self.detected_task())
+        return self.strategy.predict(x, task_ids)
 
     def before_task(self, task_id: int) -> None:
         self.task = task_id
         with eval_mode(self.model):  # the online measurements leave batch norm alone
-            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.strategy.predict)
+            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.predict)
         if self.options.boundaries_given:
             self.strategy.before_task(training_data(self.stream.tasks[task_id]))
 
@@ -232,7 +246,7 @@ class OneSeed:
         check_loss(self.strategy, loss)
         if batch.glance == self.protocol.glances - 1:
             task = self.stream.tasks[self.task]
-            self.recorder.after_batch(len(batch.y), task, self.model, self.strategy.predict)
+            self.recorder.after_batch(len(batch.y), task, self.model, self.predict)
             if self.detector is not None:
                 self._detect(batch, float(loss))
         return loss.reshape(1)
@@ -242,10 +256,10 @@ class OneSeed:
         assert self.detector is not None
         self.recent.add(batch)
         if self.detector.update(loss):
+            ended = self.detected_task()
             self.recorder.detected()
-            data = self.recent.data(len(self.recorder.record["detected"]))
-            self.strategy.after_task(data)
-            self.strategy.before_task(data)
+            self.strategy.after_task(self.recent.data(ended))
+            self.strategy.before_task(self.recent.data(ended + 1))
 
     def after_task(self, task_id: int, alive: list[bool]) -> None:
         self.recorder.end_task()
@@ -257,7 +271,8 @@ class OneSeed:
         statistics, no dropout), back in training mode after."""
         batch_size = self.protocol.eval_batch_size
         with eval_mode(self.model), autocast(self.protocol, self.device_type):
-            return evaluate(self.strategy, self.stream, batch_size, self.inputs)[None]
+            shown = None if self.options.boundaries_given else self.detected_task()
+            return evaluate(self.strategy, self.stream, batch_size, self.inputs, shown)[None]
 
     def settle(self) -> None:
         """Nothing: the evaluations are done in place."""
@@ -532,9 +547,15 @@ class InputBuffer:
 
 @torch.inference_mode()
 def evaluate(
-    strategy: Strategy, stream: Stream, batch_size: int, inputs: InputBuffer | None = None
+    strategy: Strategy,
+    stream: Stream,
+    batch_size: int,
+    inputs: InputBuffer | None = None,
+    task_id: int | None = None,
 ) -> torch.Tensor:
-    """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync)."""
+    """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync).
+    ``strategy.predict`` is shown each task's id, or ``task_id`` for every task when given
+    (hidden boundaries: the id the strategy trains with, never the true one)."""
     inputs = inputs or InputBuffer()
     accuracies = []
     for task in stream.tasks:
@@ -542,7 +563,7 @@ def evaluate(
         for start in range(0, len(task.y_test), batch_size):
             x = inputs.floats(task.x_test[start : start + batch_size].flatten(1), task.inputs)
             y = task.y_test[start : start + batch_size]
-            ids = torch.full_like(y, task.id)
+            ids = torch.full_like(y, task.id if task_id is None else task_id)
             scores = strategy.predict(x, ids)
             check_scores(strategy, scores, (len(y), stream.n_outputs))
             correct += (scores.argmax(1) == y).sum()

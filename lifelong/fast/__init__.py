@@ -19,6 +19,8 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   ``foreach`` update.
 - :mod:`lifelong.fast.lookahead_mlp`: La-MAML's first-order look-ahead on such a model,
   with CPU kernels in :mod:`lifelong.fast.lookahead_kernel` (numba, when installed).
+- :mod:`lifelong.fast.mer_kernel`: MER's whole update on such a model, compiled (numba,
+  when installed).
 """
 
 from lifelong.fast.closed_form import (
@@ -29,6 +31,7 @@ from lifelong.fast.closed_form import (
 )
 from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
+from lifelong.fast.mer_kernel import compiled_mer_update
 from lifelong.fast.sample_factors import (
     MlpCosines,
     ace_gradients,
@@ -41,6 +44,7 @@ __all__ = [
     "ClosedForm",
     "MlpCosines",
     "ace_gradients",
+    "compiled_mer_update",
     "cross_entropy_grads",
     "group_gradients",
     "has_closed_form",
