@@ -91,6 +91,7 @@ class XDer(Strategy):
     name: ClassVar[str] = "x-der"
     # it rewrites the stored logits after each task and reads the task's head
     needs_boundaries: ClassVar[bool] = True
+    needs_true_tasks: ClassVar[bool] = True  # task t's classes are outputs t*k .. t*k+k-1
     setting_prefixes: ClassVar[tuple[str, ...]] = ("replay",)  # --set replay.size reaches it
     lr: float = param(0.1, "SGD learning rate", gt=0)
     size: int = param(200, "samples the memory holds", ge=1)

@@ -201,10 +201,19 @@ def test_hidden_boundaries_refuse_a_strategy_that_needs_them_naming_it() -> None
     plan_runs("split-mnist", ["ewc", "lwf", "mas", "er+si"], [0], {"boundaries": "detect"})
 
 
-@pytest.mark.parametrize("name", ["icarl", "bic", "lucir", "x-der", "er-ace", "gem"])
+@pytest.mark.parametrize("name", ["icarl", "bic", "lucir", "er-ace", "gem"])
 def test_the_class_incremental_methods_that_read_boundaries_declare_it(name: str) -> None:
     with pytest.raises(UserError, match=r"needs the task boundaries"):
         plan_runs("split-mnist", [name], [0], {"boundaries": "hidden"})
+
+
+@pytest.mark.parametrize("boundaries", ["hidden", "detect"])
+def test_x_der_is_refused_without_the_true_task_ids(boundaries: str) -> None:
+    """Was, with detected boundaries: IndexError inside x-der once a detected id passed the
+    last task (it reads task t's classes as its outputs by the true t)."""
+    with pytest.raises(UserError, match=r"x-der: it reads each task's classes by the true task id"):
+        plan_runs("split-mnist", ["x-der"], [0], {"boundaries": boundaries})
+    plan_runs("split-mnist", ["x-der"], [0], {})
 
 
 _LAST: dict[str, _Recorder] = {}

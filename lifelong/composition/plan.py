@@ -102,7 +102,14 @@ def plan_runs(
 
 
 def _check_boundaries(strategies: Sequence[Strategy], options: StreamOptions) -> None:
-    """Refuse a strategy that needs task boundaries when they are hidden (not detected)."""
+    """Refuse a strategy that needs task boundaries when they are hidden (not detected),
+    and one that needs the true task ids when they are hidden or detected."""
+    for strategy in strategies:
+        if strategy.needs_true_tasks and options.boundaries != "given":
+            raise UserError(
+                f"{strategy.name}: it reads each task's classes by the true task id, which "
+                f"boundaries={options.boundaries} withholds; drop it or give the boundaries"
+            )
     if options.boundaries != "hidden":
         return
     for strategy in strategies:

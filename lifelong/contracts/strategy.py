@@ -130,6 +130,10 @@ class Strategy(Checkpointed, abc.ABC):
     """Part names whose ``--set`` keys this strategy also takes as its own (``("replay",)``:
     a whole strategy with a memory of its own takes ``replay.size`` as its ``size``)."""
     needs_boundaries: ClassVar[bool] = False
+    needs_true_tasks: ClassVar[bool] = False
+    """Whether it reads each task's own outputs from the true task index (X-DER's
+    per-task output slices): refused when boundaries are hidden or detected, where the
+    ids it would see are 0 or a count of detected shifts."""
 
     @abc.abstractmethod
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
