@@ -10,5 +10,10 @@ R=reports/class-incremental
   cat $R/order.md
   if [ -f $R/split-fashion/runs.csv ]; then cat $R/fashion-head.md; python3 $R/table.py $R/split-fashion | tail -n +3; [ -f $R/fashion-notes.md ] && cat $R/fashion-notes.md; fi
   if [ -f $R/inits/runs.csv ]; then cat $R/inits-head.md; python3 $R/table.py $R/inits | tail -n +3; [ -f $R/inits-notes.md ] && cat $R/inits-notes.md; fi
+  if [ -f $R/check-rerun/runs.csv ]; then
+    cat $R/rerun-head.md; python3 $R/table.py --brief $R/check-rerun | tail -n +3
+    cat $R/rerun-mid.md; python3 $R/table.py --brief $R/check-rerun-fashion | tail -n +3
+    cat $R/rerun-notes.md
+  fi
   cat $R/findings.md
 } > reports/class-incremental.md

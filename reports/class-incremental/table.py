@@ -7,6 +7,8 @@ python reports/class-incremental/table.py --merge NEW DIR
     replaces DIR/runs.csv's rows of the runs in NEW (a results directory with summary.json),
     matched by strategy, memory and seed; every other row stays as it is, in its place;
     runs DIR did not have are appended
+python reports/class-incremental/table.py --brief DIR
+    prints only ACC and wall seconds per strategy and memory (the checks' tables)
 """
 
 import csv
@@ -67,10 +69,10 @@ def merge(new: Path, into: Path) -> None:
     write_rows(into / "runs.csv", rows + list(fresh.values()))
 
 
-def table(results: Path) -> None:
+def table(results: Path, brief: bool = False) -> None:
     if (results / "summary.json").exists():
         write_rows(results / "runs.csv", summary_rows(results))
-    runs = [dict(zip(HEADER, r)) for r in read_rows(results / "runs.csv")]
+    runs = [dict(zip(HEADER, r, strict=True)) for r in read_rows(results / "runs.csv")]
     groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     order: list[str] = []
     for r in runs:
@@ -78,11 +80,15 @@ def table(results: Path) -> None:
         if r["strategy"] not in order:
             order.append(r["strategy"])
     print(f"\n{results}\n")
-    print(
-        "| strategy | memory | seeds | ACC % | BWT % | forgetting % | LA % "
-        "| wall s / run | status |"
-    )
-    print("|---|---|---|---|---|---|---|---|---|")
+    if brief:
+        print("| strategy | memory | seeds | ACC % | wall s / run | status |")
+        print("|---|---|---|---|---|---|")
+    else:
+        print(
+            "| strategy | memory | seeds | ACC % | BWT % | forgetting % | LA % "
+            "| wall s / run | status |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
     ranked = sorted(groups.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1]))
     for (name, size), rs in ranked:
         ok = [r for r in rs if r["status"] == "ok"]
@@ -92,6 +98,9 @@ def table(results: Path) -> None:
             return cell([float(r[key]) for r in ok])
 
         wall = statistics.mean(float(r["wall_s"]) for r in rs)
+        if brief:
+            print(f"| {name} | {size} | {len(ok)} | {col('acc')} | {wall:.1f} | {status} |")
+            continue
         print(
             f"| {name} | {size} | {len(ok)} | {col('acc')} | {col('bwt')} "
             f"| {col('forgetting')} | {col('la')} | {wall:.1f} | {status} |"
@@ -101,6 +110,9 @@ def table(results: Path) -> None:
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--merge"]:
         merge(Path(sys.argv[2]), Path(sys.argv[3]))
+    elif sys.argv[1:2] == ["--brief"]:
+        for arg in sys.argv[2:]:
+            table(Path(arg), brief=True)
     else:
         for arg in sys.argv[1:]:
             table(Path(arg))
