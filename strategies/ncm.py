@@ -8,6 +8,7 @@ from typing import ClassVar, final
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from lifelong import Batch, Head, StreamInfo, class_means, feature_dim, features, param
 
@@ -74,6 +75,24 @@ class NearestMean(Head):
             return scores
         heads = scores.view(len(x), self.n_heads, self.n_outputs)
         return heads[torch.arange(len(x), device=x.device), task_ids]
+
+    @torch.no_grad()
+    def few_shot_scores(
+        self, model: nn.Module, params: dict[str, Tensor], support: Batch, x: Tensor
+    ) -> Tensor | None:
+        """The nearest of the support set's class means (ProtoNets' few-shot rule), in the
+        features of the body at ``params``; one task's labels are its classes."""
+        body = {n.removeprefix("body."): p for n, p in params.items() if n.startswith("body.")}
+
+        def embed(inputs: Tensor) -> Tensor:
+            body_module: nn.Module = model.body  # type: ignore[assignment]
+            f = functional_call(body_module, body, (inputs,)).flatten(1)
+            return F.normalize(f, dim=1) if self.normalize else f
+
+        means, held = class_means(embed(support.x), support.y, self.n_outputs)
+        means = F.normalize(means, dim=1) if self.normalize else means
+        scores = -torch.cdist(embed(x), means).pow(2)
+        return scores.masked_fill(~held, torch.finfo(scores.dtype).min)
 
     def prototypes(self, model: nn.Module, stored: Batch | None) -> tuple[Tensor, Tensor]:
         """Each class's prototype ``[K, F]`` (K = heads x outputs) and whether it has one ``[K]``:

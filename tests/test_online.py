@@ -392,6 +392,39 @@ def test_few_shot_trains_a_copy() -> None:
     assert all(torch.equal(before[n], p) for n, p in model.named_parameters())
 
 
+def test_few_shot_through_the_ncm_head_predicts_the_nearest_support_mean() -> None:
+    """Was: few-shot adaptation scored the model's linear output for every head, so a
+    ProtoNet's ``ncm`` head (which classifies from class means) was never measured."""
+    import torch.nn.functional as F
+
+    from lifelong.composition.compose import compose
+    from lifelong.data.inputs import to_floats
+
+    torch.manual_seed(0)
+    model = MLP(4, (8,), 6, 1)
+    with torch.no_grad():  # the linear output always says class 5: the head must not be it
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 0, 0, 0, 0, 10]))
+    task = _stream(per_class=30).tasks[0]
+    ids = torch.zeros_like(task.y_train)
+    head = compose("er+ncm").head
+    assert head is not None
+    head.n_outputs = 6  # type: ignore[attr-defined]  # what prepare() sets from the stream
+    out = few_shot_accuracy(model, (task.x_train, task.y_train, ids), task, 0.0, 5, head=head)
+
+    def embed(raw: Tensor) -> Tensor:
+        return F.normalize(model.body(to_floats(raw.flatten(1), task.inputs)).flatten(1), dim=1)
+
+    for accuracy, step in zip(out, (1, 5, 10), strict=True):  # lr 0: the weights stay
+        support_x, support_y = task.x_train[: 5 * step], task.y_train[: 5 * step]
+        classes = support_y.unique()
+        means = torch.stack([embed(support_x[support_y == c]).mean(0) for c in classes])
+        distances = torch.cdist(embed(task.x_test), F.normalize(means, dim=1))
+        predicted = classes[distances.argmin(1)]
+        assert accuracy == pytest.approx((predicted == task.y_test).float().mean().item())
+    assert max(out) > 0  # the linear output's accuracy is 0 on classes 0 and 1
+
+
 def test_gdumb_learns_with_hidden_boundaries() -> None:
     spec = plan_one("gdumb", {**SMALL, "boundaries": "hidden", "gdumb.epochs": 10})
     result = execute(spec, spec.build_stream(), CPU)

@@ -44,6 +44,15 @@ class Head(Composable, abc.ABC):
     model_forward: ClassVar[bool] = False
     reads_stored: ClassVar[bool] = False
 
+    def few_shot_scores(
+        self, model: nn.Module, params: dict[str, Tensor], support: Batch, x: Tensor
+    ) -> Tensor | None:
+        """Scores ``[B, n_outputs]`` for ``x`` from a support set alone, at the weights
+        ``params`` (a copy of the model's, by name): how this head classifies a task it
+        has seen only ``support`` of (few-shot adaptation, lifelong.evaluation.anytime).
+        None (the default): the model's own output at ``params`` is the prediction."""
+        return None
+
     def check(self, model: nn.Module, info: StreamInfo) -> None:
         """Raise :class:`lifelong.UserError` when the model cannot serve this head (no
         ``body``/``feature_dim`` for a head that reads features); called before any run."""

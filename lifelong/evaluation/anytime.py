@@ -18,7 +18,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lifelong.contracts.head_axis import Head
 from lifelong.contracts.parts import eval_mode
+from lifelong.contracts.strategy import Batch
 from lifelong.contracts.stream import Stream, Task
 from lifelong.data.inputs import to_floats
 from lifelong.data.stream_options import StreamOptions
@@ -71,16 +73,19 @@ class OnlineRecorder:
         if self.options.anytime_every:
             self.seen[task_ids, y] = True
 
-    def start_task(self, task: Task, model: nn.Module, predict: Predict) -> None:
-        """Before training ``task``: few-shot adaptation, and LCA's point after 0 batches."""
+    def start_task(
+        self, task: Task, model: nn.Module, predict: Predict, head: Head | None = None
+    ) -> None:
+        """Before training ``task``: few-shot adaptation (through ``head`` where it
+        classifies from a support set), and LCA's point after 0 batches."""
         self.in_task = 0
         if self.options.few_shot:
             first = task.x_train[: self.batch_size * max(FEW_SHOT_STEPS)]
             labels = task.y_train[: len(first)]
             ids = torch.full_like(labels, task.id)
-            row = few_shot_accuracy(
-                model, (first, labels, ids), task, self.options.few_shot_lr, self.batch_size
-            )
+            support = (first, labels, ids)
+            lr, size = self.options.few_shot_lr, self.batch_size
+            row = few_shot_accuracy(model, support, task, lr, size, head=head)
             self.record["few_shot"].append(row)
         if self.options.lca_beta:
             self.record["lca"].append([task_accuracy(predict, task)])
@@ -153,18 +158,34 @@ def few_shot_accuracy(
     lr: float,
     batch_size: int,
     steps: tuple[int, ...] = FEW_SHOT_STEPS,
+    head: Head | None = None,
 ) -> list[float]:
     """Accuracy on ``task``'s test set after each of ``steps`` plain SGD steps on a copy of
     ``model``'s weights, step ``i`` on the ``i``-th batch of ``first`` (uint8 inputs,
     targets, task ids: the task's first samples). The model itself is not changed.
+
+    A ``head`` that classifies from a support set (:meth:`lifelong.Head.few_shot_scores`:
+    the ``ncm`` head's nearest class mean, ProtoNets' rule) predicts after step ``i`` from
+    the samples of steps 1 to ``i``; otherwise the model's own output does.
 
     Returns:
         One accuracy per entry of ``steps``.
     """
     params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
     x, y, ids = first
+    support_end = 0
 
     def predict(inputs: Tensor, task_ids: Tensor) -> Tensor:
+        if head is not None:
+            support = Batch(
+                to_floats(x[:support_end].flatten(1), task.inputs),
+                y[:support_end],
+                ids[:support_end],
+                task.id,
+            )
+            scores = head.few_shot_scores(model, params, support, inputs)
+            if scores is not None:
+                return scores
         return functional_call(model, params, (inputs, task_ids))
 
     out = []
@@ -177,6 +198,7 @@ def few_shot_accuracy(
         with torch.no_grad():
             for p, g in zip(params.values(), grads, strict=True):
                 p.sub_(lr * g)
+        support_end = min(step * batch_size, len(y))
         if step in steps:
             out.append(task_accuracy(predict, task))
     return out

@@ -236,7 +236,9 @@ class OneSeed:
     def before_task(self, task_id: int) -> None:
         self.task = task_id
         with eval_mode(self.model):  # the online measurements leave batch norm alone
-            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.predict)
+            composite = self.strategy.as_composite()
+            head = composite.head if composite is not None else None
+            self.recorder.start_task(self.stream.tasks[task_id], self.model, self.predict, head)
         if self.options.boundaries_given:
             self.strategy.before_task(training_data(self.stream.tasks[task_id]))
 
