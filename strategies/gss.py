@@ -25,29 +25,15 @@ online continual learning" (NeurIPS); Mammoth ``utils/gss_buffer.py`` (defaults 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from lifelong import Batch
+from lifelong import Batch, eval_mode
 
 Params = dict[str, Tensor]
 EMPTY_SCORE = 0.1  # the score of samples stored while the memory had nothing to compare with
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """``model`` in eval mode for the block, back in the mode it was in after."""
-    training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(training)
 
 
 def sample_gradients(model: nn.Module, params: Params, batch: Batch) -> Tensor:
@@ -57,7 +43,7 @@ def sample_gradients(model: nn.Module, params: Params, batch: Batch) -> Tensor:
     def loss(p: Params, x: Tensor, y: Tensor, t: Tensor) -> Tensor:
         return F.cross_entropy(functional_call(model, p, (x[None], t[None])), y[None])
 
-    with _eval_mode(model):  # one-sample forwards: batch norm's running statistics, untouched
+    with eval_mode(model):  # one-sample forwards: batch norm's running statistics, untouched
         per_sample = vmap(grad(loss), in_dims=(None, 0, 0, 0))(
             frozen, batch.x, batch.y, batch.task_ids
         )
@@ -67,7 +53,7 @@ def sample_gradients(model: nn.Module, params: Params, batch: Batch) -> Tensor:
 def batch_gradient(model: nn.Module, params: Params, batch: Batch) -> Tensor:
     """The gradient of the batch's mean cross-entropy, flattened: ``[1, P]``."""
     live = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-    with _eval_mode(model):  # a score, not a step: the running statistics stay
+    with eval_mode(model):  # a score, not a step: the running statistics stay
         logits = functional_call(model, live, (batch.x, batch.task_ids))
     grads = torch.autograd.grad(
         F.cross_entropy(logits, batch.y), tuple(live.values()), materialize_grads=True

@@ -173,16 +173,10 @@ def few_shot_accuracy(
     """
     params = {n: p.detach().clone().requires_grad_() for n, p in model.named_parameters()}
     x, y, ids = first
-    support_end = 0
+    support: Batch | None = None  # the samples of the steps taken so far, for ``head``
 
     def predict(inputs: Tensor, task_ids: Tensor) -> Tensor:
-        if head is not None:
-            support = Batch(
-                to_floats(x[:support_end].flatten(1), task.inputs),
-                y[:support_end],
-                ids[:support_end],
-                task.id,
-            )
+        if head is not None and support is not None:
             scores = head.few_shot_scores(model, params, support, inputs)
             if scores is not None:
                 return scores
@@ -198,7 +192,11 @@ def few_shot_accuracy(
         with torch.no_grad():
             for p, g in zip(params.values(), grads, strict=True):
                 p.sub_(lr * g)
-        support_end = min(step * batch_size, len(y))
         if step in steps:
+            if head is not None:
+                seen = min(step * batch_size, len(y))
+                support = Batch(
+                    to_floats(x[:seen].flatten(1), task.inputs), y[:seen], ids[:seen], task.id
+                )
             out.append(task_accuracy(predict, task))
     return out
