@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
 from lifelong.evaluation.result import ONLINE_METRICS
-from lifelong.execution.allocator import MMAP_THRESHOLD, pin_for_processes
+from lifelong.execution.allocator import MMAP_THRESHOLD, pin_for_processes, threshold_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -322,6 +322,7 @@ def _execute(
     trackers = _open_trackers(args, target)
     _check_size(len(points), strategies, seeds)
     requests = []
+    step_bytes = 0  # the largest training batch's largest activation, on a CPU
     streams: dict[str, Stream] = {}  # one per scenario configuration, not one per point
     for scenario, settings in _planning(args, points):
         batch = plan_requests(
@@ -347,6 +348,8 @@ def _execute(
         if built not in streams:  # the data exist, the settings and stream options are possible
             streams[built] = batch[0].spec().build_stream(args.data_dir)
         model = _check_model(batch[0].spec(), streams[built])
+        if device.type == "cpu":
+            step_bytes = max(step_bytes, _step_bytes(batch, streams[built], model))
         _check_inits(batch, streams[built], args.data_dir)
         if args.vectorize:
             _check_vectorizable(batch, streams[built], model)
@@ -357,7 +360,7 @@ def _execute(
         _say(args, header)
     if args.tune_malloc:  # stacked buffers are S times larger
         stack = -(-len(seeds) // (args.jobs or 1)) if args.vectorize else 1
-        pin_for_processes(stack * MMAP_THRESHOLD)
+        pin_for_processes(threshold_for(step_bytes, stack))
     results = sweep(
         requests,
         target,
@@ -446,6 +449,15 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
     from tqdm import tqdm
 
     return tqdm(points, desc="planning", unit="point", leave=False, file=sys.stderr)
+
+
+def _step_bytes(batch: list[RunRequest], stream: Stream, model: nn.Module) -> int:
+    """The largest activation of one training batch of these runs (bytes), for the
+    allocator's threshold on a CPU (:func:`lifelong.execution.allocator.threshold_for`)."""
+    from lifelong.models.axis import activation_bytes
+
+    rows = max(request.spec().protocol.batch_size for request in batch)
+    return activation_bytes(model, stream) * rows
 
 
 def _check_model(spec: RunSpec, stream: Stream) -> nn.Module:

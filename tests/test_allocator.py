@@ -62,3 +62,20 @@ def test_the_command_pins_the_thresholds_for_itself_and_its_workers(libc, tmp_pa
         == 0
     )
     assert (allocator._M_MMAP_THRESHOLD, MMAP_THRESHOLD) in libc.calls
+
+
+def test_a_conv_net_raises_the_threshold_above_its_step_buffers(libc, tmp_path) -> None:
+    """cnn at batch 32 allocates about 3 MB a step (32 x 32 channels x 28 x 28 floats);
+    mapped apart at 512 KiB, every step page-faults them anew."""
+    args = [*RUN, "--set", "model=cnn", "--set", "batch_size=32", "--seeds", "0"]
+    assert main([*args, "--out", str(tmp_path / "c")], tune_malloc=True) == 0
+    step = 32 * 32 * 28 * 28 * 4
+    assert (allocator._M_MMAP_THRESHOLD, 4 * step) in libc.calls
+
+
+def test_threshold_rule() -> None:
+    assert allocator.threshold_for(4_000) == MMAP_THRESHOLD  # the MLP's step
+    assert allocator.threshold_for(4_000, stack=8) == 8 * MMAP_THRESHOLD
+    assert allocator.threshold_for(3_000_000) == 12_000_000
+    assert allocator.threshold_for(3_000_000, stack=64) == 64 * MMAP_THRESHOLD
+    assert allocator.threshold_for(10**9) == allocator.MAX_MMAP_THRESHOLD

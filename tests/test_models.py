@@ -387,3 +387,32 @@ def test_a_run_with_batch_norm_resumes_from_its_checkpoint_exactly(tmp_path) -> 
     resumed = execute(spec, stream, CPU, checkpoint=checkpoint)
     assert checkpoint.exists() and resumed.matrix == whole.matrix
     assert resumed.curves == whole.curves
+
+
+def test_activation_bytes_is_the_largest_module_output_for_one_sample() -> None:
+    from lifelong.models.axis import activation_bytes
+
+    stream = image_stream((1, 28, 28))
+    cnn = build_model(Protocol(model="cnn"), stream)
+    assert activation_bytes(cnn, stream) == 32 * 28 * 28 * 4  # the first conv's output
+    mlp = build_model(Protocol(model="mlp"), stream)
+    assert activation_bytes(mlp, stream) == 784 * 4  # the input is the widest
+
+
+def test_conv_nets_evaluate_in_small_batches_on_a_cpu_with_the_same_accuracies() -> None:
+    from lifelong.contracts.strategy import StreamInfo
+    from lifelong.execution.runner import evaluate, evaluation_rows
+    from lifelong.strategies.naive import Naive
+
+    stream = image_stream((1, 28, 28), per_class=200)  # 200 test samples a task
+    protocol = Protocol(model="cnn", batch_size=32)
+    torch.manual_seed(0)
+    cnn = build_model(protocol, stream)
+    assert evaluation_rows(protocol, cnn, stream, "cpu") == 64
+    assert evaluation_rows(protocol, cnn, stream, "cuda") == protocol.eval_batch_size
+    mlp = build_model(Protocol(model="mlp"), stream)
+    assert evaluation_rows(protocol, mlp, stream, "cpu") == protocol.eval_batch_size
+    naive = Naive()
+    naive.setup(cnn, StreamInfo.of(stream, None, 0), torch.Generator())  # type: ignore[arg-type]
+    cnn.eval()
+    assert torch.equal(evaluate(naive, stream, 64), evaluate(naive, stream, 2048))

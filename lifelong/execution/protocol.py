@@ -31,7 +31,12 @@ class Protocol:
         "the network: mlp, cnn, resnet18-reduced, lamaml-conv, path/to/file.py:factory or "
         "module:factory (fields: model.KEY=V; empty: the scenario's default for its inputs)",
     )
-    eval_batch_size: int = param(2048, "test samples per evaluation batch", ge=1)
+    eval_batch_size: int = param(
+        2048,
+        "test samples per evaluation batch (on a CPU, conv nets take at most twice batch_size: "
+        "cache-sized batches run 3-4x faster there)",
+        ge=1,
+    )
     fast: bool = param(
         True, "take the accelerations of lifelong.fast where they apply (false: reference only)"
     )
@@ -39,7 +44,9 @@ class Protocol:
         "none", "mixed precision: bf16 autocasts the step and evaluation", choices=("none", "bf16")
     )
     channels_last: bool = param(
-        False, "conv weights in channels-last memory format (faster convolutions on GPUs)"
+        False,
+        "conv weights in channels-last memory format (faster convolutions on GPUs, and measured "
+        "1.6x faster for cnn on a CPU)",
     )
     model_fields: tuple[tuple[str, Any], ...] = dataclasses.field(
         default=(), metadata={"setting": False}

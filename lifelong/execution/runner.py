@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from lifelong.contracts.params import as_config
 from lifelong.contracts.parts import eval_mode
@@ -31,10 +32,11 @@ from lifelong.evaluation import metrics
 from lifelong.evaluation.anytime import OnlineRecorder
 from lifelong.evaluation.result import Curve, RunResult, code_hash, run_key
 from lifelong.evaluation.results_dir import set_aside
+from lifelong.execution.allocator import large_step
 from lifelong.execution.boundaries import PlateauDetector, RecentSamples
 from lifelong.execution.checkpoint import CheckpointMismatch, capture, restore
 from lifelong.execution.protocol import Protocol
-from lifelong.models.axis import build_model, model_code
+from lifelong.models.axis import activation_bytes, build_model, model_code
 
 __all__ = [
     "OneSeed",
@@ -174,6 +176,21 @@ class Trainer(typing.Protocol):
     def load_state(self, state: dict[str, Any]) -> None: ...
 
 
+def evaluation_rows(protocol: Protocol, model: nn.Module, stream: Stream, device: str) -> int:
+    """Test samples per evaluation batch: ``eval_batch_size``, or on a CPU, for a model
+    whose training batch makes a :func:`~lifelong.execution.allocator.large_step` (a conv
+    net), at most twice the training batch, whose activations stay cache-sized and under
+    the allocator's threshold. ``cnn`` on 28x28 images, one thread (2026-12-05): 117 ms
+    per 1,000 test images in batches of 64 against 534 ms in batches of 2,048. The
+    accuracies are the same: each test sample's prediction is its own."""
+    rows = protocol.eval_batch_size
+    if device != "cpu":
+        return rows
+    if large_step(activation_bytes(model, stream) * protocol.batch_size):
+        return min(rows, 2 * protocol.batch_size)
+    return rows
+
+
 class OneSeed:
     """One seed's strategy on its own model: an ordinary run.
 
@@ -193,6 +210,7 @@ class OneSeed:
         torch.manual_seed(spec.seed)
         self.model = build_model(self.protocol, stream, device)
         self.device_type = device.type
+        self.eval_rows = evaluation_rows(self.protocol, self.model, stream, device.type)
         self.strategy = dataclasses.replace(spec.strategy)
         fast = self.protocol.fast and self.protocol.amp == "none"  # accelerations are float32
         info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, fast)
@@ -271,10 +289,9 @@ class OneSeed:
     def evaluate(self) -> torch.Tensor:
         """Every task's accuracy with the model in eval mode (batch norm's running
         statistics, no dropout), back in training mode after."""
-        batch_size = self.protocol.eval_batch_size
         with eval_mode(self.model), autocast(self.protocol, self.device_type):
             shown = None if self.options.boundaries_given else self.detected_task()
-            return evaluate(self.strategy, self.stream, batch_size, self.inputs, shown)[None]
+            return evaluate(self.strategy, self.stream, self.eval_rows, self.inputs, shown)[None]
 
     def settle(self) -> None:
         """Nothing: the evaluations are done in place."""
