@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from lifelong.errors import UserError, check_path, closest, one_line_warnings
 from lifelong.evaluation.result import ONLINE_METRICS
-from lifelong.execution.allocator import MMAP_THRESHOLD, pin_for_processes, threshold_for
+from lifelong.execution.allocator import pin_for_processes, threshold_for
 
 if TYPE_CHECKING:
     from torch import nn
@@ -558,8 +558,6 @@ def _bench(args: argparse.Namespace) -> int:
     command = shlex.join(
         ["lifelong", "bench", *(str(p) for pair in options for p in pair if p is not None)]
     )
-    if args.tune_malloc:
-        pin_for_processes(MMAP_THRESHOLD)
     path = run_bench(
         Path(args.out),
         repeat=args.repeat,
@@ -569,9 +567,17 @@ def _bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         with_memory=not args.no_memory,
         command=command,
+        allocator=(lambda step: pin_for_processes(threshold_for(step)))
+        if args.tune_malloc
+        else None,
     )
     print(f"wrote {path}")
     return 0
+
+
+def _pin_for_step(step_bytes: int) -> None:
+    """glibc's malloc as ``lifelong run`` sets it for a training step of ``step_bytes``."""
+    pin_for_processes(threshold_for(step_bytes))
 
 
 def _say(args: argparse.Namespace, text: str) -> None:

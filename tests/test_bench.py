@@ -333,3 +333,23 @@ def test_avalanche_runs_the_canon_workloads(strategy: str) -> None:
     stream = spec.scenario.build(0)
     rows = avalanche_run(tiny, stream)
     assert len(rows) == stream.n_tasks and all(len(r) == stream.n_tasks for r in rows)
+
+
+def test_conv_workloads_set_the_allocator_as_a_run_would() -> None:
+    """The bench hands each workload's step size to the command's allocator callback: the
+    conv workloads' buffers (32 x nf 8 x 32 x 32 floats, 1 MB) raise the threshold as
+    ``lifelong run`` raises it; the MLP's leave it at the default."""
+    from lifelong.bench.harness import step_bytes
+    from lifelong.execution.allocator import MMAP_THRESHOLD, threshold_for
+
+    sizes = {}
+    for workload in WORKLOADS:
+        if workload.images or workload.name == "split-mnist class-IL, naive":
+            (spec,) = plan_runs(
+                workload.scenario, [workload.strategy], [0], workload.lifelong_settings()
+            )
+            sizes[workload.name] = step_bytes(spec, workload.stream(spec))
+    assert threshold_for(sizes["split-mnist class-IL, naive"]) == MMAP_THRESHOLD
+    resnet = next(size for name, size in sizes.items() if "resnet18-reduced" in name)
+    assert resnet == 32 * 8 * 32 * 32 * 4
+    assert threshold_for(resnet) == 4 * resnet

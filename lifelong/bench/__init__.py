@@ -20,8 +20,14 @@ def run_bench(
     with_memory: bool = True,
     command: str = "lifelong bench",
     say: Callable[[str], None] = lambda text: print(text, file=sys.stderr),
+    allocator: Callable[[int], object] | None = None,
 ) -> Path:
-    """Measure every workload (or those whose name contains ``only``); write the report."""
+    """Measure every workload (or those whose name contains ``only``); write the report.
+
+    ``allocator``, given by the ``lifelong`` command, is called with each workload's
+    training-step buffer size (bytes) before it is measured, to set glibc's malloc as
+    ``lifelong run`` sets it for that workload
+    (:func:`lifelong.execution.allocator.threshold_for`); the library leaves it alone."""
     import torch
 
     from lifelong.bench.avalanche_side import avalanche_available
@@ -32,6 +38,7 @@ def run_bench(
         measure,
         part_seconds,
         profile_top,
+        step_bytes,
     )
     from lifelong.bench.report import BenchRow, check_writable, render, write
     from lifelong.composition.plan import plan_runs
@@ -56,6 +63,8 @@ def run_bench(
             workload.scenario, [workload.strategy], [0], workload.lifelong_settings()
         )
         stream = workload.stream(spec)
+        if allocator is not None:
+            allocator(step_bytes(spec, stream))
         samples = sum(len(t.y_train) for t in stream.tasks) * spec.protocol.epochs
         loop = measure(workload, repeat, avalanche=avalanche)
         e2e = (

@@ -40,6 +40,7 @@ __all__ = [
     "hand_run",
     "measure",
     "profile_top",
+    "step_bytes",
 ]
 
 
@@ -74,6 +75,16 @@ class Workload:
     def meta(self) -> bool:
         """An online meta-learner (La-MAML): reported per sample-glance."""
         return self.strategy.startswith("la-maml")
+
+
+def step_bytes(spec: Any, stream: Stream) -> int:
+    """The largest activation of one of ``spec``'s training batches on ``stream`` (bytes),
+    as ``lifelong run`` measures it to set the allocator."""
+    from lifelong.models.axis import activation_bytes, build_model
+
+    torch.manual_seed(0)
+    model = build_model(spec.protocol, stream)
+    return activation_bytes(model, stream) * spec.protocol.batch_size
 
 
 PERMUTED = {"n_tasks": 10, "samples_per_task": 1000}
