@@ -77,6 +77,13 @@ class BiC(ExemplarStrategy):
     0.74 and 0.76 with the new classes' validation samples drawn at random. So the
     cross-entropy keeps its full weight by default.
 
+    Where a new task's inputs share nothing with the old ones (Permuted-MNIST
+    class-incremental), the distillation of the old classes' outputs on the incoming
+    samples holds the features the new classes need: one pass of 100 batches of 10 takes
+    the second task's 10 classes to 0.18-0.25 (chance 0.03; ER 0.52, BiC without the
+    distillation 0.47), two epochs to 0.64-0.69. Give BiC the epochs its paper gives it
+    (``--set epochs=2`` or more) on such streams.
+
     Defaults: T = 2 and a 1:9 validation split (the paper's and PyCIL's), learning rate
     0.1, memory 200 as the ``replay`` memory's (``--set replay.size=...`` reaches it).
 

