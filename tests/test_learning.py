@@ -154,6 +154,28 @@ def test_oml_declares_a_weaker_der_hold() -> None:
     assert alone.lam == 0.5
 
 
+@pytest.mark.parametrize(
+    "spec", ["cosine+der+sync-la-maml", "cosine+la-maml+lwf", "cosine+lwf+sync-la-maml"]
+)
+def test_cosine_head_with_distillation_learns_every_class_incremental_task(
+    spec: str, make_stream
+) -> None:
+    """Was: the third task at 0.5-0.625, the distillation (DER 0.5, LwF 1) holding the old
+    logits of a head whose logits are bounded by its scale; ``cosine`` declares der.lam
+    0.1 and lwf.lam 0.5 for its partners."""
+    check_learns(spec, make_stream("class", per_class=16))
+
+
+def test_cosine_declares_a_weaker_distillation() -> None:
+    composite = compose("cosine+der+lwf+replay")
+    lams = {r.name: r.lam for r in composite.regularizers}  # type: ignore[attr-defined]
+    assert lams == {"der": 0.1, "lwf": 0.5}
+    assert {r.name: r.lam for r in compose("der+lwf+replay").regularizers} == {  # type: ignore[attr-defined]
+        "der": 0.5,
+        "lwf": 1.0,
+    }
+
+
 @pytest.mark.parametrize("spec", ["lwf+replay", "er+lwf"])
 def test_lwf_with_replay_learns_every_domain_incremental_task(spec: str, make_stream) -> None:
     """Was: the third task at 0.5 (chance) in 22 compositions, the distillation averaged over
