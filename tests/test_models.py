@@ -400,9 +400,10 @@ def test_activation_bytes_is_the_largest_module_output_for_one_sample() -> None:
 
 
 def test_conv_nets_evaluate_in_small_batches_on_a_cpu_with_the_same_accuracies() -> None:
+    from lifelong.strategies.naive import Naive
+
     from lifelong.contracts.strategy import StreamInfo
     from lifelong.execution.runner import evaluate, evaluation_rows
-    from lifelong.strategies.naive import Naive
 
     stream = image_stream((1, 28, 28), per_class=200)  # 200 test samples a task
     protocol = Protocol(model="cnn", batch_size=32)
