@@ -57,13 +57,15 @@ OPEN: set[tuple[str, str]] = set()
 # minute each): MER's 2 batches per example leave a penalty holding OML's PLN from
 # class-IL's third task ({ewc,mas,online-ewc,si}+mer+oml: [1, 1, 0.5]; at MER's default
 # 10, ewc+mer+oml [1, 1, 1]); OML's 20 meta steps leave cosine+oml+sync-la-maml's third
-# class-IL task at 0.69 (at its default 500 it learns every task).
+# class-IL task at 0.69 (at its default 500 it learns every task); Meta-SGD's 2 meta steps
+# leave mas+meta-sgd+replay's third class-IL task at 0.56 (at its defaults [1, 1, 1]).
 AT_DEFAULTS = {
     ("ewc+mer+oml", "class"): "mer.batches_per_example",
     ("mas+mer+oml", "class"): "mer.batches_per_example",
     ("mer+oml+online-ewc", "class"): "mer.batches_per_example",
     ("mer+oml+si", "class"): "mer.batches_per_example",
     ("cosine+oml+sync-la-maml", "class"): "oml.meta_steps",
+    ("mas+meta-sgd+replay", "class"): "meta-sgd.meta_steps",
 }
 # ProtoNets' frozen body is meant for the ncm head, with which it learns every task here in
 # each setting ([1.0, 1.0, 1.0], also with replay). With the linear head on its 2-step
