@@ -278,6 +278,10 @@ def test_quadratic_form_equals_the_penalty(name: str) -> None:
     want = torch.autograd.grad(explicit, list(a.values()))
     for name_, g in zip(a, want, strict=True):
         torch.testing.assert_close(slope[name_], g, rtol=1e-5, atol=1e-8)
+    grads = {n: torch.ones_like(p) for n, p in a.items()}
+    torch.testing.assert_close(quadratic.add_gradient(a, grads, 3.0), value)
+    for name_, g in zip(a, want, strict=True):  # += 3 x the gradient, in place
+        torch.testing.assert_close(grads[name_], 1 + 3 * g, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("spec", ["ewc", "online-ewc", "si", "mas", "er+ewc"])

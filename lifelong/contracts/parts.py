@@ -117,6 +117,20 @@ class Quadratic:
 
         Names the penalty does not cover get no entry in the gradient.
         """
+        names, slopes, value = self._value_and_slopes(params)
+        torch._foreach_mul_(slopes, 2 * self.scale)  # one kernel per list, not per weight
+        return value, dict(zip(names, slopes, strict=True))
+
+    def add_gradient(self, params: Params, grads: Params, alpha: float) -> Tensor:
+        """The penalty at ``params``; adds ``alpha`` times its gradient to ``grads`` in
+        place (the scaling folded into the addition: one pass over the weights fewer than
+        :meth:`value_and_gradient` and an addition)."""
+        names, slopes, value = self._value_and_slopes(params)
+        torch._foreach_add_([grads[n] for n in names], slopes, alpha=2 * self.scale * alpha)
+        return value
+
+    def _value_and_slopes(self, params: Params) -> tuple[list[str], list[Tensor], Tensor]:
+        """The names covered, ``w (theta - c)`` for each, and the penalty's value."""
         names = list(self.weights)
         diffs = torch._foreach_sub(
             [params[n].detach() for n in names], [self.center[n] for n in names]
@@ -126,8 +140,7 @@ class Quadratic:
             torch.dot(s.reshape(-1), d.reshape(-1)) for s, d in zip(slopes, diffs, strict=True)
         ]
         value = self.offset + self.scale * torch.stack(terms).sum()
-        torch._foreach_mul_(slopes, 2 * self.scale)  # one kernel per list, not per weight
-        return torch.as_tensor(value), dict(zip(names, slopes, strict=True))
+        return names, list(slopes), torch.as_tensor(value)
 
 
 @dataclass(frozen=True)

@@ -71,9 +71,7 @@ class ClosedForm:
             if quadratic is None:
                 loss = loss + reg.lam * reg.penalty(params, batch, replay).detach()
                 continue
-            value, slope = quadratic.value_and_gradient(params)
-            loss = loss + reg.lam * value
-            torch._foreach_add_([grads[n] for n in slope], list(slope.values()), alpha=reg.lam)
+            loss = loss + reg.lam * quadratic.add_gradient(params, grads, reg.lam)
         return loss, grads
 
 
