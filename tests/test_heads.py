@@ -55,9 +55,9 @@ class NoBody(nn.Module):
         return self.net(x)
 
 
-def batch(x: list[list[float]], y: list[int]) -> Batch:
+def batch(x: list[list[float]], y: list[int], task: int = 0) -> Batch:
     ys = torch.tensor(y)
-    return Batch(torch.tensor(x, dtype=torch.float32), ys, torch.zeros_like(ys), 0)
+    return Batch(torch.tensor(x, dtype=torch.float32), ys, torch.full_like(ys, task), task)
 
 
 # herding
@@ -113,6 +113,19 @@ def test_the_ncm_head_predicts_the_nearest_prototype() -> None:
     assert scores[0, 2].item() == torch.finfo(scores.dtype).min  # class 2: no prototype
 
 
+def test_a_target_shared_by_tasks_keeps_a_prototype_per_task() -> None:
+    """Domain-incremental: targets 0 and 1 at (0, 0) and (0, 2) in task 0, at (0, 10) and
+    (0, 12) in task 1. One mean per target, (0, 5) and (0, 7), would give (0, 1.8) target 0
+    and (0, 10.2) target 1; each target's nearest prototype gives 1 and 0."""
+    model, head = Identity(), NearestMean(normalize=False)
+    head.prepare(model, StreamInfo(2, "domain", 2, 1, 2), torch.Generator())
+    head.observe(model, batch([[0, 0], [0, 2]], [0, 1], task=0))
+    head.observe(model, batch([[0, 10], [0, 12]], [0, 1], task=1))
+    x = torch.tensor([[0.0, 1.8], [0.0, 10.2]])
+    scores = head.predict(model, x, torch.zeros(2, dtype=torch.long), None)
+    assert scores.argmax(1).tolist() == [1, 0]
+
+
 def test_the_memory_s_class_means_replace_the_running_means() -> None:
     model, head = Identity(), NearestMean(normalize=False)
     head.prepare(model, info(), torch.Generator())
@@ -120,7 +133,8 @@ def test_the_memory_s_class_means_replace_the_running_means() -> None:
     stored = batch([[9, 0], [11, 0]], [0, 0])  # the memory says class 0 lives at (10, 0)
     scores = head.predict(model, torch.tensor([[9.5, 0.0]]), torch.zeros(1), stored)
     means, known = head.prototypes(model, stored)
-    assert means[0].tolist() == [10.0, 0.0] and known.tolist() == [True, True, False]
+    assert means[0].tolist() == [10.0, 0.0]  # task 0's prototypes, then tasks 1 and 2's
+    assert known.tolist() == [True, True, False] + [False] * 6
     assert scores[0, 0] == scores[0, 1]  # both prototypes at (10, 0)
 
 
