@@ -567,9 +567,7 @@ def _bench(args: argparse.Namespace) -> int:
         threads=args.threads,
         with_memory=not args.no_memory,
         command=command,
-        allocator=(lambda step: pin_for_processes(threshold_for(step)))
-        if args.tune_malloc
-        else None,
+        allocator=_pin_for_step if args.tune_malloc else None,
     )
     print(f"wrote {path}")
     return 0

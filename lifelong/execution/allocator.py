@@ -71,7 +71,7 @@ def pin_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
 def large_step(step_bytes: int) -> bool:
     """Whether a training batch whose largest activation takes ``step_bytes`` is one that
     :data:`MMAP_THRESHOLD` would map apart (a conv net's, about 3 MB for ``cnn`` at batch
-    32; the default MLP's is 4 KB)."""
+    32; the default MLP's about 100 KB, its input)."""
     return 2 * step_bytes > MMAP_THRESHOLD
 
 
