@@ -285,7 +285,11 @@ REAL_SCENARIOS = {
 }
 REAL_PROTOCOL = {"batch_size": "10", "eval_every": "0"}  # "epochs" would set gdumb.epochs too
 # MER at its 10 batches per example takes about a minute a run here; 2 keep it learning.
-REAL_LIGHTER = {"mer": {"mer.batches_per_example": "2"}}
+# Adam at its lr 0.001 takes longer to learn a task than 30 steps (as LONGER above): one
+# pass left adam+replay's last Split class-IL task at 0.29 and adam+ncm's third Rotated
+# class-IL task at 0.16 on seed 0 (0.745-0.885 and 0.41-0.43 on seeds 1, 2); two passes
+# learn every task on seeds 0-2 (0.90-0.98; 0.73-0.86).
+REAL_LIGHTER = {"mer": {"mer.batches_per_example": "2"}, "adam": {"epochs": "2"}}
 # ER-ACE trains an incoming batch against its own classes only, so a new class rises above
 # the old ones only through its replayed samples, of which a reservoir holds few early in a
 # task: in 30 steps the last task stays near chance (class-IL, 300 samples a task:
@@ -303,7 +307,7 @@ def whole_strategies() -> list[str]:
 
 
 def real_diagonal(
-    spec: str, scenario: str, setting: str, epochs: int = 1
+    spec: str, scenario: str, setting: str, epochs: int = 1, seed: int = 0
 ) -> tuple[str, list[float], float]:
     """The run's status, its accuracy on each task right after training it, and chance."""
     used = spec.split("+")
@@ -312,8 +316,8 @@ def real_diagonal(
     }
     passes = {"epochs": str(epochs)} if epochs > 1 else {}
     options = {**REAL_SCENARIOS[scenario], **REAL_PROTOCOL, **lighter, **passes}
-    (run,) = plan_runs(scenario, [spec], [0], {**options, "setting": setting})
-    stream = run.scenario.build(0, None)
+    (run,) = plan_runs(scenario, [spec], [seed], {**options, "setting": setting})
+    stream = run.scenario.build(seed, None)
     result = execute(run, stream, CPU)
     diagonal = [result.matrix[k][k] for k in range(len(result.matrix))]
     return result.status, diagonal, 1 / stream.n_outputs
@@ -372,21 +376,18 @@ def check_learns_real(spec: str, scenario: str, setting: str) -> None:
 # Split class-IL, 0.65 Split domain-IL, 0.32 Permuted/Rotated class-IL, 0.37 their domain-IL).
 # Most are MAS with a memory or a meta-learner in class-IL (MAS alone, and every other
 # regularizer with replay, learns every task): the later tasks' new classes stay weak.
+# (sync-la-maml's compositions in class-IL left the list when its look-ahead started at
+# its weights' step.)
 OPEN_REAL_COMPOSITIONS = {
-    ("adam+ncm", "rotated-mnist", "class"): "[0.682, 0.613, 0.161]",
-    ("adam+replay", "split-mnist", "class"): "[0.995, 0.555, 0.82, 0.875, 0.29]",
     ("c-maml+mas", "rotated-mnist", "class"): "[0.722, 0.49, 0.19]",
-    ("cosine+sync-la-maml", "split-mnist", "class"): "[0.995, 0.825, 0.77, 0.73, 0.345]",
-    ("der+sync-la-maml", "split-mnist", "class"): "[0.995, 0.605, 0.545, 0.845, 0.28]",
+    ("mas+mer", "split-mnist", "class"): "[0.995, 0.795, 0.715, 0.74, 0.155]",
+    ("mas+oml", "permuted-mnist", "class"): "[0.404, 0.527, 0.256]",
+    ("mas+replay", "permuted-mnist", "class"): "[0.787, 0.478, 0.178]",
+    ("mas+replay", "rotated-mnist", "class"): "[0.762, 0.56, 0.198]",
+    ("mas+sync-la-maml", "rotated-mnist", "class"): "[0.75, 0.438, 0.263]",
     ("ewc+gem", "split-mnist", "class"): "[0.995, 0.89, 0.755, 0.945, 0.0]",
     ("lwf+maml", "split-mnist", "domain"): "[0.995, 0.54, 0.92, 0.95, 0.805]",
     ("lwf+oml", "split-mnist", "domain"): "[0.995, 0.575, 0.85, 0.94, 0.68]",
-    ("mas+replay", "rotated-mnist", "class"): "[0.762, 0.56, 0.198]",
-    ("mas+replay", "permuted-mnist", "class"): "[0.787, 0.478, 0.178]",
-    ("mas+sync-la-maml", "rotated-mnist", "class"): "[0.746, 0.386, 0.318]",
-    ("mas+sync-la-maml", "split-mnist", "class"): "[0.995, 0.75, 0.165, 0.27, 0.325]",
-    ("mas+mer", "split-mnist", "class"): "[0.995, 0.795, 0.715, 0.74, 0.155]",
-    ("mas+oml", "permuted-mnist", "class"): "[0.404, 0.527, 0.256]",
     ("ncm+protonet", "split-mnist", "domain"): "[0.98, 0.845, 0.815, 0.705, 0.54]",
     ("oml+replay", "permuted-mnist", "domain"): "[0.606, 0.456, 0.357]",
     ("mer+oml", "permuted-mnist", "domain"): "[0.654, 0.504, 0.367]",
