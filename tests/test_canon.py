@@ -282,11 +282,11 @@ def test_sgd_steps_each_weight_at_the_rate_the_init_learned(shift: float) -> Non
 
 @pytest.mark.slow  # meta-trains Meta-SGD at its defaults
 def test_meta_sgd_learns_rotated_mnist_class_incremental() -> None:
-    from test_learning import real_diagonal
+    from test_learning import real_diagonal, real_floor
 
     status, diagonal, chance = real_diagonal("meta-sgd", "rotated-mnist", "class")
     assert status == "ok"
-    assert min(diagonal) >= chance + 0.3 * (1 - chance), diagonal
+    assert min(diagonal) >= real_floor(chance), diagonal
 
 
 def test_an_init_with_rates_needs_a_learner_that_takes_them() -> None:

@@ -795,8 +795,8 @@ def test_sync_la_maml_learns_every_class_incremental_task_at_its_defaults(seed: 
     """Its look-ahead starts no further than its weights' own step: with the permutations
     row's alpha_init 0.15 (opt_wt 0.1) the last task of small class-IL Split-MNIST ended at
     0.28 and 0.27 on these seeds (floor 0.37)."""
-    from test_learning import real_diagonal
+    from test_learning import real_diagonal, real_floor
 
     status, diagonal, chance = real_diagonal("sync-la-maml", "split-mnist", "class", seed=seed)
     assert status == "ok"
-    assert min(diagonal) >= chance + 0.3 * (1 - chance), diagonal
+    assert min(diagonal) >= real_floor(chance), diagonal
