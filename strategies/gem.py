@@ -50,23 +50,28 @@ from lifelong import (
     gradients,
     param,
 )
-from lifelong.fast import group_gradients
+from lifelong.fast import gem_gradients
 
 Params = dict[str, Tensor]
 SOLVERS = ("auto", "quadprog", "torch")
 EPS = 1e-3  # the official code's ridge on G G^T
 
 
-def project(g: Tensor, memories: Tensor, margin: float, solver: str = "auto") -> Tensor:
+def project(
+    g: Tensor, memories: Tensor, margin: float, solver: str = "auto", dots: Tensor | None = None
+) -> Tensor:
     """GEM's projection of ``g [P]`` onto ``{z : memories z >= 0}`` (rows ``g_k``, ``[t, P]``).
+
+    ``dots``: ``memories @ g`` when the caller has it already.
 
     Returns:
         ``G^T v + g`` with ``v`` the dual solution (:func:`solve_dual`), float like ``g``.
         Only the ``[t, t]`` program is solved in float64 (the official code converts the
         ``[t, P]`` gradients too; here that copy took most of the projection's time).
     """
-    v = solve_dual(memories @ memories.T, memories @ g, margin, solver)
-    return memories.T @ v.to(g.dtype) + g
+    q = memories @ g if dots is None else dots
+    v = solve_dual(memories @ memories.T, q, margin, solver)
+    return torch.addmv(g, memories.T, v.to(g.dtype))
 
 
 def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> Tensor:
@@ -140,39 +145,47 @@ class Gem(Learner):
     def step(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
+        loss, grads, memories = self._gradients(params, batch, replay, objective)
+        update = grads
+        if memories is not None:
+            g = _flat(grads)
+            dots = memories @ g
+            if bool((dots < 0).any()):  # GEM projects only on a violated constraint
+                update = _unflat(project(g, memories, self.margin, self.solver, dots), grads)
+        apply_gradients(self.optimizer, params, update)
+        return Step(loss.detach(), grads)
+
+    def _gradients(
+        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
+    ) -> tuple[Tensor, Params, Tensor | None]:
+        """The loss on ``batch``, its gradient ``g`` by name, and ``[t, P]``: the
+        objective's gradient on each past task's replayed samples (None: no past task)."""
+        stored = replay.batch if replay is not None else None
+        tasks = [] if stored is None else _past_tasks(stored, batch.task)
         closed = objective.closed_form
+        one_pass = closed is not None and closed.covers(params, penalties=False)
+        if one_pass and stored is not None and tasks:
+            # acceleration: lifelong.fast.sample_factors, the batch and the memory in one pass
+            loss, rows = gem_gradients(list(params.values()), batch, stored, tasks)
+            return loss, _unflat(rows[0], params), rows[1:]
         if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
             loss, grads = closed.loss_and_grads(params, batch, None)
         else:
             loss = objective(params, batch, None)
             grads = gradients(loss, params)
-        update = grads
-        memories = self._past_gradients(params, batch, replay, objective)
-        if memories is not None:
-            g = _flat(grads)
-            if bool((memories @ g < 0).any()):  # GEM projects only on a violated constraint
-                update = _unflat(project(g, memories, self.margin, self.solver), grads)
-        apply_gradients(self.optimizer, params, update)
-        return Step(loss.detach(), grads)
-
-    def _past_gradients(
-        self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
-    ) -> Tensor | None:
-        """``[t, P]``: the objective's gradient on each past task's replayed samples."""
-        if replay is None:
-            return None
-        stored = replay.batch
-        tasks = [t for t in stored.task_ids.unique().tolist() if t != batch.task]
-        closed = objective.closed_form
-        if tasks and closed is not None and closed.covers(params, penalties=False):
-            # acceleration: lifelong.fast.sample_factors, one pass over the memory
-            return group_gradients(list(params.values()), stored, tasks)
-        rows = []
+        if stored is None or not tasks:
+            return loss, grads, None
+        past = []
         for t in tasks:
             mine = stored.task_ids == t
             own = Batch(stored.x[mine], stored.y[mine], stored.task_ids[mine], t)
-            rows.append(_flat(gradients(objective(params, own, None), params)))
-        return torch.stack(rows) if rows else None
+            past.append(_flat(gradients(objective(params, own, None), params)))
+        return loss, grads, torch.stack(past)
+
+
+def _past_tasks(stored: Batch, task: int) -> list[int]:
+    """The task ids in ``stored`` other than ``task``."""
+    return [t for t in stored.task_ids.unique().tolist() if t != task]
 
 
 def _flat(grads: Params) -> Tensor:

@@ -20,7 +20,7 @@ from lifelong.composition.compose import configure
 from lifelong.fast import (
     MlpCosines,
     ace_gradients,
-    group_gradients,
+    gem_gradients,
     interference,
     sample_factors,
 )
@@ -89,8 +89,8 @@ def test_factors_give_each_samples_gradient_and_their_inner_products(
 
 
 def test_gem_per_task_gradients_match_one_backward_per_task() -> None:
-    """GEM's past-task gradients by hand equal the reference's (the objective with no
-    closed form), and so do three projected steps."""
+    """GEM's incoming and past-task gradients by hand (one pass) equal the reference's
+    (the objective with no closed form), and so do three projected steps."""
     moved = []
     for by_hand in (True, False):
         composite, _ = configure("gem", {"lr": 0.3})
@@ -106,14 +106,16 @@ def test_gem_per_task_gradients_match_one_backward_per_task() -> None:
     for name in moved[0]:
         torch.testing.assert_close(moved[0][name], moved[1][name], **TOL)
 
-    net, memory = model(), batch(30, 5, tasks=3)
+    net, incoming, memory = model(), batch(5, 7, tasks=3), batch(30, 5, tasks=3)
     params = dict(net.named_parameters())
-    rows = []
+    loss = F.cross_entropy(net(incoming.x), incoming.y)
+    rows = [torch.cat([g.flatten() for g in torch.autograd.grad(loss, net.parameters())])]
     for t in (0, 2):
         mine = memory.task_ids == t
-        loss = F.cross_entropy(net(memory.x[mine]), memory.y[mine])
-        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(loss, net.parameters())]))
-    got = group_gradients(list(params.values()), memory, [0, 2])
+        past = F.cross_entropy(net(memory.x[mine]), memory.y[mine])
+        rows.append(torch.cat([g.flatten() for g in torch.autograd.grad(past, net.parameters())]))
+    got_loss, got = gem_gradients(list(params.values()), incoming, memory, [0, 2])
+    torch.testing.assert_close(got_loss, loss.detach(), **TOL)
     torch.testing.assert_close(got, torch.stack(rows), **TOL)
 
 
@@ -180,7 +182,7 @@ def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> 
 
     taken: set[str] = set()
     for module, name in [
-        (gem, "group_gradients"),
+        (gem, "gem_gradients"),
         (er_ace, "ace_gradients"),
         (replay, "fast_interference"),
         (replay, "MlpCosines"),
@@ -196,5 +198,5 @@ def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> 
     small = {"batch_size": "8", "hidden": "16", "fast": str(fast).lower()}
     for spec in ("gem", "er-ace", "mir", "gss"):
         run_one(spec, {**small, "replay.size": "20"} if spec != "er-ace" else small, stream=stream)
-    everything = {"group_gradients", "ace_gradients", "fast_interference", "MlpCosines"}
+    everything = {"gem_gradients", "ace_gradients", "fast_interference", "MlpCosines"}
     assert taken == (everything if fast else set())

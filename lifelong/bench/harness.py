@@ -153,7 +153,7 @@ WORKLOADS = (
         "split-mnist",
         "gem",
         {"replay.size": 200},
-        measured=("solve_dual", "_past_gradients"),
+        measured=("solve_dual", "_gradients"),
     ),
     Workload("split-mnist class-IL, er-ace (memory 200)", "split-mnist", "er-ace", {"size": 200}),
     Workload(

@@ -402,8 +402,6 @@ class _Run:
         self.curves: list[tuple[int, int, torch.Tensor]] = [(0, -1, self.init)]
         self.step = 0
         self.next_task = 0
-        device = self.init.device
-        self.bad_step = torch.full((len(specs),), -1, dtype=torch.long, device=device)
         self.alive = [True] * len(specs)
         self.stops: list[tuple[int, int, str]] = [(1 << 62, 1 << 62, "")] * len(specs)
 
@@ -417,24 +415,25 @@ class _Run:
         """Train one task, evaluate on the schedule, and check the losses stayed finite."""
         protocol, trainer = self.protocol, self.trainer
         trainer.before_task(task_id)
+        first_step, losses = self.step, []
         for _epoch in range(protocol.epochs):
             for batch in trainer.batches(task_id):
                 for glance in range(protocol.glances):
                     loss = trainer.step(dataclasses.replace(batch, glance=glance))
                 self.step += 1
-                first_bad = (self.bad_step < 0) & ~torch.isfinite(loss)
-                self.bad_step = torch.where(first_bad, self.step, self.bad_step)
+                losses.append(loss)
                 if protocol.eval_every and self.step % protocol.eval_every == 0:
                     self.curves.append((self.step, task_id, trainer.evaluate()))
                 if bar is not None:
                     bar.update(1)
                     if self.step % 25 == 0 and len(self.specs) == 1:
                         bar.set_postfix(task=task_id, loss=f"{float(loss):.3f}")
-        for s, bad in enumerate(self.bad_step.tolist()):  # one host sync per task
+        for s, bad in enumerate(_first_nonfinite(losses, len(self.specs))):  # one host sync
             if self.alive[s] and bad >= 0:  # not the broken model's curve points
                 self.alive[s] = False
-                curves = sum(1 for c in self.curves if c[0] < bad)
-                why = f"loss became NaN or infinite at task {task_id}, step {bad}"
+                step = first_step + bad + 1
+                curves = sum(1 for c in self.curves if c[0] < step)
+                why = f"loss became NaN or infinite at task {task_id}, step {step}"
                 self.stops[s] = (len(self.rows), curves, why)
         if not any(self.alive):
             return
@@ -479,9 +478,6 @@ class _Run:
         self.curves = [(s, t, a.to(device)) for s, t, a in state["curves"]]
         self.alive = list(state["alive"])
         self.stops = [(int(r), int(c), str(w)) for r, c, w in state["stops"]]
-        self.bad_step = torch.tensor(
-            [-1 if alive else 0 for alive in self.alive], device=self.bad_step.device
-        )
         self.trainer.load_state(state["trainer"])
         self.elapsed_before = state["elapsed"]
 
@@ -667,6 +663,16 @@ def generator(device: torch.device, seed: int, stream_id: int) -> torch.Generato
     data order, 3: the augmentation of training batches, 4: the online measurements'
     sample order)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + stream_id)
+
+
+def _first_nonfinite(losses: list[torch.Tensor], seeds: int) -> list[int]:
+    """For each seed, the index of the first of a task's step ``losses`` (each ``[seeds]``)
+    that is NaN or infinite, -1 when none is."""
+    if not losses:
+        return [-1] * seeds
+    bad = ~torch.isfinite(torch.stack(losses))  # [steps, seeds]
+    first = torch.where(bad.any(0), bad.int().argmax(0), -1)
+    return [int(i) for i in first.tolist()]
 
 
 def _to_host(curves: list[tuple[int, int, torch.Tensor]]) -> list[tuple[int, int, torch.Tensor]]:

@@ -35,7 +35,7 @@ from lifelong.fast.mer_kernel import compiled_mer_update
 from lifelong.fast.sample_factors import (
     MlpCosines,
     ace_gradients,
-    group_gradients,
+    gem_gradients,
     interference,
     sample_factors,
 )
@@ -46,7 +46,7 @@ __all__ = [
     "ace_gradients",
     "compiled_mer_update",
     "cross_entropy_grads",
-    "group_gradients",
+    "gem_gradients",
     "has_closed_form",
     "in_place_look_ahead",
     "in_place_update",

@@ -10,7 +10,8 @@ weights on the default MLP). One forward and one backward pass give every factor
 Accelerates (each reference builds the same numbers with autograd):
 
 - GEM's per-task memory gradients (``strategies/gem.py``: one backward per past task):
-  :func:`group_gradients`, one pass over the memory and one product per layer.
+  :func:`gem_gradients`, one pass over the incoming batch and the memory and one product
+  per layer and task.
 - GSS's cosine scores (``strategies/gss.py``: per-sample gradients under ``vmap``,
   flattened and normalised): :class:`MlpCosines`, from Gram matrices of the factors.
 - MIR's interference (``strategies/mir.py``: autograd's virtual step, two forwards):
@@ -49,7 +50,7 @@ __all__ = [
     "Factors",
     "MlpCosines",
     "ace_gradients",
-    "group_gradients",
+    "gem_gradients",
     "interference",
     "sample_factors",
 ]
@@ -133,28 +134,42 @@ def sample_factors(
     return Factors(losses, tuple(inputs), tuple(errors))
 
 
-def group_gradients(weights: Sequence[Tensor], batch: Batch, groups: Sequence[int]) -> Tensor:
-    """GEM's ``[G, P]``: the mean cross-entropy gradient of the samples of each task in
-    ``groups`` (task ids of ``batch``), flattened in the order of ``weights``.
-
-    The reference (``strategies/gem.py``) runs one backward per task; here one pass over
-    the groups' samples (in group order) gives every factor, and each group's gradient is
-    the product of its own rows, ``E_t^T A_t / n_t``.
-    """
-    rows = [(batch.task_ids == t).nonzero().squeeze(1) for t in groups]
+def gem_gradients(
+    weights: Sequence[Tensor], incoming: Batch, memory: Batch, groups: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """GEM's step gradients in one pass: the incoming batch's mean cross-entropy and
+    ``[1 + G, P]``, its gradient (row 0) and the mean gradient of the samples of each task
+    of ``groups`` (task ids of ``memory``), flattened in the order of ``weights``. The
+    reference (``strategies/gem.py``) takes the objective's gradient, then one backward
+    per past task."""
+    rows = [(memory.task_ids == t).nonzero().squeeze(1) for t in groups]
     order = torch.cat(rows)
-    factors = sample_factors(weights, batch.x[order], batch.y[order])
-    bounds = list(itertools.accumulate((len(r) for r in rows), initial=0))
-    sizes = [w.numel() for w in weights]
-    out = factors.losses.new_empty(len(rows), sum(sizes))
-    columns = list(itertools.accumulate(sizes, initial=0))
-    for group, (i, j) in enumerate(itertools.pairwise(bounds)):
-        for layer, (a, d) in enumerate(zip(factors.inputs, factors.errors, strict=True)):
-            start, middle, end = columns[2 * layer : 2 * layer + 3]
+    x = torch.cat([incoming.x.flatten(1), memory.x.flatten(1).index_select(0, order)])
+    y = torch.cat([incoming.y, memory.y.index_select(0, order)])
+    losses, out = _grouped_gradients(weights, x, y, [len(incoming.y), *(len(r) for r in rows)])
+    return losses[: len(incoming.y)].mean(), out
+
+
+def _grouped_gradients(
+    weights: Sequence[Tensor], x: Tensor, y: Tensor, sizes: Sequence[int]
+) -> tuple[Tensor, Tensor]:
+    """Each sample's loss ``[N]`` and ``[G, P]``: the mean cross-entropy gradient of each
+    run of consecutive rows (``sizes``, in order). One pass with each sample's error
+    scaled by ``1 / n_g`` gives every factor; a group's gradient is the product of its own
+    rows, ``E_g^T A_g``, written straight into its row of the result."""
+    shares = torch.cat([x.new_full((n,), 1.0 / n) for n in sizes])
+    factors = sample_factors(weights, x, y, shares=shares)
+    bounds = list(itertools.accumulate(sizes, initial=0))
+    columns = list(itertools.accumulate((w.numel() for w in weights), initial=0))
+    out = factors.losses.new_empty(len(sizes), columns[-1])
+    for layer, (a, d) in enumerate(zip(factors.inputs, factors.errors, strict=True)):
+        start, middle, end = columns[2 * layer : 2 * layer + 3]
+        d_t = d.t()
+        for group, (i, j) in enumerate(itertools.pairwise(bounds)):
             matrix = out[group, start:middle].view(d.shape[1], a.shape[1])
-            torch.mm(d[i:j].t(), a[i:j], out=matrix).div_(j - i)
-            torch.mean(d[i:j], 0, out=out[group, middle:end])
-    return out
+            torch.mm(d_t[:, i:j], a[i:j], out=matrix)
+            torch.sum(d[i:j], 0, out=out[group, middle:end])
+    return factors.losses, out
 
 
 def ace_gradients(
