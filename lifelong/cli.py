@@ -452,11 +452,12 @@ def _planning(args: argparse.Namespace, points: list[Any]) -> Any:
 
 
 def _step_bytes(batch: list[RunRequest], stream: Stream, model: nn.Module) -> int:
-    """The largest activation of one training batch of these runs (bytes), for the
-    allocator's threshold on a CPU (:func:`lifelong.execution.allocator.threshold_for`)."""
+    """The largest activation of one training step of these runs (bytes; a batch and its
+    replay batch, :meth:`RunSpec.training_rows`), for the allocator's threshold on a CPU
+    (:func:`lifelong.execution.allocator.threshold_for`)."""
     from lifelong.models.axis import activation_bytes
 
-    rows = max(request.spec().protocol.batch_size for request in batch)
+    rows = max(request.spec().training_rows() for request in batch)
     return activation_bytes(model, stream) * rows
 
 

@@ -135,6 +135,9 @@ class Reservoir(Memory):
     def __len__(self) -> int:
         return min(self.seen, self.size)
 
+    def replay_rows(self) -> int:
+        return min(self.batch, self.size)
+
     @classmethod
     def stacked(cls, memories: list[Reservoir]) -> StackedReservoirs:
         return StackedReservoirs(memories)

@@ -73,6 +73,20 @@ def test_a_conv_net_raises_the_threshold_above_its_step_buffers(libc, tmp_path) 
     assert (allocator._M_MMAP_THRESHOLD, 4 * step) in libc.calls
 
 
+def test_a_replay_batch_of_the_whole_memory_raises_the_threshold(libc, tmp_path) -> None:
+    """GEM passes its batch and its whole memory (replay batch 256, memory 200) through the
+    MLP every step: 232 rows of 784 floats, above 512 KiB, so the threshold rises over
+    them; ER's 10 + 10 rows leave it at the default."""
+    gem = ["run", "split-mnist", "-s", "gem", "--set", "samples_per_task=32", "-q"]
+    gem += ["--set", "replay.size=200", "--set", "batch_size=32", "--seeds", "0"]
+    assert main([*gem, "--out", str(tmp_path / "g")], tune_malloc=True) == 0
+    assert (allocator._M_MMAP_THRESHOLD, 4 * (32 + 200) * 784 * 4) in libc.calls
+    (er,) = plan_runs("split-mnist", ["er"], [0], {"batch_size": 10, "replay.batch": 10})
+    assert er.training_rows() == 20
+    (naive,) = plan_runs("split-mnist", ["naive"], [0], {"batch_size": 10})
+    assert naive.training_rows() == 10
+
+
 def test_threshold_rule() -> None:
     assert allocator.threshold_for(4_000) == MMAP_THRESHOLD  # the MLP's step
     assert allocator.threshold_for(4_000, stack=8) == 8 * MMAP_THRESHOLD

@@ -78,13 +78,13 @@ class Workload:
 
 
 def step_bytes(spec: Any, stream: Stream) -> int:
-    """The largest activation of one of ``spec``'s training batches on ``stream`` (bytes),
-    as ``lifelong run`` measures it to set the allocator."""
+    """The largest activation of one of ``spec``'s training steps on ``stream`` (bytes; a
+    batch and its replay batch), as ``lifelong run`` measures it to set the allocator."""
     from lifelong.models.axis import activation_bytes, build_model
 
     torch.manual_seed(0)
     model = build_model(spec.protocol, stream)
-    return activation_bytes(model, stream) * spec.protocol.batch_size
+    return activation_bytes(model, stream) * spec.training_rows()
 
 
 PERMUTED = {"n_tasks": 10, "samples_per_task": 1000}

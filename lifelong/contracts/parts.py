@@ -269,6 +269,11 @@ class Memory(Composable, Checkpointed, abc.ABC):
     def __len__(self) -> int:
         """Number of samples stored."""
 
+    def replay_rows(self) -> int:
+        """The most samples a replay batch holds (0: unknown, the default). A run sizes its
+        step's buffers by it (:meth:`lifelong.execution.runner.RunSpec.training_rows`)."""
+        return 0
+
     def stored(self) -> Batch | None:
         """Every sample held (``x [N, D]``, ``y``, ``task_ids``), for heads that read the
         memory (the ``ncm`` head's prototypes); None when empty or when this memory does

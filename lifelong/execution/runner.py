@@ -61,6 +61,14 @@ class RunSpec:
     seed: int
     options: StreamOptions = dataclasses.field(default_factory=StreamOptions)
 
+    def training_rows(self) -> int:
+        """The most samples a training step passes through the model at once: a batch and
+        the replay batch its memory draws (:meth:`lifelong.Memory.replay_rows`). What the
+        command sizes the allocator by (:func:`lifelong.execution.allocator.threshold_for`)."""
+        composite = self.strategy.as_composite()
+        memory = composite.memory if composite is not None else None
+        return self.protocol.batch_size + (memory.replay_rows() if memory is not None else 0)
+
     def build_stream(self, data_dir: str | None = None) -> Stream:
         """The scenario's stream for this seed, with the stream options applied (CPU)."""
         return apply_options(self.scenario.build(self.seed, data_dir), self.options, self.seed)
