@@ -287,22 +287,46 @@ def test_si_importance_is_non_negative_and_zero_penalty_at_anchor() -> None:
     assert si.penalty(shifted(params), batch, None) > 0
 
 
+def mas_by_hand(model, params, data, n: int) -> dict[str, torch.Tensor]:
+    """Mean over samples of |d ||f_t(x)||^2 / d theta|, f_t the outputs of the task's targets."""
+    x, outputs = data.x.float() / 255, data.y.unique()
+    return {
+        name: sum(
+            torch.autograd.grad(model(x[i : i + 1])[:, outputs].pow(2).sum(), p)[0].abs()
+            for i in range(n)
+        )
+        / n
+        for name, p in params.items()
+    }
+
+
 def test_mas_importance_is_mean_absolute_gradient_of_squared_output_norm() -> None:
     model, params = small_model()
     mas = parts()["mas"](samples=12)
     mas.setup(model, INFO, torch.Generator().manual_seed(0))
     data = task_data()
+    assert len(data.y.unique()) == 4  # every output is one of the task's
     mas.after_task(params, data)
-    x = data.x.float() / 255
-    for name, p in params.items():
-        by_hand = (
-            sum(
-                torch.autograd.grad(model(x[i : i + 1]).pow(2).sum(), p)[0].abs() for i in range(12)
-            )
-            / 12
-        )
+    for name, by_hand in mas_by_hand(model, params, data, 12).items():
         assert torch.allclose(mas.importance[name], by_hand, atol=1e-6)
         assert (mas.importance[name] >= 0).all()
+
+
+def test_mas_importance_leaves_the_classes_a_task_does_not_train_free() -> None:
+    """Class-IL: the norm is over the task's own outputs (the paper's head of the task).
+    Over every output, the rows of classes not yet seen got importance and anchored
+    the next task's classes before they were learnt (was: rows 2 and 3 above zero)."""
+    model, params = small_model()
+    mas = parts()["mas"](samples=12)
+    mas.setup(model, INFO, torch.Generator().manual_seed(0))
+    data = task_data()
+    data = TrainingData(0, "0", data.x, data.y % 2, data.task_ids)  # classes 0 and 1 of 4
+    mas.after_task(params, data)
+    assert (mas.importance["head.weight"][2:] == 0).all()
+    assert (mas.importance["head.bias"][2:] == 0).all()
+    assert (mas.importance["head.weight"][:2] > 0).any()
+    for name, by_hand in mas_by_hand(model, params, data, 12).items():
+        assert torch.allclose(mas.importance[name], by_hand, atol=1e-6)
 
 
 @pytest.mark.parametrize("setting", ["class", "task"])
