@@ -284,3 +284,17 @@ def test_python_api_runs_on_the_clis_one_thread_and_restores_the_callers(
 def test_python_api_refuses_a_thread_count_below_one() -> None:
     with pytest.raises(UserError, match="threads=0"):
         lifelong.run("split-mnist", "naive", device="cpu", threads=0)
+
+
+def test_a_tasks_first_nonfinite_loss_is_found_per_seed() -> None:
+    """The runner checks a task's losses once, at its end: each seed's first NaN or
+    infinite step (-1 when none), as the per-step check found it."""
+    from lifelong.execution.runner import _first_nonfinite
+
+    nan, inf = float("nan"), float("inf")
+    losses = [
+        torch.tensor(row)
+        for row in ([1.0, 2.0, 0.5], [nan, 1.0, 0.4], [1.0, inf, 0.3], [nan, nan, 0.2])
+    ]
+    assert _first_nonfinite(losses, 3) == [1, 2, -1]
+    assert _first_nonfinite([], 2) == [-1, -1]
