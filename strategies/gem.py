@@ -19,8 +19,8 @@ GEM's per-task memories do. The quadratic program is solved by ``quadprog`` (the
 code's solver, a dependency), or by coordinate descent in torch (``solver=torch``, and
 wherever quadprog is not importable); both give the same solution to 1e-6. On a model with
 closed-form gradients (the default MLP) the incoming gradient and the per-task ones (one
-pass over the memory) are written out by hand (:mod:`lifelong.fast`, equal up to float
-rounding; ``--set fast=false`` runs autograd).
+pass over the batch and the memory) are written out by hand (:mod:`lifelong.fast`, equal up
+to float rounding; ``--set fast=false`` runs autograd).
 
 Defaults: the official MNIST runs (facebookresearch/GradientEpisodicMemory,
 ``run_experiments.sh``): lr 0.1, memory_strength 0.5.

@@ -298,3 +298,46 @@ def test_a_tasks_first_nonfinite_loss_is_found_per_seed() -> None:
     ]
     assert _first_nonfinite(losses, 3) == [1, 2, -1]
     assert _first_nonfinite([], 2) == [-1, -1]
+
+
+NAN_AT_STEP = '''
+from dataclasses import dataclass, field
+from typing import ClassVar
+import torch
+from lifelong import Strategy, param
+
+
+@dataclass
+class NanAt(Strategy):
+    """Never learns; its loss is NaN from its ``step``-th training step on (1-based)."""
+    name: ClassVar[str] = "nan-at"
+    step: int = param(5, "first step whose loss is NaN", ge=1)
+    model: torch.nn.Module = field(init=False)
+    taken: int = field(init=False, default=0)
+
+    def setup(self, model, info, generator):
+        self.model = model
+
+    def train_step(self, batch):
+        self.taken += 1
+        return torch.tensor(float("nan") if self.taken >= self.step else 1.0)
+
+    def predict(self, x, task_ids):
+        return self.model(x, task_ids)
+'''
+
+
+@pytest.mark.parametrize(("step", "task"), [(2, 0), (3, 1), (6, 2)])
+def test_a_run_reports_the_step_and_task_its_loss_first_became_nan(tmp_path, step, task) -> None:
+    """64 samples a task at batch 32: two steps a task; the first NaN is named where it was."""
+    path = tmp_path / "nan_at.py"
+    path.write_text(NAN_AT_STEP)
+    result = lifelong.run(
+        "split-mnist",
+        f"{path}:NanAt",
+        device="cpu",
+        settings={"samples_per_task": 64, "batch_size": 32, "step": step},
+    )
+    assert result.status == "diverged"
+    assert result.error == f"loss became NaN or infinite at task {task}, step {step}"
+    assert len(result.matrix) == task  # the tasks completed before it

@@ -32,7 +32,7 @@ PERMUTED_STRENGTHS = {"ewc.lam": 5, "online-ewc.lam": 10, "si.lam": 3, "mas.lam"
 # Split-MNIST's domain and task forms gain from stronger penalties than the defaults, which
 # are tuned on Permuted-MNIST and gain almost nothing there (domain: ewc 0.659, mas 0.661
 # against naive's 0.657; reports/classic-strategies.md): the per-scenario strengths the
-# README gives (the former Split-MNIST defaults).
+# README gives (the former Split-MNIST defaults; online-ewc as ewc).
 SPLIT_STRENGTHS = {"ewc.lam": 1000, "online-ewc.lam": 1000, "si.lam": 300, "mas.lam": 3}
 
 

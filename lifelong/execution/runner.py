@@ -62,9 +62,11 @@ class RunSpec:
     options: StreamOptions = dataclasses.field(default_factory=StreamOptions)
 
     def training_rows(self) -> int:
-        """The most samples a training step passes through the model at once: a batch and
-        the replay batch its memory draws (:meth:`lifelong.Memory.replay_rows`). What the
-        command sizes the allocator by (:func:`lifelong.execution.allocator.threshold_for`)."""
+        """An estimate of the most samples a training step passes through the model at
+        once: a batch and the replay batch its composite's memory draws
+        (:meth:`lifelong.Memory.replay_rows`; a whole strategy's own memory, or a pass
+        over MIR's candidates, is not counted). What the command sizes the allocator by
+        (:func:`lifelong.execution.allocator.threshold_for`)."""
         composite = self.strategy.as_composite()
         memory = composite.memory if composite is not None else None
         return self.protocol.batch_size + (memory.replay_rows() if memory is not None else 0)
@@ -429,7 +431,7 @@ class _Run:
                 for glance in range(protocol.glances):
                     loss = trainer.step(dataclasses.replace(batch, glance=glance))
                 self.step += 1
-                losses.append(loss)
+                losses.append(loss.detach())  # no graph kept until the task ends
                 if protocol.eval_every and self.step % protocol.eval_every == 0:
                     self.curves.append((self.step, task_id, trainer.evaluate()))
                 if bar is not None:

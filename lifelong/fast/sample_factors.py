@@ -27,9 +27,9 @@ the references). Tested equal to the references in ``tests/test_fast_factors.py`
 (float64, within 1e-10). In float32 the two paths round differently, and over a whole
 run the difference can grow: the bench's Split-MNIST runs end with the references'
 accuracies, but GEM's class-incremental runs at memory 200 part from the reference's in
-a late task on some seeds (seed 4: ACC 0.401; over seeds 0-4 0.695 against the
-reference's 0.697, reports/class-incremental.md), as any two float32 orders of summation
-can on a run that a quadratic program steers.
+a late task on some seeds (seed 4: ACC 0.401 against the reference's 0.411; over seeds
+0-4 0.695 against 0.697, reports/class-incremental.md), as any two float32 orders of
+summation can on a run that a quadratic program steers.
 """
 
 from __future__ import annotations
@@ -137,11 +137,22 @@ def sample_factors(
 def gem_gradients(
     weights: Sequence[Tensor], incoming: Batch, memory: Batch, groups: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
-    """GEM's step gradients in one pass: the incoming batch's mean cross-entropy and
-    ``[1 + G, P]``, its gradient (row 0) and the mean gradient of the samples of each task
-    of ``groups`` (task ids of ``memory``), flattened in the order of ``weights``. The
-    reference (``strategies/gem.py``) takes the objective's gradient, then one backward
-    per past task."""
+    """GEM's step gradients in one pass over the batch and the memory.
+
+    The reference (``strategies/gem.py``) takes the objective's gradient, then one backward
+    per past task.
+
+    Args:
+        weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]`` (read only).
+        incoming: the batch, ``x [B, ...]`` (flattened to the MLP's rows), ``y [B]``.
+        memory: the stored samples, ``x [M, ...]``, ``y [M]``, ``task_ids [M]``.
+        groups: task ids present in ``memory`` (each has at least one sample).
+
+    Returns:
+        The incoming batch's mean cross-entropy (0-d) and ``[1 + G, P]``: its gradient
+        (row 0) and the mean gradient of each group's samples, flattened in the order of
+        ``weights``.
+    """
     rows = [(memory.task_ids == t).nonzero().squeeze(1) for t in groups]
     order = torch.cat(rows)
     x = torch.cat([incoming.x.flatten(1), memory.x.flatten(1).index_select(0, order)])
