@@ -88,21 +88,26 @@ def test_factors_give_each_samples_gradient_and_their_inner_products(
     torch.testing.assert_close(factors.norms(), want.norm(dim=1), **TOL)
 
 
+def gem_steps(by_hand: bool, batches: list[Batch], replay: Replay) -> dict[str, torch.Tensor]:
+    """GEM's weights after a step on each of ``batches`` with ``replay``, by hand (the
+    composite's closed-form objective) or by the reference (autograd)."""
+    composite, _ = configure("gem", {"lr": 0.3})
+    composite.setup(model(), StreamInfo(3, "class", 3, 1, 6), torch.Generator().manual_seed(1))
+    learner = composite.learner
+    assert isinstance(learner, Gem)
+    objective = composite.minimised if by_hand else Objective(composite.objective)
+    assert (objective.closed_form is not None) is by_hand
+    for data in batches:
+        learner.step(composite.params, data, replay, objective)
+    return {n: p.detach().clone() for n, p in composite.params.items()}
+
+
 def test_gem_per_task_gradients_match_one_backward_per_task() -> None:
     """GEM's incoming and past-task gradients by hand (one pass) equal the reference's
     (the objective with no closed form), and so do three steps."""
-    moved = []
-    for by_hand in (True, False):
-        composite, _ = configure("gem", {"lr": 0.3})
-        composite.setup(model(), StreamInfo(3, "class", 3, 1, 6), torch.Generator().manual_seed(1))
-        learner = composite.learner
-        assert isinstance(learner, Gem)
-        objective = composite.minimised if by_hand else Objective(composite.objective)
-        assert (objective.closed_form is not None) is by_hand
-        replay = Replay(batch(30, 5, tasks=3), torch.zeros(30, 3))  # the whole memory
-        for seed in range(3):
-            learner.step(composite.params, batch(5, seed, tasks=3), replay, objective)
-        moved.append({n: p.detach().clone() for n, p in composite.params.items()})
+    batches = [batch(5, seed, tasks=3) for seed in range(3)]
+    replay = Replay(batch(30, 5, tasks=3), torch.zeros(30, 3))  # the whole memory
+    moved = [gem_steps(by_hand, batches, replay) for by_hand in (True, False)]
     for name in moved[0]:
         torch.testing.assert_close(moved[0][name], moved[1][name], **TOL)
 
@@ -135,16 +140,8 @@ def test_gem_projected_steps_by_hand_match_the_reference(monkeypatch) -> None:
     incoming = batch(6, 3, tasks=3)
     incoming = Batch(incoming.x, incoming.y, torch.full((6,), 2), 2)
     memory = Batch(incoming.x, (incoming.y + 1) % 3, torch.tensor([0, 1] * 3), 2)
-    moved = []
-    for by_hand in (True, False):
-        composite, _ = configure("gem", {"lr": 0.3})
-        composite.setup(model(), StreamInfo(3, "class", 3, 1, 6), torch.Generator().manual_seed(1))
-        learner = composite.learner
-        assert isinstance(learner, Gem)
-        objective = composite.minimised if by_hand else Objective(composite.objective)
-        for _ in range(3):
-            learner.step(composite.params, incoming, Replay(memory, torch.zeros(6, 3)), objective)
-        moved.append({n: p.detach().clone() for n, p in composite.params.items()})
+    replay = Replay(memory, torch.zeros(6, 3))
+    moved = [gem_steps(by_hand, [incoming] * 3, replay) for by_hand in (True, False)]
     assert len(projected) == 6  # three steps each way, every one projected
     for name in moved[0]:
         torch.testing.assert_close(moved[0][name], moved[1][name], **TOL)
