@@ -484,7 +484,9 @@ def _check_inits(requests: list[RunRequest], stream: Stream, data_dir: str | Non
             continue
         checked.add(request.strategy)
         model = build_model(spec.protocol, stream)
-        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir)
+        info = StreamInfo.of(
+            stream, spec.scenario, spec.seed, data_dir, batch_size=spec.protocol.batch_size
+        )
         for part in (composite.init, composite.head):
             if part is not None:
                 part.check(model, info)

@@ -38,7 +38,9 @@ class Reservoir(Memory):
     class). This decides sample by sample, so it costs a few small operations per sample.
 
     Inputs, targets, task ids (and, when asked, logits) live in tensors preallocated on
-    the model's device; the replay batch is drawn without replacement.
+    the model's device; the replay batch is drawn without replacement. It holds ``batch``
+    samples, by default (0) as many as an incoming batch (``StreamInfo.batch_size``), as
+    ER's paper replays and Mammoth's and Avalanche's replay default.
 
     With the ``sgd`` learner this memory is ER (the shortcut ``er``). One step, each line
     as the composite runs it (``lifelong.Composite.train_step``, generic over parts)::
@@ -75,7 +77,9 @@ class Reservoir(Memory):
         "gss": {"replay": {"select": "gss", "batch": 10, "candidates": 10}},
     }
     size: int = param(200, "samples the memory holds", ge=1)
-    batch: int = param(32, "samples replayed with every incoming batch", ge=1)
+    batch: int = param(
+        0, "samples replayed with every incoming batch (0: as many as the incoming batch)", ge=0
+    )
     balanced: bool = param(False, "keep classes balanced instead of a uniform sample")
     retrieve: str = param(
         "random", "which stored samples are replayed (mir: most interfered)", choices=RETRIEVALS
@@ -96,6 +100,7 @@ class Reservoir(Memory):
     n_outputs: int = field(init=False, repr=False, compare=False)
     class_seen: Tensor = field(init=False, repr=False, compare=False)
     scores: Tensor = field(init=False, repr=False, compare=False)
+    replay_batch: int = field(init=False, repr=False, compare=False)  # batch, 0 resolved
     # bind() gives them again on every setup; they are the composite's, checkpointed there
     not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params", "fast", "closed_form")
     model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
@@ -131,12 +136,13 @@ class Reservoir(Memory):
         self.n_outputs = info.n_outputs
         self.class_seen = torch.zeros(info.n_tasks * info.n_outputs, device=device)
         self.scores = torch.zeros(rows, device=device)
+        self.replay_batch = self.replay_rows(info.batch_size)
 
     def __len__(self) -> int:
         return min(self.seen, self.size)
 
-    def replay_rows(self) -> int:
-        return min(self.batch, self.size)
+    def replay_rows(self, batch_size: int) -> int:
+        return min(self.batch or batch_size, self.size)
 
     @classmethod
     def stacked(cls, memories: list[Reservoir]) -> StackedReservoirs:
@@ -176,7 +182,7 @@ class Reservoir(Memory):
             scores = mir.interference(
                 self.model, self.params, batch, self.at(rows), self.virtual_lr
             )
-        pick = rows[mir.most_interfered(scores, self.batch)]
+        pick = rows[mir.most_interfered(scores, self.replay_batch)]
         return Replay(self.at(pick), self.logits.index_select(0, pick))
 
     def at(self, rows: Tensor) -> Batch:
@@ -194,7 +200,7 @@ class Reservoir(Memory):
         self._count(len(batch.y), batch.task)
 
     def draw(self) -> Tensor | None:
-        """The rows of a replay batch (``batch`` of them, without replacement), for a
+        """The rows of a replay batch (``replay_batch`` of them, without replacement), for a
         strategy that reads or rewrites what is stored there (X-DER); None while empty."""
         return self._sample_rows()
 
@@ -203,7 +209,7 @@ class Reservoir(Memory):
         if len(self) == 0:
             return None
         device = self.y.device
-        return torch.randperm(len(self), generator=self.generator, device=device)[: self.batch]
+        return torch.randperm(len(self), generator=self.generator, device=device)[: self.replay_batch]
 
     def _slots(self, batch: Batch) -> Tensor:
         """The slot :meth:`add` writes each sample of ``batch`` to (``size``: dropped)."""

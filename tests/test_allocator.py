@@ -81,8 +81,8 @@ def test_a_replay_batch_of_the_whole_memory_raises_the_threshold(libc, tmp_path)
     gem += ["--set", "replay.size=200", "--set", "batch_size=32", "--seeds", "0"]
     assert main([*gem, "--out", str(tmp_path / "g")], tune_malloc=True) == 0
     assert (allocator._M_MMAP_THRESHOLD, 4 * (32 + 200) * 784 * 4) in libc.calls
-    (er,) = plan_runs("split-mnist", ["er"], [0], {"batch_size": 10, "replay.batch": 10})
-    assert er.training_rows() == 20
+    (er,) = plan_runs("split-mnist", ["er"], [0], {"batch_size": 10})
+    assert er.training_rows() == 20  # its replay batch is the stream's by default
     assert allocator.threshold_for(20 * 784 * 4) == MMAP_THRESHOLD  # ER's step: the default
     (naive,) = plan_runs("split-mnist", ["naive"], [0], {"batch_size": 10})
     assert naive.training_rows() == 10

@@ -103,6 +103,21 @@ def test_capacity_and_sampling() -> None:
     assert len(memory) == 30 and memory.x.shape[0] == 31
 
 
+def test_the_replay_batch_is_the_streams_batch_size_unless_set() -> None:
+    """ER replays as many samples as arrive (its paper's, Mammoth's and Avalanche's
+    default); a set ``batch`` wins, and neither exceeds what the memory holds."""
+    stream_of_10 = dataclasses.replace(INFO, batch_size=10)
+    cases = [({}, INFO, 32), ({}, stream_of_10, 10), ({"batch": 4}, stream_of_10, 4)]
+    for fields, info, replayed in cases:
+        memory = reservoir(size=50, seed=0, info=info, **fields)
+        memory.add(positions(0, 50), None)
+        replay = memory.sample()
+        assert replay is not None and len(replay.batch.y) == replayed
+    small = reservoir(size=6, seed=0, info=stream_of_10)
+    small.add(positions(0, 20), None)
+    assert small.replay_rows(10) == 6 and len(small.sample().batch.y) == 6  # type: ignore[union-attr]
+
+
 def test_balanced_memory_keeps_classes_balanced() -> None:
     memory = reservoir(size=60, seed=1, balanced=True)
     uniform = reservoir(size=60, seed=1)

@@ -129,7 +129,8 @@ def _quiet(spec: RunSpec, stream: Stream, where: str, checkpoint: Path | None = 
 def _check_hooks(spec: RunSpec, stream: Stream, where: str) -> None:
     strategy = dataclasses.replace(spec.strategy)
     model = build_model(spec.protocol, stream)
-    strategy.setup(model, StreamInfo.of(stream, spec.scenario), torch.Generator().manual_seed(0))
+    info = StreamInfo.of(stream, spec.scenario, batch_size=spec.protocol.batch_size)
+    strategy.setup(model, info, torch.Generator().manual_seed(0))
     for task in stream.tasks:
         data = training_data(task)
         strategy.before_task(data)

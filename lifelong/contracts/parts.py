@@ -269,9 +269,10 @@ class Memory(Composable, Checkpointed, abc.ABC):
     def __len__(self) -> int:
         """Number of samples stored."""
 
-    def replay_rows(self) -> int:
-        """The most samples a replay batch holds (0: unknown, the default). A run sizes its
-        step's buffers by it (:meth:`lifelong.execution.runner.RunSpec.training_rows`)."""
+    def replay_rows(self, batch_size: int) -> int:
+        """The most samples a replay batch holds in a stream of ``batch_size``-sample
+        batches (0: unknown, the default). A run sizes its step's buffers by it
+        (:meth:`lifelong.execution.runner.RunSpec.training_rows`)."""
         return 0
 
     def stored(self) -> Batch | None:

@@ -58,6 +58,8 @@ class StreamInfo:
         boundaries: whether ``before_task`` and ``after_task`` are called at the task
             boundaries and batches carry task ids (False with ``boundaries=hidden``: a
             strategy that learns at a boundary, such as GDumb, must then do it otherwise).
+        batch_size: samples in each incoming training batch (the protocol's
+            ``batch_size``; a replay memory replays as many by default).
     """
 
     n_tasks: int
@@ -70,6 +72,7 @@ class StreamInfo:
     data_dir: str | None = None
     fast: bool = True
     boundaries: bool = True
+    batch_size: int = 32  # the protocol's default
 
     @classmethod
     def of(
@@ -79,8 +82,10 @@ class StreamInfo:
         seed: int = 0,
         data_dir: str | None = None,
         fast: bool = True,
+        batch_size: int = 32,
     ) -> StreamInfo:
-        """The info of ``stream`` (its shape), with the run's scenario, seed, data and ``fast``."""
+        """The info of ``stream`` (its shape), with the run's scenario, seed, data, ``fast``
+        and batch size."""
         return cls(
             stream.n_tasks,
             stream.setting,
@@ -91,6 +96,7 @@ class StreamInfo:
             seed,
             data_dir,
             fast,
+            batch_size=batch_size,
         )
 
     @property

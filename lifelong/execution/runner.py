@@ -69,7 +69,8 @@ class RunSpec:
         (:func:`lifelong.execution.allocator.threshold_for`)."""
         composite = self.strategy.as_composite()
         memory = composite.memory if composite is not None else None
-        return self.protocol.batch_size + (memory.replay_rows() if memory is not None else 0)
+        batch = self.protocol.batch_size
+        return batch + (memory.replay_rows(batch) if memory is not None else 0)
 
     def build_stream(self, data_dir: str | None = None) -> Stream:
         """The scenario's stream for this seed, with the stream options applied (CPU)."""
@@ -223,7 +224,9 @@ class OneSeed:
         self.eval_rows = evaluation_rows(self.protocol, self.model, stream, device.type)
         self.strategy = dataclasses.replace(spec.strategy)
         fast = self.protocol.fast and self.protocol.amp == "none"  # accelerations are float32
-        info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, fast)
+        info = StreamInfo.of(
+            stream, spec.scenario, spec.seed, data_dir, fast, self.protocol.batch_size
+        )
         info = dataclasses.replace(info, boundaries=self.options.boundaries_given)
         self.sampling = generator(device, spec.seed, 1)
         self.order = generator(device, spec.seed, 2)

@@ -187,7 +187,10 @@ class _Seeds:
             if why:
                 raise UserError(f"--vectorize: {why}; run without --vectorize")
             strategy = dataclasses.replace(_as_composite(spec.strategy))
-            info = StreamInfo.of(stream, spec.scenario, spec.seed, data_dir, spec.protocol.fast)
+            protocol = spec.protocol
+            info = StreamInfo.of(
+                stream, spec.scenario, spec.seed, data_dir, protocol.fast, protocol.batch_size
+            )
             strategy.setup(model, info, generator(device, spec.seed, 1))
             if len(strategy.params) != len(list(model.parameters())):
                 raise UserError(
