@@ -12,12 +12,14 @@ solved in its dual, a quadratic program with as many variables as past tasks:
 
 ``margin`` is the official code's ``memory_strength`` (a margin on the dual variables that
 pushes the step further into the feasible cone) and ``eps`` its ridge on ``G G^T``. The
-memory here is the shared ``replay`` part (the shortcut ``gem`` is ``gem+replay``): the
-samples of each past task in the replay batch give that task's gradient, and GEM
-declares a replay batch of 256 so the whole memory (of up to 256 samples) takes part, as
-GEM's per-task memories do. The quadratic program is solved by ``quadprog`` (the official
-code's solver, a dependency), or by coordinate descent in torch (``solver=torch``, and
-wherever quadprog is not importable); both give the same solution to 1e-6. On a model with
+memory here is the ``replay`` part (the shortcut ``gem`` is ``gem+replay``), which GEM
+sets to its paper's episodic memories (``per_task``: ``size // n_tasks`` samples of each
+task, as the official code, Mammoth and Avalanche keep them): the samples of each past
+task in the replay batch give that task's gradient, and GEM declares a replay batch of
+256 so the whole memory (of up to 256 samples) takes part. The quadratic program is
+solved by ``quadprog`` (the official code's solver, a dependency), or by coordinate descent
+in torch (``solver=torch``, and wherever quadprog is not importable); both give the same
+solution to 1e-6. On a model with
 closed-form gradients (the default MLP) the incoming gradient and the per-task ones (one
 pass over the batch and the memory) are written out by hand (:mod:`lifelong.fast`, equal up
 to float rounding; ``--set fast=false`` runs autograd).
@@ -127,7 +129,9 @@ class Gem(Learner):
     # it constrains the step by each past task's gradient, by task id
     needs_boundaries: ClassVar[bool] = True
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"gem": ("gem", "replay")}
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"replay": {"batch": 256}}
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "replay": {"batch": 256, "per_task": True}
+    }
     needs_memory: ClassVar[bool] = True
     passes_replay: ClassVar[bool] = False
     lr: float = param(0.1, "SGD learning rate", gt=0)

@@ -51,6 +51,12 @@ class Reservoir(Memory):
         theta -= lr * grad(loss)                     # the learner's step (sgd.py)
         memory.add(batch)                            # reservoir sampling: add() below
 
+    With ``per_task`` the memory is instead one per task, as GEM's episodic memories
+    (Lopez-Paz & Ranzato 2017: ``m = M / T`` locations for each of T tasks): each task's
+    samples fill their own ``size // n_tasks`` rows, after the earlier tasks', by
+    reservoir sampling within the task (a uniform sample of it, as Avalanche's and
+    Mammoth's GEM keep); it needs the task boundaries.
+
     Two policies read the model: ``retrieve=mir`` replays, of ``candidates`` random stored
     samples, the ``batch`` whose loss a virtual SGD step at ``virtual_lr`` on the incoming
     batch raises most (MIR, :mod:`strategies.mir`; shortcut ``mir``); ``select=gss`` keeps
@@ -89,6 +95,9 @@ class Reservoir(Memory):
     )
     candidates: int = param(50, "stored samples MIR scores, or GSS compares with", ge=1)
     virtual_lr: float = param(0.1, "learning rate of MIR's virtual step (the learner's)", gt=0)
+    per_task: bool = param(
+        False, "keep size / n_tasks samples of each task (GEM's episodic memories)"
+    )
 
     x: Tensor = field(init=False, repr=False, compare=False)
     y: Tensor = field(init=False, repr=False, compare=False)
@@ -101,6 +110,9 @@ class Reservoir(Memory):
     class_seen: Tensor = field(init=False, repr=False, compare=False)
     scores: Tensor = field(init=False, repr=False, compare=False)
     replay_batch: int = field(init=False, repr=False, compare=False)  # batch, 0 resolved
+    region: int = field(init=False, repr=False, compare=False)  # per_task: the task's first row
+    task_seen: int = field(init=False, repr=False, compare=False)  # per_task: its samples seen
+    task_share: int = field(init=False, repr=False, compare=False)  # per_task: size / n_tasks
     # bind() gives them again on every setup; they are the composite's, checkpointed there
     not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params", "fast", "closed_form")
     model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
@@ -109,15 +121,22 @@ class Reservoir(Memory):
     closed_form: bool = field(init=False, repr=False, compare=False, default=False)
 
     def __post_init__(self) -> None:
-        if self.balanced and self.select == "gss":
-            raise UserError(
-                "replay: balanced=true and select=gss are two selection rules; choose one"
-            )
+        rules = [f"{k}=true" for k in ("balanced", "per_task") if getattr(self, k)]
+        rules += ["select=gss"] if self.select == "gss" else []
+        if len(rules) > 1:
+            chosen = " and ".join(rules)
+            raise UserError(f"replay: {chosen} are different selection rules; choose one")
 
     @property
     def stackable(self) -> bool:  # type: ignore[override]
         """Only the plain policies stack over seeds; MIR and GSS read each seed's model."""
-        return self.retrieve == "random" and self.select == "reservoir"
+        plain = self.retrieve == "random" and self.select == "reservoir"
+        return plain and not self.per_task
+
+    @property
+    def needs_boundaries(self) -> bool:  # type: ignore[override]
+        """A memory per task needs to know where a task starts."""
+        return self.per_task
 
     def bind(self, model: nn.Module, params: dict[str, Tensor]) -> None:
         self.model, self.params = model, params
@@ -137,9 +156,17 @@ class Reservoir(Memory):
         self.class_seen = torch.zeros(info.n_tasks * info.n_outputs, device=device)
         self.scores = torch.zeros(rows, device=device)
         self.replay_batch = self.replay_rows(info.batch_size)
+        self.region, self.task_seen = 0, 0
+        self.task_share = max(self.size // max(info.n_tasks, 1), 1)
 
     def __len__(self) -> int:
+        if self.per_task:  # earlier tasks' rows, then the current task's
+            return self.region + min(self.task_seen, self._task_room())
         return min(self.seen, self.size)
+
+    def _task_room(self) -> int:
+        """per_task: the rows the current task may fill, its share or what is left."""
+        return max(min(self.task_share, self.size - self.region), 0)
 
     def replay_rows(self, batch_size: int) -> int:
         return min(self.batch or batch_size, self.size)
@@ -209,12 +236,16 @@ class Reservoir(Memory):
         if len(self) == 0:
             return None
         device = self.y.device
-        return torch.randperm(len(self), generator=self.generator, device=device)[: self.replay_batch]
+        return torch.randperm(len(self), generator=self.generator, device=device)[
+            : self.replay_batch
+        ]
 
     def _slots(self, batch: Batch) -> Tensor:
         """The slot :meth:`add` writes each sample of ``batch`` to (``size``: dropped)."""
         if self.select == "gss" and self.model is not None:
             return self._gss_slots(batch)
+        if self.per_task:
+            return self._task_slots(batch)
         return self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
 
     def _gss_slots(self, batch: Batch) -> Tensor:
@@ -246,6 +277,18 @@ class Reservoir(Memory):
         if self.closed_form:  # acceleration: lifelong.fast.sample_factors, no [N, P] formed
             return MlpCosines(list(self.params.values()), stored)
         return gss.Cosines(self.model, self.params, stored)
+
+    def _task_slots(self, batch: Batch) -> Tensor:
+        """per_task: reservoir sampling within the current task's rows, which start after
+        the earlier tasks' when a new task arrives (GEM's memory of each task: a uniform
+        sample of ``size // n_tasks`` of its samples, as Avalanche's and Mammoth's GEM)."""
+        if self.seen and batch.task != self.task:
+            self.region, self.task_seen = len(self), 0
+        room, n = self._task_room(), len(batch.y)
+        draws = self._draws(n, batch.y.device)
+        local = reservoir_slots_on_device(draws, self.task_seen, room)
+        self.task_seen += n
+        return torch.where(local < room, local + self.region, self.size)
 
     def _count(self, n: int, task: int) -> None:
         self.seen += n

@@ -16,11 +16,13 @@ from lifelong import (
     Replay,
     StreamInfo,
     TrainingData,
+    UserError,
     detached,
     fisher_diagonal,
     gradient_importance,
     quadratic_penalty,
 )
+from lifelong.composition.plan import plan_runs
 from lifelong.composition.registry import parts
 from lifelong.models.mlp import MLP
 
@@ -116,6 +118,37 @@ def test_the_replay_batch_is_the_streams_batch_size_unless_set() -> None:
     small = reservoir(size=6, seed=0, info=stream_of_10)
     small.add(positions(0, 20), None)
     assert small.replay_rows(10) == 6 and len(small.sample().batch.y) == 6  # type: ignore[union-attr]
+
+
+def test_a_memory_per_task_keeps_an_equal_uniform_share_of_each_task() -> None:
+    """GEM's episodic memories: size // n_tasks rows for each task, after the earlier
+    tasks' rows, a uniform sample of the task's samples (not the newest, not the first)."""
+    memory = reservoir(size=50, seed=0, per_task=True)  # 5 tasks: 10 rows each
+    for task in range(3):
+        for start in range(0, 200, 20):
+            memory.add(positions(1000 * task + start, 20, task=task), None)
+        assert len(memory) == 10 * (task + 1)
+        stored = memory.stored()
+        assert stored is not None
+        assert stored.task_ids.tolist() == [k for k in range(task + 1) for _ in range(10)]
+    kept = stored.x[:10, 0]
+    assert len(set(kept.tolist())) == 10 and kept.max() >= 100 and kept.min() < 100
+    short = reservoir(size=50, seed=0, per_task=True)
+    short.add(positions(0, 4, task=0), None)  # a task shorter than its share
+    short.add(positions(100, 30, task=1), None)
+    assert len(short) == 14 and short.task_ids[:14].tolist() == [0] * 4 + [1] * 10
+
+
+def test_a_memory_per_task_needs_the_boundaries_and_one_selection_rule() -> None:
+    with pytest.raises(UserError, match="er: its part replay needs the task boundaries"):
+        plan_runs("split-mnist", ["er"], [0], {"boundaries": "hidden", "replay.per_task": "true"})
+    with pytest.raises(UserError, match="balanced=true and per_task=true are different"):
+        parts()["replay"](balanced=True, per_task=True)
+    from lifelong.composition.compose import compose
+
+    memory = compose("gem").memory
+    assert memory is not None and memory.per_task  # GEM's own memory, declared
+    assert not compose("er").memory.per_task  # type: ignore[union-attr]
 
 
 def test_balanced_memory_keeps_classes_balanced() -> None:

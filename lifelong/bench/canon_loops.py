@@ -52,6 +52,9 @@ def hand_canon(
     scores = torch.zeros(memory_size)
     seen_classes = torch.zeros(stream.n_outputs, dtype=torch.bool)
     seen = 0
+    # GEM's memory is one per task (memory_size // n_tasks rows each, after the earlier
+    # tasks'); the others share one reservoir over the stream
+    share, region, task_seen = memory_size // len(stream.tasks), 0, 0
     evaluate(model, stream)
     rows = []
 
@@ -63,12 +66,13 @@ def hand_canon(
         return torch.cat([q.reshape(-1) for q in grads])
 
     for task in stream.tasks:
+        region, task_seen = region + min(task_seen, share), 0  # gem: the task's rows start here
         perm = torch.randperm(len(task.y_train), generator=g)
         for start in range(0, len(perm), batch_size):
             idx = perm[start : start + batch_size]
             x, y = task.x_train[idx].float().div_(255), task.y_train[idx]
             t = torch.full_like(y, task.id)
-            n = min(seen, memory_size)
+            n = region + min(task_seen, share) if strategy == "gem" else min(seen, memory_size)
             optimizer.zero_grad()
             if strategy == "gem":
                 g_new = flat_grad(x, y, t)
@@ -117,6 +121,16 @@ def hand_canon(
                 seen = _gss_add(
                     model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, gss_candidates
                 )
+                continue
+            if strategy == "gem":  # reservoir sampling within the task's own rows
+                for i in range(len(y)):
+                    slot = task_seen
+                    if task_seen >= share:
+                        slot = int(torch.randint(task_seen + 1, (1,), generator=g))
+                    if slot < share:
+                        mem_x[region + slot], mem_y[region + slot] = x[i], y[i]
+                        mem_t[region + slot] = t[i]
+                    task_seen += 1
                 continue
             for i in range(len(y)):  # reservoir sampling
                 slot = (
