@@ -353,10 +353,10 @@ WHY = {
     "are bound by their matmuls; where the work differs, Avalanche 0.6 does less of it: "
     "its ER_ACE and MIR replay nothing (and MIR scores nothing) during the first "
     "experience, their buffers being filled at an experience's start (ER_ACE, used from "
-    "the second) or end (MIR), and its GEM keeps memory_size / n_tasks samples per past "
-    "experience (40 to 160 at memory 200 over 5 tasks), where lifelong's and the hand "
-    "loop's shared reservoir gives each step 100 to 200 samples of past tasks. Its "
-    "GSS_greedy does more: 10 stored mini-batch gradients (a backward each) per step.",
+    "the second) or end (MIR). GEM does the same work in all three: memory_size / "
+    "n_tasks samples of each past task (40 to 160 at memory 200 over 5 tasks), the "
+    "paper's episodic memories. Its GSS_greedy does more: 10 stored mini-batch gradients "
+    "(a backward each) per step.",
     "avalanche-ewc": "lifelong's EWC loop is naive's plus, in every step, one pass over "
     "the weights for the penalty's value and gradient, and a one-pass per-sample Fisher "
     "per task (see the EWC note); Avalanche's EWC loop costs a smaller multiple of its "
