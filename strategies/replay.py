@@ -55,7 +55,8 @@ class Reservoir(Memory):
     (Lopez-Paz & Ranzato 2017: ``m = M / T`` locations for each of T tasks): each task's
     samples fill their own ``size // n_tasks`` rows, after the earlier tasks', by
     reservoir sampling within the task (a uniform sample of it, as Avalanche's and
-    Mammoth's GEM keep); it needs the task boundaries.
+    Mammoth's GEM keep); it needs the task boundaries. With detected boundaries a
+    detected task past the stream's count adds to the last task's rows.
 
     Two policies read the model: ``retrieve=mir`` replays, of ``candidates`` random stored
     samples, the ``batch`` whose loss a virtual SGD step at ``virtual_lr`` on the incoming
@@ -129,7 +130,8 @@ class Reservoir(Memory):
 
     @property
     def stackable(self) -> bool:  # type: ignore[override]
-        """Only the plain policies stack over seeds; MIR and GSS read each seed's model."""
+        """Only the plain policies stack over seeds: MIR and GSS read each seed's model,
+        and a memory per task keeps per-seed regions."""
         plain = self.retrieve == "random" and self.select == "reservoir"
         return plain and not self.per_task
 
@@ -282,7 +284,9 @@ class Reservoir(Memory):
         """per_task: reservoir sampling within the current task's rows, which start after
         the earlier tasks' when a new task arrives (GEM's memory of each task: a uniform
         sample of ``size // n_tasks`` of its samples, as Avalanche's and Mammoth's GEM)."""
-        if self.seen and batch.task != self.task:
+        # a new task opens its rows after the earlier tasks'; a detected task past the
+        # stream's count (no full share left) shares the last task's rows
+        if self.seen and batch.task != self.task and len(self) + self.task_share <= self.size:
             self.region, self.task_seen = len(self), 0
         room, n = self._task_room(), len(batch.y)
         draws = self._draws(n, batch.y.device)

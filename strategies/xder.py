@@ -29,7 +29,8 @@ domain-incremental streams every task uses all the outputs: there are no past or
 heads, and the step is DER++ with the present-head loss.
 
 Defaults: Mammoth ``models/xder.py`` (gamma 0.85, eta 0.1, m 0.3) and its shipped config
-(alpha 0.3, beta 0.8); SGD at 0.1 and a replay batch of 32 as ``der++`` here.
+(alpha 0.3, beta 0.8); SGD at 0.1 and a replay batch of 32 (Mammoth's minibatch_size at
+its batch 32).
 
 References: Boschini, Bonicelli, Buzzega, Porrello & Calderara 2022, "Class-incremental
 continual learning into the eXtended DER-verse" (TPAMI); Mammoth ``models/xder.py``.

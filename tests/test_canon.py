@@ -135,6 +135,7 @@ def test_mir_retrieves_the_samples_whose_loss_rises_most() -> None:
 def test_mir_and_gss_memories_do_not_stack_over_seeds() -> None:
     assert Reservoir().stackable
     assert not Reservoir(retrieve="mir").stackable and not Reservoir(select="gss").stackable
+    assert not Reservoir(per_task=True).stackable
 
 
 # GSS ---------------------------------------------------------------------------------

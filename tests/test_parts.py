@@ -117,7 +117,8 @@ def test_the_replay_batch_is_the_streams_batch_size_unless_set() -> None:
         assert replay is not None and len(replay.batch.y) == replayed
     small = reservoir(size=6, seed=0, info=stream_of_10)
     small.add(positions(0, 20), None)
-    assert small.replay_rows(10) == 6 and len(small.sample().batch.y) == 6  # type: ignore[union-attr]
+    replay = small.sample()
+    assert small.replay_rows(10) == 6 and replay is not None and len(replay.batch.y) == 6
 
 
 def test_a_memory_per_task_keeps_an_equal_uniform_share_of_each_task() -> None:
@@ -137,6 +138,16 @@ def test_a_memory_per_task_keeps_an_equal_uniform_share_of_each_task() -> None:
     short.add(positions(0, 4, task=0), None)  # a task shorter than its share
     short.add(positions(100, 30, task=1), None)
     assert len(short) == 14 and short.task_ids[:14].tolist() == [0] * 4 + [1] * 10
+
+
+def test_a_detected_task_past_the_streams_count_shares_the_last_tasks_rows() -> None:
+    memory = reservoir(size=50, seed=0, per_task=True)  # 5 tasks of 10 rows
+    for task in range(7):  # detected boundaries: two more tasks than the stream has
+        memory.add(positions(1000 * task, 30, task=task), None)
+    assert len(memory) == 50 and memory.region == 40
+    last = memory.task_ids[40:50].tolist()
+    assert set(last) <= {4, 5, 6} and 6 in last  # the newest keep arriving
+    assert memory.task_ids[:40].tolist() == [k for k in range(4) for _ in range(10)]
 
 
 def test_a_memory_per_task_needs_the_boundaries_and_one_selection_rule() -> None:

@@ -192,7 +192,7 @@ def test_strategies_whose_parts_it_would_not_honour_are_refused() -> None:
     assert "subclass of Composite" in vectorizable(subclass)
     other_memory = dataclasses.replace(sgd, memory=_Latest(), spec="sgd+latest")
     (spec,) = plan_runs("split-mnist", [other_memory], [0])
-    assert vectorizable(spec) == "its memory is 'latest', which offers no stacked form"
+    assert vectorizable(spec) == "its memory 'latest', as configured, offers no stacked form"
     (plain,) = plan_runs("split-mnist", ["naive"], [0])
     assert vectorizable(plain) == ""
 

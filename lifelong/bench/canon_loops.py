@@ -1,7 +1,8 @@
 """Hand-written loops of GEM, ER-ACE, MIR and GSS: the floor lifelong's runs of them are
 measured against (the same stream, model, batch, memory and replay sizes).
 
-Plain tensors and one SGD optimiser; a reservoir memory; each method's own step written
+Plain tensors and one SGD optimiser; a reservoir memory (GEM's: one per task, as its
+paper); each method's own step written
 out. They follow the papers as ``strategies/`` does, with host-side bookkeeping where that
 is the simplest to write (this is the hand loop a user would write, not a second
 reference).

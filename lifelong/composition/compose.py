@@ -326,8 +326,8 @@ def partner_defaults(members: list[Any], spec: str) -> list[Any]:
     """``members`` with the defaults each declares for the others applied (``partner_defaults``).
 
     La-MAML declares ``{"replay": {"batch": 10}}``: composed with ``replay`` it replays 10
-    samples, its paper's value, while ``replay`` alone keeps its own 32. A ``--set`` (applied
-    later by :func:`configure`) still wins.
+    samples, its paper's value, while ``replay`` alone replays as many as arrive. A
+    ``--set`` (applied later by :func:`configure`) still wins.
 
     Raises:
         UserError: two parts declare different defaults for one key of a third.

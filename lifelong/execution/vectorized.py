@@ -107,7 +107,7 @@ def vectorizable(spec: RunSpec, model: nn.Module | None = None) -> str:
         return f"its init '{strategy.init.name}' gives per-parameter rates, which do not stack"
     memory = strategy.memory
     if memory is not None and not memory.stackable:
-        return f"its memory is '{memory.name}', which offers no stacked form"
+        return f"its memory '{memory.name}', as configured, offers no stacked form"
     return ""
 
 
