@@ -248,7 +248,9 @@ class Reservoir(Memory):
             return self._gss_slots(batch)
         if self.per_task:
             return self._task_slots(batch)
-        return self._balanced_slots(batch) if self.balanced else self._reservoir_slots(batch)
+        if self.balanced:
+            return self._balanced_slots(batch)
+        return self._reservoir_slots(batch, self.seen, self.size)
 
     def _gss_slots(self, batch: Batch) -> Tensor:
         """GSS-Greedy (:mod:`strategies.gss`): fill while there is room, then replace
@@ -288,23 +290,25 @@ class Reservoir(Memory):
         # stream's count (no full share left) shares the last task's rows
         if self.seen and batch.task != self.task and len(self) + self.task_share <= self.size:
             self.region, self.task_seen = len(self), 0
-        room, n = self._task_room(), len(batch.y)
-        draws = self._draws(n, batch.y.device)
-        local = reservoir_slots_on_device(draws, self.task_seen, room)
-        self.task_seen += n
-        return torch.where(local < room, local + self.region, self.size)
+        slots = self._reservoir_slots(batch, self.task_seen, self._task_room(), self.region)
+        self.task_seen += len(batch.y)
+        return slots
 
     def _count(self, n: int, task: int) -> None:
         self.seen += n
         self.task = task
 
-    def _reservoir_slots(self, batch: Batch) -> Tensor:
-        """The slot each sample of ``batch`` goes to, ``size`` (scratch) when it is dropped."""
+    def _reservoir_slots(self, batch: Batch, seen: int, rows: int, first: int = 0) -> Tensor:
+        """The slot each sample of ``batch`` goes to by reservoir sampling into the ``rows``
+        rows from ``first`` on, ``seen`` samples having come before; ``size`` (scratch)
+        when it is dropped."""
         device = batch.y.device
         u = self._draws(len(batch.y), device)
         if device.type == "cpu":  # the same rule on host numbers: a dozen fewer tensor ops
-            return torch.tensor(reservoir_slots(u.tolist(), self.seen, self.size))
-        return reservoir_slots_on_device(u, self.seen, self.size)
+            local = reservoir_slots(u.tolist(), seen, rows)
+            return torch.tensor([s + first if s < rows else self.size for s in local])
+        slots = reservoir_slots_on_device(u, seen, rows)
+        return torch.where(slots < rows, slots + first, self.size)
 
     def _draws(self, n: int, device: torch.device) -> Tensor:
         """The uniform draws that decide where ``n`` new samples go."""

@@ -54,8 +54,9 @@ def hand_canon(
     seen_classes = torch.zeros(stream.n_outputs, dtype=torch.bool)
     seen = 0
     # GEM's memory is one per task (memory_size // n_tasks rows each, after the earlier
-    # tasks'); the others share one reservoir over the stream
-    share, region, task_seen = memory_size // len(stream.tasks), 0, 0
+    # tasks'); the others share one reservoir of memory_size rows over the stream
+    share = memory_size // len(stream.tasks) if strategy == "gem" else memory_size
+    region, task_seen = 0, 0
     evaluate(model, stream)
     rows = []
 
@@ -67,7 +68,8 @@ def hand_canon(
         return torch.cat([q.reshape(-1) for q in grads])
 
     for task in stream.tasks:
-        region, task_seen = region + min(task_seen, share), 0  # gem: the task's rows start here
+        if strategy == "gem":  # the task's rows start after the earlier tasks'
+            region, task_seen = region + min(task_seen, share), 0
         perm = torch.randperm(len(task.y_train), generator=g)
         for start in range(0, len(perm), batch_size):
             idx = perm[start : start + batch_size]
@@ -123,23 +125,13 @@ def hand_canon(
                     model, params, x, y, t, mem_x, mem_y, mem_t, scores, seen, g, gss_candidates
                 )
                 continue
-            if strategy == "gem":  # reservoir sampling within the task's own rows
-                for i in range(len(y)):
-                    slot = task_seen
-                    if task_seen >= share:
-                        slot = int(torch.randint(task_seen + 1, (1,), generator=g))
-                    if slot < share:
-                        mem_x[region + slot], mem_y[region + slot] = x[i], y[i]
-                        mem_t[region + slot] = t[i]
-                    task_seen += 1
-                continue
-            for i in range(len(y)):  # reservoir sampling
-                slot = (
-                    seen if seen < memory_size else int(torch.randint(seen + 1, (1,), generator=g))
-                )
-                if slot < memory_size:
-                    mem_x[slot], mem_y[slot], mem_t[slot] = x[i], y[i], t[i]
-                seen += 1
+            for i in range(len(y)):  # reservoir sampling (GEM's: within the task's rows)
+                count = task_seen if strategy == "gem" else seen
+                slot = count if count < share else int(torch.randint(count + 1, (1,), generator=g))
+                if slot < share:
+                    row = region + slot
+                    mem_x[row], mem_y[row], mem_t[row] = x[i], y[i], t[i]
+                seen, task_seen = seen + 1, task_seen + 1
         rows.append(evaluate(model, stream))
     return rows
 
