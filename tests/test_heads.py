@@ -377,6 +377,43 @@ def test_protonet_meta_training_lowers_the_prototypical_loss() -> None:
     assert loss(trained) < 0.8 * loss(start)
 
 
+def _pool(task_classes, transforms=None):
+    """A meta-task pool whose images carry their dataset label in every pixel."""
+    from lifelong.meta.meta_tasks import MetaTask, MetaTaskSource
+
+    labels = torch.arange(6).repeat_interleave(5)
+    images = (labels * 10).to(torch.uint8)[:, None, None].expand(-1, 28, 28).contiguous()
+    tasks, pools = [], {}
+    for i, classes in enumerate(task_classes):
+        lookup = torch.full((6,), -1)
+        lookup[list(classes)] = torch.arange(len(classes))
+        transform = transforms[i] if transforms else None
+        tasks.append(MetaTask(tuple(classes), tuple(range(len(classes))), 0, lookup, transform))
+        for key in [tuple(classes), *((c,) for c in classes)]:
+            pools[key] = torch.isin(labels, torch.tensor(key)).nonzero().squeeze(1)
+    return MetaTaskSource("test", "test", "", images, labels, tuple(tasks), pools, 2)
+
+
+def test_a_protonet_episode_gathers_distinct_classes_from_the_pools_tasks() -> None:
+    """Was: an episode was one pool task, two classes on Split-MNIST, where the paper
+    trains with more classes than it tests (ncm+protonet's last domain-IL task at chance)."""
+    from lifelong.strategies.protonet import episode
+
+    pool = _pool([(0, 1), (1, 2), (2, 3), (4, 5), (0, 5)])
+    for ways, expected in [(4, 4), (10, 6), (1, 2)]:
+        sx, sy, qx, qy = episode(pool, ways, 3, 2, torch.Generator().manual_seed(ways))
+        assert (len(sx), len(qx)) == (3 * expected, 2 * expected)
+        assert sorted(set(sy.tolist())) == list(range(expected)) == sorted(set(qy.tolist()))
+        labels, x = torch.cat([sy, qy]), torch.cat([sx, qx])
+        digits = (x[:, 0] * 255 / 10).round().long()
+        pairs = set(zip(labels.tolist(), digits.tolist(), strict=True))
+        assert len(pairs) == expected == len({d for _, d in pairs})  # one digit per class
+    flip = lambda x: 255 - x  # noqa: E731
+    twice = _pool([(0, 1), (0, 1)], [None, flip])  # the same digits, transformed apart
+    _, sy, _, _ = episode(twice, 10, 3, 2, torch.Generator())
+    assert sorted(set(sy.tolist())) == [0, 1, 2, 3]
+
+
 def test_running_means_are_kept_when_the_memory_is_not_asked_and_protonet_says_so() -> None:
     model, head = Identity(), NearestMean(normalize=False, from_memory=False)
     head.prepare(model, info(), torch.Generator())
