@@ -406,6 +406,27 @@ def test_lwf_penalty_is_zero_for_the_old_model_itself(setting: str) -> None:
     assert lwf.penalty(shifted(params), batch, None) > 1e-4
 
 
+def test_lwf_penalty_is_the_papers_distillation_loss_on_a_hand_built_case() -> None:
+    """Li & Hoiem's L_old at T = 2: the cross-entropy of the softened new outputs against
+    the softened old ones, less the old ones' entropy (a KL), with no T^2 factor (was:
+    T^2 = 4 times it, Hinton's scaling, which held a domain-incremental task's shared
+    units on the first task's outputs)."""
+    model, params = small_model()
+    lwf = parts()["lwf"]()
+    lwf.setup(model, dataclasses.replace(INFO, n_outputs=4), torch.Generator())
+    data = task_data()
+    lwf.after_task(params, data)
+    batch = Batch(data.x.float() / 255, data.y, data.task_ids, 1)
+    moved = shifted(params)
+    columns = sorted(set(data.y.tolist()))
+    with torch.no_grad():
+        old = torch.func.functional_call(model, params, (batch.x, batch.task_ids))[:, columns]
+        new = torch.func.functional_call(model, moved, (batch.x, batch.task_ids))[:, columns]
+    q, p = (old / 2).softmax(1), (new / 2).softmax(1)
+    expected = (q * (q.log() - p.log())).sum(1).mean()
+    assert torch.allclose(lwf.penalty(moved, batch, None), expected, atol=1e-7)
+
+
 @pytest.mark.parametrize("setting", ["domain", "task"])
 def test_lwf_distils_over_the_samples_the_cross_entropy_averages(setting: str) -> None:
     """With a memory the distillation averages over the incoming and the replayed samples,
