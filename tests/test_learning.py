@@ -16,7 +16,8 @@ from __future__ import annotations
 import itertools
 import math
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -468,20 +469,29 @@ OPEN_REAL_COMPOSITIONS: dict[tuple[str, str, str], str] = {
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("setting", ["class", "domain", "task"])
-@pytest.mark.parametrize("scenario", sorted(REAL_SCENARIOS))
-@pytest.mark.parametrize("spec", compositions(2))
+def on_real_scenarios(specs: list[str]) -> Callable[[Callable[..., None]], Any]:
+    """A slow test over ``specs`` x the real scenarios x the three settings."""
+
+    def mark(test: Callable[..., None]) -> Any:
+        for name, values in [
+            ("spec", specs),
+            ("scenario", sorted(REAL_SCENARIOS)),
+            ("setting", ["class", "domain", "task"]),
+        ]:
+            test = pytest.mark.parametrize(name, values)(test)
+        return pytest.mark.slow(test)
+
+    return mark
+
+
+@on_real_scenarios(compositions(2))
 def test_every_two_part_composition_learns_on_real_data(
     spec: str, scenario: str, setting: str
 ) -> None:
     check_learns_real(spec, scenario, setting)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("setting", ["class", "domain", "task"])
-@pytest.mark.parametrize("scenario", sorted(REAL_SCENARIOS))
-@pytest.mark.parametrize("spec", compositions(3))
+@on_real_scenarios(compositions(3))
 def test_every_three_part_composition_learns_on_real_data(
     spec: str, scenario: str, setting: str
 ) -> None:
@@ -497,10 +507,7 @@ REAL_CI_SAMPLE = random.Random(18).sample(compositions(2), 4) + random.Random(18
 )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("setting", ["class", "domain", "task"])
-@pytest.mark.parametrize("scenario", sorted(REAL_SCENARIOS))
-@pytest.mark.parametrize("spec", REAL_CI_SAMPLE)
+@on_real_scenarios(REAL_CI_SAMPLE)
 def test_ci_sample_of_compositions_learns_on_real_data(
     spec: str, scenario: str, setting: str
 ) -> None:
