@@ -433,7 +433,7 @@ def check_learns_real(spec: str, scenario: str, setting: str) -> None:
 # REAL_CASE_SETTINGS above.)
 # (sync-la-maml's compositions in class-IL left the list when its look-ahead started at
 # its weights' step.)
-# Measured 2026-12-06 (seed 0; the three-part sweep had covered 2,788 of its 8,856 cases):
+# Measured 2026-12-06 (seed 0; the three-part sweep had covered 2,784 of its 8,856 cases):
 # - cosine with meta-sgd on Permuted-MNIST: the meta-learned rates move the body little and
 #   the cosine head's bounded logits give it small gradients; every permutation stays
 #   below the floor (cosine+meta-sgd task-IL [0.341, 0.316, 0.331], domain-IL the first two;
