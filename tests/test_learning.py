@@ -437,8 +437,10 @@ def check_learns_real(spec: str, scenario: str, setting: str) -> None:
 # - cosine with meta-sgd on Permuted-MNIST: the meta-learned rates move the body little and
 #   the cosine head's bounded logits give it small gradients; every permutation stays
 #   below the floor (cosine+meta-sgd task-IL [0.341, 0.316, 0.331], domain-IL the first two;
-#   cosine+sgd and meta-sgd alone learn). Found when this session ran the two-part cases
-#   of cosine+meta-sgd again: the check's earlier claim that they pass did not hold.
+#   cosine+sgd and meta-sgd alone learn; with meta-sgd.rates=false, the learner's own lr,
+#   task-IL [0.629, 0.732, 0.803], domain-IL [0.565, 0.733, 0.83]: the rates were learnt
+#   with a linear head). Found when this session ran the two-part cases of
+#   cosine+meta-sgd again: the check's earlier claim that they pass did not hold.
 # - c-maml+der with a meta-learned init: DER's logit term, on logits the memory stored
 #   from the init, keeps C-MAML's clipped meta-gradient off the first task (task-IL first
 #   task 0.5 with maml; 0.995 at der.lam 0; c-maml+der and der+maml+replay learn).
