@@ -442,8 +442,9 @@ def check_learns_real(spec: str, scenario: str, setting: str) -> None:
 #   with a linear head). Found when this session ran the two-part cases of
 #   cosine+meta-sgd again: the check's earlier claim that they pass did not hold.
 # - c-maml+der with a meta-learned init: DER's logit term, on logits the memory stored
-#   from the init, keeps C-MAML's clipped meta-gradient off the first task (task-IL first
-#   task 0.5 with maml; 0.995 at der.lam 0; c-maml+der and der+maml+replay learn).
+#   from the init, keeps C-MAML's meta-gradient off the first task (task-IL first
+#   task 0.5 with maml; 0.995 at der.lam 0, 0.965 at 0.1, still 0.5 without C-MAML's
+#   clip; c-maml+der and der+maml+replay learn).
 # - OML's two learning layers on Split domain-IL turn a task slowly (oml alone: seed 1's
 #   last task 0.625); with C-MAML, Sync-La-MAML or A-GEM+LwF the last or second task stays
 #   just below the floor (0.605-0.625); at 80 steps a task they learn (c-maml+cosine+oml,
