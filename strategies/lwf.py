@@ -44,9 +44,8 @@ class Lwf(Regularizer):
     ``batch / (batch + replay.batch)``; in domain-incremental streams it then outweighed
     the new task (batch 8, replay 32: the third task stayed at chance).
 
-    References: Li & Hoiem 2016, "Learning without forgetting" (ECCV), Eq. for
-    ``L_old`` and Section 4 (``lambda_o = 1``, ``T = 2``); Hinton, Vinyals & Dean 2015
-    (distillation).
+    References: Li & Hoiem 2016, "Learning without forgetting" (ECCV): ``L_old`` and
+    its ``lambda_o = 1``, ``T = 2``; Hinton, Vinyals & Dean 2015 (distillation).
     """
 
     name: ClassVar[str] = "lwf"
