@@ -24,7 +24,7 @@ import torch
 
 import lifelong
 from lifelong import MetaInit, Regularizer, UserError, compose
-from lifelong.composition.compose import SHORTCUTS, configure, partner_defaults
+from lifelong.composition.compose import DEFAULT_LEARNER, SHORTCUTS, configure, partner_defaults
 from lifelong.composition.plan import plan_runs
 from lifelong.composition.registry import parts, strategies
 from lifelong.contracts.stream import Stream
@@ -310,7 +310,7 @@ LAST_TASK_UNLEARNED = {("er-ace", "split-mnist", "class")}
 # turn a Split domain-IL task slowly too, and LwF's distillation slows them further: in 30
 # steps lwf+oml's second task is 0.62 on seed 0 (seeds 1-2: 0.925, 0.96; oml alone leaves
 # seed 1's last task at 0.625); in 80 it learns every task on seeds 0-2 (0.88-0.975).
-DEFAULT_PARTS = {"sgd", "linear", "random"}
+DEFAULT_PARTS = {DEFAULT_LEARNER, "linear", "random"}  # the learner, head and init of none
 
 
 def canonical(spec: str) -> str:
