@@ -11,9 +11,8 @@ References: Javed & White 2019, "Meta-Learning Representations for Continual Lea
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, final
+from typing import ClassVar, final
 
 import torch
 from torch import nn
@@ -60,7 +59,8 @@ class OmlInit(MetaInit):
     every trajectory's classes, so the RLN is trained for exactly this start.
     ``reset_head=false`` keeps the meta-trained PLN instead.
 
-    Composed with ``der``, OML declares DER's ``lam`` 0.1 (``der`` alone: 0.5): with the
+    Composed with ``der``, DER's ``lam`` is 0.1 (``der`` alone: 0.5), as with every
+    meta-learned init (:class:`lifelong.MetaInit`), and for OML a reason more: with the
     RLN frozen, the logit term holds the same two layers that alone must fit the new
     classes. On the small learning check (3 class-IL tasks of 20 steps, a 20-step
     meta-init) the third task reached 0.5 (der+oml+replay), 0.69 (der+la-maml+oml) and
@@ -74,8 +74,6 @@ class OmlInit(MetaInit):
 
     name: ClassVar[str] = "oml"
     stream_fields: ClassVar[tuple[str, ...]] = ("source", "reset_head")
-    # the frozen RLN leaves the PLN alone to learn new classes: DER's logit term holds less
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"der": {"lam": 0.1}}
     classes_per_episode: int = param(
         3, "classes of a trajectory (topped up from tasks sharing the head)", ge=1
     )

@@ -281,6 +281,26 @@ def test_sgd_steps_each_weight_at_the_rate_the_init_learned(shift: float) -> Non
         assert bool((p.detach()[rates[n] < 0] == before[n][rates[n] < 0]).all())
 
 
+def test_a_head_that_replaces_the_output_layer_steps_at_the_learners_own_rate() -> None:
+    """Rates an init learnt for the model's own output layer stay with it: the cosine head
+    that replaces it steps at ``sgd.lr``; the body keeps its rates. Was: the cosine head's
+    normalised weights took the linear layer's rates (cosine+meta-sgd left every
+    permutation of the small Permuted-MNIST check below its floor, task-IL [0.341, 0.316,
+    0.331])."""
+    from lifelong.strategies.cosine import CosineHead
+
+    model = MLP(3, (4,), 2)
+    rates = {n: torch.full_like(p, 0.01) for n, p in model.named_parameters()}
+    composite = Composite(learner=Sgd(lr=0.1), init=Rates(rates), head=CosineHead())
+    composite.setup(model, _info(2, 3), torch.Generator().manual_seed(0))
+    stepped = composite.learner.rates
+    assert stepped is not None
+    assert {n for n in stepped if n.startswith("head.")} == {"head.weight", "head.sigma"}
+    for name, rate in stepped.items():
+        expected = 0.1 if name.startswith("head.") else 0.01
+        assert bool((rate == expected).all()), name
+
+
 @pytest.mark.slow  # meta-trains Meta-SGD at its defaults
 def test_meta_sgd_learns_rotated_mnist_class_incremental() -> None:
     from test_learning import real_diagonal, real_floor

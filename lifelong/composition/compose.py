@@ -148,10 +148,9 @@ class Composite(Strategy):
         if self.head is not None:
             self.head.check(model, info)
         learns = self.init.prepare(model, info, generator) if self.init is not None else None
-        if self.head is not None and learns is not None:
-            learns = learns | self.head.prepare(model, info, generator)
-        elif self.head is not None:
-            self.head.prepare(model, info, generator)
+        own_head = self.head.prepare(model, info, generator) if self.head is not None else set()
+        if learns is not None:
+            learns = learns | own_head
         self.model = model
         self.params = {n: p for n, p in model.named_parameters() if learns is None or n in learns}
         self.logits_from = next((r for r in self.regularizers if r.needs_logits), None)
@@ -167,7 +166,11 @@ class Composite(Strategy):
             self.memory.bind(model, self.params)
         rates = self.init.learning_rates() if self.init is not None else None
         if rates is not None:
-            self.learner.use_rates({n: r.to(device) for n, r in rates.items() if n in self.params})
+            # Rates learnt for the model's own output layer do not carry over to a head that
+            # replaced it (the cosine head's normalised weights): its weights step at the
+            # learner's own rate.
+            kept = {n: r for n, r in rates.items() if n in self.params and n not in own_head}
+            self.learner.use_rates({n: r.to(device) for n, r in kept.items()})
         for regularizer in self.regularizers:
             regularizer.setup(model, info, generator)
         self.minimised = Objective(self.objective, self._closed_form(info.fast))
