@@ -6,7 +6,6 @@ cache (lifelong.meta.metatrain), and whether a meta-trained init adapts faster t
 from __future__ import annotations
 
 import ast
-import hashlib
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -218,30 +217,54 @@ def test_meta_training_is_deterministic(kind: str) -> None:
     assert all(not t.requires_grad for t in a.values())
 
 
-def digest(params: Params) -> str:
-    h = hashlib.sha256()
-    for name in sorted(params):
-        h.update(name.encode())
-        h.update(params[name].contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+def fingerprint(params: Params) -> tuple[float, float, float]:
+    """The weights' sum, norm and projection on a fixed vector (float64), in name order."""
+    flat = torch.cat([params[name].double().flatten() for name in sorted(params)])
+    probe = torch.cos(torch.arange(len(flat), dtype=torch.float64))
+    return float(flat.sum()), float(flat.norm()), float(flat @ probe)
 
 
-# Digests of the weights that lifelong/meta/metatrain.py's meta_train_maml, meta_train_reptile
-# and meta_train_oml gave before they moved into strategies/ (main at 190ab1d, torch
-# 2.13.0 CPU, one thread): the move must not change a number. Seed i is the case's index.
-PARITY: list[tuple[str, dict[str, Any], str, str, str]] = [
-    ("permuted-mnist", {"n_tasks": 3}, "auto", "maml", "39bae7e51bd00c7e"),  # first order
-    ("permuted-mnist", {"n_tasks": 3}, "auto", "reptile", "46cd5de89e0cbbd2"),
-    ("rotated-mnist", {"n_tasks": 4}, "auto", "oml", "5273f2e663fe1823"),
-    ("rotated-mnist", {"n_tasks": 4}, "auto", "maml", "766f7bb9f1348895"),  # second order
-    ("split-mnist", {}, "rotated", "reptile", "573e2cfc4fd7a83a"),
-    ("split-mnist", {"setting": "task"}, "permuted", "oml", "cae8818c3b166e74"),
-    ("split-mnist", {}, "uci-digits", "oml", "2e9a208ad4019b0a"),
+# What lifelong/meta/metatrain.py's meta_train_maml, meta_train_reptile and meta_train_oml
+# gave before they moved into strategies/ (main at 190ab1d, torch 2.13.0 CPU, one thread):
+# the move must not change a number. Seed i is the case's index; MAML is first order in
+# even cases, second order in odd ones; OML's PLN has 1 + case % 2 layers. The moved code
+# gave bit-identical weights on both CPUs it was checked on (SHA-256 digests of the
+# weights: at the move, and on 2026-12-06 on an AMD EPYC, where 190ab1d's functions and
+# today's inits gave the same seven digests, none of them the first CPU's); as a CPU's
+# matmul kernels change the last bits, the weights are compared by a fingerprint up to
+# float rounding (1e-5 of the weights' norm; an inner lr 0.1% off moves it by more than
+# that, a changed draw by far more).
+PARITY: list[tuple[str, dict[str, Any], str, str, tuple[float, float, float]]] = [
+    (
+        "permuted-mnist",
+        {"n_tasks": 3},
+        "auto",
+        "maml",
+        (-1.156233688, 3.858094944, 1.827602839),
+    ),  # first order
+    ("permuted-mnist", {"n_tasks": 3}, "auto", "reptile", (3.719102933, 3.700009173, -0.734175295)),
+    ("rotated-mnist", {"n_tasks": 4}, "auto", "oml", (-6.891499571, 3.822461989, 0.680495872)),
+    (
+        "rotated-mnist",
+        {"n_tasks": 4},
+        "auto",
+        "maml",
+        (0.884897583, 3.850887552, 1.101471019),
+    ),  # second order
+    ("split-mnist", {}, "rotated", "reptile", (13.814351567, 3.913924755, -1.016633439)),
+    (
+        "split-mnist",
+        {"setting": "task"},
+        "permuted",
+        "oml",
+        (1.455354867, 3.856944502, -2.912749753),
+    ),
+    ("split-mnist", {}, "uci-digits", "oml", (-5.999858086, 3.705418105, -1.779955365)),
 ]
 
 
 @pytest.mark.parametrize("case", range(len(PARITY)))
-def test_meta_trained_weights_are_bit_identical_to_the_engine_implementation(case: int) -> None:
+def test_meta_trained_weights_equal_the_engine_implementation(case: int) -> None:
     name, settings, source_name, kind, expected = PARITY[case]
     if source_name == "uci-digits":
         pytest.importorskip("sklearn", reason="the UCI digits ship with scikit-learn")
@@ -256,7 +279,9 @@ def test_meta_trained_weights_are_bit_identical_to_the_engine_implementation(cas
         "reptile": ReptileInit(meta_steps=3, tasks_per_batch=2),
         "oml": OmlInit(meta_steps=3, samples_per_class=2, random_batch=6, pln_layers=1 + case % 2),
     }
-    assert digest(inits[kind].meta_trained_weights(model, source, seed=case)) == expected
+    got = fingerprint(inits[kind].meta_trained_weights(model, source, seed=case))
+    size = expected[1]  # the norm
+    assert got == pytest.approx(expected, rel=1e-5, abs=1e-5 * size)
 
 
 @dataclass
