@@ -715,12 +715,17 @@ def _composed_specs(part: Any, members: list[Any]) -> dict[str, ParamSpec]:
     """``part``'s parameters with the defaults its partners declared for it (and who did)."""
     from lifelong.contracts.params import param_specs
 
-    specs = dict(param_specs(type(part)))
+    own = dict(param_specs(type(part)))
+    declared: dict[str, tuple[Any, list[str]]] = {}  # key -> (value, the parts declaring it)
     for other in members:
         for key, value in type(other).partner_defaults.get(part.name, {}).items():
-            spec = specs[key]
-            doc = f"{spec.doc} ({other.name}'s; {part.name} alone: {spec.default})"
-            specs[key] = dataclasses.replace(spec, default=value, doc=doc)
+            declared.setdefault(key, (value, []))[1].append(other.name)
+    specs = dict(own)
+    for key, (value, by) in declared.items():
+        spec = own[key]
+        whose = " and ".join(f"{name}'s" for name in by)
+        doc = f"{spec.doc} ({whose}; {part.name} alone: {spec.default})"
+        specs[key] = dataclasses.replace(spec, default=value, doc=doc)
     return specs
 
 

@@ -60,9 +60,10 @@ class CosineHead(Head):
     # (Split-MNIST class-IL, seed 0) ends with its last task at 0.125 and misses the
     # newest task of the composition check (0.5-0.625); at 0.1 every composition of
     # cosine with der learns every task there, in every setting, and the Split-MNIST run's
-    # last task reaches 0.69. (0.1: OML's.) It set LwF's lam to 0.5 as well while LwF's
-    # distillation carried Hinton's T^2 (4 at T=2, so 2 in today's units); LwF's own 1
-    # is now weaker than that.
+    # last task reaches 0.69. (0.1: the meta-learned inits' too, lifelong.MetaInit; two
+    # parts declaring different values for one key are refused.) It set LwF's lam to 0.5
+    # as well while LwF's distillation carried Hinton's T^2 (4 at T=2, so 2 in today's
+    # units); LwF's own 1 is now weaker than that.
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"der": {"lam": 0.1}}
     scale: float = param(1.0, "starting value of the learned scale sigma (LUCIR: 1)", gt=0)
     learn_scale: bool = param(True, "learn sigma (false: keep it fixed at scale)")

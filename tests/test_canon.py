@@ -288,6 +288,7 @@ def test_a_head_that_replaces_the_output_layer_steps_at_the_learners_own_rate() 
     permutation of the small Permuted-MNIST check below its floor, task-IL [0.341, 0.316,
     0.331])."""
     from lifelong.strategies.cosine import CosineHead
+    from lifelong.strategies.lamaml import LaMaml
 
     model = MLP(3, (4,), 2)
     rates = {n: torch.full_like(p, 0.01) for n, p in model.named_parameters()}
@@ -299,6 +300,15 @@ def test_a_head_that_replaces_the_output_layer_steps_at_the_learners_own_rate() 
     for name, rate in stepped.items():
         expected = 0.1 if name.startswith("head.") else 0.01
         assert bool((rate == expected).all()), name
+    # La-MAML starts its rates alpha at the init's, the head's at its own alpha_init
+    look_ahead = Composite(learner=LaMaml(), init=Rates(rates), head=CosineHead())
+    look_ahead.memory = Reservoir()
+    look_ahead.setup(MLP(3, (4,), 2), _info(2, 3), torch.Generator().manual_seed(0))
+    learner = look_ahead.learner
+    assert isinstance(learner, LaMaml)
+    for name, alpha in learner.alpha.items():
+        expected = learner.alpha_init if name.startswith("head.") else 0.01
+        assert bool((alpha == expected).all()), name
 
 
 @pytest.mark.slow  # meta-trains Meta-SGD at its defaults

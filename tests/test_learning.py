@@ -146,16 +146,22 @@ def test_oml_learns_every_class_incremental_task(spec: str, make_stream) -> None
     """Was (here, 20 meta steps): oml+replay [0.62, 0, 0] and oml+si [0.94, 0.88, 0.75]
     with a PLN of the output layer alone, which learns new classes only slowly from a
     frozen RLN; OML's PLN is its two final layers. der+oml+replay was [1, 1, 0.5], DER's
-    logit term holding the PLN (OML declares der.lam)."""
+    logit term holding the PLN (every meta-learned init declares der.lam 0.1;
+    lifelong.MetaInit)."""
     check_learns(spec, make_stream("class", per_class=16))
 
 
 def test_a_meta_learned_init_declares_ders_gentler_logit_term() -> None:
-    """Every meta-learned init declares ``der.lam`` 0.1 (DER alone: 0.5); ``--set`` wins.
-    Was 0.5: c-maml+der+maml's first Split task-IL task stayed at chance (0.5)."""
+    """The meta-learned inits that learn the output layer (maml, meta-sgd, reptile; oml, for
+    a reason of its own) declare ``der.lam`` 0.1 (DER alone: 0.5); ``--set`` wins. Was 0.5:
+    c-maml+der+maml's first Split task-IL task stayed at chance (0.5)."""
     for spec in ["der+maml+replay", "c-maml+der+meta-sgd", "der+replay+reptile", "der+oml+replay"]:
         assert compose(spec).regularizers[0].lam == 0.1, spec
     assert compose("der++").regularizers[0].lam == 0.5
+    # cosine declares the same value, so the two agree (different values would be refused)
+    assert compose("cosine+der+maml+replay").regularizers[0].lam == 0.1
+    # ProtoNets learn no output layer to be confident with; they keep DER's own strength
+    assert compose("der+protonet+replay").regularizers[0].lam == 0.5
     (run,) = plan_runs("split-mnist", ["der+maml+replay"], [0], {"der.lam": "0.3"})
     assert run.strategy.regularizers[0].lam == 0.3
 
@@ -277,6 +283,16 @@ def test_list_shows_the_declared_default(capsys: pytest.CaptureFixture[str]) -> 
     assert main(["list", "--strategy", "la-maml"]) == 0
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.split()[:1] == ["batch"])
     assert "default 10" in line and "la-maml's; replay alone: 0" in line
+
+
+def test_list_names_every_part_that_declares_a_default(capsys: pytest.CaptureFixture[str]) -> None:
+    """Was: the second part declaring the same value read the first one's as the
+    part's own (``(maml's; der alone: 0.5) (cosine's; der alone: 0.1)``)."""
+    from lifelong.cli import main
+
+    assert main(["list", "--strategy", "cosine+der+maml+replay"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.split()[:1] == ["lam"])
+    assert line.endswith("(maml's and cosine's; der alone: 0.5)"), line
 
 
 # The real built-in scenarios, small: every setting of each, the embedded mnist5k digits,
@@ -449,18 +465,21 @@ def check_learns_real(spec: str, scenario: str, setting: str) -> None:
 # REAL_CASE_SETTINGS above.)
 # (sync-la-maml's compositions in class-IL left the list when its look-ahead started at
 # its weights' step.)
-# (cosine with meta-sgd's ten compositions on Permuted-MNIST and Split class-IL left the
+# (Ten cases of cosine with meta-sgd (eight compositions, on Permuted-MNIST, and
+# cosine+la-maml+meta-sgd on Split class-IL) left the
 # list when a head that replaces the output layer stopped taking the rates Meta-SGD had
 # learnt for the linear layer it replaced: its weights step at the learner's own rate
 # (lifelong/composition/compose.py). The body's meta-learned rates are small and the cosine
 # head's logits bounded by its scale, so with the linear layer's rates on its normalised
 # weights every permutation stayed below the floor (cosine+meta-sgd task-IL [0.341, 0.316,
-# 0.331]; now [0.475, 0.584, 0.655]); all 90 cases of the ten learn on seed 0.)
+# 0.331]; now [0.475, 0.584, 0.655]); all 90 cases of the ten compositions of cosine with
+# meta-sgd learn on seed 0, the Split class-IL ones at 300 samples a task: [0.99, 0.895,
+# 0.845, 0.655, 0.49] for cosine+la-maml+meta-sgd, before REAL_PART_SETTINGS gave them 800.)
 # (c-maml+der with maml or meta-sgd left the list when every meta-learned init declared
 # DER's lam 0.1 (lifelong/meta/metatrain.py: MetaInit): such an init's first logits are
 # confident (mean |z| 1.7-2.7, a random init's 0.15) and DER, storing them with the first
 # task's samples, held that task at chance (c-maml+der+maml task-IL [0.5, 0.885, ...]);
-# at 0.1 every task of the three cases learns on seeds 0-2 (first task 0.75-0.995), and
+# at 0.1 every task of the four cases learns on seeds 0-2 (first task 0.75-0.995), and
 # all 108 cases of the twelve compositions of der with maml, meta-sgd or reptile learn on
 # seed 0.)
 # (OML's slow Split domain-IL cases left it for REAL_PART_SETTINGS above.)

@@ -1,6 +1,6 @@
 """Meta-training: task pools disjoint from the stream (lifelong.meta.meta_tasks, drawing the
-transforms that scenario families declare), determinism, bit-for-bit parity with the
-implementation before the split into strategies/maml.py, reptile.py and oml.py, the disk
+transforms that scenario families declare), determinism, parity (up to float rounding) with
+the implementation before the split into strategies/maml.py, reptile.py and oml.py, the disk
 cache (lifelong.meta.metatrain), and whether a meta-trained init adapts faster than a random one."""
 
 from __future__ import annotations

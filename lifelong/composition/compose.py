@@ -168,7 +168,7 @@ class Composite(Strategy):
         if rates is not None:
             # Rates learnt for the model's own output layer do not carry over to a head that
             # replaced it (the cosine head's normalised weights): its weights step at the
-            # learner's own rate.
+            # learner's own rate (sgd's lr; the look-ahead learners' alpha_init).
             kept = {n: r for n, r in rates.items() if n in self.params and n not in own_head}
             self.learner.use_rates({n: r.to(device) for n, r in kept.items()})
         for regularizer in self.regularizers:

@@ -61,7 +61,8 @@ class Head(Composable, abc.ABC):
 
     def prepare(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> set[str]:
         """Change the model's output layer in place, if this head has its own; return the
-        names of parameters it adds (they learn). Called after the init, before the other
+        names of parameters it adds (they learn, at the learner's own rate: an init's learned
+        per-weight rates do not apply to them). Called after the init, before the other
         parts are set up. The default changes nothing."""
         return set()
 
