@@ -204,18 +204,33 @@ class Frozen(Strategy):
 '''
 
 
-def test_input_buffer_converts_like_float_div_and_grows_when_needed() -> None:
-    from lifelong.execution.runner import InputBuffer
+def test_test_inputs_kept_or_converted_batch_by_batch_give_each_tasks_own_floats() -> None:
+    import dataclasses
 
-    buffer = InputBuffer()
-    small = torch.randint(0, 256, (3, 5), dtype=torch.uint8)
-    big = torch.randint(0, 256, (7, 5), dtype=torch.uint8)
-    assert torch.equal(buffer.floats(big), big.float() / 255)
-    held = buffer.data
-    assert torch.equal(buffer.floats(small), small.float() / 255)
-    assert buffer.data is held  # a smaller chunk reuses the buffer
-    assert torch.equal(buffer.floats(torch.cat([big, big])), torch.cat([big, big]).float() / 255)
-    assert buffer.data is not held and buffer.data.numel() == 70  # grown
+    from lifelong.data.inputs import InputTransform
+    from lifelong.execution.runner import TestInputs
+
+    stream = synthetic_stream("class")
+    normalised = InputTransform((1, 28, 28), (0.5,), (0.25,))
+    tasks = list(stream.tasks)
+    tasks[1] = dataclasses.replace(tasks[1], inputs=normalised)  # a task of its own transform
+    stream = dataclasses.replace(stream, tasks=tuple(tasks))
+    expected = torch.cat(
+        [
+            t.x_test.float() / 255 if t.inputs is None else t.inputs.test(t.x_test)
+            for t in stream.tasks
+        ]
+    )
+    kept, converted = TestInputs(), TestInputs(limit=0)
+    for inputs in (kept, converted):
+        for batch_size in (5, 7, len(expected) + 1):  # batches across tasks' ends, and one
+            starts, rows = zip(*((s, x.clone()) for s, x in inputs.batches(stream, batch_size)))
+            assert list(starts) == list(range(0, len(expected), batch_size))
+            assert torch.equal(torch.cat(rows), expected)
+    assert kept.kept is not None and converted.kept is None
+    held = converted.buffer
+    list(converted.batches(stream, 5))
+    assert converted.buffer is held  # a smaller batch reuses the buffer
 
 
 def test_a_diverged_tasks_last_curve_point_is_no_task_end() -> None:

@@ -24,8 +24,8 @@ from lifelong.contracts.params import as_config
 from lifelong.contracts.parts import eval_mode
 from lifelong.contracts.scenario import ScenarioFamily
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
-from lifelong.contracts.stream import Stream, TrainingData, training_data
-from lifelong.data.inputs import InputTransform, to_floats
+from lifelong.contracts.stream import Stream, Task, TrainingData, training_data
+from lifelong.data.inputs import to_floats
 from lifelong.data.stream_options import StreamOptions, apply_options
 from lifelong.errors import ContractError, UserError
 from lifelong.evaluation import metrics
@@ -232,7 +232,7 @@ class OneSeed:
         self.order = generator(device, spec.seed, 2)
         self.augment = generator(device, spec.seed, 3)
         self.strategy.setup(self.model, info, self.sampling)
-        self.inputs = InputBuffer()
+        self.inputs = TestInputs()
         online = generator(device, spec.seed, 4)  # its own draws: the run's stay as they were
         self.recorder = OnlineRecorder(stream, self.options, self.protocol.batch_size, online)
         detect = self.options.boundaries == "detect"
@@ -553,24 +553,73 @@ def _why_not_loaded(error: Exception) -> str:
     return f"{type(error).__name__}: {first.strip()}" if first else type(error).__name__
 
 
-class InputBuffer:
-    """Test inputs turned from uint8 to float in one buffer kept across evaluations.
+KEPT_TEST_BYTES = 64 * 1024 * 1024
+"""A stream whose test inputs take at most this many bytes as floats has them converted
+once and kept for every evaluation of a run (bytes)."""
 
-    A fresh float tensor per evaluation chunk (megabytes, above the pinned mmap
-    threshold) would be mapped and page-faulted anew every time. A view it returns is
-    valid until the next call."""
 
-    def __init__(self) -> None:
-        self.data: torch.Tensor | None = None
+class TestInputs:
+    """A stream's test samples, task after task, as the model's float inputs.
 
-    def floats(self, raw: torch.Tensor, inputs: InputTransform | None = None) -> torch.Tensor:
-        """``raw.float() / 255``, or ``inputs``' test conversion of ``raw``, in the buffer
-        (grown when ``raw`` does not fit)."""
-        size = raw.numel()
-        if self.data is None or self.data.numel() < size or self.data.device != raw.device:
-            self.data = torch.empty(size, device=raw.device)
-        floats = self.data[:size].view(raw.shape).copy_(raw)
-        return floats.div_(255) if inputs is None else inputs.normalise_(floats)
+    Up to :data:`KEPT_TEST_BYTES` they are converted once and kept for every later
+    evaluation (Split-MNIST's 1,000 test digits: 3 MB); a larger test set is converted
+    batch by batch into one buffer kept across evaluations, since a fresh float tensor per
+    batch (megabytes, above the pinned mmap threshold) would be mapped and page-faulted
+    anew every time. A batch it yields is valid until the next one.
+    """
+
+    def __init__(self, limit: int = KEPT_TEST_BYTES) -> None:
+        self.limit = limit
+        self.stream: Stream | None = None
+        self.kept: torch.Tensor | None = None
+        self.buffer: torch.Tensor | None = None
+
+    def batches(self, stream: Stream, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """``(first row, float inputs)`` of the stream's test samples, ``batch_size`` rows
+        at a time (a batch may span the end of one task and the start of the next)."""
+        tasks = stream.tasks
+        total = sum(len(t.y_test) for t in tasks)
+        if stream is not self.stream:
+            self.stream, self.kept = stream, None
+            dim = tasks[0].x_test[:1].flatten(1).shape[1] if tasks else 0
+            if total * dim * 4 <= self.limit:
+                self.kept = self._convert(tasks, 0, total)
+        for start in range(0, total, batch_size):
+            end = min(start + batch_size, total)
+            if self.kept is not None:
+                yield start, self.kept[start:end]
+            else:
+                yield start, self._convert(tasks, start, end, reuse=True)
+
+    def _convert(
+        self, tasks: Sequence[Task], start: int, end: int, *, reuse: bool = False
+    ) -> torch.Tensor:
+        """Test samples ``start:end`` of the tasks laid end to end, as floats: each task's
+        rows by its own conversion (``x / 255`` or its ``inputs``' normalisation)."""
+        first = 0
+        out: torch.Tensor | None = None
+        for task in tasks:
+            rows = len(task.y_test)
+            a, b = max(start - first, 0), min(end - first, rows)
+            first += rows
+            if a >= b:
+                continue
+            raw = task.x_test[a:b].flatten(1)
+            if out is None:
+                out = self._empty(end - start, raw.shape[1], raw.device, reuse)
+            at = first - rows + a - start
+            floats = out[at : at + b - a].copy_(raw)
+            floats.div_(255) if task.inputs is None else task.inputs.normalise_(floats)
+        assert out is not None  # start < end
+        return out
+
+    def _empty(self, rows: int, dim: int, device: torch.device, reuse: bool) -> torch.Tensor:
+        if not reuse:
+            return torch.empty(rows, dim, device=device)
+        size = rows * dim
+        if self.buffer is None or self.buffer.numel() < size or self.buffer.device != device:
+            self.buffer = torch.empty(size, device=device)
+        return self.buffer[:size].view(rows, dim)
 
 
 @torch.inference_mode()
@@ -578,25 +627,31 @@ def evaluate(
     strategy: Strategy,
     stream: Stream,
     batch_size: int,
-    inputs: InputBuffer | None = None,
+    inputs: TestInputs | None = None,
     task_id: int | None = None,
 ) -> torch.Tensor:
     """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync).
-    ``strategy.predict`` is shown each task's id, or ``task_id`` for every task when given
-    (hidden boundaries: the id the strategy trains with, never the true one)."""
-    inputs = inputs or InputBuffer()
-    accuracies = []
-    for task in stream.tasks:
-        correct = torch.zeros((), dtype=torch.long, device=task.y_test.device)
-        for start in range(0, len(task.y_test), batch_size):
-            x = inputs.floats(task.x_test[start : start + batch_size].flatten(1), task.inputs)
-            y = task.y_test[start : start + batch_size]
-            ids = torch.full_like(y, task.id if task_id is None else task_id)
-            scores = strategy.predict(x, ids)
-            check_scores(strategy, scores, (len(y), stream.n_outputs))
-            correct += (scores.argmax(1) == y).sum()
-        accuracies.append(correct.double() / max(len(task.y_test), 1))
-    return torch.stack(accuracies)
+    ``strategy.predict`` is shown each sample's task id, or ``task_id`` for every sample
+    when given (hidden boundaries: the id the strategy trains with, never the true one).
+    The test sets are evaluated end to end in batches of ``batch_size`` rows, which may
+    hold two tasks' samples (each sample's prediction is its own)."""
+    inputs = inputs or TestInputs()
+    tasks = stream.tasks
+    device = tasks[0].y_test.device
+    y = torch.cat([t.y_test for t in tasks])
+    owner = torch.cat([torch.full_like(t.y_test, t.id) for t in tasks])
+    shown = owner if task_id is None else torch.full_like(owner, task_id)
+    hits = []
+    for start, x in inputs.batches(stream, batch_size):
+        end = start + len(x)
+        scores = strategy.predict(x, shown[start:end])
+        check_scores(strategy, scores, (len(x), stream.n_outputs))
+        hits.append(scores.argmax(1) == y[start:end])
+    correct = torch.zeros(len(tasks), dtype=torch.long, device=device)
+    if hits:
+        correct.index_add_(0, owner, torch.cat(hits).long())
+    sizes = torch.tensor([max(len(t.y_test), 1) for t in tasks], device=device)
+    return correct.double() / sizes
 
 
 def check_loss(strategy: Strategy, loss: object) -> None:

@@ -30,7 +30,13 @@ if TYPE_CHECKING:
     from lifelong.contracts.parts import Regularizer, Replay
     from lifelong.contracts.strategy import Batch
 
-__all__ = ["ClosedForm", "cross_entropy_grads", "has_closed_form", "sample_step"]
+__all__ = [
+    "ClosedForm",
+    "cross_entropy_grads",
+    "has_closed_form",
+    "sample_step",
+    "softmax_error",
+]
 
 Params = dict[str, Tensor]
 
@@ -99,9 +105,7 @@ def cross_entropy_grads(
             acts.append(out.relu_())
     log_p = F.log_softmax(out, 1)
     loss = F.nll_loss(log_p, y)
-    error = log_p.exp_()
-    error[torch.arange(len(y), device=y.device), y] -= 1
-    error.div_(len(y))
+    error = softmax_error(log_p, y).div_(y.shape[0])
     grads: list[Tensor] = []
     for layer in range(n_layers - 1, -1, -1):
         below = acts[layer]
@@ -110,6 +114,13 @@ def cross_entropy_grads(
             error = torch.ops.aten.threshold_backward(error @ weights[2 * layer], below, 0)
     grads.reverse()
     return loss, grads
+
+
+def softmax_error(log_p: Tensor, y: Tensor) -> Tensor:
+    """``softmax - one_hot(y)``, the cross-entropy's gradient at the logits, in place of
+    ``log_p [N, C]`` (log-probabilities; one scatter, not an indexed read and write)."""
+    error = log_p.exp_()
+    return error.scatter_add_(1, y[:, None], error.new_full((y.shape[0], 1), -1.0))
 
 
 @torch.no_grad()

@@ -43,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lifelong.fast.closed_form import softmax_error
+
 if TYPE_CHECKING:
     from lifelong.contracts.strategy import Batch
 
@@ -120,10 +122,8 @@ def sample_factors(
     if keep is not None:
         out[: len(keep)].masked_fill_(~keep, torch.finfo(out.dtype).min)
     log_p = F.log_softmax(out, 1)
-    rows = torch.arange(len(y), device=y.device)
-    losses = -log_p[rows, y]
-    error = log_p.exp_()
-    error[rows, y] -= 1
+    losses = -log_p.gather(1, y[:, None]).squeeze(1)
+    error = softmax_error(log_p, y)
     if shares is not None:
         error.mul_(shares[:, None])
     errors = [error]
