@@ -16,7 +16,6 @@ from lifelong import (
     Replay,
     Step,
     StreamInfo,
-    apply_gradients,
     gradients,
     param,
 )
@@ -53,7 +52,10 @@ class Sgd(Learner):
 
     The gradient is autograd's. An objective that declares a closed form (the default
     one-head MLP's cross-entropy, alone or with quadratic penalties in it) has it written
-    out by hand instead (:class:`lifelong.fast.ClosedForm`, equal up to float rounding).
+    out by hand instead (:class:`lifelong.fast.ClosedForm`, equal up to float rounding);
+    a plain step on the bare cross-entropy (no momentum, no per-weight rates, no part that
+    reads the gradient) is then taken without forming the gradient
+    (:func:`lifelong.fast.cross_entropy_descent`).
 
     References: Chaudhry et al. 2019, "On tiny episodic memories in continual learning" (ER).
     """
@@ -104,15 +106,16 @@ class Sgd(Learner):
         self, params: dict[str, Tensor], batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
         closed = objective.closed_form
+        plain = self.momentum == 0 and self.rates is None
+        if plain and closed is not None and closed.descends(params):
+            # acceleration: lifelong.fast.cross_entropy_descent, no gradient formed
+            return Step(closed.descend(params, batch, replay, self.lr), {})
         if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
             loss, grads = closed.loss_and_grads(params, batch, replay)
         else:
             loss = objective(params, batch, replay)
             grads = gradients(loss, params)
-        if self.rates is None:
-            apply_gradients(self.optimizer, params, grads)
-        else:
-            apply_gradients(
-                self.optimizer, params, {n: self.rates[n] * g for n, g in grads.items()}
-            )
+        rates = self.rates
+        steps = grads if rates is None else {n: rates[n] * g for n, g in grads.items()}
+        self.optimizer.descend([steps[n] for n in self.names])
         return Step(loss.detach(), grads)

@@ -43,6 +43,7 @@ class Si(QuadraticRegularizer):
 
     name: ClassVar[str] = "si"
     needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
+    reads_gradients: ClassVar[bool] = True  # the path integral reads every step's gradient
     lam: float = param(
         1.0, "strength of the penalty, c in the paper (Split-MNIST domain-IL: about 300)", ge=0
     )

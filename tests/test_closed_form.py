@@ -39,10 +39,12 @@ def test_mlp_gradients_match_autograd(hidden: tuple[int, ...], n: int) -> None:
         torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("spec", ["sgd", "er", "sgd+ewc"])
+@pytest.mark.parametrize("spec", ["sgd", "er", "sgd+ewc", "sgd+si"])
 def test_sgd_steps_by_hand_match_autograd(spec: str) -> None:
-    """Three steps of the ``sgd`` learner on a bare MLP (ewc: applied as a proximal step,
-    so the objective stays bare) move the weights as the autograd path does."""
+    """Three steps of the ``sgd`` learner on a bare MLP (ewc, si: applied as a proximal
+    step, so the objective stays bare) move the weights as the autograd path does. The
+    plain step forms no gradient (``cross_entropy_descent``), except for SI, which reads
+    it: there the hand-written gradient equals autograd's."""
     moved = []
     for by_hand in (True, False):
         composite, _ = configure(spec, {"lr": 0.3})
@@ -62,8 +64,32 @@ def test_sgd_steps_by_hand_match_autograd(spec: str) -> None:
     (a, step_a), (b, step_b) = moved
     for name in a:
         torch.testing.assert_close(a[name], b[name], rtol=1e-12, atol=1e-12)
-        torch.testing.assert_close(step_a.grads[name], step_b.grads[name], rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(step_a.loss, step_b.loss, rtol=1e-12, atol=1e-12)
+    assert (step_a.grads == {}) is (spec != "sgd+si")  # formed only where a part reads it
+    for name, grad in step_a.grads.items():
+        torch.testing.assert_close(grad, step_b.grads[name], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_descent_in_place_equals_the_step_along_the_hand_written_gradient(dtype) -> None:
+    """``cross_entropy_descent`` moves the weights to ``theta - lr * grad`` of
+    ``cross_entropy_grads`` (within 1e-12 in float64, 1e-6 in float32, where BLAS may round
+    the scaled product differently) and returns the loss before the step."""
+    from lifelong.fast import cross_entropy_descent
+
+    torch.manual_seed(0)
+    net = MLP(784, (100, 100), 10).to(dtype)
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(64, 784, generator=g, dtype=dtype)
+    y = torch.randint(0, 10, (64,), generator=g)
+    weights = [p.detach().clone() for p in net.parameters()]
+    loss, grads = cross_entropy_grads(weights, x, y)
+    want = [w - 0.1 * grad for w, grad in zip(weights, grads, strict=True)]
+    got_loss = cross_entropy_descent(weights, x, y, 0.1)
+    tol = 1e-12 if dtype == torch.float64 else 1e-6
+    assert torch.equal(got_loss, loss)
+    for got, w in zip(weights, want, strict=True):
+        torch.testing.assert_close(got, w, rtol=tol, atol=tol)
 
 
 class Subclassed(MLP):
@@ -143,6 +169,7 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
     taken: set[str] = set()
     for module, name in [
         (closed_form, "cross_entropy_grads"),
+        (closed_form, "cross_entropy_descent"),
         (mer, "sample_step"),
         (mer, "compiled_mer_update"),
         (lookahead, "mlp_look_ahead"),
@@ -171,6 +198,6 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
 
     # MER's steps: compiled where numba is, else the single-sample steps by hand
     mer_steps = "compiled_mer_update" if _compiled() is not None else "sample_step"
-    everything = {"cross_entropy_grads", mer_steps, "mlp_look_ahead"}
+    everything = {"cross_entropy_grads", "cross_entropy_descent", mer_steps, "mlp_look_ahead"}
     everything |= {"in_place_look_ahead", "in_place_update"}
     assert taken == (everything if fast else set())

@@ -184,7 +184,8 @@ class Composite(Strategy):
         own_head = self.head is None or self.head.model_forward
         if not (fast and quadratic and every_weight and own_head and has_closed_form(self.model)):
             return None
-        return ClosedForm(tuple(self.params), self.explicit)
+        read = any(r.reads_gradients for r in self.regularizers)
+        return ClosedForm(tuple(self.params), self.explicit, gradients_read=read)
 
     def objective(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """Cross-entropy on the batch the memory joins with its replay, plus each weighted penalty.

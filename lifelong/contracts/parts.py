@@ -168,7 +168,10 @@ class Step:
     Attributes:
         loss: 0-d, detached: the objective the learner minimised, before the update.
         grads: that objective's gradient at the weights before the update, by parameter
-            name, before any projection (A-GEM's): SI's path integral reads it.
+            name, before any projection (A-GEM's): SI's path integral reads it. Empty
+            when the learner stepped without forming it, which it may only where the
+            objective's :class:`lifelong.fast.ClosedForm` :meth:`descends` (no part
+            declares :attr:`Regularizer.reads_gradients`).
     """
 
     loss: Tensor
@@ -314,6 +317,10 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
     is_quadratic: ClassVar[bool] = False
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""
+    reads_gradients: ClassVar[bool] = False
+    """:meth:`observe` reads each step's gradients (SI's path integral). Without it, a
+    learner may step without forming them (:func:`lifelong.fast.cross_entropy_descent`),
+    and :meth:`observe` is then given none (an empty mapping)."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
 
     @abc.abstractmethod
@@ -341,7 +348,8 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
         raise NotImplementedError(f"{self.name} declares no logits to store")
 
     def observe(self, params: Params, grads: Params) -> None:
-        """Called by the strategy after every update with the step's gradients (SI)."""
+        """Called by the strategy after every update with the step's gradients (SI;
+        declare :attr:`reads_gradients` to be given them)."""
 
     def after_task(self, params: Params, data: TrainingData) -> None:
         """Consolidate at the end of a task (importance, anchors, old model)."""

@@ -10,7 +10,8 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
 - :mod:`lifelong.fast.closed_form`: the cross-entropy gradients of a model that declares
   them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
   ``sgd`` learner, :func:`lifelong.supervised_step` and MER's single-sample steps, when the
-  objective declares a :class:`ClosedForm`.
+  objective declares a :class:`ClosedForm`; and the ``sgd`` learner's plain step taken
+  in place without forming the gradient (:func:`cross_entropy_descent`).
 - :mod:`lifelong.fast.sample_factors`: per-sample gradients of such a model kept as each
   layer's factors: GEM's per-task memory gradients, GSS's cosine scores, MIR's
   interference and ER-ACE's step, with no per-sample gradient or autograd graph formed.
@@ -25,6 +26,7 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
 
 from lifelong.fast.closed_form import (
     ClosedForm,
+    cross_entropy_descent,
     cross_entropy_grads,
     has_closed_form,
     sample_step,
@@ -45,6 +47,7 @@ __all__ = [
     "MlpCosines",
     "ace_gradients",
     "compiled_mer_update",
+    "cross_entropy_descent",
     "cross_entropy_grads",
     "gem_gradients",
     "has_closed_form",

@@ -12,6 +12,10 @@ Applies when: the model declares the capability (:class:`lifelong.ClosedFormMode
 learns, the run has ``fast`` on, and the objective says so by carrying a :class:`ClosedForm`
 (a composite builds it in ``setup``). Tested equal to the reference in
 ``tests/test_closed_form.py``.
+
+:func:`cross_entropy_descent` goes one step further for the ``sgd`` learner's plain step
+(no momentum, no per-weight rates, a bare cross-entropy whose gradient no part reads): it
+moves each weight matrix by its gradient's product in place, forming no gradient.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClosedForm",
+    "cross_entropy_descent",
     "cross_entropy_grads",
     "has_closed_form",
     "sample_step",
@@ -58,18 +63,31 @@ class ClosedForm:
 
     names: tuple[str, ...]
     quadratics: tuple[Regularizer, ...] = ()
+    gradients_read: bool = False
+    """A part reads each step's gradient (:attr:`lifelong.Regularizer.reads_gradients`,
+    SI's path integral), so a learner must form it: no :meth:`descend`."""
 
     def covers(self, params: Params, *, penalties: bool = True) -> bool:
         """Whether it holds for the weights ``params`` (and, ``penalties=False``, no penalty)."""
         return (penalties or not self.quadratics) and tuple(params) == self.names
 
+    def descends(self, params: Params) -> bool:
+        """Whether :meth:`descend` may take a plain SGD step on ``params``: the objective
+        is the bare cross-entropy and no part reads the step's gradient."""
+        return not self.gradients_read and self.covers(params, penalties=False)
+
+    def descend(self, params: Params, batch: Batch, replay: Replay | None, lr: float) -> Tensor:
+        """``theta -= lr * grad`` of the bare cross-entropy on ``batch`` joined with the
+        replay batch, in place, with no gradient formed (:func:`cross_entropy_descent`);
+        returns the loss before the step. Only where :meth:`descends`."""
+        x, y = _joined(batch, replay)
+        return cross_entropy_descent(list(params.values()), x, y, lr)
+
     def loss_and_grads(
         self, params: Params, batch: Batch, replay: Replay | None
     ) -> tuple[Tensor, Params]:
         """The objective on ``batch`` joined with the replay batch, and its gradient by name."""
-        x, y = batch.x.flatten(1), batch.y  # images [B, C, H, W]: the MLP's flat rows
-        if replay is not None:
-            x, y = torch.cat([x, replay.batch.x.flatten(1)]), torch.cat([y, replay.batch.y])
+        x, y = _joined(batch, replay)
         loss, by_hand = cross_entropy_grads(list(params.values()), x, y)
         grads = dict(zip(params, by_hand, strict=True))
         for reg in self.quadratics:
@@ -79,6 +97,15 @@ class ClosedForm:
                 continue
             loss = loss + reg.lam * quadratic.add_gradient(params, grads, reg.lam)
         return loss, grads
+
+
+def _joined(batch: Batch, replay: Replay | None) -> tuple[Tensor, Tensor]:
+    """The MLP's flat rows of ``batch`` (images ``[B, C, H, W]`` flattened), followed by
+    the replay batch's, and their targets."""
+    x, y = batch.x.flatten(1), batch.y
+    if replay is None:
+        return x, y
+    return torch.cat([x, replay.batch.x.flatten(1)]), torch.cat([y, replay.batch.y])
 
 
 def cross_entropy_grads(
@@ -96,6 +123,38 @@ def cross_entropy_grads(
     Returns:
         ``(loss, [dW_1, db_1, ..., dW_L, db_L])``, the loss detached.
     """
+    loss, acts, errors = _backward(weights, x, y)
+    grads: list[Tensor] = []
+    for below, error in zip(acts, errors, strict=True):
+        grads += [error.t() @ below, error.sum(0)]
+    return loss, grads
+
+
+@torch.no_grad()
+def cross_entropy_descent(weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: float) -> Tensor:
+    """One SGD step ``theta -= lr * grad`` of :func:`cross_entropy_grads`' loss, in place:
+    each weight matrix takes ``-lr E^T A`` in one matrix product into itself, so no
+    gradient is formed (a step about 5% shorter on the default MLP; equal to the
+    gradient's step up to float rounding, bit-equal where the BLAS rounds the scaled
+    product as it rounds a separate one).
+
+    Accelerates: the ``sgd`` learner's step (the objective's gradient, then
+    ``SGD.descend``) when its momentum is 0, no per-weight rates are set and the objective
+    :meth:`ClosedForm.descends`. Returns the loss before the step.
+    """
+    loss, acts, errors = _backward(weights, x, y)
+    for layer, (below, error) in enumerate(zip(acts, errors, strict=True)):
+        weights[2 * layer].addmm_(error.t(), below, alpha=-lr)
+        weights[2 * layer + 1].sub_(error.sum(0), alpha=lr)
+    return loss
+
+
+def _backward(
+    weights: Sequence[Tensor], x: Tensor, y: Tensor
+) -> tuple[Tensor, list[Tensor], list[Tensor]]:
+    """The mean cross-entropy (detached), each layer's input ``A_l`` and the error at its
+    output ``E_l`` (``d loss / d (A_l W_l^T + b_l)``), by layer, at the weights as they are:
+    the gradient of ``W_l`` is ``E_l^T A_l`` and of ``b_l`` the column sums of ``E_l``."""
     weights = [w.detach() for w in weights]
     n_layers = len(weights) // 2
     acts = [x]
@@ -105,15 +164,12 @@ def cross_entropy_grads(
             acts.append(out.relu_())
     log_p = F.log_softmax(out, 1)
     loss = F.nll_loss(log_p, y)
-    error = softmax_error(log_p, y).div_(y.shape[0])
-    grads: list[Tensor] = []
-    for layer in range(n_layers - 1, -1, -1):
-        below = acts[layer]
-        grads += [error.sum(0), error.t() @ below]
-        if layer:
-            error = torch.ops.aten.threshold_backward(error @ weights[2 * layer], below, 0)
-    grads.reverse()
-    return loss, grads
+    errors = [softmax_error(log_p, y).div_(y.shape[0])]
+    for layer in range(n_layers - 1, 0, -1):
+        below = errors[-1] @ weights[2 * layer]
+        errors.append(torch.ops.aten.threshold_backward(below, acts[layer], 0))
+    errors.reverse()
+    return loss, acts, errors
 
 
 def softmax_error(log_p: Tensor, y: Tensor) -> Tensor:

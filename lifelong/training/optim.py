@@ -7,7 +7,7 @@ none of it, so they step with :class:`SGD`; Adam and meta-training keep ``torch.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 import torch
@@ -47,17 +47,25 @@ class SGD:
             elif p.grad is not None:
                 p.grad.zero_()
 
-    @torch.no_grad()
     def step(self) -> None:
         stepped = [i for i, p in enumerate(self.params) if p.grad is not None]
-        params = [self.params[i] for i in stepped]
-        grads = [self.params[i].grad for i in stepped]
-        if self.momentum:
-            for i, g in zip(stepped, grads, strict=True):
-                buf = self.buffers[i]
-                if buf is None:
-                    self.buffers[i] = g.detach().clone()  # type: ignore[union-attr]
-                else:
-                    buf.mul_(self.momentum).add_(g)  # type: ignore[arg-type]
-            grads = [self.buffers[i] for i in stepped]
-        torch._foreach_add_(params, grads, alpha=-self.lr)  # type: ignore[arg-type]
+        self._descend(stepped, [self.params[i].grad for i in stepped])  # type: ignore[misc]
+
+    def descend(self, grads: Sequence[Tensor]) -> None:
+        """:meth:`step` with the gradient of every parameter given, in order, instead of
+        read from ``param.grad`` (which it leaves as it is)."""
+        self._descend(range(len(self.params)), grads)
+
+    def _descend(self, stepped: Sequence[int], grads: Sequence[Tensor]) -> None:
+        """The update of the parameters at ``stepped`` by their ``grads``."""
+        with torch.no_grad():
+            if self.momentum:
+                for i, g in zip(stepped, grads, strict=True):
+                    buf = self.buffers[i]
+                    if buf is None:
+                        self.buffers[i] = g.detach().clone()
+                    else:
+                        buf.mul_(self.momentum).add_(g)
+                grads = [self.buffers[i] for i in stepped]  # type: ignore[misc]
+            params = [self.params[i] for i in stepped]
+            torch._foreach_add_(params, list(grads), alpha=-self.lr)
