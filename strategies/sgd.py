@@ -16,6 +16,7 @@ from lifelong import (
     Replay,
     Step,
     StreamInfo,
+    UnformedGradients,
     gradients,
     param,
 )
@@ -109,7 +110,7 @@ class Sgd(Learner):
         plain = self.momentum == 0 and self.rates is None
         if plain and closed is not None and closed.descends(params):
             # acceleration: lifelong.fast.cross_entropy_descent, no gradient formed
-            return Step(closed.descend(params, batch, replay, self.lr), {})
+            return Step(closed.descend(params, batch, replay, self.lr), UnformedGradients())
         if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
             loss, grads = closed.loss_and_grads(params, batch, replay)
         else:

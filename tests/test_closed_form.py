@@ -201,3 +201,43 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
     everything = {"cross_entropy_grads", "cross_entropy_descent", mer_steps, "mlp_look_ahead"}
     everything |= {"in_place_look_ahead", "in_place_update"}
     assert taken == (everything if fast else set())
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_a_regularizer_reading_gradients_gets_them_only_when_it_declares_so(declared) -> None:
+    """A plug-in regularizer whose ``observe`` reads the step's gradients: undeclared, the
+    plain step forms none and reading one is refused in one line naming the declaration;
+    declared (``reads_gradients = True``), the step forms them (autograd's, up to rounding)."""
+    from dataclasses import dataclass
+    from typing import ClassVar
+
+    from lifelong import ContractError, QuadraticRegularizer
+    from lifelong.composition.compose import Composite
+
+    @dataclass
+    class Reading(QuadraticRegularizer):  # quadratic (none yet), so the loss stays bare
+        name: ClassVar[str] = "reading"
+        reads_gradients: ClassVar[bool] = declared
+
+        def setup(self, model, info, generator):  # type: ignore[no-untyped-def]
+            self.seen = []
+
+        def quadratic(self):  # type: ignore[no-untyped-def]
+            return None
+
+        def observe(self, params, grads):  # type: ignore[no-untyped-def]
+            self.seen.append(grads["head.weight"].clone())
+
+    composite = Composite(learner=Sgd(lr=0.3), regularizers=(Reading(),))
+    composite.setup(model((5,)), StreamInfo(3, "domain", 3, 1, 2), torch.Generator())
+    (reading,) = composite.regularizers
+    assert composite.minimised.closed_form is not None  # the default MLP: in closed form
+    if not declared:
+        with pytest.raises(ContractError, match="reads_gradients = True"):
+            composite.train_step(batch(5, 0))
+        return
+    composite.train_step(batch(5, 0))
+    net = model((5,))
+    loss = F.cross_entropy(net(batch(5, 0).x), batch(5, 0).y)
+    want = torch.autograd.grad(loss, net.head.weight)[0]
+    torch.testing.assert_close(reading.seen[0], want, rtol=1e-12, atol=1e-12)

@@ -27,6 +27,7 @@ from lifelong.contracts.params import param
 from lifelong.contracts.strategy import Batch, StreamInfo
 from lifelong.contracts.stream import TrainingData
 from lifelong.data.inputs import to_floats
+from lifelong.errors import ContractError
 from lifelong.execution.checkpoint import Checkpointed
 from lifelong.training.optim import Stepper
 
@@ -45,6 +46,7 @@ __all__ = [
     "Replay",
     "StackedMemory",
     "Step",
+    "UnformedGradients",
     "apply_gradients",
     "detached",
     "fisher_diagonal",
@@ -168,14 +170,27 @@ class Step:
     Attributes:
         loss: 0-d, detached: the objective the learner minimised, before the update.
         grads: that objective's gradient at the weights before the update, by parameter
-            name, before any projection (A-GEM's): SI's path integral reads it. Empty
-            when the learner stepped without forming it, which it may only where the
-            objective's :class:`lifelong.fast.ClosedForm` :meth:`descends` (no part
-            declares :attr:`Regularizer.reads_gradients`).
+            name, before any projection (A-GEM's): SI's path integral reads it. An
+            empty :class:`UnformedGradients` when the learner stepped without forming
+            it, which it may only where the objective's :class:`lifelong.fast.ClosedForm`
+            :meth:`descends` (no part declares :attr:`Regularizer.reads_gradients`).
     """
 
     loss: Tensor
     grads: Params
+
+
+class UnformedGradients(dict[str, Tensor]):
+    """:attr:`Step.grads` of a step that formed no gradient: empty, and reading a
+    parameter's gradient from it raises a :class:`lifelong.ContractError` that says how
+    to be given them (a regularizer's ``reads_gradients``)."""
+
+    def __missing__(self, name: str) -> Tensor:
+        raise ContractError(
+            f"the step's gradient of {name!r} was not formed (a plain sgd step on the "
+            "closed-form cross-entropy forms none); a regularizer whose observe reads "
+            "gradients declares reads_gradients = True"
+        )
 
 
 @dataclass
