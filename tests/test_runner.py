@@ -224,9 +224,9 @@ def test_test_inputs_kept_or_converted_batch_by_batch_give_each_tasks_own_floats
     kept, converted = TestInputs(), TestInputs(limit=0)
     for inputs in (kept, converted):
         for batch_size in (5, 7, len(expected) + 1):  # batches across tasks' ends, and one
-            starts, rows = zip(*((s, x.clone()) for s, x in inputs.batches(stream, batch_size)))
-            assert list(starts) == list(range(0, len(expected), batch_size))
-            assert torch.equal(torch.cat(rows), expected)
+            batches = [(s, x.clone()) for s, x in inputs.batches(stream, batch_size)]
+            assert [s for s, _ in batches] == list(range(0, len(expected), batch_size))
+            assert torch.equal(torch.cat([x for _, x in batches]), expected)
     assert kept.kept is not None and converted.kept is None
     held = converted.buffer
     list(converted.batches(stream, 5))
