@@ -204,11 +204,11 @@ class Frozen(Strategy):
 '''
 
 
-def test_test_inputs_kept_or_converted_batch_by_batch_give_each_tasks_own_floats() -> None:
+def test_evaluation_inputs_kept_or_converted_batch_by_batch_give_each_tasks_own_floats() -> None:
     import dataclasses
 
     from lifelong.data.inputs import InputTransform
-    from lifelong.execution.runner import TestInputs
+    from lifelong.execution.runner import EvaluationInputs
 
     stream = synthetic_stream("class")
     normalised = InputTransform((1, 28, 28), (0.5,), (0.25,))
@@ -221,7 +221,7 @@ def test_test_inputs_kept_or_converted_batch_by_batch_give_each_tasks_own_floats
             for t in stream.tasks
         ]
     )
-    kept, converted = TestInputs(), TestInputs(limit=0)
+    kept, converted = EvaluationInputs(), EvaluationInputs(limit=0)
     for inputs in (kept, converted):
         for batch_size in (5, 7, len(expected) + 1):  # batches across tasks' ends, and one
             batches = [(s, x.clone()) for s, x in inputs.batches(stream, batch_size)]

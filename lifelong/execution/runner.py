@@ -232,7 +232,7 @@ class OneSeed:
         self.order = generator(device, spec.seed, 2)
         self.augment = generator(device, spec.seed, 3)
         self.strategy.setup(self.model, info, self.sampling)
-        self.inputs = TestInputs()
+        self.inputs = EvaluationInputs()
         online = generator(device, spec.seed, 4)  # its own draws: the run's stay as they were
         self.recorder = OnlineRecorder(stream, self.options, self.protocol.batch_size, online)
         detect = self.options.boundaries == "detect"
@@ -558,7 +558,7 @@ KEPT_TEST_BYTES = 64 * 1024 * 1024
 once and kept for every evaluation of a run (bytes)."""
 
 
-class TestInputs:
+class EvaluationInputs:
     """A stream's test samples, task after task, as the model's float inputs.
 
     Up to :data:`KEPT_TEST_BYTES` they are converted once and kept for every later
@@ -582,7 +582,7 @@ class TestInputs:
         if stream is not self.stream:
             self.stream, self.kept = stream, None
             dim = tasks[0].x_test[:1].flatten(1).shape[1] if tasks else 0
-            if total * dim * 4 <= self.limit:
+            if 0 < total * dim * 4 <= self.limit:
                 self.kept = self._convert(tasks, 0, total)
         for start in range(0, total, batch_size):
             end = min(start + batch_size, total)
@@ -627,7 +627,7 @@ def evaluate(
     strategy: Strategy,
     stream: Stream,
     batch_size: int,
-    inputs: TestInputs | None = None,
+    inputs: EvaluationInputs | None = None,
     task_id: int | None = None,
 ) -> torch.Tensor:
     """Accuracy on every task's test set, float ``[T]`` on the stream's device (no sync).
@@ -635,7 +635,7 @@ def evaluate(
     when given (hidden boundaries: the id the strategy trains with, never the true one).
     The test sets are evaluated end to end in batches of ``batch_size`` rows, which may
     hold two tasks' samples (each sample's prediction is its own)."""
-    inputs = inputs or TestInputs()
+    inputs = inputs or EvaluationInputs()
     tasks = stream.tasks
     device = tasks[0].y_test.device
     y = torch.cat([t.y_test for t in tasks])

@@ -135,9 +135,9 @@ def cross_entropy_descent(weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: f
     """One SGD step ``theta -= lr * grad`` of :func:`cross_entropy_grads`' loss, in place,
     with no gradient formed: walking down the layers, each weight matrix takes
     ``-lr E^T A`` in one matrix product into itself and each bias ``-lr E^T 1`` in one
-    matrix-vector product, once the error below has been formed from the old weights (a
-    step about 6% shorter on the default MLP with replay; equal to the gradient's step up
-    to float rounding, the sums being taken in another order).
+    matrix-vector product, once the error below has been formed from the old weights (an
+    ER run on the default MLP about 4-5% shorter; equal to the gradient's step up to float
+    rounding, the sums being taken in another order).
 
     Accelerates: the ``sgd`` learner's step (the objective's gradient, then
     ``SGD.descend``) when its momentum is 0, no per-weight rates are set and the objective
@@ -180,8 +180,8 @@ def _backward(
     loss, acts, error = _forward(weights, x, y)
     errors = [error]
     for layer in range(len(acts) - 1, 0, -1):
-        below = errors[-1] @ weights[2 * layer].detach()
-        errors.append(torch.ops.aten.threshold_backward(below, acts[layer], 0))
+        back = errors[-1] @ weights[2 * layer].detach()
+        errors.append(torch.ops.aten.threshold_backward(back, acts[layer], 0))
     errors.reverse()
     return loss, acts, errors
 
