@@ -40,6 +40,7 @@ class Der(Regularizer):
     """
 
     name: ClassVar[str] = "der"
+    reads_gradients: ClassVar[bool] = False  # its observe reads no gradient
     # DER++ (Buzzega et al. 2020): both terms, the replayed cross-entropy and this logit term
     shortcuts: ClassVar[Mapping[str, tuple[str, ...]]] = {"der++": ("replay", "der")}
     needs_memory: ClassVar[bool] = True

@@ -50,6 +50,7 @@ class Ewc(QuadraticRegularizer):
     """
 
     name: ClassVar[str] = "ewc"
+    reads_gradients: ClassVar[bool] = False  # its observe reads no gradient
     needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(5.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     fisher: str = param(

@@ -49,6 +49,7 @@ class Lwf(Regularizer):
     """
 
     name: ClassVar[str] = "lwf"
+    reads_gradients: ClassVar[bool] = False  # its observe reads no gradient
     needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(1.0, "strength of the distillation (4: Hinton's T^2 at T=2)", ge=0)
     temperature: float = param(2.0, "softmax temperature of the distillation", gt=0)

@@ -62,6 +62,7 @@ class Mas(QuadraticRegularizer):
     """
 
     name: ClassVar[str] = "mas"
+    reads_gradients: ClassVar[bool] = False  # its observe reads no gradient
     needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(0.01, "strength of the penalty (Split-MNIST domain-IL: about 3)", ge=0)
     samples: int = param(500, "training samples of a task used for its importance", ge=1)

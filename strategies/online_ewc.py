@@ -36,6 +36,7 @@ class OnlineEwc(QuadraticRegularizer):
     """
 
     name: ClassVar[str] = "online-ewc"
+    reads_gradients: ClassVar[bool] = False  # its observe reads no gradient
     needs_boundaries: ClassVar[bool] = True  # it consolidates at the end of a task
     lam: float = param(10.0, "strength of the penalty (Split-MNIST domain-IL: about 1000)", ge=0)
     gamma: float = param(1.0, "decay of the running Fisher at each task boundary", ge=0, le=1)

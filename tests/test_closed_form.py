@@ -203,11 +203,12 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
     assert taken == (everything if fast else set())
 
 
-@pytest.mark.parametrize("declared", [False, True])
-def test_a_regularizer_reading_gradients_gets_them_only_when_it_declares_so(declared) -> None:
-    """A plug-in regularizer whose ``observe`` reads the step's gradients: undeclared, the
-    plain step forms none and reading one is refused in one line naming the declaration;
-    declared (``reads_gradients = True``), the step forms them (autograd's, up to rounding)."""
+@pytest.mark.parametrize("reads", [False, None])
+def test_a_regularizer_reading_gradients_gets_them_unless_it_declares_it_does_not(reads) -> None:
+    """A plug-in regularizer whose ``observe`` reads the step's gradients: by default
+    (``reads_gradients`` not declared: True) the step forms them (autograd's, up to
+    rounding); declared False, the plain step forms none and reading one is refused in one
+    line naming the declaration."""
     from dataclasses import dataclass
     from typing import ClassVar
 
@@ -217,7 +218,6 @@ def test_a_regularizer_reading_gradients_gets_them_only_when_it_declares_so(decl
     @dataclass
     class Reading(QuadraticRegularizer):  # quadratic (none yet), so the loss stays bare
         name: ClassVar[str] = "reading"
-        reads_gradients: ClassVar[bool] = declared
 
         def setup(self, model, info, generator):  # type: ignore[no-untyped-def]
             self.seen = []
@@ -228,11 +228,14 @@ def test_a_regularizer_reading_gradients_gets_them_only_when_it_declares_so(decl
         def observe(self, params, grads):  # type: ignore[no-untyped-def]
             self.seen.append(grads["head.weight"].clone())
 
+    if reads is not None:
+        Reading.reads_gradients = reads  # type: ignore[misc]
     composite = Composite(learner=Sgd(lr=0.3), regularizers=(Reading(),))
     composite.setup(model((5,)), StreamInfo(3, "domain", 3, 1, 2), torch.Generator())
     (reading,) = composite.regularizers
     assert composite.minimised.closed_form is not None  # the default MLP: in closed form
-    if not declared:
+    assert composite.descends() is (reads is False)
+    if reads is False:
         with pytest.raises(ContractError, match="reads_gradients = True"):
             composite.train_step(batch(5, 0))
         return

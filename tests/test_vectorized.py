@@ -210,13 +210,16 @@ def test_runs_that_differ_in_more_than_the_seed_are_refused() -> None:
         ("naive", {}),
         ("ewc", {"sgd.proximal": False, "ewc.lam": 5.0, "ewc.fisher_samples": 64}),
         ("er+si", {"sgd.proximal": False, "si.lam": 1.0, "replay.size": 100}),
+        ("er", {"replay.size": 100}),  # the plain step, formed by no gradient
+        ("sgd+ewc", {"ewc.lam": 5.0, "ewc.fisher_samples": 64}),  # and a proximal penalty
     ],
 )
 def test_closed_form_runs_equal_sequential_ones_exactly_over_whole_tasks(
     strategy: str, settings: dict
 ) -> None:
     """One-head MLPs with no penalty or quadratic ones take the same hand-written
-    gradients as the sgd learner: no rounding apart, however long the run."""
+    gradients, or the same in-place plain step, as the sgd learner: no rounding apart,
+    however long the run."""
     specs = plan_runs("split-mnist", [strategy], [0, 1], {"eval_every": 0, **settings})
     streams = [spec.scenario.build(spec.seed) for spec in specs]
     one_by_one = [execute(spec, stream, CPU) for spec, stream in zip(specs, streams, strict=True)]

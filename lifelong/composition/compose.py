@@ -213,6 +213,12 @@ class Composite(Strategy):
         closed = self.minimised.closed_form
         return closed is not None and closed.covers(self.params, penalties=quadratic_penalties)
 
+    def descends(self) -> bool:
+        """Whether the objective lets a plain SGD step skip forming the gradient
+        (:meth:`lifelong.fast.ClosedForm.descends`: bare cross-entropy, no part reads it)."""
+        closed = self.minimised.closed_form
+        return closed is not None and closed.descends(self.params)
+
     def penalties(self, params: Params, batch: Batch, replay: Replay | None) -> Tensor:
         """``sum(lam * penalty)`` over the regularizers that are part of the objective."""
         return sum(

@@ -173,7 +173,8 @@ class Step:
             name, before any projection (A-GEM's): SI's path integral reads it. An
             empty :class:`UnformedGradients` when the learner stepped without forming
             it, which it may only where the objective's :class:`lifelong.fast.ClosedForm`
-            :meth:`descends` (no part declares :attr:`Regularizer.reads_gradients`).
+            :meth:`descends` (every regularizer declares :attr:`Regularizer.reads_gradients`
+            False).
     """
 
     loss: Tensor
@@ -188,8 +189,9 @@ class UnformedGradients(dict[str, Tensor]):
     def __missing__(self, name: str) -> Tensor:
         raise ContractError(
             f"the step's gradient of {name!r} was not formed (a plain sgd step on the "
-            "closed-form cross-entropy forms none); a regularizer whose observe reads "
-            "gradients declares reads_gradients = True"
+            "closed-form cross-entropy forms none where every regularizer declares "
+            "reads_gradients = False); a regularizer whose observe reads gradients keeps "
+            "reads_gradients = True"
         )
 
 
@@ -332,10 +334,11 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
     is_quadratic: ClassVar[bool] = False
     """The penalty is a quadratic that :meth:`quadratic` states (declare it with that
     method): proximal learners then apply it exactly, and closed forms may include it."""
-    reads_gradients: ClassVar[bool] = False
-    """:meth:`observe` reads each step's gradients (SI's path integral). Without it, a
-    learner may step without forming them (:func:`lifelong.fast.cross_entropy_descent`),
-    and :meth:`observe` is then given none (an empty mapping)."""
+    reads_gradients: ClassVar[bool] = True
+    """:meth:`observe` may read each step's gradients (SI's path integral). A part that
+    never does declares False: a learner may then step without forming them
+    (:func:`lifelong.fast.cross_entropy_descent`), and :meth:`observe` is given an empty
+    :class:`UnformedGradients`."""
     lam: float = param(1.0, "strength of the penalty", ge=0)
 
     @abc.abstractmethod
@@ -363,8 +366,8 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
         raise NotImplementedError(f"{self.name} declares no logits to store")
 
     def observe(self, params: Params, grads: Params) -> None:
-        """Called by the strategy after every update with the step's gradients (SI;
-        declare :attr:`reads_gradients` to be given them)."""
+        """Called by the strategy after every update with the step's gradients (SI; none
+        when the part declares :attr:`reads_gradients` False)."""
 
     def after_task(self, params: Params, data: TrainingData) -> None:
         """Consolidate at the end of a task (importance, anchors, old model)."""

@@ -13,7 +13,7 @@ from torch import nn
 from lifelong.contracts.stream import Setting, Stream, TrainingData
 from lifelong.execution.checkpoint import Checkpointed
 from lifelong.fast import closed_form
-from lifelong.training.optim import Stepper
+from lifelong.training.optim import SGD, Stepper
 
 if TYPE_CHECKING:
     from lifelong.composition.compose import Composite
@@ -163,7 +163,9 @@ class Strategy(Checkpointed, abc.ABC):
 
     @abc.abstractmethod
     def predict(self, x: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
-        """Logits ``[B, n_outputs]`` for inputs ``x [B, D]``."""
+        """Logits ``[B, n_outputs]`` for inputs ``x [B, D]`` of the tasks ``task_ids [B]``
+        (a batch may hold two tasks' samples); ``x`` and ``task_ids`` are read only (the
+        runner keeps them for later evaluations)."""
 
     def boundary_needs(self) -> list[str]:
         """The names of what in it needs task boundaries: itself when it declares
@@ -184,11 +186,16 @@ def supervised_step(
 
     The gradient is autograd's; with ``fast`` (pass :attr:`StreamInfo.fast`) a model that
     declares closed-form gradients (:class:`lifelong.ClosedFormModel`) gets them written
-    out by hand instead (:func:`lifelong.fast.cross_entropy_grads`, equal up to rounding).
+    out by hand instead (:func:`lifelong.fast.cross_entropy_grads`, equal up to rounding),
+    and a plain :class:`lifelong.SGD` (no momentum) takes the step without forming them
+    (:func:`lifelong.fast.cross_entropy_descent`, as the ``sgd`` learner does: ``naive``
+    and ``sgd`` stay equal step for step).
     """
     optimizer.zero_grad(set_to_none=True)
     if fast and closed_form.has_closed_form(model):
         params = list(model.parameters())
+        if isinstance(optimizer, SGD) and not optimizer.momentum:
+            return closed_form.cross_entropy_descent(params, batch.x, batch.y, optimizer.lr)
         loss, grads = closed_form.cross_entropy_grads(params, batch.x, batch.y)
         for p, g in zip(params, grads, strict=True):
             p.grad = g

@@ -573,17 +573,39 @@ class EvaluationInputs:
         self.stream: Stream | None = None
         self.kept: torch.Tensor | None = None
         self.buffer: torch.Tensor | None = None
+        self.layout: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    def targets(
+        self, stream: Stream
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The stream's test targets laid end to end, each sample's task (its position in
+        the stream) and task id, and each task's sample count (at least 1), on the
+        stream's device; built once per stream, with device operations only."""
+        if stream is not self.stream or self.layout is None:
+            self.stream, self.kept = stream, None
+            tasks = stream.tasks
+            y = torch.cat([t.y_test for t in tasks])
+            owner = torch.cat([torch.full_like(t.y_test, i) for i, t in enumerate(tasks)])
+            ids = torch.cat([torch.full_like(t.y_test, t.id) for t in tasks])
+            sizes = torch.bincount(owner, minlength=len(tasks)).clamp_min_(1)
+            self.layout = (y, owner, ids, sizes)
+            self._keep(stream)
+        return self.layout
+
+    def _keep(self, stream: Stream) -> None:
+        """Convert the test inputs once when they take at most :attr:`limit` bytes."""
+        tasks = stream.tasks
+        total = sum(len(t.y_test) for t in tasks)
+        dim = tasks[0].x_test[:1].flatten(1).shape[1] if tasks else 0
+        if 0 < total * dim * 4 <= self.limit:
+            self.kept = self._convert(tasks, 0, total)
 
     def batches(self, stream: Stream, batch_size: int) -> Iterator[tuple[int, torch.Tensor]]:
         """``(first row, float inputs)`` of the stream's test samples, ``batch_size`` rows
         at a time (a batch may span the end of one task and the start of the next)."""
         tasks = stream.tasks
         total = sum(len(t.y_test) for t in tasks)
-        if stream is not self.stream:
-            self.stream, self.kept = stream, None
-            dim = tasks[0].x_test[:1].flatten(1).shape[1] if tasks else 0
-            if 0 < total * dim * 4 <= self.limit:
-                self.kept = self._convert(tasks, 0, total)
+        self.targets(stream)
         for start in range(0, total, batch_size):
             end = min(start + batch_size, total)
             if self.kept is not None:
@@ -634,23 +656,22 @@ def evaluate(
     ``strategy.predict`` is shown each sample's task id, or ``task_id`` for every sample
     when given (hidden boundaries: the id the strategy trains with, never the true one).
     The test sets are evaluated end to end in batches of ``batch_size`` rows, which may
-    hold two tasks' samples (each sample's prediction is its own)."""
+    hold two tasks' samples (each sample's prediction is its own); the inputs are reused
+    across evaluations, so ``predict`` reads them and does not write to them."""
     inputs = inputs or EvaluationInputs()
-    tasks = stream.tasks
-    device = tasks[0].y_test.device
-    y = torch.cat([t.y_test for t in tasks])
-    owner = torch.cat([torch.full_like(t.y_test, t.id) for t in tasks])
-    shown = owner if task_id is None else torch.full_like(owner, task_id)
+    y, owner, ids, sizes = inputs.targets(stream)
     hits = []
     for start, x in inputs.batches(stream, batch_size):
         end = start + len(x)
-        scores = strategy.predict(x, shown[start:end])
+        shown = (
+            ids[start:end].clone() if task_id is None else torch.full_like(y[start:end], task_id)
+        )
+        scores = strategy.predict(x, shown)
         check_scores(strategy, scores, (len(x), stream.n_outputs))
         hits.append(scores.argmax(1) == y[start:end])
-    correct = torch.zeros(len(tasks), dtype=torch.long, device=device)
+    correct = torch.zeros_like(sizes)
     if hits:
         correct.index_add_(0, owner, torch.cat(hits).long())
-    sizes = torch.tensor([max(len(t.y_test), 1) for t in tasks], device=device)
     return correct.double() / sizes
 
 

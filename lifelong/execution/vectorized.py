@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from lifelong.contracts.parts import Regularizer, Replay
+from lifelong.contracts.parts import Regularizer, Replay, UnformedGradients
 from lifelong.contracts.strategy import Batch, Strategy, StreamInfo
 from lifelong.contracts.stream import Stream, TrainingData, training_data
 from lifelong.data.inputs import to_floats
@@ -62,6 +62,7 @@ from lifelong.execution.runner import RunSpec, generator, train
 from lifelong.models.axis import build_model
 from lifelong.models.mlp import (
     ClosedFormModel,
+    stacked_mlp_cross_entropy_descent,
     stacked_mlp_cross_entropy_grads,
 )
 from lifelong.training.optim import SGD
@@ -215,6 +216,8 @@ class _Seeds:
         # As the sgd learner: bare one-head MLPs (and quadratic penalties) by hand.
         self.closed_form = all(c.plain_mlp(quadratic_penalties=True) for c in self.strategies)
         self.optimizer = SGD(self.stack.values(), lr=lr, momentum=momentum)
+        # As the sgd learner's plain step: no gradient formed, the same arithmetic per seed.
+        self.descends = momentum == 0 and all(c.descends() for c in self.strategies)
         self._stack_penalties()
         memories: list[Any] = [c.memory for c in self.strategies]
         first = memories[0]
@@ -249,7 +252,10 @@ class _Seeds:
         if glance == 0 and self.reservoirs is not None and self.strategies[0].keep_logits:
             with torch.no_grad():
                 kept = self.forward(self.stack, batch.x, batch.task_ids)
-        if self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
+        grads: list[Tensor] | None = None
+        if self.descends:  # bare one-head MLPs, plain SGD: each seed's step by hand, in place
+            loss = stacked_mlp_cross_entropy_descent(self.stack_list, x, y, self.optimizer.lr)
+        elif self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
             loss, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
             loss = self._add_quadratics(loss, grads)
         else:
@@ -266,19 +272,19 @@ class _Seeds:
             loss = ce + torch.stack(penalties)
             grads = list(torch.autograd.grad(loss.sum(), list(self.stack.values())))
             loss = loss.detach()
-        for p, g in zip(self.stack.values(), grads, strict=True):
-            p.grad = g
-        self.optimizer.step()
+        if grads is not None:
+            self.optimizer.descend(grads)
         with torch.no_grad():
             for name, pull, norm in self.proximal:
                 self.stack[name].add_(pull).div_(norm)
         if glance == 0 and self.reservoirs is not None:  # a repeated glance: no new sample
             self.reservoirs.add(batch, kept)
-        named = dict(zip(self.stack, grads, strict=True))
+        named = dict(zip(self.stack, grads or (), strict=False))
         for s, c in enumerate(self.strategies):
             for reg in c.regularizers:
                 if type(reg).observe is not Regularizer.observe:
-                    reg.observe(self.views(s), {n: g[s] for n, g in named.items()})
+                    seed = {n: g[s] for n, g in named.items()} if grads else UnformedGradients()
+                    reg.observe(self.views(s), seed)
         return loss
 
     def _with_replay(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, list[Replay | None]]:

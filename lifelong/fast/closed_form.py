@@ -64,8 +64,9 @@ class ClosedForm:
     names: tuple[str, ...]
     quadratics: tuple[Regularizer, ...] = ()
     gradients_read: bool = False
-    """A part reads each step's gradient (:attr:`lifelong.Regularizer.reads_gradients`,
-    SI's path integral), so a learner must form it: no :meth:`descend`."""
+    """A part may read each step's gradient (:attr:`lifelong.Regularizer.reads_gradients`:
+    SI's path integral, and any part that does not declare otherwise), so a learner must
+    form it: no :meth:`descend`."""
 
     def covers(self, params: Params, *, penalties: bool = True) -> bool:
         """Whether it holds for the weights ``params`` (and, ``penalties=False``, no penalty)."""
@@ -144,12 +145,11 @@ def cross_entropy_descent(weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: f
     :meth:`ClosedForm.descends`. Returns the loss before the step.
     """
     loss, acts, error = _forward(weights, x, y)
-    ones = x.new_ones(y.shape[0])
     for layer in range(len(acts) - 1, -1, -1):
         matrix, below = weights[2 * layer], acts[layer]
         lower = torch.ops.aten.threshold_backward(error @ matrix, below, 0) if layer else error
         matrix.addmm_(error.t(), below, alpha=-lr)
-        weights[2 * layer + 1].addmv_(error.t(), ones, alpha=-lr)
+        weights[2 * layer + 1].sub_(error.sum(0), alpha=lr)
         error = lower
     return loss
 
