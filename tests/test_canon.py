@@ -234,7 +234,7 @@ def test_meta_sgd_meta_gradient_matches_finite_differences() -> None:
     support, query = _data(4, 2), _data(6, 3)
     init = meta_sgd.MetaSgdInit(inner_steps=2, inner_batch=4, query_size=6)
     loss = loss_fn(model)
-    grads = init.task_gradient(loss, theta, alpha, FixedTasks(support, query), g)  # type: ignore[arg-type]
+    grads = init.task_gradient(loss, theta, alpha, FixedTasks(support, query), g)
 
     def f() -> Tensor:
         return meta_sgd.adapted_loss(loss, theta, alpha, [support, support], query)

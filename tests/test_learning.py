@@ -181,9 +181,9 @@ def test_cosine_head_with_distillation_learns_every_class_incremental_task(
 
 def test_cosine_declares_a_weaker_distillation() -> None:
     composite = compose("cosine+der+lwf+replay")
-    lams = {r.name: r.lam for r in composite.regularizers}  # type: ignore[attr-defined]
+    lams = {r.name: r.lam for r in composite.regularizers}
     assert lams == {"der": 0.1, "lwf": 1.0}
-    assert {r.name: r.lam for r in compose("der+lwf+replay").regularizers} == {  # type: ignore[attr-defined]
+    assert {r.name: r.lam for r in compose("der+lwf+replay").regularizers} == {
         "der": 0.5,
         "lwf": 1.0,
     }
@@ -265,10 +265,10 @@ def test_partner_defaults_that_disagree_are_refused() -> None:
     from lifelong.strategies.lwf import Lwf
     from lifelong.strategies.replay import Reservoir
 
-    class Wants8(Lwf):  # type: ignore[misc]  # a final part, subclassed for the test only
+    class Wants8(Lwf):  # a final part, subclassed for the test only
         partner_defaults = MappingProxyType({"replay": {"batch": 8}})
 
-    class Wants9(Lwf):  # type: ignore[misc]
+    class Wants9(Lwf):
         partner_defaults = MappingProxyType({"replay": {"batch": 9}})
 
     agreed = partner_defaults([Reservoir(), Wants8(), Wants8()], "x")

@@ -279,12 +279,16 @@ class _Seeds:
                 self.stack[name].add_(pull).div_(norm)
         if glance == 0 and self.reservoirs is not None:  # a repeated glance: no new sample
             self.reservoirs.add(batch, kept)
-        named = dict(zip(self.stack, grads or (), strict=False))
+        named = dict(zip(self.stack, grads, strict=True)) if grads is not None else None
         for s, c in enumerate(self.strategies):
             for reg in c.regularizers:
                 if type(reg).observe is not Regularizer.observe:
-                    seed = {n: g[s] for n, g in named.items()} if grads else UnformedGradients()
-                    reg.observe(self.views(s), seed)
+                    own = (
+                        UnformedGradients()
+                        if named is None
+                        else {n: g[s] for n, g in named.items()}
+                    )
+                    reg.observe(self.views(s), own)
         return loss
 
     def _with_replay(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, list[Replay | None]]:
