@@ -113,6 +113,17 @@ def sample_factors(
             (None: 1), so that :meth:`Factors.summed` is that loss's gradient.
     """
     weights = [w.detach() for w in weights]
+    inputs, log_p = _inputs_and_log_p(weights, x, keep)
+    losses = -log_p.gather(1, y[:, None]).squeeze(1)
+    errors = _errors(weights, inputs, log_p, y, shares)
+    return Factors(losses, tuple(inputs), tuple(errors))
+
+
+def _inputs_and_log_p(
+    weights: Sequence[Tensor], x: Tensor, keep: Tensor | None = None
+) -> tuple[list[Tensor], Tensor]:
+    """Each layer's input and the log-softmax of the output (``keep``: as
+    :func:`sample_factors`), the ``weights`` detached already."""
     n_layers = len(weights) // 2
     inputs = [x.flatten(1)]
     for layer in range(n_layers):
@@ -121,17 +132,26 @@ def sample_factors(
             inputs.append(out.relu_())
     if keep is not None:
         out[: len(keep)].masked_fill_(~keep, torch.finfo(out.dtype).min)
-    log_p = F.log_softmax(out, 1)
-    losses = -log_p.gather(1, y[:, None]).squeeze(1)
+    return inputs, F.log_softmax(out, 1)
+
+
+def _errors(
+    weights: Sequence[Tensor],
+    inputs: Sequence[Tensor],
+    log_p: Tensor,
+    y: Tensor,
+    shares: Tensor | None = None,
+) -> list[Tensor]:
+    """Each layer's output error from the log-softmax ``log_p`` (overwritten), by layer."""
     error = softmax_error(log_p, y)
     if shares is not None:
         error.mul_(shares[:, None])
     errors = [error]
-    for layer in range(n_layers - 1, 0, -1):
+    for layer in range(len(inputs) - 1, 0, -1):
         below = inputs[layer]
         errors.append(torch.ops.aten.threshold_backward(errors[-1] @ weights[2 * layer], below, 0))
     errors.reverse()
-    return Factors(losses, tuple(inputs), tuple(errors))
+    return errors
 
 
 def gem_gradients(
@@ -210,19 +230,20 @@ def interference(
     candidate's input there): the first layer's large product is taken once, for both.
     """
     weights = [w.detach() for w in weights]
-    factors = sample_factors(weights, incoming.x, incoming.y)
+    seen_inputs, log_p = _inputs_and_log_p(weights, incoming.x)  # no losses: not read here
+    errors = _errors(weights, seen_inputs, log_p, incoming.y)
     scale = lr / len(incoming.y)
     now = virtual = candidates.x.flatten(1)
     n_layers = len(weights) // 2
     for layer in range(n_layers):
         w, b = weights[2 * layer], weights[2 * layer + 1]
-        seen, error = factors.inputs[layer], factors.errors[layer]
+        seen, error = seen_inputs[layer], errors[layer]
         out = torch.addmm(b, now, w.t())
-        stepped = out if virtual is now else torch.addmm(b, virtual, w.t())
+        stepped = out if layer == 0 else torch.addmm(b, virtual, w.t())
         moved = torch.addmm(stepped, virtual @ seen.t(), error, alpha=-scale)
         moved.sub_(error.sum(0), alpha=scale)
-        if layer < n_layers - 1:
-            now, virtual = out.relu(), moved.relu()
+        if layer < n_layers - 1:  # neither output is read again: rectified in place
+            now, virtual = out.relu_(), moved.relu_()
     before = F.cross_entropy(out, candidates.y, reduction="none")
     return F.cross_entropy(moved, candidates.y, reduction="none") - before
 
