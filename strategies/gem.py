@@ -37,6 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -48,7 +49,6 @@ from lifelong import (
     Replay,
     Step,
     StreamInfo,
-    apply_gradients,
     gradients,
     param,
 )
@@ -83,9 +83,10 @@ def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> 
     (exact minimisation over one ``v_i`` at a time, clipped at ``margin``), which converges
     for a positive definite matrix. Float64 on the CPU; returns ``[t]`` on ``q``'s device.
     """
-    P = gram.detach().cpu().double()
-    P = 0.5 * (P + P.T) + EPS * torch.eye(len(P), dtype=P.dtype)
-    b = q.detach().cpu().double()
+    # a [t, t] program: numpy's operations on it cost a fraction of torch's dispatch
+    P = gram.detach().cpu().double().numpy()
+    P = 0.5 * (P + P.T) + EPS * np.eye(len(P))
+    b = q.detach().cpu().double().numpy()
     if solver != "torch":
         try:
             import quadprog  # the official code's solver
@@ -93,10 +94,9 @@ def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> 
             if solver == "quadprog":
                 raise
         else:
-            C, h = torch.eye(len(P), dtype=P.dtype), torch.full_like(b, margin)
-            v = quadprog.solve_qp(P.numpy(), (-b).numpy(), C.numpy(), h.numpy())[0]
+            v = quadprog.solve_qp(P, -b, np.eye(len(b)), np.full(len(b), margin))[0]
             return torch.from_numpy(v).to(q.device)
-    return _coordinate_descent(P, b, margin).to(q.device)
+    return _coordinate_descent(torch.from_numpy(P), torch.from_numpy(b), margin).to(q.device)
 
 
 def _coordinate_descent(P: Tensor, b: Tensor, margin: float, sweeps: int = 10_000) -> Tensor:
@@ -149,21 +149,22 @@ class Gem(Learner):
     def step(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
-        loss, grads, memories = self._gradients(params, batch, replay, objective)
+        loss, g, memories = self._gradients(params, batch, replay, objective)
+        grads = _unflat(g, params)
         update = grads
         if memories is not None:
-            g = _flat(grads)
             dots = memories @ g
             if bool((dots < 0).any()):  # GEM projects only on a violated constraint
                 update = _unflat(project(g, memories, self.margin, self.solver, dots), grads)
-        apply_gradients(self.optimizer, params, update)
+        self.optimizer.descend(list(update.values()))
         return Step(loss.detach(), grads)
 
     def _gradients(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
-    ) -> tuple[Tensor, Params, Tensor | None]:
-        """The loss on ``batch``, its gradient ``g`` by name, and ``[t, P]``: the
-        objective's gradient on each past task's replayed samples (None: no past task)."""
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The loss on ``batch``, its gradient ``g`` flattened (``[P]``, in the order of
+        ``params``), and ``[t, P]``: the objective's gradient on each past task's
+        replayed samples (None: no past task)."""
         stored = replay.batch if replay is not None else None
         tasks = [] if stored is None else _past_tasks(stored, batch.task)
         closed = objective.closed_form
@@ -171,20 +172,20 @@ class Gem(Learner):
         if one_pass and stored is not None and tasks:
             # acceleration: lifelong.fast.sample_factors, the batch and the memory in one pass
             loss, rows = gem_gradients(list(params.values()), batch, stored, tasks)
-            return loss, _unflat(rows[0], params), rows[1:]
+            return loss, rows[0], rows[1:]
         if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
             loss, grads = closed.loss_and_grads(params, batch, None)
         else:
             loss = objective(params, batch, None)
             grads = gradients(loss, params)
         if stored is None or not tasks:
-            return loss, grads, None
+            return loss, _flat(grads), None
         past = []
         for t in tasks:
             mine = stored.task_ids == t
             own = Batch(stored.x[mine], stored.y[mine], stored.task_ids[mine], t)
             past.append(_flat(gradients(objective(params, own, None), params)))
-        return loss, grads, torch.stack(past)
+        return loss, _flat(grads), torch.stack(past)
 
 
 def _past_tasks(stored: Batch, task: int) -> list[int]:
