@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, final
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -306,7 +307,8 @@ class Reservoir(Memory):
         u = self._draws(len(batch.y), device)
         if device.type == "cpu":  # the same rule on host numbers: a dozen fewer tensor ops
             local = reservoir_slots(u.tolist(), seen, rows)
-            return torch.tensor([s + first if s < rows else self.size for s in local])
+            slots = [s + first if s < rows else self.size for s in local]
+            return torch.from_numpy(np.array(slots, dtype=np.int64))  # torch.tensor: 3x slower
         slots = reservoir_slots_on_device(u, seen, rows)
         return torch.where(slots < rows, slots + first, self.size)
 

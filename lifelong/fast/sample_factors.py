@@ -174,11 +174,14 @@ def gem_gradients(
         ``weights``.
     """
     rows = [(memory.task_ids == t).nonzero().squeeze(1) for t in groups]
-    order = torch.cat(rows)
-    x = torch.cat([incoming.x.flatten(1), memory.x.flatten(1).index_select(0, order)])
+    order, n = torch.cat(rows), len(incoming.y)
+    # the batch's rows, then the memory's gathered by group straight after them (one copy)
+    x = incoming.x.new_empty(n + len(order), incoming.x[0].numel())
+    x[:n] = incoming.x.flatten(1)
+    torch.index_select(memory.x.flatten(1), 0, order, out=x[n:])
     y = torch.cat([incoming.y, memory.y.index_select(0, order)])
-    losses, out = _grouped_gradients(weights, x, y, [len(incoming.y), *(len(r) for r in rows)])
-    return losses[: len(incoming.y)].mean(), out
+    losses, out = _grouped_gradients(weights, x, y, [n, *(len(r) for r in rows)])
+    return losses[:n].mean(), out
 
 
 def _grouped_gradients(
