@@ -207,11 +207,11 @@ class Reservoir(Memory):
         rows = rows[: self.candidates]
         if self.closed_form:  # acceleration: lifelong.fast.sample_factors, no weights formed
             weights = list(self.params.values())
-            scores = fast_interference(weights, batch, self.at(rows), self.virtual_lr)
-        else:
-            scores = mir.interference(
-                self.model, self.params, batch, self.at(rows), self.virtual_lr
-            )
+            scored = fast_interference(weights, batch, self.at(rows), self.virtual_lr)
+            chosen = mir.most_interfered(scored.scores, self.replay_batch)
+            pick, ahead = rows[chosen], scored.activations(chosen)  # the step's forward pass
+            return Replay(self.at(pick), self.logits.index_select(0, pick), ahead)
+        scores = mir.interference(self.model, self.params, batch, self.at(rows), self.virtual_lr)
         pick = rows[mir.most_interfered(scores, self.replay_batch)]
         return Replay(self.at(pick), self.logits.index_select(0, pick))
 
@@ -307,8 +307,8 @@ class Reservoir(Memory):
         u = self._draws(len(batch.y), device)
         if device.type == "cpu":  # the same rule on host numbers: a dozen fewer tensor ops
             local = reservoir_slots(u.tolist(), seen, rows)
-            slots = [s + first if s < rows else self.size for s in local]
-            return torch.from_numpy(np.array(slots, dtype=np.int64))  # torch.tensor: 3x slower
+            moved = [s + first if s < rows else self.size for s in local]
+            return torch.from_numpy(np.array(moved, dtype=np.int64))  # torch.tensor: 3x slower
         slots = reservoir_slots_on_device(u, seen, rows)
         return torch.where(slots < rows, slots + first, self.size)
 

@@ -1,7 +1,7 @@
 """The acceleration ``lifelong.fast.sample_factors`` (per-sample gradients of the MLP kept as
 layer factors) against its references: GEM's per-task gradients, GSS's cosine scores, MIR's
-interference and ER-ACE's step, each equal to autograd's within 1e-10 in float64; and
-``fast=false`` takes none of them."""
+interference and ER-ACE's step, each equal to autograd's within 1e-10 in float64; the
+forward passes MIR's scoring hands to the step; and ``fast=false`` takes none of them."""
 
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from lifelong.strategies.gem import Gem
 from lifelong import Batch, Objective, Replay, StreamInfo
 from lifelong.composition.compose import configure
 from lifelong.fast import (
+    Activations,
+    ClosedForm,
+    Interference,
     MlpCosines,
     ace_gradients,
     gem_gradients,
@@ -165,7 +168,55 @@ def test_mir_interference_by_hand_matches_the_virtual_step() -> None:
     incoming, candidates = batch(8, 6), batch(12, 7)
     want = mir.interference(net, params, incoming, candidates, lr=0.5)
     got = interference(list(params.values()), incoming, candidates, lr=0.5)
-    torch.testing.assert_close(got, want, **TOL)
+    torch.testing.assert_close(got.scores, want, **TOL)
+
+
+def test_mir_scoring_hands_the_step_its_forward_pass_while_the_weights_are_unchanged() -> None:
+    """The forward passes MIR's scoring keeps are the step's own (its rows joined with the
+    chosen candidates), so the step from them moves the weights as the step that runs its
+    own; they are used while no weight has changed in place, and ignored after."""
+    incoming, candidates = batch(8, 6), batch(12, 7)
+
+    def scored() -> tuple[MLP, dict[str, torch.Tensor], Interference]:
+        net = model()
+        params = dict(net.named_parameters())
+        return net, params, interference(list(params.values()), incoming, candidates, lr=0.5)
+
+    net, params, first = scored()
+    chosen = first.scores.topk(4).indices
+    rows = Batch(*(t[chosen] for t in (candidates.x, candidates.y, candidates.task_ids)), 0)
+    ahead = first.activations(chosen)
+    x = torch.cat([incoming.x, rows.x])
+    with torch.no_grad():
+        torch.testing.assert_close(ahead.hidden[0], torch.relu(net.body[0](x)), **TOL)
+        torch.testing.assert_close(ahead.logits, net(x), **TOL)
+
+    closed = ClosedForm(tuple(params))
+    zeros = torch.zeros(len(chosen), 3, dtype=torch.float64)
+    own_loss = closed.descend(params, incoming, Replay(rows, zeros), lr=0.3)  # runs its own
+    own = {n: p.detach().clone() for n, p in params.items()}
+
+    _, params, again = scored()
+    loss = closed.descend(params, incoming, Replay(rows, zeros, again.activations(chosen)), 0.3)
+    torch.testing.assert_close(loss, own_loss, **TOL)
+    for n, p in params.items():
+        torch.testing.assert_close(p.detach(), own[n], **TOL)
+
+    def wrong(run: Interference) -> Activations:
+        taken = run.activations(chosen)
+        return Activations(tuple(h + 1 for h in taken.hidden), taken.logits + 1, taken.versions)
+
+    _, params, used = scored()
+    closed.descend(params, incoming, Replay(rows, zeros, wrong(used)), lr=0.3)
+    assert not torch.equal(params["head.weight"].detach(), own["head.weight"])  # taken
+
+    _, params, stale = scored()
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.0)  # no value changes, but every weight is written in place
+    closed.descend(params, incoming, Replay(rows, zeros, wrong(stale)), lr=0.3)
+    for n, p in params.items():
+        torch.testing.assert_close(p.detach(), own[n], **TOL)  # ignored: its own pass
 
 
 @pytest.mark.parametrize("replayed", [False, True])

@@ -34,7 +34,7 @@ from lifelong.training.optim import Stepper
 if TYPE_CHECKING:
     from typing_extensions import Self
 
-    from lifelong.fast.closed_form import ClosedForm
+    from lifelong.fast.closed_form import Activations, ClosedForm
 
 __all__ = [
     "Learner",
@@ -67,10 +67,15 @@ class Replay:
         batch: the stored samples, ``x [R, D]``, ``y [R]``, ``task_ids [R]``.
         logits: float ``[R, n_outputs]``, the model's outputs when each sample was stored
             (kept only when a regularizer declares ``needs_logits``; zeros otherwise).
+        activations: an acceleration's payload, None unless a memory computed it: the
+            forward pass of the incoming batch joined with these samples at the current
+            weights (MIR's scoring on the default MLP), which a closed-form step may start
+            from while the weights are unchanged (:class:`lifelong.fast.Activations`).
     """
 
     batch: Batch
     logits: Tensor
+    activations: Activations | None = None
 
 
 @dataclass(frozen=True)

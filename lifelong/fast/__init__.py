@@ -11,10 +11,12 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
   ``sgd`` learner, :func:`lifelong.supervised_step` and MER's single-sample steps, when the
   objective declares a :class:`ClosedForm`; and the ``sgd`` learner's plain step taken
-  in place without forming the gradient (:func:`cross_entropy_descent`).
+  in place without forming the gradient (:func:`cross_entropy_descent`), from the forward
+  pass MIR's scoring took already when the replay batch carries it (:class:`Activations`).
 - :mod:`lifelong.fast.sample_factors`: per-sample gradients of such a model kept as each
   layer's factors: GEM's per-task memory gradients, GSS's cosine scores, MIR's
-  interference and ER-ACE's step, with no per-sample gradient or autograd graph formed.
+  interference (keeping its forward passes for the step) and ER-ACE's step, with no
+  per-sample gradient or autograd graph formed.
 - :mod:`lifelong.fast.lookahead_inplace`: La-MAML's first-order look-ahead on any objective,
   the fast weights stepped in place and the meta-gradients kept as running sums, and its
   ``foreach`` update.
@@ -25,6 +27,7 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
 """
 
 from lifelong.fast.closed_form import (
+    Activations,
     ClosedForm,
     cross_entropy_descent,
     cross_entropy_grads,
@@ -35,6 +38,7 @@ from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
 from lifelong.fast.mer_kernel import compiled_mer_update
 from lifelong.fast.sample_factors import (
+    Interference,
     MlpCosines,
     ace_gradients,
     gem_gradients,
@@ -43,7 +47,9 @@ from lifelong.fast.sample_factors import (
 )
 
 __all__ = [
+    "Activations",
     "ClosedForm",
+    "Interference",
     "MlpCosines",
     "ace_gradients",
     "compiled_mer_update",

@@ -15,7 +15,9 @@ learns, the run has ``fast`` on, and the objective says so by carrying a :class:
 
 :func:`cross_entropy_descent` goes one step further for the ``sgd`` learner's plain step
 (no momentum, no per-weight rates, a bare cross-entropy whose gradient no part reads): it
-moves each weight matrix by its gradient's product in place, forming no gradient.
+moves each weight matrix by its gradient's product in place, forming no gradient. When the
+replay batch carries the step's forward pass, taken by MIR's scoring on the same weights
+(:class:`Activations`), the step starts from it instead of running its own.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from lifelong.contracts.strategy import Batch
 
 __all__ = [
+    "Activations",
     "ClosedForm",
     "cross_entropy_descent",
     "cross_entropy_grads",
@@ -44,6 +47,29 @@ __all__ = [
 ]
 
 Params = dict[str, Tensor]
+
+
+@dataclass(frozen=True)
+class Activations:
+    """A one-head MLP's forward pass on a step's rows (the incoming batch joined with the
+    replay batch), taken ahead of the step by another acceleration on the same weights
+    (MIR's scoring, :func:`lifelong.fast.interference`): each hidden layer's input, the
+    logits, and the weights' version counters at the time. :meth:`ClosedForm.descend`
+    uses them instead of its own forward pass while they are :meth:`current` (the same
+    numbers: a row's products do not depend on the rows beside it here)."""
+
+    hidden: tuple[Tensor, ...]
+    logits: Tensor
+    versions: tuple[int, ...]
+
+    def current(self, weights: Sequence[Tensor]) -> bool:
+        """Whether no weight has changed in place since the pass was taken."""
+        return self.versions == versions(weights)
+
+
+def versions(weights: Sequence[Tensor]) -> tuple[int, ...]:
+    """The version counters of ``weights`` (each in-place change adds one)."""
+    return tuple(w._version for w in weights)
 
 
 def has_closed_form(model: nn.Module) -> bool:
@@ -82,7 +108,11 @@ class ClosedForm:
         replay batch, in place, with no gradient formed (:func:`cross_entropy_descent`);
         returns the loss before the step. Only where :meth:`descends`."""
         x, y = _joined(batch, replay)
-        return cross_entropy_descent(list(params.values()), x, y, lr)
+        weights = list(params.values())
+        ahead = replay.activations if replay is not None else None
+        if ahead is not None and not ahead.current(weights):
+            ahead = None
+        return cross_entropy_descent(weights, x, y, lr, ahead)
 
     def loss_and_grads(
         self, params: Params, batch: Batch, replay: Replay | None
@@ -132,7 +162,9 @@ def cross_entropy_grads(
 
 
 @torch.no_grad()
-def cross_entropy_descent(weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: float) -> Tensor:
+def cross_entropy_descent(
+    weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: float, ahead: Activations | None = None
+) -> Tensor:
     """One SGD step ``theta -= lr * grad`` of :func:`cross_entropy_grads`' loss, in place,
     with no gradient formed: walking down the layers, each weight matrix takes
     ``-lr E^T A`` in one matrix product into itself and each bias ``-lr E^T 1`` in one
@@ -142,9 +174,10 @@ def cross_entropy_descent(weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: f
 
     Accelerates: the ``sgd`` learner's step (the objective's gradient, then
     ``SGD.descend``) when its momentum is 0, no per-weight rates are set and the objective
-    :meth:`ClosedForm.descends`. Returns the loss before the step.
+    :meth:`ClosedForm.descends`. Returns the loss before the step. ``ahead``: the forward
+    pass on ``x`` at these weights, taken already (:class:`Activations`).
     """
-    loss, acts, error = _forward(weights, x, y)
+    loss, acts, error = _forward(weights, x, y, ahead)
     for layer in range(len(acts) - 1, -1, -1):
         matrix, below = weights[2 * layer], acts[layer]
         lower = torch.ops.aten.threshold_backward(error @ matrix, below, 0) if layer else error
@@ -155,17 +188,21 @@ def cross_entropy_descent(weights: Sequence[Tensor], x: Tensor, y: Tensor, lr: f
 
 
 def _forward(
-    weights: Sequence[Tensor], x: Tensor, y: Tensor
+    weights: Sequence[Tensor], x: Tensor, y: Tensor, ahead: Activations | None = None
 ) -> tuple[Tensor, list[Tensor], Tensor]:
     """The mean cross-entropy (detached), each layer's input ``A_l`` and the error at the
-    output ``E_L = (softmax - one_hot(y)) / N``, at the weights as they are."""
-    weights = [w.detach() for w in weights]
-    n_layers = len(weights) // 2
-    acts = [x]
-    for layer in range(n_layers):
-        out = torch.addmm(weights[2 * layer + 1], acts[-1], weights[2 * layer].t())
-        if layer < n_layers - 1:
-            acts.append(out.relu_())
+    output ``E_L = (softmax - one_hot(y)) / N``, at the weights as they are (``ahead``:
+    the hidden inputs and logits, computed already)."""
+    if ahead is not None:
+        acts, out = [x, *ahead.hidden], ahead.logits
+    else:
+        weights = [w.detach() for w in weights]
+        n_layers = len(weights) // 2
+        acts = [x]
+        for layer in range(n_layers):
+            out = torch.addmm(weights[2 * layer + 1], acts[-1], weights[2 * layer].t())
+            if layer < n_layers - 1:
+                acts.append(out.relu_())
     log_p = F.log_softmax(out, 1)
     loss = F.nll_loss(log_p, y)
     return loss, acts, softmax_error(log_p, y).div_(y.shape[0])

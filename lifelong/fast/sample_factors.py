@@ -15,7 +15,10 @@ Accelerates (each reference builds the same numbers with autograd):
 - GSS's cosine scores (``strategies/gss.py``: per-sample gradients under ``vmap``,
   flattened and normalised): :class:`MlpCosines`, from Gram matrices of the factors.
 - MIR's interference (``strategies/mir.py``: autograd's virtual step, two forwards):
-  :func:`interference`, the stepped layers' outputs from the factors, no weights formed.
+  :func:`interference`, the stepped layers' outputs from the factors, no weights formed;
+  the forward passes at the weights are handed on with the replay batch, so that the
+  ``sgd`` learner's step on the batch and the chosen samples runs none of its own
+  (:class:`lifelong.fast.Activations`).
 - ER-ACE's step (``strategies/er_ace.py``: masked cross-entropy plus the replay's, autograd):
   :func:`ace_gradients`.
 
@@ -43,13 +46,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lifelong.fast.closed_form import softmax_error
+from lifelong.fast.closed_form import Activations, softmax_error, versions
 
 if TYPE_CHECKING:
     from lifelong.contracts.strategy import Batch
 
 __all__ = [
     "Factors",
+    "Interference",
     "MlpCosines",
     "ace_gradients",
     "gem_gradients",
@@ -113,17 +117,18 @@ def sample_factors(
             (None: 1), so that :meth:`Factors.summed` is that loss's gradient.
     """
     weights = [w.detach() for w in weights]
-    inputs, log_p = _inputs_and_log_p(weights, x, keep)
+    inputs, logits = _layer_inputs(weights, x, keep)
+    log_p = F.log_softmax(logits, 1)
     losses = -log_p.gather(1, y[:, None]).squeeze(1)
     errors = _errors(weights, inputs, log_p, y, shares)
     return Factors(losses, tuple(inputs), tuple(errors))
 
 
-def _inputs_and_log_p(
+def _layer_inputs(
     weights: Sequence[Tensor], x: Tensor, keep: Tensor | None = None
 ) -> tuple[list[Tensor], Tensor]:
-    """Each layer's input and the log-softmax of the output (``keep``: as
-    :func:`sample_factors`), the ``weights`` detached already."""
+    """Each layer's input and the logits (``keep``: as :func:`sample_factors`), the
+    ``weights`` detached already."""
     n_layers = len(weights) // 2
     inputs = [x.flatten(1)]
     for layer in range(n_layers):
@@ -132,7 +137,7 @@ def _inputs_and_log_p(
             inputs.append(out.relu_())
     if keep is not None:
         out[: len(keep)].masked_fill_(~keep, torch.finfo(out.dtype).min)
-    return inputs, F.log_softmax(out, 1)
+    return inputs, out
 
 
 def _errors(
@@ -221,23 +226,52 @@ def ace_gradients(
     return factors.losses @ shares, factors.summed()
 
 
+@dataclass(frozen=True)
+class Interference:
+    """MIR's scores of the candidates, and the forward passes they were computed from.
+
+    Attributes:
+        scores: float ``[C]``, each candidate's loss after the virtual step less before.
+        incoming: the incoming batch's hidden-layer inputs and logits, at the weights.
+        candidates: the candidates' hidden-layer inputs and logits, at the weights.
+        versions: the weights' version counters when the passes were taken.
+    """
+
+    scores: Tensor
+    incoming: tuple[Tensor, ...]
+    candidates: tuple[Tensor, ...]
+    versions: tuple[int, ...]
+
+    def activations(self, chosen: Tensor) -> Activations:
+        """The forward pass of the incoming batch joined with the candidates at ``chosen``
+        (int64 ``[R]``), as the step on them runs it: MIR's replay batch."""
+        joined = [
+            torch.cat([a, b.index_select(0, chosen)])
+            for a, b in zip(self.incoming, self.candidates, strict=True)
+        ]
+        return Activations(tuple(joined[:-1]), joined[-1], self.versions)
+
+
 @torch.no_grad()
 def interference(
     weights: Sequence[Tensor], incoming: Batch, candidates: Batch, lr: float
-) -> Tensor:
-    """MIR's ``[C]``: each candidate's loss after a virtual SGD step on ``incoming`` at
-    ``lr`` less its loss before, with no virtual weights formed.
+) -> Interference:
+    """MIR's scores (:attr:`Interference.scores`): each candidate's loss after a virtual
+    SGD step on ``incoming`` at ``lr`` less its loss before, with no virtual weights formed.
 
     A layer's output at the stepped weights is its output at the old ones less
     ``lr / N (a A^T E + sum E)`` (``A``, ``E``: the incoming samples' factors, ``a`` the
     candidate's input there): the first layer's large product is taken once, for both.
+    The forward passes at the weights are kept: the step on the batch joined with the
+    chosen candidates starts from them (:meth:`Interference.activations`).
     """
     weights = [w.detach() for w in weights]
-    seen_inputs, log_p = _inputs_and_log_p(weights, incoming.x)  # no losses: not read here
-    errors = _errors(weights, seen_inputs, log_p, incoming.y)
+    seen_inputs, logits = _layer_inputs(weights, incoming.x)  # no losses: not read here
+    errors = _errors(weights, seen_inputs, F.log_softmax(logits, 1), incoming.y)
     scale = lr / len(incoming.y)
     now = virtual = candidates.x.flatten(1)
     n_layers = len(weights) // 2
+    hidden = []
     for layer in range(n_layers):
         w, b = weights[2 * layer], weights[2 * layer + 1]
         seen, error = seen_inputs[layer], errors[layer]
@@ -247,8 +281,10 @@ def interference(
         moved.sub_(error.sum(0), alpha=scale)
         if layer < n_layers - 1:  # neither output is read again: rectified in place
             now, virtual = out.relu_(), moved.relu_()
+            hidden.append(now)
     before = F.cross_entropy(out, candidates.y, reduction="none")
-    return F.cross_entropy(moved, candidates.y, reduction="none") - before
+    scores = F.cross_entropy(moved, candidates.y, reduction="none") - before
+    return Interference(scores, (*seen_inputs[1:], logits), (*hidden, out), versions(weights))
 
 
 class MlpCosines:
