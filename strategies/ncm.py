@@ -43,6 +43,7 @@ class NearestMean(Head):
 
     name: ClassVar[str] = "ncm"
     reads_stored: ClassVar[bool] = True
+    memory_settings: ClassVar[frozenset[str]] = frozenset({"from_memory"})
     normalize: bool = param(True, "L2-normalise features and means (iCaRL); false: ProtoNets")
     from_memory: bool = param(
         True, "prototypes from the memory where it holds the class (false: running means)"

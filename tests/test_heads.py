@@ -19,6 +19,7 @@ from lifelong.strategies.scr import supcon_loss
 from torch import nn
 
 from lifelong import Batch, Composite, StreamInfo, TrainingData, UserError, compose
+from lifelong.composition.compose import configure
 from lifelong.contracts.stream import training_data
 from lifelong.execution.runner import execute
 from lifelong.execution.vectorized import vectorizable
@@ -208,6 +209,21 @@ def test_the_head_composes(spec: str) -> None:
 def test_two_heads_are_refused() -> None:
     with pytest.raises(UserError, match="two heads"):
         compose("er+ncm+cosine")
+
+
+def test_prototypes_from_a_memory_are_refused_where_there_is_none(capsys) -> None:
+    from lifelong.cli import main
+
+    with pytest.raises(UserError, match="keeps none") as caught:
+        configure("protonet+ncm", {"ncm.from_memory": "true"})
+    assert "\n" not in str(caught.value)
+    assert configure("protonet+er+ncm", {"ncm.from_memory": "true"})[0].head.from_memory
+    assert not configure("protonet+ncm", {"ncm.from_memory": "false"})[0].head.from_memory
+    assert configure("ncm", {})[0].memory is None  # the default: running means, no refusal
+    argv = ["run", "split-mnist", "-s", "protonet+ncm", "--set", "ncm.from_memory=true"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "ncm.from_memory=true" in err
 
 
 def test_ncm_without_a_memory_uses_running_means(make_stream) -> None:

@@ -456,12 +456,28 @@ def configure(strategy: str | Composite, settings: Mapping[str, Any]) -> tuple[C
             used.add(key)
     rebuilt = [_rebuild(p, values.get(i, {})) for i, p in enumerate(members)]
     assembled = _assemble(rebuilt, spec=composite.spec)
+    _check_memory_settings(assembled, [(rebuilt[i], set(given)) for i, given in values.items()])
     if type(composite) is not Composite:  # a subclass keeps its class, and so its own hooks
         parts = ("learner", "memory", "regularizers", "init", "head")
         assembled = dataclasses.replace(
             composite, **{name: getattr(assembled, name) for name in parts}
         )
     return assembled, used
+
+
+def _check_memory_settings(composite: Composite, given: list[tuple[Any, set[str]]]) -> None:
+    """A setting a part declares memory-only (:attr:`Composable.memory_settings`), given
+    true, asks for samples a composition without a memory never has: refused."""
+    if composite.memory is not None:
+        return
+    for part, names in given:
+        for name in sorted(names & type(part).memory_settings):
+            if getattr(part, name):
+                raise UserError(
+                    f"--set {part.name}.{name}=true acts on a memory's samples and "
+                    f"'{composite.name}' keeps none; add one (e.g. {composite.name}+replay) "
+                    "or leave the setting out"
+                )
 
 
 def _assemble(members: list[Init | Learner | Memory | Regularizer | Head], spec: str) -> Composite:

@@ -24,6 +24,9 @@ class Composable:
     shortcut_settings: ClassVar[Mapping[str, Mapping[str, Mapping[str, Any]]]] = {}
     """Settings a shortcut of this part gives its members, by shortcut and part name
     (``{"mir": {"replay": {"retrieve": "mir"}}}``); a ``--set`` still wins."""
+    memory_settings: ClassVar[frozenset[str]] = frozenset()
+    """Its settings that act only on a memory's samples (``ncm``'s ``from_memory``): set
+    true on a composition without a memory, ``--set`` refuses them in one line."""
     needs_boundaries: ClassVar[bool] = False
     """Whether it needs its hooks at task boundaries to work (EWC's consolidation); with
     hidden boundaries such a part is refused, or detected boundaries are used."""
