@@ -194,10 +194,10 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
         ("la-maml+lwf", {}),  # a penalty: no closed form, the look-ahead in place
     ]:
         run_one(spec, {**small, **settings}, stream=stream)
-    from lifelong.fast.mer_kernel import _compiled
+    from lifelong.fast.mer_kernel import kernel
 
     # MER's steps: compiled where numba is, else the single-sample steps by hand
-    mer_steps = "compiled_mer_update" if _compiled() is not None else "sample_step"
+    mer_steps = "compiled_mer_update" if kernel().compiled is not None else "sample_step"
     everything = {"cross_entropy_grads", "cross_entropy_descent", mer_steps, "mlp_look_ahead"}
     everything |= {"in_place_look_ahead", "in_place_update"}
     assert taken == (everything if fast else set())

@@ -9,7 +9,7 @@ from lifelong.strategies.mer import mer_update
 
 from lifelong import Batch, Composite, StreamInfo
 from lifelong.composition.compose import configure
-from lifelong.fast.mer_kernel import _compiled, compiled_mer_update
+from lifelong.fast.mer_kernel import compiled_mer_update, kernel
 from lifelong.models.mlp import MLP
 from lifelong.training.functional import load_params
 
@@ -98,7 +98,7 @@ def test_compiled_update_equals_autograd_on_the_suites_mlp_in_float32() -> None:
 def test_the_kernel_declines_what_it_cannot_run() -> None:
     weights = [torch.zeros(3, 4), torch.zeros(3)]
     x, y = torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, dtype=torch.long)
-    assert _compiled() is not None
+    assert kernel().compiled is not None
     assert compiled_mer_update(weights, x.half(), y, lr=0.1, beta=0.5, gamma=1.0) is None
     assert compiled_mer_update(weights, x, y.int(), lr=0.1, beta=0.5, gamma=1.0) is None
     strided = [torch.zeros(4, 3).t(), torch.zeros(3)]

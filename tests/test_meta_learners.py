@@ -353,7 +353,7 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
     from lifelong.fast import lookahead_kernel
 
     numba = pytest.importorskip("numba", reason="numba is not installed")
-    compiled = lookahead_kernel._kernels()
+    compiled = lookahead_kernel.kernels().compiled
     assert compiled is not None
     calls: list[str] = []
 
@@ -361,10 +361,8 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
         calls.append("pair_products")
         raise numba.core.errors.TypingError("cannot type this here")
 
-    monkeypatch.setattr(lookahead_kernel, "KERNELS", lookahead_kernel.Kernels())
-    monkeypatch.setattr(
-        lookahead_kernel, "_kernels", lambda: compiled._replace(pair_products=broken)
-    )
+    state = lookahead_kernel.Kernels(compiled._replace(pair_products=broken))
+    monkeypatch.setattr(lookahead_kernel, "kernels", lambda: state)
     composite = mlp_composite((4, 5))
     weights = list(values(composite.params).values())
     lrs = list(rates(composite.params).values())
@@ -372,7 +370,7 @@ def test_a_kernel_numba_cannot_compile_falls_back_to_pytorch_with_one_warning(
     args = (weights, lrs, batch.x, batch.y, REPLAY.batch.x, REPLAY.batch.y)
     with pytest.warns(RuntimeWarning, match="numba cannot compile La-MAML's CPU kernels"):
         got = lookahead_mlp.mlp_look_ahead(*args)
-    assert "TypingError" in lookahead_kernel.KERNELS.unusable and calls == ["pair_products"]
+    assert "TypingError" in state.unusable and calls == ["pair_products"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         lookahead_mlp.mlp_look_ahead(*args)

@@ -46,12 +46,12 @@ import torch
 from torch import Tensor
 
 __all__ = [
-    "KERNELS",
     "Kernels",
     "compiled_inner_loop",
     "compiled_meta_sums",
     "compiled_pair_products",
     "compiled_pair_rate_grads",
+    "kernels",
 ]
 
 _FLOATS = (torch.float32, torch.float64)
@@ -82,7 +82,7 @@ def compiled_inner_loop(
         return None
     grads, fast = theta.new_empty(len(y), len(theta)), theta.new_empty(len(y), len(theta))
     first = rated.new_empty(rated.shape)
-    ran = KERNELS.launch(
+    ran = kernels().launch(
         "inner_steps",
         theta.numpy(),
         rate.numpy(),
@@ -110,7 +110,7 @@ def compiled_meta_sums(
         return None
     total, by_rate = rate.new_empty(len(rate)), rate.new_empty(len(rate))
     arrays = (grads.numpy(), meta.numpy(), rate.numpy())
-    ran = KERNELS.launch("meta_sums", *arrays, scale, total.numpy(), by_rate.numpy())
+    ran = kernels().launch("meta_sums", *arrays, scale, total.numpy(), by_rate.numpy())
     return (total, by_rate) if ran else None
 
 
@@ -126,7 +126,7 @@ def compiled_pair_products(meta_x: Tensor, steps: int, alpha: Tensor) -> Tensor 
     if not _runs_here(meta_x, alpha):
         return None
     rated = meta_x.new_empty(steps, len(meta_x), len(alpha))
-    ran = KERNELS.launch("pair_products", meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
+    ran = kernels().launch("pair_products", meta_x.numpy(), steps, alpha.numpy(), rated.numpy())
     return rated if ran else None
 
 
@@ -141,28 +141,29 @@ def compiled_pair_rate_grads(
         return None
     part = torch.empty_like(alpha)
     arrays = (meta_x.numpy(), steps, error.numpy(), deltas.numpy(), scale, alpha.numpy())
-    return part if KERNELS.launch("pair_rate_grads", *arrays, part.numpy()) else None
+    return part if kernels().launch("pair_rate_grads", *arrays, part.numpy()) else None
 
 
 @dataclass
 class Kernels:
-    """The compiled kernels' standing in a process: usable, or why not.
+    """The compiled kernels of a process, and whether they are usable.
 
     Attributes:
+        compiled: the kernels, compiled on first call (None: numba is not installed).
         unusable: why numba could not compile a kernel here ("" while none has failed);
             once set, the PyTorch operators serve and no compile is tried again.
     """
 
+    compiled: _Compiled | None
     unusable: str = ""
 
     def launch(self, name: str, *arrays: Any) -> bool:
         """Run kernel ``name`` on ``arrays``; False where numba is missing or cannot compile
         it (then, with one warning, PyTorch operators serve for the rest of the process)."""
-        kernels = None if self.unusable else _kernels()
-        if kernels is None:
+        if self.compiled is None or self.unusable:
             return False
         try:
-            getattr(kernels, name)(*arrays)
+            getattr(self.compiled, name)(*arrays)
         except Exception as error:
             from numba.core.errors import NumbaError
 
@@ -179,8 +180,11 @@ class Kernels:
         return True
 
 
-KERNELS = Kernels()
-"""The kernels of this process (numba compiles once per process, and caches on disk)."""
+@functools.cache
+def kernels() -> Kernels:
+    """This process's kernels, made on first use (numba compiles a kernel once per process
+    and dtype, and caches it on disk)."""
+    return Kernels(_compiled())
 
 
 def _runs_here(first: Tensor, *others: Tensor) -> bool:
@@ -201,18 +205,21 @@ class _Compiled(NamedTuple):
     pair_rate_grads: Callable[..., Any]
 
 
-@functools.cache
-def _kernels() -> _Compiled | None:
+def _compiled() -> _Compiled | None:
     try:
         import numba
+        from numba.extending import register_jitable
     except Exception:  # absent, or built for another numpy: the PyTorch code serves
         return None
     # Reassociation lets the dot products use vector lanes; NaN and inf keep their meaning.
-    jit = numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False)
-    # The pair loops call it compiled: numba binds this global when it compiles them, once
-    # (a closure would not be cached on disk); it is set here and never changes after.
-    global _inkers_compiled
-    _inkers_compiled = jit(_inkers)
+    options: dict[str, Any] = {
+        "fastmath": {"reassoc", "contract", "nsz", "arcp"},
+        "boundscheck": False,
+    }
+    # The pair loops call _inkers: registered, numba compiles it into them where they call
+    # it (plain Python stays plain Python), and their disk cache holds.
+    register_jitable(**options)(_inkers)
+    jit = numba.njit(cache=True, **options)
     return _Compiled(jit(_inner_steps), jit(_meta_sums), jit(_pair_products), jit(_pair_rate_grads))
 
 
@@ -333,9 +340,6 @@ def _inkers(x):
     return rows, counts
 
 
-_inkers_compiled = _inkers  # compiled by _kernels
-
-
 def _pair_products(x, steps, alpha, rated):
     """The loop :func:`compiled_pair_products` compiles.
 
@@ -344,7 +348,7 @@ def _pair_products(x, steps, alpha, rated):
     large for the nearest cache: 145 against 327 us for 20 rows, measured 2026-12-01)."""
     n_rows, width = x.shape
     hidden = alpha.shape[0]
-    rows, counts = _inkers_compiled(x)
+    rows, counts = _inkers(x)
     pairs = rated.reshape((steps * n_rows, hidden))
     pairs[:] = 0.0
     rate = np.empty(hidden, dtype=x.dtype)
@@ -374,7 +378,7 @@ def _pair_rate_grads(x, steps, error, deltas, scale, alpha, part):
     :func:`_pair_products`: each pixel's column of the gradient is summed in one row."""
     n_rows, width = x.shape
     hidden = alpha.shape[0]
-    rows, counts = _inkers_compiled(x)
+    rows, counts = _inkers(x)
     left = np.empty((steps, n_rows, hidden), dtype=x.dtype)
     later = np.zeros(hidden, dtype=x.dtype)  # sum_{k>=j} error[k, m]
     for m in range(n_rows):

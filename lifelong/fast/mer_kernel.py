@@ -30,13 +30,14 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["compiled_mer_update"]
+__all__ = ["Kernel", "compiled_mer_update", "kernel"]
 
 
 @torch.no_grad()
@@ -64,8 +65,8 @@ def compiled_mer_update(
     """
     if not _runs_here(weights, x, y):
         return None
-    kernel = _kernel()
-    if kernel is None:
+    state = kernel()
+    if state.compiled is None or state.unusable:
         return None
     n, k, s = y.shape
     held = [weights[0].t(), *weights[1:]]  # W_1 transposed: a pixel's weights in one row
@@ -74,7 +75,7 @@ def compiled_mer_update(
     losses = theta.new_empty(n)
     rates = torch.tensor([lr, 1 - beta, 1 - gamma], dtype=torch.float64).to(theta.dtype)
     try:
-        kernel(
+        state.compiled(
             theta.numpy(),
             np.asarray(widths, dtype=np.int64),
             x.reshape(n, k, s, -1).numpy(),
@@ -87,7 +88,7 @@ def compiled_mer_update(
 
         if not isinstance(error, NumbaError):
             raise
-        _give_up(error)
+        state.give_up(error)
         return None
     parts = theta.split([w.numel() for w in held])
     torch._foreach_copy_(held, [p.view(w.shape) for p, w in zip(parts, held, strict=True)])
@@ -104,36 +105,53 @@ def _runs_here(weights: Sequence[Tensor], x: Tensor, y: Tensor) -> bool:
     )
 
 
-_UNUSABLE: list[str] = []  # why numba could not compile here (then never tried again)
+@dataclass
+class Kernel:
+    """The compiled kernel of a process, and whether it is usable.
 
+    Attributes:
+        compiled: the kernel, compiled on first call (None: numba is not installed).
+        unusable: why numba could not compile it here ("" while it has not failed); once
+            set, the reference serves and no compile is tried again.
+    """
 
-def _give_up(error: Exception) -> None:
-    _UNUSABLE.append(f"{type(error).__name__}: {str(error).splitlines()[0]}")
-    warnings.warn(
-        f"lifelong: numba cannot compile MER's CPU kernel here ({_UNUSABLE[0]}); "
-        "PyTorch operators compute the same numbers, more slowly",
-        RuntimeWarning,
-        stacklevel=4,
-    )
+    compiled: Callable[..., Any] | None
+    unusable: str = ""
 
-
-def _kernel() -> Callable[..., Any] | None:
-    return None if _UNUSABLE else _compiled()
+    def give_up(self, error: Exception) -> None:
+        """Numba failed to compile: say so once; the reference serves from now on."""
+        self.unusable = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+        warnings.warn(
+            f"lifelong: numba cannot compile MER's CPU kernel here ({self.unusable}); "
+            "PyTorch operators compute the same numbers, more slowly",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
 
 @functools.cache
+def kernel() -> Kernel:
+    """This process's kernel, made on first use (numba compiles it once per process and
+    dtype, and caches it on disk)."""
+    return Kernel(_compiled())
+
+
 def _compiled() -> Callable[..., Any] | None:
     try:
         import numba
+        from numba.extending import register_jitable
     except Exception:  # absent, or built for another numpy: the reference serves
         return None
     # Reassociation lets the dot products use vector lanes; NaN and inf keep their meaning.
-    jit = numba.njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"}, boundscheck=False)
-    # _mer_steps calls these compiled: numba binds the globals when it compiles it, once
-    # (a closure would not be cached on disk); they are set here and never change after.
-    global _step_compiled, _lerp_compiled
-    _step_compiled, _lerp_compiled = jit(_sample_step), jit(_lerp)
-    return jit(_mer_steps)
+    options: dict[str, Any] = {
+        "fastmath": {"reassoc", "contract", "nsz", "arcp"},
+        "boundscheck": False,
+    }
+    # _mer_steps calls these: registered, numba compiles them into it where it calls them
+    # (plain Python stays plain Python), and its disk cache holds.
+    register_jitable(**options)(_sample_step)
+    register_jitable(**options)(_lerp)
+    return numba.njit(cache=True, **options)(_mer_steps)
 
 
 def _mer_steps(theta, widths, x, y, rates, losses):
@@ -166,13 +184,13 @@ def _mer_steps(theta, widths, x, y, rates, losses):
         for b in range(k):
             start[:] = theta
             for j in range(s):
-                loss = _step_compiled(
+                loss = _sample_step(
                     theta, widths, at_w, at_b, x[i, b, j], y[i, b, j], lr, acts, error, lower, inked
                 )
                 if b == 0 and j == 0:
                     losses[i] = loss
-            _lerp_compiled(theta, start, beta_weight)  # start + beta * (theta - start)
-        _lerp_compiled(theta, before, gamma_weight)  # before + gamma * (theta - before)
+            _lerp(theta, start, beta_weight)  # start + beta * (theta - start)
+        _lerp(theta, before, gamma_weight)  # before + gamma * (theta - before)
 
 
 def _lerp(theta, end, weight):
@@ -254,6 +272,3 @@ def _sample_step(theta, widths, at_w, at_b, x, y, lr, acts, error, lower, inked)
     for r in range(n_out):
         theta[b0 + r] -= lr * error[r]
     return loss
-
-
-_step_compiled, _lerp_compiled = _sample_step, _lerp  # compiled by _compiled
