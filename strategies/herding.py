@@ -1,7 +1,9 @@
 """Herding: exemplars whose running mean stays closest to their class's mean feature.
 
-A memory-selection function (any memory may call it with the features it has) and the
-class-balanced exemplar set that iCaRL, LUCIR and BiC keep with it.
+A memory-selection function (any memory may call it with the features it has), the
+exemplar update iCaRL makes with it at the end of a task (:func:`herded_update`: the
+``replay`` memory's ``select=herding`` makes the same), and the class-balanced exemplar set
+that iCaRL, LUCIR and BiC keep with it.
 
 References: Welling 2009, "Herding dynamical weights to learn" (ICML); Rebuffi et al.
 2017, "iCaRL", Algorithm 4 (ConstructExemplarSet) and Algorithm 5 (ReduceExemplarSet).
@@ -106,22 +108,51 @@ class Exemplars:
     @torch.no_grad()
     def update(self, model: nn.Module, data: TrainingData) -> None:
         """Shrink the old classes and add herding exemplars of ``data``'s classes."""
-        keys, new_keys = self._keys(self.y, self.task_ids), self._keys(data.y, data.task_ids)
-        classes = torch.unique(torch.cat([keys, new_keys]))
-        per_class = max(self.size // len(classes), 1)
-        kept = [torch.nonzero(keys == c).flatten()[:per_class] for c in keys.unique()]
-        keep = torch.cat(kept) if kept else keys.new_zeros(0)
-        parts = [(self.x[keep], self.y[keep], self.task_ids[keep])]
-        for c in new_keys.unique():
-            rows = torch.nonzero(new_keys == c).flatten()
-            x = to_floats(data.x[rows].flatten(1), data.inputs)  # the test view: no augmentation
-            picked = herding(_embedded(model, x), per_class)
-            parts.append((x[picked], data.y[rows[picked]], data.task_ids[rows[picked]]))
-        self.x, self.y, self.task_ids = (torch.cat(t) for t in zip(*parts, strict=True))
+        keep, rows, x = herded_update(model, self.y, self.task_ids, data, self.size)
+        self.x = torch.cat([self.x[keep], x])
+        self.y = torch.cat([self.y[keep], data.y[rows]])
+        self.task_ids = torch.cat([self.task_ids[keep], data.task_ids[rows]])
 
-    @staticmethod
-    def _keys(y: Tensor, task_ids: Tensor) -> Tensor:
-        return task_ids * 1_000_003 + y  # (task, target), distinct for any label below that
+
+@torch.no_grad()
+def herded_update(
+    model: nn.Module, y: Tensor, task_ids: Tensor, data: TrainingData, size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """iCaRL's exemplar update at the end of a task, as indices (Algorithms 4 and 5).
+
+    Every class seen (a class is a task id and a target) gets ``size // classes`` exemplars
+    (at least one): a held class keeps its first ones (held in herding's order, grouped by
+    class), and each class of ``data`` a herding choice over the L2-normalised ``body``
+    features of all its training samples.
+
+    Args:
+        y, task_ids: the held exemplars' targets and task ids, grouped by class.
+        data: the task that ended.
+
+    Returns:
+        ``(keep, rows, x)``: the held rows kept, in order; the rows of ``data`` chosen,
+        class by class in herding's order; their inputs as floats (the test view: no
+        augmentation).
+    """
+    keys, new_keys = class_keys(y, task_ids), class_keys(data.y, data.task_ids)
+    classes = torch.unique(torch.cat([keys, new_keys]))
+    per_class = max(size // len(classes), 1)
+    kept = [torch.nonzero(keys == c).flatten()[:per_class] for c in keys.unique()]
+    keep = torch.cat(kept) if kept else keys.new_zeros(0)
+    chosen, inputs = [keys.new_zeros(0)], [to_floats(data.x[:0].flatten(1), data.inputs)]
+    for c in new_keys.unique():
+        rows = torch.nonzero(new_keys == c).flatten()
+        x = to_floats(data.x[rows].flatten(1), data.inputs)
+        picked = herding(_embedded(model, x), per_class)
+        chosen.append(rows[picked])
+        inputs.append(x[picked])
+    return keep, torch.cat(chosen), torch.cat(inputs)
+
+
+def class_keys(y: Tensor, task_ids: Tensor) -> Tensor:
+    """One key per class, a class being (task id, target): distinct for any target below
+    1,000,003."""
+    return task_ids * 1_000_003 + y
 
 
 def _embedded(model: nn.Module, x: Tensor, chunk: int = 1024) -> Tensor:

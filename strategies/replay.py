@@ -1,6 +1,7 @@
 """The ``replay`` memory: a reservoir sample of the whole stream, optionally class-balanced,
-with MIR's retrieval (``retrieve=mir``, strategies/mir.py) and GSS's selection
-(``select=gss``, strategies/gss.py) as options."""
+with MIR's retrieval (``retrieve=mir``, strategies/mir.py), GSS's selection
+(``select=gss``, strategies/gss.py) and iCaRL's herding (``select=herding``,
+strategies/herding.py) as options."""
 
 from __future__ import annotations
 
@@ -12,14 +13,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lifelong import Batch, Memory, Replay, StreamInfo, UserError, param
+from lifelong import Batch, Memory, Replay, StreamInfo, TrainingData, UserError, feature_dim, param
 from lifelong.fast import MlpCosines, has_closed_form
 from lifelong.fast import interference as fast_interference
 
-from . import gss, mir
+from . import gss, herding, mir
 
 RETRIEVALS = ("random", "mir")
-SELECTIONS = ("reservoir", "gss")
+SELECTIONS = ("reservoir", "gss", "herding")
 
 
 @final
@@ -59,11 +60,17 @@ class Reservoir(Memory):
     Mammoth's GEM keep); it needs the task boundaries. With detected boundaries a
     detected task past the stream's count adds to the last task's rows.
 
-    Two policies read the model: ``retrieve=mir`` replays, of ``candidates`` random stored
+    Three policies read the model: ``retrieve=mir`` replays, of ``candidates`` random stored
     samples, the ``batch`` whose loss a virtual SGD step at ``virtual_lr`` on the incoming
     batch raises most (MIR, :mod:`strategies.mir`; shortcut ``mir``); ``select=gss`` keeps
     the most gradient-diverse samples instead of a uniform sample (GSS-Greedy,
-    :mod:`strategies.gss`, comparing with ``candidates`` stored samples; shortcut ``gss``).
+    :mod:`strategies.gss`, comparing with ``candidates`` stored samples; shortcut ``gss``);
+    ``select=herding`` keeps iCaRL's exemplars: nothing is stored while a task trains, and
+    at its end every class seen keeps ``size // classes`` samples, the old classes their
+    first ones and the task's classes a herding choice over the model's features of all
+    their training samples (:func:`strategies.herding.herded_update`, as ``icarl``,
+    ``bic`` and ``lucir`` keep theirs; stored logits are the model's at that end). It
+    needs the task boundaries and a model with features (``body``).
 
     References: Vitter 1985 (reservoir sampling); Chaudhry et al. 2019, "On tiny episodic
     memories in continual learning"; Chrysakis & Moens 2020 (class-balancing reservoir);
@@ -93,7 +100,9 @@ class Reservoir(Memory):
         "random", "which stored samples are replayed (mir: most interfered)", choices=RETRIEVALS
     )
     select: str = param(
-        "reservoir", "which samples are kept (gss: most gradient-diverse)", choices=SELECTIONS
+        "reservoir",
+        "which samples are kept (gss: most gradient-diverse; herding: iCaRL's exemplars)",
+        choices=SELECTIONS,
     )
     candidates: int = param(50, "stored samples MIR scores, or GSS compares with", ge=1)
     virtual_lr: float = param(0.1, "learning rate of MIR's virtual step (the learner's)", gt=0)
@@ -115,6 +124,7 @@ class Reservoir(Memory):
     region: int = field(init=False, repr=False, compare=False)  # per_task: the task's first row
     task_seen: int = field(init=False, repr=False, compare=False)  # per_task: its samples seen
     task_share: int = field(init=False, repr=False, compare=False)  # per_task: size / n_tasks
+    herded: int = field(init=False, repr=False, compare=False)  # select=herding: rows held
     # bind() gives them again on every setup; they are the composite's, checkpointed there
     not_checkpointed: ClassVar[tuple[str, ...]] = ("model", "params", "fast", "closed_form")
     model: nn.Module | None = field(init=False, repr=False, compare=False, default=None)
@@ -124,7 +134,7 @@ class Reservoir(Memory):
 
     def __post_init__(self) -> None:
         rules = [f"{k}=true" for k in ("balanced", "per_task") if getattr(self, k)]
-        rules += ["select=gss"] if self.select == "gss" else []
+        rules += [f"select={self.select}"] if self.select != "reservoir" else []
         if len(rules) > 1:
             chosen = " and ".join(rules)
             raise UserError(f"replay: {chosen} are different selection rules; choose one")
@@ -138,11 +148,13 @@ class Reservoir(Memory):
 
     @property
     def needs_boundaries(self) -> bool:  # type: ignore[override]
-        """A memory per task needs to know where a task starts."""
-        return self.per_task
+        """A memory per task needs to know where a task starts, herding where one ends."""
+        return self.per_task or self.select == "herding"
 
     def bind(self, model: nn.Module, params: dict[str, Tensor]) -> None:
         self.model, self.params = model, params
+        if self.select == "herding":
+            feature_dim(model, "replay's select=herding")  # a model without features: refused
         # MIR's and GSS's scores by hand (lifelong.fast.sample_factors) where they apply
         every_weight = len(params) == len(list(model.parameters()))
         self.closed_form = self.fast and every_weight and has_closed_form(model)
@@ -159,10 +171,12 @@ class Reservoir(Memory):
         self.class_seen = torch.zeros(info.n_tasks * info.n_outputs, device=device)
         self.scores = torch.zeros(rows, device=device)
         self.replay_batch = self.replay_rows(info.batch_size)
-        self.region, self.task_seen = 0, 0
+        self.region, self.task_seen, self.herded = 0, 0, 0
         self.task_share = max(self.size // max(info.n_tasks, 1), 1)
 
     def __len__(self) -> int:
+        if self.select == "herding":
+            return self.herded
         if self.per_task:  # earlier tasks' rows, then the current task's
             return self.region + min(self.task_seen, self._task_room())
         return min(self.seen, self.size)
@@ -221,6 +235,9 @@ class Reservoir(Memory):
         return Batch(x, y, self.task_ids.index_select(0, rows), self.task)
 
     def add(self, batch: Batch, logits: Tensor | None) -> None:
+        if self.select == "herding":  # chosen when the task ends (after_task)
+            self._count(len(batch.y), batch.task)
+            return
         slots = self._slots(batch)
         self.x.index_copy_(0, slots, batch.x)
         self.y.index_copy_(0, slots, batch.y)
@@ -228,6 +245,31 @@ class Reservoir(Memory):
         if logits is not None:
             self.logits.index_copy_(0, slots, logits)
         self._count(len(batch.y), batch.task)
+
+    def after_task(self, data: TrainingData) -> None:
+        """``select=herding``: the exemplars of every class seen, chosen now
+        (:func:`strategies.herding.herded_update`); the other policies chose as they went."""
+        if self.select != "herding":
+            return
+        assert self.model is not None  # bound at setup
+        n = self.herded
+        keep, rows, x = herding.herded_update(
+            self.model, self.y[:n], self.task_ids[:n], data, self.size
+        )
+        y, task_ids = data.y[rows], data.task_ids[rows]
+        with torch.no_grad():
+            logits = self.model(x, task_ids)  # the stored answers: the model's at the task's end
+        parts = [
+            (self.x, x),
+            (self.y, y),
+            (self.task_ids, task_ids),
+            (self.logits, logits.to(self.logits.dtype)),
+        ]
+        held = min(len(keep) + len(rows), self.size)  # more classes than rows: the first
+        for buffer, new in parts:
+            joined = torch.cat([buffer.index_select(0, keep), new])
+            buffer[:held] = joined[:held]
+        self.herded = held
 
     def draw(self) -> Tensor | None:
         """The rows of a replay batch (``replay_batch`` of them, without replacement), for a

@@ -1,4 +1,5 @@
-"""The replay and gradient canon of issue 19 (GEM, MIR, GSS, ER-ACE, X-DER) and Meta-SGD:
+"""The replay and gradient canon of issue 19 (GEM, MIR, GSS, ER-ACE, X-DER, herding as
+the memory's selection) and Meta-SGD:
 each algorithm's distinctive rule on a case built by hand, and each against naive on a
 small Split-MNIST class-incremental run."""
 
@@ -13,18 +14,29 @@ import torch.nn.functional as F
 from helpers import finite_differences, run_one, tiny_mlp
 from lifelong.strategies import gem, gss, meta_sgd, mir
 from lifelong.strategies.er_ace import ace_mask, asymmetric_loss
+from lifelong.strategies.herding import herding
 from lifelong.strategies.replay import Reservoir
 from lifelong.strategies.sgd import Sgd
 from lifelong.strategies.xder import rewrite
 from torch import Tensor, nn
 
-from lifelong import Batch, Composite, Init, Replay, StreamInfo, UserError, compose
+from lifelong import (
+    Batch,
+    Composite,
+    Init,
+    Replay,
+    StreamInfo,
+    TrainingData,
+    UserError,
+    compose,
+)
 from lifelong.composition.compose import configure
 from lifelong.contracts.parts import Objective
 from lifelong.models.mlp import MLP
 from lifelong.training.functional import Params, loss_fn, params_of
 
 EPS = 1e-6
+CPU = torch.device("cpu")
 
 
 def batch(x: list[list[float]], y: list[int], task: int = 0) -> Batch:
@@ -171,6 +183,64 @@ def test_gss_scores_are_max_cosine_plus_one() -> None:
 def test_gss_and_a_balanced_memory_are_refused_together() -> None:
     with pytest.raises(UserError, match="balanced=true and select=gss"):
         configure("gss", {"replay.balanced": "true"})
+
+
+# Herding as the memory's selection ---------------------------------------------------
+
+
+def test_herding_memory_keeps_icarls_exemplars_chosen_at_each_tasks_end() -> None:
+    """``replay.select=herding``: nothing stored while a task trains; at its end each class
+    seen keeps ``size // classes`` samples, the task's classes herding's picks over their
+    features and the old ones their first picks, with the model's logits at that end."""
+    torch.manual_seed(0)
+    model = MLP(4, (3,), 4)
+    params = dict(model.named_parameters())
+    memory = Reservoir(size=6, batch=6, select="herding")
+    memory.setup(StreamInfo(2, "class", 4, 1, 4), CPU, torch.Generator().manual_seed(0))
+    memory.bind(model, params)
+    x = torch.randint(0, 255, (20, 4), dtype=torch.uint8)
+
+    def task(t: int, rows: slice, labels: list[int]) -> TrainingData:
+        y = torch.tensor(labels * 5)
+        return TrainingData(t, f"t{t}", x[rows], y, torch.full_like(y, t))
+
+    first = task(0, slice(0, 10), [0, 1])
+    memory.add(Batch(x[:10].float() / 255, first.y, first.task_ids, 0), None)
+    assert len(memory) == 0 and memory.sample() is None  # chosen at the task's end only
+    memory.after_task(first)
+    assert len(memory) == 6 and sorted(memory.y[:6].tolist()) == [0, 0, 0, 1, 1, 1]
+    floats = x[:10].float() / 255
+    for c in (0, 1):
+        rows = torch.nonzero(first.y == c).flatten()
+        with torch.no_grad():
+            feats = F.normalize(model.body(floats[rows]), dim=1)
+        picked = floats[rows[herding(feats, 3)]]
+        torch.testing.assert_close(memory.x[:6][memory.y[:6] == c], picked)  # herding's order
+    with torch.no_grad():
+        torch.testing.assert_close(memory.logits[:6], model(memory.x[:6], None))
+    kept = memory.x[:6][memory.y[:6] == 0][:1].clone()
+
+    memory.after_task(task(1, slice(10, 20), [2, 3]))
+    assert len(memory) == 4 and sorted(memory.y[:4].tolist()) == [0, 1, 2, 3]  # 6 // 4 each
+    torch.testing.assert_close(memory.x[:4][memory.y[:4] == 0], kept)  # the first pick stays
+    replay = memory.sample()
+    assert replay is not None and sorted(replay.batch.y.tolist()) == [0, 1, 2, 3]
+
+
+def test_herding_memory_composes_and_is_refused_where_it_cannot_work(make_stream) -> None:
+    la_maml, _ = configure("la-maml", {"replay.select": "herding"})  # one line
+    assert isinstance(la_maml.memory, Reservoir) and la_maml.memory.needs_boundaries
+    with pytest.raises(UserError, match="balanced=true and select=herding"):
+        configure("er", {"replay.select": "herding", "replay.balanced": "true"})
+    memory = Reservoir(select="herding")
+    memory.setup(_info(2, 4), CPU, torch.Generator())
+    with pytest.raises(UserError, match="select=herding needs the model's features") as caught:
+        memory.bind(nn.Linear(4, 2), dict(nn.Linear(4, 2).named_parameters()))
+    assert "\n" not in str(caught.value)
+    stream = make_stream("class")
+    small = {"batch_size": "8", "hidden": "16", "replay.select": "herding"}
+    result = run_one("er", small, stream=stream)
+    assert len(result.matrix) == len(stream.tasks) and result.metrics["acc"] > 0.5
 
 
 # ER-ACE and X-DER ---------------------------------------------------------------------

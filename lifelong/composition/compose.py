@@ -264,6 +264,8 @@ class Composite(Strategy):
         return step.loss
 
     def after_task(self, data: TrainingData) -> None:
+        if self.memory is not None:
+            self.memory.after_task(data)
         for regularizer in self.regularizers:
             regularizer.after_task(self.params, data)
 

@@ -281,6 +281,11 @@ class Memory(Composable, Checkpointed, abc.ABC):
     def add(self, batch: Batch, logits: Tensor | None) -> None:
         """Offer ``batch``'s samples (and the model's ``logits [B, n_outputs]``) for storage."""
 
+    def after_task(self, data: TrainingData) -> None:
+        """Called when a task ends, with its training data, before the regularizers'
+        ``after_task`` (a memory that chooses at a task's end, herding, does it here).
+        The default does nothing."""
+
     @abc.abstractmethod
     def sample(self) -> Replay | None:
         """A replay batch drawn with the run's generator, or None while the memory is empty."""
