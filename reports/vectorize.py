@@ -2,9 +2,10 @@
 
 Usage (from the repository root):
     python reports/vectorize.py > reports/vectorize.md
-    python reports/vectorize.py suites [--no-issue] [--repeat N]
+    python reports/vectorize.py suites [--no-issue] [--repeat N] [--only A,B]
         # only the table over the suites' protocols (and issue 17's command), each
-        # --jobs 2 / --vectorize pair alternated N times (default 2)
+        # --vectorize / --jobs 2 pair alternated N times (default 2); --only: those
+        # suites (file stems); the suites --vectorize refuses are listed with its line
 """
 
 from __future__ import annotations
@@ -242,45 +243,64 @@ ISSUE_COMMAND = ["permuted-mnist", "-s", "er", "--seeds", "0-7", "--set", "n_tas
 """Issue 17's own command (the default protocol, curves every 5 batches, ten tasks)."""
 
 
+class Refused(Exception):
+    """``lifelong run`` refused the command before any work (exit status 2): its one line."""
+
+
 def wall(args: list[str]) -> tuple[float, float]:
     """Wall and CPU seconds (its processes' user + system time) of ``lifelong run ARGS
-    -q`` in a process of its own, start-up included."""
+    -q`` in a process of its own, start-up included.
+
+    Raises:
+        Refused: the command was refused (exit status 2), with the line it printed.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lifelong", "run", *args, "-q"], check=True)
+    command = [sys.executable, "-m", "lifelong", "run", *args, "-q"]
+    done = subprocess.run(command, stderr=subprocess.PIPE, text=True)
     elapsed = time.perf_counter() - start
+    if done.returncode == 2:
+        raise Refused(done.stderr.strip().removeprefix("lifelong: error: "))
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{done.stderr}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     return elapsed, cpu
 
 
 def compare(common: list[str]) -> tuple[list[float], list[float], list[float], list[float]]:
-    """``--jobs 2`` (one by one) and ``--vectorize`` on ``common``, alternated
-    :data:`REPEAT_SUITES` times: their wall and CPU seconds."""
+    """``--vectorize`` and ``--jobs 2`` (one by one) on ``common``, alternated
+    :data:`REPEAT_SUITES` times: their wall and CPU seconds (``--vectorize`` first, so that
+    a command it refuses costs nothing; :class:`Refused` then)."""
     jobs_wall, jobs_cpu, vec_wall, vec_cpu = [], [], [], []
     with tempfile.TemporaryDirectory() as scratch:
         for i in range(REPEAT_SUITES):
             out = ["--out", f"{scratch}/{i}"]
-            w, c = wall([*common, "--jobs", "2", *out, "--force"])
-            jobs_wall.append(w)
-            jobs_cpu.append(c)
             w, c = wall([*common, "--vectorize", *out, "--force"])
             vec_wall.append(w)
             vec_cpu.append(c)
+            w, c = wall([*common, "--jobs", "2", *out, "--force"])
+            jobs_wall.append(w)
+            jobs_cpu.append(c)
     return jobs_wall, jobs_cpu, vec_wall, vec_cpu
 
 
-def suites(issue: bool = True) -> None:
+def suites(issue: bool = True, only: list[str] | None = None) -> None:
     """The table over the built-in suites' protocols, curves on: ``--vectorize`` (one
     stack, the default) against the seeds one by one with ``--jobs 2``; with ``issue``,
-    a last row with issue 17's command."""
+    a last row with issue 17's command; ``only``: those suites (by file stem). The suites
+    ``--vectorize`` refuses (or whose data this machine lacks) are listed after the table
+    with the line the command printed."""
     print(
         "| suite | settings (`--set`) | --jobs 2 s | --vectorize s | wall ratio | "
         "--jobs 2 CPU s | --vectorize CPU s | CPU ratio |"
     )
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     cells = []
+    refused = []
     for path in sorted(SUITES.glob("*.toml")):
+        if only is not None and path.stem not in only:
+            continue
         scenario, settings = suite_protocol(path)
         sets = [part for setting in settings for part in ("--set", setting)]
         cells.append(
@@ -293,7 +313,11 @@ def suites(issue: bool = True) -> None:
     if issue:
         cells.append(("issue 17's command", "n_tasks=10", ISSUE_COMMAND))
     for name, shown, common in cells:
-        jw, jc, vw, vc = compare(common)
+        try:
+            jw, jc, vw, vc = compare(common)
+        except Refused as why:
+            refused.append((name, str(why)))
+            continue
         ratios = [v / j for v, j in zip(vw, jw, strict=True)]
         cpu_ratios = [v / j for v, j in zip(vc, jc, strict=True)]
         print(
@@ -301,6 +325,12 @@ def suites(issue: bool = True) -> None:
             f"{_span(jc)} | {_span(vc)} | {_span(cpu_ratios, 2)} |",
             flush=True,
         )
+    if refused:
+        print(
+            "\nNot measured (the command `--vectorize` makes of the suite's protocol, refused):\n"
+        )
+        for name, why in refused:
+            print(f"- {name}: {why}")
 
 
 def _span(values: list[float], digits: int = 1) -> str:
@@ -317,6 +347,7 @@ if __name__ == "__main__":
     if sys.argv[1:2] == ["suites"]:
         if "--repeat" in sys.argv:
             REPEAT_SUITES = int(sys.argv[sys.argv.index("--repeat") + 1])
-        suites(issue="--no-issue" not in sys.argv)
+        only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
+        suites(issue="--no-issue" not in sys.argv, only=only)
     else:
         main()
