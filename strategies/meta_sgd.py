@@ -29,9 +29,9 @@ Learning" (arXiv:1707.09835).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +50,8 @@ from lifelong import (
     sgd_inner_loop,
 )
 
+from .maml import CONFIDENT_INIT_DEFAULTS
+
 LossFn = Callable[[Params, Batch], Tensor]
 RATES = "rates/"  # the cached result's names for the learned rates (lifelong.MetaInit)
 RATE_RANGE = (0.005, 0.1)
@@ -64,6 +66,7 @@ class MetaSgdInit(MetaInit):
     """
 
     name: ClassVar[str] = "meta-sgd"
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = CONFIDENT_INIT_DEFAULTS
     stream_fields: ClassVar[tuple[str, ...]] = ("source", "rates")
     tasks_per_batch: int = param(4, "tasks averaged in one meta update", ge=1)
     inner_steps: int = param(1, "adaptation steps on a task's support data", ge=1)

@@ -11,8 +11,9 @@ References: Javed & White 2019, "Meta-Learning Representations for Continual Lea
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
@@ -32,6 +33,8 @@ from lifelong import (
     param,
     sgd_inner_loop,
 )
+
+from .maml import CONFIDENT_INIT_DEFAULTS
 
 PLN_PREFIX = "head."  # lifelong.MLP's output layer: OML's prediction network (PLN) ends with it
 
@@ -73,6 +76,7 @@ class OmlInit(MetaInit):
     """
 
     name: ClassVar[str] = "oml"
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = CONFIDENT_INIT_DEFAULTS
     stream_fields: ClassVar[tuple[str, ...]] = ("source", "reset_head")
     classes_per_episode: int = param(
         3, "classes of a trajectory (topped up from tasks sharing the head)", ge=1

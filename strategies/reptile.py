@@ -9,13 +9,16 @@ References: Nichol et al. 2018, "On First-Order Meta-Learning Algorithms".
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import nn
 
 from lifelong import MetaInit, MetaStart, MetaTaskSource, Params, loss_fn, param, sgd_inner_loop
+
+from .maml import CONFIDENT_INIT_DEFAULTS
 
 
 @final
@@ -27,6 +30,7 @@ class ReptileInit(MetaInit):
     """
 
     name: ClassVar[str] = "reptile"
+    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = CONFIDENT_INIT_DEFAULTS
     tasks_per_batch: int = param(4, "tasks averaged in one meta update", ge=1)
     inner_steps: int = param(5, "SGD steps on each task", ge=1)
     inner_batch: int = param(10, "samples per inner step", ge=1)

@@ -62,6 +62,7 @@ class Sgd(Learner):
     """
 
     name: ClassVar[str] = "sgd"
+    is_default: ClassVar[bool] = True  # the learner of a composition that names none
     takes_rates: ClassVar[bool] = True
     lr: float = param(0.1, "SGD learning rate", gt=0)
     momentum: float = param(0.0, "SGD momentum", ge=0, le=1)

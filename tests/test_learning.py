@@ -24,7 +24,7 @@ import torch
 
 import lifelong
 from lifelong import MetaInit, Regularizer, UserError, compose
-from lifelong.composition.compose import DEFAULT_LEARNER, SHORTCUTS, configure, partner_defaults
+from lifelong.composition.compose import SHORTCUTS, configure, default_learner, partner_defaults
 from lifelong.composition.plan import plan_runs
 from lifelong.composition.registry import parts, strategies
 from lifelong.contracts.stream import Stream
@@ -317,7 +317,7 @@ REAL_LIGHTER = {"mer": {"mer.batches_per_example": "2"}, "adam": {"epochs": "2"}
 # [0.995, 0.755, 0.42, 0.92, 0.005]); at 80 steps (800 samples, batch 10) it learns every
 # task (ACC 0.823 over seeds 0-2, last task 0.49-0.84). Its floor holds for the others.
 LAST_TASK_UNLEARNED = {("er-ace", "split-mnist", "class")}
-DEFAULT_PARTS = {DEFAULT_LEARNER, "linear", "random"}  # the learner, head and init of none
+DEFAULT_PARTS = {default_learner(), "linear", "random"}  # the learner, head and init of none
 
 
 def canonical(spec: str) -> str:

@@ -35,6 +35,7 @@ __all__ = [
     "Composite",
     "compose",
     "configure",
+    "default_learner",
     "is_composite",
     "partner_defaults",
     "parts_by_axis",
@@ -68,13 +69,29 @@ def shortcuts() -> dict[str, tuple[str, ...]]:
     return dict(sorted(found.items()))
 
 
+def default_learner() -> str:
+    """The name of the learner a composition without one gets: the one built-in learner
+    that declares :attr:`lifelong.Learner.is_default` (``sgd``).
+
+    Raises:
+        ContractError: no built-in learner declares it, or several do.
+    """
+    declared = [
+        name for name, cls in parts().items() if issubclass(cls, Learner) and cls.is_default
+    ]
+    if len(declared) != 1:
+        raise ContractError(
+            f"exactly one built-in learner must declare is_default = True, not {declared}"
+        )
+    return declared[0]
+
+
 def __getattr__(name: str) -> Any:
     if name == "SHORTCUTS":  # the former constant, read by older callers: the declared ones
         return shortcuts()
+    if name == "DEFAULT_LEARNER":  # the former constant: the declared one
+        return default_learner()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-DEFAULT_LEARNER = "sgd"
 
 
 def _doc(text: str) -> dict[str, str]:
@@ -82,7 +99,7 @@ def _doc(text: str) -> dict[str, str]:
 
 
 def _default_learner() -> Learner:
-    learner = parts()[DEFAULT_LEARNER]()
+    learner = parts()[default_learner()]()
     assert isinstance(learner, Learner)
     return learner
 
@@ -326,7 +343,7 @@ def compose(spec: str) -> Composite:
                 f"e.g. {clash[0]}+{'+'.join(n for n in names if n not in clash)}".rstrip("+")
             )
     learners = [n for n in names if issubclass(found[n], Learner)]
-    learner = learners[0] if learners else DEFAULT_LEARNER
+    learner = learners[0] if learners else default_learner()
     built = [found[n]() for n in [learner, *(n for n in names if n != learner)]]
     built = _shortcut_settings(partner_defaults(built, spec), tokens, spec)
     composite = _assemble(built, spec="+".join(tokens))

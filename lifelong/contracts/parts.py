@@ -214,6 +214,9 @@ class Learner(Composable, Checkpointed, abc.ABC):
     passes_replay: ClassVar[bool] = True
     takes_rates: ClassVar[bool] = False
     """The rule can step with per-parameter rates an init learned (:meth:`use_rates`)."""
+    is_default: ClassVar[bool] = False
+    """The learner a composition that names none gets (``er`` is ``sgd+replay``); one
+    built-in declares it, ``sgd``."""
 
     @abc.abstractmethod
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:

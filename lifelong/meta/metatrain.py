@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -84,15 +84,6 @@ class MetaInit(Init):
 
     stream_fields: ClassVar[tuple[str, ...]] = ("source",)
     """Fields that do not change meta-training (left out of the cache key)."""
-    # An init meta-learned with its output layer answers confidently before it has seen
-    # the stream: on Split-MNIST task-IL its first logits have mean |z| 1.7 (meta-sgd) to
-    # 2.7 (maml), reptile's 2.2, a random init's 0.15. DER stores those answers with the
-    # first task's samples and, at its 0.5, holds them: c-maml+der+maml's first task stayed
-    # at chance (0.5) on seeds 0 and 2, c-maml+der+meta-sgd's below the floor in task- and
-    # domain-IL (0.37, 0.59) and its last class-IL task at 0.205; at 0.1 every task learns
-    # on seeds 0-2 (first task 0.75-0.995). OML has a reason of its own (strategies/oml.py);
-    # ProtoNets, which learn no output layer, replace these. ``--set der.lam=...`` wins.
-    partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"der": {"lam": 0.1}}
 
     source: str = param("auto", SOURCE_DOC, choices=META_SOURCES)
     meta_steps: int = param(500, "outer (meta) updates", ge=1)
