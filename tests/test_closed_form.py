@@ -138,7 +138,7 @@ def test_supervised_step_by_hand_matches_autograd(momentum: float) -> None:
 
 def test_stacked_gradients_equal_each_networks_own() -> None:
     """``--vectorize``'s batched form gives every stacked MLP its own loss and gradient."""
-    from lifelong.models.mlp import stacked_mlp_cross_entropy_grads
+    from lifelong.fast.stacked_mlp import stacked_mlp_cross_entropy_grads
 
     nets = [model((5, 4)) for _ in range(3)]
     for k, net in enumerate(nets):

@@ -8,7 +8,7 @@ a leading dimension, and SGD, being elementwise, updates the stack as it would e
 - A one-head MLP whose objective has no penalty or only quadratic ones (naive, er, ewc,
   si, mas, online-ewc, with or without the sgd learner's proximal step) takes the
   hand-written gradients of the ``sgd`` learner, batched over seeds
-  (:func:`lifelong.models.mlp.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
+  (:func:`lifelong.fast.stacked_mlp.stacked_mlp_cross_entropy_grads`): every seed's numbers equal
   its sequential run's exactly.
 - Other objectives (lwf, der, several heads) go through ``vmap`` of ``functional_call``
   and one backward pass of the summed per-seed losses, which gives every seed its own
@@ -59,12 +59,12 @@ from lifelong.errors import UserError
 from lifelong.evaluation.result import RunResult
 from lifelong.execution.checkpoint import capture, restore
 from lifelong.execution.runner import RunSpec, generator, train
-from lifelong.models.axis import build_model
-from lifelong.models.mlp import (
-    ClosedFormModel,
+from lifelong.fast.stacked_mlp import (
     stacked_mlp_cross_entropy_descent,
     stacked_mlp_cross_entropy_grads,
 )
+from lifelong.models.axis import build_model
+from lifelong.models.mlp import ClosedFormModel
 from lifelong.training.optim import SGD
 
 if TYPE_CHECKING:
@@ -516,8 +516,9 @@ class StackedTests:
 
 
 def mlp_logits(weights: Sequence[Tensor], x: Tensor, scratch: Scratch) -> Tensor:
-    """:func:`lifelong.models.mlp.stacked_mlp_logits` into ``scratch``'s buffers (the same
-    products, so the same numbers): ``x [S, n, D]`` -> ``[S, n, C]``."""
+    """The logits of ``S`` one-head MLPs at once, ``x [S, n, D]`` -> ``[S, n, C]``, into
+    ``scratch``'s buffers: one batched product per layer (``weights`` stacked over the
+    first dimension, ``W_l`` ``[S, out, in]``)."""
     out = x
     for layer in range(len(weights) // 2):
         w, b = weights[2 * layer].detach(), weights[2 * layer + 1].detach()

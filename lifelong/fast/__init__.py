@@ -24,6 +24,8 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   with CPU kernels in :mod:`lifelong.fast.lookahead_kernel` (numba, when installed).
 - :mod:`lifelong.fast.mer_kernel`: MER's whole update on such a model, compiled (numba,
   when installed).
+- :mod:`lifelong.fast.stacked_mlp`: ``--vectorize``'s step, the closed form batched over
+  the seeds' stacked weights.
 """
 
 from lifelong.fast.closed_form import (
