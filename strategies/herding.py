@@ -25,6 +25,7 @@ from lifelong import (
     Strategy,
     StreamInfo,
     TrainingData,
+    eval_mode,
     features,
     param,
     to_floats,
@@ -123,7 +124,8 @@ def herded_update(
     Every class seen (a class is a task id and a target) gets ``size // classes`` exemplars
     (at least one): a held class keeps its first ones (held in herding's order, grouped by
     class), and each class of ``data`` a herding choice over the L2-normalised ``body``
-    features of all its training samples.
+    features of all its training samples, the model in eval mode (batch norm's running
+    statistics, which the choice leaves as they are).
 
     Args:
         y, task_ids: the held exemplars' targets and task ids, grouped by class.
@@ -143,7 +145,8 @@ def herded_update(
     for c in new_keys.unique():
         rows = torch.nonzero(new_keys == c).flatten()
         x = to_floats(data.x[rows].flatten(1), data.inputs)
-        picked = herding(_embedded(model, x), per_class)
+        with eval_mode(model):  # the features as the model predicts: batch norm's statistics
+            picked = herding(_embedded(model, x), per_class)
         chosen.append(rows[picked])
         inputs.append(x[picked])
     return keep, torch.cat(chosen), torch.cat(inputs)

@@ -13,7 +13,17 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lifelong import Batch, Memory, Replay, StreamInfo, TrainingData, UserError, feature_dim, param
+from lifelong import (
+    Batch,
+    Memory,
+    Replay,
+    StreamInfo,
+    TrainingData,
+    UserError,
+    eval_mode,
+    feature_dim,
+    param,
+)
 from lifelong.fast import MlpCosines, has_closed_form
 from lifelong.fast import interference as fast_interference
 
@@ -257,7 +267,7 @@ class Reservoir(Memory):
             self.model, self.y[:n], self.task_ids[:n], data, self.size
         )
         y, task_ids = data.y[rows], data.task_ids[rows]
-        with torch.no_grad():
+        with torch.no_grad(), eval_mode(self.model):
             logits = self.model(x, task_ids)  # the stored answers: the model's at the task's end
         parts = [
             (self.x, x),

@@ -227,6 +227,37 @@ def test_herding_memory_keeps_icarls_exemplars_chosen_at_each_tasks_end() -> Non
     assert replay is not None and sorted(replay.batch.y.tolist()) == [0, 1, 2, 3]
 
 
+class NormedNet(nn.Module):
+    """A model with batch norm in its body: features and logits depend on its mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU())
+        self.head = nn.Linear(3, 4)
+        self.feature_dim = 3
+
+    def forward(self, x: Tensor, task_ids: Tensor | None = None) -> Tensor:
+        return self.head(self.body(x))
+
+
+def test_herding_memory_reads_the_model_as_it_predicts_and_leaves_it_training() -> None:
+    torch.manual_seed(0)
+    model = NormedNet()
+    memory = Reservoir(size=4, batch=4, select="herding")
+    memory.setup(StreamInfo(1, "class", 4, 1, 4), CPU, torch.Generator().manual_seed(0))
+    memory.bind(model, dict(model.named_parameters()))
+    norm = model.body[1]
+    assert isinstance(norm, nn.BatchNorm1d)
+    norm.running_mean.fill_(0.3)  # statistics a training mode pass would move
+    y = torch.tensor([0, 1] * 5)
+    x = torch.randint(0, 255, (10, 4), dtype=torch.uint8)
+    memory.after_task(TrainingData(0, "t0", x, y, torch.zeros_like(y)))
+    assert model.training and torch.equal(norm.running_mean, torch.full((3,), 0.3))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(memory.logits[:4], model(memory.x[:4]))  # eval-mode answers
+
+
 def test_herding_memory_composes_and_is_refused_where_it_cannot_work(make_stream) -> None:
     la_maml, _ = configure("la-maml", {"replay.select": "herding"})  # one line
     assert isinstance(la_maml.memory, Reservoir) and la_maml.memory.needs_boundaries
