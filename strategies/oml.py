@@ -62,8 +62,8 @@ class OmlInit(MetaInit):
     every trajectory's classes, so the RLN is trained for exactly this start.
     ``reset_head=false`` keeps the meta-trained PLN instead.
 
-    Composed with ``der``, DER's ``lam`` is 0.1 (``der`` alone: 0.5), as with every
-    meta-learned init (:class:`lifelong.MetaInit`), and for OML a reason more: with the
+    Composed with ``der``, DER's ``lam`` is 0.1 (``der`` alone: 0.5), as with maml, meta-sgd
+    and reptile (``strategies.maml.CONFIDENT_INIT_DEFAULTS``), and for OML a reason more: with the
     RLN frozen, the logit term holds the same two layers that alone must fit the new
     classes. On the small learning check (3 class-IL tasks of 20 steps, a 20-step
     meta-init) the third task reached 0.5 (der+oml+replay), 0.69 (der+la-maml+oml) and

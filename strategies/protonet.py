@@ -82,8 +82,8 @@ class ProtoNetInit(MetaInit):
     name: ClassVar[str] = "protonet"
     stream_fields: ClassVar[tuple[str, ...]] = ("source", "freeze")  # one cached init for both
     # A frozen body's running class means are exact; a memory's few samples only estimate them.
-    # (It replaces, not extends, MetaInit's der.lam 0.1: a ProtoNet learns no output layer,
-    # so its first logits are a random layer's, and DER keeps its own strength.)
+    # (It does not declare the meta-learned inits' der.lam 0.1, strategies/maml.py: a ProtoNet
+    # learns no output layer, so its first logits are a random layer's, and DER keeps its own.)
     partner_defaults: ClassVar[Mapping[str, Mapping[str, Any]]] = {"ncm": {"from_memory": False}}
     tasks_per_batch: int = param(4, "episodes averaged in one meta update", ge=1)
     support: int = param(10, "support samples per class of an episode", ge=1)

@@ -151,8 +151,8 @@ class Reservoir(Memory):
 
     @property
     def stackable(self) -> bool:  # type: ignore[override]
-        """Only the plain policies stack over seeds: MIR and GSS read each seed's model,
-        and a memory per task keeps per-seed regions."""
+        """Only the plain policies stack over seeds: MIR, GSS and herding read each seed's
+        model, and a memory per task keeps per-seed regions."""
         plain = self.retrieve == "random" and self.select == "reservoir"
         return plain and not self.per_task
 
@@ -233,8 +233,10 @@ class Reservoir(Memory):
             weights = list(self.params.values())
             scored = fast_interference(weights, batch, self.at(rows), self.virtual_lr)
             chosen = mir.most_interfered(scored.scores, self.replay_batch)
-            pick, ahead = rows[chosen], scored.activations(chosen)  # the step's forward pass
-            return Replay(self.at(pick), self.logits.index_select(0, pick), ahead)
+            pick = rows[chosen]
+            replayed = self.at(pick)
+            ahead = scored.activations(chosen, replayed)  # the step's forward pass, taken
+            return Replay(replayed, self.logits.index_select(0, pick), ahead)
         scores = mir.interference(self.model, self.params, batch, self.at(rows), self.virtual_lr)
         pick = rows[mir.most_interfered(scores, self.replay_batch)]
         return Replay(self.at(pick), self.logits.index_select(0, pick))

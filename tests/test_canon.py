@@ -142,6 +142,9 @@ def test_mir_retrieves_the_samples_whose_loss_rises_most() -> None:
     replay = memory.sample_for(incoming)
     assert replay is not None
     assert sorted(replay.batch.x[:, 0].tolist()) == [2.0, 3.0]  # x1 = 3 and 2: rows 1 and 3
+    # on the MLP, the scoring's forward passes travel with the replay, for the step to take
+    assert replay.activations is not None
+    assert replay.activations.hold(incoming, replay, list(params.values()))
 
 
 def test_mir_and_gss_memories_do_not_stack_over_seeds() -> None:

@@ -174,7 +174,8 @@ def test_mir_interference_by_hand_matches_the_virtual_step() -> None:
 def test_mir_scoring_hands_the_step_its_forward_pass_while_the_weights_are_unchanged() -> None:
     """The forward passes MIR's scoring keeps are the step's own (its rows joined with the
     chosen candidates), so the step from them moves the weights as the step that runs its
-    own; they are used while no weight has changed in place, and ignored after."""
+    own; they are used while no weight has changed in place, and ignored after or for other
+    rows."""
     incoming, candidates = batch(8, 6), batch(12, 7)
 
     def scored() -> tuple[MLP, dict[str, torch.Tensor], Interference]:
@@ -185,7 +186,7 @@ def test_mir_scoring_hands_the_step_its_forward_pass_while_the_weights_are_uncha
     net, params, first = scored()
     chosen = first.scores.topk(4).indices
     rows = Batch(*(t[chosen] for t in (candidates.x, candidates.y, candidates.task_ids)), 0)
-    ahead = first.activations(chosen)
+    ahead = first.activations(chosen, rows)
     x = torch.cat([incoming.x, rows.x])
     with torch.no_grad():
         torch.testing.assert_close(ahead.hidden[0], torch.relu(net.body[0](x)), **TOL)
@@ -197,18 +198,27 @@ def test_mir_scoring_hands_the_step_its_forward_pass_while_the_weights_are_uncha
     own = {n: p.detach().clone() for n, p in params.items()}
 
     _, params, again = scored()
-    loss = closed.descend(params, incoming, Replay(rows, zeros, again.activations(chosen)), 0.3)
+    loss = closed.descend(
+        params, incoming, Replay(rows, zeros, again.activations(chosen, rows)), 0.3
+    )
     torch.testing.assert_close(loss, own_loss, **TOL)
     for n, p in params.items():
         torch.testing.assert_close(p.detach(), own[n], **TOL)
 
     def wrong(run: Interference) -> Activations:
-        taken = run.activations(chosen)
-        return Activations(tuple(h + 1 for h in taken.hidden), taken.logits + 1, taken.versions)
+        taken = run.activations(chosen, rows)
+        hidden, logits = tuple(h + 1 for h in taken.hidden), taken.logits + 1
+        return Activations(hidden, logits, taken.rows, taken.versions)
 
     _, params, used = scored()
     closed.descend(params, incoming, Replay(rows, zeros, wrong(used)), lr=0.3)
     assert not torch.equal(params["head.weight"].detach(), own["head.weight"])  # taken
+
+    _, params, elsewhere = scored()
+    other = Batch(rows.x.clone(), rows.y, rows.task_ids, 0)  # equal rows, another tensor
+    closed.descend(params, incoming, Replay(other, zeros, wrong(elsewhere)), lr=0.3)
+    for n, p in params.items():
+        torch.testing.assert_close(p.detach(), own[n], **TOL)  # not the step's rows: ignored
 
     _, params, stale = scored()
     with torch.no_grad():

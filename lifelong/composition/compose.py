@@ -76,8 +76,10 @@ def default_learner() -> str:
     Raises:
         ContractError: no built-in learner declares it, or several do.
     """
-    declared = [
-        name for name, cls in parts().items() if issubclass(cls, Learner) and cls.is_default
+    declared = [  # on the class itself: a subclass of the default is not the default
+        name
+        for name, cls in parts().items()
+        if issubclass(cls, Learner) and vars(cls).get("is_default", False)
     ]
     if len(declared) != 1:
         raise ContractError(
@@ -494,8 +496,9 @@ def _check_memory_settings(composite: Composite, given: list[tuple[Any, set[str]
             if getattr(part, name):
                 raise UserError(
                     f"--set {part.name}.{name}=true acts on a memory's samples and "
-                    f"'{composite.name}' keeps none; add one (e.g. {composite.name}+replay) "
-                    "or leave the setting out"
+                    f"'{composite.name}' keeps none; add one (e.g. {composite.name}+replay), "
+                    f"give it only to the strategies that keep one (--set SPEC.{name}=true), "
+                    "or leave it out"
                 )
 
 

@@ -286,8 +286,8 @@ class Memory(Composable, Checkpointed, abc.ABC):
 
     def after_task(self, data: TrainingData) -> None:
         """Called when a task ends, with its training data, before the regularizers'
-        ``after_task`` (a memory that chooses at a task's end, herding, does it here).
-        The default does nothing."""
+        ``after_task`` (a memory that chooses at a task's end, herding, does it here;
+        ``--vectorize`` calls each seed's). The default does nothing."""
 
     @abc.abstractmethod
     def sample(self) -> Replay | None:

@@ -326,6 +326,8 @@ class _Seeds:
             if not alive[s]:
                 continue
             data = training_data(self.streams[s].tasks[task_id])
+            if c.memory is not None:  # as Composite.after_task: the memory, then penalties
+                c.memory.after_task(data)
             for reg in c.regularizers:
                 reg.after_task(self.views(s), data)
         self._stack_penalties()

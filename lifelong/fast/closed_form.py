@@ -54,17 +54,27 @@ class Activations:
     """A one-head MLP's forward pass on a step's rows (the incoming batch joined with the
     replay batch), taken ahead of the step by another acceleration on the same weights
     (MIR's scoring, :func:`lifelong.fast.interference`): each hidden layer's input, the
-    logits, and the weights' version counters at the time. :meth:`ClosedForm.descend`
-    uses them instead of its own forward pass while they are :meth:`current` (the same
-    numbers: a row's products do not depend on the rows beside it here)."""
+    logits, the inputs they were computed for (``rows``: the incoming batch's and the
+    replay batch's ``x``) and the weights' version counters at the time.
+    :meth:`ClosedForm.descend` uses them instead of its own forward pass while they
+    :meth:`hold` for its batch, replay batch and weights. The numbers are those of its own
+    pass up to float rounding; on the CPU bit for bit (a row's products there do not depend
+    on the rows beside it; a GPU library may pick another kernel for another row count)."""
 
     hidden: tuple[Tensor, ...]
     logits: Tensor
+    rows: tuple[Tensor, Tensor]
     versions: tuple[int, ...]
 
     def current(self, weights: Sequence[Tensor]) -> bool:
         """Whether no weight has changed in place since the pass was taken."""
         return self.versions == versions(weights)
+
+    def hold(self, batch: Batch, replay: Replay, weights: Sequence[Tensor]) -> bool:
+        """Whether the pass is the step's: taken for this very batch and replay batch (the
+        same tensors), at these weights unchanged since."""
+        incoming, replayed = self.rows
+        return incoming is batch.x and replayed is replay.batch.x and self.current(weights)
 
 
 def versions(weights: Sequence[Tensor]) -> tuple[int, ...]:
@@ -110,7 +120,7 @@ class ClosedForm:
         x, y = _joined(batch, replay)
         weights = list(params.values())
         ahead = replay.activations if replay is not None else None
-        if ahead is not None and not ahead.current(weights):
+        if ahead is not None and (replay is None or not ahead.hold(batch, replay, weights)):
             ahead = None
         return cross_entropy_descent(weights, x, y, lr, ahead)
 

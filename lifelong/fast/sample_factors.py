@@ -232,24 +232,28 @@ class Interference:
 
     Attributes:
         scores: float ``[C]``, each candidate's loss after the virtual step less before.
+        batch: the incoming batch.
         incoming: the incoming batch's hidden-layer inputs and logits, at the weights.
         candidates: the candidates' hidden-layer inputs and logits, at the weights.
         versions: the weights' version counters when the passes were taken.
     """
 
     scores: Tensor
+    batch: Batch
     incoming: tuple[Tensor, ...]
     candidates: tuple[Tensor, ...]
     versions: tuple[int, ...]
 
-    def activations(self, chosen: Tensor) -> Activations:
+    def activations(self, chosen: Tensor, replayed: Batch) -> Activations:
         """The forward pass of the incoming batch joined with the candidates at ``chosen``
-        (int64 ``[R]``), as the step on them runs it: MIR's replay batch."""
+        (int64 ``[R]``), as the step on them runs it; ``replayed``: those candidates as
+        the replay batch that carries it (MIR's)."""
         joined = [
             torch.cat([a, b.index_select(0, chosen)])
             for a, b in zip(self.incoming, self.candidates, strict=True)
         ]
-        return Activations(tuple(joined[:-1]), joined[-1], self.versions)
+        rows = (self.batch.x, replayed.x)
+        return Activations(tuple(joined[:-1]), joined[-1], rows, self.versions)
 
 
 @torch.no_grad()
@@ -284,7 +288,9 @@ def interference(
             hidden.append(now)
     before = F.cross_entropy(out, candidates.y, reduction="none")
     scores = F.cross_entropy(moved, candidates.y, reduction="none") - before
-    return Interference(scores, (*seen_inputs[1:], logits), (*hidden, out), versions(weights))
+    return Interference(
+        scores, incoming, (*seen_inputs[1:], logits), (*hidden, out), versions(weights)
+    )
 
 
 class MlpCosines:
