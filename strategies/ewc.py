@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar, final
+from typing import Any, ClassVar, final
 
 import torch
 from torch import Tensor, nn
 
 from lifelong import (
+    Batch,
     Quadratic,
     QuadraticRegularizer,
     StreamInfo,
     TrainingData,
     detached,
     fisher_diagonal,
+    fisher_labels,
     param,
     task_sample,
 )
+from lifelong.fast import fisher_by_hand, has_closed_form
 
 
 @final
@@ -58,42 +61,87 @@ class Ewc(QuadraticRegularizer):
     )
     fisher_samples: int = param(500, "training samples of a task used for its Fisher", ge=1)
 
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("by_hand",)
     model: nn.Module = field(init=False, repr=False, compare=False)
     generator: torch.Generator = field(init=False, repr=False, compare=False)
+    by_hand: bool = field(init=False, repr=False, compare=False, default=False)
     weight: dict[str, Tensor] = field(init=False, repr=False, compare=False)
     first: dict[str, Tensor] = field(init=False, repr=False, compare=False)
     center: dict[str, Tensor] = field(init=False, repr=False, compare=False)
-    second: Tensor = field(init=False, repr=False, compare=False)
     offset: Tensor = field(init=False, repr=False, compare=False)
+    ended: dict[str, Any] = field(init=False, repr=False, compare=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator = model, generator
-        self.weight, self.first, self.center = {}, {}, {}
-        device = next(model.parameters()).device
-        self.second = torch.zeros((), dtype=torch.float64, device=device)
+        self.by_hand = info.fast and has_closed_form(model)
+        self.weight, self.first, self.center, self.ended = {}, {}, {}, {}
+        self.offset = torch.zeros((), device=next(model.parameters()).device)
 
     def quadratic(self) -> Quadratic | None:
+        self._consolidate()
         if not self.weight:
             return None
-        return Quadratic(self.weight, self.center, scale=0.5, offset=self.offset / 2)
+        return Quadratic(self.weight, self.center, scale=0.5, offset=self.offset)
 
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
-        # sum_t F_t (theta - a_t)^2 == A (theta - c)^2 + offset, with A = sum_t F_t and
-        # c = sum_t F_t a_t / A: one quadratic per step however many tasks have passed.
+        # The task's weights and Fisher sample (its labels drawn now for the true Fisher);
+        # the Fisher itself is taken when the next task begins or the penalty is first
+        # read, at these weights: the same numbers, and none for the stream's last task.
+        self._consolidate()  # a task ended before this one with nothing read between
         sample = task_sample(data, self.fisher_samples, self.generator)
-        fisher = fisher_diagonal(self.model, params, sample, self.fisher, self.generator)
-        anchor = detached(params)
+        labelled = fisher_labels(self.model, params, sample, self.fisher, self.generator)
+        self.ended = {
+            "anchor": detached(params),
+            "x": labelled.x,
+            "y": labelled.y,
+            "task_ids": labelled.task_ids,
+            "task": labelled.task,
+        }
+
+    def before_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
+        self._consolidate()
+
+    def _consolidate(self) -> None:
+        """Add the ended task's ``F (theta - a)^2`` to the penalty.
+
+        ``sum_t F_t (theta - a_t)^2 == A (theta - c)^2 + C``, with ``A = sum_t F_t`` and
+        ``c = sum_t F_t a_t / A``: one quadratic per step however many tasks have passed.
+        Adding ``F (theta - a)^2`` moves the centre to ``c'`` and adds ``A (c - c')^2 +
+        F (a - c')^2`` to ``C`` (terms never negative: nothing cancels); the offset is
+        ``C / 2``.
+        """
+        if not self.ended:
+            return
+        ended, self.ended = self.ended, {}
+        anchor = ended["anchor"]
+        sample = Batch(ended["x"], ended["y"], ended["task_ids"], ended["task"])
+        fisher = fisher_of(self.model, anchor, sample, self.generator, self.by_hand)
+        weight, first, center, gained = {}, {}, {}, []
         for n, f in fisher.items():
-            self.weight[n] = self.weight.get(n, 0) + f
-            self.first[n] = self.first.get(n, 0) + f * anchor[n]
-            self.center[n] = torch.where(
-                self.weight[n] > 0, self.first[n] / self.weight[n], anchor[n]
-            )
-        self.second = self.second + _weighted_squares(fisher, anchor)
-        self.offset = (self.second - _weighted_squares(self.weight, self.center)).float()
+            weight[n] = self.weight.get(n, 0) + f
+            first[n] = self.first.get(n, 0) + f * anchor[n]
+            center[n] = torch.where(weight[n] > 0, first[n] / weight[n], anchor[n])
+            gained.append(torch.dot(f.reshape(-1), (anchor[n] - center[n]).square().reshape(-1)))
+            if n in self.center:
+                moved = (self.center[n] - center[n]).square()
+                gained.append(torch.dot(self.weight[n].reshape(-1), moved.reshape(-1)))
+        self.offset = self.offset + torch.stack(gained).sum() / 2
+        self.weight, self.first, self.center = weight, first, center
 
 
-def _weighted_squares(weights: dict[str, Tensor], values: dict[str, Tensor]) -> Tensor:
-    """``sum_i w_i v_i^2`` over every named tensor, in float64 (the offsets cancel)."""
-    terms = [(w.double() * values[n].double() ** 2).sum() for n, w in weights.items()]
-    return torch.stack(terms).sum()
+def fisher_of(
+    model: nn.Module,
+    params: dict[str, Tensor],
+    labelled: Batch,
+    generator: torch.Generator,
+    by_hand: bool,
+) -> dict[str, Tensor]:
+    """:func:`lifelong.fisher_diagonal` of ``params`` on ``labelled``, whose labels are
+    the ones to differentiate (:func:`lifelong.fisher_labels`); ``by_hand`` (the model
+    declares closed-form gradients and the run has ``fast`` on) takes it from
+    :func:`lifelong.fast.fisher_by_hand` where ``params`` are all of the model's weights:
+    the same numbers bit for bit."""
+    if by_hand and len(params) == len(list(model.parameters())):  # acceleration: lifelong.fast
+        squares = fisher_by_hand(list(params.values()), labelled.x, labelled.y)
+        return dict(zip(params, squares, strict=True))
+    return fisher_diagonal(model, params, labelled, "empirical", generator)

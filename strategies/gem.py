@@ -84,9 +84,10 @@ def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> 
     for a positive definite matrix. Float64 on the CPU; returns ``[t]`` on ``q``'s device.
     """
     # a [t, t] program: numpy's operations on it cost a fraction of torch's dispatch
-    P = gram.detach().cpu().double().numpy()
-    P = 0.5 * (P + P.T) + EPS * np.eye(len(P))
-    b = q.detach().cpu().double().numpy()
+    P = gram.detach().cpu().numpy().astype(np.float64)
+    P = (P + P.T) * 0.5
+    P.flat[:: len(P) + 1] += EPS  # the ridge on the diagonal
+    b = q.detach().cpu().numpy().astype(np.float64)
     if solver != "torch":
         try:
             import quadprog  # the official code's solver
@@ -138,10 +139,15 @@ class Gem(Learner):
     margin: float = param(0.5, "margin on the dual variables (memory_strength)", ge=0)
     solver: str = param("auto", "QP solver (auto: quadprog when installed)", choices=SOLVERS)
 
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("flat", "sizes")
     optimizer: SGD = field(init=False, repr=False, compare=False)
+    flat: list[Tensor] = field(init=False, repr=False, compare=False)  # the weights, flat views
+    sizes: list[int] = field(init=False, repr=False, compare=False)
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr)
+        self.flat = [p.view(-1) for p in params.values()]
+        self.sizes = [p.numel() for p in params.values()]
 
     def proximal_rate(self) -> float:
         return self.lr
@@ -150,14 +156,14 @@ class Gem(Learner):
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
         loss, g, memories = self._gradients(params, batch, replay, objective)
-        grads = _unflat(g, params)
-        update = grads
+        update = g
         if memories is not None:
             dots = memories @ g
-            if bool((dots < 0).any()):  # GEM projects only on a violated constraint
-                update = _unflat(project(g, memories, self.margin, self.solver, dots), grads)
-        self.optimizer.descend(list(update.values()))
-        return Step(loss.detach(), grads)
+            if float(dots.min()) < 0:  # GEM projects only on a violated constraint
+                update = project(g, memories, self.margin, self.solver, dots)
+        with torch.no_grad():  # the SGD step, theta -= lr * update, on the flat views
+            torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
+        return Step(loss.detach(), _unflat(g, params))
 
     def _gradients(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
@@ -189,8 +195,10 @@ class Gem(Learner):
 
 
 def _past_tasks(stored: Batch, task: int) -> list[int]:
-    """The task ids in ``stored`` other than ``task``."""
-    return [t for t in stored.task_ids.unique().tolist() if t != task]
+    """The task ids in ``stored`` other than ``task``, in increasing order."""
+    ids = stored.task_ids
+    found = np.unique(ids.numpy()).tolist() if ids.device.type == "cpu" else ids.unique().tolist()
+    return [t for t in found if t != task]
 
 
 def _flat(grads: Params) -> Tensor:

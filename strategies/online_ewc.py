@@ -14,10 +14,13 @@ from lifelong import (
     StreamInfo,
     TrainingData,
     detached,
-    fisher_diagonal,
+    fisher_labels,
     param,
     task_sample,
 )
+from lifelong.fast import has_closed_form
+
+from .ewc import fisher_of
 
 
 @final
@@ -45,13 +48,16 @@ class OnlineEwc(QuadraticRegularizer):
     )
     fisher_samples: int = param(500, "training samples of a task used for its Fisher", ge=1)
 
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("by_hand",)
     model: nn.Module = field(init=False, repr=False, compare=False)
+    by_hand: bool = field(init=False, repr=False, compare=False, default=False)
     generator: torch.Generator = field(init=False, repr=False, compare=False)
     running: dict[str, Tensor] = field(init=False, repr=False, compare=False)
     anchor: dict[str, Tensor] = field(init=False, repr=False, compare=False)
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator, self.running, self.anchor = model, generator, {}, {}
+        self.by_hand = info.fast and has_closed_form(model)
 
     def quadratic(self) -> Quadratic | None:
         if not self.anchor:
@@ -60,6 +66,7 @@ class OnlineEwc(QuadraticRegularizer):
 
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
         sample = task_sample(data, self.fisher_samples, self.generator)
-        fisher = fisher_diagonal(self.model, params, sample, self.fisher, self.generator)
+        labelled = fisher_labels(self.model, params, sample, self.fisher, self.generator)
+        fisher = fisher_of(self.model, params, labelled, self.generator, self.by_hand)
         self.running = {n: self.gamma * self.running.get(n, 0) + f for n, f in fisher.items()}
         self.anchor = detached(params)

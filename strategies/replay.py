@@ -359,10 +359,9 @@ class Reservoir(Memory):
         when it is dropped."""
         device = batch.y.device
         u = self._draws(len(batch.y), device)
-        if device.type == "cpu":  # the same rule on host numbers: a dozen fewer tensor ops
-            local = reservoir_slots(u.tolist(), seen, rows)
-            moved = [s + first if s < rows else self.size for s in local]
-            return torch.from_numpy(np.array(moved, dtype=np.int64))  # torch.tensor: 3x slower
+        if device.type == "cpu":  # the same rule in numpy: a dozen fewer tensor ops
+            local = reservoir_slots(u.numpy(), seen, rows)
+            return torch.from_numpy(np.where(local < rows, local + first, self.size))
         slots = reservoir_slots_on_device(u, seen, rows)
         return torch.where(slots < rows, slots + first, self.size)
 
@@ -462,19 +461,20 @@ class StackedReservoirs:
             m._count(n, stacked.task)
 
 
-def reservoir_slots(draws: list[float], seen: int, size: int) -> list[int]:
+def reservoir_slots(draws: np.ndarray, seen: int, size: int) -> np.ndarray:
     """Reservoir sampling's slot for each new sample, ``size`` (scratch) when it is dropped.
 
     Sample ``n`` (counting from 0 over the stream; ``seen`` came before) fills slot ``n``
     while the memory has room, else goes to ``floor(u_n * (n + 1))`` when that is below
     ``size`` (probability ``size / (n + 1)``); of several new samples sent to one slot only
-    the last is kept. ``draws`` are the uniform ``u_n`` in [0, 1).
+    the last is kept. ``draws`` are the uniform ``u_n`` in [0, 1) (float64); returns int64.
     """
-    slots = [
-        n if n < size else min(int(u * (n + 1)), size) for n, u in enumerate(draws, start=seen)
-    ]
-    last = {slot: i for i, slot in enumerate(slots)}
-    return [slot if last[slot] == i else size for i, slot in enumerate(slots)]
+    n = np.arange(seen, seen + len(draws))
+    slots = np.where(n < size, n, np.minimum((draws * (n + 1)).astype(np.int64), size))
+    order = np.arange(len(slots))
+    last = np.full(size + 1, -1)
+    np.maximum.at(last, slots, order)  # the last new sample sent to each slot
+    return np.where(last[slots] == order, slots, size)
 
 
 def reservoir_slots_on_device(draws: Tensor, seen: int, size: int) -> Tensor:

@@ -159,8 +159,8 @@ def test_stacked_gradients_equal_each_networks_own() -> None:
 @pytest.mark.parametrize("fast", [True, False])
 def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) -> None:
     """``--set fast=false`` runs the reference everywhere: no function of lifelong.fast is
-    called by naive, er, ewc (penalty in the loss), mer, la-maml or la-maml+lwf; with
-    ``fast`` on (the default) each of them is."""
+    called by naive, er, ewc (penalty in the loss), si (which reads the gradients), mer,
+    la-maml or la-maml+lwf; with ``fast`` on (the default) each of them is."""
     import lifelong.strategies.lookahead as lookahead
     import lifelong.strategies.mer as mer
 
@@ -189,6 +189,7 @@ def test_fast_false_takes_no_acceleration(fast: bool, make_stream, monkeypatch) 
         ("naive", {}),
         ("er", {}),
         ("ewc", {"proximal": "false"}),
+        ("si", {"proximal": "false"}),
         ("mer", {"batches_per_example": "1"}),
         ("la-maml", {}),
         ("la-maml+lwf", {}),  # a penalty: no closed form, the look-ahead in place

@@ -65,10 +65,10 @@ def test_reservoir_matches_one_by_one_reservoir_sampling() -> None:
     ("seen", "size", "n"), [(0, 20, 16), (10, 20, 16), (500, 7, 64), (3, 3, 40)]
 )
 def test_reservoir_slots_on_the_host_equal_the_device_rule(seen: int, size: int, n: int) -> None:
-    """The CPU path's list rule and the device path's tensor rule agree slot for slot,
+    """The CPU path's numpy rule and the device path's tensor rule agree slot for slot,
     collisions (two new samples sent to one slot: the last wins) included."""
     draws = torch.rand(n, generator=torch.Generator().manual_seed(seen + n), dtype=torch.float64)
-    on_host = reservoir_slots(draws.tolist(), seen, size)
+    on_host = reservoir_slots(draws.numpy(), seen, size).tolist()
     assert on_host == reservoir_slots_on_device(draws, seen, size).tolist()
     kept = [s for s in on_host if s < size]
     assert len(kept) == len(set(kept))
@@ -76,7 +76,7 @@ def test_reservoir_slots_on_the_host_equal_the_device_rule(seen: int, size: int,
     rows = torch.rand(4, n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
     rows[1] = rows[0]  # two memories drawing alike collide alike, and apart from each other
     on_device = reservoir_slots_on_device(rows, seen, size)
-    assert on_device.tolist() == [reservoir_slots(r.tolist(), seen, size) for r in rows]
+    assert on_device.tolist() == [reservoir_slots(r.numpy(), seen, size).tolist() for r in rows]
 
 
 def test_reservoir_keeps_a_uniform_sample_of_the_stream() -> None:

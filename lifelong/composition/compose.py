@@ -282,6 +282,10 @@ class Composite(Strategy):
             regularizer.observe(self.params, step.grads)
         return step.loss
 
+    def before_task(self, data: TrainingData) -> None:
+        for regularizer in self.regularizers:
+            regularizer.before_task(self.params, data)
+
     def after_task(self, data: TrainingData) -> None:
         if self.memory is not None:
             self.memory.after_task(data)

@@ -50,6 +50,7 @@ __all__ = [
     "apply_gradients",
     "detached",
     "fisher_diagonal",
+    "fisher_labels",
     "gradient_importance",
     "gradients",
     "quadratic_penalty",
@@ -118,6 +119,12 @@ class Quadratic:
     def value(self, params: Params) -> Tensor:
         """The penalty at ``params``, 0-d and differentiable: the regularizer's ``penalty``."""
         return self.scale * quadratic_penalty(params, self.weights, self.center) + self.offset
+
+    def value_and_slopes(self, params: Params) -> tuple[Tensor, Params]:
+        """The penalty at ``params`` and ``w (theta - c)`` by name (its gradient is ``2
+        scale`` times that), no graph."""
+        names, slopes, value = self._value_and_slopes(params)
+        return value, dict(zip(names, slopes, strict=True))
 
     def value_and_gradient(self, params: Params) -> tuple[Tensor, Params]:
         """The penalty at ``params`` and its gradient ``2 scale w (theta - c)``, no graph.
@@ -368,8 +375,9 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
         Regularizers whose penalty is such a quadratic (EWC, online EWC, SI, MAS) return
         it, so that a learner with a :meth:`Learner.proximal_rate` applies it exactly;
         None before the first consolidation. Others keep the default None and are always
-        part of the objective. It may change only in :meth:`after_task` (``--vectorize``
-        reads it once per task).
+        part of the objective. It may change only in :meth:`after_task` and
+        :meth:`before_task` (``--vectorize`` reads it once per task, after
+        :meth:`after_task`).
         """
         return None
 
@@ -381,6 +389,9 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
     def observe(self, params: Params, grads: Params) -> None:
         """Called by the strategy after every update with the step's gradients (SI; none
         when the part declares :attr:`reads_gradients` False)."""
+
+    def before_task(self, params: Params, data: TrainingData) -> None:
+        """Called when a task begins (with task boundaries), before its first step."""
 
     def after_task(self, params: Params, data: TrainingData) -> None:
         """Consolidate at the end of a task (importance, anchors, old model)."""
@@ -584,16 +595,25 @@ def fisher_diagonal(
     References: Kirkpatrick et al. 2017; Martens 2020 ("New insights and perspectives on
     the natural gradient method") on empirical versus true Fisher.
     """
+    labelled = fisher_labels(model, params, batch, kind, generator)
+    return gradient_importance(
+        model, params, labelled, F.cross_entropy, "square", summed_loss=_summed_cross_entropy
+    )
+
+
+def fisher_labels(
+    model: nn.Module, params: Params, batch: Batch, kind: str, generator: torch.Generator
+) -> Batch:
+    """``batch`` with the labels :func:`fisher_diagonal` differentiates: its own
+    (``"empirical"``) or one drawn per sample from the model's prediction (``"true"``)."""
     if kind not in ("empirical", "true"):
         raise ValueError(f"fisher kind must be 'empirical' or 'true', not {kind!r}")
-    if kind == "true":
-        with torch.no_grad(), eval_mode(model):
-            probs = functional_call(model, params, (batch.x, batch.task_ids)).softmax(1)
-        labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
-        batch = Batch(batch.x, labels, batch.task_ids, batch.task)
-    return gradient_importance(
-        model, params, batch, F.cross_entropy, "square", summed_loss=_summed_cross_entropy
-    )
+    if kind == "empirical":
+        return batch
+    with torch.no_grad(), eval_mode(model):
+        probs = functional_call(model, params, (batch.x, batch.task_ids)).softmax(1)
+    labels = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    return Batch(batch.x, labels, batch.task_ids, batch.task)
 
 
 def _summed_cross_entropy(logits: Tensor, y: Tensor) -> Tensor:

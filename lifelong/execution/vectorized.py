@@ -239,7 +239,11 @@ class _Seeds:
         return [{} for _ in self.streams]
 
     def before_task(self, task_id: int) -> None:
-        """Nothing: a composite's parts act at the end of a task."""
+        """Every seed's regularizers' ``before_task``, as :meth:`Composite.before_task`."""
+        for s, c in enumerate(self.strategies):
+            data = training_data(self.streams[s].tasks[task_id])
+            for reg in c.regularizers:
+                reg.before_task(self.views(s), data)
 
     def step(self, batch: Batch) -> Tensor:
         """One SGD step of every seed, with its own replay and penalties; each seed's loss.
@@ -254,10 +258,18 @@ class _Seeds:
                 kept = self.forward(self.stack, batch.x, batch.task_ids)
         grads: list[Tensor] | None = None
         if self.descends:  # bare one-head MLPs, plain SGD: each seed's step by hand, in place
-            loss = stacked_mlp_cross_entropy_descent(self.stack_list, x, y, self.optimizer.lr)
+            lr = self.optimizer.lr
+            penalty, pulls = self._quadratic_slopes()  # at the weights before the step
+            loss = stacked_mlp_cross_entropy_descent(self.stack_list, x, y, lr) + penalty
+            with torch.no_grad():  # as ClosedForm.descend: the penalties' steps after
+                for i, slope, rate in pulls:
+                    self.stack_list[i].add_(slope, alpha=-lr * rate)
         elif self.closed_form:  # bare one-head MLPs: the gradients by hand, batched over seeds
             loss, grads = stacked_mlp_cross_entropy_grads(list(self.stack.values()), x, y)
-            loss = self._add_quadratics(loss, grads)
+            penalty, pulls = self._quadratic_slopes()
+            loss = loss + penalty
+            for i, slope, rate in pulls:
+                grads[i].add_(slope, alpha=rate)
         else:
             logits = self.forward(self.stack, x, task_ids)
             ce = (
@@ -307,18 +319,22 @@ class _Seeds:
         x, y = torch.cat([x, stored.x], 1), torch.cat([y, stored.y], 1)
         return x, y, torch.cat([task_ids, stored.task_ids], 1), replays
 
-    def _add_quadratics(self, loss: Tensor, grads: list[Tensor]) -> Tensor:
-        """Add every quadratic penalty of the objective to the seeds' losses and, in
-        place, to their gradients, as :meth:`Composite.mlp_loss_and_grads` does."""
+    def _quadratic_slopes(self) -> tuple[Tensor | float, list[tuple[int, Tensor, float]]]:
+        """The seeds' ``sum(lam * penalty)`` over the objective's quadratic penalties
+        (``[S]``, or 0 without any) and each penalty's share of the gradient on each
+        stacked weight, ``(index, slopes w (theta - c), 2 scale lam)``, as
+        :class:`lifelong.fast.ClosedForm` takes them."""
+        total: Tensor | float = 0.0
+        pulls = []
         for lam, scale, offset, terms in self.quadratics:
             value = offset
             for i, weights, center in terms:
                 diff = self.stack_list[i].detach() - center
                 slope = diff * weights
                 value = value + scale * (slope * diff).flatten(1).sum(1)
-                grads[i].add_(slope.mul_(2 * scale), alpha=lam)
-            loss = loss + lam * value
-        return loss
+                pulls.append((i, slope, 2 * scale * lam))
+            total = total + lam * value
+        return total, pulls
 
     def after_task(self, task_id: int, alive: list[bool]) -> None:
         """Consolidate every seed still training (a diverged run stops before this)."""

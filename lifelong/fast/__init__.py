@@ -15,8 +15,8 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   pass MIR's scoring took already when the replay batch carries it (:class:`Activations`).
 - :mod:`lifelong.fast.sample_factors`: per-sample gradients of such a model kept as each
   layer's factors: GEM's per-task memory gradients, GSS's cosine scores, MIR's
-  interference (keeping its forward passes for the step) and ER-ACE's step, with no
-  per-sample gradient or autograd graph formed.
+  interference (keeping its forward passes for the step), ER-ACE's step and EWC's Fisher
+  diagonal, with no per-sample gradient or autograd graph formed.
 - :mod:`lifelong.fast.lookahead_inplace`: La-MAML's first-order look-ahead on any objective,
   the fast weights stepped in place and the meta-gradients kept as running sums, and its
   ``foreach`` update.
@@ -43,6 +43,7 @@ from lifelong.fast.sample_factors import (
     Interference,
     MlpCosines,
     ace_gradients,
+    fisher_by_hand,
     gem_gradients,
     interference,
     sample_factors,
@@ -57,6 +58,7 @@ __all__ = [
     "compiled_mer_update",
     "cross_entropy_descent",
     "cross_entropy_grads",
+    "fisher_by_hand",
     "gem_gradients",
     "has_closed_form",
     "in_place_look_ahead",

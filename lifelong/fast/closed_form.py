@@ -110,19 +110,46 @@ class ClosedForm:
 
     def descends(self, params: Params) -> bool:
         """Whether :meth:`descend` may take a plain SGD step on ``params``: the objective
-        is the bare cross-entropy and no part reads the step's gradient."""
-        return not self.gradients_read and self.covers(params, penalties=False)
+        is the cross-entropy (plus its quadratic penalties) and no part reads the step's
+        gradient."""
+        return not self.gradients_read and self.covers(params)
 
     def descend(self, params: Params, batch: Batch, replay: Replay | None, lr: float) -> Tensor:
-        """``theta -= lr * grad`` of the bare cross-entropy on ``batch`` joined with the
-        replay batch, in place, with no gradient formed (:func:`cross_entropy_descent`);
-        returns the loss before the step. Only where :meth:`descends`."""
+        """``theta -= lr * grad`` of the objective on ``batch`` joined with the replay
+        batch, in place, with no gradient formed: the cross-entropy's step by
+        :func:`cross_entropy_descent`, then each quadratic penalty's, ``-lr lam 2 scale
+        w (theta - c)`` at the weights before the step (equal to the gradient's step up to
+        float rounding). Returns the objective before the step. Only where :meth:`descends`."""
         x, y = _joined(batch, replay)
         weights = list(params.values())
         ahead = replay.activations if replay is not None else None
         if ahead is not None and (replay is None or not ahead.hold(batch, replay, weights)):
             ahead = None
-        return cross_entropy_descent(weights, x, y, lr, ahead)
+        penalty, pulls = self._penalty_slopes(params, batch, replay)
+        loss = cross_entropy_descent(weights, x, y, lr, ahead)
+        with torch.no_grad():
+            for targets, slopes, rate in pulls:
+                torch._foreach_add_(targets, slopes, alpha=-lr * rate)
+        return loss if penalty is None else loss + penalty
+
+    def _penalty_slopes(
+        self, params: Params, batch: Batch, replay: Replay | None
+    ) -> tuple[Tensor | None, list[tuple[list[Tensor], list[Tensor], float]]]:
+        """``sum(lam * penalty)`` over the quadratic penalties (None: there are none) and,
+        for each one stated, the weights it pulls, its slopes ``w (theta - c)`` and the
+        factor ``2 scale lam`` that makes them its share of the gradient."""
+        penalty: Tensor | None = None
+        pulls = []
+        for reg in self.quadratics:
+            quadratic = reg.quadratic()
+            if quadratic is None:  # nothing consolidated yet: its value, no gradient
+                value = reg.penalty(params, batch, replay).detach()
+            else:
+                value, slopes = quadratic.value_and_slopes(params)
+                rate = 2 * quadratic.scale * reg.lam
+                pulls.append(([params[n] for n in slopes], list(slopes.values()), rate))
+            penalty = reg.lam * value if penalty is None else penalty + reg.lam * value
+        return penalty, pulls
 
     def loss_and_grads(
         self, params: Params, batch: Batch, replay: Replay | None
