@@ -15,7 +15,7 @@ from lifelong.strategies import gss, mir
 from lifelong.strategies.er_ace import ErAce
 from lifelong.strategies.gem import Gem
 
-from lifelong import Batch, Objective, Replay, StreamInfo
+from lifelong import Batch, Objective, Replay, StreamInfo, fisher_diagonal, fisher_labels
 from lifelong.composition.compose import configure
 from lifelong.fast import (
     Activations,
@@ -23,6 +23,7 @@ from lifelong.fast import (
     Interference,
     MlpCosines,
     ace_gradients,
+    fisher_by_hand,
     gem_gradients,
     interference,
     sample_factors,
@@ -261,11 +262,62 @@ def test_er_ace_steps_by_hand_match_its_reference(float64_default: None) -> None
         torch.testing.assert_close(a, b, **TOL)
 
 
+@pytest.mark.parametrize("kind", ["empirical", "true"])
+@pytest.mark.parametrize("hidden", [(), (5, 4)])
+def test_fisher_by_hand_is_the_reference_bit_for_bit(kind: str, hidden: tuple[int, ...]) -> None:
+    """EWC's Fisher diagonal by hand equals :func:`lifelong.fisher_diagonal`'s (forward
+    hooks and autograd) exactly, in float32, for the empirical and the sampled labels."""
+    torch.manual_seed(0)
+    net = MLP(6, hidden, 3)
+    params = dict(net.named_parameters())
+    data = batch(200, 3)
+    data = Batch(data.x.float() * 4, data.y, data.task_ids, 0)  # confident and wrong alike
+    reference = fisher_diagonal(net, params, data, kind, torch.Generator().manual_seed(1))
+    labelled = fisher_labels(net, params, data, kind, torch.Generator().manual_seed(1))
+    by_hand = fisher_by_hand(list(params.values()), labelled.x, labelled.y)
+    for (name, want), got in zip(reference.items(), by_hand, strict=True):
+        assert torch.equal(want, got), name
+
+
+def test_ewc_takes_each_fisher_when_the_next_task_begins_and_none_for_the_last(
+    make_stream, monkeypatch
+) -> None:
+    """The Fisher of a task that ended is taken when the next one begins, at the weights
+    it ended with: a run makes one fewer than it has tasks, and its numbers are those
+    of taking each at once (the penalty read right after the task, a restored run)."""
+    import lifelong.strategies.ewc as ewc
+
+    made: list[int] = []
+    real = ewc.fisher_by_hand
+
+    def counted(*args, **kwargs):  # type: ignore[no-untyped-def]
+        made.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ewc, "fisher_by_hand", counted)
+    stream = make_stream("class", n_tasks=3)
+    small = {"batch_size": "8", "hidden": "16", "proximal": "false"}
+    lazy = run_one("ewc", small, stream=stream)
+    assert len(made) == 2
+
+    eager = ewc.Ewc.after_task
+
+    def at_once(self, params, data):  # type: ignore[no-untyped-def]
+        eager(self, params, data)
+        self.quadratic()  # reading the penalty consolidates now
+
+    monkeypatch.setattr(ewc.Ewc, "after_task", at_once)
+    made.clear()
+    assert run_one("ewc", small, stream=stream).matrix == lazy.matrix
+    assert len(made) == 3
+
+
 @pytest.mark.parametrize("fast", [True, False])
 def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> None:
-    """``--set fast=false`` runs gem, er-ace, mir and gss on their references; with
-    ``fast`` on each takes its acceleration."""
+    """``--set fast=false`` runs gem, er-ace, mir, gss and ewc's Fisher on their
+    references; with ``fast`` on each takes its acceleration."""
     import lifelong.strategies.er_ace as er_ace
+    import lifelong.strategies.ewc as ewc
     import lifelong.strategies.gem as gem
     import lifelong.strategies.replay as replay
 
@@ -275,6 +327,7 @@ def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> 
         (er_ace, "ace_gradients"),
         (replay, "fast_interference"),
         (replay, "MlpCosines"),
+        (ewc, "fisher_by_hand"),
     ]:
         real = getattr(module, name)
 
@@ -285,7 +338,14 @@ def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> 
         monkeypatch.setattr(module, name, recorded)
     stream = make_stream("class", n_tasks=2)
     small = {"batch_size": "8", "hidden": "16", "fast": str(fast).lower()}
-    for spec in ("gem", "er-ace", "mir", "gss"):
-        run_one(spec, {**small, "replay.size": "20"} if spec != "er-ace" else small, stream=stream)
-    everything = {"gem_gradients", "ace_gradients", "fast_interference", "MlpCosines"}
+    for spec in ("gem", "er-ace", "mir", "gss", "ewc"):
+        memory = spec in ("gem", "mir", "gss")
+        run_one(spec, {**small, "replay.size": "20"} if memory else small, stream=stream)
+    everything = {
+        "gem_gradients",
+        "ace_gradients",
+        "fast_interference",
+        "MlpCosines",
+        "fisher_by_hand",
+    }
     assert taken == (everything if fast else set())
