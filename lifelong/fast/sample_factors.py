@@ -230,15 +230,20 @@ def gem_gradients(
 
 
 def _grouped_rows(task_ids: Tensor, groups: Sequence[int]) -> tuple[Tensor, list[int]]:
-    """The rows of each of ``groups`` in ``task_ids``, one group after the other (each in
-    its order), and each group's count; on the CPU with numpy (a few microseconds where
-    torch's per-group ``nonzero`` took about fifty)."""
+    """The rows of each of ``groups`` (in increasing order) in ``task_ids``, one group
+    after the other (each in its order), and each group's count; on the CPU by one stable
+    sort in numpy (a few microseconds where torch's per-group ``nonzero`` took fifty)."""
     if task_ids.device.type != "cpu":
         rows = [(task_ids == t).nonzero().squeeze(1) for t in groups]
         return torch.cat(rows), [len(r) for r in rows]
     ids = task_ids.numpy()
-    picked = [np.flatnonzero(ids == t) for t in groups]
-    return torch.from_numpy(np.concatenate(picked)), [len(r) for r in picked]
+    order = np.argsort(ids, kind="stable")
+    bounds = (
+        np.searchsorted(ids[order], groups, side="left"),
+        np.searchsorted(ids[order], groups, side="right"),
+    )
+    picked = np.concatenate([order[a:b] for a, b in zip(*bounds, strict=True)])
+    return torch.from_numpy(picked), (bounds[1] - bounds[0]).tolist()
 
 
 def _grouped_gradients(
