@@ -239,11 +239,15 @@ class _Seeds:
         return [{} for _ in self.streams]
 
     def before_task(self, task_id: int) -> None:
-        """Every seed's regularizers' ``before_task``, as :meth:`Composite.before_task`."""
+        """Every seed's regularizers' ``before_task``, as :meth:`Composite.before_task`,
+        then their penalties stacked for the task (a penalty changes only at a task's
+        end; stacked here, a consolidation left for the next task, as EWC's Fisher, is
+        never made after the stream's last one)."""
         for s, c in enumerate(self.strategies):
             data = training_data(self.streams[s].tasks[task_id])
             for reg in c.regularizers:
                 reg.before_task(self.views(s), data)
+        self._stack_penalties()
 
     def step(self, batch: Batch) -> Tensor:
         """One SGD step of every seed, with its own replay and penalties; each seed's loss.
@@ -346,7 +350,6 @@ class _Seeds:
                 c.memory.after_task(data)
             for reg in c.regularizers:
                 reg.after_task(self.views(s), data)
-        self._stack_penalties()
 
     def _stack_penalties(self) -> None:
         self.proximal = self._proximal_terms()
@@ -379,7 +382,8 @@ class _Seeds:
         ``(lam, scale, offsets [S], [(parameter index, weights, center), ...])``.
 
         A seed whose penalty is not consolidated yet gets zero weights (no value, no
-        gradient). Penalties change only at the end of a task, so this is rebuilt there.
+        gradient). Penalties change only at the end of a task, so this is rebuilt when the
+        next one begins.
         """
         terms = []
         names = list(self.stack)
@@ -422,7 +426,8 @@ class _Seeds:
         ``theta <- (theta + pull) / norm`` (:meth:`lifelong.Quadratic.proximal_terms`),
         in the order the composites apply them; a seed whose penalty is not consolidated
         yet gets ``pull = 0, norm = 1``, which leaves its weights bit for bit. Penalties
-        change only at the end of a task, so this is rebuilt there, not at every step.
+        change only at the end of a task, so this is rebuilt when the next one begins, not at
+        every step.
         """
         terms = []
         for i in range(len(self.strategies[0].proximal)):
