@@ -245,3 +245,25 @@ def test_a_regularizer_reading_gradients_gets_them_unless_it_declares_it_does_no
     loss = F.cross_entropy(net(batch(5, 0).x), batch(5, 0).y)
     want = torch.autograd.grad(loss, net.head.weight)[0]
     torch.testing.assert_close(reading.seen[0], want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("spec", ["mir+cosine", "ewc+cosine"])
+def test_a_head_that_replaces_the_output_layer_ends_the_closed_form(spec: str, make_stream) -> None:
+    """The cosine head swaps the MLP's output layer for its own: the model no longer
+    declares closed-form gradients, so MIR's scoring and EWC's Fisher take their
+    references (the accelerations once read the cosine layer as a Linear one), and the
+    run with ``fast`` on is the run with it off."""
+    from lifelong.strategies.cosine import CosineHead
+
+    from lifelong.fast import has_closed_form
+
+    model = MLP(6, [5], 3)
+    assert has_closed_form(model)
+    CosineHead().prepare(model, StreamInfo(2, "class", 3, 1, 6), torch.Generator().manual_seed(0))
+    assert not has_closed_form(model)
+    stream = make_stream("class", n_tasks=2)
+    small = {"batch_size": "8", "hidden": "16", **({"replay.size": "20"} if "mir" in spec else {})}
+    runs = [
+        run_one(spec, {**small, "fast": fast}, stream=stream).matrix for fast in ("true", "false")
+    ]
+    assert runs[0] == runs[1]

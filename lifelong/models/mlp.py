@@ -66,8 +66,10 @@ class MLP(nn.Module, ClosedFormModel):
         self.feature_dim = widths[-1]
 
     def closed_form_grads(self) -> bool:
-        """One head: the logits are the last layer's output (several heads slice it)."""
-        return self.n_heads == 1
+        """One head, and its output layer still its own Linear: the logits are the last
+        layer's output (several heads slice it; a head part that replaces the layer, as
+        ``cosine`` does, ends the promise)."""
+        return self.n_heads == 1 and type(self.head) is nn.Linear
 
     def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Logits of the head each sample belongs to.
