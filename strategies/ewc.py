@@ -86,7 +86,9 @@ class Ewc(QuadraticRegularizer):
     def after_task(self, params: dict[str, Tensor], data: TrainingData) -> None:
         # The task's weights and Fisher sample (its labels drawn now for the true Fisher);
         # the Fisher itself is taken when the next task begins or the penalty is first
-        # read, at these weights: the same numbers, and none for the stream's last task.
+        # read, at these weights (and the model's buffers, batch norm's statistics, which
+        # nothing between a task's end and the next one's start changes): the same
+        # numbers, and none for the stream's last task.
         self._consolidate()  # a task ended before this one with nothing read between
         sample = task_sample(data, self.fisher_samples, self.generator)
         labelled = fisher_labels(self.model, params, sample, self.fisher, self.generator)
@@ -115,7 +117,12 @@ class Ewc(QuadraticRegularizer):
         ended, self.ended = self.ended, {}
         anchor = ended["anchor"]
         sample = Batch(ended["x"], ended["y"], ended["task_ids"], ended["task"])
-        fisher = fisher_of(self.model, anchor, sample, self.generator, self.by_hand)
+        # as at the task's end, whatever reads the penalty first: with gradients (the
+        # reference differentiates), in full precision (outside a step's autocast)
+        device = next(iter(anchor.values())).device.type
+        precise = torch.autocast(device, enabled=False)
+        with torch.inference_mode(False), torch.enable_grad(), precise:
+            fisher = fisher_of(self.model, anchor, sample, self.generator, self.by_hand)
         weight, first, center, gained = {}, {}, {}, []
         for n, f in fisher.items():
             weight[n] = self.weight.get(n, 0) + f

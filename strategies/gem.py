@@ -84,10 +84,10 @@ def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> 
     for a positive definite matrix. Float64 on the CPU; returns ``[t]`` on ``q``'s device.
     """
     # a [t, t] program: numpy's operations on it cost a fraction of torch's dispatch
-    P = gram.detach().cpu().numpy().astype(np.float64)
+    P = gram.detach().to("cpu", torch.float64).numpy()  # float64 from any dtype (bf16 too)
     P = (P + P.T) * 0.5
     P.flat[:: len(P) + 1] += EPS  # the ridge on the diagonal
-    b = q.detach().cpu().numpy().astype(np.float64)
+    b = q.detach().to("cpu", torch.float64).numpy()
     if solver != "torch":
         try:
             import quadprog  # the official code's solver
@@ -146,7 +146,9 @@ class Gem(Learner):
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr)
-        self.flat = [p.view(-1) for p in params.values()]
+        # the step on flat views of the weights where they have them (not channels-last)
+        plain = all(p.is_contiguous() for p in params.values())
+        self.flat = [p.view(-1) for p in params.values()] if plain else []
         self.sizes = [p.numel() for p in params.values()]
 
     def proximal_rate(self) -> float:
@@ -161,8 +163,11 @@ class Gem(Learner):
             dots = memories @ g
             if float(dots.min()) < 0:  # GEM projects only on a violated constraint
                 update = project(g, memories, self.margin, self.solver, dots)
-        with torch.no_grad():  # the SGD step, theta -= lr * update, on the flat views
-            torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
+        if self.flat:  # the SGD step, theta -= lr * update, on the flat views
+            with torch.no_grad():
+                torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
+        else:
+            self.optimizer.descend(list(_unflat(update, params).values()))
         return Step(loss.detach(), _unflat(g, params))
 
     def _gradients(

@@ -54,9 +54,9 @@ class Sgd(Learner):
     The gradient is autograd's. An objective that declares a closed form (the default
     one-head MLP's cross-entropy, alone or with quadratic penalties in it) has it written
     out by hand instead (:class:`lifelong.fast.ClosedForm`, equal up to float rounding);
-    a plain step on the bare cross-entropy (no momentum, no per-weight rates, no part that
-    reads the gradient) is then taken without forming the gradient
-    (:func:`lifelong.fast.cross_entropy_descent`).
+    a plain step (no momentum, no per-weight rates, no part that reads the gradient) is
+    then taken without forming the gradient (:func:`lifelong.fast.cross_entropy_descent`,
+    then each quadratic penalty's step from its slopes: :meth:`ClosedForm.descend`).
 
     References: Chaudhry et al. 2019, "On tiny episodic memories in continual learning" (ER).
     """

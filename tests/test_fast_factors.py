@@ -284,7 +284,7 @@ def test_ewc_takes_each_fisher_when_the_next_task_begins_and_none_for_the_last(
 ) -> None:
     """The Fisher of a task that ended is taken when the next one begins, at the weights
     it ended with: a run makes one fewer than it has tasks, and its numbers are those
-    of taking each at once (the penalty read right after the task, a restored run)."""
+    of taking each at once (the penalty read right after the task)."""
     import lifelong.strategies.ewc as ewc
 
     made: list[int] = []

@@ -329,10 +329,18 @@ def test_amp_bf16_autocasts_the_step_and_channels_last_formats_conv_weights() ->
 def test_amp_bf16_runs_the_default_mlp_through_the_reference_path() -> None:
     """The closed-form gradients are float32: under autocast the reference path runs."""
     stream = image_stream((1, 28, 28))
-    for name in ("naive", "er", "ewc", "la-maml", "mer"):
+    for name in ("naive", "er", "ewc", "la-maml", "mer", "gem"):
         spec = plan_one(name, {"amp": "bf16", "hidden": "16", "batch_size": "4"})
         result = execute(spec, stream, CPU)
         assert result.ok, result.error
+
+
+def test_gem_steps_channels_last_conv_weights() -> None:
+    """GEM's step runs on flat views of the weights where they have them; channels-last
+    conv weights have none, and it steps them as they are."""
+    settings = {**model_settings("cnn"), "channels_last": "true", "batch_size": "4"}
+    result = execute(plan_one("gem", settings), image_stream((1, 28, 28)), CPU)
+    assert result.ok, result.error
 
 
 def test_vectorize_takes_only_models_that_declare_closed_form(capsys) -> None:

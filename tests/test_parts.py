@@ -494,3 +494,29 @@ def test_quadratic_penalties_are_declared_by_their_base(name: str) -> None:
     cls = parts()[name]
     assert issubclass(cls, QuadraticRegularizer) and cls.is_quadratic
     assert "penalty" not in vars(cls)  # not a second statement of the same quadratic
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_ewc_penalty_first_read_under_no_grad_or_autocast_is_the_fisher_of_the_task(
+    fast: bool,
+) -> None:
+    """EWC takes a task's Fisher when the penalty is first read (or the next task
+    begins): read first inside ``no_grad``, ``inference_mode`` or a bf16 autocast, it is
+    still the full-precision Fisher with gradients (the reference differentiates)."""
+    model, params = small_model()
+    data = task_data()
+    batch = Batch(data.x.float() / 255, data.y, data.task_ids, 0)
+    moved = shifted(params)
+    values = []
+    for context in (
+        torch.enable_grad,
+        torch.no_grad,
+        torch.inference_mode,
+        lambda: torch.autocast("cpu", dtype=torch.bfloat16),
+    ):
+        ewc = parts()["ewc"](fisher_samples=12)
+        ewc.setup(model, dataclasses.replace(INFO, fast=fast), torch.Generator().manual_seed(0))
+        ewc.after_task(params, data)
+        with context():
+            values.append(ewc.penalty(moved, batch, None).detach().clone())
+    assert all(torch.equal(v, values[0]) for v in values) and values[0] > 0

@@ -234,7 +234,8 @@ class Composite(Strategy):
 
     def descends(self) -> bool:
         """Whether the objective lets a plain SGD step skip forming the gradient
-        (:meth:`lifelong.fast.ClosedForm.descends`: bare cross-entropy, no part reads it)."""
+        (:meth:`lifelong.fast.ClosedForm.descends`: the cross-entropy with at most quadratic
+        penalties, no part reads it)."""
         closed = self.minimised.closed_form
         return closed is not None and closed.descends(self.params)
 

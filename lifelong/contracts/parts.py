@@ -377,7 +377,7 @@ class Regularizer(Composable, Checkpointed, abc.ABC):
         None before the first consolidation. Others keep the default None and are always
         part of the objective. It may change only in :meth:`after_task` and
         :meth:`before_task` (``--vectorize`` reads it once per task, after
-        :meth:`after_task`).
+        :meth:`before_task`, and when it resumes from a checkpoint).
         """
         return None
 

@@ -14,8 +14,10 @@ learns, the run has ``fast`` on, and the objective says so by carrying a :class:
 ``tests/test_closed_form.py``.
 
 :func:`cross_entropy_descent` goes one step further for the ``sgd`` learner's plain step
-(no momentum, no per-weight rates, a bare cross-entropy whose gradient no part reads): it
-moves each weight matrix by its gradient's product in place, forming no gradient. When the
+(no momentum, no per-weight rates, the cross-entropy with at most quadratic penalties,
+whose gradient no part reads): it moves each weight matrix by its gradient's product in
+place, forming no gradient, and :meth:`ClosedForm.descend` then takes each penalty's step
+from its slopes at the weights before the step. When the
 replay batch carries the step's forward pass, taken by MIR's scoring on the same weights
 (:class:`Activations`), the step starts from it instead of running its own.
 """
