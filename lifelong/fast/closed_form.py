@@ -130,16 +130,16 @@ class ClosedForm:
         penalty, pulls = self._penalty_slopes(params, batch, replay)
         loss = cross_entropy_descent(weights, x, y, lr, ahead)
         with torch.no_grad():
-            for targets, slopes, rate in pulls:
-                torch._foreach_add_(targets, slopes, alpha=-lr * rate)
+            for names, slopes, rate in pulls:
+                torch._foreach_add_([params[n] for n in names], slopes, alpha=-lr * rate)
         return loss if penalty is None else loss + penalty
 
     def _penalty_slopes(
         self, params: Params, batch: Batch, replay: Replay | None
-    ) -> tuple[Tensor | None, list[tuple[list[Tensor], list[Tensor], float]]]:
+    ) -> tuple[Tensor | None, list[tuple[list[str], list[Tensor], float]]]:
         """``sum(lam * penalty)`` over the quadratic penalties (None: there are none) and,
-        for each one stated, the weights it pulls, its slopes ``w (theta - c)`` and the
-        factor ``2 scale lam`` that makes them its share of the gradient."""
+        for each one stated, the names of the weights it pulls, its slopes ``w (theta - c)``
+        and the factor ``2 scale lam`` that makes them its share of the gradient."""
         penalty: Tensor | None = None
         pulls = []
         for reg in self.quadratics:
@@ -149,7 +149,7 @@ class ClosedForm:
             else:
                 value, slopes = quadratic.value_and_slopes(params)
                 rate = 2 * quadratic.scale * reg.lam
-                pulls.append(([params[n] for n in slopes], list(slopes.values()), rate))
+                pulls.append((list(slopes), list(slopes.values()), rate))
             penalty = reg.lam * value if penalty is None else penalty + reg.lam * value
         return penalty, pulls
 
@@ -160,13 +160,10 @@ class ClosedForm:
         x, y = _joined(batch, replay)
         loss, by_hand = cross_entropy_grads(list(params.values()), x, y)
         grads = dict(zip(params, by_hand, strict=True))
-        for reg in self.quadratics:
-            quadratic = reg.quadratic()
-            if quadratic is None:
-                loss = loss + reg.lam * reg.penalty(params, batch, replay).detach()
-                continue
-            loss = loss + reg.lam * quadratic.add_gradient(params, grads, reg.lam)
-        return loss, grads
+        penalty, pulls = self._penalty_slopes(params, batch, replay)
+        for names, slopes, rate in pulls:
+            torch._foreach_add_([grads[n] for n in names], slopes, alpha=rate)
+        return (loss if penalty is None else loss + penalty), grads
 
 
 def _joined(batch: Batch, replay: Replay | None) -> tuple[Tensor, Tensor]:
