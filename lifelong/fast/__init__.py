@@ -5,7 +5,7 @@ opens in ``strategies/`` is the reference (autograd, the paper's formulation) an
 wherever no acceleration applies. Every acceleration is switched off by the protocol's
 ``fast=false`` (``--set fast=false``, :attr:`lifelong.StreamInfo.fast`), and a test checks
 each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta_learners.py``,
-``tests/test_fast_factors.py``).
+``tests/test_fast_factors.py``, ``tests/test_mer_kernel.py``, ``tests/test_penalty_kernel.py``).
 
 - :mod:`lifelong.fast.closed_form`: the cross-entropy gradients of a model that declares
   them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
@@ -24,6 +24,8 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   with CPU kernels in :mod:`lifelong.fast.lookahead_kernel` (numba, when installed).
 - :mod:`lifelong.fast.mer_kernel`: MER's whole update on such a model, compiled (numba,
   when installed).
+- :mod:`lifelong.fast.penalty_kernel`: a quadratic penalty's slopes and value in one
+  compiled pass (numba, when installed), for the closed form's penalties.
 - :mod:`lifelong.fast.stacked_mlp`: ``--vectorize``'s step, the closed form batched over
   the seeds' stacked weights.
 """

@@ -25,17 +25,18 @@ replay batch carries the step's forward pass, taken by MIR's scoring on the same
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lifelong.fast.penalty_kernel import PenaltyViews, compiled_value_and_slopes
 from lifelong.models.mlp import ClosedFormModel
 
 if TYPE_CHECKING:
-    from lifelong.contracts.parts import Regularizer, Replay
+    from lifelong.contracts.parts import Quadratic, Regularizer, Replay
     from lifelong.contracts.strategy import Batch
 
 __all__ = [
@@ -105,6 +106,9 @@ class ClosedForm:
     """A part may read each step's gradient (:attr:`lifelong.Regularizer.reads_gradients`:
     SI's path integral, and any part that does not declare otherwise), so a learner must
     form it: no :meth:`descend`."""
+    views: dict[int, PenaltyViews] = field(default_factory=dict, compare=False, repr=False)
+    """The compiled penalty kernel's views of each quadratic penalty (by its place in
+    ``quadratics``), kept while its tensors stay the same (:mod:`lifelong.fast.penalty_kernel`)."""
 
     def covers(self, params: Params, *, penalties: bool = True) -> bool:
         """Whether it holds for the weights ``params`` (and, ``penalties=False``, no penalty)."""
@@ -142,16 +146,28 @@ class ClosedForm:
         and the factor ``2 scale lam`` that makes them its share of the gradient."""
         penalty: Tensor | None = None
         pulls = []
-        for reg in self.quadratics:
+        for place, reg in enumerate(self.quadratics):
             quadratic = reg.quadratic()
             if quadratic is None:  # nothing consolidated yet: its value, no gradient
                 value = reg.penalty(params, batch, replay).detach()
             else:
-                value, slopes = quadratic.value_and_slopes(params)
+                value, slopes = self._value_and_slopes(place, quadratic, params)
                 rate = 2 * quadratic.scale * reg.lam
                 pulls.append((list(slopes), list(slopes.values()), rate))
             penalty = reg.lam * value if penalty is None else penalty + reg.lam * value
         return penalty, pulls
+
+    def _value_and_slopes(
+        self, place: int, quadratic: Quadratic, params: Params
+    ) -> tuple[Tensor, Params]:
+        """:meth:`lifelong.Quadratic.value_and_slopes`, by the compiled kernel where it runs
+        (:func:`lifelong.fast.penalty_kernel.compiled_value_and_slopes`: the same slopes bit
+        for bit, written into buffers that the caller consumes before the next step)."""
+        compiled = compiled_value_and_slopes(quadratic, params, self.views.get(place))
+        if compiled is None:
+            return quadratic.value_and_slopes(params)
+        value, slopes, self.views[place] = compiled
+        return value, slopes
 
     def loss_and_grads(
         self, params: Params, batch: Batch, replay: Replay | None

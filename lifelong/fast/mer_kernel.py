@@ -28,14 +28,14 @@ turns it off. Compiled on first use (a few seconds) and cached on disk by numba.
 from __future__ import annotations
 
 import functools
-import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from lifelong.fast.compiled import Kernel
 
 __all__ = ["Kernel", "compiled_mer_update", "kernel"]
 
@@ -105,35 +105,11 @@ def _runs_here(weights: Sequence[Tensor], x: Tensor, y: Tensor) -> bool:
     )
 
 
-@dataclass
-class Kernel:
-    """The compiled kernel of a process, and whether it is usable.
-
-    Attributes:
-        compiled: the kernel, compiled on first call (None: numba is not installed).
-        unusable: why numba could not compile it here ("" while it has not failed); once
-            set, the reference serves and no compile is tried again.
-    """
-
-    compiled: Callable[..., Any] | None
-    unusable: str = ""
-
-    def give_up(self, error: Exception) -> None:
-        """Numba failed to compile: say so once; the reference serves from now on."""
-        self.unusable = f"{type(error).__name__}: {str(error).splitlines()[0]}"
-        warnings.warn(
-            f"lifelong: numba cannot compile MER's CPU kernel here ({self.unusable}); "
-            "PyTorch operators compute the same numbers, more slowly",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-
-
 @functools.cache
 def kernel() -> Kernel:
     """This process's kernel, made on first use (numba compiles it once per process and
     dtype, and caches it on disk)."""
-    return Kernel(_compiled())
+    return Kernel(_compiled(), "MER's CPU kernel")
 
 
 def _compiled() -> Callable[..., Any] | None:
