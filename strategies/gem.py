@@ -211,8 +211,5 @@ def _flat(grads: Params) -> Tensor:
 
 
 def _unflat(flat: Tensor, like: Params) -> Params:
-    out, start = {}, 0
-    for name, g in like.items():
-        out[name] = flat[start : start + g.numel()].view_as(g)
-        start += g.numel()
-    return out
+    parts = flat.split([g.numel() for g in like.values()])
+    return {name: part.view_as(g) for (name, g), part in zip(like.items(), parts, strict=True)}

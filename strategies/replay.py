@@ -469,12 +469,17 @@ def reservoir_slots(draws: np.ndarray, seen: int, size: int) -> np.ndarray:
     ``size`` (probability ``size / (n + 1)``); of several new samples sent to one slot only
     the last is kept. ``draws`` are the uniform ``u_n`` in [0, 1) (float64); returns int64.
     """
-    n = np.arange(seen, seen + len(draws))
-    slots = np.where(n < size, n, np.minimum((draws * (n + 1)).astype(np.int64), size))
-    order = np.arange(len(slots))
-    last = np.full(size + 1, -1)
-    np.maximum.at(last, slots, order)  # the last new sample sent to each slot
-    return np.where(last[slots] == order, slots, size)
+    # a loop over the batch's few dozen draws: cheaper here than a dozen numpy calls
+    slots = np.full(len(draws), size)
+    kept: dict[int, int] = {}  # slot -> the last new sample sent to it
+    for i, u in enumerate(draws.tolist()):
+        n = seen + i
+        slot = n if n < size else int(u * (n + 1))  # floor: u * (n + 1) >= 0
+        if slot < size:
+            kept[slot] = i
+    for slot, i in kept.items():
+        slots[i] = slot
+    return slots
 
 
 def reservoir_slots_on_device(draws: Tensor, seen: int, size: int) -> Tensor:

@@ -432,7 +432,12 @@ class _Run:
         for _epoch in range(protocol.epochs):
             for batch in trainer.batches(task_id):
                 for glance in range(protocol.glances):
-                    loss = trainer.step(dataclasses.replace(batch, glance=glance))
+                    seen = (
+                        batch
+                        if glance == batch.glance
+                        else dataclasses.replace(batch, glance=glance)
+                    )
+                    loss = trainer.step(seen)
                 self.step += 1
                 losses.append(loss.detach())  # no graph kept until the task ends
                 if protocol.eval_every and self.step % protocol.eval_every == 0:

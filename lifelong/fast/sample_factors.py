@@ -263,15 +263,19 @@ def _grouped_gradients(
     equal = len(set(sizes[1:])) == 1
     for layer, (a, d) in enumerate(zip(factors.inputs, factors.errors, strict=True)):
         start, middle, end = columns[2 * layer : 2 * layer + 3]
-        d_t = d.t()
-        for group, (i, j) in enumerate(itertools.pairwise(bounds)):
-            matrix = out[group, start:middle].view(d.shape[1], a.shape[1])
-            torch.mm(d_t[:, i:j], a[i:j], out=matrix)
-            if group == 0 or not equal:
-                torch.sum(d[i:j], 0, out=out[group, middle:end])
+        # each group's rows and its block of the result, as views (a handful of operators
+        # per layer, not a handful per group)
+        blocks = out[:, start:middle].unflatten(1, (d.shape[1], a.shape[1])).unbind(0)
+        rows = zip(d.t().split(sizes, 1), a.split(sizes), blocks, strict=True)
+        for errors, inputs, block in rows:
+            torch.mm(errors, inputs, out=block)
         if equal and len(sizes) > 1:
+            torch.sum(d[: sizes[0]], 0, out=out[0, middle:end])
             rest = d[sizes[0] :].view(len(sizes) - 1, sizes[1], d.shape[1])
             out[1:, middle:end] = rest.sum(1)
+        else:
+            for group, (i, j) in enumerate(itertools.pairwise(bounds)):
+                torch.sum(d[i:j], 0, out=out[group, middle:end])
     return factors.losses, out
 
 
