@@ -54,7 +54,8 @@ EWC_NOTE = [
     "``vmap`` of per-sample gradients, which is why lifelong's EWC loop is faster than "
     "the hand loop's. On the default MLP lifelong's step is written out too: the "
     "cross-entropy's update in place, then the quadratic penalty's from its slopes at the "
-    "weights before the step (one pass over the weights for its value and slopes, no "
+    "weights before the step (one pass over the weights for its value and slopes, "
+    "compiled by numba where it is installed, ``lifelong/fast/penalty_kernel.py``; no "
     "gradient formed; tested equal to autograd's), so what is left of EWC's cost over "
     "naive is that pass in every step and the Fisher of every task but the last.",
 ]
