@@ -72,6 +72,32 @@ def test_views_are_kept_while_the_tensors_are_the_same_and_rebuilt_when_they_cha
     torch.testing.assert_close(other[0], moved.value_and_slopes(params)[0])
 
 
+@pytest.mark.parametrize("replaced", ["param", "center", "weights"])
+def test_views_are_rebuilt_when_a_tensor_gets_new_storage(replaced: str) -> None:
+    """``.data`` swapped under the same tensor object (a parameter moved, a centre
+    rewritten): the kept views would read the old storage, so they are rebuilt."""
+    quadratic, params = penalty(torch.float32)
+    first = compiled_value_and_slopes(quadratic, params, None)
+    assert first is not None
+    holder = {"param": params, "center": quadratic.center, "weights": quadratic.weights}[replaced]
+    holder["0.weight"].data = holder["0.weight"].detach() + 1.0
+    again = compiled_value_and_slopes(quadratic, params, first[2])
+    assert again is not None and again[2] is not first[2]
+    want_value, want_slopes = quadratic.value_and_slopes(params)
+    for name, slope in want_slopes.items():
+        assert torch.equal(again[1][name], slope)
+    torch.testing.assert_close(again[0], want_value)
+
+
+def test_the_value_has_the_references_dtype() -> None:
+    """float64 weights with a float32 offset: the wider dtype, as the reference's sum."""
+    quadratic, params = penalty(torch.float64)
+    narrow = Quadratic(quadratic.weights, quadratic.center, scale=0.5, offset=torch.tensor(0.25))
+    compiled = compiled_value_and_slopes(narrow, params, None)
+    assert compiled is not None
+    assert compiled[0].dtype == narrow.value_and_slopes(params)[0].dtype == torch.float64
+
+
 def test_tensors_the_kernel_cannot_take_fall_back_to_the_reference() -> None:
     quadratic, params = penalty(torch.float32)
     strided = {**params, "0.weight": torch.randn(13, 7).t().requires_grad_()}

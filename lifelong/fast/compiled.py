@@ -8,11 +8,11 @@ take the PyTorch reference. This holds that state, one per kernel and process.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Kernel"]
+__all__ = ["Kernel", "numba_kernel"]
 
 
 @dataclass
@@ -39,3 +39,27 @@ class Kernel:
             RuntimeWarning,
             stacklevel=4,
         )
+
+
+def numba_kernel(
+    loop: Callable[..., Any],
+    what: str,
+    fastmath: Collection[str],
+    helpers: tuple[Callable[..., Any], ...] = (),
+) -> Kernel:
+    """``loop`` compiled by numba on its first call (cached on disk next to its module), or
+    a kernel that is not there (``compiled`` None) where numba is not importable.
+
+    ``fastmath``: the LLVM flags the loop may use; ``helpers``: plain functions the loop
+    calls, which numba compiles into it where it calls them (plain Python stays plain
+    Python), so its disk cache holds.
+    """
+    try:
+        import numba
+        from numba.extending import register_jitable
+    except Exception:  # absent, or built for another numpy: the reference serves
+        return Kernel(None, what)
+    options: dict[str, Any] = {"fastmath": set(fastmath), "boundscheck": False}
+    for helper in helpers:
+        register_jitable(**options)(helper)
+    return Kernel(numba.njit(cache=True, **options)(loop), what)

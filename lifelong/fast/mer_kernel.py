@@ -28,14 +28,13 @@ turns it off. Compiled on first use (a few seconds) and cached on disk by numba.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from lifelong.fast.compiled import Kernel
+from lifelong.fast.compiled import Kernel, numba_kernel
 
 __all__ = ["Kernel", "compiled_mer_update", "kernel"]
 
@@ -108,26 +107,10 @@ def _runs_here(weights: Sequence[Tensor], x: Tensor, y: Tensor) -> bool:
 @functools.cache
 def kernel() -> Kernel:
     """This process's kernel, made on first use (numba compiles it once per process and
-    dtype, and caches it on disk)."""
-    return Kernel(_compiled(), "MER's CPU kernel")
-
-
-def _compiled() -> Callable[..., Any] | None:
-    try:
-        import numba
-        from numba.extending import register_jitable
-    except Exception:  # absent, or built for another numpy: the reference serves
-        return None
-    # Reassociation lets the dot products use vector lanes; NaN and inf keep their meaning.
-    options: dict[str, Any] = {
-        "fastmath": {"reassoc", "contract", "nsz", "arcp"},
-        "boundscheck": False,
-    }
-    # _mer_steps calls these: registered, numba compiles them into it where it calls them
-    # (plain Python stays plain Python), and its disk cache holds.
-    register_jitable(**options)(_sample_step)
-    register_jitable(**options)(_lerp)
-    return numba.njit(cache=True, **options)(_mer_steps)
+    dtype, and caches it on disk). Reassociation lets the dot products use vector lanes;
+    NaN and inf keep their meaning."""
+    fastmath = {"reassoc", "contract", "nsz", "arcp"}
+    return numba_kernel(_mer_steps, "MER's CPU kernel", fastmath, (_sample_step, _lerp))
 
 
 def _mer_steps(theta, widths, x, y, rates, losses):
