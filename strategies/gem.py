@@ -49,6 +49,7 @@ from lifelong import (
     Replay,
     Step,
     StreamInfo,
+    UnformedGradients,
     gradients,
     param,
 )
@@ -139,10 +140,11 @@ class Gem(Learner):
     margin: float = param(0.5, "margin on the dual variables (memory_strength)", ge=0)
     solver: str = param("auto", "QP solver (auto: quadprog when installed)", choices=SOLVERS)
 
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("flat", "sizes")
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("flat", "sizes", "weights")
     optimizer: SGD = field(init=False, repr=False, compare=False)
     flat: list[Tensor] = field(init=False, repr=False, compare=False)  # the weights, flat views
     sizes: list[int] = field(init=False, repr=False, compare=False)
+    weights: list[Tensor] = field(init=False, repr=False, compare=False)  # detached views
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr)
@@ -150,6 +152,7 @@ class Gem(Learner):
         plain = all(p.is_contiguous() for p in params.values())
         self.flat = [p.view(-1) for p in params.values()] if plain else []
         self.sizes = [p.numel() for p in params.values()]
+        self.weights = [p.detach() for p in params.values()]  # they follow the steps in place
 
     def proximal_rate(self) -> float:
         return self.lr
@@ -168,7 +171,9 @@ class Gem(Learner):
                 torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
         else:
             self.optimizer.descend(list(_unflat(update, params).values()))
-        return Step(loss.detach(), _unflat(g, params))
+        # the gradient before the projection, for a part that reads it (SI)
+        unread = objective.closed_form is not None and not objective.closed_form.gradients_read
+        return Step(loss.detach(), UnformedGradients() if unread else _unflat(g, params))
 
     def _gradients(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
@@ -177,13 +182,15 @@ class Gem(Learner):
         ``params``), and ``[t, P]``: the objective's gradient on each past task's
         replayed samples (None: no past task)."""
         stored = replay.batch if replay is not None else None
-        tasks = [] if stored is None else _past_tasks(stored, batch.task)
         closed = objective.closed_form
         one_pass = closed is not None and closed.covers(params, penalties=False)
-        if one_pass and stored is not None and tasks:
+        if one_pass and stored is not None:
             # acceleration: lifelong.fast.sample_factors, the batch and the memory in one pass
-            loss, rows = gem_gradients(list(params.values()), batch, stored, tasks)
-            return loss, rows[0], rows[1:]
+            found = gem_gradients(self.weights, batch, stored)
+            if found is not None:
+                loss, rows, _ = found
+                return loss, rows[0], rows[1:]
+        tasks = [] if stored is None else _past_tasks(stored, batch.task)
         if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
             loss, grads = closed.loss_and_grads(params, batch, None)
         else:

@@ -67,6 +67,7 @@ __all__ = [
 ]
 
 EPS = 1e-8  # F.normalize's, as GSS's reference normalises
+NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,17 @@ def sample_factors(
         shares: float ``[N]``, each sample's weight in a loss: its errors are scaled by it
             (None: 1), so that :meth:`Factors.summed` is that loss's gradient.
     """
-    weights = [w.detach() for w in weights]
+    return _factors([w.detach() for w in weights], x, y, keep, shares)
+
+
+def _factors(
+    weights: Sequence[Tensor],
+    x: Tensor,
+    y: Tensor,
+    keep: Tensor | None = None,
+    shares: Tensor | None = None,
+) -> Factors:
+    """:func:`sample_factors` of ``weights`` detached already."""
     inputs, logits = _layer_inputs(weights, x, keep)
     log_p = F.log_softmax(logits, 1)
     losses = -log_p.gather(1, y[:, None]).squeeze(1)
@@ -200,82 +211,96 @@ def fisher_by_hand(weights: Sequence[Tensor], x: Tensor, y: Tensor) -> list[Tens
 
 
 def gem_gradients(
-    weights: Sequence[Tensor], incoming: Batch, memory: Batch, groups: Sequence[int]
-) -> tuple[Tensor, Tensor]:
+    weights: Sequence[Tensor], incoming: Batch, memory: Batch
+) -> tuple[Tensor, Tensor, list[int]] | None:
     """GEM's step gradients in one pass over the batch and the memory.
 
     The reference (``strategies/gem.py``) takes the objective's gradient, then one backward
     per past task.
 
     Args:
-        weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]`` (read only).
+        weights: ``(W_1, b_1, ..., W_L, b_L)``, ``W_l`` shaped ``[out, in]``, detached
+            (read only).
         incoming: the batch, ``x [B, ...]`` (flattened to the MLP's rows), ``y [B]``.
         memory: the stored samples, ``x [M, ...]``, ``y [M]``, ``task_ids [M]``.
-        groups: task ids present in ``memory`` (each has at least one sample).
 
     Returns:
-        The incoming batch's mean cross-entropy (0-d) and ``[1 + G, P]``: its gradient
-        (row 0) and the mean gradient of each group's samples, flattened in the order of
-        ``weights``.
+        The incoming batch's mean cross-entropy (0-d), ``[1 + T, P]``: its gradient (row
+        0) and the mean gradient of each past task's samples (the task ids in ``memory``
+        other than ``incoming.task``, in increasing order), flattened in the order of
+        ``weights``, and those task ids; None when ``memory`` holds no past task.
     """
-    order, sizes = _grouped_rows(memory.task_ids, groups)
+    order, sizes, tasks = _past_task_rows(memory.task_ids, incoming.task)
+    if not tasks:
+        return None
     n = len(incoming.y)
-    # the batch's rows, then the memory's gathered by group straight after them (one copy)
+    # the batch's rows, then the memory's gathered by task straight after them (one copy)
     x = incoming.x.new_empty(n + len(order), incoming.x[0].numel())
     x[:n] = incoming.x.flatten(1)
     torch.index_select(memory.x.flatten(1), 0, order, out=x[n:])
     y = torch.cat([incoming.y, memory.y.index_select(0, order)])
     losses, out = _grouped_gradients(weights, x, y, [n, *sizes])
-    return losses[:n].mean(), out
+    return losses[:n].mean(), out, tasks
 
 
-def _grouped_rows(task_ids: Tensor, groups: Sequence[int]) -> tuple[Tensor, list[int]]:
-    """The rows of each of ``groups`` (in increasing order) in ``task_ids``, one group
-    after the other (each in its order), and each group's count; on the CPU by one stable
-    sort in numpy (a few microseconds where torch's per-group ``nonzero`` took fifty)."""
+def _past_task_rows(task_ids: Tensor, current: int) -> tuple[Tensor, list[int], list[int]]:
+    """The rows of each task id in ``task_ids`` other than ``current``, task after task
+    (in increasing order, each task's in their order), each task's count and the task
+    ids; on the CPU by one stable sort in numpy (a few microseconds where torch's
+    per-task ``unique`` and ``nonzero`` took fifty)."""
     if task_ids.device.type != "cpu":
-        rows = [(task_ids == t).nonzero().squeeze(1) for t in groups]
-        return torch.cat(rows), [len(r) for r in rows]
+        tasks = [t for t in task_ids.unique().tolist() if t != current]
+        rows = [(task_ids == t).nonzero().squeeze(1) for t in tasks]
+        if not rows:
+            return task_ids.new_empty(0), [], []
+        return torch.cat(rows), [len(r) for r in rows], tasks
     ids = task_ids.numpy()
     order = np.argsort(ids, kind="stable")
-    bounds = (
-        np.searchsorted(ids[order], groups, side="left"),
-        np.searchsorted(ids[order], groups, side="right"),
-    )
-    picked = np.concatenate([order[a:b] for a, b in zip(*bounds, strict=True)])
-    return torch.from_numpy(picked), (bounds[1] - bounds[0]).tolist()
+    ordered = ids[order]
+    past = ordered != current
+    ordered = ordered[past]
+    starts = np.flatnonzero(np.diff(ordered, prepend=ordered[:1] - 1))  # each task's first
+    sizes = np.diff(starts, append=len(ordered))
+    return torch.from_numpy(order[past]), sizes.tolist(), ordered[starts].tolist()
 
 
 def _grouped_gradients(
     weights: Sequence[Tensor], x: Tensor, y: Tensor, sizes: Sequence[int]
 ) -> tuple[Tensor, Tensor]:
     """Each sample's loss ``[N]`` and ``[G, P]``: the mean cross-entropy gradient of each
-    run of consecutive rows (``sizes``, in order). One pass with each sample's error
-    scaled by ``1 / n_g`` gives every factor; a group's gradient is the product of its own
-    rows, ``E_g^T A_g``, written straight into its row of the result."""
-    shares = torch.from_numpy(np.repeat(1.0 / np.array(sizes), sizes))  # float64, as 1.0 / n
-    factors = sample_factors(weights, x, y, shares=shares.to(x.device, x.dtype))
-    bounds = list(itertools.accumulate(sizes, initial=0))
+    run of consecutive rows (``sizes``, in order), ``weights`` detached. One pass with
+    each sample's error scaled by ``1 / n_g`` gives every factor; a group's gradient is
+    the product of its own rows, ``E_g^T A_g``, written straight into its row of the
+    result: groups after the first of one size (the memory's full per-task shares) in one
+    batched product per layer, bit for bit the per-group products."""
+    shares = np.repeat(1.0 / np.array(sizes), sizes)  # float64, as 1.0 / n
+    if x.dtype in NUMPY_FLOATS and x.device.type == "cpu":  # rounded by numpy, as by torch
+        scale = torch.from_numpy(shares.astype(NUMPY_FLOATS[x.dtype]))
+    else:
+        scale = torch.from_numpy(shares).to(x.device, x.dtype)
+    factors = _factors(weights, x, y, shares=scale)
+    n, rest = sizes[0], sizes[1:]
+    batched = len(rest) > 1 and len(set(rest)) == 1
     columns = list(itertools.accumulate((w.numel() for w in weights), initial=0))
     out = factors.losses.new_empty(len(sizes), columns[-1])
-    # groups after the first of one size (the memory's full per-task shares) take their
-    # bias sums in one reduction, bit for bit the per-group sums
-    equal = len(set(sizes[1:])) == 1
     for layer, (a, d) in enumerate(zip(factors.inputs, factors.errors, strict=True)):
         start, middle, end = columns[2 * layer : 2 * layer + 3]
-        # each group's rows and its block of the result, as views (a handful of operators
-        # per layer, not a handful per group)
-        blocks = out[:, start:middle].unflatten(1, (d.shape[1], a.shape[1])).unbind(0)
-        rows = zip(d.t().split(sizes, 1), a.split(sizes), blocks, strict=True)
+        width, depth = d.shape[1], a.shape[1]
+        torch.mm(d[:n].t(), a[:n], out=out[0, start:middle].view(width, depth))
+        torch.sum(d[:n], 0, out=out[0, middle:end])
+        if batched:
+            groups = d[n:].view(len(rest), rest[0], width)
+            blocks = out[1:, start:middle].view(len(rest), width, depth)
+            torch.bmm(groups.transpose(1, 2), a[n:].view(len(rest), rest[0], depth), out=blocks)
+            out[1:, middle:end] = groups.sum(1)
+            continue
+        # each group's rows and its block of the result, as views
+        blocks = out[1:, start:middle].unflatten(1, (width, depth)).unbind(0)
+        rows = zip(d[n:].t().split(rest, 1), a[n:].split(rest), blocks, strict=True)
         for errors, inputs, block in rows:
             torch.mm(errors, inputs, out=block)
-        if equal and len(sizes) > 1:
-            torch.sum(d[: sizes[0]], 0, out=out[0, middle:end])
-            rest = d[sizes[0] :].view(len(sizes) - 1, sizes[1], d.shape[1])
-            out[1:, middle:end] = rest.sum(1)
-        else:
-            for group, (i, j) in enumerate(itertools.pairwise(bounds)):
-                torch.sum(d[i:j], 0, out=out[group, middle:end])
+        for group, (i, j) in enumerate(itertools.pairwise(itertools.accumulate(sizes))):
+            torch.sum(d[i:j], 0, out=out[group + 1, middle:end])
     return factors.losses, out
 
 
