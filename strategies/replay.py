@@ -24,7 +24,7 @@ from lifelong import (
     feature_dim,
     param,
 )
-from lifelong.fast import MlpCosines, compiled_reservoir_slots, has_closed_form
+from lifelong.fast import MlpCosines, has_closed_form
 from lifelong.fast import interference as fast_interference
 
 from . import gss, herding, mir
@@ -360,10 +360,6 @@ class Reservoir(Memory):
         device = batch.y.device
         u = self._draws(len(batch.y), device)
         if device.type == "cpu":  # the same rule in numpy: a dozen fewer tensor ops
-            if self.fast:  # acceleration: lifelong.fast.reservoir_kernel (numba)
-                compiled = compiled_reservoir_slots(u.numpy(), seen, rows, first, self.size)
-                if compiled is not None:
-                    return torch.from_numpy(compiled)
             local = reservoir_slots(u.numpy(), seen, rows)
             return torch.from_numpy(np.where(local < rows, local + first, self.size))
         slots = reservoir_slots_on_device(u, seen, rows)

@@ -15,7 +15,15 @@ from lifelong.strategies import gss, mir
 from lifelong.strategies.er_ace import ErAce
 from lifelong.strategies.gem import Gem
 
-from lifelong import Batch, Objective, Replay, StreamInfo, fisher_diagonal, fisher_labels
+from lifelong import (
+    Batch,
+    Objective,
+    Replay,
+    StreamInfo,
+    UnformedGradients,
+    fisher_diagonal,
+    fisher_labels,
+)
 from lifelong.composition.compose import configure
 from lifelong.fast import (
     Activations,
@@ -163,6 +171,29 @@ def test_gem_grouped_products_equal_each_groups_own_product(sizes: list[int]) ->
         by_autograd = torch.cat([t.flatten() for t in torch.autograd.grad(mean, net.parameters())])
         torch.testing.assert_close(out[group], by_autograd, rtol=1e-6, atol=1e-6)
         start += size
+
+
+@pytest.mark.parametrize("spec", ["gem", "gem+replay+si"])
+def test_gem_hands_its_gradient_to_a_part_that_reads_it(spec: str) -> None:
+    """With SI in the composite (it reads each step's gradient) GEM's step hands over the
+    incoming batch's gradient before the projection; with nothing that reads it, the
+    by-hand step forms none for the caller (an empty UnformedGradients)."""
+    composite, _ = configure(spec, {"lr": 0.3})
+    composite.setup(model(), StreamInfo(3, "class", 3, 1, 6), torch.Generator().manual_seed(1))
+    learner = composite.learner
+    assert isinstance(learner, Gem)
+    incoming = batch(5, 7, tasks=3)
+    replay = Replay(batch(30, 5, tasks=3), torch.zeros(30, 3))
+    net = composite.model
+    loss = F.cross_entropy(net(incoming.x), incoming.y)
+    want = torch.autograd.grad(loss, net.parameters())
+    step = learner.step(composite.params, incoming, replay, composite.minimised)
+    if spec == "gem":
+        assert isinstance(step.grads, UnformedGradients) and not step.grads
+        return
+    assert list(step.grads) == list(composite.params)
+    for got, expected in zip(step.grads.values(), want, strict=True):
+        torch.testing.assert_close(got, expected, **TOL)
 
 
 def test_gem_projected_steps_by_hand_match_the_reference(monkeypatch) -> None:

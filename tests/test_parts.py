@@ -24,8 +24,6 @@ from lifelong import (
 )
 from lifelong.composition.plan import plan_runs
 from lifelong.composition.registry import parts
-from lifelong.fast.compiled import Kernel
-from lifelong.fast.reservoir_kernel import compiled_reservoir_slots
 from lifelong.models.mlp import MLP
 
 INFO = StreamInfo(n_tasks=5, setting="class", n_outputs=10, n_heads=1, input_dim=3)
@@ -79,69 +77,6 @@ def test_reservoir_slots_on_the_host_equal_the_device_rule(seen: int, size: int,
     rows[1] = rows[0]  # two memories drawing alike collide alike, and apart from each other
     on_device = reservoir_slots_on_device(rows, seen, size)
     assert on_device.tolist() == [reservoir_slots(r.numpy(), seen, size).tolist() for r in rows]
-
-
-@pytest.mark.parametrize(
-    ("seen", "rows", "first", "n"),
-    [(0, 20, 0, 16), (10, 20, 5, 16), (500, 7, 0, 64), (3, 3, 2, 40), (0, 200, 40, 256)],
-)
-def test_the_compiled_reservoir_slots_equal_the_reference(
-    seen: int, rows: int, first: int, n: int
-) -> None:
-    """The numba kernel (lifelong.fast.reservoir_kernel) gives each new sample the
-    reference's memory row, collisions (the last sample sent to a slot wins) included."""
-    pytest.importorskip("numba")
-    scratch = first + rows + 3
-    for seed in range(20):
-        draws = torch.rand(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        local = reservoir_slots(draws.numpy(), seen, rows)
-        expected = [s + first if s < rows else scratch for s in local.tolist()]
-        compiled = compiled_reservoir_slots(draws.numpy(), seen, rows, first, scratch)
-        assert compiled is not None and compiled.tolist() == expected
-
-
-@pytest.mark.parametrize("fast", [True, False])
-def test_a_memory_takes_the_compiled_slots_only_with_fast_on(fast: bool, monkeypatch) -> None:
-    """``fast=false`` runs the reference's slots; either way the memory keeps the same rows."""
-    import lifelong.strategies.replay as replay
-
-    calls: list[int] = []
-    real = replay.compiled_reservoir_slots
-
-    def counted(*args):  # type: ignore[no-untyped-def]
-        calls.append(1)
-        return real(*args)
-
-    monkeypatch.setattr(replay, "compiled_reservoir_slots", counted)
-    kept = []
-    for per_task in (False, True):
-        memory = reservoir(30, 0, dataclasses.replace(INFO, fast=fast), per_task=per_task)
-        for start in range(0, 400, 16):
-            memory.add(positions(start, 16, task=start // 80), None)
-        kept.append(memory.x[:, 0].tolist())
-    assert bool(calls) is fast
-    reference = []
-    for per_task in (False, True):
-        memory = reservoir(30, 0, dataclasses.replace(INFO, fast=False), per_task=per_task)
-        for start in range(0, 400, 16):
-            memory.add(positions(start, 16, task=start // 80), None)
-        reference.append(memory.x[:, 0].tolist())
-    assert kept == reference
-
-
-def test_reservoir_kernel_failing_to_compile_warns_once(monkeypatch) -> None:
-    """Numba failing here: one warning, then the reference's slots (None from the kernel)."""
-    numba_errors = pytest.importorskip("numba.core.errors")
-
-    def broken(*arrays: object) -> None:
-        raise numba_errors.TypingError("cannot type this")
-
-    state = Kernel(broken, "reservoir sampling's CPU kernel")
-    monkeypatch.setattr("lifelong.fast.reservoir_kernel.kernel", lambda: state)
-    draws = torch.rand(8, dtype=torch.float64).numpy()
-    with pytest.warns(RuntimeWarning, match="numba cannot compile reservoir sampling"):
-        assert compiled_reservoir_slots(draws, 0, 4, 0, 5) is None
-    assert compiled_reservoir_slots(draws, 0, 4, 0, 5) is None  # no second try
 
 
 def test_reservoir_keeps_a_uniform_sample_of_the_stream() -> None:

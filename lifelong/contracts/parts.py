@@ -182,11 +182,12 @@ class Step:
     Attributes:
         loss: 0-d, detached: the objective the learner minimised, before the update.
         grads: that objective's gradient at the weights before the update, by parameter
-            name, before any projection (A-GEM's): SI's path integral reads it. An
-            empty :class:`UnformedGradients` when the learner stepped without forming
-            it, which it may only where the objective's :class:`lifelong.fast.ClosedForm`
-            :meth:`descends` (every regularizer declares :attr:`Regularizer.reads_gradients`
-            False).
+            name, before any projection (A-GEM's, GEM's): SI's path integral reads it.
+            An empty :class:`UnformedGradients` when the learner did not form it or keeps
+            it to itself, which it may only where the objective has a
+            :class:`lifelong.fast.ClosedForm` whose ``gradients_read`` is False (every
+            regularizer declares :attr:`Regularizer.reads_gradients` False; the plain
+            ``sgd`` step forms none where the closed form :meth:`descends`).
     """
 
     loss: Tensor

@@ -5,8 +5,7 @@ opens in ``strategies/`` is the reference (autograd, the paper's formulation) an
 wherever no acceleration applies. Every acceleration is switched off by the protocol's
 ``fast=false`` (``--set fast=false``, :attr:`lifelong.StreamInfo.fast`), and a test checks
 each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta_learners.py``,
-``tests/test_fast_factors.py``, ``tests/test_mer_kernel.py``, ``tests/test_penalty_kernel.py``,
-``tests/test_parts.py``).
+``tests/test_fast_factors.py``, ``tests/test_mer_kernel.py``, ``tests/test_penalty_kernel.py``).
 
 - :mod:`lifelong.fast.closed_form`: the cross-entropy gradients of a model that declares
   them (:class:`lifelong.ClosedFormModel`, the one-head :class:`lifelong.MLP`), for the
@@ -27,8 +26,6 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   when installed).
 - :mod:`lifelong.fast.penalty_kernel`: a quadratic penalty's slopes and value in one
   compiled pass (numba, when installed), for the closed form's penalties.
-- :mod:`lifelong.fast.reservoir_kernel`: reservoir sampling's slots for a batch, compiled
-  (numba, when installed), for the replay memory on the CPU.
 - :mod:`lifelong.fast.stacked_mlp`: ``--vectorize``'s step, the closed form batched over
   the seeds' stacked weights.
 """
@@ -44,7 +41,6 @@ from lifelong.fast.closed_form import (
 from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
 from lifelong.fast.mer_kernel import compiled_mer_update
-from lifelong.fast.reservoir_kernel import compiled_reservoir_slots
 from lifelong.fast.sample_factors import (
     Interference,
     MlpCosines,
@@ -62,7 +58,6 @@ __all__ = [
     "MlpCosines",
     "ace_gradients",
     "compiled_mer_update",
-    "compiled_reservoir_slots",
     "cross_entropy_descent",
     "cross_entropy_grads",
     "fisher_by_hand",
