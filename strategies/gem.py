@@ -53,7 +53,7 @@ from lifelong import (
     gradients,
     param,
 )
-from lifelong.fast import gem_gradients
+from lifelong.fast import GemGradients
 
 Params = dict[str, Tensor]
 SOLVERS = ("auto", "quadprog", "torch")
@@ -85,10 +85,10 @@ def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> 
     for a positive definite matrix. Float64 on the CPU; returns ``[t]`` on ``q``'s device.
     """
     # a [t, t] program: numpy's operations on it cost a fraction of torch's dispatch
-    P = gram.detach().to("cpu", torch.float64).numpy()  # float64 from any dtype (bf16 too)
+    P = _float64(gram)
     P = (P + P.T) * 0.5
     P.flat[:: len(P) + 1] += EPS  # the ridge on the diagonal
-    b = q.detach().to("cpu", torch.float64).numpy()
+    b = _float64(q)
     if solver != "torch":
         try:
             import quadprog  # the official code's solver
@@ -97,8 +97,16 @@ def solve_dual(gram: Tensor, q: Tensor, margin: float, solver: str = "auto") -> 
                 raise
         else:
             v = quadprog.solve_qp(P, -b, np.eye(len(b)), np.full(len(b), margin))[0]
-            return torch.from_numpy(v).to(q.device)
+            solution = torch.from_numpy(v)
+            return solution if q.device.type == "cpu" else solution.to(q.device)
     return _coordinate_descent(torch.from_numpy(P), torch.from_numpy(b), margin).to(q.device)
+
+
+def _float64(values: Tensor) -> np.ndarray:
+    """``values`` on the host in float64 (exact from float32, float16 and bfloat16)."""
+    if values.dtype in (torch.float32, torch.float64) and values.device.type == "cpu":
+        return values.detach().numpy().astype(np.float64)
+    return values.detach().to("cpu", torch.float64).numpy()
 
 
 def _coordinate_descent(P: Tensor, b: Tensor, margin: float, sweeps: int = 10_000) -> Tensor:
@@ -140,11 +148,12 @@ class Gem(Learner):
     margin: float = param(0.5, "margin on the dual variables (memory_strength)", ge=0)
     solver: str = param("auto", "QP solver (auto: quadprog when installed)", choices=SOLVERS)
 
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("flat", "sizes", "weights")
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("flat", "sizes", "weights", "by_hand")
     optimizer: SGD = field(init=False, repr=False, compare=False)
     flat: list[Tensor] = field(init=False, repr=False, compare=False)  # the weights, flat views
     sizes: list[int] = field(init=False, repr=False, compare=False)
     weights: list[Tensor] = field(init=False, repr=False, compare=False)  # detached views
+    by_hand: GemGradients = field(init=False, repr=False, compare=False)  # its buffers
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr)
@@ -153,6 +162,7 @@ class Gem(Learner):
         self.flat = [p.view(-1) for p in params.values()] if plain else []
         self.sizes = [p.numel() for p in params.values()]
         self.weights = [p.detach() for p in params.values()]  # they follow the steps in place
+        self.by_hand = GemGradients()
 
     def proximal_rate(self) -> float:
         return self.lr
@@ -172,8 +182,9 @@ class Gem(Learner):
         else:
             self.optimizer.descend(list(_unflat(update, params).values()))
         # the gradient before the projection, for a part that reads it (SI)
-        unread = objective.closed_form is not None and not objective.closed_form.gradients_read
-        return Step(loss.detach(), UnformedGradients() if unread else _unflat(g, params))
+        if objective.closed_form is not None and not objective.closed_form.gradients_read:
+            return Step(loss.detach(), UnformedGradients())
+        return Step(loss.detach(), _unflat(g.clone(), params))  # g may be a kept buffer
 
     def _gradients(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
@@ -186,8 +197,8 @@ class Gem(Learner):
         one_pass = closed is not None and closed.covers(params, penalties=False)
         if one_pass and stored is not None:
             # acceleration: lifelong.fast.sample_factors, the batch and the memory in one pass
-            found = gem_gradients(self.weights, batch, stored)
-            if found is not None:
+            found = self.by_hand(self.weights, batch, stored)
+            if found is not None:  # rows: kept buffers, rewritten by the next step
                 loss, rows, _ = found
                 return loss, rows[0], rows[1:]
         tasks = [] if stored is None else _past_tasks(stored, batch.task)

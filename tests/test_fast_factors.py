@@ -28,6 +28,7 @@ from lifelong.composition.compose import configure
 from lifelong.fast import (
     Activations,
     ClosedForm,
+    GemGradients,
     Interference,
     MlpCosines,
     ace_gradients,
@@ -142,6 +143,53 @@ def test_gem_per_task_gradients_match_one_backward_per_task() -> None:
     torch.testing.assert_close(got, torch.stack(rows), **TOL)
     only_own = Batch(memory.x, memory.y, torch.full_like(memory.y, 1), 1)
     assert gem_gradients(weights, incoming, only_own) is None  # no past task: no rows
+
+
+def test_gem_gradients_kept_buffers_equal_a_fresh_pass_and_follow_the_layout() -> None:
+    """A run's GemGradients reuses its buffers while the layout holds (the same weights,
+    batch size and past tasks' counts) and rebuilds them when it changes; every call
+    gives what a fresh gem_gradients gives, bit for bit, also after the weights moved in
+    place (its views follow them)."""
+    torch.manual_seed(0)
+    net = MLP(6, (5, 4), 3)
+    weights = [p.detach() for p in net.parameters()]
+    kept = GemGradients()
+
+    def memory(counts: list[int], seed: int) -> Batch:
+        g = torch.Generator().manual_seed(seed)
+        ids = torch.cat([torch.full((c,), t) for t, c in enumerate(counts)])
+        ids = ids[torch.randperm(len(ids), generator=g)]
+        x, y = torch.randn(len(ids), 6, generator=g), torch.randint(0, 3, (len(ids),), generator=g)
+        return Batch(x, y, ids, len(counts))
+
+    def incoming(n: int, seed: int, task: int) -> Batch:
+        g = torch.Generator().manual_seed(100 + seed)
+        x, y = torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+        return Batch(x, y, torch.full((n,), task), task)
+
+    cases = [
+        ((4, [5, 5, 5, 2]), 3),
+        ((4, [5, 5, 5, 2]), 3),
+        ((4, [5, 5, 5, 2]), 3),
+        ((6, [5, 5, 5]), 3),
+        ((4, [5, 3, 5, 0]), 3),
+        ((4, [5, 5]), 1),
+    ]
+    layouts = []
+    for step, ((n, counts), task) in enumerate(cases):
+        batch, stored = incoming(n, step, task), memory(counts, step)
+        got = kept(weights, batch, stored)
+        fresh = gem_gradients(weights, batch, stored)
+        assert got is not None and fresh is not None
+        assert torch.equal(got[0], fresh[0]) and torch.equal(got[1], fresh[1])
+        assert got[2] == fresh[2]
+        layouts.append(kept.layout)
+        with torch.no_grad():  # the weights move in place, as a step moves them
+            for w in weights:
+                w.add_(0.01)
+    assert layouts[0] is layouts[1] is layouts[2]  # one layout through a task
+    assert len({id(layout) for layout in layouts}) == 4  # then one per change
+    assert kept(weights, incoming(4, 9, 0), memory([3], 9)) is None  # no past task
 
 
 @pytest.mark.parametrize("sizes", [[4, 6, 6, 6], [4, 6], [4, 6, 3, 5], [3, 1, 1]])
@@ -390,8 +438,14 @@ def test_fast_false_takes_none_of_them(fast: bool, make_stream, monkeypatch) -> 
     import lifelong.strategies.replay as replay
 
     taken: set[str] = set()
+    gem_pass = gem.GemGradients.__call__
+
+    def gem_recorded(*args, **kwargs):  # type: ignore[no-untyped-def]
+        taken.add("gem_gradients")
+        return gem_pass(*args, **kwargs)
+
+    monkeypatch.setattr(gem.GemGradients, "__call__", gem_recorded)
     for module, name in [
-        (gem, "gem_gradients"),
         (er_ace, "ace_gradients"),
         (replay, "fast_interference"),
         (replay, "MlpCosines"),

@@ -42,6 +42,7 @@ from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
 from lifelong.fast.lookahead_mlp import mlp_look_ahead
 from lifelong.fast.mer_kernel import compiled_mer_update
 from lifelong.fast.sample_factors import (
+    GemGradients,
     Interference,
     MlpCosines,
     ace_gradients,
@@ -54,6 +55,7 @@ from lifelong.fast.sample_factors import (
 __all__ = [
     "Activations",
     "ClosedForm",
+    "GemGradients",
     "Interference",
     "MlpCosines",
     "ace_gradients",
