@@ -11,7 +11,8 @@ Accelerates (each reference builds the same numbers with autograd):
 
 - GEM's per-task memory gradients (``strategies/gem.py``: one backward per past task):
   :func:`gem_gradients`, one pass over the incoming batch and the memory and one product
-  per layer and task.
+  per layer and task (one batched product for the past tasks where their counts are
+  equal); a run's :class:`GemGradients` keeps its buffers and views from step to step.
 - GSS's cosine scores (``strategies/gss.py``: per-sample gradients under ``vmap``,
   flattened and normalised): :class:`MlpCosines`, from Gram matrices of the factors.
 - MIR's interference (``strategies/mir.py``: autograd's virtual step, two forwards):
