@@ -148,21 +148,33 @@ class Gem(Learner):
     margin: float = param(0.5, "margin on the dual variables (memory_strength)", ge=0)
     solver: str = param("auto", "QP solver (auto: quadprog when installed)", choices=SOLVERS)
 
-    not_checkpointed: ClassVar[tuple[str, ...]] = ("flat", "sizes", "weights", "by_hand")
+    not_checkpointed: ClassVar[tuple[str, ...]] = (
+        "flat",
+        "sizes",
+        "weights",
+        "storage",
+        "by_hand",
+    )
     optimizer: SGD = field(init=False, repr=False, compare=False)
     flat: list[Tensor] = field(init=False, repr=False, compare=False)  # the weights, flat views
     sizes: list[int] = field(init=False, repr=False, compare=False)
     weights: list[Tensor] = field(init=False, repr=False, compare=False)  # detached views
+    storage: list[int] = field(init=False, repr=False, compare=False)  # what they view
     by_hand: GemGradients = field(init=False, repr=False, compare=False)  # its buffers
 
     def setup(self, params: Params, info: StreamInfo, generator: torch.Generator) -> None:
         self.optimizer = SGD(params.values(), lr=self.lr)
+        self.by_hand = GemGradients()
+        self._view(params)
+
+    def _view(self, params: Params) -> None:
+        """The views of ``params`` the step reads and writes (they follow in-place steps)."""
         # the step on flat views of the weights where they have them (not channels-last)
         plain = all(p.is_contiguous() for p in params.values())
-        self.flat = [p.view(-1) for p in params.values()] if plain else []
+        self.flat = [p.detach().view(-1) for p in params.values()] if plain else []
         self.sizes = [p.numel() for p in params.values()]
-        self.weights = [p.detach() for p in params.values()]  # they follow the steps in place
-        self.by_hand = GemGradients()
+        self.weights = [p.detach() for p in params.values()]
+        self.storage = [p.data_ptr() for p in params.values()]
 
     def proximal_rate(self) -> float:
         return self.lr
@@ -170,6 +182,8 @@ class Gem(Learner):
     def step(
         self, params: Params, batch: Batch, replay: Replay | None, objective: Objective
     ) -> Step:
+        if [p.data_ptr() for p in params.values()] != self.storage:  # moved since setup
+            self._view(params)
         loss, g, memories = self._gradients(params, batch, replay, objective)
         update = g
         if memories is not None:
@@ -177,8 +191,7 @@ class Gem(Learner):
             if float(dots.min()) < 0:  # GEM projects only on a violated constraint
                 update = project(g, memories, self.margin, self.solver, dots)
         if self.flat:  # the SGD step, theta -= lr * update, on the flat views
-            with torch.no_grad():
-                torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
+            torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
         else:
             self.optimizer.descend(list(_unflat(update, params).values()))
         # the gradient before the projection, for a part that reads it (SI)

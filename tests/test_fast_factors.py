@@ -190,19 +190,40 @@ def test_gem_gradients_kept_buffers_equal_a_fresh_pass_and_follow_the_layout() -
     assert layouts[0] is layouts[1] is layouts[2]  # one layout through a task
     assert len({id(layout) for layout in layouts}) == 4  # then one per change
     assert kept(weights, incoming(4, 9, 0), memory([3], 9)) is None  # no past task
+    others = [w.clone() for w in weights]  # other weights: a layout of their own
+    batch, stored = incoming(4, 10, 1), memory([5, 0], 10)
+    before = kept.layout
+    got, fresh = kept(others, batch, stored), gem_gradients(others, batch, stored)
+    assert kept.layout is not before and got is not None and fresh is not None
+    assert torch.equal(got[1], fresh[1])
+    wide = Batch(stored.x.double(), stored.y, stored.task_ids, stored.task)  # float64 rows
+    got = kept(others, batch, wide)
+    assert got is not None and torch.equal(got[1], fresh[1])
 
 
-@pytest.mark.parametrize("sizes", [[4, 6, 6, 6], [4, 6], [4, 6, 3, 5], [3, 1, 1]])
-def test_gem_grouped_products_equal_each_groups_own_product(sizes: list[int]) -> None:
+@pytest.mark.parametrize(
+    ("sizes", "shape"),
+    [
+        ([4, 6, 6, 6], (6, (5, 4), 3)),
+        ([4, 6], (6, (5, 4), 3)),
+        ([4, 6, 3, 5], (6, (5, 4), 3)),
+        ([3, 1, 1], (6, (5, 4), 3)),
+        ([32, 40, 40, 40, 40], (784, (100, 100), 10)),  # the bench's GEM at 4 past tasks
+    ],
+)
+def test_gem_grouped_products_equal_each_groups_own_product(
+    sizes: list[int], shape: tuple[int, tuple[int, ...], int]
+) -> None:
     """Each group's gradient (batched in one ``bmm`` per layer where the groups after the
     first are of one size) is the product of its own rows' factors, bit for bit on the
-    CPU in float32 (what keeps GEM's runs the same from commit to commit), and within
-    1e-6 the mean gradient of the group's samples by autograd."""
-    net = MLP(6, (5, 4), 3)
+    CPU in float32 (what keeps GEM's runs the same from commit to commit; the default
+    MLP's sizes take the library's blocked products, the small ones its plain loop), and
+    within 1e-6 the mean gradient of the group's samples by autograd."""
+    net = MLP(*shape)
     weights = [p.detach() for p in net.parameters()]
     g = torch.Generator().manual_seed(3)
-    x = torch.randn(sum(sizes), 6, generator=g)
-    y = torch.randint(0, 3, (sum(sizes),), generator=g)
+    x = torch.randn(sum(sizes), shape[0], generator=g)
+    y = torch.randint(0, shape[2], (sum(sizes),), generator=g)
     losses, out = _grouped_gradients(weights, x, y, sizes)
     shares = torch.cat([torch.full((size,), 1.0 / size) for size in sizes])
     every = sample_factors(weights, x, y, shares=shares)
@@ -240,8 +261,31 @@ def test_gem_hands_its_gradient_to_a_part_that_reads_it(spec: str) -> None:
         assert isinstance(step.grads, UnformedGradients) and not step.grads
         return
     assert list(step.grads) == list(composite.params)
+    kept = {name: grad.clone() for name, grad in step.grads.items()}
     for got, expected in zip(step.grads.values(), want, strict=True):
         torch.testing.assert_close(got, expected, **TOL)
+    learner.step(composite.params, batch(5, 8, tasks=3), replay, composite.minimised)
+    for name, grad in step.grads.items():  # not a view of buffers the next step rewrites
+        assert torch.equal(grad, kept[name])
+
+
+def test_gem_follows_weights_given_new_storage() -> None:
+    """Weights given new storage after setup (``p.data = ...``) are the ones GEM's by-hand
+    step reads and moves: its steps equal a fresh learner's on the same weights."""
+    replay = Replay(batch(30, 5, tasks=3), torch.zeros(30, 3))
+    moved = []
+    for swap in (False, True):
+        composite, _ = configure("gem", {"lr": 0.3})
+        composite.setup(model(), StreamInfo(3, "class", 3, 1, 6), torch.Generator().manual_seed(1))
+        learner = composite.learner
+        learner.step(composite.params, batch(5, 7, tasks=3), replay, composite.minimised)
+        if swap:
+            for p in composite.model.parameters():
+                p.data = p.data.clone()
+        learner.step(composite.params, batch(5, 8, tasks=3), replay, composite.minimised)
+        moved.append([p.detach().clone() for p in composite.model.parameters()])
+    for a, b in zip(*moved, strict=True):
+        assert torch.equal(a, b)
 
 
 def test_gem_projected_steps_by_hand_match_the_reference(monkeypatch) -> None:

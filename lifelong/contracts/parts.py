@@ -201,9 +201,9 @@ class UnformedGradients(dict[str, Tensor]):
 
     def __missing__(self, name: str) -> Tensor:
         raise ContractError(
-            f"the step's gradient of {name!r} was not formed (a plain sgd step on the "
-            "closed-form cross-entropy forms none where every regularizer declares "
-            "reads_gradients = False); a regularizer whose observe reads gradients keeps "
+            f"the step's gradient of {name!r} was not formed (a plain sgd step or a gem "
+            "step on the closed-form cross-entropy hands none over where every regularizer "
+            "declares reads_gradients = False); a regularizer whose observe reads gradients keeps "
             "reads_gradients = True"
         )
 
