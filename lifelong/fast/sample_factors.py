@@ -123,17 +123,7 @@ def sample_factors(
         shares: float ``[N]``, each sample's weight in a loss: its errors are scaled by it
             (None: 1), so that :meth:`Factors.summed` is that loss's gradient.
     """
-    return _factors([w.detach() for w in weights], x, y, keep, shares)
-
-
-def _factors(
-    weights: Sequence[Tensor],
-    x: Tensor,
-    y: Tensor,
-    keep: Tensor | None = None,
-    shares: Tensor | None = None,
-) -> Factors:
-    """:func:`sample_factors` of ``weights`` detached already."""
+    weights = [w.detach() for w in weights]
     inputs, logits = _layer_inputs(weights, x, keep)
     log_p = F.log_softmax(logits, 1)
     losses = -log_p.gather(1, y[:, None]).squeeze(1)
