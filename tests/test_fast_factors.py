@@ -37,10 +37,22 @@ from lifelong.fast import (
     interference,
     sample_factors,
 )
-from lifelong.fast.sample_factors import _grouped_gradients
+from lifelong.fast.sample_factors import _GemLayout
 from lifelong.models.mlp import MLP
 
 TOL = {"rtol": 1e-10, "atol": 1e-10}
+
+
+def grouped_gradients(
+    weights: list[torch.Tensor], x: torch.Tensor, y: torch.Tensor, sizes: list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GEM's pass on rows ``x``, ``y`` grouped by ``sizes`` (fresh buffers): each row's loss
+    ``[N]`` and each group's mean gradient ``[G, P]``."""
+    layout = _GemLayout(weights, sizes, x)
+    layout.x.copy_(x)
+    layout.y.copy_(y)
+    losses, out = layout.run()
+    return losses.squeeze(1), out
 
 
 def model(hidden: tuple[int, ...] = (5, 4)) -> MLP:
@@ -224,7 +236,7 @@ def test_gem_grouped_products_equal_each_groups_own_product(
     g = torch.Generator().manual_seed(3)
     x = torch.randn(sum(sizes), shape[0], generator=g)
     y = torch.randint(0, shape[2], (sum(sizes),), generator=g)
-    losses, out = _grouped_gradients(weights, x, y, sizes)
+    losses, out = grouped_gradients(weights, x, y, sizes)
     shares = torch.cat([torch.full((size,), 1.0 / size) for size in sizes])
     every = sample_factors(weights, x, y, shares=shares)
     assert torch.equal(losses, every.losses)

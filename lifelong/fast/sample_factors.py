@@ -375,20 +375,6 @@ def _past_task_rows(task_ids: Tensor, current: int) -> tuple[Tensor, list[int], 
     return torch.from_numpy(picked), counts[found].tolist(), found.tolist()
 
 
-def _grouped_gradients(
-    weights: Sequence[Tensor], x: Tensor, y: Tensor, sizes: Sequence[int]
-) -> tuple[Tensor, Tensor]:
-    """Each sample's loss ``[N]`` and ``[G, P]``: the mean cross-entropy gradient of each
-    run of consecutive rows (``sizes``, in order), ``weights`` detached: one pass with each
-    sample's error scaled by ``1 / n_g``, a group's gradient the product of its own rows'
-    factors, ``E_g^T A_g`` (:class:`_GemLayout`, in fresh buffers)."""
-    layout = _GemLayout(weights, sizes, x)
-    layout.x.copy_(x.flatten(1))
-    layout.y.copy_(y)
-    losses, out = layout.run()
-    return losses.squeeze(1), out
-
-
 def ace_gradients(
     weights: Sequence[Tensor], batch: Batch, keep: Tensor, replay: Batch | None
 ) -> tuple[Tensor, list[Tensor]]:
