@@ -191,7 +191,7 @@ class Gem(Learner):
             if float(dots.min()) < 0:  # GEM projects only on a violated constraint
                 update = project(g, memories, self.margin, self.solver, dots)
         if self.flat:  # the SGD step, theta -= lr * update, on the flat views
-            torch._foreach_add_(self.flat, list(update.split(self.sizes)), alpha=-self.lr)
+            torch._foreach_add_(self.flat, update.split_with_sizes(self.sizes), alpha=-self.lr)
         else:
             self.optimizer.descend(list(_unflat(update, params).values()))
         # the gradient before the projection, for a part that reads it (SI)
@@ -205,15 +205,20 @@ class Gem(Learner):
         """The loss on ``batch``, its gradient ``g`` flattened (``[P]``, in the order of
         ``params``), and ``[t, P]``: the objective's gradient on each past task's
         replayed samples (None: no past task)."""
-        stored = replay.batch if replay is not None else None
         closed = objective.closed_form
         one_pass = closed is not None and closed.covers(params, penalties=False)
-        if one_pass and stored is not None:
-            # acceleration: lifelong.fast.sample_factors, the batch and the memory in one pass
-            found = self.by_hand(self.weights, batch, stored)
+        if one_pass and replay is not None:
+            # acceleration: lifelong.fast.sample_factors, the batch and the memory in one
+            # pass, the memory's rows gathered once, grouped by task (not the replay batch)
+            if replay.stored is not None and replay.rows is not None:
+                found = self.by_hand(self.weights, batch, replay.stored, replay.rows)
+            else:
+                found = self.by_hand(self.weights, batch, replay.batch)
             if found is not None:  # rows: kept buffers, rewritten by the next step
                 loss, rows, _ = found
                 return loss, rows[0], rows[1:]
+            replay = None  # the memory holds no past task: the plain gradient
+        stored = replay.batch if replay is not None else None
         tasks = [] if stored is None else _past_tasks(stored, batch.task)
         if closed is not None and closed.covers(params):  # acceleration: lifelong.fast
             loss, grads = closed.loss_and_grads(params, batch, None)

@@ -212,9 +212,8 @@ class Reservoir(Memory):
         pick = self._sample_rows()
         if pick is None:
             return None
-        x, logits = self.x.index_select(0, pick), self.logits.index_select(0, pick)
-        y, task_ids = self.y.index_select(0, pick), self.task_ids.index_select(0, pick)
-        return Replay(Batch(x, y, task_ids, self.task), logits)
+        # gathered when a step reads it (GEM takes the rows in its own order)
+        return Replay.drawn(Batch(self.x, self.y, self.task_ids, self.task), self.logits, pick)
 
     def joined(self, batch: Batch, replay: Replay) -> Batch:
         """ER's training batch: the incoming samples followed by the replayed ones."""

@@ -157,6 +157,29 @@ def test_gem_per_task_gradients_match_one_backward_per_task() -> None:
     assert gem_gradients(weights, incoming, only_own) is None  # no past task: no rows
 
 
+def test_gem_takes_a_drawn_replays_rows_from_the_memory_as_its_gathered_batch() -> None:
+    """GEM's pass on a replay drawn from a memory (its rows, gathered once, grouped by
+    task) equals, bit for bit, the pass on the replay batch those rows gather; the drawn
+    replay's batch is that gather; a task id below 0 is refused in one line."""
+    net, memory = model(), batch(30, 5, tasks=3)
+    weights = [p.detach() for p in net.parameters()]
+    incoming = batch(5, 7, tasks=3)
+    rows = torch.randperm(30, generator=torch.Generator().manual_seed(3))[:24]
+    drawn = Replay.drawn(memory, torch.zeros(30, 3), rows)
+    gathered = Batch(memory.x[rows], memory.y[rows], memory.task_ids[rows], memory.task)
+    assert torch.equal(drawn.batch.x, gathered.x) and torch.equal(drawn.batch.y, gathered.y)
+    assert torch.equal(drawn.batch.task_ids, gathered.task_ids)
+    assert drawn.batch is drawn.batch  # gathered once
+    from_rows = gem_gradients(weights, incoming, memory, rows)
+    from_batch = gem_gradients(weights, incoming, gathered)
+    assert from_rows is not None and from_batch is not None
+    assert torch.equal(from_rows[0], from_batch[0]) and torch.equal(from_rows[1], from_batch[1])
+    assert from_rows[2] == from_batch[2] == [0, 1]
+    wrong = Batch(memory.x, memory.y, memory.task_ids - 1, memory.task)
+    with pytest.raises(ValueError, match="task ids are non-negative; the memory holds -1"):
+        gem_gradients(weights, incoming, wrong)
+
+
 def test_gem_gradients_kept_buffers_equal_a_fresh_pass_and_follow_the_layout() -> None:
     """A run's GemGradients reuses its buffers while the layout holds (the same weights,
     batch size and past tasks' counts) and rebuilds them when it changes; every call

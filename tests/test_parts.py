@@ -13,6 +13,7 @@ from torch.func import functional_call
 
 from lifelong import (
     Batch,
+    ContractError,
     Replay,
     StreamInfo,
     TrainingData,
@@ -103,6 +104,26 @@ def test_capacity_and_sampling() -> None:
     for start in range(10, 500, 10):
         memory.add(positions(start, 10), None)
     assert len(memory) == 30 and memory.x.shape[0] == 31
+
+
+def test_a_replay_is_gathered_when_read_and_only_while_its_memory_is_unchanged() -> None:
+    """The memory's replay keeps the drawn rows and gathers them when first read; read
+    after the memory took new samples, it is refused in one line (not silently new data)."""
+    memory = reservoir(size=30, seed=0, batch=8)
+    memory.add(positions(0, 20), torch.arange(200.0).view(20, 10))
+    replay = memory.sample()
+    assert replay is not None and replay.rows is not None and replay.stored is not None
+    rows = replay.rows
+    assert torch.equal(replay.batch.x, memory.x[rows])
+    assert torch.equal(replay.batch.y, memory.y[rows])
+    assert torch.equal(replay.logits, memory.logits[rows])
+    assert replay.batch is replay.batch  # one gather
+    unread = memory.sample()
+    memory.add(positions(20, 10), None)
+    assert unread is not None
+    with pytest.raises(ContractError, match="read after its memory took new samples"):
+        unread.batch  # noqa: B018 (the property is what is tested)
+    assert torch.equal(replay.batch.x, replay.batch.x)  # what was read stays
 
 
 def test_the_replay_batch_is_the_streams_batch_size_unless_set() -> None:

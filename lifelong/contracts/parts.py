@@ -60,7 +60,6 @@ __all__ = [
 Params = dict[str, Tensor]
 
 
-@dataclass(frozen=True)
 class Replay:
     """Samples drawn from a memory.
 
@@ -72,11 +71,72 @@ class Replay:
             forward pass of the incoming batch joined with these samples at the current
             weights (MIR's scoring on the default MLP), which a closed-form step may start
             from while the weights are unchanged (:class:`lifelong.fast.Activations`).
+        stored, rows: for a replay made by :meth:`drawn`, the memory's samples and the
+            rows drawn from them (int64 ``[R]``), so that a step which takes the samples
+            in another order (GEM's, grouped by task) gathers them once; None otherwise.
     """
 
-    batch: Batch
-    logits: Tensor
-    activations: Activations | None = None
+    __slots__ = ("_batch", "_logits", "_version", "activations", "rows", "stored", "stored_logits")
+
+    def __init__(
+        self, batch: Batch, logits: Tensor, activations: Activations | None = None
+    ) -> None:
+        self._batch: Batch | None = batch
+        self._logits: Tensor | None = logits
+        self.activations = activations
+        self.stored: Batch | None = None
+        self.stored_logits: Tensor | None = None
+        self.rows: Tensor | None = None
+        self._version = 0
+
+    @classmethod
+    def drawn(cls, stored: Batch, logits: Tensor, rows: Tensor) -> Replay:
+        """The samples at ``rows`` of a memory's ``stored`` samples and their ``logits``,
+        gathered when :attr:`batch` or :attr:`logits` is first read. Read them within the
+        step that drew them: a memory that changes after it makes them an error."""
+        replay = cls.__new__(cls)
+        replay._batch = replay._logits = replay.activations = None
+        replay.stored, replay.stored_logits, replay.rows = stored, logits, rows
+        replay._version = stored.x._version
+        return replay
+
+    @property
+    def batch(self) -> Batch:
+        if self._batch is None:
+            stored, rows = self._drawn()
+            self._batch = Batch(
+                stored.x.index_select(0, rows),
+                stored.y.index_select(0, rows),
+                stored.task_ids.index_select(0, rows),
+                stored.task,
+            )
+        return self._batch
+
+    @property
+    def logits(self) -> Tensor:
+        if self._logits is None:
+            _, rows = self._drawn()
+            assert self.stored_logits is not None  # set with the rows
+            self._logits = self.stored_logits.index_select(0, rows)
+        return self._logits
+
+    def _drawn(self) -> tuple[Batch, Tensor]:
+        """The stored samples and the drawn rows, still as they were drawn.
+
+        Raises:
+            ContractError: the memory has taken new samples since the draw.
+        """
+        assert self.stored is not None and self.rows is not None  # a replay made by drawn()
+        if self.stored.x._version != self._version:
+            raise ContractError(
+                "a replay batch was read after its memory took new samples; read it within "
+                "the step that drew it (or keep what it returned)"
+            )
+        return self.stored, self.rows
+
+    def __repr__(self) -> str:
+        drawn = "" if self.rows is None else f", drawn={len(self.rows)} rows"
+        return f"Replay(batch={self._batch!r}{drawn})"
 
 
 @dataclass(frozen=True)

@@ -202,7 +202,7 @@ def fisher_by_hand(weights: Sequence[Tensor], x: Tensor, y: Tensor) -> list[Tens
 
 
 def gem_gradients(
-    weights: Sequence[Tensor], incoming: Batch, memory: Batch
+    weights: Sequence[Tensor], incoming: Batch, memory: Batch, rows: Tensor | None = None
 ) -> tuple[Tensor, Tensor, list[int]] | None:
     """GEM's step gradients in one pass over the batch and the memory.
 
@@ -214,6 +214,8 @@ def gem_gradients(
         incoming: the batch, ``x [B, ...]`` (flattened to the MLP's rows), ``y [B]``.
         memory: the stored samples, ``x [M, ...]``, ``y [M]``, ``task_ids [M]`` (task
             ids are non-negative).
+        rows: the rows of ``memory`` to take, in this order (int64; a replay's drawn rows,
+            :meth:`lifelong.Replay.drawn`); None: all of them as they are.
 
     Returns:
         The incoming batch's mean cross-entropy (0-d), ``[1 + T, P]``: its gradient (row
@@ -221,7 +223,7 @@ def gem_gradients(
         other than ``incoming.task``, in increasing order), flattened in the order of
         ``weights``, and those task ids; None when ``memory`` holds no past task.
     """
-    return GemGradients()([w.detach() for w in weights], incoming, memory)
+    return GemGradients()([w.detach() for w in weights], incoming, memory, rows)
 
 
 class GemGradients:
@@ -239,12 +241,15 @@ class GemGradients:
         self.layout: _GemLayout | None = None
 
     def __call__(
-        self, weights: Sequence[Tensor], incoming: Batch, memory: Batch
+        self, weights: Sequence[Tensor], incoming: Batch, memory: Batch, rows: Tensor | None = None
     ) -> tuple[Tensor, Tensor, list[int]] | None:
         """As :func:`gem_gradients` (the result in kept buffers)."""
-        order, sizes, tasks = _past_task_rows(memory.task_ids, incoming.task)
+        ids = memory.task_ids if rows is None else memory.task_ids.index_select(0, rows)
+        order, sizes, tasks = _past_task_rows(ids, incoming.task)
         if not tasks:
             return None
+        if rows is not None:  # the memory's rows, task after task, in the drawn order
+            order = rows.index_select(0, order)
         x = incoming.x
         sizes = [len(incoming.y), *sizes]
         layout = self.layout
@@ -364,13 +369,14 @@ def _past_task_rows(task_ids: Tensor, current: int) -> tuple[Tensor, list[int], 
             return task_ids.new_empty(0), [], []
         return torch.cat(rows), [len(r) for r in rows], tasks
     ids = task_ids.numpy()
-    order = np.argsort(ids, kind="stable")
-    if len(ids) and ids.min() < 0:
-        raise ValueError(f"task ids are non-negative; the memory holds {int(ids.min())}")
-    counts = np.bincount(ids)
+    try:
+        counts = np.bincount(ids)
+    except ValueError:  # a negative id (numpy's message would not say where)
+        raise ValueError(f"task ids are non-negative; the memory holds {ids.min()}") from None
+    order = ids.argsort(kind="stable")
     if 0 <= current < len(counts):
         counts[current] = 0
-    found = np.flatnonzero(counts)
+    (found,) = counts.nonzero()
     picked = order[ids[order] != current]
     return torch.from_numpy(picked), counts[found].tolist(), found.tolist()
 
