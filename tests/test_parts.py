@@ -121,7 +121,7 @@ def test_a_replay_is_gathered_when_read_and_only_while_its_memory_is_unchanged()
     unread = memory.sample()
     memory.add(positions(20, 10), None)
     assert unread is not None
-    with pytest.raises(ContractError, match="read after its memory took new samples"):
+    with pytest.raises(ContractError, match="read after its memory was written"):
         unread.batch  # noqa: B018 (the property is what is tested)
     assert torch.equal(replay.batch.x, replay.batch.x)  # what was read stays
 

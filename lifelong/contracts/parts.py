@@ -76,7 +76,7 @@ class Replay:
             in another order (GEM's, grouped by task) gathers them once; None otherwise.
     """
 
-    __slots__ = ("_batch", "_logits", "_version", "activations", "rows", "stored", "stored_logits")
+    __slots__ = ("_batch", "_logits", "_versions", "activations", "rows", "stored", "stored_logits")
 
     def __init__(
         self, batch: Batch, logits: Tensor, activations: Activations | None = None
@@ -87,7 +87,7 @@ class Replay:
         self.stored: Batch | None = None
         self.stored_logits: Tensor | None = None
         self.rows: Tensor | None = None
-        self._version = 0
+        self._versions: tuple[int, ...] = ()
 
     @classmethod
     def drawn(cls, stored: Batch, logits: Tensor, rows: Tensor) -> Replay:
@@ -97,7 +97,7 @@ class Replay:
         replay = cls.__new__(cls)
         replay._batch = replay._logits = replay.activations = None
         replay.stored, replay.stored_logits, replay.rows = stored, logits, rows
-        replay._version = stored.x._version
+        replay._versions = _versions(stored, logits)
         return replay
 
     @property
@@ -116,7 +116,7 @@ class Replay:
     def logits(self) -> Tensor:
         if self._logits is None:
             _, rows = self._drawn()
-            assert self.stored_logits is not None  # set with the rows
+            assert self.stored_logits is not None  # set with the rows (checked in _drawn)
             self._logits = self.stored_logits.index_select(0, rows)
         return self._logits
 
@@ -124,19 +124,25 @@ class Replay:
         """The stored samples and the drawn rows, still as they were drawn.
 
         Raises:
-            ContractError: the memory has taken new samples since the draw.
+            ContractError: the memory's buffers were written since the draw.
         """
         assert self.stored is not None and self.rows is not None  # a replay made by drawn()
-        if self.stored.x._version != self._version:
+        assert self.stored_logits is not None  # set with them
+        if _versions(self.stored, self.stored_logits) != self._versions:
             raise ContractError(
-                "a replay batch was read after its memory took new samples; read it within "
-                "the step that drew it (or keep what it returned)"
+                "a replay batch was read after its memory was written (new samples or "
+                "rewritten logits); read it in the step that drew it, before the memory changes"
             )
         return self.stored, self.rows
 
     def __repr__(self) -> str:
         drawn = "" if self.rows is None else f", drawn={len(self.rows)} rows"
         return f"Replay(batch={self._batch!r}{drawn})"
+
+
+def _versions(stored: Batch, logits: Tensor) -> tuple[int, ...]:
+    """The in-place write counters of a memory's buffers (each write bumps its own)."""
+    return (stored.x._version, stored.y._version, stored.task_ids._version, logits._version)
 
 
 @dataclass(frozen=True)
