@@ -144,6 +144,7 @@ class Gem(Learner):
     }
     needs_memory: ClassVar[bool] = True
     passes_replay: ClassVar[bool] = False
+    takes_drawn_rows: ClassVar[bool] = True  # its one pass gathers the rows by task
     lr: float = param(0.1, "SGD learning rate", gt=0)
     margin: float = param(0.5, "margin on the dual variables (memory_strength)", ge=0)
     solver: str = param("auto", "QP solver (auto: quadprog when installed)", choices=SOLVERS)
@@ -210,13 +211,13 @@ class Gem(Learner):
         if one_pass and replay is not None:
             # acceleration: lifelong.fast.sample_factors, the batch and the memory in one
             # pass, the memory's rows gathered once, grouped by task (not the replay batch)
-            if replay.stored is not None and replay.rows is not None:
-                found = self.by_hand(self.weights, batch, replay.stored, replay.rows)
+            if replay.rows is not None:
+                found = self.by_hand(self.weights, batch, *replay.source())
             else:
                 found = self.by_hand(self.weights, batch, replay.batch)
-            if found is not None:  # rows: kept buffers, rewritten by the next step
-                loss, rows, _ = found
-                return loss, rows[0], rows[1:]
+            if found is not None:  # kept buffers, rewritten by the next step
+                loss, kept, _ = found
+                return loss, kept[0], kept[1:]
             replay = None  # the memory holds no past task: the plain gradient
         stored = replay.batch if replay is not None else None
         tasks = [] if stored is None else _past_tasks(stored, batch.task)

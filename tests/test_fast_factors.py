@@ -180,6 +180,22 @@ def test_gem_takes_a_drawn_replays_rows_from_the_memory_as_its_gathered_batch() 
         gem_gradients(weights, incoming, wrong)
 
 
+def test_gem_steps_on_a_drawn_replay_as_on_the_batch_it_gathers() -> None:
+    """GEM's step on a drawn replay (its rows, read through ``Replay.source``) moves the
+    weights exactly as on the gathered replay batch, and with rows of the current task
+    only (no past task) as the plain gradient step."""
+    memory, incoming = batch(30, 5, tasks=3), [batch(5, seed, tasks=3) for seed in range(2)]
+    rows = torch.randperm(30, generator=torch.Generator().manual_seed(3))[:24]
+    gathered = Batch(memory.x[rows], memory.y[rows], memory.task_ids[rows], memory.task)
+    drawn = gem_steps(True, incoming, Replay.drawn(memory, torch.zeros(30, 3), rows))
+    plain = gem_steps(True, incoming, Replay(gathered, torch.zeros(24, 3)))
+    assert all(torch.equal(drawn[n], plain[n]) for n in drawn)
+    own = Batch(memory.x, memory.y, torch.full_like(memory.y, 2), 2)  # the batches' task
+    alone = gem_steps(True, incoming, Replay.drawn(own, torch.zeros(30, 3), rows))
+    unconstrained = gem_steps(True, incoming, Replay(own, torch.zeros(30, 3)))
+    assert all(torch.equal(alone[n], unconstrained[n]) for n in alone)
+
+
 def test_gem_gradients_kept_buffers_equal_a_fresh_pass_and_follow_the_layout() -> None:
     """A run's GemGradients reuses its buffers while the layout holds (the same weights,
     batch size and past tasks' counts) and rebuilds them when it changes; every call

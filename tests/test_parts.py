@@ -106,24 +106,40 @@ def test_capacity_and_sampling() -> None:
     assert len(memory) == 30 and memory.x.shape[0] == 31
 
 
-def test_a_replay_is_gathered_when_read_and_only_while_its_memory_is_unchanged() -> None:
-    """The memory's replay keeps the drawn rows and gathers them when first read; read
-    after the memory took new samples, it is refused in one line (not silently new data)."""
+def test_a_replay_is_gathered_when_read_and_what_was_read_stays() -> None:
+    """The memory's replay keeps the drawn rows and gathers them when first read, once;
+    what was read is a copy that the memory's later writes leave alone."""
     memory = reservoir(size=30, seed=0, batch=8)
     memory.add(positions(0, 20), torch.arange(200.0).view(20, 10))
     replay = memory.sample()
-    assert replay is not None and replay.rows is not None and replay.stored is not None
+    assert replay is not None and replay.rows is not None
     rows = replay.rows
     assert torch.equal(replay.batch.x, memory.x[rows])
     assert torch.equal(replay.batch.y, memory.y[rows])
     assert torch.equal(replay.logits, memory.logits[rows])
     assert replay.batch is replay.batch  # one gather
-    unread = memory.sample()
-    memory.add(positions(20, 10), None)
-    assert unread is not None
+    before = replay.batch.x.clone()
+    memory.x[rows] = -1.0
+    assert torch.equal(replay.batch.x, before)
+    plain = Replay(replay.batch, None)  # type: ignore[arg-type]  # a memory keeping no logits
+    assert plain.logits is None and plain.rows is None
+    with pytest.raises(ContractError, match="made with its batch"):
+        plain.source()
+
+
+@pytest.mark.parametrize("written", ["x", "y", "task_ids", "logits"])
+def test_a_drawn_replay_read_after_its_memory_was_written_is_refused(written: str) -> None:
+    """Any in-place write to the buffers a drawn replay reads (a sample's pixels, label,
+    task id or stored logits) makes a later first read an error, not silently new data."""
+    memory = reservoir(size=30, seed=0, batch=8)
+    memory.add(positions(0, 20), torch.arange(200.0).view(20, 10))
+    replay = memory.sample()
+    assert replay is not None
+    getattr(memory, written)[0] += 1
     with pytest.raises(ContractError, match="read after its memory was written"):
-        unread.batch  # noqa: B018 (the property is what is tested)
-    assert torch.equal(replay.batch.x, replay.batch.x)  # what was read stays
+        replay.gather()
+    with pytest.raises(ContractError, match="read after its memory was written"):
+        replay.source()
 
 
 def test_the_replay_batch_is_the_streams_batch_size_unless_set() -> None:

@@ -270,6 +270,8 @@ class Composite(Strategy):
 
     def train_step(self, batch: Batch) -> Tensor:
         replay = self.memory.sample_for(batch) if self.memory is not None else None
+        if replay is not None and not self.learner.takes_drawn_rows:
+            replay.gather()  # before the step: no gather under a torch.func transform
         stores = self.memory is not None and batch.glance == 0  # a repeated glance: no new sample
         keeper = self.logits_from if stores else None  # asked before the step changes the weights
         kept = keeper.logits_to_store(batch) if keeper is not None else None

@@ -71,12 +71,13 @@ class Replay:
             forward pass of the incoming batch joined with these samples at the current
             weights (MIR's scoring on the default MLP), which a closed-form step may start
             from while the weights are unchanged (:class:`lifelong.fast.Activations`).
-        stored, rows: for a replay made by :meth:`drawn`, the memory's samples and the
-            rows drawn from them (int64 ``[R]``), so that a step which takes the samples
-            in another order (GEM's, grouped by task) gathers them once; None otherwise.
+        rows: for a replay made by :meth:`drawn`, the rows drawn from the memory's
+            buffers (int64 ``[R]``; :meth:`source` gives the buffers), so that a learner
+            that takes the samples in another order (GEM's, grouped by task) gathers them
+            once; None for a replay made with its batch.
     """
 
-    __slots__ = ("_batch", "_logits", "_versions", "activations", "rows", "stored", "stored_logits")
+    __slots__ = ("_batch", "_buffers", "_logits", "_versions", "activations", "rows")
 
     def __init__(
         self, batch: Batch, logits: Tensor, activations: Activations | None = None
@@ -84,65 +85,72 @@ class Replay:
         self._batch: Batch | None = batch
         self._logits: Tensor | None = logits
         self.activations = activations
-        self.stored: Batch | None = None
-        self.stored_logits: Tensor | None = None
         self.rows: Tensor | None = None
+        self._buffers: tuple[Batch, Tensor] | None = None
         self._versions: tuple[int, ...] = ()
 
     @classmethod
-    def drawn(cls, stored: Batch, logits: Tensor, rows: Tensor) -> Replay:
-        """The samples at ``rows`` of a memory's ``stored`` samples and their ``logits``,
-        gathered when :attr:`batch` or :attr:`logits` is first read. Read them within the
-        step that drew them: a memory that changes after it makes them an error."""
+    def drawn(cls, buffers: Batch, stored_logits: Tensor, rows: Tensor) -> Replay:
+        """The samples at ``rows`` of a memory's ``buffers`` (its whole ``x``, ``y``,
+        ``task_ids``) and of its ``stored_logits``, gathered when :attr:`batch` or
+        :attr:`logits` is first read (:meth:`gather` at once). Reading them after the
+        memory's buffers are written raises ContractError, so they are read within the
+        step that drew them."""
         replay = cls.__new__(cls)
         replay._batch = replay._logits = replay.activations = None
-        replay.stored, replay.stored_logits, replay.rows = stored, logits, rows
-        replay._versions = _versions(stored, logits)
+        replay.rows, replay._buffers = rows, (buffers, stored_logits)
+        replay._versions = _versions(buffers, stored_logits)
         return replay
 
     @property
     def batch(self) -> Batch:
         if self._batch is None:
-            stored, rows = self._drawn()
+            buffers, rows = self.source()
             self._batch = Batch(
-                stored.x.index_select(0, rows),
-                stored.y.index_select(0, rows),
-                stored.task_ids.index_select(0, rows),
-                stored.task,
+                buffers.x.index_select(0, rows),
+                buffers.y.index_select(0, rows),
+                buffers.task_ids.index_select(0, rows),
+                buffers.task,
             )
         return self._batch
 
     @property
     def logits(self) -> Tensor:
-        if self._logits is None:
-            _, rows = self._drawn()
-            assert self.stored_logits is not None  # set with the rows (checked in _drawn)
-            self._logits = self.stored_logits.index_select(0, rows)
-        return self._logits
+        if self.rows is not None and self._logits is None:
+            _, rows = self.source()
+            assert self._buffers is not None  # a drawn replay's
+            self._logits = self._buffers[1].index_select(0, rows)
+        return self._logits  # type: ignore[return-value]  # given, or gathered above
 
-    def _drawn(self) -> tuple[Batch, Tensor]:
-        """The stored samples and the drawn rows, still as they were drawn.
+    def gather(self) -> Replay:
+        """Gather the batch and the logits now (a drawn replay), and return this replay."""
+        _ = self.batch, self.logits
+        return self
+
+    def source(self) -> tuple[Batch, Tensor]:
+        """The memory's buffers and the drawn rows of a replay made by :meth:`drawn`.
 
         Raises:
             ContractError: the memory's buffers were written since the draw.
         """
-        assert self.stored is not None and self.rows is not None  # a replay made by drawn()
-        assert self.stored_logits is not None  # set with them
-        if _versions(self.stored, self.stored_logits) != self._versions:
+        if self._buffers is None or self.rows is None:
+            raise ContractError("this replay was made with its batch; it has no drawn rows")
+        if _versions(*self._buffers) != self._versions:
             raise ContractError(
                 "a replay batch was read after its memory was written (new samples or "
                 "rewritten logits); read it in the step that drew it, before the memory changes"
             )
-        return self.stored, self.rows
+        return self._buffers[0], self.rows
 
     def __repr__(self) -> str:
-        drawn = "" if self.rows is None else f", drawn={len(self.rows)} rows"
-        return f"Replay(batch={self._batch!r}{drawn})"
+        if self._batch is None and self.rows is not None:
+            return f"Replay(<{len(self.rows)} drawn rows, not gathered yet>)"
+        return f"Replay(batch={self._batch!r})"
 
 
-def _versions(stored: Batch, logits: Tensor) -> tuple[int, ...]:
-    """The in-place write counters of a memory's buffers (each write bumps its own)."""
-    return (stored.x._version, stored.y._version, stored.task_ids._version, logits._version)
+def _versions(buffers: Batch, logits: Tensor) -> tuple[int, ...]:
+    """The in-place write counters of a memory's buffers (a view shares its base's)."""
+    return (buffers.x._version, buffers.y._version, buffers.task_ids._version, logits._version)
 
 
 @dataclass(frozen=True)
@@ -286,6 +294,10 @@ class Learner(Composable, Checkpointed, abc.ABC):
 
     needs_memory: ClassVar[bool] = False
     passes_replay: ClassVar[bool] = True
+    takes_drawn_rows: ClassVar[bool] = False
+    """The rule reads a drawn replay's rows itself (:meth:`Replay.source`: GEM's grouping by
+    task); any other learner is handed the replay gathered (:meth:`Replay.gather`), so
+    nothing is gathered under a ``torch.func`` transform or after the memory changes."""
     takes_rates: ClassVar[bool] = False
     """The rule can step with per-parameter rates an init learned (:meth:`use_rates`)."""
     is_default: ClassVar[bool] = False

@@ -221,7 +221,7 @@ def gem_gradients(
         The incoming batch's mean cross-entropy (0-d), ``[1 + T, P]``: its gradient (row
         0) and the mean gradient of each past task's samples (the task ids in ``memory``
         other than ``incoming.task``, in increasing order), flattened in the order of
-        ``weights``, and those task ids; None when ``memory`` holds no past task.
+        ``weights``, and those task ids; None when the rows taken hold no past task.
     """
     return GemGradients()([w.detach() for w in weights], incoming, memory, rows)
 
