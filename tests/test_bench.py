@@ -194,7 +194,7 @@ def test_report_lists_the_known_slow_parts_with_their_share() -> None:
     assert f"| {workload.name} | `solve_dual` | 40 | 0.50 | 25% |" in text
 
 
-@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss", "icarl", "bic", "scr"])
 def test_report_judges_the_canon_against_issue_19s_avalanche_target(strategy: str) -> None:
     workload = next(w for w in WORKLOADS if w.strategy == strategy)
     loop = {
@@ -206,6 +206,8 @@ def test_report_judges_the_canon_against_issue_19s_avalanche_target(strategy: st
     text = render([row], command="c", repeat=1, profile="p", threads=1)
     assert f"| loop >= 3.0x faster than Avalanche | {workload.name} | 2.50x | **no** |" in text
     assert "Why (avalanche-canon):" in text
+    # issue 19's bound on the canon's loops: within 1.5x of the hand loop (0.83x here)
+    assert f"| loop <= 1.5x hand loop | {workload.name} | 0.83x | yes |" in text
 
 
 def test_part_seconds_times_gem_quadratic_program() -> None:
@@ -217,8 +219,8 @@ def test_part_seconds_times_gem_quadratic_program() -> None:
     assert calls > 0 and 0 < seconds < total
 
 
-@pytest.mark.slow  # trains 4 strategies x 2 implementations
-@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+@pytest.mark.slow  # trains 7 strategies x 2 implementations
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss", "icarl", "bic", "scr"])
 def test_hand_canon_loops_learn_like_lifelong(strategy: str) -> None:
     """The hand loops of the canon workloads do the same work: similar ACC (one seed)."""
     from lifelong.bench.harness import Workload, hand_run
@@ -321,7 +323,7 @@ def test_avalanche_runs_the_conv_workloads(strategy: str) -> None:
 
 
 @pytest.mark.skipif(not avalanche_available(), reason="needs avalanche-lib")
-@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss"])
+@pytest.mark.parametrize("strategy", ["gem", "er-ace", "mir", "gss", "icarl", "bic", "scr"])
 def test_avalanche_runs_the_canon_workloads(strategy: str) -> None:
     from lifelong.bench.harness import Workload, avalanche_run
 

@@ -170,6 +170,30 @@ WORKLOADS = (
         {"replay.size": 200, "replay.batch": 32},
         measured=("_gss_slots", "greedy_slots"),
     ),
+    # The exemplar methods of the canon that Avalanche 0.6 ships too (ICaRL, BiC, SCR), at
+    # their own defaults (strategies/): iCaRL's learning rate is 0.02 on its summed loss.
+    Workload(
+        "split-mnist class-IL, icarl (memory 200)",
+        "split-mnist",
+        "icarl",
+        {"size": 200},
+        lr=0.02,
+        measured=("herding",),
+    ),
+    Workload(
+        "split-mnist class-IL, bic (memory 200)",
+        "split-mnist",
+        "bic",
+        {"size": 200},
+        measured=("herding", "_fit_correction"),
+    ),
+    Workload(
+        "split-mnist class-IL, scr (memory 200)",
+        "split-mnist",
+        "scr",
+        {"size": 200},
+        measured=("supcon_loss",),
+    ),
     Workload("permuted-mnist 10 tasks, naive", "permuted-mnist", "naive", PERMUTED),
     Workload(
         "permuted-mnist 5 x 500, la-maml (memory 200)",
@@ -301,6 +325,7 @@ def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
     """The hand-written loop of ``workload`` on ``stream``; returns R."""
     from lifelong.bench.canon_loops import CANON, hand_canon
     from lifelong.bench.conv_loops import conv_protocol, hand_conv
+    from lifelong.bench.exemplar_loops import EXEMPLAR, hand_exemplar
     from lifelong.bench.handloop import hand_la_maml, hand_loop
 
     protocol = conv_protocol(workload.settings) if workload.images else None
@@ -316,6 +341,16 @@ def hand_run(workload: Workload, stream: Stream) -> list[list[float]]:
             memory_size=workload.settings.get("replay.size", 200),
             replay_batch=workload.settings.get("replay.batch", 32),
             der_alpha=workload.settings.get("der.lam", 0.5),
+        )
+    if workload.strategy in EXEMPLAR:
+        assert workload.lr is not None
+        return hand_exemplar(
+            stream,
+            strategy=workload.strategy,
+            seed=0,
+            lr=workload.lr,
+            batch_size=workload.batch_size,
+            memory_size=workload.settings.get("size", 200),
         )
     if workload.strategy in CANON:
         assert workload.lr is not None

@@ -13,8 +13,11 @@ from lifelong.bench.harness import Timing, Workload
 __all__ = ["BenchRow", "render"]
 
 LOOP_TARGET = 1.2  # lifelong's loop within 1.2x of the hand-written loop
+CANON_STRATEGIES = ("gem", "er-ace", "mir", "gss", "icarl", "bic", "scr")
+"""The class-incremental canon's methods that Avalanche 0.6 ships too (issue 19)."""
+CANON_LOOP_TARGET = 1.5  # issue 19's: the canon's loops within 1.5x of a hand-written loop
 AVALANCHE_TARGETS = {"naive": 3.0, "er": 3.0, "der++": 3.0, "ewc": 5.0, "la-maml+replay": 3.0}
-AVALANCHE_TARGETS |= {"gem": 3.0, "er-ace": 3.0, "mir": 3.0, "gss": 3.0}  # issue 19's canon
+AVALANCHE_TARGETS |= dict.fromkeys(CANON_STRATEGIES, 3.0)
 E2E_TARGET = 2.0
 OFFICIAL_LA_MAML = 1050.0
 """Sample-glances per second of the official La-MAML code (montrealrobotics/La-MAML) on
@@ -374,15 +377,13 @@ WHY = {
 }
 
 
-CANON_STRATEGIES = ("gem", "er-ace", "mir", "gss")
-
-
 def _targets(rows: list[BenchRow], issue_run: BenchRow | None = None) -> list[Target]:
     out = []
     for row in rows:
         name = row.workload.name
         loop = row.ratio("lifelong", "hand loop")
-        out.append(Target(f"loop <= {LOOP_TARGET}x hand loop", name, loop, LOOP_TARGET, "hand"))
+        bound = CANON_LOOP_TARGET if row.workload.strategy in CANON_STRATEGIES else LOOP_TARGET
+        out.append(Target(f"loop <= {bound}x hand loop", name, loop, bound, "hand"))
         if row.workload.meta and not row.workload.images and "lifelong" in row.loop:
             judged = issue_run or row
             timing = judged.loop["lifelong"]
