@@ -364,7 +364,15 @@ WHY = {
     "the second) or end (MIR). GEM does the same work in all three: memory_size / "
     "n_tasks samples of each past task (40 to 160 at memory 200 over 5 tasks), the "
     "paper's episodic memories. Its GSS_greedy does more: 10 stored mini-batch gradients "
-    "(a backward each) per step.",
+    "(a backward each) per step. The exemplar methods are steps of autograd through the "
+    "MLP, as in the hand loop, and lifelong's loop is at the hand loop's; the hand loop's "
+    "own lead over Avalanche is then the ceiling, and Avalanche does less work: its ICaRL "
+    "joins the exemplars to the experience's data (each replayed once an epoch in the "
+    "ordinary batches) where lifelong and the hand loop join a replay batch of exemplars "
+    "to every batch, and its SCR fills its class-balanced memory at an experience's end, "
+    "so nothing is replayed during the first experience, where lifelong and the hand loop "
+    "replay 100 reservoir samples (two views of each) from the second batch on; its BiC "
+    "holds its validation samples out of the new data instead of training on them.",
     "avalanche-ewc": "lifelong's EWC loop is naive's plus, in every step, one pass over "
     "the weights for the penalty's value and step, and a one-pass per-sample Fisher for "
     "every task but the last (see the EWC note); Avalanche's EWC loop costs a smaller "
