@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from lifelong.bench.handloop import evaluate
 from lifelong.contracts.stream import Stream, Task
 from lifelong.models.mlp import MLP
 
@@ -72,7 +73,7 @@ def hand_exemplar(
     torch.manual_seed(seed)
     model = MLP(stream.input_dim, (100, 100), stream.n_outputs, stream.n_heads)
     g = torch.Generator().manual_seed(seed)
-    _evaluate(model, model, stream)  # the init row: no prototype yet, the model's own logits
+    evaluate(model, stream, model)  # the init row: no prototype yet, the model's own logits
     run = (stream, model, g, lr, batch_size, memory_size)
     if strategy == "icarl":
         return _icarl(*run, replay_batch or 32, weight_decay)
@@ -126,7 +127,7 @@ def _icarl(
         ex_x, ex_y = _herded(model, task, ex_x, ex_y, size)
         old = {n: p.detach().clone() for n, p in model.named_parameters()}
         learned = seen.clone()
-        rows.append(_evaluate(model, _nearest_mean(model, sums, counts, ex_x, ex_y), stream))
+        rows.append(evaluate(model, stream, _nearest_mean(model, sums, counts, ex_x, ex_y)))
     return rows
 
 
@@ -183,7 +184,7 @@ def _bic(
             stages.append(_fit_correction(model, stages, val_x, val_y, new, seen))
         old, old_stages = {n: p.detach().clone() for n, p in model.named_parameters()}, list(stages)
         learned = seen.clone()
-        rows.append(_evaluate(model, _corrected_scores(model, stages, seen), stream))
+        rows.append(evaluate(model, stream, _corrected_scores(model, stages, seen)))
     return rows
 
 
@@ -223,7 +224,7 @@ def _scr(
             _observe(model, x, y, sums, counts)
         n = min(seen, size)
         predict = _nearest_mean(model, sums, counts, mem_x[:n], mem_y[:n])
-        rows.append(_evaluate(model, predict, stream))
+        rows.append(evaluate(model, stream, predict))
     return rows
 
 
@@ -382,16 +383,3 @@ def _supcon(z: Tensor, y: Tensor, t: float) -> Tensor:
     count = positive.sum(1)
     per_anchor = -log_prob.masked_fill(~positive, 0).sum(1) / count.clamp(min=1)
     return per_anchor[count > 0].mean()
-
-
-@torch.inference_mode()
-def _evaluate(model: nn.Module, predict: Callable[[Tensor], Tensor], stream: Stream) -> list[float]:
-    """``handloop.evaluate`` with the strategy's ``predict`` (scores ``[B, C]``) for the
-    model's logits: accuracy on every task's test set, the model in eval mode."""
-    out = []
-    model.eval()
-    for task in stream.tasks:
-        pred = predict(task.x_test.float().div_(255)).argmax(1)
-        out.append(float((pred == task.y_test).float().mean()))
-    model.train()
-    return out

@@ -7,9 +7,11 @@ lifelong runs they are compared with (the stream is built by lifelong and handed
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
 from lifelong.contracts.stream import Stream
@@ -101,14 +103,18 @@ def _fisher(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, stream: Stream) -> list[float]:
+def evaluate(
+    model: nn.Module, stream: Stream, predict: Callable[[Tensor], Tensor] | None = None
+) -> list[float]:
     """Accuracy on every task's test set, the model in eval mode (batch norm's running
-    statistics, not the test batch's, and none of them updated)."""
+    statistics, not the test batch's, and none of them updated); ``predict`` scores a test
+    set ``[B, C]`` in place of the model's logits (a nearest-mean or corrected head)."""
     out = []
     model.eval()
     for task in stream.tasks:
         x = task.x_test.float().div_(255)
-        pred = model(x, torch.full_like(task.y_test, task.id)).argmax(1)
+        scores = model(x, torch.full_like(task.y_test, task.id)) if predict is None else predict(x)
+        pred = scores.argmax(1)
         out.append(float((pred == task.y_test).float().mean()))
     model.train()
     return out
