@@ -86,23 +86,30 @@ class Exemplars:
         """Every exemplar as one batch."""
         return Batch(self.x, self.y, self.task_ids, -1)
 
+    def draw(self, n: int, generator: torch.Generator) -> Tensor:
+        """The rows of ``n`` exemplars drawn without replacement."""
+        return torch.randperm(len(self), generator=generator, device=self.y.device)[:n]
+
     def sample(self, n: int, generator: torch.Generator) -> Batch | None:
         """``n`` exemplars drawn without replacement (None while empty)."""
         if not len(self):
             return None
-        pick = torch.randperm(len(self), generator=generator, device=self.y.device)[:n]
+        pick = self.draw(n, generator)
         return Batch(self.x[pick], self.y[pick], self.task_ids[pick], -1)
 
     def joined(self, batch: Batch, n: int, generator: torch.Generator) -> Batch:
         """``batch`` followed by ``n`` exemplars drawn without replacement (``batch`` alone
         while the set is empty)."""
-        replay = self.sample(n, generator)
-        if replay is None:
+        return self.joined_rows(batch, self.draw(n, generator) if len(self) else None)
+
+    def joined_rows(self, batch: Batch, rows: Tensor | None) -> Batch:
+        """``batch`` followed by the exemplars at ``rows`` (``batch`` alone for None)."""
+        if rows is None:
             return batch
         return Batch(
-            torch.cat([batch.x, replay.x]),
-            torch.cat([batch.y, replay.y]),
-            torch.cat([batch.task_ids, replay.task_ids]),
+            torch.cat([batch.x, self.x[rows]]),
+            torch.cat([batch.y, self.y[rows]]),
+            torch.cat([batch.task_ids, self.task_ids[rows]]),
             batch.task,
         )
 

@@ -90,3 +90,47 @@ def test_bic_corrects_on_random_samples_of_the_new_classes() -> None:
     exemplars, the new classes' most typical samples, made the correction pull them down."""
     result = class_il("bic", seed=2, memory=200)
     assert min(result.matrix[k][k] for k in range(5)) > 0.5
+
+
+def test_icarl_replays_every_exemplar_once_an_epoch_in_near_equal_shares(monkeypatch) -> None:
+    """The paper's Algorithm 3 trains on the union of the task's samples and the
+    exemplars: at its default, each incoming batch takes the next near-equal share of the
+    exemplars in an order drawn for the epoch, so each is replayed once an epoch; with
+    ``icarl.batch`` set, that many are drawn for every batch."""
+    replayed: list[tuple[int, list[int]]] = []  # per step: exemplars held, rows replayed
+
+    def record(self: ICaRL, glance: int) -> torch.Tensor | None:
+        rows = original(self, glance)
+        replayed.append((len(self.exemplars), [] if rows is None else rows.tolist()))
+        return rows
+
+    original = ICaRL._replayed
+    monkeypatch.setattr(ICaRL, "_replayed", record)
+    settings = {
+        "setting": "class",
+        "samples_per_task": 60,
+        "batch_size": 8,
+        "epochs": 2,
+        "eval_every": 0,
+        "replay.size": 20,
+    }
+    result = lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=settings)
+    assert result.status == "ok"
+    per_epoch = -(-60 // 8)  # 8 incoming batches, the last one of 4 samples
+    assert len(replayed) == 5 * 2 * per_epoch
+    assert all(rows == [] for _, rows in replayed[: 2 * per_epoch])  # none held in task 0
+    orders = []
+    for epoch in range(2, 10):  # tasks 1-4, two epochs each
+        steps = replayed[epoch * per_epoch : (epoch + 1) * per_epoch]
+        held = steps[0][0]
+        assert held >= 16 and {n for n, _ in steps} == {held}
+        rows = [row for _, step in steps for row in step]
+        assert sorted(rows) == list(range(held))  # each exemplar once an epoch
+        assert {len(step) for _, step in steps} <= {held // per_epoch, -(-held // per_epoch)}
+        orders.append(rows)
+    assert orders[0] != orders[1]  # a new order each epoch
+
+    replayed.clear()
+    drawn = {**settings, "icarl.batch": 3}
+    assert lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=drawn).status == "ok"
+    assert [len(rows) for _, rows in replayed[2 * per_epoch :]] == [3] * (8 * per_epoch)

@@ -58,8 +58,9 @@ def hand_exemplar(
 
     Args:
         memory_size: exemplars (icarl, bic) or reservoir samples (scr) kept in all.
-        replay_batch: stored samples joined to each batch (None: 32 for icarl and bic,
-            100 for scr, lifelong's defaults).
+        replay_batch: stored samples joined to each batch (None: lifelong's defaults:
+            for icarl every exemplar once an epoch, spread evenly over the task's
+            batches; 32 for bic, 100 for scr).
         weight_decay: iCaRL's L2 weight decay.
         temperature: BiC's distillation temperature or SCR's contrastive one (None: 2.0
             and 0.07).
@@ -76,7 +77,7 @@ def hand_exemplar(
     evaluate(model, stream, model)  # the init row: no prototype yet, the model's own logits
     run = (stream, model, g, lr, batch_size, memory_size)
     if strategy == "icarl":
-        return _icarl(*run, replay_batch or 32, weight_decay)
+        return _icarl(*run, replay_batch, weight_decay)
     if strategy == "bic":
         return _bic(*run, replay_batch or 32, temperature or 2.0)
     return _scr(*run, replay_batch or 100, temperature or 0.07)
@@ -89,12 +90,14 @@ def _icarl(
     lr: float,
     batch_size: int,
     size: int,
-    replay: int,
+    replay: int | None,
     weight_decay: float,
 ) -> list[list[float]]:
-    """iCaRL: BCE on the batch and ``replay`` exemplars, the old network's sigmoid outputs
-    the targets of the classes learned before; herding and a copy of the network after
-    each task; the nearest mean of exemplars to predict."""
+    """iCaRL: BCE on the batch and its exemplars (``replay`` drawn for each batch, or
+    None: the task's k-th of B batches takes the k-th of B near-equal shares of the
+    exemplars in a random order), the old network's sigmoid outputs the targets of the
+    classes learned before; herding and a copy of the network after each task; the
+    nearest mean of exemplars to predict."""
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
     ex_x, ex_y = torch.zeros(0, stream.input_dim), torch.zeros(0, dtype=torch.long)
     sums, counts = torch.zeros(stream.n_outputs, model.feature_dim), torch.zeros(stream.n_outputs)
@@ -107,8 +110,13 @@ def _icarl(
         current[task.y_train] = True
         seen |= current
         distilled = learned & ~current
-        for x, y in _batches(task, batch_size, g):
-            pick = torch.randperm(len(ex_y), generator=g)[:replay]  # without replacement
+        n, batches = len(ex_y), -(-len(task.y_train) // batch_size)
+        order = torch.randperm(n, generator=g)
+        for k, (x, y) in enumerate(_batches(task, batch_size, g)):
+            if replay is None:  # every exemplar once in the task's pass
+                pick = order[k * n // batches : (k + 1) * n // batches]
+            else:  # without replacement
+                pick = torch.randperm(n, generator=g)[:replay]
             bx, by = torch.cat([x, ex_x[pick]]), torch.cat([y, ex_y[pick]])
             logits = model(bx)
             target = F.one_hot(by, stream.n_outputs).float()
