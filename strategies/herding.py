@@ -47,14 +47,17 @@ def herding(feats: Tensor, m: int) -> Tensor:
     target = feats.mean(0)
     picked = torch.zeros(len(feats), dtype=torch.bool, device=feats.device)
     total = torch.zeros_like(target)
-    order = []
+    order = torch.empty(m, dtype=torch.long, device=feats.device)
+    means, gap = torch.empty_like(feats), feats.new_empty(len(feats))  # written every step
     for k in range(1, m + 1):
-        gap = (target - (total + feats) / k).norm(dim=1).masked_fill(picked, float("inf"))
-        i = int(gap.argmin())
-        order.append(i)
+        # gap = || target - (total + feats) / k ||, row by row, the picked rows excluded
+        torch.sub(target, torch.add(total, feats, out=means).div_(k), out=means)
+        torch.linalg.vector_norm(means, dim=1, out=gap).masked_fill_(picked, float("inf"))
+        i = gap.argmin()
+        order[k - 1] = i
         picked[i] = True
         total += feats[i]
-    return torch.tensor(order, dtype=torch.long, device=feats.device)
+    return order
 
 
 @dataclass

@@ -131,9 +131,9 @@ class ICaRL(ExemplarStrategy):
         loss = sigmoid_loss(logits[:, self.seen], target[:, self.seen])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        for p in self.model.parameters():
-            if p.grad is not None:
-                p.grad.add_(p.detach(), alpha=self.weight_decay)
+        learning = [p for p in self.model.parameters() if p.grad is not None]
+        grads = [p.grad for p in learning if p.grad is not None]
+        torch._foreach_add_(grads, [p.detach() for p in learning], alpha=self.weight_decay)
         self.optimizer.step()
         if batch.glance == 0:
             self.ncm.observe(self.model, batch)
