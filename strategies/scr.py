@@ -121,13 +121,12 @@ class SCR(Strategy):
         side = math.isqrt(x.shape[1])
         if self.shift == 0 or side * side != x.shape[1]:
             return x
-        s = self.shift
-        images = F.pad(x.view(-1, 1, side, side), (s, s, s, s))
+        s, wide = self.shift, side + 2 * self.shift
+        padded = F.pad(x.view(-1, side, side), (s, s, s, s)).flatten(1)  # [N, wide * wide]
         dx, dy = torch.randint(0, 2 * s + 1, (2, len(x)), generator=self.generator, device=x.device)
-        rows = (dy[:, None] + torch.arange(side, device=x.device))[:, :, None]
-        cols = (dx[:, None] + torch.arange(side, device=x.device))[:, None, :]
-        picked = images[torch.arange(len(x), device=x.device)[:, None, None], 0, rows, cols]
-        return picked.reshape(len(x), -1)
+        steps = torch.arange(side, device=x.device)
+        window = (steps[:, None] * wide + steps).flatten()  # an unmoved image's pixels, padded
+        return padded.gather(1, (dy * wide + dx)[:, None] + window)  # each row's own window
 
 
 def _mlp(width: int, out: int, generator: torch.Generator, device: torch.device) -> nn.Module:

@@ -340,12 +340,12 @@ class _Shift(nn.Module):
         side, s, n = math.isqrt(x.shape[1]), self.shift, len(x)
         if s == 0 or side * side != x.shape[1]:
             return x
-        images = F.pad(x.view(n, side, side), (s, s, s, s))
+        wide = side + 2 * s
+        padded = F.pad(x.view(n, side, side), (s, s, s, s)).flatten(1)
         dx, dy = torch.randint(0, 2 * s + 1, (2, n), device=x.device)
         steps = torch.arange(side, device=x.device)
-        rows = (dy[:, None] + steps)[:, :, None]
-        cols = (dx[:, None] + steps)[:, None, :]
-        return images[torch.arange(n, device=x.device)[:, None, None], rows, cols].reshape(n, -1)
+        window = (steps[:, None] * wide + steps).flatten()
+        return padded.gather(1, (dy * wide + dx)[:, None] + window)
 
 
 def _row(results: dict[str, Any], n_tasks: int) -> list[float]:

@@ -374,11 +374,12 @@ def _translated(x: Tensor, g: torch.Generator) -> Tensor:
     side, s = math.isqrt(x.shape[1]), SHIFT
     if s == 0 or side * side != x.shape[1]:
         return x
-    images = F.pad(x.view(-1, side, side), (s, s, s, s))
+    wide = side + 2 * s
+    padded = F.pad(x.view(-1, side, side), (s, s, s, s)).flatten(1)
     dx, dy = torch.randint(0, 2 * s + 1, (2, len(x)), generator=g)
-    rows = (dy[:, None] + torch.arange(side))[:, :, None]
-    cols = (dx[:, None] + torch.arange(side))[:, None, :]
-    return images[torch.arange(len(x))[:, None, None], rows, cols].reshape(len(x), -1)
+    steps = torch.arange(side)
+    window = (steps[:, None] * wide + steps).flatten()
+    return padded.gather(1, (dy * wide + dx)[:, None] + window)
 
 
 def _supcon(z: Tensor, y: Tensor, t: float) -> Tensor:
