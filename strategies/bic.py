@@ -12,7 +12,6 @@ from typing import ClassVar, final
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from lifelong import (
     SGD,
@@ -150,7 +149,7 @@ class BiC(ExemplarStrategy):
     def _distillation(self, logits: Tensor, data: Batch) -> Tensor:
         """``T^2 KL`` of the new logits from the old (corrected) ones, over the old classes."""
         with torch.no_grad():
-            old = functional_call(self.model, self.old, (data.x, data.task_ids))
+            old = self.old_network()(data.x, data.task_ids)
             old = bias_corrected(old, self.old_stages)[:, self.distilled]
         t = self.temperature
         log_new = F.log_softmax(logits[:, self.distilled] / t, 1)

@@ -11,6 +11,7 @@ References: Welling 2009, "Herding dynamical weights to learn" (ICML); Rebuffi e
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -195,6 +196,11 @@ class ExemplarStrategy(Strategy):
     old: Params = field(init=False, repr=False)
     seen: Tensor = field(init=False, repr=False)
     learned: Tensor = field(init=False, repr=False)
+    # a cache of ``old`` as a module (old_network), made again when ``old`` is replaced
+    not_checkpointed: ClassVar[tuple[str, ...]] = ("kept_old",)
+    kept_old: tuple[Params, nn.Module] | None = field(
+        init=False, repr=False, compare=False, default=None
+    )
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         self.model, self.generator = model, generator
@@ -203,5 +209,33 @@ class ExemplarStrategy(Strategy):
         self.exemplars = Exemplars(self.size)
         self.exemplars.setup(info.input_dim, device)
         self.old = {}
+        self.kept_old = None
         self.seen = torch.zeros(info.n_outputs, dtype=torch.bool, device=device)
         self.learned = torch.zeros_like(self.seen)  # the classes the old network knows
+
+    def old_network(self) -> nn.Module:
+        """The network as the previous task left it: ``functional_call(model, old, ...)``
+        as a module, a copy of the model whose parameters are ``old``'s tensors (no
+        gradient) and whose buffers and train/eval modes are the model's own, so it
+        computes what that call does without swapping the parameters in at every call
+        (about 70 us of a 230 us call on the default MLP). Call it under ``no_grad``."""
+        kept = self.kept_old
+        if kept is None or kept[0] is not self.old:
+            kept = self.kept_old = (self.old, _with_parameters(self.model, self.old))
+        for copy_module, module in zip(kept[1].modules(), self.model.modules(), strict=True):
+            copy_module.training = module.training
+        return kept[1]
+
+
+def _with_parameters(model: nn.Module, params: Params) -> nn.Module:
+    """A copy of ``model`` whose parameters share ``params``' tensors (frozen) and whose
+    buffers are ``model``'s (batch norm's running statistics move as under
+    ``functional_call``)."""
+    twin = copy.deepcopy(model)
+    for name, p in twin.named_parameters():
+        p.requires_grad_(False)
+        p.data = params[name]
+    for twin_module, module in zip(twin.modules(), model.modules(), strict=True):
+        for name in list(twin_module._buffers):
+            twin_module._buffers[name] = module._buffers[name]
+    return twin

@@ -12,7 +12,6 @@ from typing import ClassVar, final
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.func import functional_call
 
 from lifelong import Batch, StreamInfo, TrainingData, detached, param
 
@@ -128,7 +127,7 @@ class ICaRL(ExemplarStrategy):
         target = F.one_hot(data.y, logits.shape[1]).to(logits.dtype)
         if self.old:
             with torch.no_grad():
-                old = functional_call(self.model, self.old, (data.x, data.task_ids)).sigmoid()
+                old = self.old_network()(data.x, data.task_ids).sigmoid()
             target = torch.where(self.distilled, old, target)
         loss = sigmoid_loss(logits[:, self.seen], target[:, self.seen])
         self.optimizer.zero_grad(set_to_none=True)

@@ -134,3 +134,48 @@ def test_icarl_replays_every_exemplar_once_an_epoch_in_near_equal_shares(monkeyp
     drawn = {**settings, "icarl.batch": 3}
     assert lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=drawn).status == "ok"
     assert [len(rows) for _, rows in replayed[2 * per_epoch :]] == [3] * (8 * per_epoch)
+
+
+def test_the_old_network_computes_what_functional_call_does_batch_norm_included() -> None:
+    """iCaRL's, BiC's and LUCIR's old network is a kept copy of the model on the old
+    weights: its outputs, and the batch-norm statistics it moves in training mode, are
+    those of ``functional_call(model, old, ...)``, in either mode, and it follows ``old``
+    when a task's end replaces it."""
+    import copy
+
+    from torch import nn
+    from torch.func import functional_call
+
+    from lifelong import StreamInfo, detached
+
+    class Net(nn.Module):
+        feature_dim = 8
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+            return self.head(self.body(x))
+
+    torch.manual_seed(0)
+    net, x = Net(), torch.randn(6, 4)
+    icarl = ICaRL()
+    info = StreamInfo(n_tasks=2, setting="class", n_outputs=3, n_heads=1, input_dim=4)
+    icarl.setup(net, info, torch.Generator().manual_seed(0))
+    for _ in range(2):  # the old weights, then the model moves on
+        icarl.old = detached(dict(net.named_parameters()))
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p))
+        for training in (True, False):
+            net.train(training)
+            reference = copy.deepcopy(net)
+            with torch.no_grad():
+                expected = functional_call(reference, icarl.old, (x,))
+                got = icarl.old_network()(x)
+            assert torch.equal(got, expected)
+            assert torch.equal(net.body[1].running_mean, reference.body[1].running_mean)
+            assert not got.requires_grad
+    assert not torch.equal(icarl.old_network()(x), net(x))  # the old weights, not the model's
