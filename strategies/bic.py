@@ -149,8 +149,8 @@ class BiC(ExemplarStrategy):
     def _distillation(self, logits: Tensor, data: Batch) -> Tensor:
         """``T^2 KL`` of the new logits from the old (corrected) ones, over the old classes."""
         with torch.no_grad():
-            old = self.old_network()(data.x, data.task_ids)
-            old = bias_corrected(old, self.old_stages)[:, self.distilled]
+            old = bias_corrected(self.old_outputs(data.x, data.task_ids), self.old_stages)
+        old = old[:, self.distilled]
         t = self.temperature
         log_new = F.log_softmax(logits[:, self.distilled] / t, 1)
         log_old = F.log_softmax(old / t, 1)

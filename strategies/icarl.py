@@ -99,7 +99,7 @@ class ICaRL(ExemplarStrategy):
     batch_size: int = field(init=False, repr=False)  # the stream's incoming batch
     spread: Tensor = field(init=False, repr=False)  # this epoch's exemplar rows, in order
     batches: int = field(init=False, repr=False)  # incoming batches in an epoch of the task
-    step: int = field(init=False, repr=False)  # the incoming batches of the epoch so far
+    step: int = field(init=False, repr=False)  # the task's incoming batches so far
 
     def setup(self, model: nn.Module, info: StreamInfo, generator: torch.Generator) -> None:
         super().setup(model, info, generator)
@@ -126,8 +126,7 @@ class ICaRL(ExemplarStrategy):
         logits = self.model(data.x, data.task_ids)
         target = F.one_hot(data.y, logits.shape[1]).to(logits.dtype)
         if self.old:
-            with torch.no_grad():
-                old = self.old_network()(data.x, data.task_ids).sigmoid()
+            old = self.old_outputs(data.x, data.task_ids).sigmoid()
             target = torch.where(self.distilled, old, target)
         loss = sigmoid_loss(logits[:, self.seen], target[:, self.seen])
         self.optimizer.zero_grad(set_to_none=True)
@@ -148,8 +147,10 @@ class ICaRL(ExemplarStrategy):
         the task's ``k``-th of ``B`` incoming batches the rows from ``k * N // B`` to
         ``(k + 1) * N // B``, so every exemplar is replayed once an epoch, in near-equal
         shares (the union's work, with the union's share of exemplars in every batch).
-        Otherwise ``batch`` rows drawn without replacement for every step. A repeated
-        glance replays the rows of its batch's first glance."""
+        A repeated glance of a batch replays its first glance's rows. Otherwise ``batch``
+        rows drawn without replacement for every step (and every glance). With detected
+        boundaries (``boundaries=detect``) a task's length is that of the recent samples
+        the detection hands over, so the shares follow that length."""
         n = len(self.exemplars)
         if n == 0:
             return None

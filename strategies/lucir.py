@@ -13,6 +13,7 @@ from typing import ClassVar, final
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from lifelong import (
     Batch,
@@ -128,8 +129,9 @@ class LUCIR(ExemplarStrategy):
 
     def _less_forget(self, f: Tensor, data: Batch) -> Tensor:
         """``lam * mean(1 - cos(f, f_old))`` (Eq. 6), ``lam`` adapted to the class ratio (Eq. 7)."""
+        body = {k.removeprefix("body."): v for k, v in self.old.items() if k.startswith("body.")}
         with torch.no_grad():
-            old = features(self.old_network(), data.x)
+            old = functional_call(self.model.body, body, (data.x,)).flatten(1)  # type: ignore[arg-type]
         return self.lam * (1 - F.cosine_similarity(f, old, dim=1)).mean()
 
     def _ranking(self, logits: Tensor, y: Tensor) -> Tensor:

@@ -136,46 +136,80 @@ def test_icarl_replays_every_exemplar_once_an_epoch_in_near_equal_shares(monkeyp
     assert [len(rows) for _, rows in replayed[2 * per_epoch :]] == [3] * (8 * per_epoch)
 
 
-def test_the_old_network_computes_what_functional_call_does_batch_norm_included() -> None:
-    """iCaRL's, BiC's and LUCIR's old network is a kept copy of the model on the old
-    weights: its outputs, and the batch-norm statistics it moves in training mode, are
-    those of ``functional_call(model, old, ...)``, in either mode, and it follows ``old``
-    when a task's end replaces it."""
+def test_the_old_network_is_the_model_on_the_old_weights_by_hand_where_declared() -> None:
+    """iCaRL's and BiC's old network (``old_outputs``): on the default MLP with ``fast``
+    the logits by hand (``lifelong.fast.mlp_logits``), bit for bit what
+    ``functional_call(model, old, ...)`` gives; with ``fast=false`` or on a model that
+    declares no closed form (batch norm here, whose statistics the call moves in training
+    mode), that call itself."""
     import copy
+    from dataclasses import replace
 
     from torch import nn
     from torch.func import functional_call
 
-    from lifelong import StreamInfo, detached
+    from lifelong import MLP, StreamInfo, detached
 
-    class Net(nn.Module):
+    class Normed(nn.Module):
         feature_dim = 8
 
         def __init__(self) -> None:
             super().__init__()
-            self.body = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU())
-            self.head = nn.Linear(8, 3)
+            self.body = nn.Sequential(nn.Linear(784, 8), nn.BatchNorm1d(8), nn.ReLU())
+            self.head = nn.Linear(8, 10)
 
         def forward(self, x: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
             return self.head(self.body(x))
 
+    info = StreamInfo(n_tasks=5, setting="class", n_outputs=10, n_heads=1, input_dim=784)
+    x, task_ids = torch.rand(40, 784), torch.zeros(40, dtype=torch.long)
     torch.manual_seed(0)
-    net, x = Net(), torch.randn(6, 4)
-    icarl = ICaRL()
-    info = StreamInfo(n_tasks=2, setting="class", n_outputs=3, n_heads=1, input_dim=4)
-    icarl.setup(net, info, torch.Generator().manual_seed(0))
-    for _ in range(2):  # the old weights, then the model moves on
+    for net, fast, by_hand in (
+        (MLP(784, (100, 100), 10), True, True),
+        (MLP(784, (100, 100), 10), False, False),
+        (Normed(), True, False),
+    ):
+        icarl = ICaRL()
+        icarl.setup(net, replace(info, fast=fast), torch.Generator().manual_seed(0))
+        assert icarl.by_hand is by_hand
         icarl.old = detached(dict(net.named_parameters()))
         with torch.no_grad():
             for p in net.parameters():
-                p.add_(torch.randn_like(p))
-        for training in (True, False):
-            net.train(training)
-            reference = copy.deepcopy(net)
-            with torch.no_grad():
-                expected = functional_call(reference, icarl.old, (x,))
-                got = icarl.old_network()(x)
-            assert torch.equal(got, expected)
-            assert torch.equal(net.body[1].running_mean, reference.body[1].running_mean)
-            assert not got.requires_grad
-    assert not torch.equal(icarl.old_network()(x), net(x))  # the old weights, not the model's
+                p.add_(torch.randn_like(p))  # the model moves on from the old weights
+        reference = copy.deepcopy(net)
+        with torch.no_grad():
+            expected = functional_call(reference, icarl.old, (x, task_ids))
+        got = icarl.old_outputs(x, task_ids)
+        assert torch.equal(got, expected) and not got.requires_grad
+        for mine, theirs in zip(net.buffers(), reference.buffers(), strict=True):
+            assert torch.equal(mine, theirs)  # batch norm's statistics moved alike
+        with torch.no_grad():
+            assert not torch.equal(got, net(x, task_ids))  # the old weights, not the model's
+
+
+def test_icarl_replays_a_batchs_shares_again_on_its_repeated_glances(monkeypatch) -> None:
+    """With ``glances`` > 1 a batch's repeated glances replay its first glance's share;
+    every exemplar is still replayed once an epoch."""
+    replayed: list[tuple[int, list[int]]] = []
+
+    def record(self: ICaRL, glance: int) -> torch.Tensor | None:
+        rows = original(self, glance)
+        replayed.append((glance, [] if rows is None else rows.tolist()))
+        return rows
+
+    original = ICaRL._replayed
+    monkeypatch.setattr(ICaRL, "_replayed", record)
+    settings = {
+        "setting": "class",
+        "samples_per_task": 40,
+        "batch_size": 8,
+        "glances": 2,
+        "eval_every": 0,
+        "replay.size": 20,
+    }
+    result = lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=settings)
+    assert result.status == "ok"
+    task_1 = replayed[2 * 5 : 4 * 5]  # 5 batches of two glances a task
+    assert [glance for glance, _ in task_1] == [0, 1] * 5
+    assert all(task_1[k][1] == task_1[k + 1][1] for k in range(0, 10, 2))
+    assert sorted(r for glance, rows in task_1 if glance == 0 for r in rows) == list(range(20))

@@ -271,3 +271,21 @@ def test_a_head_that_replaces_the_output_layer_ends_the_closed_form(spec: str, m
         run_one(spec, {**small, "fast": fast}, stream=stream).matrix for fast in ("true", "false")
     ]
     assert runs[0] == runs[1]
+
+
+@pytest.mark.parametrize("hidden", [(100, 100), (16,), (32, 8, 8)])
+def test_mlp_logits_are_the_models_on_other_weights_bit_for_bit(hidden) -> None:
+    """``mlp_logits`` (iCaRL's and BiC's old network) equals ``functional_call`` of the
+    model on the same weights exactly: the same operators."""
+    from torch.func import functional_call
+
+    from lifelong.fast import mlp_logits
+
+    torch.manual_seed(0)
+    model = MLP(784, hidden, 10)
+    weights = {n: torch.randn_like(p) * 0.1 for n, p in model.named_parameters()}
+    for rows in (1, 40, 64):
+        x = torch.rand(rows, 1, 28, 28)
+        with torch.no_grad():
+            expected = functional_call(model, weights, (x,))
+        assert torch.equal(mlp_logits(list(weights.values()), x), expected)

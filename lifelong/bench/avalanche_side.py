@@ -195,7 +195,8 @@ def _exemplar(
     BCE averages over all the outputs where lifelong's sums over the classes seen, so at
     the same ``lr`` each output steps a 1/outputs as far (1/10 on MNIST). Its memory is
     joined to the task's data (each exemplar replayed once an epoch, in the same batches
-    of ``batch_size``), not ``batch_size`` exemplars added to every batch as lifelong's.
+    of ``batch_size``); lifelong's spreads each exemplar once an epoch over the task's
+    batches, added to them.
 
     ``bic``: ``BiC`` on the MLP as it is (the bias layer acts on the logits; any
     single-head model fits), SGD at ``lr``, ``mem_size = memory_size`` random samples

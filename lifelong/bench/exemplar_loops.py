@@ -90,7 +90,7 @@ def _icarl(
     lr: float,
     batch_size: int,
     size: int,
-    replay: int | None,
+    replay: int | None,  # None or 0: spread
     weight_decay: float,
 ) -> list[list[float]]:
     """iCaRL: BCE on the batch and its exemplars (``replay`` drawn for each batch, or
@@ -111,9 +111,9 @@ def _icarl(
         seen |= current
         distilled = learned & ~current
         n, batches = len(ex_y), -(-len(task.y_train) // batch_size)
-        order = torch.randperm(n, generator=g)
+        order = None if replay else torch.randperm(n, generator=g)
         for k, (x, y) in enumerate(_batches(task, batch_size, g)):
-            if replay is None:  # every exemplar once in the task's pass
+            if order is not None:  # every exemplar once in the task's pass
                 pick = order[k * n // batches : (k + 1) * n // batches]
             else:  # without replacement
                 pick = torch.randperm(n, generator=g)[:replay]

@@ -12,7 +12,9 @@ each one against its reference (``tests/test_closed_form.py``, ``tests/test_meta
   ``sgd`` learner, :func:`lifelong.supervised_step` and MER's single-sample steps, when the
   objective declares a :class:`ClosedForm`; and the ``sgd`` learner's plain step taken
   in place without forming the gradient (:func:`cross_entropy_descent`), from the forward
-  pass MIR's scoring took already when the replay batch carries it (:class:`Activations`).
+  pass MIR's scoring took already when the replay batch carries it (:class:`Activations`);
+  and such a model's logits on weights other than its own (:func:`mlp_logits`: iCaRL's
+  and BiC's old network).
 - :mod:`lifelong.fast.sample_factors`: per-sample gradients of such a model kept as each
   layer's factors: GEM's per-task memory gradients, GSS's cosine scores, MIR's
   interference (keeping its forward passes for the step), ER-ACE's step and EWC's Fisher
@@ -36,6 +38,7 @@ from lifelong.fast.closed_form import (
     cross_entropy_descent,
     cross_entropy_grads,
     has_closed_form,
+    mlp_logits,
     sample_step,
 )
 from lifelong.fast.lookahead_inplace import in_place_look_ahead, in_place_update
@@ -68,6 +71,7 @@ __all__ = [
     "in_place_look_ahead",
     "in_place_update",
     "interference",
+    "mlp_logits",
     "mlp_look_ahead",
     "sample_factors",
     "sample_step",

@@ -239,6 +239,27 @@ def cross_entropy_descent(
     return loss
 
 
+@torch.no_grad()
+def mlp_logits(weights: Sequence[Tensor], x: Tensor) -> Tensor:
+    """The logits of a one-head ReLU MLP on ``weights`` (``W_1, b_1, ..., W_L, b_L``,
+    ``W_l`` shaped ``[out, in]``) for ``x [N, ...]``, with no autograd graph.
+
+    Accelerates: ``functional_call(model, params, (x, task_ids))`` under ``no_grad`` of a
+    model that declares closed-form gradients (:func:`has_closed_form`) on a set of weights
+    that is not its own: the old network of iCaRL and BiC (``strategies/herding.py``),
+    called every step. The same operators as the model's layers (``nn.Linear``'s
+    ``addmm``, then ReLU), so the same numbers, without swapping the weights into the
+    module (227 us -> about 140 us on 40 rows of the default MLP).
+    """
+    out = x.flatten(1)
+    n_layers = len(weights) // 2
+    for layer in range(n_layers):
+        out = torch.addmm(weights[2 * layer + 1], out, weights[2 * layer].t())
+        if layer < n_layers - 1:
+            out = out.relu_()
+    return out
+
+
 def _forward(
     weights: Sequence[Tensor], x: Tensor, y: Tensor, ahead: Activations | None = None
 ) -> tuple[Tensor, list[Tensor], Tensor]:
