@@ -92,30 +92,34 @@ def test_bic_corrects_on_random_samples_of_the_new_classes() -> None:
     assert min(result.matrix[k][k] for k in range(5)) > 0.5
 
 
-def test_icarl_replays_every_exemplar_once_an_epoch_in_near_equal_shares(monkeypatch) -> None:
-    """The paper's Algorithm 3 trains on the union of the task's samples and the
-    exemplars: at its default, each incoming batch takes the next near-equal share of the
-    exemplars in an order drawn for the epoch, so each is replayed once an epoch; with
-    ``icarl.batch`` set, that many are drawn for every batch."""
-    replayed: list[tuple[int, list[int]]] = []  # per step: exemplars held, rows replayed
+def icarl_replays(monkeypatch, settings: dict[str, object]) -> list[tuple[int, list[int]]]:
+    """Run icarl on small Split-MNIST class-IL tasks (batch 8, memory 20) with
+    ``settings``; return, per call of its step's replay, the exemplars held and the
+    rows replayed."""
+    replayed: list[tuple[int, list[int]]] = []
+    original = ICaRL._replayed
 
     def record(self: ICaRL, glance: int) -> torch.Tensor | None:
         rows = original(self, glance)
         replayed.append((len(self.exemplars), [] if rows is None else rows.tolist()))
         return rows
 
-    original = ICaRL._replayed
     monkeypatch.setattr(ICaRL, "_replayed", record)
-    settings = {
-        "setting": "class",
-        "samples_per_task": 60,
-        "batch_size": 8,
-        "epochs": 2,
-        "eval_every": 0,
-        "replay.size": 20,
-    }
-    result = lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=settings)
+    base = {"setting": "class", "batch_size": 8, "eval_every": 0, "replay.size": 20}
+    result = lifelong.run(
+        "split-mnist", "icarl", seed=0, device="cpu", settings={**base, **settings}
+    )
     assert result.status == "ok"
+    return replayed
+
+
+def test_icarl_replays_every_exemplar_once_an_epoch_in_near_equal_shares(monkeypatch) -> None:
+    """The paper's Algorithm 3 trains on the union of the task's samples and the
+    exemplars: at its default, each incoming batch takes the next near-equal share of the
+    exemplars in an order drawn for the epoch, so each is replayed once an epoch; with
+    ``icarl.batch`` set, that many are drawn for every batch."""
+    settings = {"samples_per_task": 60, "epochs": 2}
+    replayed = icarl_replays(monkeypatch, settings)  # per step: (exemplars held, rows)
     per_epoch = -(-60 // 8)  # 8 incoming batches, the last one of 4 samples
     assert len(replayed) == 5 * 2 * per_epoch
     assert all(rows == [] for _, rows in replayed[: 2 * per_epoch])  # none held in task 0
@@ -130,10 +134,8 @@ def test_icarl_replays_every_exemplar_once_an_epoch_in_near_equal_shares(monkeyp
         orders.append(rows)
     assert orders[0] != orders[1]  # a new order each epoch
 
-    replayed.clear()
-    drawn = {**settings, "icarl.batch": 3}
-    assert lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=drawn).status == "ok"
-    assert [len(rows) for _, rows in replayed[2 * per_epoch :]] == [3] * (8 * per_epoch)
+    drawn = icarl_replays(monkeypatch, {**settings, "icarl.batch": 3})
+    assert [len(rows) for _, rows in drawn[2 * per_epoch :]] == [3] * (8 * per_epoch)
 
 
 def test_the_old_network_is_the_model_on_the_old_weights_by_hand_where_declared() -> None:
@@ -190,26 +192,6 @@ def test_the_old_network_is_the_model_on_the_old_weights_by_hand_where_declared(
 def test_icarl_replays_a_batchs_shares_again_on_its_repeated_glances(monkeypatch) -> None:
     """With ``glances`` > 1 a batch's repeated glances replay its first glance's share;
     every exemplar is still replayed once an epoch."""
-    replayed: list[tuple[int, list[int]]] = []
-
-    def record(self: ICaRL, glance: int) -> torch.Tensor | None:
-        rows = original(self, glance)
-        replayed.append((glance, [] if rows is None else rows.tolist()))
-        return rows
-
-    original = ICaRL._replayed
-    monkeypatch.setattr(ICaRL, "_replayed", record)
-    settings = {
-        "setting": "class",
-        "samples_per_task": 40,
-        "batch_size": 8,
-        "glances": 2,
-        "eval_every": 0,
-        "replay.size": 20,
-    }
-    result = lifelong.run("split-mnist", "icarl", seed=0, device="cpu", settings=settings)
-    assert result.status == "ok"
-    task_1 = replayed[2 * 5 : 4 * 5]  # 5 batches of two glances a task
-    assert [glance for glance, _ in task_1] == [0, 1] * 5
-    assert all(task_1[k][1] == task_1[k + 1][1] for k in range(0, 10, 2))
-    assert sorted(r for glance, rows in task_1 if glance == 0 for r in rows) == list(range(20))
+    task_1 = icarl_replays(monkeypatch, {"samples_per_task": 40, "glances": 2})[10:20]
+    assert all(task_1[k][1] == task_1[k + 1][1] for k in range(0, 10, 2))  # 5 batches x 2
+    assert sorted(r for k in range(0, 10, 2) for r in task_1[k][1]) == list(range(20))
